@@ -1,0 +1,41 @@
+// swift-tools-version:6.0
+// Tern: a Raft-replicated message broker. The target list mirrors docs/architecture.md:
+// a C shim over liburing, the storage layer, and the `tern` command; Raft, the broker,
+// the node, the server and the SDK arrive as their own targets.
+import PackageDescription
+
+let strict: [SwiftSetting] = [
+    .unsafeFlags(["-warnings-as-errors"], .when(configuration: .debug)),
+]
+
+let package = Package(
+    name: "Tern",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "tern", targets: ["tern"]),
+        .library(name: "TernStorage", targets: ["TernStorage"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // Opaque wrapper over liburing plus CRC32C. liburing.h is included only by the .c file.
+        .target(
+            name: "CTernIO",
+            cSettings: [.unsafeFlags(["-O2"])],
+            linkerSettings: [.linkedLibrary("uring")]
+        ),
+        .target(name: "TernStorage", dependencies: ["CTernIO"], swiftSettings: strict),
+        .executableTarget(
+            name: "tern",
+            dependencies: [
+                "TernStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: strict
+        ),
+        .testTarget(name: "CTernIOTests", dependencies: ["CTernIO"], swiftSettings: strict),
+        .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
+    ],
+    swiftLanguageModes: [.v6]
+)

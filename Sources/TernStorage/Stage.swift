@@ -1,0 +1,120 @@
+// Group commit's buffers. A Stage holds encoded entries and their index records that are waiting
+// to be written; the commitlog keeps one stage filling while the previous one is in flight, and
+// swaps them when the device reports the flight done. Steady state allocates nothing: arenas keep
+// their capacity across reuse.
+
+/// A growable, manually managed byte buffer. Its memory must not move while the kernel holds a
+/// pointer into it, so the commitlog only grows the arena of the stage that is not in flight.
+final class ByteArena {
+    private(set) var base: UnsafeMutableRawPointer
+    private(set) var capacity: Int
+    private(set) var count = 0
+
+    init(capacity: Int = 64 << 10) {
+        self.capacity = capacity
+        base = UnsafeMutableRawPointer.allocate(byteCount: capacity, alignment: 4096)
+    }
+
+    deinit { base.deallocate() }
+
+    /// Appends `bytes` uninitialised bytes and returns their offset.
+    func reserve(_ bytes: Int) -> Int {
+        if count + bytes > capacity {
+            var grown = capacity * 2
+            while count + bytes > grown { grown *= 2 }
+            let moved = UnsafeMutableRawPointer.allocate(byteCount: grown, alignment: 4096)
+            moved.copyMemory(from: base, byteCount: count)
+            base.deallocate()
+            base = moved
+            capacity = grown
+        }
+        defer { count += bytes }
+        return count
+    }
+
+    func shrink(to newCount: Int) {
+        precondition(newCount <= count, "arena shrink beyond its end")
+        count = newCount
+    }
+
+    func bytes(at offset: Int, count length: Int) -> UnsafeRawBufferPointer {
+        precondition(offset + length <= count, "arena read past its end")
+        return UnsafeRawBufferPointer(start: base + offset, count: length)
+    }
+}
+
+/// Entries encoded and waiting for (or in) one write batch.
+final class Stage {
+    struct Entry {
+        var index: UInt64
+        var term: UInt64
+        var position: UInt64
+        var storedSize: Int
+        var dataFile: DeviceFile
+        var dataFileOffset: Int
+        var dataArenaOffset: Int
+        var indexFile: DeviceFile
+        var indexFileOffset: Int
+        var indexArenaOffset: Int
+    }
+
+    let data = ByteArena()
+    let index = ByteArena(capacity: 8 << 10)
+    private(set) var entries: [Entry] = []
+    var batchID: UInt64 = 0
+
+    var isEmpty: Bool { entries.isEmpty }
+    var firstIndex: UInt64? { entries.first?.index }
+    var lastIndex: UInt64? { entries.last?.index }
+
+    func add(_ entry: Entry) {
+        if let last = entries.last { precondition(entry.index == last.index + 1, "stage indexes must be contiguous") }
+        entries.append(entry)
+    }
+
+    func entry(at i: UInt64) -> Entry? {
+        guard let first = entries.first?.index, i >= first, i - first < UInt64(entries.count) else { return nil }
+        return entries[Int(i - first)]
+    }
+
+    /// Drops entries after `i` and the bytes they occupied. Only for a stage not in flight.
+    func trim(after i: UInt64) {
+        while let last = entries.last, last.index > i {
+            data.shrink(to: last.dataArenaOffset)
+            index.shrink(to: last.indexArenaOffset)
+            entries.removeLast()
+        }
+    }
+
+    func reset() {
+        entries.removeAll(keepingCapacity: true)
+        data.shrink(to: 0)
+        index.shrink(to: 0)
+    }
+
+    /// One batch: a write per run of entries that are adjacent both in a file and in the arena,
+    /// the index records likewise, then a sync of every segment file written. Index files are not
+    /// synced here: recovery rebuilds their tail from the segments (docs/storage.md).
+    func makeBatch(id: UInt64) -> WriteBatch {
+        precondition(!entries.isEmpty, "empty batch")
+        var writes: [BatchWrite] = []
+        var syncFiles: [DeviceFile] = []
+        func coalesce(file: DeviceFile, fileOffset: Int, arena: ByteArena, arenaOffset: Int, length: Int, into runs: inout [(DeviceFile, Int, Int, Int)]) {
+            if let last = runs.last, last.0 == file, last.1 + last.3 == fileOffset, last.2 + last.3 == arenaOffset {
+                runs[runs.count - 1].3 += length
+            } else {
+                runs.append((file, fileOffset, arenaOffset, length))
+            }
+        }
+        var dataRuns: [(DeviceFile, Int, Int, Int)] = []
+        var indexRuns: [(DeviceFile, Int, Int, Int)] = []
+        for e in entries {
+            coalesce(file: e.dataFile, fileOffset: e.dataFileOffset, arena: data, arenaOffset: e.dataArenaOffset, length: e.storedSize, into: &dataRuns)
+            coalesce(file: e.indexFile, fileOffset: e.indexFileOffset, arena: index, arenaOffset: e.indexArenaOffset, length: IndexRecord.bytes, into: &indexRuns)
+            if syncFiles.last != e.dataFile { syncFiles.append(e.dataFile) }
+        }
+        for run in dataRuns { writes.append(BatchWrite(file: run.0, offset: run.1, pieces: [data.bytes(at: run.2, count: run.3)])) }
+        for run in indexRuns { writes.append(BatchWrite(file: run.0, offset: run.1, pieces: [index.bytes(at: run.2, count: run.3)])) }
+        return WriteBatch(id: id, writes: writes, syncFiles: syncFiles)
+    }
+}
