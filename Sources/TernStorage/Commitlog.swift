@@ -243,10 +243,11 @@ public final class Commitlog {
             var take = 0
             var bytes = 0
             for r in records {
-                if take > 0 && used + bytes + Int(r.storedSize) > maxBytes { break }
+                if (take > 0 || !out.isEmpty) && used + bytes + Int(r.storedSize) > maxBytes { break }
                 bytes += Int(r.storedSize)
                 take += 1
             }
+            if take == 0 { break }
             let start = records[0].position
             let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 8)
             defer { buffer.deallocate() }

@@ -6,79 +6,83 @@ import Glibc
 #endif
 import Foundation
 
-public final class PosixDevice: PosixFiles, StorageDevice, @unchecked Sendable {
+public final class PosixDevice: PosixFiles, StorageDevice {
     public let backendName = "posix"
 
-    // All three guarded by `condition`.
-    private let condition = NSCondition()
-    private var queued: [WriteBatch] = []
-    private var finished: [BatchCompletion] = []
-    private var stopping = false
+    /// What the device and its worker thread share. The thread holds it strongly, so the device
+    /// can go away first; the thread then sees `stopping` and ends.
+    private final class Shared: @unchecked Sendable {
+        let condition = NSCondition()
+        // Guarded by `condition`.
+        var queued: [WriteBatch] = []
+        var finished: [BatchCompletion] = []
+        var stopping = false
+    }
+
+    private let shared = Shared()
     private var inFlight = 0  // touched only by the owner's thread
-    private var worker: Thread?
 
     public override init() {
         super.init()
-        let thread = Thread { [unowned self] in self.workerLoop() }
+        let shared = self.shared
+        let thread = Thread { PosixDevice.workerLoop(shared) }
         thread.name = "tern-posix-io"
-        worker = thread
         thread.start()
     }
 
-    deinit {
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
-    }
+    deinit { stop() }
 
     public var batchesInFlight: Int { inFlight }
 
     public func submit(_ batch: WriteBatch) throws(StorageError) {
-        condition.lock()
-        queued.append(batch)
+        shared.condition.lock()
+        shared.queued.append(batch)
         inFlight += 1
-        condition.signal()
-        condition.unlock()
+        shared.condition.signal()
+        shared.condition.unlock()
     }
 
     public func reap(wait: Bool) throws(StorageError) -> [BatchCompletion] {
-        condition.lock()
-        while wait && finished.isEmpty && inFlight > 0 { condition.wait() }
-        let done = finished
-        finished.removeAll(keepingCapacity: true)
-        condition.unlock()
+        shared.condition.lock()
+        while wait && shared.finished.isEmpty && inFlight > 0 { shared.condition.wait() }
+        let done = shared.finished
+        shared.finished.removeAll(keepingCapacity: true)
+        shared.condition.unlock()
         inFlight -= done.count
         return done
     }
 
     public func shutdown() {
         while inFlight > 0 { _ = try? reap(wait: true) }
-        condition.lock()
-        stopping = true
-        condition.broadcast()
-        condition.unlock()
+        stop()
     }
 
-    private func workerLoop() {
+    private func stop() {
+        shared.condition.lock()
+        shared.stopping = true
+        shared.condition.broadcast()
+        shared.condition.unlock()
+    }
+
+    private static func workerLoop(_ shared: Shared) {
         while true {
-            condition.lock()
-            while queued.isEmpty && !stopping { condition.wait() }
-            if queued.isEmpty {  // stopping and drained
-                condition.unlock()
+            shared.condition.lock()
+            while shared.queued.isEmpty && !shared.stopping { shared.condition.wait() }
+            if shared.queued.isEmpty {  // stopping and drained
+                shared.condition.unlock()
                 return
             }
-            let batch = queued.removeFirst()
-            condition.unlock()
+            let batch = shared.queued.removeFirst()
+            shared.condition.unlock()
             let error = execute(batch)
-            condition.lock()
-            finished.append(BatchCompletion(id: batch.id, error: error))
-            condition.broadcast()
-            condition.unlock()
+            shared.condition.lock()
+            shared.finished.append(BatchCompletion(id: batch.id, error: error))
+            shared.condition.broadcast()
+            shared.condition.unlock()
         }
     }
 
-    private func execute(_ batch: WriteBatch) -> StorageError? {
+    private static func execute(_ batch: WriteBatch) -> StorageError? {
         for write in batch.writes {
             var vectors = write.pieces.map { iovec(iov_base: UnsafeMutableRawPointer(mutating: $0.baseAddress), iov_len: $0.count) }
             var offset = write.offset

@@ -144,6 +144,13 @@ extension Commitlog {
         guard nextIndex > h.index else { return false }
         let count = Int(nextIndex - h.index)
         guard let last = try? readRecord(s, slot: count - 1), last.position + UInt64(last.storedSize) == position else { return false }
+        // The entry just before the checkpoint must still verify; if it does not, durable data was
+        // damaged and a full scan of the segment decides what happened.
+        let whole = try reader.bytes(at: Int(last.position - s.base), count: Int(last.storedSize))
+        guard let lh = EntryFormat.verify(whole, expectedPosition: last.position), lh.index == nextIndex - 1 else {
+            recoveryReport.append("the entry before the checkpoint in \(s.path) does not verify; rescanning the segment")
+            return false
+        }
         s.firstIndex = h.index
         s.entryCount = count
         s.writeOffset = Int(position - s.base)
@@ -173,7 +180,11 @@ extension Commitlog {
         var result = ScanEnd.clean
         while offset + EntryFormat.headerBytes <= segmentSize {
             let head = try reader.bytes(at: offset, count: EntryFormat.headerBytes)
-            if head.count < EntryFormat.headerBytes || head.allSatisfy({ $0 == 0 }) { break }
+            if head.allSatisfy({ $0 == 0 }) { break }  // never written (or the file ends here)
+            if head.count < EntryFormat.headerBytes {
+                result = .damaged(offset, "the file ends inside an entry header")
+                break
+            }
             guard let h = EntryFormat.header(head) else {
                 result = .damaged(offset, "no entry header (bad magic or version)")
                 break

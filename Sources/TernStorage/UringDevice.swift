@@ -83,15 +83,19 @@ public enum IOBackendChoice: String, CaseIterable, Sendable {
 
 /// Opens the device `choice` names. With `.auto`, tries io_uring and falls back to POSIX when the
 /// kernel refuses it, calling `log` with one line that says so and why.
-public func makeStorageDevice(_ choice: IOBackendChoice, log: (String) -> Void) throws(StorageError) -> any StorageDevice {
+/// `openUring` is how the io_uring device is made; tests pass one that fails like a refusing kernel.
+public func makeStorageDevice(
+    _ choice: IOBackendChoice, log: (String) -> Void,
+    openUring: () throws(StorageError) -> UringDevice = { () throws(StorageError) in try UringDevice() }
+) throws(StorageError) -> any StorageDevice {
     switch choice {
     case .posix:
         return PosixDevice()
     case .uring:
-        return try UringDevice()
+        return try openUring()
     case .auto:
         do {
-            return try UringDevice()
+            return try openUring()
         } catch let error where error.code == .unsupported {
             log("io_uring unavailable (\(error.message)); using the POSIX backend (pwritev + fdatasync)")
             return PosixDevice()

@@ -1,0 +1,174 @@
+import Glibc
+import Testing
+@testable import TernStorage
+
+@Suite("Commitlog: appending, reading, group commit")
+struct CommitlogTests {
+    @Test("round trip: what is appended and flushed reads back, before and after reopening", arguments: Backend.allCases)
+    func roundTrip(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("roundtrip")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 1)
+        let entries = makeEntries(1...200, term: 3, random: &random)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        try log.append(Array(entries[0..<100]))
+        try log.append(Array(entries[100...]))
+        try log.flush()
+        #expect(log.durableIndex == 200 && log.lastIndex == 200 && log.firstIndex == 1)
+        #expect(try log.read(from: 1, maxBytes: .max) == entries)
+        #expect(try log.term(at: 200) == 3)
+        #expect(try log.term(at: 201) == nil)
+        try log.close()
+
+        let reopened = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(reopened.lastIndex == 200 && reopened.durableIndex == 200)
+        #expect(try reopened.read(from: 1, maxBytes: .max) == entries)
+        #expect(try reopened.read(from: 150, maxBytes: .max) == Array(entries[149...]))
+        #expect(reopened.recoveryReport.isEmpty, "a clean close leaves nothing to repair: \(reopened.recoveryReport)")
+        try reopened.close()
+    }
+
+    @Test("an append is durable only after its batch completed; entries are readable before", arguments: Backend.allCases)
+    func durableOnlyAfterCompletion(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("durable")
+        defer { removeTree(dir) }
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        let e = LogEntry(index: 1, term: 1, body: Array("first".utf8))
+        try log.append([e])
+        #expect(log.isFlushing)
+        #expect(log.durableIndex == 0, "nothing reaped yet, so nothing may be durable")
+        #expect(try log.read(from: 1, maxBytes: 1) == [e], "the leader replicates entries before its own fsync completes")
+        while log.durableIndex < 1 { try log.pump(wait: true) }
+        #expect(!log.isFlushing)
+        try log.close()
+    }
+
+    @Test("group commit: appends made while a batch is in flight leave together in the next one", arguments: Backend.allCases)
+    func groupCommit(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("group")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 2)
+        let log = try Commitlog(directory: dir, device: device, options: CommitlogOptions(segmentSizeBytes: 1 << 20))
+        try log.append(makeEntries(1...1, term: 1, random: &random))
+        for i in UInt64(2)...101 { try log.append(makeEntries(i...i, term: 1, random: &random)) }
+        #expect(log.stats.batches == 1, "only the first append may leave while the device is busy")
+        try log.flush()
+        #expect(log.stats.batches == 2, "the 100 later appends must share one batch")
+        #expect(log.durableIndex == 101)
+        try log.close()
+    }
+
+    @Test("read honours the byte budget but always returns at least one entry")
+    func readBudget() throws {
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("budget")
+        defer { removeTree(dir) }
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        let entries = (UInt64(1)...10).map { LogEntry(index: $0, term: 1, body: [UInt8](repeating: UInt8($0), count: 100)) }
+        try log.append(entries)
+        try log.flush()
+        let stored = EntryFormat.storedSize(bodyLength: 100)
+        #expect(try log.read(from: 1, maxBytes: 1).count == 1)
+        #expect(try log.read(from: 1, maxBytes: stored * 3).count == 3)
+        #expect(try log.read(from: 1, maxBytes: stored * 3 + stored - 1).count == 3)
+        #expect(try log.read(from: 11, maxBytes: .max).isEmpty)
+        try log.close()
+    }
+
+    @Test("segments roll over, reads cross them, and retention deletes whole segments from the head", arguments: Backend.allCases)
+    func rollOverAndRetention(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("roll")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 3)
+        let entries = makeEntries(1...300, term: 1, random: &random)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        for chunk in stride(from: 0, to: 300, by: 7) { try log.append(Array(entries[chunk..<min(300, chunk + 7)])) }
+        try log.flush()
+        #expect(log.segments.count > 5)
+        for s in log.segments.dropLast() { #expect(s.writeOffset <= tinyOptions.segmentSizeBytes) }
+        #expect(try log.read(from: 1, maxBytes: .max) == entries)
+        let secondFirst = log.segments[1].firstIndex, thirdFirst = log.segments[2].firstIndex
+        #expect(try log.deleteSegments(through: thirdFirst - 1) == 2)
+        #expect(log.firstIndex == thirdFirst)
+        #expect(throws: StorageError.self) { try log.read(from: secondFirst, maxBytes: .max) }
+        try log.close()
+        let reopened = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(reopened.firstIndex == thirdFirst && reopened.lastIndex == 300)
+        #expect(try reopened.read(from: thirdFirst, maxBytes: .max) == Array(entries[Int(thirdFirst - 1)...]))
+        try reopened.close()
+    }
+
+    @Test("truncate after an index (a Raft conflict), then append a new suffix; it survives reopening", arguments: Backend.allCases)
+    func truncateThenAppend(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("truncate")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 4)
+        let old = makeEntries(1...120, term: 1, random: &random)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        try log.append(old)
+        try log.flush()
+        try log.truncate(after: 30)
+        #expect(log.lastIndex == 30 && log.durableIndex == 30)
+        #expect(try log.term(at: 31) == nil)
+        let new = makeEntries(31...50, term: 2, random: &random)
+        try log.append(new)
+        // Staged, not yet flushed: a second conflict cuts inside the staged entries.
+        try log.truncate(after: 45)
+        let newer = makeEntries(46...60, term: 3, random: &random)
+        try log.append(newer)
+        try log.flush()
+        let expected = Array(old[0..<30]) + Array(new[0..<15]) + newer
+        #expect(try log.read(from: 1, maxBytes: .max) == expected)
+        // Crash-like reopen: no close, so recovery must not resurrect the cut entries 61...120.
+        let again = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(again.lastIndex == 60)
+        #expect(try again.read(from: 1, maxBytes: .max) == expected)
+        try again.close()
+    }
+
+    @Test("an entry larger than the limit is refused and nothing of its batch is kept")
+    func oversizedEntry() throws {
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("oversize")
+        defer { removeTree(dir) }
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        let ok = LogEntry(index: 1, term: 1, body: [1])
+        let big = LogEntry(index: 2, term: 1, body: [UInt8](repeating: 0, count: 5000))
+        let error = #expect(throws: StorageError.self) { try log.append([ok, big]) }
+        #expect(error?.code == .invalidArgument)
+        #expect(log.lastIndex == 0)
+        try log.append([ok])
+        try log.flush()
+        #expect(log.durableIndex == 1)
+        try log.close()
+    }
+
+    @Test("auto picks io_uring, or falls back to POSIX with one line saying why")
+    func autoFallback() throws {
+        var lines: [String] = []
+        let refused = try makeStorageDevice(.auto, log: { lines.append($0) }, openUring: { () throws(StorageError) in
+            throw StorageError(.unsupported, "io_uring_setup: Operation not permitted", errno: EPERM)
+        })
+        defer { refused.shutdown() }
+        #expect(refused.backendName == "posix")
+        #expect(lines.count == 1 && lines[0].contains("io_uring unavailable") && lines[0].contains("POSIX"))
+        let forced = #expect(throws: StorageError.self) {
+            _ = try makeStorageDevice(.uring, log: { _ in }, openUring: { () throws(StorageError) in
+                throw StorageError(.unsupported, "refused", errno: EPERM)
+            })
+        }
+        #expect(forced?.code == .unsupported, "--io uring must fail loudly, never fall back")
+    }
+}

@@ -1,0 +1,171 @@
+import Glibc
+import Testing
+@testable import TernStorage
+
+/// Builds a log whose checkpoint covers entries 1...n-1 and whose entry n is written after it,
+/// then "crashes" (no close). Returns the entries and the last entry's (segment path, offset, size).
+func buildCrashedLog(_ dir: String, n: UInt64, seed: UInt64) throws -> ([LogEntry], String, Int, Int) {
+    let device = PosixDevice()
+    defer { device.shutdown() }
+    var random = TestRandom(seed: seed)
+    let entries = makeEntries(1...n, term: 1, random: &random, maxBody: 200)
+    let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+    try log.append(Array(entries.dropLast()))
+    try log.close()
+    let again = try Commitlog(directory: dir, device: device, options: tinyOptions)
+    try again.append([entries.last!])
+    try again.flush()
+    let s = again.segments.last!
+    let record = try again.readIndexRecords(s, from: n, through: n)[0]
+    return (entries, s.path, Int(record.position - s.base), Int(record.storedSize))
+}
+
+@Suite("Commitlog: recovery")
+struct RecoveryTests {
+    @Test("a torn last entry is cut at every byte offset: the log is exactly the complete prefix")
+    func tornTailAtEveryOffset() throws {
+        let original = temporaryDirectory("torn-orig")
+        defer { removeTree(original) }
+        let (entries, segmentPath, offset, size) = try buildCrashedLog(original, n: 40, seed: 11)
+        let name = String(segmentPath.split(separator: "/").last!)
+        let work = temporaryDirectory("torn-work")
+        defer { removeTree(work) }
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        for cut in offset...(offset + size) {
+            copyTree(original, work)
+            truncateFile(work + "/" + name, cut)
+            let log = try Commitlog(directory: work, device: device, options: tinyOptions)
+            // The entry is whole once its header and body are: the zero padding after it carries nothing.
+            let whole = cut >= offset + EntryFormat.headerBytes + entries.last!.body.count
+            #expect(log.lastIndex == (whole ? 40 : 39), "cut at \(cut)")
+            #expect(try log.read(from: 1, maxBytes: .max) == Array(whole ? entries : entries.dropLast()), "cut at \(cut)")
+            if !whole && cut > offset {  // a cut at the entry's first byte leaves nothing to see
+                #expect(log.recoveryReport.contains { $0.contains("torn tail") }, "cut at \(cut): \(log.recoveryReport)")
+            }
+            // The log is usable after the cut: the next append continues it.
+            try log.append([LogEntry(index: log.lastIndex + 1, term: 2, body: [9])])
+            try log.flush()
+            try log.close()
+        }
+    }
+
+    @Test("a flipped bit anywhere in a checkpointed entry is caught when it is read")
+    func bitFlipOnRead() throws {
+        let original = temporaryDirectory("flip-orig")
+        defer { removeTree(original) }
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        var random = TestRandom(seed: 12)
+        let entries = makeEntries(1...20, term: 1, random: &random, maxBody: 100)
+        let log = try Commitlog(directory: original, device: device, options: tinyOptions)
+        try log.append(entries)
+        try log.close()
+        let probe = try Commitlog(directory: original, device: device, options: tinyOptions)
+        let s = probe.segments[0]
+        let record = try probe.readIndexRecords(s, from: 10, through: 10)[0]
+        try probe.close()
+        let start = Int(record.position - s.base)
+        let covered = EntryFormat.headerBytes + entries[9].body.count
+        let work = temporaryDirectory("flip-work")
+        defer { removeTree(work) }
+        for byte in start..<(start + covered) {
+            copyTree(original, work)
+            flipBit(work + "/" + Commitlog.segmentName(0), byte: byte, bit: byte % 8)
+            let damaged = try Commitlog(directory: work, device: device, options: tinyOptions)
+            let error = #expect(throws: StorageError.self, "flip at \(byte)") { try damaged.read(from: 1, maxBytes: .max) }
+            #expect(error?.code == .corruption)
+            #expect(try damaged.read(from: 11, maxBytes: .max) == Array(entries[10...]), "entries after the damage stay readable")
+            try damaged.close()
+        }
+    }
+
+    @Test("corruption followed by valid entries refuses to open, naming file and offset; repair cuts there")
+    func corruptionRefusesUnlessRepair() throws {
+        let dir = temporaryDirectory("corrupt")
+        defer { removeTree(dir) }
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        var random = TestRandom(seed: 13)
+        let entries = makeEntries(1...20, term: 1, random: &random, maxBody: 100)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        try log.append(entries)
+        try log.flush()
+        let s = log.segments[0]
+        let offset = Int(try log.readIndexRecords(s, from: 10, through: 10)[0].position - s.base)
+        // Crash without a checkpoint covering the entries: recovery must scan them.
+        try device.removeFile(dir + "/checkpoint")
+        flipBit(dir + "/" + Commitlog.segmentName(0), byte: offset + EntryFormat.headerBytes, bit: 0)
+
+        let error = #expect(throws: StorageError.self) { _ = try Commitlog(directory: dir, device: device, options: tinyOptions) }
+        #expect(error?.code == .corruption)
+        #expect(error?.message.contains(Commitlog.segmentName(0)) == true)
+        #expect(error?.message.contains("offset \(offset)") == true, "\(String(describing: error))")
+
+        var repair = tinyOptions
+        repair.repairCorruption = true
+        let repaired = try Commitlog(directory: dir, device: device, options: repair)
+        #expect(repaired.lastIndex == 9)
+        #expect(repaired.recoveryReport.contains { $0.hasPrefix("repaired") })
+        #expect(try repaired.read(from: 1, maxBytes: .max) == Array(entries[0..<9]))
+        try repaired.close()
+    }
+
+    @Test("a missing or short index file is rebuilt from the segment")
+    func indexRebuild() throws {
+        let dir = temporaryDirectory("reindex")
+        defer { removeTree(dir) }
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        var random = TestRandom(seed: 14)
+        let entries = makeEntries(1...200, term: 1, random: &random)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        try log.append(entries)
+        try log.close()
+        let names = try device.listDirectory(dir).filter { $0.hasSuffix(".index") }
+        #expect(names.count >= 4)
+        try device.removeFile(dir + "/" + names[0])                                  // trusted segment, index gone
+        truncateFile(dir + "/" + names[1], fileSize(dir + "/" + names[1]) / 2)      // trusted segment, index short
+        truncateFile(dir + "/" + names.last!, 0)                                    // checkpoint segment, index empty
+        let reopened = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(reopened.lastIndex == 200)
+        #expect(reopened.recoveryReport.filter { $0.contains("rebuilt the index") }.count == 2, "\(reopened.recoveryReport)")
+        #expect(try reopened.read(from: 1, maxBytes: .max) == entries)
+        try reopened.close()
+    }
+
+    @Test("disk full reaches the caller as noSpace; what was durable stays, and the log reopens", arguments: Backend.allCases)
+    func diskFull(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("full")
+        defer { removeTree(dir) }
+        guard mount("tmpfs", dir, "tmpfs", 0, "size=96k") == 0 else {
+            print("SKIP disk-full test: cannot mount a small tmpfs (errno \(errno))")
+            return
+        }
+        defer { umount(dir) }
+        var random = TestRandom(seed: 15)
+        let log = try Commitlog(directory: dir, device: device, options: CommitlogOptions(segmentSizeBytes: 16384))
+        var durable: [LogEntry] = []
+        var failure: StorageError?
+        for i in UInt64(1)...10_000 {
+            let e = makeEntries(i...i, term: 1, random: &random, maxBody: 1000)
+            do {
+                try log.append(e)
+                try log.flush()
+                durable += e
+            } catch {
+                failure = error
+                break
+            }
+        }
+        #expect(failure?.code == .noSpace, "\(String(describing: failure))")
+        #expect(durable.count > 10)
+        #expect(try log.read(from: 1, maxBytes: .max) == durable)
+        try? log.close()
+        let reopened = try Commitlog(directory: dir, device: device, options: CommitlogOptions(segmentSizeBytes: 16384))
+        #expect(try reopened.read(from: 1, maxBytes: .max) == durable)
+        try? reopened.close()
+    }
+}
