@@ -84,6 +84,10 @@ extension Commitlog {
                 end = try recoverTrusted(s, previous: previous)
             } else if let cp = checkpoint, cp.position > s.base, try trustPrefix(s, previous: previous, nextIndex: cp.nextIndex, position: cp.position) {
                 end = try scan(s, fromOffset: Int(cp.position - s.base), expectedIndex: cp.nextIndex)
+            } else if k == 0, let cp = checkpoint, cp.position == s.base {
+                // The checkpoint names the first index even when the log is empty (truncated to
+                // nothing after retention), so indexes never go backwards across a restart.
+                end = try scan(s, fromOffset: 0, expectedIndex: cp.nextIndex)
             } else {
                 end = try scan(s, fromOffset: 0, expectedIndex: previous.map { $0.lastIndex + 1 })
             }

@@ -172,3 +172,29 @@ struct CommitlogTests {
         #expect(forced?.code == .unsupported, "--io uring must fail loudly, never fall back")
     }
 }
+
+@Suite("Commitlog: regressions")
+struct CommitlogRegressionTests {
+    // Found by ModelTests seed 2: a log truncated to nothing after retention reopened with
+    // lastIndex 0, so indexes went backwards across a restart.
+    @Test("a log emptied by retention and truncation keeps its next index across a reopen")
+    func emptyLogKeepsNextIndex() throws {
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("empty-next")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 21)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        try log.append(makeEntries(1...200, term: 1, random: &random))
+        try log.flush()
+        try log.deleteSegments(through: 200)
+        let first = log.firstIndex
+        #expect(first > 1)
+        try log.truncate(after: first - 1)
+        #expect(log.lastIndex == first - 1)
+        let reopened = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(reopened.lastIndex == first - 1 && reopened.firstIndex == first)
+        try reopened.append([LogEntry(index: first, term: 2, body: [1])])
+        try reopened.close()
+    }
+}
