@@ -193,8 +193,19 @@ public final class Commitlog {
         }
         inFlight = nil
         if let error = completion.error {
+            // The log now ends at the last durable entry: the failed batch and what was staged
+            // behind it are forgotten in memory (reads stop there too). Their files stay as they
+            // are; the reopen's recovery decides what of them is really on disk.
             failure = error
+            flight.reset()
             spare = flight
+            staged.trim(after: durableIndex)
+            while segments.count > 1, let last = segments.last, last.firstIndex > durableIndex {
+                device.closeFile(last.file)
+                device.closeFile(last.indexFile)
+                segments.removeLast()
+            }
+            rewindLogicalEnd(to: durableIndex)
             throw error
         }
         if let last = flight.lastIndex { durableIndex = max(durableIndex, last) }
@@ -339,11 +350,12 @@ public final class Commitlog {
         while segments.count > 1, let last = segments.last, last.firstIndex > index {
             removed.append(segments.removeLast())
         }
+        let oldEnd = segments.last?.writeOffset ?? 0
         rewindLogicalEnd(to: index)
         for s in removed { dropSegmentFiles(s) }
         if !removed.isEmpty { try device.syncDirectory(directory) }
         if onDiskAfter, let s = segments.last {
-            try cutSegmentFiles(s)
+            try cutSegmentFiles(s, zeroingUpTo: oldEnd)
             durableIndex = min(durableIndex, index)
             try writeCheckpoint()
         }
@@ -384,11 +396,19 @@ public final class Commitlog {
         }
     }
 
-    /// Makes `s`'s files end where its bookkeeping says: zeroes the data after `writeOffset`
-    /// (truncate, then preallocate again) and cuts the index file, both synced.
-    func cutSegmentFiles(_ s: Segment) throws(StorageError) {
-        try device.truncate(s.file, bytes: s.writeOffset)
-        try device.preallocate(s.file, bytes: options.segmentSizeBytes)
+    /// Makes `s`'s files end where its bookkeeping says: writes zeros over the data from
+    /// `writeOffset` to `zeroingUpTo` (so recovery cannot find the cut entries, and the blocks stay
+    /// written for fast fdatasync), or, when that end is unknown (`nil`, a torn region), truncates
+    /// the file there and preallocates it again. Then cuts the index file; both synced.
+    func cutSegmentFiles(_ s: Segment, zeroingUpTo end: Int?) throws(StorageError) {
+        if let end {
+            if end > s.writeOffset {
+                try device.writeNow(s.file, at: s.writeOffset, array: [UInt8](repeating: 0, count: end - s.writeOffset))
+            }
+        } else {
+            try device.truncate(s.file, bytes: s.writeOffset)
+            try device.preallocate(s.file, bytes: options.segmentSizeBytes)
+        }
         try device.syncNow(s.file)
         try device.truncate(s.indexFile, bytes: s.entryCount * IndexRecord.bytes)
         try device.syncNow(s.indexFile)
@@ -408,12 +428,16 @@ public final class Commitlog {
         return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
     }
 
+    /// Opens the segment at `base`, zero-filled and synced, then starts preparing the one after it
+    /// in the background, so a roll-over normally finds its file ready.
     private func createSegment(base: UInt64, firstIndex: UInt64) throws(StorageError) -> Segment {
         let path = directory + "/" + Commitlog.segmentName(base)
-        let file = try device.openFile(path, create: true)
+        device.prepareFile(path, bytes: options.segmentSizeBytes)  // no-op when already started
+        guard let file = try device.openPreparedFile(path) else {
+            preconditionFailure("device did not prepare \(path)")
+        }
         let indexFile: DeviceFile
         do {
-            try device.preallocate(file, bytes: options.segmentSizeBytes)
             indexFile = try device.openFile(path + ".index", create: true)
         } catch {
             device.closeFile(file)
@@ -422,7 +446,6 @@ public final class Commitlog {
         }
         let segment = Segment(base: base, path: path, file: file, indexFile: indexFile, firstIndex: firstIndex)
         do {
-            try device.syncNow(file)  // the preallocation (file size) is durable before data goes in
             try device.syncDirectory(directory)
         } catch {
             dropSegmentFiles(segment)
@@ -430,6 +453,7 @@ public final class Commitlog {
         }
         segments.append(segment)
         stats.segmentsCreated += 1
+        device.prepareFile(directory + "/" + Commitlog.segmentName(base + UInt64(options.segmentSizeBytes)), bytes: options.segmentSizeBytes)
         return segment
     }
 
@@ -437,7 +461,17 @@ public final class Commitlog {
     /// next open verifies only what was written after it.
     private func checkpointIfSegmentChanged() throws(StorageError) {
         guard durableIndex >= firstIndex, let s = try? segmentContaining(durableIndex) else { return }
-        if checkpointSegmentBase != s.base { try writeCheckpoint() }
+        if checkpointSegmentBase != s.base { writeCheckpointIfPossible() }
+    }
+
+    /// A checkpoint only saves recovery work, and an old one stays safe (recovery verifies the
+    /// entry before it), so failing to write one (a full disk) is reported, not fatal.
+    func writeCheckpointIfPossible() {
+        do {
+            try writeCheckpoint()
+        } catch {
+            recoveryReport.append("could not write a checkpoint: \(error)")
+        }
     }
 
     /// Checkpoint file: 32 bytes. magic "TCKP" u32, version u8, 3 zero bytes, next index u64,
@@ -507,7 +541,7 @@ public final class Commitlog {
     public func close() throws(StorageError) {
         if failure == nil {
             try flush()
-            if !segments.isEmpty { try writeCheckpoint() }
+            if !segments.isEmpty { writeCheckpointIfPossible() }
         } else {
             while inFlight != nil { _ = try? pump(wait: true) }
         }

@@ -53,6 +53,7 @@ public final class PosixDevice: PosixFiles, StorageDevice {
     }
 
     public func shutdown() {
+        waitForPreparations()
         while inFlight > 0 { _ = try? reap(wait: true) }
         stop()
     }

@@ -3,10 +3,100 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import Foundation
 
 /// Synchronous POSIX file operations, with EINTR retried and every other errno mapped to StorageError.
 public class PosixFiles {
     public init() {}
+
+    /// Background preparations by final path. Each runs on its own short-lived thread: one per
+    /// segment, so about one a second at full speed with 1 GiB segments.
+    private var preparations: [String: Preparation] = [:]
+
+    private final class Preparation: @unchecked Sendable {
+        let bytes: Int
+        init(bytes: Int) { self.bytes = bytes }
+        let condition = NSCondition()
+        var done = false         // guarded by condition
+        var error: StorageError? // guarded by condition
+    }
+
+    public func prepareFile(_ path: String, bytes: Int) {
+        guard preparations[path] == nil else { return }
+        let preparation = Preparation(bytes: bytes)
+        preparations[path] = preparation
+        let thread = Thread {
+            let error = PosixFiles.writeZeroFile(path + ".prep", bytes: bytes)
+            preparation.condition.lock()
+            preparation.done = true
+            preparation.error = error
+            preparation.condition.broadcast()
+            preparation.condition.unlock()
+        }
+        thread.name = "tern-segment-prep"
+        thread.start()
+    }
+
+    public func openPreparedFile(_ path: String) throws(StorageError) -> DeviceFile? {
+        guard let preparation = preparations.removeValue(forKey: path) else { return nil }
+        preparation.condition.lock()
+        while !preparation.done { preparation.condition.wait() }
+        let error = preparation.error
+        preparation.condition.unlock()
+        if let error {
+            try? removeFile(path + ".prep")
+            throw error
+        }
+        if !fileExists(path + ".prep") {
+            // Removed while it was being made (recovery of the same directory in this process
+            // clears leftovers): make it again, here.
+            if let error = PosixFiles.writeZeroFile(path + ".prep", bytes: preparation.bytes) { throw error }
+        }
+        try renameFile(path + ".prep", to: path)
+        return try openFile(path, create: false)
+    }
+
+    /// Waits for every background preparation to end. Files prepared and never opened stay as
+    /// `*.prep`; the next recovery of their directory removes them.
+    func waitForPreparations() {
+        waitForBackgroundWork()
+        preparations.removeAll()
+    }
+
+    public func waitForBackgroundWork() {
+        for (_, preparation) in preparations {
+            preparation.condition.lock()
+            while !preparation.done { preparation.condition.wait() }
+            preparation.condition.unlock()
+        }
+    }
+
+    /// Creates `path` holding `bytes` zeros, fdatasync'ed. Runs off the owner's thread.
+    static func writeZeroFile(_ path: String, bytes: Int) -> StorageError? {
+        let fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC, 0o644)
+        if fd < 0 { return .system(errno, "create \(path)") }
+        defer { close(fd) }
+        // Reserve first so that a full disk fails here, at once, rather than midway.
+        let rc = posix_fallocate(fd, 0, off_t(bytes))
+        if rc != 0 { unlink(path); return .system(rc, "fallocate \(path)") }
+        let chunk = 1 << 20
+        let zeros = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
+        defer { zeros.deallocate() }
+        zeros.initializeMemory(as: UInt8.self, repeating: 0, count: chunk)
+        var offset = 0
+        while offset < bytes {
+            let n = pwrite(fd, zeros, min(chunk, bytes - offset), off_t(offset))
+            if n < 0 {
+                if errno == EINTR { continue }
+                let error = StorageError.system(errno, "zero-fill \(path)")
+                unlink(path)
+                return error
+            }
+            offset += n
+        }
+        if fdatasync(fd) != 0 { unlink(path); return .system(errno, "fdatasync \(path)") }
+        return nil
+    }
     public func openFile(_ path: String, create: Bool) throws(StorageError) -> DeviceFile {
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
         let fd = open(path, flags, 0o644)

@@ -54,6 +54,9 @@ extension Commitlog {
         let names = try device.listDirectory(directory)
         try device.removeFile(directory + "/checkpoint.tmp")
         let bases = names.filter { $0.count == 20 && $0.allSatisfy(\.isNumber) }.compactMap { UInt64($0) }.sorted()
+        for name in names where name.hasSuffix(".prep") {
+            try device.removeFile(directory + "/" + name)  // a segment being prepared when we stopped
+        }
         for name in names where name.hasSuffix(".index") && !names.contains(String(name.dropLast(6))) {
             try device.removeFile(directory + "/" + name)  // index of a segment already deleted
         }
@@ -111,7 +114,7 @@ extension Commitlog {
             try device.preallocate(last.file, bytes: segmentSize)
         }
         durableIndex = lastIndex
-        try writeCheckpoint()
+        writeCheckpointIfPossible()
     }
 
     /// A segment entirely before the checkpoint: checks its first entry and that its index file
@@ -225,7 +228,15 @@ extension Commitlog {
         s.entryCount = slot
         s.writeOffset = offset
         if !records.isEmpty {
-            try device.writeNow(s.indexFile, at: recordsStart, array: records)
+            // Write only from the first record that differs: an intact index costs no write, so a
+            // log on a full disk still opens when its index is whole.
+            let existing = try device.read(s.indexFile, at: recordsStart, count: records.count)
+            var same = 0
+            while same < existing.count && existing[same] == records[same] { same += 1 }
+            let from = same / IndexRecord.bytes * IndexRecord.bytes
+            if from < records.count {
+                try device.writeNow(s.indexFile, at: recordsStart + from, array: Array(records[from...]))
+            }
         }
         try device.truncate(s.indexFile, bytes: slot * IndexRecord.bytes)
         try device.syncNow(s.indexFile)
@@ -249,7 +260,7 @@ extension Commitlog {
         for extra in segments[(k + 1)...] { dropSegmentFiles(extra) }
         segments.removeSubrange((k + 1)...)
         try device.syncDirectory(directory)
-        try cutSegmentFiles(s)
+        try cutSegmentFiles(s, zeroingUpTo: nil)
     }
 
     /// The first place after (`segments[k]`, `offset`) holding an entry that verifies, searched at

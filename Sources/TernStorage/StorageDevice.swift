@@ -82,6 +82,16 @@ public protocol StorageDevice: AnyObject {
     /// Makes creations, removals and renames in the directory durable.
     func syncDirectory(_ path: String) throws(StorageError)
 
+    /// Starts making `path` a file of `bytes` zeros, synced, in the background. Zeros actually
+    /// written, not fallocate: on ext4 a write into a fallocated (unwritten) extent makes the next
+    /// fdatasync journal the extent conversion, about 5x slower than overwriting (docs/storage.md).
+    func prepareFile(_ path: String, bytes: Int)
+    /// Opens a file `prepareFile` made, waiting for it if needed; nil when none was started for `path`.
+    func openPreparedFile(_ path: String) throws(StorageError) -> DeviceFile?
+
+    /// Waits until background preparations finished (benchmarks call it before timing).
+    func waitForBackgroundWork()
+
     /// Starts a batch. Its memory must stay valid until `reap` reports it.
     func submit(_ batch: WriteBatch) throws(StorageError)
     /// Returns finished batches. With `wait`, blocks until at least one finished, unless none is in flight.

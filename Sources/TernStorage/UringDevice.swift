@@ -72,6 +72,7 @@ public final class UringDevice: PosixFiles, StorageDevice {
     }
 
     public func shutdown() {
+        waitForPreparations()
         while batchesInFlight > 0 { _ = try? reap(wait: true) }
     }
 }

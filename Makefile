@@ -1,0 +1,17 @@
+# The two commands a fresh machine needs (README.md): `make demo` and `make test`.
+.PHONY: setup demo test release
+
+setup:
+	@scripts/setup.sh
+
+release: setup
+	swift build -c release --product tern
+
+# Main job. For now: the storage benchmark on both io backends (5 s per shape).
+demo: release
+	.build/release/tern bench storage --duration 5
+
+# Builds with warnings as errors (debug), runs every test.
+test: setup
+	swift build --build-tests
+	swift test
