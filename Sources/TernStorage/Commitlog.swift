@@ -20,11 +20,15 @@ public struct CommitlogOptions: Sendable {
     /// On a corrupt entry followed by valid ones, cut the log at the corrupt entry instead of
     /// refusing to open. Loses the entries after it on this node; Raft re-replicates them.
     public var repairCorruption: Bool = false
+    /// Segments retired by retention that are kept (renamed, not deleted) to become future
+    /// segments: reusing written blocks spares zero-filling a new file (docs/storage.md).
+    public var recycledSegmentsMax: Int = 4
 
-    public init(segmentSizeBytes: Int = 1 << 30, maxEntryBodyBytes: Int = 16 << 20, repairCorruption: Bool = false) {
+    public init(segmentSizeBytes: Int = 1 << 30, maxEntryBodyBytes: Int = 16 << 20, repairCorruption: Bool = false, recycledSegmentsMax: Int = 4) {
         self.segmentSizeBytes = segmentSizeBytes
         self.maxEntryBodyBytes = maxEntryBodyBytes
         self.repairCorruption = repairCorruption
+        self.recycledSegmentsMax = recycledSegmentsMax
     }
 }
 
@@ -34,6 +38,7 @@ public struct CommitlogStats: Sendable {
     public var entriesWritten = 0
     public var bytesWritten = 0
     public var segmentsCreated = 0
+    public var segmentsRecycled = 0
 }
 
 final class Segment {
@@ -68,6 +73,10 @@ public final class Commitlog {
     public private(set) var stats = CommitlogStats()
 
     var segments: [Segment] = []
+    /// Paths of retired segment files waiting to be reused, oldest first.
+    var recyclePool: [String] = []
+    /// Segments in the log (for benchmarks and metrics).
+    public var segmentCount: Int { segments.count }
     var staged = Stage()
     var inFlight: Stage?
     var spare: Stage?
@@ -158,7 +167,7 @@ public final class Commitlog {
         let id = nextBatchID
         nextBatchID += 1
         staged.batchID = id
-        let batch = staged.makeBatch(id: id)
+        let batch = staged.makeBatch(id: id, segmentSizeBytes: options.segmentSizeBytes)
         do {
             try device.submit(batch)
         } catch {
@@ -369,7 +378,16 @@ public final class Commitlog {
         var count = 0
         while segments.count > 1, let s = segments.first, s.entryCount > 0, s.lastIndex <= index, s.lastIndex <= durableIndex {
             segments.removeFirst()
-            dropSegmentFiles(s)
+            if recyclePool.count < options.recycledSegmentsMax {
+                device.closeFile(s.file)
+                device.closeFile(s.indexFile)
+                let recycled = directory + "/recycle-" + Commitlog.segmentName(s.base)
+                try device.renameFile(s.path, to: recycled)
+                try device.removeFile(s.path + ".index")
+                recyclePool.append(recycled)
+            } else {
+                dropSegmentFiles(s)
+            }
             count += 1
         }
         if count > 0 { try device.syncDirectory(directory) }
@@ -432,9 +450,20 @@ public final class Commitlog {
     /// in the background, so a roll-over normally finds its file ready.
     private func createSegment(base: UInt64, firstIndex: UInt64) throws(StorageError) -> Segment {
         let path = directory + "/" + Commitlog.segmentName(base)
-        device.prepareFile(path, bytes: options.segmentSizeBytes)  // no-op when already started
-        guard let file = try device.openPreparedFile(path) else {
-            preconditionFailure("device did not prepare \(path)")
+        let file: DeviceFile
+        if let prepared = try device.openPreparedFile(path) {
+            file = prepared
+        } else if let recycled = recyclePool.first {
+            // Old entries stay in it; they name another position, so they never verify, and
+            // every batch writes a zero header after the log's end (Stage.makeBatch).
+            try device.renameFile(recycled, to: path)
+            recyclePool.removeFirst()
+            file = try device.openFile(path, create: false)
+            stats.segmentsRecycled += 1
+        } else {
+            device.prepareFile(path, bytes: options.segmentSizeBytes)
+            guard let made = try device.openPreparedFile(path) else { preconditionFailure("device did not prepare \(path)") }
+            file = made
         }
         let indexFile: DeviceFile
         do {
@@ -453,7 +482,9 @@ public final class Commitlog {
         }
         segments.append(segment)
         stats.segmentsCreated += 1
-        device.prepareFile(directory + "/" + Commitlog.segmentName(base + UInt64(options.segmentSizeBytes)), bytes: options.segmentSizeBytes)
+        if recyclePool.isEmpty {
+            device.prepareFile(directory + "/" + Commitlog.segmentName(base + UInt64(options.segmentSizeBytes)), bytes: options.segmentSizeBytes)
+        }
         return segment
     }
 

@@ -54,6 +54,17 @@ extension Commitlog {
         let names = try device.listDirectory(directory)
         try device.removeFile(directory + "/checkpoint.tmp")
         let bases = names.filter { $0.count == 20 && $0.allSatisfy(\.isNumber) }.compactMap { UInt64($0) }.sorted()
+        for name in names where name.hasPrefix("recycle-") {
+            let path = directory + "/" + name
+            let file = try device.openFile(path, create: false)
+            let size = try device.fileSize(file)
+            device.closeFile(file)
+            if size == options.segmentSizeBytes && recyclePool.count < options.recycledSegmentsMax {
+                recyclePool.append(path)
+            } else {
+                try device.removeFile(path)
+            }
+        }
         for name in names where name.hasSuffix(".prep") {
             try device.removeFile(directory + "/" + name)  // a segment being prepared when we stopped
         }

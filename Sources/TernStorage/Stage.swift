@@ -58,6 +58,12 @@ final class Stage {
         var indexArenaOffset: Int
     }
 
+    nonisolated(unsafe) static let zeroHeader: UnsafeRawBufferPointer = {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: EntryFormat.headerBytes, alignment: 8)
+        bytes.initializeMemory(as: UInt8.self, repeating: 0)
+        return UnsafeRawBufferPointer(bytes)
+    }()
+
     let data = ByteArena()
     let index = ByteArena(capacity: 8 << 10)
     private(set) var entries: [Entry] = []
@@ -95,7 +101,7 @@ final class Stage {
     /// One batch: a write per run of entries that are adjacent both in a file and in the arena,
     /// the index records likewise, then a sync of every segment file written. Index files are not
     /// synced here: recovery rebuilds their tail from the segments (docs/storage.md).
-    func makeBatch(id: UInt64) -> WriteBatch {
+    func makeBatch(id: UInt64, segmentSizeBytes: Int) -> WriteBatch {
         precondition(!entries.isEmpty, "empty batch")
         var writes: [BatchWrite] = []
         var syncFiles: [DeviceFile] = []
@@ -113,7 +119,17 @@ final class Stage {
             coalesce(file: e.indexFile, fileOffset: e.indexFileOffset, arena: index, arenaOffset: e.indexArenaOffset, length: IndexRecord.bytes, into: &indexRuns)
             if syncFiles.last != e.dataFile { syncFiles.append(e.dataFile) }
         }
-        for run in dataRuns { writes.append(BatchWrite(file: run.0, offset: run.1, pieces: [data.bytes(at: run.2, count: run.3)])) }
+        for (k, run) in dataRuns.enumerated() {
+            var pieces = [data.bytes(at: run.2, count: run.3)]
+            // After the last entry written to each segment, a zero header: recovery's scan stops
+            // there even in a recycled segment whose old bytes follow (also at a segment's end
+            // when the batch rolls over to the next). The next batch overwrites it.
+            let endsFile = k == dataRuns.count - 1 || dataRuns[k + 1].0 != run.0
+            if endsFile && run.1 + run.3 + EntryFormat.headerBytes <= segmentSizeBytes {
+                pieces.append(Stage.zeroHeader)
+            }
+            writes.append(BatchWrite(file: run.0, offset: run.1, pieces: pieces))
+        }
         for run in indexRuns { writes.append(BatchWrite(file: run.0, offset: run.1, pieces: [index.bytes(at: run.2, count: run.3)])) }
         return WriteBatch(id: id, writes: writes, syncFiles: syncFiles)
     }

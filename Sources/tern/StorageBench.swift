@@ -30,6 +30,9 @@ struct StorageBench: ParsableCommand {
     @Option(name: .customLong("segment-mib"), help: "Segment size in MiB.")
     var segmentMiB: Int = 1024
 
+    @Flag(help: "Measure a new log: no warm-up, no retention, so every segment is zero-filled (the worst case).")
+    var fresh = false
+
     @Flag(help: "Print one JSON object instead of the table.")
     var json = false
 
@@ -58,9 +61,9 @@ struct StorageBench: ParsableCommand {
             }
             defer { device.shutdown() }
             say("\(device.backendName): latency shape (1 appender, 1 outstanding) for \(duration)s")
-            let latency = try measure(device: device, root: root + "/lat-\(device.backendName)", appenders: 1, outstanding: 1)
+            let latency = try measure(device: device, root: root + "/lat-\(device.backendName)", appenders: 1, outstanding: 1, say: say)
             say("\(device.backendName): throughput shape (64 appenders x 16 outstanding) for \(duration)s")
-            let throughput = try measure(device: device, root: root + "/thr-\(device.backendName)", appenders: 64, outstanding: 16)
+            let throughput = try measure(device: device, root: root + "/thr-\(device.backendName)", appenders: 64, outstanding: 16, say: say)
             results.append([
                 "backend": device.backendName,
                 "latency": latency.json,
@@ -72,7 +75,7 @@ struct StorageBench: ParsableCommand {
 
         if json {
             let object: [String: Any] = [
-                "record_bytes": size, "duration_s": duration, "directory": dir,
+                "record_bytes": size, "duration_s": duration, "directory": dir, "fresh_log": fresh,
                 "raw": ["latency_4k": rawLatency.json, "throughput_256k": rawThroughput.json],
                 "backends": results,
                 "goal_ratio_mbps_vs_raw_min": 0.8, "goal_ratio_p50_vs_raw_max": 1.5,
@@ -134,7 +137,7 @@ struct StorageBench: ParsableCommand {
 
     /// Drives one commitlog from this thread: `appenders * outstanding` appends in flight, each
     /// replaced by a new one as soon as the log reports it durable.
-    func measure(device: any StorageDevice, root: String, appenders: Int, outstanding: Int) throws -> Measured {
+    func measure(device: any StorageDevice, root: String, appenders: Int, outstanding: Int, say: (String) -> Void) throws -> Measured {
         let options = CommitlogOptions(segmentSizeBytes: segmentMiB << 20)
         let log = try Commitlog(directory: root, device: device, options: options)
         let body = (0..<size).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ 7) }
@@ -158,11 +161,29 @@ struct StorageBench: ParsableCommand {
         next += 1
         acknowledged += 1
         started.append(0)
+        if appenders > 1 && !fresh {
+            // Steady state of a broker with retention: segments retired behind the log are
+            // recycled instead of zero-filling new files. Write and retire two segments first.
+            say("warm-up: writing and retiring 2 segments so the log recycles, as under retention (--fresh skips this)")
+            var entries: [LogEntry] = []
+            while log.segmentCount < 3 {
+                entries.removeAll(keepingCapacity: true)
+                for _ in 0..<256 {
+                    entries.append(LogEntry(index: next, term: 1, body: body))
+                    started.append(0)
+                    next += 1
+                }
+                try log.append(entries)
+                try log.pump(wait: false)
+            }
+            try log.flush()
+            acknowledged = next - 1
+            try log.deleteSegments(through: acknowledged)
+        }
         device.waitForBackgroundWork()
         let end = UInt64(duration * 1e9)
         origin = clock.now
         let batchesBefore = log.stats.batches, bytesBefore = log.stats.bytesWritten
-        var lastRetention: UInt64 = 0
         while true {
             let t = now()
             if t < end {
@@ -180,11 +201,8 @@ struct StorageBench: ParsableCommand {
                 acknowledged += 1
                 latencies.append(done - started[Int(acknowledged - 1)])
             }
-            // Keep the disk footprint bounded on long runs: drop segments behind the durable end.
-            if log.lastIndex - lastRetention > 2_000_000 {
-                try log.deleteSegments(through: acknowledged)
-                lastRetention = log.lastIndex
-            }
+            // Retention: keep two segments, retire (recycle) the rest behind the durable end.
+            if log.segmentCount > 2 && !fresh { try log.deleteSegments(through: acknowledged) }
         }
         let seconds = Double(now()) / 1e9
         let stats = log.stats
