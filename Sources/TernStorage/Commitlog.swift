@@ -78,8 +78,14 @@ public final class Commitlog {
     /// Segments in the log (for benchmarks and metrics).
     public var segmentCount: Int { segments.count }
     var staged = Stage()
-    var inFlight: Stage?
-    var spare: Stage?
+    /// Batches at the device, oldest first; at most `maxBatchesInFlight`.
+    var inFlight: [Stage] = []
+    var spares: [Stage] = []
+    /// A second batch may leave while one is in flight, so the device never idles between two
+    /// batches, but only once it carries this much: below it, waiting makes the batch bigger
+    /// and spares an fdatasync.
+    static let pipelineThresholdBytes = 256 << 10
+    static let maxBatchesInFlight = 2
     var nextBatchID: UInt64 = 1
     var failure: StorageError?
     var checkpointSegmentBase: UInt64?
@@ -92,7 +98,7 @@ public final class Commitlog {
     /// Index of the first entry still in the log (lastIndex + 1 when empty).
     public var firstIndex: UInt64 { segments.first?.firstIndex ?? lastIndex + 1 }
     /// True while a batch is at the device.
-    public var isFlushing: Bool { inFlight != nil }
+    public var isFlushing: Bool { !inFlight.isEmpty }
 
     /// Opens (creating if needed) the log in `directory` and recovers it: see docs/storage.md.
     /// Throws `.corruption` naming the file and offset when a damaged entry is followed by valid
@@ -130,7 +136,16 @@ public final class Commitlog {
             rewindLogicalEnd(to: before)
             throw error
         }
-        if inFlight == nil { try submitStaged() }
+        try submitIfDue()
+    }
+
+    /// Sends the staged batch when the device is idle, or when it is busy with one batch and the
+    /// staged one is big enough to be worth a second fdatasync in parallel.
+    private func submitIfDue() throws(StorageError) {
+        guard !staged.isEmpty else { return }
+        if inFlight.isEmpty || (inFlight.count < Commitlog.maxBatchesInFlight && staged.data.count >= Commitlog.pipelineThresholdBytes) {
+            try submitStaged()
+        }
     }
 
     private func stage(_ e: LogEntry) throws(StorageError) {
@@ -162,7 +177,7 @@ public final class Commitlog {
     }
 
     private func submitStaged() throws(StorageError) {
-        precondition(inFlight == nil, "one batch in flight at a time")
+        precondition(inFlight.count < Commitlog.maxBatchesInFlight, "too many batches in flight")
         guard !staged.isEmpty else { return }
         let id = nextBatchID
         nextBatchID += 1
@@ -177,9 +192,9 @@ public final class Commitlog {
         stats.batches += 1
         stats.entriesWritten += staged.entries.count
         stats.bytesWritten += staged.data.count
-        inFlight = staged
-        staged = spare ?? Stage()
-        spare = nil
+        staged.completed = false
+        inFlight.append(staged)
+        staged = spares.popLast() ?? Stage()
     }
 
     // MARK: Completions
@@ -188,26 +203,33 @@ public final class Commitlog {
     /// processes what finished, and returns `durableIndex`.
     @discardableResult
     public func pump(wait: Bool) throws(StorageError) -> UInt64 {
-        guard inFlight != nil else { return durableIndex }
+        guard !inFlight.isEmpty else { return durableIndex }
         for completion in try device.reap(wait: wait) { try handle(completion) }
         return durableIndex
     }
 
-    /// Processes one completion of a batch this log submitted: advances `durableIndex` and sends
-    /// the next staged batch. A failed batch fails the log: nothing after the last successful
-    /// sync can be trusted until the log is reopened (recovery reads what really is on disk).
+    /// Processes one completion of a batch this log submitted: advances `durableIndex` over
+    /// every batch completed in order (a batch's fdatasync covers its own writes only, so a later
+    /// batch finishing first proves nothing about an earlier one) and sends what is staged.
+    /// A failed batch fails the log: nothing after the last successful sync can be trusted until
+    /// the log is reopened (recovery reads what really is on disk).
     public func handle(_ completion: BatchCompletion) throws(StorageError) {
-        guard let flight = inFlight, flight.batchID == completion.id else {
+        guard let flight = inFlight.first(where: { $0.batchID == completion.id }) else {
             preconditionFailure("completion for batch \(completion.id), which this log does not have in flight")
         }
-        inFlight = nil
+        flight.completed = true
         if let error = completion.error {
-            // The log now ends at the last durable entry: the failed batch and what was staged
-            // behind it are forgotten in memory (reads stop there too). Their files stay as they
-            // are; the reopen's recovery decides what of them is really on disk.
+            // The log now ends at the last durable entry: the failed batch, the ones after it and
+            // what was staged are forgotten in memory (reads stop there too). Their files stay as
+            // they are; the reopen's recovery decides what of them is really on disk.
             failure = error
-            flight.reset()
-            spare = flight
+            while inFlight.contains(where: { !$0.completed }) {
+                for other in (try? device.reap(wait: true)) ?? [] {
+                    inFlight.first(where: { $0.batchID == other.id })?.completed = true
+                }
+            }
+            for stage in inFlight { stage.reset(); spares.append(stage) }
+            inFlight.removeAll()
             staged.trim(after: durableIndex)
             while segments.count > 1, let last = segments.last, last.firstIndex > durableIndex {
                 device.closeFile(last.file)
@@ -217,18 +239,26 @@ public final class Commitlog {
             rewindLogicalEnd(to: durableIndex)
             throw error
         }
-        if let last = flight.lastIndex { durableIndex = max(durableIndex, last) }
-        flight.reset()
-        spare = flight
+        while let first = inFlight.first, first.completed {
+            inFlight.removeFirst()
+            if let last = first.lastIndex { durableIndex = max(durableIndex, last) }
+            first.reset()
+            spares.append(first)
+        }
         try checkpointIfSegmentChanged()
-        if !staged.isEmpty { try submitStaged() }
+        try submitIfDue()
     }
 
     /// Blocks until nothing is in flight and nothing is staged.
     public func flush() throws(StorageError) {
         if let failure { throw StorageError(.failed, "log failed earlier: \(failure)") }
-        if inFlight == nil { try submitStaged() }
-        while inFlight != nil { try pump(wait: true) }
+        while !staged.isEmpty || !inFlight.isEmpty {
+            if !staged.isEmpty && inFlight.count < Commitlog.maxBatchesInFlight {
+                try submitStaged()
+            } else {
+                try pump(wait: true)
+            }
+        }
     }
 
     // MARK: Reading
@@ -245,9 +275,8 @@ public final class Commitlog {
         var used = 0
         var i = index
         while i <= lastIndex {
-            if let e = memoryEntry(i) {
+            if let (stage, e) = memoryEntry(i) {
                 if !out.isEmpty && used + e.storedSize > maxBytes { break }
-                let stage = staged.entry(at: i) != nil ? staged : inFlight!
                 let bytes = stage.data.bytes(at: e.dataArenaOffset, count: e.storedSize)
                 guard let h = EntryFormat.verify(bytes, expectedPosition: e.position) else {
                     preconditionFailure("staged entry \(i) fails its own checksum")
@@ -294,7 +323,7 @@ public final class Commitlog {
     /// Term of the entry at `index`, or nil when no such entry is in the log.
     public func term(at index: UInt64) throws(StorageError) -> UInt64? {
         guard index >= firstIndex, index <= lastIndex else { return nil }
-        if let e = memoryEntry(index) { return e.term }
+        if let (_, e) = memoryEntry(index) { return e.term }
         let segment = try segmentContaining(index)
         return try readIndexRecords(segment, from: index, through: index)[0].term
     }
@@ -302,13 +331,16 @@ public final class Commitlog {
     /// Term of the last entry, 0 for an empty log.
     public func lastTerm() throws(StorageError) -> UInt64 { try term(at: lastIndex) ?? 0 }
 
-    private func memoryEntry(_ i: UInt64) -> Stage.Entry? {
-        staged.entry(at: i) ?? inFlight?.entry(at: i)
+    /// The staged or in-flight copy of entry `i`, and its stage.
+    private func memoryEntry(_ i: UInt64) -> (Stage, Stage.Entry)? {
+        if let e = staged.entry(at: i) { return (staged, e) }
+        for stage in inFlight { if let e = stage.entry(at: i) { return (stage, e) } }
+        return nil
     }
 
     /// Entries below the staged and in-flight ones are written (their batch completed).
     private func lastDurableOrWrittenIndex() -> UInt64 {
-        if let f = inFlight?.firstIndex { return f - 1 }
+        if let f = inFlight.first?.firstIndex { return f - 1 }
         if let s = staged.firstIndex { return s - 1 }
         return lastIndex
     }
@@ -352,7 +384,7 @@ public final class Commitlog {
         precondition(index + 1 >= firstIndex, "truncate below the first index \(firstIndex)")
         guard index < lastIndex else { return }
         if let failure { throw StorageError(.failed, "log failed earlier: \(failure)") }
-        while inFlight != nil { try pump(wait: true) }
+        while !inFlight.isEmpty { try pump(wait: true) }
         staged.trim(after: index)
         let onDiskAfter = durableIndex > index
         var removed: [Segment] = []
@@ -405,7 +437,7 @@ public final class Commitlog {
             return
         }
         s.entryCount = Int(index - s.firstIndex + 1)
-        if let e = staged.entry(at: index) ?? inFlight?.entry(at: index) {
+        if let (_, e) = memoryEntry(index) {
             s.writeOffset = Int(e.position - s.base) + e.storedSize
         } else if let r = try? readIndexRecords(s, from: index, through: index).first {
             s.writeOffset = Int(r.position - s.base) + Int(r.storedSize)
@@ -574,7 +606,7 @@ public final class Commitlog {
             try flush()
             if !segments.isEmpty { writeCheckpointIfPossible() }
         } else {
-            while inFlight != nil { _ = try? pump(wait: true) }
+            while !inFlight.isEmpty { _ = try? pump(wait: true) }
         }
         for s in segments {
             device.closeFile(s.file)

@@ -68,6 +68,8 @@ final class Stage {
     let index = ByteArena(capacity: 8 << 10)
     private(set) var entries: [Entry] = []
     var batchID: UInt64 = 0
+    /// Set when the device reported this stage's batch finished (possibly before an older one).
+    var completed = false
 
     var isEmpty: Bool { entries.isEmpty }
     var firstIndex: UInt64? { entries.first?.index }
