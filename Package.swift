@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "tern", targets: ["tern"]),
         .library(name: "TernStorage", targets: ["TernStorage"]),
+        .library(name: "TernRaft", targets: ["TernRaft"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -26,6 +27,9 @@ let package = Package(
             linkerSettings: [.linkedLibrary("uring")]
         ),
         .target(name: "TernStorage", dependencies: ["CTernIO"], swiftSettings: strict),
+        // Raft as a pure state machine. It uses TernStorage only for the entry type and its
+        // error; it never opens a file itself (the log arrives through the RaftLog protocol).
+        .target(name: "TernRaft", dependencies: ["TernStorage"], swiftSettings: strict),
         .executableTarget(
             name: "tern",
             dependencies: [
@@ -36,6 +40,7 @@ let package = Package(
         ),
         .testTarget(name: "CTernIOTests", dependencies: ["CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
+        .testTarget(name: "TernRaftTests", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

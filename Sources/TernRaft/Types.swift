@@ -1,0 +1,149 @@
+// Values that cross the Raft state machine's boundary: node ids, messages, the hard state, the
+// log it reads and appends through, and the effects each step returns.
+import TernStorage
+
+/// A member of the Raft group. Ordered, so that every iteration over members has one order.
+public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible, ExpressibleByStringLiteral {
+    public let name: String
+    public init(_ name: String) { self.name = name }
+    public init(stringLiteral value: String) { name = value }
+    public static func < (a: NodeID, b: NodeID) -> Bool { a.name < b.name }
+    public var description: String { name }
+}
+
+/// What must be on disk before any message of the same step is sent: the current term and the
+/// vote cast in it.
+public struct HardState: Equatable, Sendable {
+    public var term: UInt64
+    public var vote: NodeID?
+    public init(term: UInt64 = 0, vote: NodeID? = nil) {
+        self.term = term
+        self.vote = vote
+    }
+}
+
+/// Entry types the Raft layer itself writes. Applications use types from 16 up.
+public enum RaftEntryType {
+    /// Appended by a new leader at the start of its term (the paper's Figure 8 rule: a leader
+    /// commits earlier-term entries only by committing one of its own).
+    public static let noop: UInt8 = 1
+}
+
+public enum Role: String, Sendable, Equatable {
+    case follower, preCandidate, candidate, leader
+}
+
+/// A message between two members. `term` is the sender's term, except for pre-vote requests and
+/// their grants, which carry the term the sender would campaign in.
+public struct Message: Equatable, Sendable, CustomStringConvertible {
+    public enum Kind: Equatable, Sendable {
+        case preVote(lastIndex: UInt64, lastTerm: UInt64)
+        case preVoteResponse(granted: Bool)
+        case vote(lastIndex: UInt64, lastTerm: UInt64, transfer: Bool)
+        case voteResponse(granted: Bool)
+        /// Entries after `prevIndex`; `commit` is the leader's commit index.
+        case append(prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64)
+        /// success: the follower's log matches the leader's through `index` and has it on disk.
+        /// failure: `index` is the rejected `prevIndex`; the hint is where the follower's log
+        /// diverges: the first index of its conflicting term `hintTerm`, or, with `hintTerm` 0,
+        /// the index after its last entry (its log is shorter).
+        case appendResponse(success: Bool, index: UInt64, hintIndex: UInt64, hintTerm: UInt64)
+        /// `context` is the leader's tick count when sent; echoed back, it times the lease.
+        case heartbeat(commit: UInt64, context: UInt64)
+        case heartbeatResponse(context: UInt64)
+        /// Leadership transfer: campaign now, skipping pre-vote.
+        case timeoutNow
+    }
+
+    public var from: NodeID
+    public var to: NodeID
+    public var term: UInt64
+    public var kind: Kind
+
+    public init(from: NodeID, to: NodeID, term: UInt64, kind: Kind) {
+        self.from = from
+        self.to = to
+        self.term = term
+        self.kind = kind
+    }
+
+    public var description: String {
+        switch kind {
+        case .append(let p, let pt, let es, let c):
+            return "\(from)->\(to) t\(term) append(prev \(p)/t\(pt), \(es.count) entries\(es.isEmpty ? "" : " \(es.first!.index)...\(es.last!.index)"), commit \(c))"
+        default:
+            return "\(from)->\(to) t\(term) \(kind)"
+        }
+    }
+}
+
+/// The log Raft replicates. The commitlog implements it; tests use an in-memory one. Appends
+/// and truncations take effect in memory at once; `durableIndex` says what is on disk, and
+/// Raft learns it moved through `Raft.persisted()`.
+public protocol RaftLog: AnyObject {
+    var firstIndex: UInt64 { get }
+    var lastIndex: UInt64 { get }
+    var durableIndex: UInt64 { get }
+    /// Term of entry `index`; 0 for index 0; nil when the entry is not in the log.
+    func term(at index: UInt64) throws(StorageError) -> UInt64?
+    func read(from index: UInt64, maxBytes: Int) throws(StorageError) -> [LogEntry]
+    func append(_ entries: [LogEntry]) throws(StorageError)
+    func truncate(after index: UInt64) throws(StorageError)
+}
+
+/// What one step asks the caller to do, in this order:
+///  1. persist `hardState` when set (fsync) — before anything below;
+///  2. send `messages` (their entries are already in the log; acknowledgements in them cover
+///     only entries that are durable);
+///  3. apply entries up to `commitIndex` (read them from the log), then report `applied`.
+public struct Effects: Equatable, Sendable {
+    public var hardState: HardState?
+    public var messages: [Message] = []
+    /// Set when the commit index moved: apply up to here.
+    public var commitIndex: UInt64?
+    /// Set when the role changed during the step.
+    public var role: Role?
+
+    public init() {}
+    public var isEmpty: Bool { hardState == nil && messages.isEmpty && commitIndex == nil && role == nil }
+}
+
+/// Deliberate bugs for the simulator's checkers to catch. SPI: never set in production.
+public struct PlantedBugs: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt32
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// Commit by counting replicas of an earlier-term entry (the paper's Figure 8 mistake).
+    public static let commitEarlierTerm = PlantedBugs(rawValue: 1 << 0)
+    /// Acknowledge appends (and count the leader's own copy) before they are on disk.
+    public static let ackBeforeFsync = PlantedBugs(rawValue: 1 << 1)
+    /// Grant votes without checking that the candidate's log is up to date.
+    public static let voteWithoutLogCheck = PlantedBugs(rawValue: 1 << 2)
+    /// Do not truncate a follower's conflicting suffix; append over it.
+    public static let skipTruncation = PlantedBugs(rawValue: 1 << 3)
+    /// No check-quorum and no lease: a deposed leader keeps serving reads as leader.
+    public static let noCheckQuorum = PlantedBugs(rawValue: 1 << 4)
+    /// Report entries as committed as soon as they are appended.
+    public static let applyUncommitted = PlantedBugs(rawValue: 1 << 5)
+    /// Forget the persisted vote on restart (the shell's bug; listed here so one set names all).
+    public static let losePersistedVote = PlantedBugs(rawValue: 1 << 6)
+
+    public static let all: [(String, PlantedBugs)] = [
+        ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
+        ("vote-without-log-check", .voteWithoutLogCheck), ("skip-truncation", .skipTruncation),
+        ("no-check-quorum", .noCheckQuorum), ("apply-uncommitted", .applyUncommitted),
+        ("lose-persisted-vote", .losePersistedVote),
+    ]
+}
+
+/// SplitMix64: the seeded generator for election timeouts. Deterministic across platforms.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    private var state: UInt64
+    public init(seed: UInt64) { state = seed }
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}

@@ -1,0 +1,278 @@
+import Testing
+import TernStorage
+@testable import TernRaft
+
+// Tests named after the Raft paper's sections (Ongaro & Ousterhout, "In Search of an
+// Understandable Consensus Algorithm", extended version) and the thesis for pre-vote,
+// check-quorum and leadership transfer.
+
+@Suite("Raft §5.2: leader election")
+struct ElectionTests {
+    @Test("a node that times out wins with a majority; every node agrees and the no-op commits")
+    func electsLeader() {
+        let net = Network(3)
+        net.elect("n1")
+        #expect(net["n1"].role == .leader)
+        #expect(net["n1"].term == 1, "pre-vote must not spend a term")
+        #expect(net["n2"].leader == "n1" && net["n3"].leader == "n1")
+        #expect(net.log("n1").entries.map(\.type) == [RaftEntryType.noop])
+        net.tickAll(times: 2)
+        #expect(net["n2"].commitIndex == 1 && net["n3"].commitIndex == 1)
+    }
+
+    @Test("a member grants one vote per term")
+    func oneVotePerTerm() throws {
+        let log = MemoryLog()
+        let raft = Raft(config: RaftConfig(id: "n1", members: ["n1", "n2", "n3"]), log: log, hardState: HardState(term: 1), seed: 1)
+        let first = try raft.step(Message(from: "n2", to: "n1", term: 2, kind: .vote(lastIndex: 0, lastTerm: 0, transfer: false)))
+        #expect(first.hardState == HardState(term: 2, vote: "n2"), "the vote is persisted before the grant leaves")
+        #expect(first.messages == [Message(from: "n1", to: "n2", term: 2, kind: .voteResponse(granted: true))])
+        let second = try raft.step(Message(from: "n3", to: "n1", term: 2, kind: .vote(lastIndex: 0, lastTerm: 0, transfer: false)))
+        #expect(second.messages == [Message(from: "n1", to: "n3", term: 2, kind: .voteResponse(granted: false))])
+    }
+
+    @Test("§5.4.1: a candidate whose log is behind cannot win; the planted vote-without-log-check bug lets it")
+    func upToDateCheck() {
+        for planted in [false, true] {
+            let net = Network(3, logs: [[1], [1, 2], [1, 2]]) { if planted { $0.plantedBugs = .voteWithoutLogCheck } }
+            net.elect("n1")
+            #expect((net["n1"].role == .leader) == planted, "planted \(planted)")
+        }
+    }
+
+    @Test("pre-vote: a partitioned node does not inflate its term and does not depose the leader when it returns")
+    func preVoteKeepsTermStable() {
+        let net = Network(3)
+        net.elect("n1")
+        net.isolate("n3")
+        net.tick("n3", times: 100)
+        #expect(net["n3"].term == 1, "pre-vote failed, so no term was spent")
+        net.heal()
+        net.tickAll(times: 5)
+        #expect(net["n1"].role == .leader && net["n1"].term == 1)
+    }
+
+    @Test("a candidate rejected by a majority goes back to follower")
+    func rejectedCandidateStepsDown() {
+        let net = Network(3, logs: [[1], [1, 1], [1, 1]]) { $0.preVote = false }
+        net.elect("n1")
+        #expect(net["n1"].role == .follower)
+        #expect(net["n1"].term == 2)
+    }
+}
+
+@Suite("Raft §5.3: log replication")
+struct ReplicationTests {
+    @Test("proposals reach every log in order and commit everywhere")
+    func replicates() {
+        let net = Network(3)
+        net.elect("n1")
+        for k in 0..<20 { #expect(net.propose("n1", "m\(k)") != .transferring) }
+        net.tickAll(times: 3)
+        let expected = net.log("n1").entries
+        #expect(expected.count == 21)
+        for id in ["n2", "n3"] {
+            #expect(net.log(id).entries == expected)
+            #expect(net[id].commitIndex == 21)
+        }
+    }
+
+    @Test("a follower refuses a proposal and names the leader")
+    func followerRedirects() {
+        let net = Network(3)
+        net.elect("n1")
+        #expect(net.propose("n2", "x") == .notLeader(leader: "n1", term: 1))
+    }
+
+    @Test("§5.3 log matching: a follower's conflicting uncommitted suffix is truncated and replaced")
+    func conflictingSuffixReplaced() {
+        // n3 holds entries from a term-2 leader that never committed them.
+        let net = Network(3, logs: [[1, 1], [1, 1], [1, 2, 2, 2]])
+        net.elect("n1")  // n1 and n2 vote for n1 (n3's log is more up to date; it refuses)
+        #expect(net["n1"].role == .leader)
+        _ = net.propose("n1", "after")
+        net.tickAll(times: 3)
+        #expect(net.log("n3").terms == net.log("n1").terms)
+        #expect(net.log("n3").terms == [1, 1, 3, 3])
+    }
+
+    @Test("fast back-off: a follower far behind on a divergent history converges in a few round trips")
+    func fastBackoff() {
+        let divergent = [UInt64](repeating: 1, count: 5) + [UInt64](repeating: 2, count: 200)
+        let net = Network(3, logs: [[UInt64](repeating: 1, count: 5) + [UInt64](repeating: 3, count: 50),
+                                    [UInt64](repeating: 1, count: 5) + [UInt64](repeating: 3, count: 50), divergent])
+        net.elect("n1")
+        net.tickAll(times: 3)
+        let rejections = net.delivered.filter {
+            if case .appendResponse(false, _, _, _) = $0.kind { return $0.from == "n3" }
+            return false
+        }
+        #expect(rejections.count <= 3, "one rejection per divergent term, not per entry: \(rejections.count)")
+        #expect(net.log("n3").terms == net.log("n1").terms)
+    }
+
+    @Test("pipelining: the leader keeps several appends in flight to a follower in the replicate state")
+    func pipelined() throws {
+        let log = MemoryLog()
+        var config = RaftConfig(id: "n1", members: ["n1", "n2", "n3"])
+        config.maxAppendBytes = 1
+        config.preVote = false
+        let raft = Raft(config: config, log: log, hardState: HardState(), seed: 1)
+        var effects = Effects()
+        while raft.role != .candidate { effects = try raft.tick() }
+        _ = try raft.step(Message(from: "n2", to: "n1", term: 1, kind: .voteResponse(granted: true)))
+        #expect(raft.role == .leader)
+        _ = try raft.step(Message(from: "n2", to: "n1", term: 1, kind: .appendResponse(success: true, index: 1, hintIndex: 0, hintTerm: 0)))
+        let (_, proposed) = try raft.propose((0..<5).map { _ in (type: UInt8(16), body: [1]) })
+        let appendsToN2 = proposed.messages.filter { $0.to == "n2" }
+        #expect(appendsToN2.count == 5, "one entry per message under a 1-byte budget, all sent without waiting")
+        _ = effects
+    }
+}
+
+@Suite("Raft §5.4.2 and Figure 8: commitment")
+struct CommitmentTests {
+    /// The paper's Figure 8: a leader of term 4 holds index 2 from term 2, now on a majority. It
+    /// must not count that majority to commit index 2; only its own term-4 entry, once on a
+    /// majority, commits both.
+    func figure8(planted: Bool) -> (before: UInt64, after: UInt64) {
+        let net = Network(5, logs: [[1, 2], [1, 2], [1, 2], [1], [1, 3]]) {
+            $0.preVote = false
+            $0.checkQuorum = false  // the followers just heard from n5; no lease to wait out
+            if planted { $0.plantedBugs = .commitEarlierTerm }
+        }
+        for id in ["n2", "n3", "n4", "n5"] { net.log(id).autoPersist = false }
+        // Bring n1 to term 4 as the paper has it, then elect it.
+        for id in net.ids { _ = try! net.nodes[id]!.step(Message(from: "n5", to: id, term: 3, kind: .heartbeat(commit: 0, context: 0))) }
+        net.queue.removeAll()
+        net.elect("n1")
+        precondition(net["n1"].role == .leader && net["n1"].term == 4)
+        net.tickAll(times: 2)
+        let before = net["n1"].commitIndex
+        net.persist("n2")
+        net.persist("n3")
+        net.tickAll(times: 2)
+        return (before, net["n1"].commitIndex)
+    }
+
+    @Test("an earlier-term entry on a majority is not committed by counting; the current term's entry commits it")
+    func figure8Rule() {
+        let correct = figure8(planted: false)
+        #expect(correct.before < 2, "index 2 (term 2) must not commit by counting replicas")
+        #expect(correct.after == 3, "the term-4 no-op on a majority commits 2 and 3")
+        let planted = figure8(planted: true)
+        #expect(planted.before >= 2, "the planted commit-earlier-term bug commits index 2 early")
+    }
+
+    @Test("durability: a follower acknowledges only what is on disk, and the leader counts itself only after its fsync")
+    func ackAfterFsync() {
+        let net = Network(3)
+        net.elect("n1")
+        net.tickAll(times: 2)
+        net.isolate("n3")
+        net.log("n1").autoPersist = false
+        net.log("n2").autoPersist = false
+        _ = net.propose("n1", "durable?")
+        net.tickAll(times: 2)
+        #expect(net["n1"].commitIndex == 1, "nothing on disk but the no-op: no commit")
+        net.persist("n2")
+        net.tickAll(times: 1)
+        #expect(net["n1"].commitIndex == 1, "n2 alone is not a majority; the leader has not synced")
+        net.persist("n1")
+        #expect(net["n1"].commitIndex == 2)
+    }
+
+    @Test("the planted ack-before-fsync bug commits entries no disk holds")
+    func ackBeforeFsyncPlanted() {
+        let net = Network(3) { $0.plantedBugs = .ackBeforeFsync }
+        net.elect("n1")
+        for id in ["n1", "n2", "n3"] { net.log(id).autoPersist = false }
+        _ = net.propose("n1", "x")
+        net.tickAll(times: 2)
+        #expect(net["n1"].commitIndex == 2)
+        #expect(net.ids.allSatisfy { net.logs[$0]!.durableIndex < 2 })
+    }
+}
+
+@Suite("Raft thesis §6.2 and §3.10: check-quorum, lease, leadership transfer")
+struct LeadershipTests {
+    @Test("an isolated leader steps down within two election timeouts and loses its lease; the majority elects another")
+    func checkQuorum() {
+        let net = Network(3)
+        net.elect("n1")
+        net.tickAll(times: 3)
+        #expect(net["n1"].hasLease)
+        net.isolate("n1")
+        net.tick("n1", times: 2 * net["n1"].config.electionTimeoutTicks)
+        #expect(net["n1"].role == .follower)
+        #expect(!net["n1"].hasLease)
+        net.tickAll(times: 40)
+        #expect(net.leaders.count == 2 || net.leaders.count == 1)
+        #expect(net.leaders.contains { $0 != "n1" })
+    }
+
+    @Test("without check-quorum (planted) a deposed leader keeps claiming a lease")
+    func noCheckQuorumPlanted() {
+        let net = Network(3) { $0.plantedBugs = .noCheckQuorum }
+        net.elect("n1")
+        net.isolate("n1")
+        net.tick("n1", times: 100)
+        #expect(net["n1"].role == .leader && net["n1"].hasLease)
+    }
+
+    @Test("a leader that is back from a partition steps down on the first message of the new term")
+    func staleLeaderStepsDown() {
+        let net = Network(3) { $0.checkQuorum = false }
+        net.elect("n1")
+        net.isolate("n1")
+        net.tickAll(times: 40)
+        let newLeader = net.leaders.first { $0 != "n1" }
+        #expect(newLeader != nil)
+        net.heal()
+        net.tickAll(times: 3)
+        #expect(net["n1"].role == .follower)
+        #expect(net.leaders == [newLeader!])
+    }
+
+    @Test("leadership transfer: the target catches up, gets TimeoutNow and wins the next term; proposals wait meanwhile")
+    func transfer() {
+        let net = Network(3)
+        net.elect("n1")
+        _ = net.propose("n1", "a")
+        net.isolate("n3")
+        _ = net.propose("n1", "b")
+        net.absorb("n1", try! net["n1"].transferLeadership(to: "n3"))
+        net.settle()
+        #expect(net.propose("n1", "c") == .transferring)
+        net.heal()
+        net.tickAll(times: 8)  // a few heartbeats: the leader notices n3 lags, probes, catches it up
+        #expect(net["n3"].role == .leader)
+        #expect(net["n3"].term == 2)
+        #expect(net.log("n3").entries.filter { $0.type == 16 }.map { String(decoding: $0.body, as: UTF8.self) } == ["a", "b"])
+    }
+
+    @Test("a preferred leader takes over once it is caught up")
+    func preferredLeader() {
+        let net = Network(3) { $0.preferredLeader = "n2" }
+        net.elect("n1")
+        net.tickAll(times: 10)
+        #expect(net["n2"].role == .leader)
+    }
+}
+
+@Suite("Raft: determinism")
+struct DeterminismTests {
+    @Test("the same seeds and inputs give the same message trace")
+    func sameTrace() {
+        func run() -> [Message] {
+            let net = Network(5)
+            net.tickAll(times: 30)
+            for k in 0..<10 { if let l = net.leaders.first { _ = net.propose(l.name, "m\(k)") } }
+            net.tickAll(times: 10)
+            return net.delivered
+        }
+        let a = run(), b = run()
+        #expect(!a.isEmpty)
+        #expect(a == b)
+    }
+}
