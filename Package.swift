@@ -13,6 +13,7 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "tern", targets: ["tern"]),
+        .executable(name: "tern-sim", targets: ["tern-sim"]),
         .library(name: "TernStorage", targets: ["TernStorage"]),
         .library(name: "TernRaft", targets: ["TernRaft"]),
     ],
@@ -30,6 +31,14 @@ let package = Package(
         // Raft as a pure state machine. It uses TernStorage only for the entry type and its
         // error; it never opens a file itself (the log arrives through the RaftLog protocol).
         .target(name: "TernRaft", dependencies: ["TernStorage"], swiftSettings: strict),
+        // Raft + commitlog + state file: the composition the server and the simulator both drive.
+        .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
+        // The deterministic simulator: the real node code on a simulated disk, network and clock.
+        .target(name: "TernSimulation", dependencies: ["TernNode", "TernRaft", "TernStorage"],
+                path: "Simulation/TernSimulation", swiftSettings: strict),
+        .executableTarget(name: "tern-sim", dependencies: [
+            "TernSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], path: "Simulation/tern-sim", swiftSettings: strict),
         .executableTarget(
             name: "tern",
             dependencies: [
@@ -41,6 +50,7 @@ let package = Package(
         .testTarget(name: "CTernIOTests", dependencies: ["CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernRaftTests", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
+        .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -91,6 +91,8 @@ public final class Raft {
     var ackOwed = false
     var transferTarget: NodeID?
     var transferElapsed = 0
+    /// Leader: index of this term's no-op. Reads are served only once it is committed.
+    var termStartIndex: UInt64 = 0
     var out = Effects()
     var reportedCommit: UInt64
 
@@ -181,11 +183,13 @@ public final class Raft {
         return finish()
     }
 
-    /// True while this node may serve a linearizable read as leader without a round trip: a
-    /// quorum echoed a heartbeat sent within the last election timeout, so no other leader can
-    /// have been elected since (followers ignore votes that long after hearing from a leader).
+    /// True while this node may serve a linearizable read as leader without a round trip: its
+    /// term's no-op is committed (so it knows every earlier commit) and a quorum echoed a
+    /// heartbeat sent within the last election timeout, so no other leader can have been
+    /// elected since (followers ignore votes that long after hearing from a leader). Assumes
+    /// clocks that tick at nearly the same rate.
     public var hasLease: Bool {
-        guard role == .leader else { return false }
+        guard role == .leader, commitIndex >= termStartIndex else { return false }
         if bugs.contains(.noCheckQuorum) { return true }
         let horizon = ticks >= UInt64(config.electionTimeoutTicks) ? ticks - UInt64(config.electionTimeoutTicks) + 1 : 0
         var fresh = 1
@@ -262,14 +266,20 @@ public final class Raft {
         electionElapsed = 0
         progress = [:]
         for peer in peers { progress[peer] = Progress(next: log.lastIndex + 1) }
-        try appendToLog([LogEntry(index: log.lastIndex + 1, term: term, type: RaftEntryType.noop, body: [])])
+        termStartIndex = log.lastIndex + 1
+        try appendToLog([LogEntry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
         try broadcastAppend()
         try maybeCommit()
     }
 
+    /// Term of entry `index`, 0 for index 0 (before the log), nil when the log lacks it.
+    private func termAt(_ index: UInt64) throws(StorageError) -> UInt64? {
+        index == 0 ? 0 : try log.term(at: index)
+    }
+
     private func lastEntry() throws(StorageError) -> (UInt64, UInt64) {
         let last = log.lastIndex
-        return (last, try log.term(at: last) ?? 0)
+        return (last, try termAt(last) ?? 0)
     }
 
     // MARK: Messages
@@ -414,9 +424,9 @@ public final class Raft {
                 return
             }
             let rest = Array(entries[skip...])
-            return try handleAppend(from: leader, prevIndex: rest[0].index - 1, prevTerm: try log.term(at: rest[0].index - 1) ?? 0, entries: rest, commit: commit)
+            return try handleAppend(from: leader, prevIndex: rest[0].index - 1, prevTerm: try termAt(rest[0].index - 1) ?? 0, entries: rest, commit: commit)
         }
-        guard let myPrevTerm = try log.term(at: prevIndex) else {
+        guard let myPrevTerm = try termAt(prevIndex) else {
             send(to: leader, .appendResponse(success: false, index: prevIndex, hintIndex: log.lastIndex + 1, hintTerm: 0))
             return
         }
@@ -429,7 +439,7 @@ public final class Raft {
         var start = entries.count
         for (k, e) in entries.enumerated() {
             if e.index > log.lastIndex { start = k; break }
-            if try log.term(at: e.index) != e.term {
+            if try termAt(e.index) != e.term {
                 precondition(e.index > commitIndex, "conflict at \(e.index) at or below the commit index \(commitIndex)")
                 if bugs.contains(.skipTruncation) {
                     start = entries.firstIndex { $0.index > log.lastIndex } ?? entries.count
@@ -461,7 +471,7 @@ public final class Raft {
         if lo > hi { return hi }
         while lo < hi {
             let mid = lo + (hi - lo) / 2
-            if (try log.term(at: mid) ?? 0) < t { lo = mid + 1 } else { hi = mid }
+            if (try termAt(mid) ?? 0) < t { lo = mid + 1 } else { hi = mid }
         }
         return lo
     }
@@ -471,12 +481,12 @@ public final class Raft {
         var lo = log.firstIndex, hi = min(index, log.lastIndex)
         guard lo <= hi else { return nil }
         // Largest i in [lo, hi] with term(i) <= t.
-        if (try log.term(at: lo) ?? 0) > t { return nil }
+        if (try termAt(lo) ?? 0) > t { return nil }
         while lo < hi {
             let mid = lo + (hi - lo + 1) / 2
-            if (try log.term(at: mid) ?? 0) <= t { lo = mid } else { hi = mid - 1 }
+            if (try termAt(mid) ?? 0) <= t { lo = mid } else { hi = mid - 1 }
         }
-        return (try log.term(at: lo)) == t ? lo : nil
+        return (try termAt(lo)) == t ? lo : nil
     }
 
     // MARK: Leader
@@ -525,7 +535,7 @@ public final class Raft {
             if pr.probing && pr.probeSent { return }
             if !pr.probing && pr.inflight.count >= config.maxInflightAppends { return }
             let prevIndex = pr.next - 1
-            guard let prevTerm = try log.term(at: prevIndex) else { return }  // compacted: needs a snapshot (not built yet)
+            guard let prevTerm = try termAt(prevIndex) else { return }  // compacted: needs a snapshot (not built yet)
             let entries = pr.next <= log.lastIndex ? try log.read(from: pr.next, maxBytes: config.maxAppendBytes) : []
             if !pr.probing && entries.isEmpty { return }
             send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex))
@@ -547,7 +557,7 @@ public final class Raft {
         let candidate = matches[quorum - 1]
         guard candidate > commitIndex else { return }
         if !bugs.contains(.commitEarlierTerm) {
-            guard try log.term(at: candidate) == term else { return }
+            guard try termAt(candidate) == term else { return }
         }
         advanceCommit(to: candidate)
     }

@@ -104,7 +104,7 @@ public protocol StorageDevice: AnyObject {
 
 extension StorageDevice {
     /// `writeNow` for a byte array (the closure-based `withUnsafeBytes` does not carry typed throws).
-    func writeNow(_ file: DeviceFile, at offset: Int, array: [UInt8]) throws(StorageError) {
+    public func writeNow(_ file: DeviceFile, at offset: Int, array: [UInt8]) throws(StorageError) {
         var failure: StorageError?
         array.withUnsafeBytes { bytes in
             do throws(StorageError) { try writeNow(file, at: offset, bytes: bytes) } catch { failure = error }
@@ -113,7 +113,7 @@ extension StorageDevice {
     }
 
     /// Reads up to `count` bytes at `offset` into a new array (shorter at end of file).
-    func read(_ file: DeviceFile, at offset: Int, count: Int) throws(StorageError) -> [UInt8] {
+    public func read(_ file: DeviceFile, at offset: Int, count: Int) throws(StorageError) -> [UInt8] {
         var failure: StorageError?
         var bytes = [UInt8](repeating: 0, count: count)
         let got = bytes.withUnsafeMutableBytes { buffer -> Int in

@@ -1,0 +1,23 @@
+// Running many seeds, and the planted-bug hunt, shared by tern-sim and the tests.
+import TernRaft
+
+public enum Simulation {
+    public static func run(_ options: SimulationOptions) -> SimulationResult { World(options).run() }
+
+    /// Replay command for a seed.
+    public static func replayCommand(seed: UInt64, seconds: Double, plant: String?) -> String {
+        "swift run -c release tern-sim --seed \(seed) --seconds \(seconds)\(plant.map { " --plant \($0)" } ?? "") --trace"
+    }
+
+    /// Runs seeds with a planted bug until a checker catches it; the first catching seed, or nil.
+    public static func hunt(_ plant: PlantedBugs, seeds: ClosedRange<UInt64>, seconds: Double) -> (seed: UInt64, violation: String)? {
+        for seed in seeds {
+            var options = SimulationOptions(seed: seed)
+            options.seconds = seconds
+            options.plantedBugs = plant
+            let result = run(options)
+            if let first = result.violations.first { return (seed, first) }
+        }
+        return nil
+    }
+}

@@ -1,0 +1,536 @@
+// The simulated world: N replicas of the real node code (Raft on the commitlog on a SimDevice),
+// one thread, virtual time, and one seeded generator that draws everything: the fault mix
+// itself (swarm testing), latencies, losses, crashes, partitions, pauses, torn writes and bit
+// flips. Events run in (time, sequence) order; the same seed gives the same run, and the run
+// ends with a digest of every event.
+import TernNode
+import TernRaft
+import TernStorage
+
+public struct SimulationOptions: Sendable {
+    public var seed: UInt64
+    public var nodes = 3
+    /// Virtual seconds with faults, before the liveness phase.
+    public var seconds = 60.0
+    /// Draw faults at all (off: a calm network, for debugging).
+    public var faults = true
+    public var plantedBugs: PlantedBugs = []
+    /// Print every event.
+    public var trace = false
+    /// Virtual seconds the liveness phase may take to elect a leader and commit a proposal.
+    public var livenessBoundSeconds = 10.0
+
+    public init(seed: UInt64) { self.seed = seed }
+}
+
+public struct SimulationResult: Sendable {
+    public var seed: UInt64
+    /// Empty when every checker passed.
+    public var violations: [String]
+    public var digest: UInt64
+    public var virtualSeconds: Double
+    public var events: Int
+    public var faults: [String: Int]
+    public var acknowledged: Int
+    public var committed: UInt64
+    public var reads: Int
+    public var ok: Bool { violations.isEmpty }
+}
+
+/// The fault mix of one run, drawn from its seed.
+struct FaultMix: CustomStringConvertible {
+    var lossRate = 0.0
+    var duplicateRate = 0.0
+    var latencyMinMicros: UInt64 = 100
+    var latencyJitterMicros: UInt64 = 1000
+    var fsyncMinMicros: UInt64 = 100
+    var fsyncJitterMicros: UInt64 = 500
+    var slowFsyncRate = 0.0
+    var crashEverySeconds = 0.0      // mean; 0 = never
+    var partitionEverySeconds = 0.0
+    var pauseEverySeconds = 0.0
+    var readFlipRate = 0.0
+
+    static func draw(_ r: inout SplitMix64, faults: Bool) -> FaultMix {
+        var m = FaultMix()
+        func unit(_ r: inout SplitMix64) -> Double { Double(r.next() >> 11) / Double(1 << 53) }
+        m.latencyMinMicros = 50 + r.next() % 500
+        m.latencyJitterMicros = 1 + r.next() % 5000
+        m.fsyncMinMicros = 50 + r.next() % 300
+        m.fsyncJitterMicros = 1 + r.next() % 2000
+        guard faults else { return m }
+        if unit(&r) < 0.7 { m.lossRate = unit(&r) * 0.1 }
+        if unit(&r) < 0.5 { m.duplicateRate = unit(&r) * 0.05 }
+        if unit(&r) < 0.5 { m.slowFsyncRate = unit(&r) * 0.02 }
+        if unit(&r) < 0.8 { m.crashEverySeconds = 1 + unit(&r) * 9 }
+        if unit(&r) < 0.8 { m.partitionEverySeconds = 1 + unit(&r) * 9 }
+        if unit(&r) < 0.5 { m.pauseEverySeconds = 2 + unit(&r) * 10 }
+        if unit(&r) < 0.3 { m.readFlipRate = unit(&r) * 0.0005 }
+        return m
+    }
+
+    var description: String {
+        func f(_ x: Double) -> String { String(Int(x * 10000)) }
+        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k"
+    }
+}
+
+enum Event {
+    case tick(Int)
+    case deliver(Message)
+    case diskDone(node: Int, batch: UInt64, incarnation: Int)
+    case crash(Int)
+    case restart(Int)
+    case partition
+    case heal
+    case pause(Int)
+    case propose
+    case read
+    case endFaults
+}
+
+final class SimNode {
+    let index: Int
+    let id: NodeID
+    let device = SimDevice()
+    var replica: Replica?
+    var incarnation = 0
+    var pausedUntil: UInt64 = 0
+    var appliedIndex: UInt64 = 0
+    var chain: UInt64 = 0xCBF2_9CE4_8422_2325
+    init(index: Int) {
+        self.index = index
+        self.id = NodeID("n\(index + 1)")
+    }
+}
+
+public final class World {
+    static let tickMicros: UInt64 = 10_000
+
+    let options: SimulationOptions
+    var rng: SplitMix64
+    let mix: FaultMix
+    var now: UInt64 = 0
+    var heap: [(UInt64, UInt64, Event)] = []
+    var sequence: UInt64 = 0
+    var nodes: [SimNode] = []
+    var blocked: Set<[Int]> = []       // directed links that drop everything
+    var faultsOn = true
+    var digest: UInt64 = 0xCBF2_9CE4_8422_2325
+    var events = 0
+    var faultCounts: [String: Int] = [:]
+    var checker = Checker()
+    var clientLeaderGuess = 0
+    var proposalCounter = 0
+    var pending: [UInt64: (term: UInt64, body: [UInt8], node: Int)] = [:]
+    var traceLines: [String] = []
+
+    public init(_ options: SimulationOptions) {
+        self.options = options
+        rng = SplitMix64(seed: options.seed)
+        mix = FaultMix.draw(&rng, faults: options.faults)
+        for k in 0..<options.nodes { nodes.append(SimNode(index: k)) }
+        checker.plantedBugs = options.plantedBugs
+    }
+
+    // MARK: Randomness
+
+    func unit() -> Double { Double(rng.next() >> 11) / Double(1 << 53) }
+    func below(_ n: UInt64) -> UInt64 { n == 0 ? 0 : rng.next() % n }
+    func chance(_ p: Double) -> Bool { p > 0 && unit() < p }
+    /// Uniform on [0, 2 x mean]: the mean the mix asks for, without libm.
+    func exponentialMicros(meanSeconds: Double) -> UInt64 {
+        UInt64(unit() * 2 * meanSeconds * 1e6)
+    }
+
+    // MARK: Event queue (binary heap on time, then sequence)
+
+    func schedule(_ e: Event, after micros: UInt64) {
+        sequence += 1
+        heap.append((now + micros, sequence, e))
+        var k = heap.count - 1
+        while k > 0 {
+            let parent = (k - 1) / 2
+            if (heap[parent].0, heap[parent].1) <= (heap[k].0, heap[k].1) { break }
+            heap.swapAt(parent, k)
+            k = parent
+        }
+    }
+
+    func popEvent() -> (UInt64, Event)? {
+        guard !heap.isEmpty else { return nil }
+        let top = heap[0]
+        let last = heap.removeLast()
+        if !heap.isEmpty {
+            heap[0] = last
+            var k = 0
+            while true {
+                let l = 2 * k + 1, r = l + 1
+                var m = k
+                if l < heap.count && (heap[l].0, heap[l].1) < (heap[m].0, heap[m].1) { m = l }
+                if r < heap.count && (heap[r].0, heap[r].1) < (heap[m].0, heap[m].1) { m = r }
+                if m == k { break }
+                heap.swapAt(m, k)
+                k = m
+            }
+        }
+        return (top.0, top.2)
+    }
+
+    // MARK: Trace digest
+
+    func mixDigest(_ values: UInt64...) {
+        for v in values {
+            var x = v
+            for _ in 0..<8 {
+                digest ^= x & 0xFF
+                digest = digest &* 0x0000_0100_0000_01B3
+                x >>= 8
+            }
+        }
+    }
+
+    func trace(_ line: @autoclosure () -> String) {
+        if options.trace { print("\(Double(now) / 1e6)s \(line())") }
+    }
+
+    func count(_ fault: String) { faultCounts[fault, default: 0] += 1 }
+
+    // MARK: Running
+
+    public func run() -> SimulationResult {
+        for node in nodes { start(node) }
+        for node in nodes { schedule(.tick(node.index), after: 1 + below(World.tickMicros)) }
+        schedule(.propose, after: 1000)
+        schedule(.read, after: 5000)
+        if mix.crashEverySeconds > 0 { schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds)) }
+        if mix.partitionEverySeconds > 0 { schedule(.partition, after: exponentialMicros(meanSeconds: mix.partitionEverySeconds)) }
+        if mix.pauseEverySeconds > 0 { schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds)) }
+        let faultEnd = UInt64(options.seconds * 1e6)
+        schedule(.endFaults, after: faultEnd)
+        let deadline = faultEnd + UInt64(options.livenessBoundSeconds * 1e6)
+        trace("seed \(options.seed): \(mix)")
+
+        while checker.violations.isEmpty, let (time, event) = popEvent() {
+            if time > deadline { break }
+            now = time
+            events += 1
+            handle(event)
+            if !faultsOn && livenessMet() { break }
+        }
+        if checker.violations.isEmpty && !livenessMet() {
+            let applied = nodes.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
+            checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))")
+        }
+        mixDigest(UInt64(checker.acknowledged), checker.maxAckedIndex)
+        return SimulationResult(
+            seed: options.seed, violations: checker.violations.map { "t=\(Double(now) / 1e6)s: \($0)" }, digest: digest,
+            virtualSeconds: Double(now) / 1e6, events: events, faults: faultCounts,
+            acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads)
+    }
+
+    func config(for node: SimNode) -> RaftConfig {
+        var c = RaftConfig(id: node.id, members: nodes.map(\.id))
+        c.plantedBugs = options.plantedBugs
+        c.maxAppendBytes = 64 << 10
+        return c
+    }
+
+    func start(_ node: SimNode) {
+        node.incarnation += 1
+        let incarnation = node.incarnation
+        node.device.schedule = { [unowned self, unowned node] id in
+            var latency = mix.fsyncMinMicros + below(mix.fsyncJitterMicros)
+            if faultsOn && chance(mix.slowFsyncRate) {
+                latency += 20_000 + below(500_000)
+                count("slow fsync")
+            }
+            schedule(.diskDone(node: node.index, batch: id, incarnation: incarnation), after: latency)
+        }
+        node.device.random = { [unowned self] in unit() }
+        node.device.readFlipProbability = faultsOn ? mix.readFlipRate : 0
+        node.device.flipsInjected = 0
+        node.appliedIndex = 0
+        node.chain = 0xCBF2_9CE4_8422_2325
+        do {
+            node.replica = try Replica(config: config(for: node), device: node.device, directory: "/\(node.id)",
+                                       logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
+                                       seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32)
+        } catch {
+            failStop(node, error)
+        }
+    }
+
+    /// A proposal acknowledged after the faults stopped, and every acknowledged one applied everywhere.
+    func livenessMet() -> Bool {
+        checker.livenessAckIndex != nil && nodes.allSatisfy { $0.replica != nil && $0.appliedIndex >= checker.maxAckedIndex }
+    }
+
+    func failStop(_ node: SimNode, _ error: StorageError) {
+        trace("\(node.id) fail-stop: \(error)")
+        count("fail-stop")
+        if node.device.flipsInjected == 0 {
+            // Torn writes and crashes must never make the log unreadable: only an injected bit
+            // flip may stop a node.
+            checker.violations.append("\(node.id) stopped on a storage error with no injected fault: \(error)")
+        }
+        node.replica = nil
+        node.incarnation += 1
+        node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+        schedule(.restart(node.index), after: 50_000 + below(500_000))
+    }
+
+    func handle(_ event: Event) {
+        switch event {
+        case .tick(let k):
+            let node = nodes[k]
+            schedule(.tick(k), after: World.tickMicros)
+            guard let replica = node.replica, now >= node.pausedUntil else { return }
+            mixDigest(1, now, UInt64(k))
+            run(node) { () throws(StorageError) in try replica.tick() }
+        case .deliver(let m):
+            let node = nodes[index(of: m.to)]
+            guard let replica = node.replica else { return }
+            if now < node.pausedUntil {
+                schedule(.deliver(m), after: node.pausedUntil - now)
+                return
+            }
+            mixDigest(2, now, UInt64(index(of: m.from)), UInt64(node.index), m.term, kindCode(m.kind))
+            trace("deliver \(m)")
+            run(node) { () throws(StorageError) in try replica.receive(m) }
+        case .diskDone(let k, let batch, let incarnation):
+            let node = nodes[k]
+            guard node.incarnation == incarnation, let replica = node.replica else { return }
+            if now < node.pausedUntil {
+                schedule(event, after: node.pausedUntil - now)
+                return
+            }
+            mixDigest(3, now, UInt64(k), batch)
+            node.device.complete(batch)
+            run(node) { () throws(StorageError) in try replica.diskCompleted() }
+        case .crash(let k):
+            if faultsOn {
+                let node = nodes[k]
+                if node.replica != nil {
+                    mixDigest(4, now, UInt64(k))
+                    trace("crash \(node.id)")
+                    count("crash")
+                    node.replica = nil
+                    node.incarnation += 1
+                    node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+                    schedule(.restart(k), after: 10_000 + below(3_000_000))
+                }
+                schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds))
+            }
+        case .restart(let k):
+            let node = nodes[k]
+            guard node.replica == nil else { return }
+            mixDigest(5, now, UInt64(k))
+            trace("restart \(node.id)")
+            start(node)
+        case .partition:
+            guard faultsOn else { return }
+            blocked.removeAll()
+            let n = nodes.count
+            let victim = Int(below(UInt64(n)))
+            switch below(4) {
+            case 0:  // isolate one node both ways
+                for j in 0..<n where j != victim { blocked.insert([victim, j]); blocked.insert([j, victim]) }
+                count("partition: isolate")
+            case 1:  // asymmetric: the victim can send but not receive
+                for j in 0..<n where j != victim { blocked.insert([j, victim]) }
+                count("partition: one-way")
+            case 2:  // clog one link
+                let other = (victim + 1 + Int(below(UInt64(n - 1)))) % n
+                blocked.insert([victim, other]); blocked.insert([other, victim])
+                count("partition: clog link")
+            default:  // split into two random halves
+                var side = [Bool](repeating: false, count: n)
+                for j in 0..<n { side[j] = below(2) == 0 }
+                for a in 0..<n { for b in 0..<n where side[a] != side[b] { blocked.insert([a, b]) } }
+                count("partition: split")
+            }
+            mixDigest(6, now, UInt64(blocked.count))
+            trace("partition \(blocked.sorted { $0.lexicographicallyPrecedes($1) })")
+            schedule(.heal, after: 200_000 + below(4_000_000))
+            schedule(.partition, after: exponentialMicros(meanSeconds: mix.partitionEverySeconds) + 1_000_000)
+        case .heal:
+            blocked.removeAll()
+            trace("heal")
+        case .pause(let k):
+            guard faultsOn else { return }
+            let node = nodes[k]
+            node.pausedUntil = now + 100_000 + below(400_000)
+            count("pause")
+            trace("pause \(node.id) until \(Double(node.pausedUntil) / 1e6)s")
+            schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds))
+        case .propose:
+            schedule(.propose, after: 2_000 + below(30_000))
+            propose()
+        case .read:
+            schedule(.read, after: 5_000 + below(50_000))
+            read()
+        case .endFaults:
+            faultsOn = false
+            blocked.removeAll()
+            for node in nodes {
+                node.pausedUntil = 0
+                node.device.readFlipProbability = 0
+                if node.replica == nil { schedule(.restart(node.index), after: 1) }
+            }
+            checker.livenessStart = now
+            trace("faults end; liveness phase")
+        }
+    }
+
+    func index(of id: NodeID) -> Int { Int(id.name.dropFirst())! - 1 }
+
+    func kindCode(_ k: Message.Kind) -> UInt64 {
+        switch k {
+        case .preVote: return 1
+        case .preVoteResponse(let g): return g ? 2 : 3
+        case .vote: return 4
+        case .voteResponse(let g): return g ? 5 : 6
+        case .append(let p, _, let es, let c): return 7 &+ p << 8 &+ UInt64(es.count) << 32 &+ c << 40
+        case .appendResponse(let s, let i, _, _): return (s ? 8 : 9) &+ i << 8
+        case .heartbeat: return 10
+        case .heartbeatResponse: return 11
+        case .timeoutNow: return 12
+        }
+    }
+
+    /// Runs one input on a node and carries out its output; a storage error stops the node.
+    func run(_ node: SimNode, _ body: () throws(StorageError) -> ReplicaOutput) {
+        do {
+            let out = try body()
+            carryOut(node, out)
+        } catch {
+            failStop(node, error)
+        }
+    }
+
+    func carryOut(_ node: SimNode, _ out: ReplicaOutput) {
+        guard let replica = node.replica else { return }
+        if out.role == .leader {
+            checker.leaderElected(node.id, term: replica.raft.term)
+            clientLeaderGuess = node.index
+        }
+        for m in out.messages { send(m) }
+        for e in out.apply { apply(node, e) }
+    }
+
+    func send(_ m: Message) {
+        let from = index(of: m.from), to = index(of: m.to)
+        if faultsOn && (blocked.contains([from, to]) || chance(mix.lossRate)) { return }
+        let latency = mix.latencyMinMicros + below(mix.latencyJitterMicros)
+        schedule(.deliver(m), after: latency)
+        if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(m), after: latency + below(10_000)) }
+    }
+
+    func apply(_ node: SimNode, _ e: LogEntry) {
+        checker.applied(node: node, entry: e)
+        node.appliedIndex = e.index
+        mixDigest(7, now, UInt64(node.index), e.index, e.term)
+        if let p = pending[e.index], p.node == node.index {
+            if p.term == e.term && p.body == e.body { checker.acknowledge(index: e.index, at: now) }
+            pending[e.index] = nil
+        }
+    }
+
+    func propose() {
+        let node = nodes[clientLeaderGuess]
+        guard let replica = node.replica, now >= node.pausedUntil else {
+            clientLeaderGuess = Int(below(UInt64(nodes.count)))
+            return
+        }
+        proposalCounter += 1
+        let body = Array("c\(proposalCounter)".utf8)
+        do {
+            let (result, out) = try replica.propose([(type: 16, body: body)])
+            switch result {
+            case .accepted(let first, _):
+                pending[first] = (replica.raft.term, body, node.index)
+            case .notLeader(let leader, _):
+                clientLeaderGuess = leader.map { index(of: $0) } ?? Int(below(UInt64(nodes.count)))
+            case .transferring:
+                break
+            }
+            carryOut(node, out)
+        } catch {
+            failStop(node, error)
+        }
+    }
+
+    /// A linearizable read served by a leader under lease: it must reflect every write
+    /// acknowledged before the read began.
+    func read() {
+        let node = nodes[clientLeaderGuess]
+        guard let replica = node.replica, now >= node.pausedUntil, replica.raft.hasLease else { return }
+        checker.read(by: node.id, servedIndex: replica.raft.commitIndex, term: replica.raft.term)
+    }
+}
+
+/// The safety and liveness checkers. Each is shown to catch a planted bug (tests, and
+/// `tern-sim --plant`).
+struct Checker {
+    var plantedBugs: PlantedBugs = []
+    var violations: [String] = []
+    var leaderOfTerm: [UInt64: NodeID] = [:]
+    /// Index -> (term, body digest, chain) of the entry applied there; every node must agree.
+    var committed: [UInt64: (term: UInt64, digest: UInt64, chain: UInt64)] = [:]
+    var maxCommitted: UInt64 = 0
+    var acknowledged = 0
+    var maxAckedIndex: UInt64 = 0
+    var reads = 0
+    var livenessStart: UInt64 = 0
+    var livenessAckIndex: UInt64?
+
+    mutating func leaderElected(_ id: NodeID, term: UInt64) {
+        if let other = leaderOfTerm[term], other != id {
+            violations.append("election safety: \(other) and \(id) both lead term \(term)")
+        }
+        leaderOfTerm[term] = id
+    }
+
+    static func fnv(_ bytes: [UInt8]) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in bytes { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return h
+    }
+
+    /// State machine safety: every node applies the same entry at each index, and the same
+    /// sequence (a hash chain over all entries up to it), and applies in order without gaps.
+    mutating func applied(node: SimNode, entry e: LogEntry) {
+        if e.index != node.appliedIndex + 1 {
+            violations.append("\(node.id) applied \(e.index) after \(node.appliedIndex)")
+        }
+        let digest = Checker.fnv(e.body) ^ UInt64(e.type) << 56
+        var chain = node.chain ^ digest ^ e.term &* 0x9E37_79B9_7F4A_7C15
+        chain = chain &* 0x0000_0100_0000_01B3
+        node.chain = chain
+        if let c = committed[e.index] {
+            if c.term != e.term || c.digest != digest {
+                violations.append("state machine safety: \(node.id) applied index \(e.index) term \(e.term), another node applied term \(c.term) there (a committed entry was lost or changed)")
+            } else if c.chain != chain {
+                violations.append("log matching: \(node.id)'s applied sequence differs before index \(e.index)")
+            }
+        } else {
+            committed[e.index] = (e.term, digest, chain)
+            maxCommitted = max(maxCommitted, e.index)
+        }
+    }
+
+    mutating func acknowledge(index: UInt64, at time: UInt64) {
+        acknowledged += 1
+        maxAckedIndex = max(maxAckedIndex, index)
+        if livenessStart > 0 && time >= livenessStart && livenessAckIndex == nil { livenessAckIndex = index }
+    }
+
+    mutating func read(by id: NodeID, servedIndex: UInt64, term: UInt64) {
+        reads += 1
+        if servedIndex < maxAckedIndex {
+            violations.append("linearizable read: \(id) (term \(term), holding a lease) served index \(servedIndex) after index \(maxAckedIndex) was acknowledged")
+        }
+    }
+
+}

@@ -1,0 +1,79 @@
+// tern-sim: runs the real replica code in the simulated world.
+//   tern-sim --seed 7                 one seed; prints its result and trace digest
+//   tern-sim --seeds 1-200            a sweep; prints failures, virtual seconds and speed
+//   tern-sim --plant NAME --seeds A-B hunt a planted bug; exit 0 only when a checker caught it
+//   tern-sim --list-plants
+import ArgumentParser
+import Foundation
+import TernRaft
+import TernSimulation
+
+@main
+struct TernSim: ParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "tern-sim", abstract: "Deterministic simulation of a Tern cluster.")
+
+    @Option(help: "One seed to run.") var seed: UInt64?
+    @Option(help: "A range of seeds, A-B.") var seeds: String?
+    @Option(help: "Virtual seconds with faults per seed.") var seconds: Double = 60
+    @Option(help: "Replicas.") var nodes: Int = 3
+    @Option(help: "A planted bug (see --list-plants).") var plant: String?
+    @Flag(help: "List the planted bugs.") var listPlants = false
+    @Flag(help: "Print every event.") var trace = false
+    @Flag(help: "No faults (a calm world).") var noFaults = false
+
+    func run() throws {
+        if listPlants {
+            for (name, _) in PlantedBugs.all { print(name) }
+            return
+        }
+        var planted: PlantedBugs = []
+        if let plant {
+            guard let match = PlantedBugs.all.first(where: { $0.0 == plant }) else {
+                throw ValidationError("unknown plant \(plant); --list-plants names them")
+            }
+            planted = match.1
+        }
+        let range: ClosedRange<UInt64>
+        if let seed {
+            range = seed...seed
+        } else if let seeds {
+            let parts = seeds.split(separator: "-").compactMap { UInt64($0) }
+            guard parts.count == 2, parts[0] <= parts[1] else { throw ValidationError("--seeds takes A-B, e.g. 1-200") }
+            range = parts[0]...parts[1]
+        } else {
+            throw ValidationError("give --seed N or --seeds A-B")
+        }
+        let started = Date()
+        var virtual = 0.0
+        var failures = 0
+        for s in range {
+            var options = SimulationOptions(seed: s)
+            options.seconds = seconds
+            options.nodes = nodes
+            options.plantedBugs = planted
+            options.trace = trace
+            options.faults = !noFaults
+            let result = Simulation.run(options)
+            virtual += result.virtualSeconds
+            if !result.ok {
+                failures += 1
+                print("seed \(s) FAILED: \(result.violations.joined(separator: "; "))")
+                print("  replay: \(Simulation.replayCommand(seed: s, seconds: seconds, plant: plant))")
+                if plant != nil {
+                    print("planted bug \(plant!) caught by seed \(s)")
+                    throw ExitCode.success
+                }
+            } else if range.count == 1 || trace {
+                let faults = result.faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                print("seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) proposals acknowledged, committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))")
+            }
+        }
+        let wall = Date().timeIntervalSince(started)
+        print("\(range.count) seeds, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall (\(String(format: "%.0f", virtual / max(wall, 1e-9)))x)")
+        if let plant {
+            print("planted bug \(plant) escaped every checker over seeds \(range.lowerBound)-\(range.upperBound)")
+            throw ExitCode.failure
+        }
+        if failures > 0 { throw ExitCode.failure }
+    }
+}

@@ -1,0 +1,132 @@
+// A replica: Raft on the commitlog, with its term and vote in a small state file, composed so
+// that the real server shell and the simulator drive exactly the same code. It owns no thread,
+// clock or socket: time arrives as `tick`, messages as `receive`, disk completions as
+// `diskCompleted`, and what must leave (messages, entries to apply) comes back as `Output`.
+import TernRaft
+import TernStorage
+
+extension Commitlog: RaftLog {}
+
+/// What a replica asks its driver to do after an input, in this order: send `messages`, then
+/// apply `apply` (committed entries, in index order). The hard state was already made durable.
+public struct ReplicaOutput: Sendable {
+    public var messages: [Message] = []
+    public var apply: [LogEntry] = []
+    public var role: Role?
+    public init() {}
+}
+
+public final class Replica {
+    public let id: NodeID
+    public let raft: Raft
+    public let log: Commitlog
+    let device: any StorageDevice
+    let stateFile: RaftStateFile
+
+    /// Opens (recovering) the log and the state file under `directory` and starts as a follower.
+    /// The state machine is rebuilt by applying the log again from its start.
+    public init(config: RaftConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions, seed: UInt64) throws(StorageError) {
+        self.id = config.id
+        self.device = device
+        try device.createDirectory(directory)
+        log = try Commitlog(directory: directory + "/log", device: device, options: logOptions)
+        stateFile = RaftStateFile(device: device, path: directory + "/raft-state")
+        var hardState = try stateFile.read()
+        if config.plantedBugs.contains(.losePersistedVote) { hardState.vote = nil }
+        raft = Raft(config: config, log: log, hardState: hardState, appliedIndex: 0, seed: seed)
+    }
+
+    public func tick() throws(StorageError) -> ReplicaOutput { try process(raft.tick()) }
+
+    public func receive(_ m: Message) throws(StorageError) -> ReplicaOutput { try process(raft.step(m)) }
+
+    public func propose(_ entries: [(type: UInt8, body: [UInt8])]) throws(StorageError) -> (ProposeResult, ReplicaOutput) {
+        let (result, effects) = try raft.propose(entries)
+        return (result, try process(effects))
+    }
+
+    public func transferLeadership(to target: NodeID) throws(StorageError) -> ReplicaOutput {
+        try process(raft.transferLeadership(to: target))
+    }
+
+    /// The device reported batches done: advance the log and let Raft acknowledge.
+    public func diskCompleted() throws(StorageError) -> ReplicaOutput {
+        try log.pump(wait: false)
+        return try process(raft.persisted())
+    }
+
+    private func process(_ effects: Effects) throws(StorageError) -> ReplicaOutput {
+        // 1. Term and vote reach the disk before any message that depends on them leaves.
+        if let hs = effects.hardState { try stateFile.write(hs) }
+        var out = ReplicaOutput()
+        out.messages = effects.messages
+        out.role = effects.role
+        // 2. Committed entries, read back from the log (verified), to apply.
+        if let commit = effects.commitIndex {
+            var next = raft.appliedIndex + 1
+            while next <= commit {
+                let entries = try log.read(from: next, maxBytes: 1 << 20).filter { $0.index <= commit }
+                if entries.isEmpty { break }
+                out.apply += entries
+                next = entries.last!.index + 1
+            }
+            if let last = out.apply.last { raft.applied(last.index) }
+        }
+        return out
+    }
+}
+
+/// Term and vote, written atomically: to a temporary file, synced, renamed over the old one,
+/// directory synced. Layout: magic "TRST" u32, version u8, vote length u8 (0 = no vote), 2 zero
+/// bytes, term u64, vote name (UTF-8, at most 255 bytes), CRC32C of everything before it u32.
+public struct RaftStateFile {
+    let device: any StorageDevice
+    let path: String
+    static let magic: UInt32 = 0x5453_5254
+
+    public init(device: any StorageDevice, path: String) {
+        self.device = device
+        self.path = path
+    }
+
+    public func read() throws(StorageError) -> HardState {
+        guard device.fileExists(path) else { return HardState() }
+        let file = try device.openFile(path, create: false)
+        defer { device.closeFile(file) }
+        let b = try device.read(file, at: 0, count: try device.fileSize(file))
+        func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * $1) } }
+        func u64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * $1) } }
+        guard b.count >= 20, u32(0) == RaftStateFile.magic, b[4] == 1, b.count == 16 + Int(b[5]) + 4 else {
+            throw StorageError(.corruption, "\(path) is not a Raft state file (\(b.count) bytes)")
+        }
+        let voteLength = Int(b[5])
+        let crc = b.withUnsafeBytes { crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<(16 + voteLength)])) }
+        guard u32(16 + voteLength) == crc else { throw StorageError(.corruption, "\(path) fails its checksum") }
+        let vote = voteLength == 0 ? nil : NodeID(String(decoding: b[16..<(16 + voteLength)], as: UTF8.self))
+        return HardState(term: u64(8), vote: vote)
+    }
+
+    public func write(_ state: HardState) throws(StorageError) {
+        let name = Array((state.vote?.name ?? "").utf8)
+        precondition(name.count <= 255, "node id longer than 255 bytes")
+        var bytes = [UInt8](repeating: 0, count: 16 + name.count + 4)
+        bytes.withUnsafeMutableBytes { b in
+            b.storeBytes(of: RaftStateFile.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
+            b[4] = 1
+            b[5] = UInt8(name.count)
+            b.storeBytes(of: state.term.littleEndian, toByteOffset: 8, as: UInt64.self)
+            for (k, c) in name.enumerated() { b[16 + k] = c }
+            let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[0..<(16 + name.count)]))
+            b.storeBytes(of: crc.littleEndian, toByteOffset: 16 + name.count, as: UInt32.self)
+        }
+        let temporary = path + ".tmp"
+        let file = try device.openFile(temporary, create: true)
+        defer { device.closeFile(file) }
+        try device.truncate(file, bytes: 0)
+        try device.writeNow(file, at: 0, array: bytes)
+        try device.syncNow(file)
+        try device.renameFile(temporary, to: path)
+        let directory = String(path[..<(path.lastIndex(of: "/") ?? path.endIndex)])
+        try device.syncDirectory(directory)
+    }
+}
