@@ -65,6 +65,7 @@ public final class SimDevice: StorageDevice {
     }
 
     public func truncate(_ f: DeviceFile, bytes: Int) throws(StorageError) {
+        traceHook?("truncate \(handles[f.handle] ?? "?") to \(bytes)")
         let s = file(f)
         SimDevice.resize(&s.data, bytes)
         SimDevice.resize(&s.durable, bytes)
@@ -85,6 +86,7 @@ public final class SimDevice: StorageDevice {
     }
 
     public func writeNow(_ f: DeviceFile, at offset: Int, bytes: UnsafeRawBufferPointer) throws(StorageError) {
+        traceHook?("writeNow \(handles[f.handle] ?? "?") at \(offset) len \(bytes.count)")
         write(file(f), at: offset, Array(bytes))
     }
 
@@ -146,10 +148,13 @@ public final class SimDevice: StorageDevice {
 
     public func waitForBackgroundWork() {}
 
+    var traceHook: ((String) -> Void)?
+
     public func submit(_ batch: WriteBatch) throws(StorageError) {
         for w in batch.writes {
             var bytes: [UInt8] = []
             for piece in w.pieces { bytes.append(contentsOf: piece) }
+            traceHook?("batch \(batch.id) write \(handles[w.file.handle] ?? "?") at \(w.offset) len \(bytes.count)")
             write(file(w.file), at: w.offset, bytes)
         }
         inFlight.append((batch, 0))

@@ -50,6 +50,15 @@ struct FaultMix: CustomStringConvertible {
     var partitionEverySeconds = 0.0
     var pauseEverySeconds = 0.0
     var readFlipRate = 0.0
+    /// A message is held back 50 ms to 1.5 s (a clogged link): reordering across restarts.
+    var delaySpikeRate = 0.0
+    // BUGGIFY-style: make rare, dangerous moments common.
+    /// Crash a node right after it persisted a vote (and restart it fast).
+    var crashAfterVoteRate = 0.0
+    /// Crash a leader right after its commit index moved.
+    var crashAfterCommitRate = 0.0
+    /// Election timeout jitter in ticks: small values make candidates collide (split votes).
+    var electionJitterTicks = 10
 
     static func draw(_ r: inout SplitMix64, faults: Bool) -> FaultMix {
         var m = FaultMix()
@@ -66,12 +75,16 @@ struct FaultMix: CustomStringConvertible {
         if unit(&r) < 0.8 { m.partitionEverySeconds = 1 + unit(&r) * 9 }
         if unit(&r) < 0.5 { m.pauseEverySeconds = 2 + unit(&r) * 10 }
         if unit(&r) < 0.3 { m.readFlipRate = unit(&r) * 0.0005 }
+        if unit(&r) < 0.5 { m.delaySpikeRate = unit(&r) * 0.02 }
+        if unit(&r) < 0.5 { m.crashAfterVoteRate = unit(&r) * 0.5 }
+        if unit(&r) < 0.5 { m.crashAfterCommitRate = unit(&r) * 0.01 }
+        if unit(&r) < 0.4 { m.electionJitterTicks = 1 + Int(r.next() % 3) }
         return m
     }
 
     var description: String {
         func f(_ x: Double) -> String { String(Int(x * 10000)) }
-        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k"
+        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks"
     }
 }
 
@@ -80,6 +93,7 @@ enum Event {
     case deliver(Message)
     case diskDone(node: Int, batch: UInt64, incarnation: Int)
     case crash(Int)
+    case crashNow(Int)
     case restart(Int)
     case partition
     case heal
@@ -123,7 +137,6 @@ public final class World {
     var clientLeaderGuess = 0
     var proposalCounter = 0
     var pending: [UInt64: (term: UInt64, body: [UInt8], node: Int)] = [:]
-    var traceLines: [String] = []
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -233,6 +246,7 @@ public final class World {
         var c = RaftConfig(id: node.id, members: nodes.map(\.id))
         c.plantedBugs = options.plantedBugs
         c.maxAppendBytes = 64 << 10
+        c.electionJitterTicks = mix.electionJitterTicks
         return c
     }
 
@@ -248,6 +262,7 @@ public final class World {
             schedule(.diskDone(node: node.index, batch: id, incarnation: incarnation), after: latency)
         }
         node.device.random = { [unowned self] in unit() }
+        if options.trace { node.device.traceHook = { [unowned self, unowned node] line in trace("\(node.id) disk: \(line)") } }
         node.device.readFlipProbability = faultsOn ? mix.readFlipRate : 0
         node.device.flipsInjected = 0
         node.appliedIndex = 0
@@ -322,6 +337,16 @@ public final class World {
                 }
                 schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds))
             }
+        case .crashNow(let k):
+            let node = nodes[k]
+            guard faultsOn, node.replica != nil else { return }
+            mixDigest(8, now, UInt64(k))
+            trace("crash \(node.id) (buggify)")
+            count("crash (buggify)")
+            node.replica = nil
+            node.incarnation += 1
+            node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+            schedule(.restart(k), after: 100 + below(2_000))  // back before the messages in flight land
         case .restart(let k):
             let node = nodes[k]
             guard node.replica == nil else { return }
@@ -411,6 +436,12 @@ public final class World {
 
     func carryOut(_ node: SimNode, _ out: ReplicaOutput) {
         guard let replica = node.replica else { return }
+        if faultsOn && out.votedNow && chance(mix.crashAfterVoteRate) {
+            schedule(.crashNow(node.index), after: below(1_000))
+        }
+        if faultsOn && replica.raft.role == .leader && !out.apply.isEmpty && chance(mix.crashAfterCommitRate) {
+            schedule(.crashNow(node.index), after: below(500))
+        }
         if out.role == .leader {
             checker.leaderElected(node.id, term: replica.raft.term)
             clientLeaderGuess = node.index
@@ -422,7 +453,11 @@ public final class World {
     func send(_ m: Message) {
         let from = index(of: m.from), to = index(of: m.to)
         if faultsOn && (blocked.contains([from, to]) || chance(mix.lossRate)) { return }
-        let latency = mix.latencyMinMicros + below(mix.latencyJitterMicros)
+        var latency = mix.latencyMinMicros + below(mix.latencyJitterMicros)
+        if faultsOn && chance(mix.delaySpikeRate) {
+            latency += 50_000 + below(1_450_000)
+            count("delay spike")
+        }
         schedule(.deliver(m), after: latency)
         if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(m), after: latency + below(10_000)) }
     }

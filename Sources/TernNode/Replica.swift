@@ -13,6 +13,8 @@ public struct ReplicaOutput: Sendable {
     public var messages: [Message] = []
     public var apply: [LogEntry] = []
     public var role: Role?
+    /// A vote for another member was made durable during this input.
+    public var votedNow = false
     public init() {}
 }
 
@@ -57,8 +59,11 @@ public final class Replica {
 
     private func process(_ effects: Effects) throws(StorageError) -> ReplicaOutput {
         // 1. Term and vote reach the disk before any message that depends on them leaves.
-        if let hs = effects.hardState { try stateFile.write(hs) }
         var out = ReplicaOutput()
+        if let hs = effects.hardState {
+            try stateFile.write(hs)
+            out.votedNow = hs.vote != nil && hs.vote != id
+        }
         out.messages = effects.messages
         out.role = effects.role
         // 2. Committed entries, read back from the log (verified), to apply.

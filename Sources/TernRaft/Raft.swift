@@ -18,6 +18,9 @@ public struct RaftConfig: Sendable {
     /// Every voting member, this node included.
     public var members: [NodeID]
     public var electionTimeoutTicks = 10
+    /// The randomized timeout is drawn from [timeout, timeout + jitter). Smaller jitter means
+    /// more split votes (the simulator draws it to make elections collide).
+    public var electionJitterTicks = 10
     public var heartbeatIntervalTicks = 2
     /// Appends in flight per follower in the replicate state.
     public var maxInflightAppends = 32
@@ -123,7 +126,11 @@ public final class Raft {
         switch role {
         case .follower, .preCandidate, .candidate:
             electionElapsed += 1
-            if electionElapsed >= randomizedElectionTimeout { try campaign(transfer: false) }
+            if electionElapsed >= randomizedElectionTimeout {
+                try campaign(transfer: false)
+            } else if role != .follower && electionElapsed % config.heartbeatIntervalTicks == 0 {
+                try resendVoteRequests()
+            }
         case .leader:
             try tickLeader()
         }
@@ -201,8 +208,7 @@ public final class Raft {
 
     private func resetElectionTimer() {
         electionElapsed = 0
-        let t = config.electionTimeoutTicks
-        randomizedElectionTimeout = t + Int(rng.next() % UInt64(t))
+        randomizedElectionTimeout = config.electionTimeoutTicks + Int(rng.next() % UInt64(max(1, config.electionJitterTicks)))
     }
 
     private func setTerm(_ newTerm: UInt64) {
@@ -255,6 +261,19 @@ public final class Raft {
         if votes.count >= quorum { return try becomeLeader() }
         let (lastIndex, lastTerm) = try lastEntry()
         for peer in peers { send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: transfer)) }
+    }
+
+    /// A (pre-)candidate asks again the members that have not answered: requests get lost, and
+    /// the paper's RPCs are retried. Same term, so a member that already voted answers the same.
+    private func resendVoteRequests() throws(StorageError) {
+        let (lastIndex, lastTerm) = try lastEntry()
+        for peer in peers where votes[peer] == nil {
+            if role == .preCandidate {
+                send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm))
+            } else {
+                send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: false))
+            }
+        }
     }
 
     private func becomeLeader() throws(StorageError) {

@@ -133,7 +133,11 @@ public final class Commitlog {
             // Undo the partial append: drop staged entries and any segment this call created.
             staged.trim(after: before)
             while segments.count > segmentsBefore, let s = segments.last { dropSegmentFiles(s); segments.removeLast() }
-            rewindLogicalEnd(to: before)
+            do {
+                try rewindLogicalEnd(to: before)
+            } catch let rewind {
+                failure = rewind  // cannot tell where the log ends: reopen to find out
+            }
             throw error
         }
         try submitIfDue()
@@ -236,7 +240,7 @@ public final class Commitlog {
                 device.closeFile(last.indexFile)
                 segments.removeLast()
             }
-            rewindLogicalEnd(to: durableIndex)
+            try? rewindLogicalEnd(to: durableIndex)  // the log is failed either way; reopen decides
             throw error
         }
         while let first = inFlight.first, first.completed {
@@ -392,7 +396,12 @@ public final class Commitlog {
             removed.append(segments.removeLast())
         }
         let oldEnd = segments.last?.writeOffset ?? 0
-        rewindLogicalEnd(to: index)
+        do {
+            try rewindLogicalEnd(to: index)
+        } catch {
+            failure = error  // the bookkeeping is half rewound: only a reopen can say where the log ends
+            throw error
+        }
         for s in removed { dropSegmentFiles(s) }
         if !removed.isEmpty { try device.syncDirectory(directory) }
         if onDiskAfter, let s = segments.last {
@@ -426,8 +435,9 @@ public final class Commitlog {
         return count
     }
 
-    /// Puts segment bookkeeping back to "the log ends at `index`".
-    private func rewindLogicalEnd(to index: UInt64) {
+    /// Puts segment bookkeeping back to "the log ends at `index`". Reads the entry's index record
+    /// when it is not in memory, so it can fail like any read (a damaged record).
+    private func rewindLogicalEnd(to index: UInt64) throws(StorageError) {
         lastIndex = index
         guard let s = segments.last else { return }
         if index < s.firstIndex {
@@ -439,10 +449,9 @@ public final class Commitlog {
         s.entryCount = Int(index - s.firstIndex + 1)
         if let (_, e) = memoryEntry(index) {
             s.writeOffset = Int(e.position - s.base) + e.storedSize
-        } else if let r = try? readIndexRecords(s, from: index, through: index).first {
-            s.writeOffset = Int(r.position - s.base) + Int(r.storedSize)
         } else {
-            preconditionFailure("cannot find the end of entry \(index) while rewinding")
+            let r = try readIndexRecords(s, from: index, through: index)[0]
+            s.writeOffset = Int(r.position - s.base) + Int(r.storedSize)
         }
     }
 
