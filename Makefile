@@ -11,7 +11,9 @@ release: setup
 demo: release
 	.build/release/tern bench storage --duration 5
 
-# Builds with warnings as errors (debug), runs every test.
+# Builds with warnings as errors (debug), runs every test, then the simulator's checks
+# (a 100-seed sweep, determinism across processes, planted bugs caught).
 test: setup
 	swift build --build-tests
 	swift test
+	scripts/sim-check.sh
