@@ -33,5 +33,13 @@ for plant in ack-before-fsync vote-without-log-check skip-truncation no-check-qu
         failed=$((failed + 1))
     fi
 done
+# Losing the vote needs a crash between voting and a second candidate's request: rarer.
+if out=$($SIM --plant lose-persisted-vote --seeds 1-400 --seconds 10 2>&1); then
+    echo "sim-check: $(echo "$out" | grep 'caught by')"
+    caught=$((caught + 1))
+else
+    echo "sim-check: planted bug lose-persisted-vote ESCAPED every checker over seeds 1-400 (10 s each)" >&2
+    failed=$((failed + 1))
+fi
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]
