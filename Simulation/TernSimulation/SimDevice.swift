@@ -31,6 +31,17 @@ public final class SimDevice: StorageDevice {
     var readFlipProbability = 0.0
     var random: () -> Double = { 1 }
     public internal(set) var flipsInjected = 0
+    /// While set, every write that needs space fails with ENOSPC (a full disk).
+    var full = false
+    var noSpaceInjected = 0
+    var failedBatches: Set<UInt64> = []
+
+    private func checkSpace(_ what: String) throws(StorageError) {
+        if full {
+            noSpaceInjected += 1
+            throw StorageError(.noSpace, "\(what): No space left on device (simulated)", errno: 28)
+        }
+    }
 
     public init() {}
 
@@ -86,6 +97,7 @@ public final class SimDevice: StorageDevice {
     }
 
     public func writeNow(_ f: DeviceFile, at offset: Int, bytes: UnsafeRawBufferPointer) throws(StorageError) {
+        if offset + bytes.count > file(f).data.count { try checkSpace("write \(handles[f.handle] ?? "?")") }
         traceHook?("writeNow \(handles[f.handle] ?? "?") at \(offset) len \(bytes.count)")
         write(file(f), at: offset, Array(bytes))
     }
@@ -135,6 +147,10 @@ public final class SimDevice: StorageDevice {
 
     public func openPreparedFile(_ path: String) throws(StorageError) -> DeviceFile? {
         guard let bytes = prepared.removeValue(forKey: path) else { return nil }
+        if full {
+            files[path + ".prep"] = nil
+            try checkSpace("prepare \(path)")
+        }
         if files[path + ".prep"] == nil {
             // Removed by a recovery of the same directory meanwhile: make it again.
             let f = SimFile()
@@ -151,6 +167,11 @@ public final class SimDevice: StorageDevice {
     var traceHook: ((String) -> Void)?
 
     public func submit(_ batch: WriteBatch) throws(StorageError) {
+        if full && batch.writes.contains(where: { $0.offset + $0.byteCount > file($0.file).data.count }) {
+            // The page cache takes the bytes; allocation fails at writeback: the batch fails.
+            noSpaceInjected += 1
+            failedBatches.insert(batch.id)
+        }
         for w in batch.writes {
             var bytes: [UInt8] = []
             for piece in w.pieces { bytes.append(contentsOf: piece) }
@@ -165,6 +186,10 @@ public final class SimDevice: StorageDevice {
     func complete(_ id: UInt64) {
         guard let k = inFlight.firstIndex(where: { $0.batch.id == id }) else { return }
         let batch = inFlight.remove(at: k).batch
+        if failedBatches.remove(id) != nil {
+            completed.append(BatchCompletion(id: id, error: StorageError(.noSpace, "batch \(id): No space left on device (simulated)", errno: 28)))
+            return
+        }
         for f in batch.syncFiles where handles[f.handle] != nil { sync(file(f)) }
         completed.append(BatchCompletion(id: id, error: nil))
     }
@@ -206,6 +231,7 @@ public final class SimDevice: StorageDevice {
         inFlight.removeAll()
         completed.removeAll()
         prepared.removeAll()
+        failedBatches.removeAll()
     }
 
     /// The disk is replaced: every file is gone.

@@ -50,6 +50,7 @@ struct FaultMix: CustomStringConvertible {
     var partitionEverySeconds = 0.0
     var pauseEverySeconds = 0.0
     var readFlipRate = 0.0
+    var diskFullEverySeconds = 0.0
     /// A message is held back 50 ms to 1.5 s (a clogged link): reordering across restarts.
     var delaySpikeRate = 0.0
     // BUGGIFY-style: make rare, dangerous moments common.
@@ -76,6 +77,7 @@ struct FaultMix: CustomStringConvertible {
         if unit(&r) < 0.5 { m.pauseEverySeconds = 2 + unit(&r) * 10 }
         if unit(&r) < 0.3 { m.readFlipRate = unit(&r) * 0.0005 }
         if unit(&r) < 0.5 { m.delaySpikeRate = unit(&r) * 0.02 }
+        if unit(&r) < 0.3 { m.diskFullEverySeconds = 3 + unit(&r) * 10 }
         if unit(&r) < 0.5 { m.crashAfterVoteRate = unit(&r) * 0.5 }
         if unit(&r) < 0.5 { m.crashAfterCommitRate = unit(&r) * 0.01 }
         if unit(&r) < 0.4 { m.electionJitterTicks = 1 + Int(r.next() % 3) }
@@ -84,7 +86,7 @@ struct FaultMix: CustomStringConvertible {
 
     var description: String {
         func f(_ x: Double) -> String { String(Int(x * 10000)) }
-        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks"
+        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks"
     }
 }
 
@@ -98,6 +100,8 @@ enum Event {
     case partition
     case heal
     case pause(Int)
+    case diskFull(Int)
+    case diskFreed(Int)
     case propose
     case read
     case endFaults
@@ -218,6 +222,7 @@ public final class World {
         schedule(.read, after: 5000)
         if mix.crashEverySeconds > 0 { schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds)) }
         if mix.partitionEverySeconds > 0 { schedule(.partition, after: exponentialMicros(meanSeconds: mix.partitionEverySeconds)) }
+        if mix.diskFullEverySeconds > 0 { schedule(.diskFull(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds)) }
         if mix.pauseEverySeconds > 0 { schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds)) }
         let faultEnd = UInt64(options.seconds * 1e6)
         schedule(.endFaults, after: faultEnd)
@@ -265,6 +270,7 @@ public final class World {
         if options.trace { node.device.traceHook = { [unowned self, unowned node] line in trace("\(node.id) disk: \(line)") } }
         node.device.readFlipProbability = faultsOn ? mix.readFlipRate : 0
         node.device.flipsInjected = 0
+        node.device.noSpaceInjected = 0
         node.appliedIndex = 0
         node.chain = 0xCBF2_9CE4_8422_2325
         do {
@@ -284,7 +290,7 @@ public final class World {
     func failStop(_ node: SimNode, _ error: StorageError) {
         trace("\(node.id) fail-stop: \(error)")
         count("fail-stop")
-        if node.device.flipsInjected == 0 {
+        if node.device.flipsInjected == 0 && node.device.noSpaceInjected == 0 {
             // Torn writes and crashes must never make the log unreadable: only an injected bit
             // flip may stop a node.
             checker.violations.append("\(node.id) stopped on a storage error with no injected fault: \(error)")
@@ -389,6 +395,16 @@ public final class World {
             count("pause")
             trace("pause \(node.id) until \(Double(node.pausedUntil) / 1e6)s")
             schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds))
+        case .diskFull(let k):
+            guard faultsOn else { return }
+            nodes[k].device.full = true
+            count("disk full")
+            trace("disk full on \(nodes[k].id)")
+            schedule(.diskFreed(k), after: 200_000 + below(2_000_000))
+            schedule(.diskFull(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds) + 500_000)
+        case .diskFreed(let k):
+            nodes[k].device.full = false
+            trace("disk freed on \(nodes[k].id)")
         case .propose:
             schedule(.propose, after: 2_000 + below(30_000))
             propose()
@@ -400,6 +416,7 @@ public final class World {
             blocked.removeAll()
             for node in nodes {
                 node.pausedUntil = 0
+                node.device.full = false
                 node.device.readFlipProbability = 0
                 if node.replica == nil { schedule(.restart(node.index), after: 1) }
             }
