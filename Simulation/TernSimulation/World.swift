@@ -51,6 +51,8 @@ struct FaultMix: CustomStringConvertible {
     var pauseEverySeconds = 0.0
     var readFlipRate = 0.0
     var diskFullEverySeconds = 0.0
+    /// Of the crashes, the share that also lose the disk (the node rejoins with nothing).
+    var wipeRate = 0.0
     /// A message is held back 50 ms to 1.5 s (a clogged link): reordering across restarts.
     var delaySpikeRate = 0.0
     // BUGGIFY-style: make rare, dangerous moments common.
@@ -78,6 +80,7 @@ struct FaultMix: CustomStringConvertible {
         if unit(&r) < 0.3 { m.readFlipRate = unit(&r) * 0.0005 }
         if unit(&r) < 0.5 { m.delaySpikeRate = unit(&r) * 0.02 }
         if unit(&r) < 0.3 { m.diskFullEverySeconds = 3 + unit(&r) * 10 }
+        if unit(&r) < 0.4 { m.wipeRate = unit(&r) * 0.5 }
         if unit(&r) < 0.5 { m.crashAfterVoteRate = unit(&r) * 0.5 }
         if unit(&r) < 0.5 { m.crashAfterCommitRate = unit(&r) * 0.01 }
         if unit(&r) < 0.4 { m.electionJitterTicks = 1 + Int(r.next() % 3) }
@@ -86,7 +89,7 @@ struct FaultMix: CustomStringConvertible {
 
     var description: String {
         func f(_ x: Double) -> String { String(Int(x * 10000)) }
-        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks"
+        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks"
     }
 }
 
@@ -100,6 +103,7 @@ enum Event {
     case partition
     case heal
     case pause(Int)
+    case resume(Int)
     case diskFull(Int)
     case diskFreed(Int)
     case propose
@@ -114,6 +118,13 @@ final class SimNode {
     var replica: Replica?
     var incarnation = 0
     var pausedUntil: UInt64 = 0
+    /// The next start follows a lost disk: the replica rejoins without voting until it is safe.
+    var lostDisk = false
+    /// Lost its disk and has not yet finished rejoining (also while it is down meanwhile).
+    var amnesiac = false
+    /// Ticks that fell due while the process was paused. Its clock is monotonic: on resume the
+    /// shell feeds them all at once (as the real server must), before anything else runs.
+    var ticksOwed = 0
     var appliedIndex: UInt64 = 0
     var chain: UInt64 = 0xCBF2_9CE4_8422_2325
     init(index: Int) {
@@ -276,7 +287,9 @@ public final class World {
         do {
             node.replica = try Replica(config: config(for: node), device: node.device, directory: "/\(node.id)",
                                        logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
-                                       seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32)
+                                       seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32,
+                                       lostDisk: node.lostDisk)
+            node.lostDisk = false
         } catch {
             failStop(node, error)
         }
@@ -306,7 +319,11 @@ public final class World {
         case .tick(let k):
             let node = nodes[k]
             schedule(.tick(k), after: World.tickMicros)
-            guard let replica = node.replica, now >= node.pausedUntil else { return }
+            guard let replica = node.replica else { return }
+            if now < node.pausedUntil {
+                node.ticksOwed += 1
+                return
+            }
             mixDigest(1, now, UInt64(k))
             run(node) { () throws(StorageError) in try replica.tick() }
         case .deliver(let m):
@@ -339,6 +356,16 @@ public final class World {
                     node.replica = nil
                     node.incarnation += 1
                     node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+                    // Lose the disk too, but never while another member is still rejoining:
+                    // two lost copies of a committed entry are beyond what 3 replicas survive.
+                    let othersWhole = nodes.allSatisfy { $0 === node || !$0.amnesiac }
+                    if othersWhole && chance(mix.wipeRate) {
+                        node.device.wipe()
+                        node.lostDisk = true
+                        node.amnesiac = true
+                        count("crash with a wiped disk")
+                        trace("\(node.id) lost its disk")
+                    }
                     schedule(.restart(k), after: 10_000 + below(3_000_000))
                 }
                 schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds))
@@ -391,10 +418,24 @@ public final class World {
         case .pause(let k):
             guard faultsOn else { return }
             let node = nodes[k]
+            guard node.pausedUntil <= now else { return }
             node.pausedUntil = now + 100_000 + below(400_000)
+            node.ticksOwed = 0
+            schedule(.resume(k), after: node.pausedUntil - now)
             count("pause")
             trace("pause \(node.id) until \(Double(node.pausedUntil) / 1e6)s")
             schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds))
+        case .resume(let k):
+            let node = nodes[k]
+            let owed = node.ticksOwed
+            node.ticksOwed = 0
+            guard let replica = node.replica, owed > 0 else { return }
+            trace("resume \(node.id): \(owed) ticks fell due during the pause")
+            mixDigest(9, now, UInt64(k), UInt64(owed))
+            for _ in 0..<owed {
+                guard node.replica === replica else { break }
+                run(node) { () throws(StorageError) in try replica.tick() }
+            }
         case .diskFull(let k):
             guard faultsOn else { return }
             nodes[k].device.full = true
@@ -415,13 +456,17 @@ public final class World {
             faultsOn = false
             blocked.removeAll()
             for node in nodes {
+                if node.pausedUntil > now { schedule(.resume(node.index), after: 0) }
                 node.pausedUntil = 0
                 node.device.full = false
                 node.device.readFlipProbability = 0
                 if node.replica == nil { schedule(.restart(node.index), after: 1) }
             }
             checker.livenessStart = now
-            trace("faults end; liveness phase")
+            trace("faults end; liveness phase; " + nodes.map { n in
+                guard let r = n.replica?.raft else { return "\(n.id) down" }
+                return "\(n.id) \(r.role) t\(r.term) last \(n.replica!.log.lastIndex) commit \(r.commitIndex)\(r.rejoining ? " rejoining" : "")"
+            }.joined(separator: ", "))
         }
     }
 
@@ -438,6 +483,8 @@ public final class World {
         case .heartbeat: return 10
         case .heartbeatResponse: return 11
         case .timeoutNow: return 12
+        case .termQuery: return 13
+        case .termQueryResponse: return 14
         }
     }
 
@@ -453,6 +500,7 @@ public final class World {
 
     func carryOut(_ node: SimNode, _ out: ReplicaOutput) {
         guard let replica = node.replica else { return }
+        if node.amnesiac && !replica.raft.rejoining { node.amnesiac = false }
         if faultsOn && out.votedNow && chance(mix.crashAfterVoteRate) {
             schedule(.crashNow(node.index), after: below(1_000))
         }

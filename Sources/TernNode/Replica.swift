@@ -26,14 +26,20 @@ public final class Replica {
     let stateFile: RaftStateFile
 
     /// Opens (recovering) the log and the state file under `directory` and starts as a follower.
-    /// The state machine is rebuilt by applying the log again from its start.
-    public init(config: RaftConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions, seed: UInt64) throws(StorageError) {
+    /// The state machine is rebuilt by applying the log again from its start. `lostDisk`: this
+    /// member's data is gone (a replaced disk): it rejoins without voting until it is safe
+    /// (docs/raft.md); ignored when a state file exists.
+    public init(config: RaftConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions, seed: UInt64, lostDisk: Bool = false) throws(StorageError) {
         self.id = config.id
         self.device = device
         try device.createDirectory(directory)
         log = try Commitlog(directory: directory + "/log", device: device, options: logOptions)
         stateFile = RaftStateFile(device: device, path: directory + "/raft-state")
         var hardState = try stateFile.read()
+        if lostDisk && !device.fileExists(directory + "/raft-state") {
+            hardState.rejoining = true
+            try stateFile.write(hardState)
+        }
         if config.plantedBugs.contains(.losePersistedVote) { hardState.vote = nil }
         raft = Raft(config: config, log: log, hardState: hardState, appliedIndex: 0, seed: seed)
     }
@@ -82,8 +88,9 @@ public final class Replica {
 }
 
 /// Term and vote, written atomically: to a temporary file, synced, renamed over the old one,
-/// directory synced. Layout: magic "TRST" u32, version u8, vote length u8 (0 = no vote), 2 zero
-/// bytes, term u64, vote name (UTF-8, at most 255 bytes), CRC32C of everything before it u32.
+/// directory synced. Layout: magic "TRST" u32, version u8, vote length u8 (0 = no vote),
+/// rejoining u8 (1 while rejoining after a lost disk), a zero byte, term u64, vote name (UTF-8,
+/// at most 255 bytes), CRC32C of everything before it u32.
 public struct RaftStateFile {
     let device: any StorageDevice
     let path: String
@@ -101,14 +108,14 @@ public struct RaftStateFile {
         let b = try device.read(file, at: 0, count: try device.fileSize(file))
         func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * $1) } }
         func u64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * $1) } }
-        guard b.count >= 20, u32(0) == RaftStateFile.magic, b[4] == 1, b.count == 16 + Int(b[5]) + 4 else {
+        guard b.count >= 20, u32(0) == RaftStateFile.magic, b[4] == 1, b[6] <= 1, b.count == 16 + Int(b[5]) + 4 else {
             throw StorageError(.corruption, "\(path) is not a Raft state file (\(b.count) bytes)")
         }
         let voteLength = Int(b[5])
         let crc = b.withUnsafeBytes { crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<(16 + voteLength)])) }
         guard u32(16 + voteLength) == crc else { throw StorageError(.corruption, "\(path) fails its checksum") }
         let vote = voteLength == 0 ? nil : NodeID(String(decoding: b[16..<(16 + voteLength)], as: UTF8.self))
-        return HardState(term: u64(8), vote: vote)
+        return HardState(term: u64(8), vote: vote, rejoining: b[6] == 1)
     }
 
     public func write(_ state: HardState) throws(StorageError) {
@@ -119,6 +126,7 @@ public struct RaftStateFile {
             b.storeBytes(of: RaftStateFile.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
             b[4] = 1
             b[5] = UInt8(name.count)
+            b[6] = state.rejoining ? 1 : 0
             b.storeBytes(of: state.term.littleEndian, toByteOffset: 8, as: UInt64.self)
             for (k, c) in name.enumerated() { b[16 + k] = c }
             let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[0..<(16 + name.count)]))

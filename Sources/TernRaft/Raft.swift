@@ -96,6 +96,14 @@ public final class Raft {
     var transferElapsed = 0
     /// Leader: index of this term's no-op. Reads are served only once it is committed.
     var termStartIndex: UInt64 = 0
+    /// Rejoining after a lost disk: no votes, no campaigns, until `rejoinFloor` is known (the
+    /// highest term heard from every peer) and the log has caught up with a leader of a term at
+    /// least that high.
+    public private(set) var rejoining: Bool
+    var heardTerms: [NodeID: UInt64] = [:]
+    var rejoinFloor: UInt64?
+    /// The highest commit index the current leader has told a rejoining node.
+    var leaderCommitSeen: UInt64 = 0
     var out = Effects()
     var reportedCommit: UInt64
 
@@ -109,6 +117,7 @@ public final class Raft {
         self.quorum = config.members.count / 2 + 1
         self.term = hardState.term
         self.vote = hardState.vote
+        self.rejoining = hardState.rejoining
         self.commitIndex = min(appliedIndex, log.lastIndex)
         self.appliedIndex = appliedIndex
         self.reportedCommit = self.commitIndex
@@ -116,7 +125,7 @@ public final class Raft {
         resetElectionTimer()
     }
 
-    public var hardState: HardState { HardState(term: term, vote: vote) }
+    public var hardState: HardState { HardState(term: term, vote: vote, rejoining: rejoining) }
 
     // MARK: Inputs
 
@@ -126,8 +135,15 @@ public final class Raft {
         switch role {
         case .follower, .preCandidate, .candidate:
             electionElapsed += 1
+            if rejoining && rejoinFloor == nil && electionElapsed % config.heartbeatIntervalTicks == 0 {
+                for peer in peers where heardTerms[peer] == nil { send(to: peer, .termQuery) }
+            }
             if electionElapsed >= randomizedElectionTimeout {
-                try campaign(transfer: false)
+                if rejoining {
+                    resetElectionTimer()  // a node without its old disk does not campaign
+                } else {
+                    try campaign(transfer: false)
+                }
             } else if role != .follower && electionElapsed % config.heartbeatIntervalTicks == 0 {
                 try resendVoteRequests()
             }
@@ -167,6 +183,7 @@ public final class Raft {
         } else if ackOwed, let leader {
             sendAck(to: leader)
         }
+        if rejoining { maybeFinishRejoin() }
         return finish()
     }
 
@@ -225,7 +242,7 @@ public final class Raft {
     private func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
         setTerm(newTerm)
         if role != .follower { out.role = .follower }
-        if newLeader != leader { verifiedIndex = 0; ackOwed = false }
+        if newLeader != leader { verifiedIndex = 0; ackOwed = false; leaderCommitSeen = 0 }
         role = .follower
         leader = newLeader
         progress = [:]
@@ -304,6 +321,7 @@ public final class Raft {
     // MARK: Messages
 
     private func handle(_ m: Message) throws(StorageError) {
+        if rejoining { noteTermHeard(m) }
         // Votes: a member that heard from a leader within the election timeout ignores them
         // (unless the leader itself asked for the election by TimeoutNow), so a partitioned
         // node coming back cannot depose a working leader.
@@ -319,8 +337,8 @@ public final class Raft {
 
         if m.term > term {
             switch m.kind {
-            case .preVote:
-                break  // a pre-vote changes nothing here
+            case .preVote, .termQuery:
+                break  // a pre-vote or a term query changes nothing here
             case .preVoteResponse(let granted) where granted:
                 break  // carries the term the sender would vote in
             case .append, .heartbeat, .timeoutNow:
@@ -335,6 +353,8 @@ public final class Raft {
                 send(to: m.from, .heartbeatResponse(context: 0))
             case .preVote:
                 send(to: m.from, .preVoteResponse(granted: false))
+            case .termQuery:
+                send(to: m.from, .termQueryResponse)
             default:
                 break  // stale: drop
             }
@@ -344,10 +364,10 @@ public final class Raft {
         switch m.kind {
         case .preVote(let lastIndex, let lastTerm):
             let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
-            let granted = m.term > term && upToDate
+            let granted = m.term > term && upToDate && !rejoining
             send(to: m.from, term: granted ? m.term : term, .preVoteResponse(granted: granted))
         case .vote(let lastIndex, let lastTerm, _):
-            let canVote = vote == nil || vote == m.from
+            let canVote = (vote == nil || vote == m.from) && !rejoining
             let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
             let granted = canVote && upToDate
             if granted {
@@ -381,6 +401,14 @@ public final class Raft {
             electionElapsed = 0
             advanceCommit(to: min(commit, verifiedIndex))
             send(to: m.from, .heartbeatResponse(context: context))
+            if rejoining {
+                leaderCommitSeen = max(leaderCommitSeen, commit)
+                maybeFinishRejoin()
+            }
+        case .termQuery:
+            send(to: m.from, .termQueryResponse)
+        case .termQueryResponse:
+            break  // noted on arrival (noteTermHeard)
         case .timeoutNow:
             guard role == .follower, leader == m.from else { return }
             try campaign(transfer: true)
@@ -400,6 +428,18 @@ public final class Raft {
                 try maybeCommit()
                 if m.from == transferTarget && pr.match == log.lastIndex { send(to: m.from, .timeoutNow) }
             } else {
+                if hintTerm == 0 && hintIndex <= pr.match {
+                    // The follower's log ends before what it once acknowledged: it lost its disk
+                    // and is rejoining. Start over from where its log ends now.
+                    pr.match = hintIndex - 1
+                    pr.next = hintIndex
+                    pr.probing = true
+                    pr.probeSent = false
+                    pr.inflight.removeAll()
+                    progress[m.from] = pr
+                    try sendAppend(to: m.from)
+                    return
+                }
                 guard index > pr.match, index < pr.next else { return }  // stale rejection
                 var next = hintIndex
                 if hintTerm > 0, let last = try lastIndex(ofTerm: hintTerm, atOrBefore: index) { next = last + 1 }
@@ -473,6 +513,33 @@ public final class Raft {
         verifiedIndex = max(verifiedIndex, prevIndex + UInt64(entries.count))
         advanceCommit(to: min(commit, verifiedIndex))
         sendAck(to: leader)
+        if rejoining {
+            leaderCommitSeen = max(leaderCommitSeen, commit)
+            maybeFinishRejoin()
+        }
+    }
+
+    /// A rejoining node records the highest term each peer has shown. Every message carries at
+    /// least its sender's current term, and a candidate persisted its term before asking for
+    /// votes, so once every peer has been heard from, the maximum bounds every term this node
+    /// could have voted in before it lost its disk.
+    private func noteTermHeard(_ m: Message) {
+        heardTerms[m.from] = max(heardTerms[m.from] ?? 0, m.term)
+        if rejoinFloor == nil && peers.allSatisfy({ heardTerms[$0] != nil }) {
+            rejoinFloor = peers.map { heardTerms[$0]! }.max()
+        }
+    }
+
+    /// Ends the abstention once the log holds everything a leader of a term at or above the
+    /// floor had committed: from then on this node's vote cannot help elect a leader that lacks
+    /// a committed entry. The current term counts as voted in (its old self may have voted in
+    /// it), so the first new vote is in a later term, above the floor.
+    private func maybeFinishRejoin() {
+        guard role == .follower, leader != nil, let floor = rejoinFloor, term >= floor,
+              verifiedIndex >= leaderCommitSeen, log.durableIndex >= leaderCommitSeen else { return }
+        rejoining = false
+        if vote == nil { vote = id }
+        out.hardState = hardState
     }
 
     /// Acknowledges what matches the leader and is durable; owes the rest until `persisted()`.

@@ -16,9 +16,13 @@ public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible, E
 public struct HardState: Equatable, Sendable {
     public var term: UInt64
     public var vote: NodeID?
-    public init(term: UInt64 = 0, vote: NodeID? = nil) {
+    /// The node lost its disk and has not yet rejoined as a voter (docs/raft.md, "Rejoining
+    /// after a lost disk"). Persisted, so a crash meanwhile does not end the abstention.
+    public var rejoining: Bool
+    public init(term: UInt64 = 0, vote: NodeID? = nil, rejoining: Bool = false) {
         self.term = term
         self.vote = vote
+        self.rejoining = rejoining
     }
 }
 
@@ -53,6 +57,9 @@ public struct Message: Equatable, Sendable, CustomStringConvertible {
         case heartbeatResponse(context: UInt64)
         /// Leadership transfer: campaign now, skipping pre-vote.
         case timeoutNow
+        /// From a member rejoining after a lost disk: "what is your term?" The answer's `term` is it.
+        case termQuery
+        case termQueryResponse
     }
 
     public var from: NodeID

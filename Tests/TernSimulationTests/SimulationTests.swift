@@ -41,3 +41,30 @@ struct SimulationRegressionTests {
         }
     }
 }
+
+@Suite("Simulation: rejoining after a lost disk, and pauses")
+struct SimulationRejoinTests {
+    // Seed 45 (before the fix): a member that lost its disk waited to hear from every peer, but a
+    // follower never writes to another follower, so it waited forever and, later, with a second
+    // member in the same state, no leader could be elected. Rejoining members now ask (termQuery).
+    @Test("seed 45: members rejoining after lost disks become voters again; liveness holds")
+    func seed45() {
+        var options = SimulationOptions(seed: 45)
+        options.seconds = 60
+        let result = Simulation.run(options)
+        #expect(result.ok, "\(result.violations)")
+        #expect(result.faults["crash with a wiped disk", default: 0] > 0)
+    }
+
+    // Seed 290 (before the fix): a leader paused past its lease served a stale read on resume,
+    // because the simulated pause froze its clock. A paused process's monotonic clock runs on:
+    // the missed ticks are now fed on resume, before anything else, as the server must do.
+    @Test("seed 290: a leader paused past its lease does not serve a stale read")
+    func seed290() {
+        var options = SimulationOptions(seed: 290)
+        options.seconds = 45
+        let result = Simulation.run(options)
+        #expect(result.ok, "\(result.violations)")
+        #expect(result.faults["pause", default: 0] > 0)
+    }
+}
