@@ -403,6 +403,11 @@ public final class Raft {
             send(to: m.from, .heartbeatResponse(context: context))
             if rejoining {
                 leaderCommitSeen = max(leaderCommitSeen, commit)
+                if verifiedIndex < commit {
+                    // The leader may still think this member holds what it held before the
+                    // disk was lost: say where its log ends now.
+                    send(to: m.from, .appendResponse(success: false, index: commit, hintIndex: log.lastIndex + 1, hintTerm: 0))
+                }
                 maybeFinishRejoin()
             }
         case .termQuery:

@@ -276,3 +276,46 @@ struct DeterminismTests {
         #expect(a == b)
     }
 }
+
+@Suite("Raft: rejoining after a lost disk")
+struct RejoinTests {
+    @Test("a member that lost its disk neither votes nor campaigns until it knows every peer's term and has caught up")
+    func rejoiningAbstains() throws {
+        let net = Network(3)
+        net.elect("n1")
+        for k in 0..<5 { _ = net.propose("n1", "m\(k)") }
+        net.tickAll(times: 2)
+        // n3 loses its disk: empty log, term 0, rejoining.
+        let fresh = MemoryLog()
+        net.logs["n3"] = fresh
+        net.nodes["n3"] = Raft(config: net["n3"].config, log: fresh, hardState: HardState(rejoining: true), seed: 99)
+        // It grants nothing now, even to an up-to-date candidate: its old self may have voted
+        // for someone else in this very term.
+        let ask = try net["n3"].step(Message(from: "n2", to: "n3", term: 1, kind: .vote(lastIndex: 6, lastTerm: 1, transfer: false)))
+        #expect(ask.messages.contains(Message(from: "n3", to: "n2", term: 1, kind: .voteResponse(granted: false))))
+        #expect(net["n3"].rejoining)
+        // It asks its peers for their terms, hears the leader, catches up, and becomes a voter.
+        net.tickAll(times: 6)
+        #expect(net.log("n3").entries == net.log("n1").entries)
+        #expect(!net["n3"].rejoining)
+        #expect(net["n3"].vote == "n3" || net["n3"].vote == "n1", "the current term counts as voted in")
+        // And a later election can count its vote again.
+        net.isolate("n1")
+        net.tickAll(times: 60)
+        #expect(net.leaders.contains { $0 != "n1" })
+    }
+
+    @Test("the leader starts over with a follower whose log went backwards")
+    func leaderResetsProgress() {
+        let net = Network(3)
+        net.elect("n1")
+        for k in 0..<5 { _ = net.propose("n1", "m\(k)") }
+        net.tickAll(times: 2)
+        let fresh = MemoryLog()
+        net.logs["n2"] = fresh
+        net.nodes["n2"] = Raft(config: net["n2"].config, log: fresh, hardState: HardState(term: 1, rejoining: true), seed: 98)
+        _ = net.propose("n1", "after")
+        net.tickAll(times: 6)
+        #expect(net.log("n2").entries == net.log("n1").entries)
+    }
+}
