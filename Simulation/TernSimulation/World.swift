@@ -62,6 +62,11 @@ struct FaultMix: CustomStringConvertible {
     var crashAfterCommitRate = 0.0
     /// Election timeout jitter in ticks: small values make candidates collide (split votes).
     var electionJitterTicks = 10
+    /// Isolate a new leader at the moment it wins, before its first appends leave: its term's
+    /// entries stay on it alone (the first half of the paper's Figure 8).
+    var isolateNewLeaderRate = 0.0
+    /// Entry bytes per append message; 1 sends one entry per message.
+    var maxAppendBytes = 64 << 10
 
     static func draw(_ r: inout SplitMix64, faults: Bool) -> FaultMix {
         var m = FaultMix()
@@ -84,12 +89,14 @@ struct FaultMix: CustomStringConvertible {
         if unit(&r) < 0.5 { m.crashAfterVoteRate = unit(&r) * 0.5 }
         if unit(&r) < 0.5 { m.crashAfterCommitRate = unit(&r) * 0.01 }
         if unit(&r) < 0.4 { m.electionJitterTicks = 1 + Int(r.next() % 3) }
+        if unit(&r) < 0.4 { m.isolateNewLeaderRate = unit(&r) * 0.5 }
+        if unit(&r) < 0.2 { m.maxAppendBytes = 1 }
         return m
     }
 
     var description: String {
         func f(_ x: Double) -> String { String(Int(x * 10000)) }
-        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks"
+        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks isolate-new-leader \(f(isolateNewLeaderRate))/10k append-bytes \(maxAppendBytes)"
     }
 }
 
@@ -261,7 +268,7 @@ public final class World {
     func config(for node: SimNode) -> RaftConfig {
         var c = RaftConfig(id: node.id, members: nodes.map(\.id))
         c.plantedBugs = options.plantedBugs
-        c.maxAppendBytes = 64 << 10
+        c.maxAppendBytes = mix.maxAppendBytes
         c.electionJitterTicks = mix.electionJitterTicks
         return c
     }
@@ -510,6 +517,13 @@ public final class World {
         if out.role == .leader {
             checker.leaderElected(node.id, term: replica.raft.term)
             clientLeaderGuess = node.index
+            if faultsOn && chance(mix.isolateNewLeaderRate) {
+                blocked.removeAll()
+                for j in nodes.indices where j != node.index { blocked.insert([node.index, j]); blocked.insert([j, node.index]) }
+                count("partition: isolate new leader")
+                trace("partition: isolate new leader \(node.id)")
+                schedule(.heal, after: 100_000 + below(1_500_000))
+            }
         }
         for m in out.messages { send(m) }
         for e in out.apply { apply(node, e) }
@@ -528,6 +542,7 @@ public final class World {
     }
 
     func apply(_ node: SimNode, _ e: LogEntry) {
+        if options.trace { trace("\(node.id) applies \(e.index) t\(e.term)") }
         checker.applied(node: node, entry: e)
         node.appliedIndex = e.index
         mixDigest(7, now, UInt64(node.index), e.index, e.term)

@@ -539,9 +539,15 @@ public final class Raft {
     /// floor had committed: from then on this node's vote cannot help elect a leader that lacks
     /// a committed entry. The current term counts as voted in (its old self may have voted in
     /// it), so the first new vote is in a later term, above the floor.
+    ///
+    /// The leader's commit index counts only once it covers an entry of the leader's own term:
+    /// a new leader does not know how far earlier terms committed until its no-op commits
+    /// (found by the simulator: a member rejoined against such a leader, missing committed
+    /// entries, and then helped elect a leader without them).
     private func maybeFinishRejoin() {
         guard role == .follower, leader != nil, let floor = rejoinFloor, term >= floor,
-              verifiedIndex >= leaderCommitSeen, log.durableIndex >= leaderCommitSeen else { return }
+              leaderCommitSeen > 0, verifiedIndex >= leaderCommitSeen, log.durableIndex >= leaderCommitSeen,
+              (try? termAt(leaderCommitSeen)) == term else { return }
         rejoining = false
         if vote == nil { vote = id }
         out.hardState = hardState

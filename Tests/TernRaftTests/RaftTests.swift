@@ -319,3 +319,25 @@ struct RejoinTests {
         #expect(net.log("n2").entries == net.log("n1").entries)
     }
 }
+
+@Suite("Raft: rejoining, regressions")
+struct RejoinRegressionTests {
+    // Found by the simulator (seed 17, with wiped disks and one entry per append): a rejoining
+    // member finished rejoining against a new leader whose commit index was still stale (its
+    // no-op not yet committed), so it voted again while missing committed entries.
+    @Test("a rejoining member waits until the leader's commit index covers an entry of the leader's term")
+    func waitsForCurrentTermCommit() throws {
+        let log = MemoryLog()
+        let raft = Raft(config: RaftConfig(id: "n3", members: ["n1", "n2", "n3"]), log: log, hardState: HardState(rejoining: true), seed: 5)
+        // Hear every peer's term: n2 answers a term query with 4; n1 leads term 5.
+        _ = try raft.step(Message(from: "n2", to: "n3", term: 4, kind: .termQueryResponse))
+        // The new leader of term 5 sends its log: entries of term 1 and its term-5 no-op at 3,
+        // but it has committed only through 2 (its no-op is not committed yet).
+        let entries = [LogEntry(index: 1, term: 1, body: []), LogEntry(index: 2, term: 1, body: []), LogEntry(index: 3, term: 5, type: RaftEntryType.noop, body: [])]
+        _ = try raft.step(Message(from: "n1", to: "n3", term: 5, kind: .append(prevIndex: 0, prevTerm: 0, entries: entries, commit: 2)))
+        #expect(raft.rejoining, "commit 2 is of term 1: the leader may not know how far term 1 committed")
+        _ = try raft.step(Message(from: "n1", to: "n3", term: 5, kind: .heartbeat(commit: 3, context: 1)))
+        #expect(!raft.rejoining, "commit 3 is the leader's own no-op: everything committed before is in the log")
+        #expect(raft.vote == "n3", "the current term counts as voted in")
+    }
+}
