@@ -12,7 +12,10 @@ echo "sim-check: sweep of seeds 1-100, 60 virtual seconds each"
 $SIM --seeds 1-100 --seconds 60
 
 echo "sim-check: seeds that found bugs (docs/simulation.md), 60 virtual seconds each"
-for seed in 17 38 45 54 181 290; do $SIM --seed "$seed" --seconds 60 | head -1 | cut -c1-120; done
+for seed in 17 38 45 54 181 290; do
+    out=$($SIM --seed "$seed" --seconds 60)
+    echo "${out%%$'\n'*}" | cut -c1-120
+done
 
 echo "sim-check: determinism across two processes"
 a=$($SIM --seed 7 --seconds 20 | grep -o 'digest [0-9a-f]*')
