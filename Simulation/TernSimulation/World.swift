@@ -307,6 +307,14 @@ public final class World {
         checker.livenessAckIndex != nil && nodes.allSatisfy { $0.replica != nil && $0.appliedIndex >= checker.maxAckedIndex }
     }
 
+    /// The process dies: its replica is gone, events for it are stale, and the disk keeps what
+    /// was durable plus a torn prefix of what was in flight.
+    func powerOff(_ node: SimNode) {
+        node.replica = nil
+        node.incarnation += 1
+        node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+    }
+
     func failStop(_ node: SimNode, _ error: StorageError) {
         trace("\(node.id) fail-stop: \(error)")
         count("fail-stop")
@@ -315,9 +323,7 @@ public final class World {
             // flip may stop a node.
             checker.violations.append("\(node.id) stopped on a storage error with no injected fault: \(error)")
         }
-        node.replica = nil
-        node.incarnation += 1
-        node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+        powerOff(node)
         schedule(.restart(node.index), after: 50_000 + below(500_000))
     }
 
@@ -360,9 +366,7 @@ public final class World {
                     mixDigest(4, now, UInt64(k))
                     trace("crash \(node.id)")
                     count("crash")
-                    node.replica = nil
-                    node.incarnation += 1
-                    node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+                    powerOff(node)
                     // Lose the disk too, but never while another member is still rejoining:
                     // two lost copies of a committed entry are beyond what 3 replicas survive.
                     let othersWhole = nodes.allSatisfy { $0 === node || !$0.amnesiac }
@@ -383,9 +387,7 @@ public final class World {
             mixDigest(8, now, UInt64(k))
             trace("crash \(node.id) (buggify)")
             count("crash (buggify)")
-            node.replica = nil
-            node.incarnation += 1
-            node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
+            powerOff(node)
             schedule(.restart(k), after: 100 + below(2_000))  // back before the messages in flight land
         case .restart(let k):
             let node = nodes[k]
