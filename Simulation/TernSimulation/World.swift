@@ -60,6 +60,9 @@ struct FaultMix: CustomStringConvertible {
     var crashAfterVoteRate = 0.0
     /// Crash a leader right after its commit index moved.
     var crashAfterCommitRate = 0.0
+    /// Crash a leader right after the first commit of its term (the moment the paper's Figure 8
+    /// is about: what a new leader commits first, and whether it survives the leader).
+    var crashAfterFirstCommitRate = 0.0
     /// Election timeout jitter in ticks: small values make candidates collide (split votes).
     var electionJitterTicks = 10
     /// Isolate a new leader at the moment it wins, before its first appends leave: its term's
@@ -88,6 +91,7 @@ struct FaultMix: CustomStringConvertible {
         if unit(&r) < 0.4 { m.wipeRate = unit(&r) * 0.5 }
         if unit(&r) < 0.5 { m.crashAfterVoteRate = unit(&r) * 0.5 }
         if unit(&r) < 0.5 { m.crashAfterCommitRate = unit(&r) * 0.01 }
+        if unit(&r) < 0.4 { m.crashAfterFirstCommitRate = unit(&r) * 0.5 }
         if unit(&r) < 0.4 { m.electionJitterTicks = 1 + Int(r.next() % 3) }
         if unit(&r) < 0.4 { m.isolateNewLeaderRate = unit(&r) * 0.5 }
         if unit(&r) < 0.2 { m.maxAppendBytes = 1 }
@@ -96,7 +100,7 @@ struct FaultMix: CustomStringConvertible {
 
     var description: String {
         func f(_ x: Double) -> String { String(Int(x * 10000)) }
-        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k election-jitter \(electionJitterTicks) ticks isolate-new-leader \(f(isolateNewLeaderRate))/10k append-bytes \(maxAppendBytes)"
+        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k crash-after-first-commit \(f(crashAfterFirstCommitRate))/10k election-jitter \(electionJitterTicks) ticks isolate-new-leader \(f(isolateNewLeaderRate))/10k append-bytes \(maxAppendBytes)"
     }
 }
 
@@ -132,6 +136,8 @@ final class SimNode {
     /// Ticks that fell due while the process was paused. Its clock is monotonic: on resume the
     /// shell feeds them all at once (as the real server must), before anything else runs.
     var ticksOwed = 0
+    /// The last term in which this node, as leader, committed something.
+    var committedInTerm: UInt64 = 0
     var appliedIndex: UInt64 = 0
     var chain: UInt64 = 0xCBF2_9CE4_8422_2325
     init(index: Int) {
@@ -513,8 +519,12 @@ public final class World {
         if faultsOn && out.votedNow && chance(mix.crashAfterVoteRate) {
             schedule(.crashNow(node.index), after: below(1_000))
         }
-        if faultsOn && replica.raft.role == .leader && !out.apply.isEmpty && chance(mix.crashAfterCommitRate) {
-            schedule(.crashNow(node.index), after: below(500))
+        if faultsOn && replica.raft.role == .leader && !out.apply.isEmpty {
+            let first = node.committedInTerm != replica.raft.term
+            node.committedInTerm = replica.raft.term
+            if chance(mix.crashAfterCommitRate) || (first && chance(mix.crashAfterFirstCommitRate)) {
+                schedule(.crashNow(node.index), after: below(500))
+            }
         }
         if out.role == .leader {
             checker.leaderElected(node.id, term: replica.raft.term)
