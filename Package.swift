@@ -31,6 +31,8 @@ let package = Package(
         // Raft as a pure state machine. It uses TernStorage only for the entry type and its
         // error; it never opens a file itself (the log arrives through the RaftLog protocol).
         .target(name: "TernRaft", dependencies: ["TernStorage"], swiftSettings: strict),
+        // Wire frames shared by server, client and peers: bounded, versioned, never trapping on input.
+        .target(name: "TernProtocol", dependencies: ["CTernIO"], swiftSettings: strict),
         // Raft + commitlog + state file: the composition the server and the simulator both drive.
         .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
         // The deterministic simulator: the real node code on a simulated disk, network and clock.
@@ -50,6 +52,7 @@ let package = Package(
         .testTarget(name: "CTernIOTests", dependencies: ["CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernRaftTests", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
+        .testTarget(name: "TernProtocolTests", dependencies: ["TernProtocol"], swiftSettings: strict),
         .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
