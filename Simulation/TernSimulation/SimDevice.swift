@@ -22,7 +22,7 @@ public final class SimDevice: StorageDevice {
     var files: [String: SimFile] = [:]
     var handles: [Int32: String] = [:]
     var nextHandle: Int32 = 3
-    var inFlight: [(batch: WriteBatch, due: UInt64)] = []
+    var inFlight: [WriteBatch] = []
     var completed: [BatchCompletion] = []
     var prepared: [String: Int] = [:]
     /// Called on submit with the batch id; the world returns when it will complete.
@@ -178,14 +178,14 @@ public final class SimDevice: StorageDevice {
             traceHook?("batch \(batch.id) write \(handles[w.file.handle] ?? "?") at \(w.offset) len \(bytes.count)")
             write(file(w.file), at: w.offset, bytes)
         }
-        inFlight.append((batch, 0))
+        inFlight.append(batch)
         schedule(batch.id)
     }
 
     /// The world's event: batch `id` finished. Its synced files become durable.
     func complete(_ id: UInt64) {
-        guard let k = inFlight.firstIndex(where: { $0.batch.id == id }) else { return }
-        let batch = inFlight.remove(at: k).batch
+        guard let k = inFlight.firstIndex(where: { $0.id == id }) else { return }
+        let batch = inFlight.remove(at: k)
         if failedBatches.remove(id) != nil {
             completed.append(BatchCompletion(id: id, error: StorageError(.noSpace, "batch \(id): No space left on device (simulated)", errno: 28)))
             return
@@ -197,7 +197,7 @@ public final class SimDevice: StorageDevice {
     public func reap(wait: Bool) throws(StorageError) -> [BatchCompletion] {
         if wait && completed.isEmpty {
             // The caller blocks until the disk finishes: in simulation, finish it now.
-            if let first = inFlight.first { complete(first.batch.id) }
+            if let first = inFlight.first { complete(first.id) }
         }
         let done = completed
         completed.removeAll()

@@ -107,7 +107,7 @@ final class Stage {
         precondition(!entries.isEmpty, "empty batch")
         var writes: [BatchWrite] = []
         var syncFiles: [DeviceFile] = []
-        func coalesce(file: DeviceFile, fileOffset: Int, arena: ByteArena, arenaOffset: Int, length: Int, into runs: inout [(DeviceFile, Int, Int, Int)]) {
+        func coalesce(file: DeviceFile, fileOffset: Int, arenaOffset: Int, length: Int, into runs: inout [(DeviceFile, Int, Int, Int)]) {
             if let last = runs.last, last.0 == file, last.1 + last.3 == fileOffset, last.2 + last.3 == arenaOffset {
                 runs[runs.count - 1].3 += length
             } else {
@@ -117,8 +117,8 @@ final class Stage {
         var dataRuns: [(DeviceFile, Int, Int, Int)] = []
         var indexRuns: [(DeviceFile, Int, Int, Int)] = []
         for e in entries {
-            coalesce(file: e.dataFile, fileOffset: e.dataFileOffset, arena: data, arenaOffset: e.dataArenaOffset, length: e.storedSize, into: &dataRuns)
-            coalesce(file: e.indexFile, fileOffset: e.indexFileOffset, arena: index, arenaOffset: e.indexArenaOffset, length: IndexRecord.bytes, into: &indexRuns)
+            coalesce(file: e.dataFile, fileOffset: e.dataFileOffset, arenaOffset: e.dataArenaOffset, length: e.storedSize, into: &dataRuns)
+            coalesce(file: e.indexFile, fileOffset: e.indexFileOffset, arenaOffset: e.indexArenaOffset, length: IndexRecord.bytes, into: &indexRuns)
             if syncFiles.last != e.dataFile { syncFiles.append(e.dataFile) }
         }
         for (k, run) in dataRuns.enumerated() {
