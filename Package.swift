@@ -16,9 +16,13 @@ let package = Package(
         .executable(name: "tern-sim", targets: ["tern-sim"]),
         .library(name: "TernStorage", targets: ["TernStorage"]),
         .library(name: "TernRaft", targets: ["TernRaft"]),
+        .library(name: "TernClient", targets: ["TernClient"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // Opaque wrapper over liburing plus CRC32C. liburing.h is included only by the .c file.
@@ -32,9 +36,26 @@ let package = Package(
         // error; it never opens a file itself (the log arrives through the RaftLog protocol).
         .target(name: "TernRaft", dependencies: ["TernStorage"], swiftSettings: strict),
         // Wire frames shared by server, client and peers: bounded, versioned, never trapping on input.
-        .target(name: "TernProtocol", dependencies: ["CTernIO"], swiftSettings: strict),
-        // Raft + commitlog + state file: the composition the server and the simulator both drive.
-        .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
+        .target(name: "TernProtocol", dependencies: ["CTernIO", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
+        // The broker: a pure state machine over committed entries (topics, consume queues,
+        // offsets, producer dedupe, consumer groups).
+        .target(name: "TernBroker", dependencies: ["TernStorage", "TernProtocol"], swiftSettings: strict),
+        // Raft + commitlog + broker + request routing: what the server and the simulator both drive.
+        .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage", "TernBroker", "TernProtocol"], swiftSettings: strict),
+        // The real shell: NIO sockets, the storage thread, timers, peer links, config.
+        .target(name: "TernServer", dependencies: [
+            "TernNode", "TernProtocol", "TernStorage", "TernRaft",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+            .product(name: "Logging", package: "swift-log"),
+        ], swiftSettings: strict),
+        // The Swift SDK: producers, consumers, leader discovery.
+        .target(name: "TernClient", dependencies: [
+            "TernProtocol",
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: strict),
         // The deterministic simulator: the real node code on a simulated disk, network and clock.
         .target(name: "TernSimulation", dependencies: ["TernNode", "TernRaft", "TernStorage"],
                 path: "Simulation/TernSimulation", swiftSettings: strict),
@@ -44,8 +65,10 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernStorage",
+                "TernStorage", "TernServer", "TernClient", "TernProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
         ),
@@ -53,6 +76,10 @@ let package = Package(
         .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernRaftTests", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
         .testTarget(name: "TernProtocolTests", dependencies: ["TernProtocol"], swiftSettings: strict),
+        .testTarget(name: "TernBrokerTests", dependencies: ["TernBroker", "TernProtocol", "TernStorage"], swiftSettings: strict),
+        .testTarget(name: "TernNodeTests", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"], swiftSettings: strict),
+        // Three real `tern serve` processes; needs the `tern` executable built next to the tests.
+        .testTarget(name: "TernIntegrationTests", dependencies: ["TernClient", "TernProtocol"], swiftSettings: strict),
         .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

@@ -70,8 +70,8 @@ public struct FrameCodec: Sendable {
         case frame(Frame, consumed: Int)
     }
 
-    /// Appends the encoded frame to `out`.
-    public func encode(_ frame: Frame, into out: inout [UInt8]) {
+    /// The 24-byte header of `frame`.
+    public func header(_ frame: Frame) -> [UInt8] {
         precondition(frame.body.count <= Int(maxBodyBytes), "frame body of \(frame.body.count) bytes exceeds the limit \(maxBodyBytes)")
         var header = [UInt8](repeating: 0, count: FrameCodec.headerBytes)
         header.withUnsafeMutableBytes { h in
@@ -84,7 +84,12 @@ public struct FrameCodec: Sendable {
             let crc = tern_crc32c(0, h.baseAddress, 20)
             h.storeBytes(of: crc.littleEndian, toByteOffset: 20, as: UInt32.self)
         }
-        out.append(contentsOf: header)
+        return header
+    }
+
+    /// Appends the encoded frame to `out`.
+    public func encode(_ frame: Frame, into out: inout [UInt8]) {
+        out.append(contentsOf: header(frame))
         out.append(contentsOf: frame.body)
     }
 
@@ -124,15 +129,18 @@ public struct FrameCodec: Sendable {
     }
 }
 
-/// The body of an error response: a numeric code for programs and a message for people.
-/// Layout: code u16, message length u16, message (UTF-8, at most 4,096 bytes).
-public struct ErrorBody: Equatable, Sendable {
+/// The body of an error response: a numeric code for programs, a message for people, and an
+/// optional detail whose layout the code defines (NOT_LEADER: `NotLeaderDetail`).
+/// Layout: code u16, message length u16, message (UTF-8, at most 4,096 bytes), detail (the rest).
+public struct ErrorBody: Error, Equatable, Sendable, CustomStringConvertible {
     public var code: UInt16
     public var message: String
+    public var detail: [UInt8]
 
-    public init(code: UInt16, message: String) {
+    public init(code: UInt16, message: String, detail: [UInt8] = []) {
         self.code = code
         self.message = message
+        self.detail = detail
     }
 
     /// Codes shared by every opcode. Opcode-specific codes start at 100.
@@ -140,10 +148,13 @@ public struct ErrorBody: Equatable, Sendable {
     public static let unknownOpcode: UInt16 = 2
     public static let badBody: UInt16 = 3
 
+    public var description: String { "error \(code): \(message)" }
+
     public func encode() -> [UInt8] {
         let text = Array(message.utf8.prefix(4096))
         var out: [UInt8] = [UInt8(code & 0xFF), UInt8(code >> 8), UInt8(text.count & 0xFF), UInt8(text.count >> 8)]
         out.append(contentsOf: text)
+        out.append(contentsOf: detail)
         return out
     }
 
@@ -152,8 +163,8 @@ public struct ErrorBody: Equatable, Sendable {
         guard bytes.count >= 4 else { return nil }
         let code = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
         let length = Int(UInt16(bytes[2]) | UInt16(bytes[3]) << 8)
-        guard length <= 4096, bytes.count == 4 + length else { return nil }
-        return ErrorBody(code: code, message: String(decoding: bytes[4...], as: UTF8.self))
+        guard length <= 4096, bytes.count >= 4 + length else { return nil }
+        return ErrorBody(code: code, message: String(decoding: bytes[4..<(4 + length)], as: UTF8.self), detail: Array(bytes[(4 + length)...]))
     }
 
     /// The response to send, before closing, to a peer whose bytes were not a frame.

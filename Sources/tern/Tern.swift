@@ -1,14 +1,13 @@
-// The `tern` command. Subcommands arrive with their issues: `bench storage` now; `serve`,
-// `cluster up`, `admin`, `send`, `consume` with the broker.
+// The `tern` command: `serve`, `cluster up`, `admin`, `send`, `consume`, `bench`.
 import ArgumentParser
 import TernStorage
 
 @main
-struct Tern: ParsableCommand {
+struct Tern: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tern",
         abstract: "Tern: a Raft-replicated message broker.",
-        subcommands: [Bench.self])
+        subcommands: [Serve.self, Cluster.self, Admin.self, Send.self, Consume.self, Bench.self])
 }
 
 struct Bench: ParsableCommand {

@@ -1,0 +1,297 @@
+// The broker state machine. It changes only by `apply`, in log order, so every replica that
+// applied the same prefix has the same topics, consume queues, offsets and dedupe windows. It
+// reads message bodies back from the log through `EntrySource` (a consume queue holds where a
+// message is, not the message). No clock, no I/O of its own, no iteration over unordered
+// collections where order could leak into state or output.
+import TernProtocol
+import TernStorage
+
+/// Where the broker reads stored entries from (the commitlog on a node).
+public protocol EntrySource: AnyObject {
+    /// The body of entry `index`, verified.
+    func entryBody(at index: UInt64) throws(StorageError) -> [UInt8]
+}
+
+public struct BrokerConfig: Sendable, Equatable {
+    /// A send to a missing topic creates it (the leader proposes the creation first).
+    public var autoCreateTopics = false
+    public var defaultQueues: UInt32 = 4
+    public var maxQueues: UInt32 = 1024
+    /// Largest message body accepted.
+    public var maxMessageBytes = 4 << 20
+    /// Most messages in one send.
+    public var maxBatchMessages = 1024
+    /// Sends remembered per (producer, queue) for deduplication.
+    public var dedupeWindow = 1024
+    /// Producers remembered; the one that sent least recently is forgotten first.
+    public var maxProducers = 10_000
+    /// Messages a pull scans past its filter before it answers with none.
+    public var maxScanPerPull = 10_000
+    public init() {}
+}
+
+/// What applying one entry produced, for the node to answer the request that proposed it.
+public enum ApplyOutcome: Equatable, Sendable {
+    case none
+    case sent(SendResponse)
+    case done
+    case failed(ErrorBody)
+}
+
+struct ConsumeQueue {
+    /// Offset of the first element kept (retention moves it).
+    var baseOffset: UInt64 = 0
+    var entryIndexes: [UInt64] = []
+    var positions: [UInt32] = []
+    var slots: [UInt16] = []
+    var tagHashes: [UInt32] = []
+    var maxOffset: UInt64 { baseOffset + UInt64(entryIndexes.count) }
+}
+
+struct DedupeWindow {
+    var results: [UInt64: SendResponse] = [:]
+    var order: [UInt64] = []
+    var head = 0
+    /// Highest sequence forgotten; a send at or below it that is not remembered is refused.
+    var forgottenMax: UInt64 = 0
+    var lastUsed: UInt64 = 0
+}
+
+public final class Broker {
+    public let config: BrokerConfig
+    let source: any EntrySource
+    /// Topic name -> queue count.
+    public private(set) var topics: [String: UInt32] = [:]
+    var queues: [QueueRef: ConsumeQueue] = [:]
+    /// Group -> queue -> next offset to consume.
+    public private(set) var offsets: [String: [QueueRef: UInt64]] = [:]
+    var producers: [UInt64: [QueueRef: DedupeWindow]] = [:]
+    public private(set) var appliedIndex: UInt64 = 0
+    /// Highest store timestamp applied: the broker's notion of "now" for the log.
+    public private(set) var lastStoreTimestamp: UInt64 = 0
+    private var cachedEntry: (index: UInt64, body: [UInt8])?
+
+    public init(config: BrokerConfig, source: any EntrySource) {
+        self.config = config
+        self.source = source
+    }
+
+    // MARK: Applying entries
+
+    public func apply(index: UInt64, type: UInt8, body: [UInt8]) -> ApplyOutcome {
+        precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
+        appliedIndex = index
+        do {
+            switch type {
+            case BrokerEntryType.admin: return applyAdmin(try AdminCommand.decode(body))
+            case BrokerEntryType.messages: return try applyMessages(index: index, body: body)
+            case BrokerEntryType.offsets:
+                let commit = try OffsetCommit.decode(body)
+                for g in commit.groups.keys.sorted() {
+                    for (q, o) in commit.groups[g]! where topics[q.topic] != nil {
+                        offsets[g, default: [:]][q] = max(offsets[g]?[q] ?? 0, o)
+                    }
+                }
+                return .done
+            default: return .none
+            }
+        } catch {
+            // The leader validated the body before proposing it; a malformed one can only come
+            // from a bug, and every replica refuses it the same way.
+            return .failed(ErrorBody(code: BrokerError.badRequest, message: "entry \(index): \(error.description)"))
+        }
+    }
+
+    func applyAdmin(_ command: AdminCommand) -> ApplyOutcome {
+        switch command {
+        case .createTopic(let name, let n):
+            if let existing = topics[name] {
+                return existing == n ? .done : .failed(ErrorBody(code: BrokerError.topicExists, message: "topic \(name) exists with \(existing) queues"))
+            }
+            topics[name] = n
+            for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
+            return .done
+        case .deleteTopic(let name):
+            guard let n = topics.removeValue(forKey: name) else {
+                return .failed(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
+            }
+            for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = nil }
+            for g in offsets.keys.sorted() {
+                offsets[g] = offsets[g]!.filter { $0.key.topic != name }
+                if offsets[g]!.isEmpty { offsets[g] = nil }
+            }
+            return .done
+        }
+    }
+
+    func applyMessages(index: UInt64, body: [UInt8]) throws(WireError) -> ApplyOutcome {
+        var r = WireReader(body)
+        let storeTimestamp = try r.u64("store timestamp")
+        lastStoreTimestamp = max(lastStoreTimestamp, storeTimestamp)
+        let header = try SendHeader(from: &r)
+        let ref = QueueRef(topic: header.topic, queueID: header.queueID)
+        guard queues[ref] != nil else {
+            return .failed(topics[header.topic] == nil
+                ? ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")
+                : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
+        }
+        if header.producerID != 0 {
+            var window = producers[header.producerID]?[ref] ?? DedupeWindow()
+            if var earlier = window.results[header.sequence] {
+                earlier.duplicate = true
+                return .sent(earlier)
+            }
+            if header.sequence <= window.forgottenMax {
+                return .failed(ErrorBody(code: BrokerError.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
+            }
+            let result = appendMessages(index: index, reader: &r, header: header, ref: ref)
+            guard case .sent(let response) = result else { return result }
+            window.results[header.sequence] = response
+            window.order.append(header.sequence)
+            window.lastUsed = index
+            if window.order.count - window.head > config.dedupeWindow {
+                let old = window.order[window.head]
+                window.head += 1
+                window.results[old] = nil
+                window.forgottenMax = max(window.forgottenMax, old)
+                if window.head > 4096 {
+                    window.order.removeFirst(window.head)
+                    window.head = 0
+                }
+            }
+            producers[header.producerID, default: [:]][ref] = window
+            if producers.count > config.maxProducers { forgetLeastRecentProducer() }
+            return result
+        }
+        return appendMessages(index: index, reader: &r, header: header, ref: ref)
+    }
+
+    private func appendMessages(index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef) -> ApplyOutcome {
+        guard header.count > 0, header.count <= UInt32(min(config.maxBatchMessages, Int(UInt16.max))) else {
+            return .failed(ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)"))
+        }
+        // Validate every message before indexing any, so a bad batch stores nothing.
+        var found: [(position: UInt32, hash: UInt32)] = []
+        found.reserveCapacity(Int(header.count))
+        var scan = r
+        for _ in 0..<header.count {
+            let start = UInt32(scan.position)
+            guard let m = try? WireMessage(from: &scan, maxBody: config.maxMessageBytes) else {
+                return .failed(ErrorBody(code: BrokerError.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
+            }
+            found.append((start, tagHash(m.tag)))
+        }
+        guard scan.atEnd else { return .failed(ErrorBody(code: BrokerError.badRequest, message: "\(scan.remaining) bytes after the last message")) }
+        var q = queues[ref]!
+        let first = q.maxOffset
+        for (slot, f) in found.enumerated() {
+            q.entryIndexes.append(index)
+            q.positions.append(f.position)
+            q.slots.append(UInt16(slot))
+            q.tagHashes.append(f.hash)
+        }
+        queues[ref] = q
+        return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: first, count: header.count, duplicate: false))
+    }
+
+    private func forgetLeastRecentProducer() {
+        var oldest: (id: UInt64, used: UInt64)?
+        for (id, windows) in producers {
+            let used = windows.values.map(\.lastUsed).max() ?? 0
+            if oldest == nil || (used, id) < (oldest!.used, oldest!.id) { oldest = (id, used) }
+        }
+        if let o = oldest { producers[o.id] = nil }
+    }
+
+    // MARK: Checks the leader makes before proposing
+
+    /// nil when a send may be proposed as is; else the error to answer with.
+    public func validate(_ header: SendHeader, messageCount: Int) -> ErrorBody? {
+        guard messageCount > 0, messageCount <= config.maxBatchMessages else {
+            return ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(messageCount)")
+        }
+        guard let n = topics[header.topic] else {
+            return ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")
+        }
+        guard header.queueID < n else {
+            return ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has \(n) queues; queue \(header.queueID) does not exist")
+        }
+        return nil
+    }
+
+    public static func validateTopicName(_ name: String) -> ErrorBody? {
+        let ok = !name.isEmpty && name.utf8.count <= 127 && name.utf8.allSatisfy { c in
+            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x25 || c == 0x2E
+        }
+        return ok ? nil : ErrorBody(code: BrokerError.badRequest, message: "topic name \"\(name)\" must be 1 to 127 characters of A-Z a-z 0-9 _ - . %")
+    }
+
+    // MARK: Reads (any replica, from what it applied)
+
+    public func maxOffset(_ q: QueueRef) -> UInt64? { queues[q]?.maxOffset }
+
+    /// The queue's first kept offset and one past its last.
+    public func bounds(_ q: QueueRef) -> (min: UInt64, max: UInt64)? { queues[q].map { ($0.baseOffset, $0.maxOffset) } }
+
+    public func topicInfo(_ name: String) -> TopicInfo? {
+        guard let n = topics[name] else { return nil }
+        return TopicInfo(name: name, queues: (0..<n).map { id in
+            let q = queues[QueueRef(topic: name, queueID: id)]!
+            return TopicInfo.Queue(queueID: id, minOffset: q.baseOffset, maxOffset: q.maxOffset)
+        })
+    }
+
+    public func topicList() -> [TopicInfo] { topics.keys.sorted().compactMap(topicInfo) }
+
+    public func committedOffset(group: String, queue: QueueRef) -> UInt64? { offsets[group]?[queue] }
+
+    /// Messages of a queue from `offset`, at most `maxMessages` and about `maxBytes` of bodies
+    /// (at least one message when any matches). An offset below the queue's first is moved up
+    /// to it; one past the end returns nothing.
+    public func pull(_ request: PullRequest) throws(StorageError) -> Result<PullResponse, ErrorBody> {
+        let ref = QueueRef(topic: request.topic, queueID: request.queueID)
+        guard let q = queues[ref] else {
+            return .failure(topics[request.topic] == nil
+                ? ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.topic) does not exist")
+                : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
+        }
+        let filter = TagFilter(request.tagFilter)
+        var offset = max(request.offset, q.baseOffset)
+        var out: [ReceivedMessage] = []
+        var bytes = 0
+        var scanned = 0
+        while offset < q.maxOffset, out.count < Int(request.maxMessages), scanned < config.maxScanPerPull {
+            let k = Int(offset - q.baseOffset)
+            scanned += 1
+            if filter.matches(hash: q.tagHashes[k]) {
+                let m = try readMessage(entryIndex: q.entryIndexes[k], position: q.positions[k])
+                if filter.matches(tag: m.1.tag) {
+                    if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
+                    bytes += m.1.body.count
+                    out.append(ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k]), topic: request.topic, queueID: request.queueID, queueOffset: offset, storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1))
+                }
+            }
+            offset += 1
+        }
+        return .success(PullResponse(nextOffset: offset, minOffset: q.baseOffset, maxOffset: q.maxOffset, messages: out))
+    }
+
+    private func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {
+        let body: [UInt8]
+        if let c = cachedEntry, c.index == entryIndex {
+            body = c.body
+        } else {
+            body = try source.entryBody(at: entryIndex)
+            cachedEntry = (entryIndex, body)
+        }
+        do {
+            var r = WireReader(body)
+            let ts = try r.u64("store timestamp")
+            let header = try SendHeader(from: &r)
+            var m = WireReader(body, at: Int(position))
+            return ((ts, header.producerGroup), try WireMessage(from: &m))
+        } catch {
+            throw StorageError(.corruption, "entry \(entryIndex) does not hold the message its consume queue points at: \(error.description)")
+        }
+    }
+}

@@ -1,0 +1,224 @@
+// The client's view of one Tern group: its endpoints, connections to them, the leader it last
+// learned and the queue counts of topics. Writes go to the leader, found by asking any node and
+// by following NOT_LEADER answers; reads of committed data may go to any node.
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TernProtocol
+
+/// A connection to a Tern cluster, shared by producers, consumers and admin calls.
+///
+/// ```swift
+/// let cluster = try TernCluster(endpoints: ["127.0.0.1:9001", "127.0.0.1:9003"])
+/// try await cluster.createTopic("orders", queues: 8)
+/// for node in try await cluster.status() { print(node.id, node.role, node.term) }
+/// ```
+///
+/// Any subset of the nodes, in any order, is enough to bootstrap: the others are learned from
+/// route answers.
+public final class TernCluster: Sendable {
+    public struct Options: Sendable {
+        /// Time allowed for one call, retries included.
+        public var requestTimeoutMillis: Int64 = 5000
+        /// First pause between retries; doubles up to `maxBackoffMillis`.
+        public var backoffMillis: Int64 = 20
+        public var maxBackoffMillis: Int64 = 500
+        public init() {}
+    }
+
+    struct State {
+        var endpoints: [String]
+        var leader: String?
+        var connections: [String: Connection] = [:]
+        var topicQueues: [String: UInt32] = [:]
+        var rotation = 0
+    }
+
+    public let options: Options
+    let group: EventLoopGroup
+    private let ownsGroup: Bool
+    private let state: NIOLockedValueBox<State>
+
+    public init(endpoints: [String], options: Options = Options()) throws {
+        let list = endpoints.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
+        guard !list.isEmpty else { throw ClientError.invalidArgument("no endpoints given") }
+        for e in list where e.lastIndex(of: ":") == nil { throw ClientError.invalidArgument("endpoint \(e) is not host:port") }
+        self.options = options
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        ownsGroup = true
+        state = NIOLockedValueBox(State(endpoints: list))
+    }
+
+    /// Closes every connection.
+    public func shutdown() async {
+        let conns = state.withLockedValue { s -> [Connection] in
+            let all = Array(s.connections.values)
+            s.connections = [:]
+            return all
+        }
+        for c in conns { c.close() }
+        if ownsGroup { try? await group.shutdownGracefully() }
+    }
+
+    public var knownEndpoints: [String] { state.withLockedValue { $0.endpoints } }
+    public var knownLeader: String? { state.withLockedValue { $0.leader } }
+
+    func connection(_ endpoint: String) async throws -> Connection {
+        if let c = state.withLockedValue({ $0.connections[endpoint] }), c.isActive { return c }
+        let c = try await Connection.connect(to: endpoint, group: group)
+        let old = state.withLockedValue { s -> Connection? in
+            let old = s.connections[endpoint]
+            s.connections[endpoint] = c
+            return old
+        }
+        if let old, old !== c { old.close() }
+        return c
+    }
+
+    private func nextEndpoint(after failed: String?) -> String {
+        state.withLockedValue { s in
+            if let f = failed, s.leader == f { s.leader = nil }
+            if let l = s.leader { return l }
+            s.rotation += 1
+            return s.endpoints[s.rotation % s.endpoints.count]
+        }
+    }
+
+    private func learn(leader endpoint: String) {
+        state.withLockedValue { s in
+            s.leader = endpoint
+            if !s.endpoints.contains(endpoint) { s.endpoints.append(endpoint) }
+        }
+    }
+
+    /// Calls the leader: follows NOT_LEADER to the leader it names, and retries with back-off on
+    /// busy answers, lost connections and elections, until the request timeout.
+    func leaderCall(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64? = nil) async throws -> [UInt8] {
+        try await retrying(op, body, timeoutMillis: timeoutMillis ?? options.requestTimeoutMillis, anyNode: false)
+    }
+
+    /// Calls any node (the leader when known), moving on to another on failure.
+    func anyCall(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64? = nil) async throws -> [UInt8] {
+        try await retrying(op, body, timeoutMillis: timeoutMillis ?? options.requestTimeoutMillis, anyNode: true)
+    }
+
+    private func retrying(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64, anyNode: Bool) async throws -> [UInt8] {
+        let clock = ContinuousClock()
+        let deadline = clock.now.advanced(by: .milliseconds(timeoutMillis))
+        var backoff = options.backoffMillis
+        var target = nextEndpoint(after: nil)
+        var lastError: Error = ClientError.timedOut("\(op)")
+        while clock.now < deadline {
+            let left = Int64((deadline - clock.now).components.seconds * 1000 + (deadline - clock.now).components.attoseconds / 1_000_000_000_000_000)
+            do {
+                let c = try await connection(target)
+                let response = try await c.call(op, body, timeoutMillis: max(1, left))
+                if !anyNode { learn(leader: target) }
+                return response
+            } catch ClientError.broker(let e) where e.code == BrokerError.notLeader {
+                lastError = ClientError.broker(e)
+                if let d = try? NotLeaderDetail.decode(e.detail), !d.endpoint.isEmpty, d.endpoint != target {
+                    learn(leader: d.endpoint)
+                    target = d.endpoint
+                    continue
+                }
+                target = nextEndpoint(after: target)
+            } catch ClientError.broker(let e) where e.code == BrokerError.busy || e.code == BrokerError.storageFailed {
+                lastError = ClientError.broker(e)
+                if e.code == BrokerError.storageFailed { target = nextEndpoint(after: target) }
+            } catch let e as ClientError {
+                switch e {
+                case .broker, .invalidArgument: throw e
+                default:
+                    lastError = e
+                    target = nextEndpoint(after: target)
+                }
+            }
+            try await Task.sleep(for: .milliseconds(backoff))
+            backoff = min(backoff * 2, options.maxBackoffMillis)
+        }
+        throw lastError
+    }
+
+    /// Calls one node, no retries.
+    func call(endpoint: String, _ op: Opcode, _ body: [UInt8]) async throws -> [UInt8] {
+        try await connection(endpoint).call(op, body, timeoutMillis: options.requestTimeoutMillis)
+    }
+
+    // MARK: Routes and admin
+
+    /// The group as a node sees it, and the topic's queue count (0: no such topic). Learns the
+    /// members' endpoints and the leader.
+    public func queryRoute(topic: String = "") async throws -> RouteResponse {
+        let route = try RouteResponse.decode(try await anyCall(.queryRoute, NameRequest(name: topic).encoded()))
+        state.withLockedValue { s in
+            for n in route.nodes where !n.endpoint.isEmpty && !s.endpoints.contains(n.endpoint) { s.endpoints.append(n.endpoint) }
+            if let l = route.nodes.first(where: { $0.id == route.leader }), !l.endpoint.isEmpty { s.leader = l.endpoint }
+            if !topic.isEmpty, route.topicQueues > 0 { s.topicQueues[topic] = route.topicQueues }
+        }
+        return route
+    }
+
+    /// Queue count of `topic`, from the cache or a route query; throws topicNotFound.
+    func queues(of topic: String) async throws -> UInt32 {
+        if let n = state.withLockedValue({ $0.topicQueues[topic] }) { return n }
+        let route = try await queryRoute(topic: topic)
+        guard route.topicQueues > 0 else {
+            throw ClientError.broker(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(topic) does not exist"))
+        }
+        return route.topicQueues
+    }
+
+    func forgetRoute(_ topic: String) {
+        state.withLockedValue { _ = $0.topicQueues.removeValue(forKey: topic) }
+    }
+
+    public func createTopic(_ name: String, queues: UInt32) async throws {
+        _ = try await leaderCall(.createTopic, TopicRequest(name: name, queues: queues).encoded())
+    }
+
+    public func deleteTopic(_ name: String) async throws {
+        _ = try await leaderCall(.deleteTopic, TopicRequest(name: name).encoded())
+        forgetRoute(name)
+    }
+
+    public func listTopics() async throws -> [TopicInfo] {
+        try TopicList.decode(try await anyCall(.listTopics, [])).topics
+    }
+
+    public func describeTopic(_ name: String) async throws -> TopicInfo {
+        guard let t = try TopicList.decode(try await anyCall(.describeTopic, NameRequest(name: name).encoded())).topics.first else {
+            throw ClientError.badResponse("empty topic description")
+        }
+        return t
+    }
+
+    /// Status of every member: asks each known endpoint (learned from a route query first).
+    /// A node that does not answer appears with role "unreachable".
+    public func status() async throws -> [NodeStatus] {
+        let route = try await queryRoute()
+        var out: [NodeStatus] = []
+        for n in route.nodes {
+            do {
+                out.append(try NodeStatus.decode(try await connection(n.endpoint).call(.clusterStatus, [], timeoutMillis: 1000)))
+            } catch {
+                out.append(NodeStatus(id: n.id, role: "unreachable", term: 0, leader: "", commitIndex: 0, lastIndex: 0, appliedIndex: 0, durableIndex: 0))
+            }
+        }
+        return out
+    }
+
+    public func transferLeader(to node: String) async throws {
+        _ = try await leaderCall(.transferLeader, NameRequest(name: node).encoded())
+        state.withLockedValue { $0.leader = nil }
+    }
+}
+
+extension String {
+    func trimmingCharacters() -> String {
+        var s = Substring(self)
+        while s.first == " " { s = s.dropFirst() }
+        while s.last == " " { s = s.dropLast() }
+        return String(s)
+    }
+}

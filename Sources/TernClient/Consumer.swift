@@ -1,0 +1,257 @@
+// Consumers: membership by heartbeat, queue assignment from the leader, pulls with long
+// polling, and offsets committed to the replicated log.
+import NIOConcurrencyHelpers
+import NIOCore
+import TernProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Where a group with no committed offset for a queue starts.
+public enum ConsumeFrom: Sendable {
+    /// The queue's first kept message.
+    case firstOffset
+    /// Only messages stored after the consumer started.
+    case lastOffset
+}
+
+/// Pulls messages of one topic for a consumer group; the caller decides when to commit.
+///
+/// ```swift
+/// let consumer = PullConsumer(cluster: cluster, group: "billing", topic: "orders")
+/// try await consumer.start()
+/// let batch = try await consumer.poll(waitMillis: 1000)
+/// for m in batch { print(m.id, String(decoding: m.message.body, as: UTF8.self)) }
+/// try await consumer.commit()   // up to what poll returned
+/// await consumer.shutdown()
+/// ```
+///
+/// In clustering mode (the default) each queue belongs to one member of the group at a time;
+/// the leader reassigns queues when members join, leave or fall silent. In broadcasting mode
+/// every member gets every message and keeps offsets of its own (under `group@clientID`).
+public final class PullConsumer: Sendable {
+    public let cluster: TernCluster
+    public let group: String
+    public let topic: String
+    public let tagFilter: String
+    public let mode: ConsumeMode
+    public let clientID: String
+    public let consumeFrom: ConsumeFrom
+
+    struct State {
+        var assigned: [QueueRef] = []
+        var generation: UInt64 = 0
+        /// Next offset to pull, per owned queue.
+        var positions: [QueueRef: UInt64] = [:]
+        /// Next offset to commit (what poll returned), per queue.
+        var consumed: [QueueRef: UInt64] = [:]
+        var committed: [QueueRef: UInt64] = [:]
+        var lastHeartbeat: ContinuousClock.Instant?
+        var rotation = 0
+        var started = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", mode: ConsumeMode = .clustering, clientID: String? = nil, consumeFrom: ConsumeFrom = .firstOffset) {
+        self.cluster = cluster
+        self.group = group
+        self.topic = topic
+        self.tagFilter = tagFilter
+        self.mode = mode
+        self.clientID = clientID ?? PullConsumer.defaultClientID()
+        self.consumeFrom = consumeFrom
+    }
+
+    static func defaultClientID() -> String {
+        var name = [CChar](repeating: 0, count: 256)
+        gethostname(&name, 255)
+        let host = String(decoding: name.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return "\(host)@\(getpid())@\(UInt32.random(in: 0...UInt32.max))"
+    }
+
+    /// The group under which offsets are kept.
+    var offsetGroup: String { mode == .broadcasting ? "\(group)@\(clientID)" : group }
+
+    /// Joins the group.
+    public func start() async throws {
+        _ = try await cluster.queues(of: topic)
+        state.withLockedValue { $0.started = true }
+        try await heartbeat()
+    }
+
+    /// Queues this member owns now.
+    public var assignment: [QueueRef] { state.withLockedValue { $0.assigned } }
+
+    /// Heartbeats the leader and applies a changed assignment: queues lost are committed and
+    /// dropped, queues gained start at the group's committed offset.
+    public func heartbeat() async throws {
+        let request = HeartbeatRequest(group: group, clientID: clientID, mode: mode, topics: [topic])
+        let response = try HeartbeatResponse.decode(try await cluster.leaderCall(.heartbeat, request.encoded()))
+        let (lost, gained) = state.withLockedValue { s -> ([QueueRef], [QueueRef]) in
+            s.lastHeartbeat = ContinuousClock().now
+            let old = Set(s.assigned)
+            let new = Set(response.assigned)
+            s.assigned = response.assigned.sorted()
+            s.generation = response.generation
+            return (old.subtracting(new).sorted(), new.subtracting(old).sorted())
+        }
+        if !lost.isEmpty {
+            try? await commit()
+            state.withLockedValue { s in for q in lost { s.positions[q] = nil; s.consumed[q] = nil } }
+        }
+        for q in gained {
+            let start = try await startOffset(q)
+            state.withLockedValue { s in
+                s.positions[q] = start
+                s.consumed[q] = start
+                s.committed[q] = start
+            }
+        }
+    }
+
+    private func startOffset(_ q: QueueRef) async throws -> UInt64 {
+        let r = try QueryOffsetResponse.decode(try await cluster.leaderCall(.queryOffset, QueryOffsetRequest(group: offsetGroup, queue: q).encoded()))
+        if let o = r.offset { return o }
+        switch consumeFrom {
+        case .firstOffset: return 0
+        case .lastOffset:
+            let info = try await cluster.describeTopic(q.topic)
+            return info.queues.first(where: { $0.queueID == q.queueID })?.maxOffset ?? 0
+        }
+    }
+
+    /// Messages from the owned queues: first a quick pass over every queue, then, when all are
+    /// empty, one long poll of up to `waitMillis` on the next queue in turn.
+    public func poll(maxMessages: Int = 32, waitMillis: UInt32 = 1000) async throws -> [ReceivedMessage] {
+        let due = state.withLockedValue { s in s.lastHeartbeat.map { ContinuousClock().now - $0 > .seconds(1) } ?? true }
+        if due { try await heartbeat() }
+        let queues = state.withLockedValue { $0.assigned }
+        if queues.isEmpty {
+            try await Task.sleep(for: .milliseconds(Int64(min(waitMillis, 200))))
+            return []
+        }
+        for q in queues {
+            let got = try await pull(q, max: maxMessages, wait: 0)
+            if !got.isEmpty { return got }
+        }
+        let q = state.withLockedValue { s -> QueueRef in
+            s.rotation += 1
+            return queues[s.rotation % queues.count]
+        }
+        return try await pull(q, max: maxMessages, wait: waitMillis)
+    }
+
+    private func pull(_ q: QueueRef, max: Int, wait: UInt32) async throws -> [ReceivedMessage] {
+        guard let offset = state.withLockedValue({ $0.positions[q] }) else { return [] }
+        let request = PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: UInt32(max), maxWaitMillis: wait, tagFilter: tagFilter)
+        let r = try PullResponse.decode(try await cluster.anyCall(.pull, request.encoded(), timeoutMillis: Int64(wait) + cluster.options.requestTimeoutMillis))
+        state.withLockedValue { s in
+            // Only if the queue is still ours and nobody moved the position meanwhile.
+            if s.positions[q] == offset {
+                s.positions[q] = r.nextOffset
+                s.consumed[q] = r.nextOffset
+            }
+        }
+        return r.messages
+    }
+
+    /// Moves a queue's position back (to redeliver from `offset`).
+    public func seek(_ q: QueueRef, to offset: UInt64) {
+        state.withLockedValue { s in
+            if s.positions[q] != nil {
+                s.positions[q] = offset
+                s.consumed[q] = offset
+            }
+        }
+    }
+
+    /// Commits, for every owned queue, the offset after the last message poll returned.
+    public func commit() async throws {
+        let offsets = state.withLockedValue { s in s.consumed.filter { s.committed[$0.key] != $0.value } }
+        guard !offsets.isEmpty else { return }
+        _ = try await cluster.leaderCall(.commitOffset, CommitOffsetRequest(group: offsetGroup, offsets: offsets).encoded())
+        state.withLockedValue { s in for (q, o) in offsets { s.committed[q] = o } }
+    }
+
+    /// Commits and leaves the group, so its queues move to the other members at once.
+    public func shutdown() async {
+        try? await commit()
+        _ = try? await cluster.leaderCall(.unregister, UnregisterRequest(group: group, clientID: clientID).encoded(), timeoutMillis: 1000)
+    }
+}
+
+/// What a push listener says about a message.
+public enum ConsumeResult: Sendable {
+    case success
+    /// Deliver it again later (after a pause; the queue waits, keeping order).
+    case retryLater
+}
+
+/// Calls a listener for every message of a topic, committing offsets as messages succeed.
+///
+/// ```swift
+/// let consumer = PushConsumer(cluster: cluster, group: "billing", topic: "orders") { message in
+///     print(String(decoding: message.message.body, as: UTF8.self))
+///     return .success
+/// }
+/// try await consumer.start()
+/// // ...
+/// await consumer.shutdown()
+/// ```
+///
+/// A listener that returns `.retryLater` or throws gets the same message again after a back-off
+/// (1 s doubling to 30 s); the queue does not move past it meanwhile. (Retry topics and the
+/// dead-letter queue arrive with the messaging-semantics work.)
+public final class PushConsumer: Sendable {
+    public typealias Listener = @Sendable (ReceivedMessage) async throws -> ConsumeResult
+    public let pull: PullConsumer
+    let listener: Listener
+    private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
+
+    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", mode: ConsumeMode = .clustering, consumeFrom: ConsumeFrom = .firstOffset, listener: @escaping Listener) {
+        pull = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: tagFilter, mode: mode, consumeFrom: consumeFrom)
+        self.listener = listener
+    }
+
+    public func start() async throws {
+        try await pull.start()
+        let pull = self.pull
+        let listener = self.listener
+        task.withLockedValue {
+            $0 = Task {
+                var lastCommit = ContinuousClock().now
+                while !Task.isCancelled {
+                    do {
+                        let batch = try await pull.poll(waitMillis: 500)
+                        for m in batch {
+                            var backoff: Duration = .seconds(1)
+                            while !Task.isCancelled {
+                                let result = (try? await listener(m)) ?? .retryLater
+                                if case .success = result { break }
+                                try? await Task.sleep(for: backoff)
+                                backoff = min(backoff * 2, .seconds(30))
+                            }
+                        }
+                        if ContinuousClock().now - lastCommit > .seconds(1) {
+                            try await pull.commit()
+                            lastCommit = ContinuousClock().now
+                        }
+                    } catch is CancellationError {
+                        break
+                    } catch {
+                        try? await Task.sleep(for: .milliseconds(200))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Stops after the message in hand, commits and leaves the group.
+    public func shutdown() async {
+        let t = task.withLockedValue { $0 }
+        t?.cancel()
+        await t?.value
+        await pull.shutdown()
+    }
+}

@@ -1,0 +1,143 @@
+// Producers: pick a queue, send to the leader, retry through failovers without storing twice.
+import NIOConcurrencyHelpers
+import NIOCore
+import TernProtocol
+
+/// A message to send.
+///
+/// ```swift
+/// var m = Message(topic: "orders", body: Array("hello".utf8))
+/// m.tag = "created"
+/// m.keys = ["order-42"]
+/// m.properties["region"] = "eu"
+/// ```
+public struct Message: Sendable, Equatable {
+    public var topic: String
+    public var tag: String
+    public var keys: [String]
+    public var properties: [String: String]
+    public var body: [UInt8]
+
+    public init(topic: String, tag: String = "", keys: [String] = [], properties: [String: String] = [:], body: [UInt8]) {
+        self.topic = topic
+        self.tag = tag
+        self.keys = keys
+        self.properties = properties
+        self.body = body
+    }
+}
+
+/// Where an acknowledged message is stored. Acknowledged means: on disk on a quorum of nodes.
+public struct SendReceipt: Sendable, Equatable, CustomStringConvertible {
+    public var messageID: MessageID
+    public var queue: QueueRef
+    public var queueOffset: UInt64
+    /// The broker had stored this send already (an idempotent retry).
+    public var duplicate: Bool
+    public var description: String { "\(messageID) \(queue) @\(queueOffset)" }
+}
+
+/// Sends messages to a topic's queues, round robin, through the leader.
+///
+/// ```swift
+/// let cluster = try TernCluster(endpoints: ["127.0.0.1:9001"])
+/// let producer = Producer(cluster: cluster, group: "checkout")
+/// let receipt = try await producer.send(Message(topic: "orders", body: Array("hi".utf8)))
+/// print(receipt.messageID)
+/// ```
+///
+/// Idempotent by default: each send carries this producer's random id and a sequence number
+/// per queue, and the broker stores a (producer, queue, sequence) once, so the retries that a
+/// failover causes do not duplicate. A send that still fails after `sendTimeoutMillis` throws;
+/// sending it again is a new send.
+public final class Producer: Sendable {
+    public let cluster: TernCluster
+    public let group: String
+    public let producerID: UInt64
+    public let sendTimeoutMillis: Int64
+    private let state = NIOLockedValueBox<(rotation: UInt32, sequences: [QueueRef: UInt64])>((0, [:]))
+
+    public init(cluster: TernCluster, group: String = "DEFAULT_PRODUCER", idempotent: Bool = true, sendTimeoutMillis: Int64 = 5000) {
+        self.cluster = cluster
+        self.group = group
+        var id: UInt64 = 0
+        while idempotent && id == 0 { id = UInt64.random(in: 1...UInt64.max) }
+        producerID = id
+        self.sendTimeoutMillis = sendTimeoutMillis
+    }
+
+    /// Sends one message and waits for its acknowledgement.
+    public func send(_ message: Message) async throws -> SendReceipt {
+        try await send(batch: [message])[0]
+    }
+
+    /// Sends messages of one topic as one batch, to one queue: stored together, in order.
+    public func send(batch messages: [Message]) async throws -> [SendReceipt] {
+        guard let topic = messages.first?.topic else { throw ClientError.invalidArgument("an empty batch") }
+        guard messages.allSatisfy({ $0.topic == topic }) else { throw ClientError.invalidArgument("a batch goes to one topic") }
+        let queues = try await cluster.queues(of: topic)
+        let (queue, sequence) = state.withLockedValue { s -> (UInt32, UInt64) in
+            s.rotation &+= 1
+            let q = s.rotation % queues
+            let ref = QueueRef(topic: topic, queueID: q)
+            s.sequences[ref, default: 0] += 1
+            return (q, producerID == 0 ? 0 : s.sequences[ref]!)
+        }
+        return try await send(messages, topic: topic, queue: queue, sequence: sequence)
+    }
+
+    /// Sends to a chosen queue.
+    public func send(batch messages: [Message], queue: UInt32) async throws -> [SendReceipt] {
+        guard let topic = messages.first?.topic else { throw ClientError.invalidArgument("an empty batch") }
+        let sequence = state.withLockedValue { s -> UInt64 in
+            let ref = QueueRef(topic: topic, queueID: queue)
+            s.sequences[ref, default: 0] += 1
+            return producerID == 0 ? 0 : s.sequences[ref]!
+        }
+        return try await send(messages, topic: topic, queue: queue, sequence: sequence)
+    }
+
+    private func send(_ messages: [Message], topic: String, queue: UInt32, sequence: UInt64) async throws -> [SendReceipt] {
+        let now = UInt64(Int64(Duration.nowSinceEpochMillis))
+        let request = SendRequest(topic: topic, queueID: queue, producerGroup: group, producerID: producerID, sequence: sequence,
+                                  messages: messages.map { WireMessage(tag: $0.tag, keys: $0.keys, properties: $0.properties, bornTimestamp: now, body: $0.body) })
+        let body: [UInt8]
+        do {
+            body = try await cluster.leaderCall(.send, request.encoded(), timeoutMillis: sendTimeoutMillis)
+        } catch ClientError.broker(let e) where e.code == BrokerError.topicNotFound || e.code == BrokerError.queueNotFound {
+            cluster.forgetRoute(topic)
+            throw ClientError.broker(e)
+        }
+        let r = try SendResponse.decode(body)
+        return (0..<Int(r.count)).map { i in
+            SendReceipt(messageID: MessageID(entryIndex: r.entryIndex, slot: UInt16(i)), queue: QueueRef(topic: topic, queueID: r.queueID), queueOffset: r.firstQueueOffset + UInt64(i), duplicate: r.duplicate)
+        }
+    }
+
+    /// Sends without waiting; `completion` gets the outcome.
+    public func send(_ message: Message, completion: @escaping @Sendable (Result<SendReceipt, Error>) -> Void) {
+        Task {
+            do { completion(.success(try await send(message))) } catch { completion(.failure(error)) }
+        }
+    }
+
+    /// Sends and forgets: no acknowledgement is awaited or reported (RocketMQ's one-way).
+    public func sendOneWay(_ message: Message) {
+        Task { _ = try? await send(message) }
+    }
+}
+
+extension Duration {
+    /// Wall clock, milliseconds since 1970 (for born timestamps).
+    static var nowSinceEpochMillis: Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1000 + Int64(ts.tv_nsec) / 1_000_000
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif

@@ -1,0 +1,396 @@
+// A node: Raft (through `Replica`) and the broker, and the routing of client requests between
+// them. Deterministic and synchronous: requests, peer messages, disk completions and ticks come
+// in as calls with the time they happened; replies and peer messages go out as `NodeOutput`.
+// The server shell and the simulator drive this same class.
+//
+// Writes (sends, topic changes, offset commits) are proposed to Raft by the leader and answered
+// when their entry is applied, that is once a quorum has it on disk. Reads of applied state
+// (pulls, topic lists, route queries) are answered by any replica. Consumer group membership is
+// the leader's soft state.
+import TernBroker
+import TernProtocol
+import TernRaft
+import TernStorage
+
+public struct NodeConfig: Sendable {
+    public var raft: RaftConfig
+    /// Client endpoint ("host:port") of every member, for route answers and NOT_LEADER details.
+    public var endpoints: [NodeID: String]
+    public var broker = BrokerConfig()
+    /// Writes waiting for their entry to commit, at most; more are refused with `busy`.
+    public var maxPendingWrites = 100_000
+    /// Long polls held at once, at most.
+    public var maxParkedPulls = 10_000
+    /// Longest a pull is held (milliseconds).
+    public var maxPullWaitMillis: UInt32 = 30_000
+    public var sessionTimeoutMillis: UInt64 = 10_000
+
+    public init(raft: RaftConfig, endpoints: [NodeID: String]) {
+        self.raft = raft
+        self.endpoints = endpoints
+    }
+}
+
+/// A client request's return address: the connection it came on and its request id.
+public struct ClientRef: Hashable, Sendable {
+    public var connection: UInt64
+    public var requestID: UInt64
+    public init(connection: UInt64, requestID: UInt64) {
+        self.connection = connection
+        self.requestID = requestID
+    }
+}
+
+public struct Reply: Sendable {
+    public var to: ClientRef
+    public var opcode: UInt16
+    public var result: Result<[UInt8], ErrorBody>
+}
+
+public struct NodeOutput: Sendable {
+    public var messages: [Message] = []
+    public var replies: [Reply] = []
+    public init() {}
+
+    mutating func absorb(_ r: ReplicaOutput) {
+        messages += r.messages
+    }
+}
+
+public final class Node {
+    public let config: NodeConfig
+    public let replica: Replica
+    public private(set) var broker: Broker!
+    public let groups: ConsumerGroups
+    public var id: NodeID { replica.id }
+    /// Milliseconds, from the last input. Store timestamps and long-poll deadlines use it.
+    public private(set) var now: UInt64 = 0
+
+    enum Pending {
+        case send(ClientRef)
+        case admin(ClientRef, Opcode)
+        case offsets([ClientRef])
+        /// The topic creation a send with auto-create proposed first; nobody waits on it.
+        case internalWrite
+    }
+    var pending: [UInt64: Pending] = [:]
+    struct Parked {
+        var client: ClientRef
+        var request: PullRequest
+        var deadline: UInt64
+    }
+    var parked: [Parked] = []
+    var offsetBuffer = OffsetCommit()
+    var offsetWaiters: [ClientRef] = []
+    /// Term of the last applied entry: a leader whose applied entries reach its own term has
+    /// applied everything committed before it, and may answer reads that must not go back.
+    var lastAppliedTerm: UInt64 = 0
+    private var wasLeader = false
+
+    public init(config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64, lostDisk: Bool = false) throws(StorageError) {
+        self.config = config
+        replica = try Replica(config: config.raft, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
+        groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
+        broker = Broker(config: config.broker, source: self)
+    }
+
+    public var role: Role { replica.raft.role }
+    public var isLeader: Bool { replica.raft.role == .leader }
+    /// Leader with every earlier-term committed entry applied.
+    public var isReadyLeader: Bool { isLeader && lastAppliedTerm == replica.raft.term }
+
+    public var status: NodeStatus {
+        let r = replica.raft
+        return NodeStatus(id: id.name, role: r.role.rawValue, term: r.term, leader: r.leader?.name ?? "", commitIndex: r.commitIndex, lastIndex: replica.log.lastIndex, appliedIndex: r.appliedIndex, durableIndex: replica.log.durableIndex)
+    }
+
+    // MARK: Inputs
+
+    public func tick(now: UInt64) throws(StorageError) -> NodeOutput {
+        self.now = max(self.now, now)
+        var out = NodeOutput()
+        try absorb(replica.tick(), into: &out)
+        if isLeader { groups.expire(now: self.now) }
+        expireParked(into: &out)
+        return out
+    }
+
+    public func receive(_ messages: [Message], now: UInt64) throws(StorageError) -> NodeOutput {
+        self.now = max(self.now, now)
+        var out = NodeOutput()
+        for m in messages { try absorb(replica.receive(m), into: &out) }
+        return out
+    }
+
+    public func diskCompleted(now: UInt64) throws(StorageError) -> NodeOutput {
+        self.now = max(self.now, now)
+        var out = NodeOutput()
+        try absorb(replica.diskCompleted(), into: &out)
+        return out
+    }
+
+    public func transferLeadership(to target: NodeID) throws(StorageError) -> NodeOutput {
+        var out = NodeOutput()
+        try absorb(replica.transferLeadership(to: target), into: &out)
+        return out
+    }
+
+    /// The connection is gone: forget its long polls (replies to it would go nowhere).
+    public func connectionClosed(_ connection: UInt64) {
+        parked.removeAll { $0.client.connection == connection }
+    }
+
+    /// Client requests that arrived together. Writes among them are proposed as one batch.
+    public func handle(_ requests: [(ClientRef, Frame)], now: UInt64) throws(StorageError) -> NodeOutput {
+        self.now = max(self.now, now)
+        var out = NodeOutput()
+        var proposals: [(type: UInt8, body: [UInt8])] = []
+        var owners: [Pending] = []
+        for (client, frame) in requests {
+            guard let op = Opcode(rawValue: frame.opcode), op != .raft else {
+                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorBody.unknownOpcode, message: "opcode \(frame.opcode) is not a client request"))))
+                continue
+            }
+            do {
+                try route(op, client: client, body: frame.body, proposals: &proposals, owners: &owners, out: &out)
+            } catch let e as WireError {
+                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorBody.badBody, message: e.description))))
+            } catch let e as StorageError {
+                throw e
+            } catch {
+                preconditionFailure("unexpected error \(error)")
+            }
+        }
+        if !offsetWaiters.isEmpty, isLeader {
+            proposals.append((BrokerEntryType.offsets, offsetBuffer.encoded()))
+            owners.append(.offsets(offsetWaiters))
+            offsetBuffer = OffsetCommit()
+            offsetWaiters = []
+        }
+        if !proposals.isEmpty { try propose(proposals, owners: owners, into: &out) }
+        return out
+    }
+
+    // MARK: Routing
+
+    private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
+        func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
+        func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
+        let writes: Set<Opcode> = [.send, .createTopic, .deleteTopic, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+        if writes.contains(op) {
+            if let e = notLeader() { return fail(e) }
+            if pending.count + proposals.count >= config.maxPendingWrites {
+                return fail(ErrorBody(code: BrokerError.busy, message: "\(pending.count) writes are waiting to commit; retry later"))
+            }
+        }
+        switch op {
+        case .queryRoute:
+            let topic = try NameRequest.decode(body).name
+            let nodes = config.raft.members.map { (id: $0.name, endpoint: config.endpoints[$0] ?? "") }
+            reply(RouteResponse(leader: replica.raft.leader?.name ?? "", term: replica.raft.term, nodes: nodes, topicQueues: broker.topics[topic] ?? 0))
+        case .send:
+            var r = WireReader(body)
+            let header = try SendHeader(from: &r)
+            if broker.topics[header.topic] == nil, config.broker.autoCreateTopics, Broker.validateTopicName(header.topic) == nil,
+               !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == .createTopic(name: header.topic, queues: config.broker.defaultQueues) }) {
+                proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: header.topic, queues: config.broker.defaultQueues).encoded()))
+                owners.append(.internalWrite)
+            }
+            let autoCreating = broker.topics[header.topic] == nil && config.broker.autoCreateTopics && header.queueID < config.broker.defaultQueues
+            if !autoCreating, let e = broker.validate(header, messageCount: Int(header.count)) { return fail(e) }
+            var entry: [UInt8] = []
+            entry.reserveCapacity(8 + body.count)
+            withUnsafeBytes(of: now.littleEndian) { entry.append(contentsOf: $0) }
+            entry.append(contentsOf: body)
+            proposals.append((BrokerEntryType.messages, entry))
+            owners.append(.send(client))
+        case .pull:
+            var request = try PullRequest.decode(body)
+            request.maxMessages = max(1, min(request.maxMessages, 1024))
+            let result = try broker.pull(request)
+            if case .success(let response) = result, response.messages.isEmpty, request.maxWaitMillis > 0, response.nextOffset >= response.maxOffset {
+                guard parked.count < config.maxParkedPulls else {
+                    return fail(ErrorBody(code: BrokerError.busy, message: "\(parked.count) pulls are already held; retry later"))
+                }
+                request.offset = response.nextOffset
+                parked.append(Parked(client: client, request: request, deadline: now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
+                return
+            }
+            switch result {
+            case .success(let response): reply(response)
+            case .failure(let e): fail(e)
+            }
+        case .heartbeat:
+            let request = try HeartbeatRequest.decode(body)
+            reply(groups.heartbeat(request, now: now, queuesOf: { self.broker.topics[$0] }))
+        case .unregister:
+            let request = try UnregisterRequest.decode(body)
+            groups.unregister(group: request.group, clientID: request.clientID)
+            reply(Empty())
+        case .commitOffset:
+            let request = try CommitOffsetRequest.decode(body)
+            offsetBuffer.merge(group: request.group, offsets: request.offsets)
+            offsetWaiters.append(client)
+        case .queryOffset:
+            let request = try QueryOffsetRequest.decode(body)
+            guard isReadyLeader else {
+                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+            }
+            reply(QueryOffsetResponse(offset: broker.committedOffset(group: request.group, queue: request.queue)))
+        case .createTopic:
+            let request = try TopicRequest.decode(body)
+            if let e = Broker.validateTopicName(request.name) { return fail(e) }
+            guard request.queues >= 1, request.queues <= config.broker.maxQueues else {
+                return fail(ErrorBody(code: BrokerError.badRequest, message: "a topic has 1 to \(config.broker.maxQueues) queues, not \(request.queues)"))
+            }
+            if let existing = broker.topics[request.name], existing != request.queues {
+                return fail(ErrorBody(code: BrokerError.topicExists, message: "topic \(request.name) exists with \(existing) queues"))
+            }
+            proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: request.name, queues: request.queues).encoded()))
+            owners.append(.admin(client, op))
+        case .deleteTopic:
+            let request = try TopicRequest.decode(body)
+            guard broker.topics[request.name] != nil else {
+                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.name) does not exist"))
+            }
+            proposals.append((BrokerEntryType.admin, AdminCommand.deleteTopic(name: request.name).encoded()))
+            owners.append(.admin(client, op))
+        case .listTopics:
+            _ = try Empty.decode(body)
+            reply(TopicList(topics: broker.topicList()))
+        case .describeTopic:
+            let name = try NameRequest.decode(body).name
+            guard let info = broker.topicInfo(name) else {
+                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
+            }
+            reply(TopicList(topics: [info]))
+        case .clusterStatus:
+            _ = try Empty.decode(body)
+            reply(status)
+        case .transferLeader:
+            let target = NodeID(try NameRequest.decode(body).name)
+            guard config.raft.members.contains(target) else {
+                return fail(ErrorBody(code: BrokerError.badRequest, message: "\(target) is not a member (members: \(config.raft.members.map(\.name).joined(separator: ", ")))"))
+            }
+            try absorb(replica.transferLeadership(to: target), into: &out)
+            reply(Empty())
+        case .raft:
+            preconditionFailure("peer messages do not reach the client router")
+        }
+    }
+
+    private func notLeader() -> ErrorBody? {
+        guard !isLeader else { return nil }
+        let leader = replica.raft.leader
+        let detail = NotLeaderDetail(leader: leader?.name ?? "", endpoint: leader.flatMap { config.endpoints[$0] } ?? "", term: replica.raft.term)
+        let text = leader.map { "not the leader; \($0) leads term \(replica.raft.term)" } ?? "not the leader; no leader is known in term \(replica.raft.term)"
+        return ErrorBody(code: BrokerError.notLeader, message: text, detail: detail.encoded())
+    }
+
+    private func propose(_ proposals: [(type: UInt8, body: [UInt8])], owners: [Pending], into out: inout NodeOutput) throws(StorageError) {
+        let (result, output) = try replica.propose(proposals)
+        switch result {
+        case .accepted(let first, _):
+            for (k, owner) in owners.enumerated() { pending[first + UInt64(k)] = owner }
+        case .notLeader, .transferring:
+            let e = notLeader() ?? ErrorBody(code: BrokerError.notLeader, message: "leadership is being transferred; retry at the new leader", detail: NotLeaderDetail(leader: "", endpoint: "", term: replica.raft.term).encoded())
+            for owner in owners { fail(owner, e, into: &out) }
+        }
+        try absorb(output, into: &out)
+    }
+
+    private func fail(_ owner: Pending, _ e: ErrorBody, into out: inout NodeOutput) {
+        switch owner {
+        case .send(let c): out.replies.append(Reply(to: c, opcode: Opcode.send.rawValue, result: .failure(e)))
+        case .admin(let c, let op): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
+        case .offsets(let cs): for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
+        case .internalWrite: break
+        }
+    }
+
+    // MARK: Applying
+
+    private func absorb(_ r: ReplicaOutput, into out: inout NodeOutput) throws(StorageError) {
+        out.messages += r.messages
+        var touched = false
+        for entry in r.apply {
+            lastAppliedTerm = entry.term
+            let outcome = broker.apply(index: entry.index, type: entry.type, body: entry.body)
+            if case .sent = outcome { touched = true }
+            guard let owner = pending.removeValue(forKey: entry.index) else { continue }
+            switch (owner, outcome) {
+            case (.send(let c), .sent(let response)):
+                out.replies.append(Reply(to: c, opcode: Opcode.send.rawValue, result: .success(response.encoded())))
+            case (.admin(let c, let op), .done):
+                out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success([])))
+            case (.offsets(let cs), .done):
+                for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .success([]))) }
+            case (_, .failed(let e)):
+                fail(owner, e, into: &out)
+            case (.internalWrite, _):
+                break
+            default:
+                fail(owner, ErrorBody(code: BrokerError.badRequest, message: "entry \(entry.index) did not apply as its request expected"), into: &out)
+            }
+        }
+        let leaderNow = isLeader
+        if wasLeader && !leaderNow {
+            // Deposed: what was waiting may or may not commit under the next leader. Clients
+            // retry there (idempotently, with a producer id). Groups re-form at the new leader.
+            let e = notLeader()!
+            for index in pending.keys.sorted() { fail(pending[index]!, e, into: &out) }
+            pending = [:]
+            for c in offsetWaiters { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
+            offsetWaiters = []
+            offsetBuffer = OffsetCommit()
+            groups.reset()
+        }
+        wasLeader = leaderNow
+        if touched { try wakeParked(into: &out) }
+    }
+
+    /// Answers the held pulls whose queue grew. One that the tag filter left empty stays held,
+    /// from where its scan stopped, until its deadline.
+    private func wakeParked(into out: inout NodeOutput) throws(StorageError) {
+        var keep: [Parked] = []
+        for var p in parked {
+            let ref = QueueRef(topic: p.request.topic, queueID: p.request.queueID)
+            guard let max = broker.maxOffset(ref), max > p.request.offset else {
+                keep.append(p)
+                continue
+            }
+            let result = try broker.pull(p.request)
+            if case .success(let response) = result, response.messages.isEmpty {
+                p.request.offset = response.nextOffset
+                keep.append(p)
+                continue
+            }
+            out.replies.append(Reply(to: p.client, opcode: Opcode.pull.rawValue, result: result.map { $0.encoded() }))
+        }
+        parked = keep
+    }
+
+    private func expireParked(into out: inout NodeOutput) {
+        var keep: [Parked] = []
+        for p in parked {
+            guard now >= p.deadline else {
+                keep.append(p)
+                continue
+            }
+            let ref = QueueRef(topic: p.request.topic, queueID: p.request.queueID)
+            let bounds = broker.bounds(ref) ?? (p.request.offset, p.request.offset)
+            let response = PullResponse(nextOffset: p.request.offset, minOffset: bounds.min, maxOffset: bounds.max, messages: [])
+            out.replies.append(Reply(to: p.client, opcode: Opcode.pull.rawValue, result: .success(response.encoded())))
+        }
+        parked = keep
+    }
+}
+
+extension Node: EntrySource {
+    public func entryBody(at index: UInt64) throws(StorageError) -> [UInt8] {
+        guard let e = try replica.log.read(from: index, maxBytes: 1).first, e.index == index else {
+            throw StorageError(.corruption, "entry \(index) is not in the log (first \(replica.log.firstIndex), last \(replica.log.lastIndex))")
+        }
+        return e.body
+    }
+}

@@ -1,0 +1,228 @@
+// Client commands: admin, send, consume.
+import ArgumentParser
+import Foundation
+import TernClient
+import TernProtocol
+
+struct Endpoints: ParsableArguments {
+    @Option(help: "Any of the cluster's nodes, host:port, comma separated, in any order.")
+    var endpoints = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+
+    func cluster() throws -> TernCluster {
+        do {
+            return try TernCluster(endpoints: [endpoints])
+        } catch {
+            throw ValidationError("--endpoints: \(error)")
+        }
+    }
+}
+
+/// Runs `body` against the cluster and turns client errors into a message and exit status 1.
+func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) async throws -> T {
+    let cluster = try e.cluster()
+    do {
+        let v = try await body(cluster)
+        await cluster.shutdown()
+        return v
+    } catch let error as ClientError {
+        await cluster.shutdown()
+        FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+        throw ExitCode(1)
+    } catch {
+        await cluster.shutdown()
+        throw error
+    }
+}
+
+struct Admin: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Topics, cluster status, leadership.",
+        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self])
+
+    struct Topic: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Create, list, describe and delete topics.",
+            subcommands: [Create.self, List.self, Describe.self, Delete.self])
+
+        struct Create: AsyncParsableCommand {
+            @OptionGroup var endpoints: Endpoints
+            @Argument(help: "Topic name.") var name: String
+            @Option(help: "Queues.") var queues: UInt32 = 4
+            func run() async throws {
+                try await withCluster(endpoints) { try await $0.createTopic(name, queues: queues) }
+                print("created \(name) with \(queues) queues")
+            }
+        }
+
+        struct List: AsyncParsableCommand {
+            @OptionGroup var endpoints: Endpoints
+            func run() async throws {
+                let topics = try await withCluster(endpoints) { try await $0.listTopics() }
+                for t in topics { print("\(t.name)\t\(t.queues.count) queues\t\(t.queues.reduce(0) { $0 + $1.maxOffset - $1.minOffset }) messages") }
+            }
+        }
+
+        struct Describe: AsyncParsableCommand {
+            @OptionGroup var endpoints: Endpoints
+            @Argument(help: "Topic name.") var name: String
+            func run() async throws {
+                let t = try await withCluster(endpoints) { try await $0.describeTopic(name) }
+                print("topic \(t.name): \(t.queues.count) queues")
+                print("queue  minOffset  maxOffset")
+                for q in t.queues { print("\(String(q.queueID).padding(5))  \(String(q.minOffset).padding(9))  \(q.maxOffset)") }
+            }
+        }
+
+        struct Delete: AsyncParsableCommand {
+            @OptionGroup var endpoints: Endpoints
+            @Argument(help: "Topic name.") var name: String
+            func run() async throws {
+                try await withCluster(endpoints) { try await $0.deleteTopic(name) }
+                print("deleted \(name)")
+            }
+        }
+    }
+
+    struct ClusterAdmin: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "cluster", abstract: "The group's members.", subcommands: [Status.self])
+
+        struct Status: AsyncParsableCommand {
+            @OptionGroup var endpoints: Endpoints
+            @Flag(help: "One JSON object with a `nodes` array.") var json = false
+            func run() async throws {
+                let nodes = try await withCluster(endpoints) { try await $0.status() }
+                if json {
+                    let items = nodes.map { n in
+                        "{\"id\":\(jsonString(n.id)),\"role\":\(jsonString(n.role)),\"term\":\(n.term),\"commitIndex\":\(n.commitIndex),\"lastIndex\":\(n.lastIndex),\"appliedIndex\":\(n.appliedIndex),\"leader\":\(jsonString(n.leader))}"
+                    }
+                    print("{\"nodes\":[\(items.joined(separator: ","))]}")
+                } else {
+                    print("node  role         term  commitIndex  lastIndex  leader")
+                    for n in nodes {
+                        print("\(n.id.padding(4))  \(n.role.padding(11))  \(String(n.term).padding(4))  \(String(n.commitIndex).padding(11))  \(String(n.lastIndex).padding(9))  \(n.leader)")
+                    }
+                }
+            }
+        }
+    }
+
+    struct TransferLeader: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "transfer-leader", abstract: "Hand leadership to another member.")
+        @OptionGroup var endpoints: Endpoints
+        @Option(help: "The member to lead.") var to: String
+        func run() async throws {
+            try await withCluster(endpoints) { c in
+                try await c.transferLeader(to: to)
+                let clock = ContinuousClock()
+                let deadline = clock.now + .seconds(5)
+                while clock.now < deadline {
+                    if let r = try? await c.queryRoute(), r.leader == to {
+                        print("\(to) leads term \(r.term)")
+                        return
+                    }
+                    try await Task.sleep(for: .milliseconds(50))
+                }
+                FileHandle.standardError.write(Data("tern: \(to) did not take over within 5 s\n".utf8))
+                throw ExitCode(1)
+            }
+        }
+    }
+}
+
+func jsonString(_ s: String) -> String {
+    var out = "\""
+    for c in s.unicodeScalars {
+        switch c {
+        case "\"": out += "\\\""
+        case "\\": out += "\\\\"
+        case "\n": out += "\\n"
+        default:
+            if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
+        }
+    }
+    return out + "\""
+}
+
+struct Send: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Send messages; prints each acknowledged message id.")
+    @OptionGroup var endpoints: Endpoints
+    @Option(help: "Topic.") var topic: String
+    @Option(help: "Tag.") var tag = ""
+    @Option(help: "Key (message keys, for lookup).") var key: String?
+    @Option(help: "Messages to send.") var count = 1
+    @Option(help: "Body size in bytes (a generated body); without it the body is --body.") var size: Int?
+    @Option(help: "Body text.") var body = "hello from tern"
+    @Flag(help: "Print only the number acknowledged.") var quiet = false
+
+    func run() async throws {
+        guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        if let size, size < 0 || size > 64 << 20 { throw ValidationError("--size must be 0 to 67108864") }
+        let cluster = try endpoints.cluster()
+        let producer = Producer(cluster: cluster, group: "tern-cli")
+        var acknowledged = 0
+        var failed = 0
+        for k in 0..<count {
+            let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
+            do {
+                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], body: bytes))
+                acknowledged += 1
+                if !quiet { print(r.messageID) }
+            } catch {
+                failed += 1
+                FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))
+                if case ClientError.broker(let e) = error, e.code == BrokerError.topicNotFound { break }
+            }
+        }
+        await cluster.shutdown()
+        if quiet { print(acknowledged) }
+        if failed > 0 || acknowledged < count { throw ExitCode(1) }
+    }
+}
+
+struct Consume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Consume as a member of a group; one message per line.",
+        discussion: "Starts at the group's committed offsets (at the first message for a new group) and commits what it printed.")
+    @OptionGroup var endpoints: Endpoints
+    @Option(help: "Topic.") var topic: String
+    @Option(help: "Consumer group.") var group: String
+    @Option(help: "Stop after this many messages.") var count: Int?
+    @Option(help: "Stop after this many seconds without a message.") var timeout: Double = 5
+    @Option(help: "Tag filter: * or tags joined by ||.") var filter = "*"
+    @Flag(help: "Broadcasting mode (every member gets every message).") var broadcast = false
+
+    func run() async throws {
+        let cluster = try endpoints.cluster()
+        let consumer = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter, mode: broadcast ? .broadcasting : .clustering)
+        do {
+            try await consumer.start()
+        } catch {
+            FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+            await cluster.shutdown()
+            throw ExitCode(1)
+        }
+        var got = 0
+        let clock = ContinuousClock()
+        var lastMessage = clock.now
+        loop: while count.map({ got < $0 }) ?? true {
+            if (clock.now - lastMessage).seconds >= timeout { break }
+            let batch: [ReceivedMessage]
+            do {
+                batch = try await consumer.poll(maxMessages: min(32, (count ?? Int.max) - got), waitMillis: 500)
+            } catch {
+                FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+                continue
+            }
+            for m in batch {
+                let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
+                print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\t\(m.message.body.count) B\t\(text)")
+                got += 1
+                lastMessage = clock.now
+                if let count, got >= count {
+                    consumer.seek(QueueRef(topic: m.topic, queueID: m.queueID), to: m.queueOffset + 1)
+                    break loop
+                }
+            }
+        }
+        await consumer.shutdown()
+        await cluster.shutdown()
+        FileHandle.standardError.write(Data("tern: consumed \(got) messages\n".utf8))
+    }
+}
