@@ -22,7 +22,7 @@ public final class TernCluster: Sendable {
         public var requestTimeoutMillis: Int64 = 5000
         /// First pause between retries; doubles up to `maxBackoffMillis`.
         public var backoffMillis: Int64 = 20
-        public var maxBackoffMillis: Int64 = 500
+        public var maxBackoffMillis: Int64 = 100
         public init() {}
     }
 

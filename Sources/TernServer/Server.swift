@@ -29,7 +29,7 @@ public struct ServerConfig: Sendable {
     public var heartbeatTicks = 2
     public var autoCreateTopics = false
     public var maxMessageBytes = 4 << 20
-    public var segmentBytes = 1 << 30
+    public var segmentBytes = 256 << 20
     public var lostDisk = false
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
@@ -157,6 +157,9 @@ public final class TernServer: @unchecked Sendable {
         for line in node.replica.log.recoveryReport { logger.info("recovery: \(line)") }
         // The broker state is rebuilt by applying the log again, as the commit index (which a
         // leader tells) reaches each entry.
+        // Join the group only once segment files are ready, so the first append does not stall
+        // behind zero-filling a segment (docs/storage.md).
+        device.waitForBackgroundWork()
         logger.info("opened log \(node.replica.log.firstIndex)...\(node.replica.log.lastIndex) in \(monotonicMillis() - started) ms")
 
         for (peer, endpoint) in config.peers where peer != config.id {

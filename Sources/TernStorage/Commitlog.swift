@@ -113,6 +113,8 @@ public final class Commitlog {
         self.options = opts
         try device.createDirectory(directory)
         try recover()
+        // An empty log: start zero-filling its first segment now, not at the first append.
+        if segments.isEmpty { device.prepareFile(directory + "/" + Commitlog.segmentName(0), bytes: options.segmentSizeBytes) }
     }
 
     // MARK: Appending

@@ -25,6 +25,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Raft tick in milliseconds (election timeout: 10 to 20 ticks; heartbeat: 2).") var tickMs: UInt64?
     @Flag(help: "Create a topic (4 queues) on its first send.") var autoCreateTopics = false
     @Option(help: "Largest message body in bytes.") var maxMessageBytes: Int?
+    @Option(help: "Commitlog segment size in MiB.") var segmentMb: Int?
     @Option(help: "A config file of `name = value` lines.") var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") var lostDisk = false
@@ -40,7 +41,7 @@ struct Serve: ParsableCommand {
                 guard parts.count == 2 else { throw ValidationError("\(path):\(n + 1): expected name = value") }
                 file[parts[0]] = parts[1]
             }
-            let known: Set = ["id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "log-level"]
+            let known: Set = ["id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level"]
             if let unknown = file.keys.sorted().first(where: { !known.contains($0) }) { throw ValidationError("\(path): unknown setting \(unknown)") }
         }
         guard let id = id ?? file["id"] else { throw ValidationError("--id is required") }
@@ -71,14 +72,14 @@ struct Serve: ParsableCommand {
             guard m >= 1 && m <= 64 << 20 else { throw ValidationError("--max-message-bytes must be 1 to 67108864") }
             cfg.maxMessageBytes = m
         }
+        if let m = segmentMb ?? file["segment-mb"].flatMap({ Int($0) }) {
+            guard m >= 8 && m <= 4096 else { throw ValidationError("--segment-mb must be 8 to 4096") }
+            cfg.segmentBytes = m << 20
+        }
         cfg.lostDisk = lostDisk
         let levelText = file["log-level"] ?? logLevel
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("log level \(levelText) is unknown") }
-        LoggingSystem.bootstrap { label in
-            var h = StreamLogHandler.standardError(label: label)
-            h.logLevel = level
-            return h
-        }
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, logLevel: level) }
         let logger = Logger(label: "tern.\(id)")
         let server = TernServer(config: cfg, logger: logger)
         signal(SIGTERM, SIG_IGN)
@@ -307,4 +308,27 @@ extension String {
 
 extension Duration {
     var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}
+
+/// One line per event on standard error, with a millisecond UTC timestamp (failovers are
+/// read off these logs, and whole seconds hide them).
+struct LineLogHandler: LogHandler {
+    let label: String
+    var logLevel: Logger.Level
+    var metadata: Logger.Metadata = [:]
+
+    subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    func log(event: LogEvent) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = time_t(ts.tv_sec)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        let stamp = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, Int(ts.tv_nsec / 1_000_000))
+        FileHandle.standardError.write(Data("\(stamp) \(event.level) \(label): \(event.message)\n".utf8))
+    }
 }

@@ -13,7 +13,7 @@ struct Tern: AsyncParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print figures next to a baseline measured in the same run.",
-        subcommands: [StorageBench.self])
+        subcommands: [StorageBench.self, BenchProduce.self, BenchConsume.self, BenchFailover.self])
 }
 
 extension IOBackendChoice: ExpressibleByArgument {}

@@ -1,0 +1,239 @@
+// `tern bench produce | consume | failover`: load against a running cluster (or, for failover,
+// a local one this command starts), with figures from HdrHistogram.
+import ArgumentParser
+import Foundation
+import Histogram
+import NIOConcurrencyHelpers
+import TernClient
+import TernProtocol
+
+/// Latencies in microseconds, shared by the load tasks.
+final class Recorder: Sendable {
+    struct State {
+        var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        var window = Histogram<UInt64>(highestTrackableValue: 60_000_000, numberOfSignificantValueDigits: .three)
+        var ok = 0
+        var failed = 0
+        var bytes = 0
+        var windowOK = 0
+        var lastError: String?
+    }
+    let state = NIOLockedValueBox(State())
+
+    func record(micros: UInt64, bytes: Int) {
+        state.withLockedValue { s in
+            _ = s.histogram.record(micros)
+            _ = s.window.record(micros)
+            s.ok += 1
+            s.windowOK += 1
+            s.bytes += bytes
+        }
+    }
+
+    func fail(_ error: Error) {
+        state.withLockedValue { s in
+            s.failed += 1
+            s.lastError = "\(error)"
+        }
+    }
+
+    /// Count and p99 (ms) since the last call.
+    func takeWindow() -> (count: Int, p99: Double) {
+        state.withLockedValue { s in
+            let v = (s.windowOK, Double(s.window.valueAtPercentile(99)) / 1000)
+            s.window.reset()
+            s.windowOK = 0
+            return v
+        }
+    }
+}
+
+struct BenchProduce: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "produce",
+        abstract: "Send as fast as acknowledgements allow, K sends outstanding; latency from send to acknowledgement.")
+    @OptionGroup var endpoints: Endpoints
+    @Option(help: "Topic (created with 8 queues when missing).") var topic = "bench"
+    @Option(help: "Message body size in bytes.") var size = 1024
+    @Option(help: "Sends outstanding at once.") var inflight = 1
+    @Option(help: "Messages per send (1: one message per request).") var batch = 1
+    @Option(help: "Seconds to run.") var duration: Double = 10
+    @Option(help: "Seconds of load before measuring.") var warmup: Double = 1
+    @Flag(help: "Print a JSON summary instead of the table.") var json = false
+
+    func run() async throws {
+        guard inflight >= 1, batch >= 1, size >= 0, duration > 0 else { throw ValidationError("--inflight and --batch must be at least 1, --duration positive") }
+        let cluster = try endpoints.cluster()
+        do {
+            _ = try await cluster.describeTopic(topic)
+        } catch {
+            try? await cluster.createTopic(topic, queues: 8)
+        }
+        let producer = Producer(cluster: cluster, group: "tern-bench")
+        let body = (0..<size).map { UInt8(truncatingIfNeeded: $0) }
+        let recorder = Recorder()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let measureFrom = start + .seconds(warmup)
+        let end = measureFrom + .seconds(duration)
+        let messages = (0..<batch).map { _ in Message(topic: topic, body: body) }
+        let progress = Task {
+            var t = 0
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
+                t += 1
+                let w = recorder.takeWindow()
+                FileHandle.standardError.write(Data(String(format: "  %3ds  %9d msg/s  p99 %7.2f ms\n", t, w.count * batch, w.p99).utf8))
+            }
+        }
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<inflight {
+                group.addTask {
+                    while clock.now < end {
+                        let sent = clock.now
+                        do {
+                            if batch == 1 { _ = try await producer.send(messages[0]) } else { _ = try await producer.send(batch: messages) }
+                            if sent >= measureFrom { recorder.record(micros: UInt64((clock.now - sent).seconds * 1e6), bytes: size * batch) }
+                        } catch {
+                            if sent >= measureFrom { recorder.fail(error) }
+                        }
+                    }
+                }
+            }
+        }
+        progress.cancel()
+        await cluster.shutdown()
+        let s = recorder.state.withLockedValue { $0 }
+        let h = s.histogram
+        let msgs = Double(s.ok * batch) / duration
+        let mb = Double(s.bytes) / duration / 1e6
+        func ms(_ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
+        if json {
+            print("{\"size\":\(size),\"inflight\":\(inflight),\"batch\":\(batch),\"duration\":\(duration),\"sends\":\(s.ok),\"failed\":\(s.failed),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb)),\"p50Ms\":\(ms(50)),\"p99Ms\":\(ms(99)),\"p999Ms\":\(ms(99.9)),\"maxMs\":\(Double(h.max) / 1000)}")
+        } else {
+            print("produce: \(size) B, \(inflight) in flight, \(batch) per send, \(Int(duration)) s")
+            print(String(format: "  %.0f msg/s  %.2f MB/s  sends %d  failed %d", msgs, mb, s.ok, s.failed))
+            print(String(format: "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms", ms(50), ms(99), ms(99.9), Double(h.max) / 1000))
+            if let e = s.lastError { print("  last error: \(e)") }
+        }
+        if s.failed > 0 { throw ExitCode(1) }
+    }
+}
+
+struct BenchConsume: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "consume",
+        abstract: "Consume a topic's backlog as one group member, as fast as pulls allow.")
+    @OptionGroup var endpoints: Endpoints
+    @Option(help: "Topic.") var topic = "bench"
+    @Option(help: "Consumer group (a fresh one starts at the first message).") var group = "tern-bench-\(UInt32.random(in: 0...UInt32.max))"
+    @Option(help: "Message size, for reporting only (actual bytes are counted).") var size = 1024
+    @Option(help: "Pulls outstanding at once (one per queue at most).") var inflight = 4
+    @Option(help: "Seconds to run (stops earlier when the backlog is drained).") var duration: Double = 10
+    @Flag(help: "Print a JSON summary.") var json = false
+
+    func run() async throws {
+        let cluster = try endpoints.cluster()
+        let consumer = PullConsumer(cluster: cluster, group: group, topic: topic)
+        try await consumer.start()
+        let recorder = Recorder()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let end = start + .seconds(duration)
+        var idle = 0
+        var t = clock.now
+        while clock.now < end && idle < 3 {
+            let batch = try await consumer.poll(maxMessages: 1024, waitMillis: 200)
+            if batch.isEmpty { idle += 1 } else { idle = 0 }
+            for m in batch { recorder.record(micros: 0, bytes: m.message.body.count) }
+            if clock.now - t > .seconds(1) {
+                t = clock.now
+                let w = recorder.takeWindow()
+                FileHandle.standardError.write(Data("  \(w.count) msg/s\n".utf8))
+            }
+        }
+        let elapsed = (clock.now - start).seconds
+        await consumer.shutdown()
+        await cluster.shutdown()
+        let s = recorder.state.withLockedValue { $0 }
+        let msgs = Double(s.ok) / elapsed
+        let mb = Double(s.bytes) / elapsed / 1e6
+        if json {
+            print("{\"messages\":\(s.ok),\"seconds\":\(String(format: "%.2f", elapsed)),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb))}")
+        } else {
+            print(String(format: "consume: %d messages in %.2f s: %.0f msg/s, %.2f MB/s", s.ok, elapsed, msgs, mb))
+        }
+    }
+}
+
+struct BenchFailover: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "failover",
+        abstract: "Start a local 3-node cluster, SIGKILL the leader repeatedly under a steady producer, and time each failover.",
+        discussion: "Failover time: from the SIGKILL to the first acknowledged send after it (through the new leader). The killed node is restarted and caught up before the next kill.")
+    @Option(help: "Leader kills.") var kills = 20
+    @Option(help: "Data directory (wiped first).") var data = "/tmp/tern-failover"
+    @Option(help: "Port of n1.") var basePort = 9101
+    @Option(help: "Raft tick of the nodes in ms.") var tickMs = 50
+    @Flag(help: "Print a JSON summary.") var json = false
+
+    func run() async throws {
+        try? FileManager.default.removeItem(atPath: data)
+        let cluster = LocalCluster(nodes: 3, basePort: basePort, dataRoot: data, extraArgs: ["--tick-ms", "\(tickMs)"])
+        try cluster.startAll()
+        defer { cluster.stopAll() }
+        let client = try TernCluster(endpoints: cluster.endpoints)
+        _ = try await waitForLeader(client)
+        try await client.createTopic("failover", queues: 4)
+        let producer = Producer(cluster: client, group: "failover", sendTimeoutMillis: 30_000)
+        // (sent, acknowledged) of every send: a failover ends with the first send that started
+        // after the kill and was acknowledged (a send in flight at the kill may have been
+        // answered by the dying leader).
+        let acks = NIOLockedValueBox<[(sent: ContinuousClock.Instant, acked: ContinuousClock.Instant)]>([])
+        let clock = ContinuousClock()
+        let load = Task {
+            while !Task.isCancelled {
+                do {
+                    let sent = clock.now
+                    _ = try await producer.send(Message(topic: "failover", body: [UInt8](repeating: 7, count: 1024)))
+                    let now = clock.now
+                    acks.withLockedValue { $0.append((sent, now)) }
+                } catch {
+                    try? await Task.sleep(for: .milliseconds(5))
+                }
+            }
+        }
+        var times: [Double] = []
+        for k in 1...kills {
+            try await Task.sleep(for: .seconds(1))
+            let leader = try await waitForLeader(client)
+            acks.withLockedValue { $0.removeAll() }
+            let killedAt = clock.now
+            cluster.kill(leader)
+            var recovered: ContinuousClock.Instant?
+            while recovered == nil {
+                try await Task.sleep(for: .milliseconds(2))
+                recovered = acks.withLockedValue { a in a.first(where: { $0.sent > killedAt })?.acked }
+                if clock.now - killedAt > .seconds(30) { throw ValidationError("no acknowledged send within 30 s of killing \(leader)") }
+            }
+            let ms = (recovered! - killedAt).seconds * 1000
+            times.append(ms)
+            FileHandle.standardError.write(Data(String(format: "  kill %2d: %@ -> first ack after %.0f ms\n", k, leader, ms).utf8))
+            try cluster.start(leader)
+            // Wait until the restarted node has caught up.
+            let deadline = clock.now + .seconds(20)
+            while clock.now < deadline {
+                let s = try await client.status()
+                if let me = s.first(where: { $0.id == leader }), let top = s.map(\.commitIndex).max(), me.role != "unreachable", me.commitIndex + 100 >= top { break }
+                try await Task.sleep(for: .milliseconds(100))
+            }
+        }
+        load.cancel()
+        _ = await load.value
+        await client.shutdown()
+        let sorted = times.sorted()
+        func pct(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1)] }
+        if json {
+            print("{\"kills\":\(kills),\"p50Ms\":\(Int(pct(50))),\"p99Ms\":\(Int(pct(99))),\"maxMs\":\(Int(sorted.last!)),\"tickMs\":\(tickMs)}")
+        } else {
+            print(String(format: "failover over %d leader kills (tick %d ms): p50 %.0f ms  p99 %.0f ms  max %.0f ms  min %.0f ms", kills, tickMs, pct(50), pct(99), sorted.last!, sorted.first!))
+        }
+    }
+}
