@@ -93,6 +93,11 @@ public struct FrameCodec: Sendable {
         out.append(contentsOf: frame.body)
     }
 
+    /// CRC32C of a header's first 20 bytes (tests forge headers with it).
+    public static func headerChecksumForTests(_ first20: UnsafeRawBufferPointer) -> UInt32 {
+        tern_crc32c(0, first20.baseAddress, 20)
+    }
+
     public func encode(_ frame: Frame) -> [UInt8] {
         var out: [UInt8] = []
         out.reserveCapacity(FrameCodec.headerBytes + frame.body.count)

@@ -1,0 +1,212 @@
+import Testing
+import TernProtocol
+import TernStorage
+@testable import TernBroker
+
+/// Entries kept in memory, as the log would return them.
+final class MemoryLog: EntrySource {
+    var bodies: [UInt64: [UInt8]] = [:]
+    var next: UInt64 = 1
+    func entryBody(at index: UInt64) throws(StorageError) -> [UInt8] {
+        guard let b = bodies[index] else { throw StorageError(.corruption, "no entry \(index)") }
+        return b
+    }
+}
+
+/// A broker with its log: `append` stores an entry and applies it, as a node does.
+struct Harness {
+    let log = MemoryLog()
+    let broker: Broker
+    var entries: [(UInt64, UInt8, [UInt8])] = []
+
+    init(config: BrokerConfig = BrokerConfig()) {
+        broker = Broker(config: config, source: log)
+    }
+
+    @discardableResult
+    mutating func append(_ type: UInt8, _ body: [UInt8]) -> ApplyOutcome {
+        let index = log.next
+        log.next += 1
+        log.bodies[index] = body
+        entries.append((index, type, body))
+        return broker.apply(index: index, type: type, body: body)
+    }
+
+    @discardableResult
+    mutating func send(_ topic: String, queue: UInt32 = 0, producer: UInt64 = 0, sequence: UInt64 = 0, tags: [String] = [""], at time: UInt64 = 1000, bodySize: Int = 3) -> ApplyOutcome {
+        let request = SendRequest(topic: topic, queueID: queue, producerGroup: "pg", producerID: producer, sequence: sequence,
+                                  messages: tags.enumerated().map { WireMessage(tag: $1, keys: ["k\($0)"], body: [UInt8](repeating: UInt8($0), count: bodySize)) })
+        var w = WireWriter()
+        w.u64(time)
+        return append(BrokerEntryType.messages, w.bytes + request.encoded())
+    }
+}
+
+@Suite("Broker: state machine over entries")
+struct BrokerTests {
+    @Test("a send is indexed in its queue; a pull returns it with its id, offset and store time")
+    func sendAndPull() throws {
+        var h = Harness()
+        #expect(h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 2).encoded()) == .done)
+        let outcome = h.send("t", queue: 1, tags: ["a", "b", "c"], at: 4242)
+        #expect(outcome == .sent(SendResponse(queueID: 1, entryIndex: 2, firstQueueOffset: 0, count: 3, duplicate: false)))
+        let r = try h.broker.pull(PullRequest(topic: "t", queueID: 1, offset: 0)).get()
+        #expect(r.messages.map(\.queueOffset) == [0, 1, 2])
+        #expect(r.messages.map(\.id) == (0..<3).map { MessageID(entryIndex: 2, slot: $0) })
+        #expect(r.messages.map(\.message.tag) == ["a", "b", "c"])
+        #expect(r.messages.allSatisfy { $0.storeTimestamp == 4242 && $0.producerGroup == "pg" })
+        #expect(r.nextOffset == 3 && r.maxOffset == 3)
+        #expect(try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0)).get().messages.isEmpty)
+    }
+
+    @Test("tag filters: *, one tag, a || b; nextOffset moves past filtered messages")
+    func tagFilter() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        h.send("t", tags: ["a", "b", "c", "a"])
+        func tags(_ f: String) throws -> [String] { try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, tagFilter: f)).get().messages.map(\.message.tag) }
+        #expect(try tags("*") == ["a", "b", "c", "a"])
+        #expect(try tags("") == ["a", "b", "c", "a"])
+        #expect(try tags("a") == ["a", "a"])
+        #expect(try tags("b || c") == ["b", "c"])
+        #expect(try tags("zzz").isEmpty)
+        #expect(try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, tagFilter: "zzz")).get().nextOffset == 4)
+    }
+
+    @Test("an idempotent retry is stored once and answered with the first result; a sequence older than the window is refused")
+    func dedupe() throws {
+        var config = BrokerConfig()
+        config.dedupeWindow = 4
+        var h = Harness(config: config)
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 2).encoded())
+        guard case .sent(let first) = h.send("t", producer: 7, sequence: 1) else { Issue.record("not sent"); return }
+        guard case .sent(let again) = h.send("t", producer: 7, sequence: 1) else { Issue.record("not sent"); return }
+        #expect(again.duplicate && !first.duplicate)
+        #expect(again.entryIndex == first.entryIndex && again.firstQueueOffset == first.firstQueueOffset)
+        #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 1)
+        // The same sequence on another queue, or from another producer, is another send.
+        if case .sent(let other) = h.send("t", queue: 1, producer: 7, sequence: 1) { #expect(!other.duplicate) } else { Issue.record("not sent") }
+        if case .sent(let other) = h.send("t", producer: 8, sequence: 1) { #expect(!other.duplicate) } else { Issue.record("not sent") }
+        // A gap is fine (sends overtake each other); the late one is still stored once.
+        for s in [3, 2, 4, 5, 6] as [UInt64] { h.send("t", producer: 7, sequence: s) }
+        #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 7)
+        if case .failed(let e) = h.send("t", producer: 7, sequence: 1) { #expect(e.code == BrokerError.sequenceTooOld) } else { Issue.record("sequence 1 left the window of 4 and must be refused") }
+        if case .sent(let d) = h.send("t", producer: 7, sequence: 6) { #expect(d.duplicate) } else { Issue.record("not sent") }
+    }
+
+    @Test("committed offsets never move backwards and go with their topic")
+    func offsets() {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 2).encoded())
+        let q = QueueRef(topic: "t", queueID: 1)
+        h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g": [q: 5]]).encoded())
+        h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g": [q: 3]]).encoded())
+        #expect(h.broker.committedOffset(group: "g", queue: q) == 5)
+        h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g": [q: 9], "h": [q: 1]]).encoded())
+        #expect(h.broker.committedOffset(group: "g", queue: q) == 9)
+        #expect(h.broker.committedOffset(group: "h", queue: q) == 1)
+        // Offsets of a missing topic are not kept.
+        h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g": [QueueRef(topic: "nope", queueID: 0): 4]]).encoded())
+        #expect(h.broker.committedOffset(group: "g", queue: QueueRef(topic: "nope", queueID: 0)) == nil)
+        #expect(h.append(BrokerEntryType.admin, AdminCommand.deleteTopic(name: "t").encoded()) == .done)
+        #expect(h.broker.committedOffset(group: "g", queue: q) == nil)
+        #expect(h.broker.topics["t"] == nil)
+    }
+
+    @Test("topics: create is idempotent with the same queue count, refused with another; sends to missing topics or queues fail")
+    func topics() {
+        var h = Harness()
+        let create = AdminCommand.createTopic(name: "t", queues: 2).encoded()
+        #expect(h.append(BrokerEntryType.admin, create) == .done)
+        #expect(h.append(BrokerEntryType.admin, create) == .done)
+        if case .failed(let e) = h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 3).encoded()) {
+            #expect(e.code == BrokerError.topicExists)
+        } else { Issue.record("expected topicExists") }
+        if case .failed(let e) = h.send("missing") { #expect(e.code == BrokerError.topicNotFound) } else { Issue.record("expected topicNotFound") }
+        if case .failed(let e) = h.send("t", queue: 2) { #expect(e.code == BrokerError.queueNotFound) } else { Issue.record("expected queueNotFound") }
+        #expect(Broker.validateTopicName("ok-Name_1.x") == nil)
+        #expect(Broker.validateTopicName("bad name") != nil)
+        #expect(Broker.validateTopicName("") != nil)
+    }
+
+    @Test("a batch with one oversized body stores none of its messages")
+    func oversized() {
+        var config = BrokerConfig()
+        config.maxMessageBytes = 10
+        var h = Harness(config: config)
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        if case .failed(let e) = h.send("t", tags: ["a", "b"], bodySize: 11) { #expect(e.code == BrokerError.badRequest) } else { Issue.record("expected a refusal") }
+        #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 0)
+        #expect(h.send("t", bodySize: 10) != .none)
+        #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 1)
+    }
+
+    @Test("replaying the same entries into a new broker gives the same state")
+    func replay() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 3).encoded())
+        var rng = SplitMix(seed: 11)
+        for k in 0..<300 {
+            let q = UInt32(rng.next() % 3)
+            if rng.next() % 5 == 0 {
+                h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g\(k % 2)": [QueueRef(topic: "t", queueID: q): rng.next() % 50]]).encoded())
+            } else {
+                h.send("t", queue: q, producer: rng.next() % 3, sequence: rng.next() % 40, tags: ["x", "y"])
+            }
+        }
+        let copy = Broker(config: BrokerConfig(), source: h.log)
+        for (i, t, b) in h.entries { _ = copy.apply(index: i, type: t, body: b) }
+        #expect(copy.topicList() == h.broker.topicList())
+        #expect(copy.offsets == h.broker.offsets)
+        for q in 0..<3 as Range<UInt32> {
+            let a = try h.broker.pull(PullRequest(topic: "t", queueID: q, offset: 0, maxMessages: 1000)).get()
+            let b = try copy.pull(PullRequest(topic: "t", queueID: q, offset: 0, maxMessages: 1000)).get()
+            #expect(a == b)
+        }
+    }
+}
+
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+}
+
+@Suite("Broker: consumer groups")
+struct GroupTests {
+    @Test("queue shares cover every queue once, contiguous, differing by at most one", arguments: [1, 2, 3, 5, 8, 9])
+    func shares(members: Int) {
+        for queues in [1, 4, 7, 8, 16] {
+            let ranges = (0..<members).map { ConsumerGroups.share(queues: queues, members: members, index: $0) }
+            #expect(ranges.flatMap { Array($0) } == Array(0..<queues))
+            let sizes = ranges.map(\.count)
+            #expect(sizes.max()! - sizes.min()! <= 1)
+        }
+    }
+
+    @Test("clustering splits queues among members and rebalances on join, leave and silence; broadcasting gives all")
+    func assignment() {
+        let g = ConsumerGroups(sessionTimeoutMillis: 1000)
+        let queues: (String) -> UInt32? = { $0 == "t" ? 4 : nil }
+        func hb(_ c: String, _ now: UInt64, _ mode: ConsumeMode = .clustering) -> [QueueRef] {
+            g.heartbeat(HeartbeatRequest(group: "g", clientID: c, mode: mode, topics: ["t"]), now: now, queuesOf: queues).assigned
+        }
+        #expect(hb("a", 0).map(\.queueID) == [0, 1, 2, 3])
+        _ = hb("b", 10)
+        #expect(hb("a", 20).map(\.queueID) == [0, 1])
+        #expect(hb("b", 20).map(\.queueID) == [2, 3])
+        g.unregister(group: "g", clientID: "a")
+        #expect(hb("b", 30).map(\.queueID) == [0, 1, 2, 3])
+        _ = hb("c", 40)
+        g.expire(now: 1035)  // b was last heard at 30: silent for 1005 ms
+        #expect(g.members(of: "g") == ["c"])
+        #expect(hb("c", 1040).map(\.queueID) == [0, 1, 2, 3])
+        #expect(g.heartbeat(HeartbeatRequest(group: "b", clientID: "x", mode: .broadcasting, topics: ["t"]), now: 0, queuesOf: queues).assigned.count == 4)
+    }
+}
