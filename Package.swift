@@ -57,7 +57,7 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: strict),
         // The deterministic simulator: the real node code on a simulated disk, network and clock.
-        .target(name: "TernSimulation", dependencies: ["TernNode", "TernRaft", "TernStorage"],
+        .target(name: "TernSimulation", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"],
                 path: "Simulation/TernSimulation", swiftSettings: strict),
         .executableTarget(name: "tern-sim", dependencies: [
             "TernSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -1,9 +1,12 @@
-// The simulated world: N replicas of the real node code (Raft on the commitlog on a SimDevice),
-// one thread, virtual time, and one seeded generator that draws everything: the fault mix
+// The simulated world: N instances of the real node code (Raft and the broker on the commitlog
+// on a SimDevice), simulated clients (Clients.swift), one thread, virtual time, and one seeded
+// generator that draws everything: the fault mix
 // itself (swarm testing), latencies, losses, crashes, partitions, pauses, torn writes and bit
 // flips. Events run in (time, sequence) order; the same seed gives the same run, and the run
 // ends with a digest of every event.
+import TernBroker
 import TernNode
+import TernProtocol
 import TernRaft
 import TernStorage
 
@@ -19,6 +22,8 @@ public struct SimulationOptions: Sendable {
     public var trace = false
     /// Virtual seconds the liveness phase may take to elect a leader and commit a proposal.
     public var livenessBoundSeconds = 10.0
+    /// Idempotent producers (one consumer runs besides them).
+    public var producers = 2
 
     public init(seed: UInt64) { self.seed = seed }
 }
@@ -34,6 +39,8 @@ public struct SimulationResult: Sendable {
     public var acknowledged: Int
     public var committed: UInt64
     public var reads: Int
+    public var messagesAcknowledged: Int
+    public var messagesDelivered: Int
     public var ok: Bool { violations.isEmpty }
 }
 
@@ -117,16 +124,22 @@ enum Event {
     case resume(Int)
     case diskFull(Int)
     case diskFreed(Int)
-    case propose
     case read
     case endFaults
+    /// A client's timer.
+    case client(Int)
+    /// A client request arrives at a node.
+    case request(node: Int, client: ClientRef, frame: Frame)
+    /// A node's reply arrives at its client.
+    case reply(Reply)
 }
 
 final class SimNode {
     let index: Int
     let id: NodeID
     let device = SimDevice()
-    var replica: Replica?
+    var node: Node?
+    var replica: Replica? { node?.replica }
     var incarnation = 0
     var pausedUntil: UInt64 = 0
     /// The next start follows a lost disk: the replica rejoins without voting until it is safe.
@@ -163,8 +176,8 @@ public final class World {
     var faultCounts: [String: Int] = [:]
     var checker = Checker()
     var clientLeaderGuess = 0
-    var proposalCounter = 0
-    var pending: [UInt64: (term: UInt64, body: [UInt8], node: Int)] = [:]
+    var clients: [SimClient] = []
+    var messages = MessageChecker()
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -172,6 +185,8 @@ public final class World {
         mix = FaultMix.draw(&rng, faults: options.faults)
         for k in 0..<options.nodes { nodes.append(SimNode(index: k)) }
         checker.plantedBugs = options.plantedBugs
+        for k in 0..<options.producers { clients.append(SimProducer(index: k, producerID: 1000 + UInt64(k))) }
+        clients.append(SimConsumer(index: options.producers, group: "g"))
     }
 
     // MARK: Randomness
@@ -242,7 +257,7 @@ public final class World {
     public func run() -> SimulationResult {
         for node in nodes { start(node) }
         for node in nodes { schedule(.tick(node.index), after: 1 + below(World.tickMicros)) }
-        schedule(.propose, after: 1000)
+        for c in clients { schedule(.client(c.index), after: 1000 + below(10_000)) }
         schedule(.read, after: 5000)
         if mix.crashEverySeconds > 0 { schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds)) }
         if mix.partitionEverySeconds > 0 { schedule(.partition, after: exponentialMicros(meanSeconds: mix.partitionEverySeconds)) }
@@ -260,6 +275,8 @@ public final class World {
             handle(event)
             if !faultsOn && livenessMet() { break }
         }
+        if checker.violations.isEmpty && livenessMet() { finalCheck() }
+        checker.violations += messages.violations
         if checker.violations.isEmpty && !livenessMet() {
             let applied = nodes.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
             checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))")
@@ -268,7 +285,8 @@ public final class World {
         return SimulationResult(
             seed: options.seed, violations: checker.violations.map { "t=\(Double(now) / 1e6)s: \($0)" }, digest: digest,
             virtualSeconds: Double(now) / 1e6, events: events, faults: faultCounts,
-            acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads)
+            acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads,
+            messagesAcknowledged: messages.acked.count, messagesDelivered: messages.delivered)
     }
 
     func config(for node: SimNode) -> RaftConfig {
@@ -297,11 +315,15 @@ public final class World {
         node.device.noSpaceInjected = 0
         node.appliedIndex = 0
         node.chain = 0xCBF2_9CE4_8422_2325
+        var nodeConfig = NodeConfig(raft: config(for: node), endpoints: Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, "sim:\($0.index)") }))
+        nodeConfig.broker.autoCreateTopics = true
+        nodeConfig.broker.defaultQueues = SimProducer.queues
+        nodeConfig.broker.maxMessageBytes = 1024
         do {
-            node.replica = try Replica(config: config(for: node), device: node.device, directory: "/\(node.id)",
-                                       logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
-                                       seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32,
-                                       lostDisk: node.lostDisk)
+            node.node = try Node(config: nodeConfig, device: node.device, directory: "/\(node.id)",
+                                 logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
+                                 seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32,
+                                 lostDisk: node.lostDisk)
             node.lostDisk = false
         } catch {
             failStop(node, error)
@@ -316,7 +338,7 @@ public final class World {
     /// The process dies: its replica is gone, events for it are stale, and the disk keeps what
     /// was durable plus a torn prefix of what was in flight.
     func powerOff(_ node: SimNode) {
-        node.replica = nil
+        node.node = nil
         node.incarnation += 1
         node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
     }
@@ -338,33 +360,33 @@ public final class World {
         case .tick(let k):
             let node = nodes[k]
             schedule(.tick(k), after: World.tickMicros)
-            guard let replica = node.replica else { return }
+            guard let n = node.node else { return }
             if now < node.pausedUntil {
                 node.ticksOwed += 1
                 return
             }
             mixDigest(1, now, UInt64(k))
-            run(node) { () throws(StorageError) in try replica.tick() }
+            run(node) { () throws(StorageError) in try n.tick(now: millis) }
         case .deliver(let m):
             let node = nodes[index(of: m.to)]
-            guard let replica = node.replica else { return }
+            guard let n = node.node else { return }
             if now < node.pausedUntil {
                 schedule(.deliver(m), after: node.pausedUntil - now)
                 return
             }
             mixDigest(2, now, UInt64(index(of: m.from)), UInt64(node.index), m.term, kindCode(m.kind))
             trace("deliver \(m)")
-            run(node) { () throws(StorageError) in try replica.receive(m) }
+            run(node) { () throws(StorageError) in try n.receive([m], now: millis) }
         case .diskDone(let k, let batch, let incarnation):
             let node = nodes[k]
-            guard node.incarnation == incarnation, let replica = node.replica else { return }
+            guard node.incarnation == incarnation, let n = node.node else { return }
             if now < node.pausedUntil {
                 schedule(event, after: node.pausedUntil - now)
                 return
             }
             mixDigest(3, now, UInt64(k), batch)
             node.device.complete(batch)
-            run(node) { () throws(StorageError) in try replica.diskCompleted() }
+            run(node) { () throws(StorageError) in try n.diskCompleted(now: millis) }
         case .crash(let k):
             if faultsOn {
                 let node = nodes[k]
@@ -444,12 +466,12 @@ public final class World {
             let node = nodes[k]
             let owed = node.ticksOwed
             node.ticksOwed = 0
-            guard let replica = node.replica, owed > 0 else { return }
+            guard let n = node.node, owed > 0 else { return }
             trace("resume \(node.id): \(owed) ticks fell due during the pause")
             mixDigest(9, now, UInt64(k), UInt64(owed))
             for _ in 0..<owed {
-                guard node.replica === replica else { break }
-                run(node) { () throws(StorageError) in try replica.tick() }
+                guard node.node === n else { break }
+                run(node) { () throws(StorageError) in try n.tick(now: millis) }
             }
         case .diskFull(let k):
             guard faultsOn else { return }
@@ -461,9 +483,20 @@ public final class World {
         case .diskFreed(let k):
             nodes[k].device.full = false
             trace("disk freed on \(nodes[k].id)")
-        case .propose:
-            schedule(.propose, after: 2_000 + below(30_000))
-            propose()
+        case .client(let k):
+            clients[k].timer(self)
+        case .request(let k, let client, let frame):
+            let node = nodes[k]
+            guard let n = node.node else { return }
+            if now < node.pausedUntil {
+                schedule(event, after: node.pausedUntil - now)
+                return
+            }
+            mixDigest(10, now, UInt64(k), client.connection, client.requestID, UInt64(frame.opcode))
+            run(node) { () throws(StorageError) in try n.handle([(client, frame)], now: millis) }
+        case .reply(let r):
+            mixDigest(11, now, r.to.connection, r.to.requestID)
+            clients[Int(r.to.connection) - 1].reply(r, self)
         case .read:
             schedule(.read, after: 5_000 + below(50_000))
             read()
@@ -503,8 +536,11 @@ public final class World {
         }
     }
 
+    /// Milliseconds of virtual time: the node's clock.
+    var millis: UInt64 { now / 1000 }
+
     /// Runs one input on a node and carries out its output; a storage error stops the node.
-    func run(_ node: SimNode, _ body: () throws(StorageError) -> ReplicaOutput) {
+    func run(_ node: SimNode, _ body: () throws(StorageError) -> NodeOutput) {
         do {
             let out = try body()
             carryOut(node, out)
@@ -513,13 +549,13 @@ public final class World {
         }
     }
 
-    func carryOut(_ node: SimNode, _ out: ReplicaOutput) {
+    func carryOut(_ node: SimNode, _ out: NodeOutput) {
         guard let replica = node.replica else { return }
         if node.amnesiac && !replica.raft.rejoining { node.amnesiac = false }
         if faultsOn && out.votedNow && chance(mix.crashAfterVoteRate) {
             schedule(.crashNow(node.index), after: below(1_000))
         }
-        if faultsOn && replica.raft.role == .leader && !out.apply.isEmpty {
+        if faultsOn && replica.raft.role == .leader && !out.applied.isEmpty {
             let first = node.committedInTerm != replica.raft.term
             node.committedInTerm = replica.raft.term
             if chance(mix.crashAfterCommitRate) || (first && chance(mix.crashAfterFirstCommitRate)) {
@@ -538,7 +574,8 @@ public final class World {
             }
         }
         for m in out.messages { send(m) }
-        for e in out.apply { apply(node, e) }
+        for e in out.applied { apply(node, e) }
+        for r in out.replies { sendToClient(r) }
     }
 
     func send(_ m: Message) {
@@ -553,39 +590,22 @@ public final class World {
         if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(m), after: latency + below(10_000)) }
     }
 
+    /// Client links: latency and loss, no partitions (a lost request or reply times out at the client).
+    func sendRequest(to node: Int, client: ClientRef, frame: Frame) {
+        if faultsOn && chance(mix.lossRate) { return }
+        schedule(.request(node: node, client: client, frame: frame), after: mix.latencyMinMicros + below(mix.latencyJitterMicros))
+    }
+
+    func sendToClient(_ r: Reply) {
+        if faultsOn && chance(mix.lossRate) { return }
+        schedule(.reply(r), after: mix.latencyMinMicros + below(mix.latencyJitterMicros))
+    }
+
     func apply(_ node: SimNode, _ e: LogEntry) {
         if options.trace { trace("\(node.id) applies \(e.index) t\(e.term)") }
         checker.applied(node: node, entry: e)
         node.appliedIndex = e.index
         mixDigest(7, now, UInt64(node.index), e.index, e.term)
-        if let p = pending[e.index], p.node == node.index {
-            if p.term == e.term && p.body == e.body { checker.acknowledge(index: e.index, at: now) }
-            pending[e.index] = nil
-        }
-    }
-
-    func propose() {
-        let node = nodes[clientLeaderGuess]
-        guard let replica = node.replica, now >= node.pausedUntil else {
-            clientLeaderGuess = Int(below(UInt64(nodes.count)))
-            return
-        }
-        proposalCounter += 1
-        let body = Array("c\(proposalCounter)".utf8)
-        do {
-            let (result, out) = try replica.propose([(type: 16, body: body)])
-            switch result {
-            case .accepted(let first, _):
-                pending[first] = (replica.raft.term, body, node.index)
-            case .notLeader(let leader, _):
-                clientLeaderGuess = leader.map { index(of: $0) } ?? Int(below(UInt64(nodes.count)))
-            case .transferring:
-                break
-            }
-            carryOut(node, out)
-        } catch {
-            failStop(node, error)
-        }
     }
 
     /// A linearizable read served by a leader under lease: it must reflect every write
@@ -594,6 +614,20 @@ public final class World {
         let node = nodes[clientLeaderGuess]
         guard let replica = node.replica, now >= node.pausedUntil, replica.raft.hasLease else { return }
         checker.read(by: node.id, servedIndex: replica.raft.commitIndex, term: replica.raft.term)
+    }
+
+    /// After the liveness phase: every node that applied every acknowledged entry holds every
+    /// acknowledged message where its receipt says, each queue in log order, nothing twice and
+    /// nothing that no producer sent.
+    func finalCheck() {
+        for node in nodes {
+            guard let n = node.node, node.appliedIndex >= checker.maxAckedIndex else { continue }
+            do {
+                try messages.checkStored(n, node: node.id)
+            } catch {
+                messages.violations.append("\(node.id): reading its queues failed: \(error)")
+            }
+        }
     }
 }
 

@@ -1,4 +1,4 @@
-// tern-sim: runs the real replica code in the simulated world.
+// tern-sim: runs the real node code (Raft and broker) and simulated clients in the simulated world.
 //   tern-sim --seed 7                 one seed; prints its result and trace digest
 //   tern-sim --seeds 1-200            a sweep; prints failures, virtual seconds and speed
 //   tern-sim --plant NAME --seeds A-B hunt a planted bug; exit 0 only when a checker caught it
@@ -65,7 +65,7 @@ struct TernSim: ParsableCommand {
                 }
             } else if range.count == 1 || trace {
                 let faults = result.faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                print("seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) proposals acknowledged, committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))")
+                print("seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) sends acknowledged (\(result.messagesAcknowledged) messages, \(result.messagesDelivered) deliveries), committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))")
             }
         }
         let wall = Date().timeIntervalSince(started)

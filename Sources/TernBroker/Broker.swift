@@ -27,7 +27,17 @@ public struct BrokerConfig: Sendable, Equatable {
     public var maxProducers = 10_000
     /// Messages a pull scans past its filter before it answers with none.
     public var maxScanPerPull = 10_000
+    /// Deliberate bugs for the simulator's checkers. SPI: never set in production.
+    public var plantedBugs: BrokerPlantedBugs = []
     public init() {}
+}
+
+public struct BrokerPlantedBugs: OptionSet, Sendable, Equatable {
+    public let rawValue: UInt8
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    public static let dedupeOff = BrokerPlantedBugs(rawValue: 1 << 0)
+    public static let reverseBatch = BrokerPlantedBugs(rawValue: 1 << 1)
+    public static let readWrongSlot = BrokerPlantedBugs(rawValue: 1 << 2)
 }
 
 /// What applying one entry produced, for the node to answer the request that proposed it.
@@ -135,7 +145,7 @@ public final class Broker {
                 ? ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")
                 : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
         }
-        if header.producerID != 0 {
+        if header.producerID != 0 && !config.plantedBugs.contains(.dedupeOff) {
             var window = producers[header.producerID]?[ref] ?? DedupeWindow()
             if var earlier = window.results[header.sequence] {
                 earlier.duplicate = true
@@ -184,7 +194,9 @@ public final class Broker {
         guard scan.atEnd else { return .failed(ErrorBody(code: BrokerError.badRequest, message: "\(scan.remaining) bytes after the last message")) }
         var q = queues[ref]!
         let first = q.maxOffset
-        for (slot, f) in found.enumerated() {
+        var order = Array(found.enumerated())
+        if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
+        for (slot, f) in order {
             q.entryIndexes.append(index)
             q.positions.append(f.position)
             q.slots.append(UInt16(slot))
@@ -245,6 +257,11 @@ public final class Broker {
 
     public func committedOffset(group: String, queue: QueueRef) -> UInt64? { offsets[group]?[queue] }
 
+    /// The `offsetsInMemoryOnly` planted bug: set offsets outside the log. SPI, simulator only.
+    public func plantedSetOffsets(group: String, _ map: [QueueRef: UInt64]) {
+        for (q, o) in map { offsets[group, default: [:]][q] = o }
+    }
+
     /// Messages of a queue from `offset`, at most `maxMessages` and about `maxBytes` of bodies
     /// (at least one message when any matches). An offset below the queue's first is moved up
     /// to it; one past the end returns nothing.
@@ -264,7 +281,8 @@ public final class Broker {
             let k = Int(offset - q.baseOffset)
             scanned += 1
             if filter.matches(hash: q.tagHashes[k]) {
-                let m = try readMessage(entryIndex: q.entryIndexes[k], position: q.positions[k])
+                let wrong = config.plantedBugs.contains(.readWrongSlot) && k + 1 < q.positions.count && q.entryIndexes[k + 1] == q.entryIndexes[k]
+                let m = try readMessage(entryIndex: q.entryIndexes[k], position: q.positions[wrong ? k + 1 : k])
                 if filter.matches(tag: m.1.tag) {
                     if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
                     bytes += m.1.body.count

@@ -50,11 +50,13 @@ public struct Reply: Sendable {
 public struct NodeOutput: Sendable {
     public var messages: [Message] = []
     public var replies: [Reply] = []
+    /// Entries applied during this input, in order (for the simulator's checkers).
+    public var applied: [LogEntry] = []
+    /// Set when the Raft role changed.
+    public var role: Role?
+    /// A vote for another member was made durable during this input.
+    public var votedNow = false
     public init() {}
-
-    mutating func absorb(_ r: ReplicaOutput) {
-        messages += r.messages
-    }
 }
 
 public final class Node {
@@ -91,7 +93,12 @@ public final class Node {
         self.config = config
         replica = try Replica(config: config.raft, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
         groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
-        broker = Broker(config: config.broker, source: self)
+        var brokerConfig = config.broker
+        let bugs = config.raft.plantedBugs
+        if bugs.contains(.dedupeOff) { brokerConfig.plantedBugs.insert(.dedupeOff) }
+        if bugs.contains(.reverseBatch) { brokerConfig.plantedBugs.insert(.reverseBatch) }
+        if bugs.contains(.readWrongSlot) { brokerConfig.plantedBugs.insert(.readWrongSlot) }
+        broker = Broker(config: brokerConfig, source: self)
     }
 
     public var role: Role { replica.raft.role }
@@ -229,6 +236,10 @@ public final class Node {
             reply(Empty())
         case .commitOffset:
             let request = try CommitOffsetRequest.decode(body)
+            if config.raft.plantedBugs.contains(.offsetsInMemoryOnly) {
+                broker.plantedSetOffsets(group: request.group, request.offsets)
+                return reply(Empty())
+            }
             offsetBuffer.merge(group: request.group, offsets: request.offsets)
             offsetWaiters.append(client)
         case .queryOffset:
@@ -312,6 +323,9 @@ public final class Node {
 
     private func absorb(_ r: ReplicaOutput, into out: inout NodeOutput) throws(StorageError) {
         out.messages += r.messages
+        out.applied += r.apply
+        if let role = r.role { out.role = role }
+        if r.votedNow { out.votedNow = true }
         var touched = false
         for entry in r.apply {
             lastAppliedTerm = entry.term

@@ -133,12 +133,23 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     public static let applyUncommitted = PlantedBugs(rawValue: 1 << 5)
     /// Forget the persisted vote on restart (the shell's bug; listed here so one set names all).
     public static let losePersistedVote = PlantedBugs(rawValue: 1 << 6)
+    /// The broker ignores producer ids: an idempotent retry is stored again.
+    public static let dedupeOff = PlantedBugs(rawValue: 1 << 7)
+    /// Offset commits acknowledged from the leader's memory, never replicated (the weakness of
+    /// RocketMQ's DLedger mode).
+    public static let offsetsInMemoryOnly = PlantedBugs(rawValue: 1 << 8)
+    /// The broker indexes a batch's messages in reverse order.
+    public static let reverseBatch = PlantedBugs(rawValue: 1 << 9)
+    /// Pulls read the message after the one the consume queue names.
+    public static let readWrongSlot = PlantedBugs(rawValue: 1 << 10)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
         ("vote-without-log-check", .voteWithoutLogCheck), ("skip-truncation", .skipTruncation),
         ("no-check-quorum", .noCheckQuorum), ("apply-uncommitted", .applyUncommitted),
-        ("lose-persisted-vote", .losePersistedVote),
+        ("lose-persisted-vote", .losePersistedVote), ("dedupe-off", .dedupeOff),
+        ("offsets-in-memory-only", .offsetsInMemoryOnly), ("reverse-batch", .reverseBatch),
+        ("read-wrong-slot", .readWrongSlot),
     ]
 }
 

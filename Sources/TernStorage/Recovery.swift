@@ -106,13 +106,19 @@ extension Commitlog {
                 end = try scan(s, fromOffset: 0, expectedIndex: previous.map { $0.lastIndex + 1 })
             }
             if case .damaged(let offset, let why) = end {
-                try resolveDamage(segmentAt: k, offset: offset, reason: why)
+                if offset == 0, k > 0, why.hasPrefix("index ") {
+                    // The segment does not continue the previous one: the gap is at the end of
+                    // the previous segment (its part of a batch never reached the disk).
+                    try resolveDamage(segmentAt: k - 1, offset: previous!.writeOffset, reason: "the next segment starts with \(why)", checkpoint: checkpoint)
+                } else {
+                    try resolveDamage(segmentAt: k, offset: offset, reason: why, checkpoint: checkpoint)
+                }
                 break
             }
             if s.entryCount == 0 && k > 0 {
                 // An empty segment (created just before a crash). Anything after it would be a gap.
                 if let found = try findValidEntry(afterSegment: k, offset: -EntryFormat.alignment) {
-                    try resolveDamage(segmentAt: k, offset: 0, reason: "segment is empty but \(found) holds a valid entry")
+                    try resolveDamage(segmentAt: k, offset: 0, reason: "segment is empty but \(found.description) holds a valid entry", checkpoint: checkpoint)
                 }
                 for extra in segments[(k + 1)...] { dropSegmentFiles(extra) }
                 segments.removeSubrange((k + 1)...)
@@ -256,15 +262,26 @@ extension Commitlog {
     }
 
     /// Decides between a torn tail and corruption at (`segments[k]`, `offset`), and cuts the log
-    /// there when that is allowed.
-    private func resolveDamage(segmentAt k: Int, offset: Int, reason: String) throws(StorageError) {
+    /// there when that is allowed. A valid entry after the damage means corruption, except when
+    /// every valid entry after it lies in later segment files that the checkpoint never saw
+    /// durable: a batch that spans two segments writes two files, and a crash may keep the later
+    /// file's part and lose the earlier one's. Such entries were never acknowledged (the batch's
+    /// fdatasync, or an earlier batch's, did not complete, or the checkpoint, written before the
+    /// durable end moves into a new segment is reported, would name that segment), so they are a
+    /// torn tail.
+    private func resolveDamage(segmentAt k: Int, offset: Int, reason: String, checkpoint: (nextIndex: UInt64, position: UInt64)?) throws(StorageError) {
         let s = segments[k]
         if let found = try findValidEntry(afterSegment: k, offset: offset) {
-            let message = "\(s.path) offset \(offset): \(reason); but a valid entry follows at \(found)"
-            guard options.repairCorruption else {
-                throw StorageError(.corruption, "\(message). Refusing to open: this is corruption, not a torn write. Restart with repair enabled (tern: --repair) to cut the log at offset \(offset); entries after it are then lost on this node and must come back from its peers.")
+            let message = "\(s.path) offset \(offset): \(reason); but a valid entry follows at \(found.description)"
+            let laterFileNeverDurable = found.segment > k && (checkpoint.map { $0.position <= segments[k + 1].base } ?? true)
+            if laterFileNeverDurable {
+                recoveryReport.append("cut a torn tail across segment files at \(message), beyond the checkpointed durable end")
+            } else {
+                guard options.repairCorruption else {
+                    throw StorageError(.corruption, "\(message). Refusing to open: this is corruption, not a torn write. Restart with repair enabled (tern: --repair) to cut the log at offset \(offset); entries after it are then lost on this node and must come back from its peers.")
+                }
+                recoveryReport.append("repaired: cut the log at \(message)")
             }
-            recoveryReport.append("repaired: cut the log at \(message)")
         } else {
             recoveryReport.append("cut a torn tail at \(s.path) offset \(offset) (\(reason))")
         }
@@ -275,8 +292,8 @@ extension Commitlog {
     }
 
     /// The first place after (`segments[k]`, `offset`) holding an entry that verifies, searched at
-    /// every 8-byte boundary, as "path offset N"; nil when there is none.
-    func findValidEntry(afterSegment k: Int, offset: Int) throws(StorageError) -> String? {
+    /// every 8-byte boundary; nil when there is none.
+    func findValidEntry(afterSegment k: Int, offset: Int) throws(StorageError) -> (segment: Int, offset: Int, description: String)? {
         var start = offset + EntryFormat.alignment
         for j in k..<segments.count {
             let s = segments[j]
@@ -289,7 +306,7 @@ extension Commitlog {
                 let head = try reader.bytes(at: at, count: EntryFormat.headerBytes)
                 if let h = EntryFormat.header(head), at + EntryFormat.headerBytes + h.bodyLength <= size {
                     let whole = try reader.bytes(at: at, count: EntryFormat.headerBytes + h.bodyLength)
-                    if EntryFormat.verify(whole, expectedPosition: s.base + UInt64(at)) != nil { return "\(s.path) offset \(at)" }
+                    if EntryFormat.verify(whole, expectedPosition: s.base + UInt64(at)) != nil { return (j, at, "\(s.path) offset \(at)") }
                 }
                 at += EntryFormat.alignment
             }

@@ -226,3 +226,94 @@ struct RecycleTests {
         try log.close()
     }
 }
+
+@Suite("Commitlog: a batch torn across two segment files")
+struct CrossSegmentTearTests {
+    /// Entries 1...k durable in segment A (the checkpoint says so), then one batch that fills
+    /// A's end and starts segment B. Returns the directory's checkpoint bytes from before that
+    /// batch, A's path and where the batch begins in A.
+    func build(_ dir: String) throws -> (checkpointBefore: [UInt8], segmentA: String, batchStart: Int, lastBefore: UInt64) {
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        var index: UInt64 = 0
+        func entry(_ size: Int) -> LogEntry {
+            index += 1
+            return LogEntry(index: index, term: 1, body: [UInt8](repeating: UInt8(index & 0xFF), count: size))
+        }
+        // Fill most of the first segment, one flushed batch at a time.
+        while log.segments.isEmpty || log.segments[0].writeOffset + 600 < tinyOptions.segmentSizeBytes {
+            try log.append([entry(100)])
+            try log.flush()
+        }
+        try log.close()
+        let checkpoint = try readAll(dir + "/checkpoint")
+        let again = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        let a = again.segments[0]
+        let start = a.writeOffset
+        let lastBefore = again.lastIndex
+        try again.append((0..<12).map { _ in entry(100) })  // one batch, into segment B
+        try again.flush()
+        #expect(again.segments.count == 2, "the batch spans two segments")
+        try again.close()
+        return (checkpoint, a.path, start, lastBefore)
+    }
+
+    @Test("the earlier file's part lost, the later file's part kept, checkpoint before the batch: a torn tail, cut")
+    func tornAcrossFiles() throws {
+        let dir = temporaryDirectory("xseg-torn")
+        defer { removeTree(dir) }
+        let (checkpoint, a, start, lastBefore) = try build(dir)
+        try zeroFile(a, from: start)
+        try writeAll(dir + "/checkpoint", checkpoint)
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(log.lastIndex == lastBefore)
+        #expect(log.recoveryReport.contains { $0.contains("torn tail across segment files") }, "\(log.recoveryReport)")
+        try log.append([LogEntry(index: lastBefore + 1, term: 2, body: [1])])
+        try log.flush()
+        try log.close()
+    }
+
+    @Test("the same damage after the checkpoint saw the later segment durable: nothing is cut; reading the damage fails")
+    func corruptionWhenCheckpointed() throws {
+        let dir = temporaryDirectory("xseg-corrupt")
+        defer { removeTree(dir) }
+        let (_, a, start, lastBefore) = try build(dir)
+        try zeroFile(a, from: start)
+        let device = PosixDevice()
+        defer { device.shutdown() }
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(log.lastIndex == lastBefore + 12, "acknowledged entries are not cut")
+        #expect(throws: StorageError.self) { try log.read(from: lastBefore + 1, maxBytes: 1) }
+        try log.close()
+    }
+}
+
+func readAll(_ path: String) throws -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n <= 0 { return out }
+        out += buffer[0..<n]
+    }
+}
+
+func writeAll(_ path: String, _ bytes: [UInt8]) throws {
+    let fd = open(path, O_WRONLY | O_TRUNC)
+    defer { close(fd) }
+    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
+}
+
+/// Zeroes a file from `offset` to its end (what a lost write into a zero-filled segment leaves).
+func zeroFile(_ path: String, from offset: Int) throws {
+    let size = fileSize(path)
+    let fd = open(path, O_WRONLY)
+    defer { close(fd) }
+    let zeros = [UInt8](repeating: 0, count: size - offset)
+    _ = zeros.withUnsafeBytes { pwrite(fd, $0.baseAddress, $0.count, off_t(offset)) }
+}

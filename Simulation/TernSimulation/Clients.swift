@@ -1,0 +1,295 @@
+// Simulated clients and the message checkers. Clients speak the real protocol bodies to the
+// nodes (frames through `Node.handle`), over links with latency and loss, and retry the way the
+// SDK does: after a timeout or a NOT_LEADER answer, at the leader named or another node.
+//
+// Checkers (each shown to catch a planted bug, docs/simulation.md):
+//  - no acknowledged message lost: at the end, every caught-up node holds each acknowledged
+//    message at the queue offset and id its receipt named;
+//  - per-queue order equals log order: ids (log positions) increase along every queue;
+//  - no unexpected message: every stored or delivered body is one a producer sent;
+//  - no duplicates: with idempotent producers each body is stored once, retries included;
+//  - consistent reads: a (queue, offset) delivered by any node is always the same message;
+//  - committed offsets never go backwards: a group's offset read back after a commit was
+//    acknowledged is at least what was committed.
+import TernBroker
+import TernNode
+import TernProtocol
+import TernRaft
+import TernStorage
+
+protocol SimClient: AnyObject {
+    var index: Int { get }
+    func timer(_ world: World)
+    func reply(_ r: Reply, _ world: World)
+}
+
+struct MessageChecker {
+    var violations: [String] = []
+    /// Every body a producer tried to send.
+    var sent: Set<String> = []
+    /// Acknowledged body -> where its receipt says it is.
+    var acked: [String: (queue: UInt32, offset: UInt64, id: MessageID)] = [:]
+    /// What was delivered at each (queue, offset), by any node.
+    var seen: [QueueRef: [UInt64: (id: MessageID, body: String)]] = [:]
+    var delivered = 0
+
+    mutating func fail(_ text: String) {
+        if violations.count < 5 { violations.append(text) }
+    }
+
+    mutating func acknowledged(_ body: String, queue: UInt32, offset: UInt64, id: MessageID) {
+        if let earlier = acked[body], (earlier.queue, earlier.offset, earlier.id) != (queue, offset, id) {
+            fail("idempotent retry of \(body) acknowledged at \(QueueRef(topic: SimProducer.topic, queueID: queue))@\(offset) \(id), first at #\(earlier.queue)@\(earlier.offset) \(earlier.id)")
+        }
+        acked[body] = (queue, offset, id)
+    }
+
+    mutating func deliver(_ m: ReceivedMessage, by node: NodeID) {
+        delivered += 1
+        let body = String(decoding: m.message.body, as: UTF8.self)
+        let q = QueueRef(topic: m.topic, queueID: m.queueID)
+        if !sent.contains(body) { fail("unexpected message: \(node) delivered \(body) (\(m.id)) at \(q)@\(m.queueOffset), which no producer sent") }
+        if let s = seen[q]?[m.queueOffset] {
+            if s.id != m.id || s.body != body {
+                fail("inconsistent read: \(q)@\(m.queueOffset) was \(s.body) (\(s.id)), \(node) delivered \(body) (\(m.id))")
+            }
+        } else {
+            seen[q, default: [:]][m.queueOffset] = (m.id, body)
+        }
+    }
+
+    /// The end-of-run scan of one node's queues.
+    mutating func checkStored(_ n: Node, node: NodeID) throws(StorageError) {
+        var where_: [String: (queue: UInt32, offset: UInt64, id: MessageID)] = [:]
+        for q in 0..<SimProducer.queues {
+            var offset: UInt64 = 0
+            var last: MessageID?
+            while true {
+                let request = PullRequest(topic: SimProducer.topic, queueID: q, offset: offset, maxMessages: 1024, maxBytes: UInt32.max)
+                guard case .success(let r) = try n.broker.pull(request) else { break }
+                for m in r.messages {
+                    let body = String(decoding: m.message.body, as: UTF8.self)
+                    if let l = last, !(l < m.id) { fail("queue order: on \(node), \(SimProducer.topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)") }
+                    last = m.id
+                    if !sent.contains(body) { fail("unexpected message: \(node) stores \(body) at #\(q)@\(m.queueOffset)") }
+                    if let w = where_[body] { fail("duplicate: \(node) stores \(body) twice (#\(w.queue)@\(w.offset) and #\(q)@\(m.queueOffset)) although its producer is idempotent") }
+                    where_[body] = (q, m.queueOffset, m.id)
+                }
+                if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
+                offset = r.nextOffset
+            }
+        }
+        for body in acked.keys.sorted() {
+            let a = acked[body]!
+            guard let w = where_[body] else {
+                fail("lost: \(body), acknowledged at #\(a.queue)@\(a.offset) (\(a.id)), is not stored on \(node)")
+                continue
+            }
+            if (w.queue, w.offset, w.id) != (a.queue, a.offset, a.id) {
+                fail("lost: \(body) was acknowledged at #\(a.queue)@\(a.offset) (\(a.id)); \(node) has it at #\(w.queue)@\(w.offset) (\(w.id))")
+            }
+        }
+    }
+}
+
+/// An idempotent producer: one send (1 to 3 messages) outstanding, retried with the same
+/// sequence until it is acknowledged.
+final class SimProducer: SimClient {
+    static let topic = "sim"
+    static let queues: UInt32 = 4
+    static let timeoutMicros: UInt64 = 300_000
+
+    let index: Int
+    let producerID: UInt64
+    var counter = 0
+    var sequences: [UInt32: UInt64] = [:]
+    var nextRequestID: UInt64 = 1
+    var guess = 0
+    struct Outstanding {
+        var requestID: UInt64
+        var request: SendRequest
+        var bodies: [String]
+        var sentAt: UInt64
+        var retryNow = false
+    }
+    var outstanding: Outstanding?
+
+    init(index: Int, producerID: UInt64) {
+        self.index = index
+        self.producerID = producerID
+    }
+
+    func timer(_ world: World) {
+        world.schedule(.client(index), after: 2_000 + world.below(20_000))
+        if var o = outstanding {
+            guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return }
+            if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }
+            o.retryNow = false
+            send(&o, world)
+            outstanding = o
+            return
+        }
+        let queue = UInt32(world.below(UInt64(SimProducer.queues)))
+        sequences[queue, default: 0] += 1
+        let n = 1 + Int(world.below(3))
+        var bodies: [String] = []
+        for _ in 0..<n {
+            counter += 1
+            bodies.append("p\(index)-\(counter)")
+        }
+        for b in bodies { world.messages.sent.insert(b) }
+        let request = SendRequest(topic: SimProducer.topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
+                                  messages: bodies.map { WireMessage(tag: "t", keys: [$0], bornTimestamp: world.millis, body: Array($0.utf8)) })
+        var o = Outstanding(requestID: 0, request: request, bodies: bodies, sentAt: 0)
+        send(&o, world)
+        outstanding = o
+    }
+
+    private func send(_ o: inout Outstanding, _ world: World) {
+        o.requestID = nextRequestID
+        nextRequestID += 1
+        o.sentAt = world.now
+        world.sendRequest(to: guess, client: ClientRef(connection: UInt64(index + 1), requestID: o.requestID),
+                          frame: Frame(opcode: Opcode.send.rawValue, requestID: o.requestID, body: o.request.encoded()))
+    }
+
+    func reply(_ r: Reply, _ world: World) {
+        guard var o = outstanding, r.to.requestID == o.requestID else { return }  // a stale attempt
+        switch r.result {
+        case .success(let body):
+            guard let response = try? SendResponse.decode(body), response.count == UInt32(o.bodies.count) else {
+                world.messages.fail("producer \(index): a malformed send response")
+                outstanding = nil
+                return
+            }
+            for (k, b) in o.bodies.enumerated() {
+                world.messages.acknowledged(b, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
+            }
+            world.checker.acknowledge(index: response.entryIndex, at: world.now)
+            outstanding = nil
+        case .failure(let e):
+            switch e.code {
+            case BrokerError.notLeader:
+                if let d = try? NotLeaderDetail.decode(e.detail), let k = world.nodes.firstIndex(where: { $0.id.name == d.leader }) {
+                    guess = k
+                } else {
+                    guess = Int(world.below(UInt64(world.nodes.count)))
+                }
+                o.retryNow = true
+                outstanding = o
+            case BrokerError.busy, BrokerError.topicNotFound:
+                o.retryNow = true
+                outstanding = o
+            default:
+                world.messages.fail("producer \(index): send refused: \(e)")
+                outstanding = nil
+            }
+        }
+    }
+}
+
+/// A consumer of every queue of the topic in one group: reads committed offsets from the
+/// leader, pulls from any node (sometimes long polling), commits now and then, and now and
+/// then restarts, reading its offsets back.
+final class SimConsumer: SimClient {
+    static let timeoutMicros: UInt64 = 300_000
+    let index: Int
+    let group: String
+    var positions: [UInt32: UInt64] = [:]
+    var committed: [UInt32: UInt64] = [:]
+    var acknowledgedCommit: [UInt32: UInt64] = [:]
+    var lastCommit: UInt64 = 0
+    var rotation: UInt32 = 0
+    var nextRequestID: UInt64 = 1
+    var leaderGuess = 0
+    enum Kind { case query(UInt32), pull(UInt32, UInt64, node: Int), commit([UInt32: UInt64]) }
+    var outstanding: (requestID: UInt64, kind: Kind, sentAt: UInt64)?
+
+    init(index: Int, group: String) {
+        self.index = index
+        self.group = group
+    }
+
+    func ref(_ q: UInt32) -> QueueRef { QueueRef(topic: SimProducer.topic, queueID: q) }
+
+    func timer(_ world: World) {
+        world.schedule(.client(index), after: 5_000 + world.below(30_000))
+        if let o = outstanding {
+            guard world.now >= o.sentAt + SimConsumer.timeoutMicros else { return }
+            leaderGuess = Int(world.below(UInt64(world.nodes.count)))
+            outstanding = nil
+        }
+        if world.faultsOn && world.chance(0.01) {
+            // Restart: what was pulled but not committed is delivered again later.
+            positions = [:]
+            committed = [:]
+        }
+        if let q = (0..<SimProducer.queues).first(where: { positions[$0] == nil }) {
+            request(.query(q), .queryOffset, QueryOffsetRequest(group: group, queue: ref(q)), to: leaderGuess, world)
+            return
+        }
+        let changed = positions.filter { committed[$0.key] != $0.value }
+        if !changed.isEmpty && world.now >= lastCommit + 200_000 {
+            lastCommit = world.now
+            var map: [QueueRef: UInt64] = [:]
+            for (q, o) in changed { map[ref(q)] = o }
+            request(.commit(changed), .commitOffset, CommitOffsetRequest(group: group, offsets: map), to: leaderGuess, world)
+            return
+        }
+        rotation = (rotation + 1) % SimProducer.queues
+        let node = Int(world.below(UInt64(world.nodes.count)))
+        let offset = positions[rotation]!
+        let wait: UInt32 = world.chance(0.3) ? 100 : 0
+        request(.pull(rotation, offset, node: node), .pull, PullRequest(topic: SimProducer.topic, queueID: rotation, offset: offset, maxMessages: 8, maxWaitMillis: wait), to: node, world)
+    }
+
+    private func request(_ kind: Kind, _ op: Opcode, _ body: some WireCodable, to node: Int, _ world: World) {
+        let id = nextRequestID
+        nextRequestID += 1
+        outstanding = (id, kind, world.now)
+        world.sendRequest(to: node, client: ClientRef(connection: UInt64(index + 1), requestID: id), frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
+    }
+
+    func reply(_ r: Reply, _ world: World) {
+        guard let o = outstanding, r.to.requestID == o.requestID else { return }
+        outstanding = nil
+        guard case .success(let body) = r.result else {
+            if case .failure(let e) = r.result, e.code == BrokerError.notLeader {
+                if let d = try? NotLeaderDetail.decode(e.detail), let k = world.nodes.firstIndex(where: { $0.id.name == d.leader }) {
+                    leaderGuess = k
+                } else {
+                    leaderGuess = Int(world.below(UInt64(world.nodes.count)))
+                }
+            } else if case .failure(let e) = r.result, e.code != BrokerError.busy && e.code != BrokerError.topicNotFound {
+                world.messages.fail("consumer: \(e)")
+            }
+            return
+        }
+        switch o.kind {
+        case .query(let q):
+            guard let response = try? QueryOffsetResponse.decode(body) else { return world.messages.fail("consumer: malformed offset response") }
+            let offset = response.offset ?? 0
+            if let acked = acknowledgedCommit[q], offset < acked {
+                world.messages.fail("offset went backwards: group \(group) committed \(acked) for \(ref(q)) (acknowledged), the leader now answers \(offset)")
+            }
+            positions[q] = offset
+            committed[q] = offset
+        case .commit(let map):
+            for (q, o) in map {
+                acknowledgedCommit[q] = max(acknowledgedCommit[q] ?? 0, o)
+                committed[q] = o
+            }
+        case .pull(let q, let offset, let node):
+            guard let response = try? PullResponse.decode(body) else { return world.messages.fail("consumer: malformed pull response") }
+            var expected = offset
+            for m in response.messages {
+                if m.queueID != q || m.queueOffset != expected {
+                    world.messages.fail("pull of \(ref(q))@\(offset) from \(world.nodes[node].id) returned \(m.topic)#\(m.queueID)@\(m.queueOffset), expected offset \(expected)")
+                }
+                world.messages.deliver(m, by: world.nodes[node].id)
+                expected = m.queueOffset + 1
+            }
+            if positions[q] == offset { positions[q] = response.nextOffset }
+        }
+    }
+}
