@@ -244,8 +244,10 @@ public final class Node {
             offsetWaiters.append(client)
         case .queryOffset:
             let request = try QueryOffsetRequest.decode(body)
-            guard isReadyLeader else {
-                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+            // A linearizable read: only a leader that applied its own term's entry (so every
+            // earlier commit) and holds a lease (so no newer leader can have taken a commit).
+            guard isReadyLeader, replica.raft.hasLease else {
+                return fail(ErrorBody(code: BrokerError.busy, message: "the leader is still applying earlier entries or has no lease; retry"))
             }
             reply(QueryOffsetResponse(offset: broker.committedOffset(group: request.group, queue: request.queue)))
         case .createTopic:
