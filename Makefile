@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs (README.md): `make demo` and `make test`.
-.PHONY: setup demo test release
+.PHONY: setup demo test release bench-storage
 
 setup:
 	@scripts/setup.sh
@@ -7,8 +7,14 @@ setup:
 release: setup
 	swift build -c release --product tern
 
-# Main job. For now: the storage benchmark on both io backends (5 s per shape).
+# Main job: a local three-node cluster on 127.0.0.1:9001-9003 (data in ./tern-data) runs a short
+# demo (create a topic, send, consume, SIGKILL the leader, send through the new one) and stops.
+# `tern cluster up` without --demo keeps the cluster running until Ctrl-C.
 demo: release
+	.build/release/tern cluster up --demo
+
+# The storage benchmark on both io backends (5 s per shape).
+bench-storage: release
 	.build/release/tern bench storage --duration 5
 
 # Builds with warnings as errors (debug), runs every test, then the simulator's checks

@@ -65,7 +65,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "TernStorage", "TernServer", "TernClient", "TernProtocol",
+                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

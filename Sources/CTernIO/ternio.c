@@ -342,3 +342,5 @@ out:
     unlink(path);
     return result;
 }
+
+void tern_stdout_line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }

@@ -31,6 +31,8 @@ public struct ServerConfig: Sendable {
     public var maxMessageBytes = 4 << 20
     public var segmentBytes = 256 << 20
     public var lostDisk = false
+    /// Cut a corrupt log at the damage instead of refusing to open.
+    public var repairCorruption = false
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -150,6 +152,7 @@ public final class TernServer: @unchecked Sendable {
         logger.info("storage: \(device.backendName) at \(config.dataDirectory)")
         var options = CommitlogOptions()
         options.segmentSizeBytes = config.segmentBytes
+        options.repairCorruption = config.repairCorruption
         options.maxEntryBodyBytes = max(options.maxEntryBodyBytes, config.maxMessageBytes + (1 << 20))
         let seed = UInt64(truncatingIfNeeded: DispatchTime.now().uptimeNanoseconds) ^ UInt64(truncatingIfNeeded: config.id.name.hashValue)
         let started = monotonicMillis()

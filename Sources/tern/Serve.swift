@@ -1,5 +1,6 @@
 // `tern serve` (one node) and `tern cluster up` (a local group of them, as child processes).
 import ArgumentParser
+import CTernIO
 import Foundation
 import Logging
 import TernClient
@@ -29,6 +30,7 @@ struct Serve: ParsableCommand {
     @Option(help: "A config file of `name = value` lines.") var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") var lostDisk = false
+    @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") var repair = false
 
     func run() throws {
         var file: [String: String] = [:]
@@ -77,6 +79,7 @@ struct Serve: ParsableCommand {
             cfg.segmentBytes = m << 20
         }
         cfg.lostDisk = lostDisk
+        cfg.repairCorruption = repair
         let levelText = file["log-level"] ?? logLevel
         guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("log level \(levelText) is unknown") }
         LoggingSystem.bootstrap { label in LineLogHandler(label: label, logLevel: level) }
@@ -194,6 +197,7 @@ struct ClusterUp: AsyncParsableCommand {
     @Flag(help: "Run a short demo (create a topic, send, consume, kill the leader, send again), then stop.") var demo = false
 
     func run() async throws {
+        tern_stdout_line_buffered()  // progress lines appear as they happen, also in a pipe
         guard nodes >= 1 && nodes <= 9 else { throw ValidationError("--nodes must be 1 to 9") }
         let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"])
         try cluster.startAll()

@@ -88,6 +88,9 @@ int64_t tern_raw_write_sync_loop(const char *directory, size_t block_bytes, size
                                  double seconds, uint64_t *latencies_ns, size_t latency_capacity,
                                  double *elapsed_seconds);
 
+/* Makes standard output line-buffered (progress lines appear at once when piped). */
+void tern_stdout_line_buffered(void);
+
 #ifdef __cplusplus
 }
 #endif
