@@ -121,6 +121,16 @@ public final class Broker {
             topics[name] = n
             for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
             return .done
+        case .updateTopic(let name, let n):
+            guard let existing = topics[name] else {
+                return .failed(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
+            }
+            guard n >= existing else {
+                return .failed(ErrorBody(code: BrokerError.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
+            }
+            for q in existing..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
+            topics[name] = n
+            return .done
         case .deleteTopic(let name):
             guard let n = topics.removeValue(forKey: name) else {
                 return .failed(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))

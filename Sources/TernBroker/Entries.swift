@@ -12,10 +12,12 @@ public enum BrokerEntryType {
     public static let offsets: UInt8 = 18
 }
 
-/// A topic change. Layout: op u8 (1 create, 2 delete), name, queues u32.
+/// A topic change. Layout: op u8 (1 create, 2 delete, 3 update), name, queues u32.
 public enum AdminCommand: Equatable, Sendable {
     case createTopic(name: String, queues: UInt32)
     case deleteTopic(name: String)
+    /// More queues for an existing topic (never fewer: messages in a queue stay where they are).
+    case updateTopic(name: String, queues: UInt32)
 
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -28,6 +30,10 @@ public enum AdminCommand: Equatable, Sendable {
             w.u8(2)
             w.string(name)
             w.u32(0)
+        case .updateTopic(let name, let queues):
+            w.u8(3)
+            w.string(name)
+            w.u32(queues)
         }
         return w.bytes
     }
@@ -41,6 +47,7 @@ public enum AdminCommand: Equatable, Sendable {
         switch op {
         case 1: return .createTopic(name: name, queues: queues)
         case 2: return .deleteTopic(name: name)
+        case 3: return .updateTopic(name: name, queues: queues)
         default: throw WireError("admin op \(op) is unknown")
         }
     }

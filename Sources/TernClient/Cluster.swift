@@ -17,6 +17,13 @@ import TernProtocol
 /// Any subset of the nodes, in any order, is enough to bootstrap: the others are learned from
 /// route answers.
 public final class TernCluster: Sendable {
+    /// Timeouts and back-off of every call.
+    ///
+    /// ```swift
+    /// var options = TernCluster.Options()
+    /// options.requestTimeoutMillis = 10_000
+    /// let cluster = try TernCluster(endpoints: ["10.0.0.1:9001"], options: options)
+    /// ```
     public struct Options: Sendable {
         /// Time allowed for one call, retries included.
         public var requestTimeoutMillis: Int64 = 5000
@@ -175,6 +182,12 @@ public final class TernCluster: Sendable {
 
     public func createTopic(_ name: String, queues: UInt32) async throws {
         _ = try await leaderCall(.createTopic, TopicRequest(name: name, queues: queues).encoded())
+    }
+
+    /// Adds queues to a topic (a topic's queues are never removed).
+    public func updateTopic(_ name: String, queues: UInt32) async throws {
+        _ = try await leaderCall(.updateTopic, TopicRequest(name: name, queues: queues).encoded())
+        forgetRoute(name)
     }
 
     public func deleteTopic(_ name: String) async throws {

@@ -4,7 +4,17 @@ import NIOCore
 import NIOPosix
 import TernProtocol
 
-/// Why a call failed without an answer from the broker.
+/// Why a call failed: the broker's error answer, or no answer at all.
+///
+/// ```swift
+/// do {
+///     try await producer.send(Message(topic: "missing", body: []))
+/// } catch ClientError.broker(let e) where e.code == BrokerError.topicNotFound {
+///     print("create the topic first: \(e.message)")
+/// } catch {
+///     print("not acknowledged: \(error)")   // may or may not be stored; an idempotent resend is safe
+/// }
+/// ```
 public enum ClientError: Error, Sendable, CustomStringConvertible, Equatable {
     /// The broker answered with an error.
     case broker(ErrorBody)

@@ -9,6 +9,10 @@ import Glibc
 #endif
 
 /// Where a group with no committed offset for a queue starts.
+///
+/// ```swift
+/// let tail = PullConsumer(cluster: cluster, group: "audit", topic: "orders", consumeFrom: .lastOffset)
+/// ```
 public enum ConsumeFrom: Sendable {
     /// The queue's first kept message.
     case firstOffset
@@ -182,6 +186,12 @@ public final class PullConsumer: Sendable {
 }
 
 /// What a push listener says about a message.
+///
+/// ```swift
+/// let consumer = PushConsumer(cluster: cluster, group: "billing", topic: "orders") { m in
+///     try await charge(m) ? .success : .retryLater
+/// }
+/// ```
 public enum ConsumeResult: Sendable {
     case success
     /// Deliver it again later (after a pause; the queue waits, keeping order).

@@ -28,6 +28,11 @@ public struct Message: Sendable, Equatable {
 }
 
 /// Where an acknowledged message is stored. Acknowledged means: on disk on a quorum of nodes.
+///
+/// ```swift
+/// let r = try await producer.send(Message(topic: "orders", body: bytes))
+/// print(r.messageID, r.queue, r.queueOffset)   // e.g. 00000000000001A30000 orders#3 @17
+/// ```
 public struct SendReceipt: Sendable, Equatable, CustomStringConvertible {
     public var messageID: MessageID
     public var queue: QueueRef

@@ -183,7 +183,7 @@ public final class Node {
     private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
-        let writes: Set<Opcode> = [.send, .createTopic, .deleteTopic, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
         if writes.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
@@ -260,6 +260,16 @@ public final class Node {
                 return fail(ErrorBody(code: BrokerError.topicExists, message: "topic \(request.name) exists with \(existing) queues"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: request.name, queues: request.queues).encoded()))
+            owners.append(.admin(client, op))
+        case .updateTopic:
+            let request = try TopicRequest.decode(body)
+            guard let existing = broker.topics[request.name] else {
+                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.name) does not exist"))
+            }
+            guard request.queues >= existing, request.queues <= config.broker.maxQueues else {
+                return fail(ErrorBody(code: BrokerError.badRequest, message: "topic \(request.name) has \(existing) queues; it may grow to at most \(config.broker.maxQueues), never shrink"))
+            }
+            proposals.append((BrokerEntryType.admin, AdminCommand.updateTopic(name: request.name, queues: request.queues).encoded()))
             owners.append(.admin(client, op))
         case .deleteTopic:
             let request = try TopicRequest.decode(body)

@@ -17,6 +17,7 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case clusterStatus = 11
     case transferLeader = 12
     case unregister = 13
+    case updateTopic = 14
     /// A Raft message between members (one way, no response).
     case raft = 100
 }

@@ -40,7 +40,7 @@ struct Admin: ParsableCommand {
 
     struct Topic: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create, list, describe and delete topics.",
-            subcommands: [Create.self, List.self, Describe.self, Delete.self])
+            subcommands: [Create.self, List.self, Describe.self, Update.self, Delete.self])
 
         struct Create: AsyncParsableCommand {
             @OptionGroup var endpoints: Endpoints
@@ -68,6 +68,17 @@ struct Admin: ParsableCommand {
                 print("topic \(t.name): \(t.queues.count) queues")
                 print("queue  minOffset  maxOffset")
                 for q in t.queues { print("\(String(q.queueID).padding(5))  \(String(q.minOffset).padding(9))  \(q.maxOffset)") }
+            }
+        }
+
+        struct Update: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Add queues to a topic.")
+            @OptionGroup var endpoints: Endpoints
+            @Argument(help: "Topic name.") var name: String
+            @Option(help: "The new queue count (at least the current one).") var queues: UInt32
+            func run() async throws {
+                try await withCluster(endpoints) { try await $0.updateTopic(name, queues: queues) }
+                print("\(name) now has \(queues) queues")
             }
         }
 

@@ -113,7 +113,7 @@ struct BrokerTests {
         #expect(h.broker.topics["t"] == nil)
     }
 
-    @Test("topics: create is idempotent with the same queue count, refused with another; sends to missing topics or queues fail")
+    @Test("topics: create is idempotent with the same queue count, refused with another; update only grows; sends to missing topics or queues fail")
     func topics() {
         var h = Harness()
         let create = AdminCommand.createTopic(name: "t", queues: 2).encoded()
@@ -124,6 +124,12 @@ struct BrokerTests {
         } else { Issue.record("expected topicExists") }
         if case .failed(let e) = h.send("missing") { #expect(e.code == BrokerError.topicNotFound) } else { Issue.record("expected topicNotFound") }
         if case .failed(let e) = h.send("t", queue: 2) { #expect(e.code == BrokerError.queueNotFound) } else { Issue.record("expected queueNotFound") }
+        #expect(h.append(BrokerEntryType.admin, AdminCommand.updateTopic(name: "t", queues: 3).encoded()) == .done)
+        #expect(h.broker.topics["t"] == 3)
+        #expect(h.send("t", queue: 2) != .none)
+        if case .failed(let e) = h.append(BrokerEntryType.admin, AdminCommand.updateTopic(name: "t", queues: 1).encoded()) {
+            #expect(e.code == BrokerError.badRequest)
+        } else { Issue.record("shrinking a topic must be refused") }
         #expect(Broker.validateTopicName("ok-Name_1.x") == nil)
         #expect(Broker.validateTopicName("bad name") != nil)
         #expect(Broker.validateTopicName("") != nil)
