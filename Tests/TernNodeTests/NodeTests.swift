@@ -21,9 +21,11 @@ final class Driver {
     var replies: [Reply] = []
     var nextID: UInt64 = 1
 
-    init(_ name: String, members: [NodeID] = ["n1"], directory: String? = nil) throws {
+    init(_ name: String, members: [NodeID] = ["n1"], directory: String? = nil, adjust: (inout NodeConfig) -> Void = { _ in }) throws {
         self.directory = directory ?? temporaryDirectory(name)
-        node = try Node(config: Self.config(members), device: device, directory: self.directory, logOptions: CommitlogOptions(segmentSizeBytes: 1 << 20), seed: 7)
+        var config = Self.config(members)
+        adjust(&config)
+        node = try Node(config: config, device: device, directory: self.directory, logOptions: CommitlogOptions(segmentSizeBytes: 1 << 20), seed: 7)
     }
 
     static func config(_ members: [NodeID]) -> NodeConfig {
@@ -154,6 +156,28 @@ struct NodeTests {
         if case .failure(let u) = d.reply(unknown) { #expect(u.code == ErrorBody.unknownOpcode) } else { Issue.record("raft opcode accepted from a client") }
         let bad = try d.request(.pull, [1, 2, 3])
         if case .failure(let b) = d.reply(bad) { #expect(b.code == ErrorBody.badBody) } else { Issue.record("a bad body was accepted") }
+        try d.close()
+    }
+
+    @Test("bounds: writes waiting to commit and held pulls beyond their limits are refused with busy")
+    func bounds() throws {
+        let d = try Driver("bounds") { c in
+            c.maxPendingWrites = 2
+            c.maxParkedPulls = 1
+        }
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        let batch = (0..<3).map { k -> (ClientRef, Frame) in
+            let id = 100 + UInt64(k)
+            return (ClientRef(connection: 1, requestID: id), Frame(opcode: Opcode.send.rawValue, requestID: id, body: sendRequest(["m\(k)"]).encoded()))
+        }
+        try d.take(try d.node.handle(batch, now: d.now))
+        #expect((try? d.reply(100)?.get()) != nil && (try? d.reply(101)?.get()) != nil)
+        if case .failure(let e) = d.reply(102) { #expect(e.code == BrokerError.busy) } else { Issue.record("a third waiting write was accepted") }
+        let held = try d.request(.pull, PullRequest(topic: "t", queueID: 0, offset: 2, maxWaitMillis: 1_000).encoded())
+        #expect(d.reply(held) == nil)
+        let refused = try d.request(.pull, PullRequest(topic: "t", queueID: 0, offset: 2, maxWaitMillis: 1_000).encoded())
+        if case .failure(let e) = d.reply(refused) { #expect(e.code == BrokerError.busy) } else { Issue.record("a second held pull was accepted") }
         try d.close()
     }
 
