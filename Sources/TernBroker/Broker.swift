@@ -80,6 +80,21 @@ public final class Broker {
     /// Highest store timestamp applied: the broker's notion of "now" for the log.
     public private(set) var lastStoreTimestamp: UInt64 = 0
     private var cachedEntry: (index: UInt64, body: [UInt8])?
+    /// Parsed SQL filters by expression (bounded: cleared when it grows past 1,024).
+    private var sqlCache: [String: SQLFilter] = [:]
+
+    /// The parsed filter, or the syntax error as an error body.
+    public func sqlFilter(_ expression: String) -> Result<SQLFilter, ErrorBody> {
+        if let f = sqlCache[expression] { return .success(f) }
+        do {
+            let f = try SQLFilter(expression)
+            if sqlCache.count >= 1024 { sqlCache = [:] }
+            sqlCache[expression] = f
+            return .success(f)
+        } catch {
+            return .failure(ErrorBody(code: BrokerError.filterSyntax, message: error.description))
+        }
+    }
 
     public init(config: BrokerConfig, source: any EntrySource) {
         self.config = config
@@ -283,6 +298,13 @@ public final class Broker {
                 : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
         }
         let filter = TagFilter(request.tagFilter)
+        var sql: SQLFilter?
+        if !request.sqlFilter.isEmpty {
+            switch sqlFilter(request.sqlFilter) {
+            case .success(let f): sql = f
+            case .failure(let e): return .failure(e)
+            }
+        }
         var offset = max(request.offset, q.baseOffset)
         var out: [ReceivedMessage] = []
         var bytes = 0
@@ -293,7 +315,7 @@ public final class Broker {
             if filter.matches(hash: q.tagHashes[k]) {
                 let wrong = config.plantedBugs.contains(.readWrongSlot) && k + 1 < q.positions.count && q.entryIndexes[k + 1] == q.entryIndexes[k]
                 let m = try readMessage(entryIndex: q.entryIndexes[k], position: q.positions[wrong ? k + 1 : k])
-                if filter.matches(tag: m.1.tag) {
+                if filter.matches(tag: m.1.tag) && (sql?.matches(properties: m.1.properties, tag: m.1.tag) ?? true) {
                     if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
                     bytes += m.1.body.count
                     out.append(ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k]), topic: request.topic, queueID: request.queueID, queueOffset: offset, storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1))

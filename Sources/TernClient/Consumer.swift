@@ -39,6 +39,8 @@ public final class PullConsumer: Sendable {
     public let group: String
     public let topic: String
     public let tagFilter: String
+    /// A SQL92 expression over message properties ("" for none), evaluated by the broker.
+    public let sqlFilter: String
     public let mode: ConsumeMode
     public let clientID: String
     public let consumeFrom: ConsumeFrom
@@ -57,11 +59,12 @@ public final class PullConsumer: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", mode: ConsumeMode = .clustering, clientID: String? = nil, consumeFrom: ConsumeFrom = .firstOffset) {
+    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering, clientID: String? = nil, consumeFrom: ConsumeFrom = .firstOffset) {
         self.cluster = cluster
         self.group = group
         self.topic = topic
         self.tagFilter = tagFilter
+        self.sqlFilter = sqlFilter
         self.mode = mode
         self.clientID = clientID ?? PullConsumer.defaultClientID()
         self.consumeFrom = consumeFrom
@@ -90,7 +93,7 @@ public final class PullConsumer: Sendable {
     /// Heartbeats the leader and applies a changed assignment: queues lost are committed and
     /// dropped, queues gained start at the group's committed offset.
     public func heartbeat() async throws {
-        let request = HeartbeatRequest(group: group, clientID: clientID, mode: mode, topics: [topic])
+        let request = HeartbeatRequest(group: group, clientID: clientID, mode: mode, topics: [topic], sqlFilter: sqlFilter)
         let response = try HeartbeatResponse.decode(try await cluster.leaderCall(.heartbeat, request.encoded()))
         let (lost, gained) = state.withLockedValue { s -> ([QueueRef], [QueueRef]) in
             s.lastHeartbeat = ContinuousClock().now
@@ -148,7 +151,7 @@ public final class PullConsumer: Sendable {
 
     private func pull(_ q: QueueRef, max: Int, wait: UInt32) async throws -> [ReceivedMessage] {
         guard let offset = state.withLockedValue({ $0.positions[q] }) else { return [] }
-        let request = PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: UInt32(max), maxWaitMillis: wait, tagFilter: tagFilter)
+        let request = PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: UInt32(max), maxWaitMillis: wait, tagFilter: tagFilter, sqlFilter: sqlFilter)
         let r = try PullResponse.decode(try await cluster.anyCall(.pull, request.encoded(), timeoutMillis: Int64(wait) + cluster.options.requestTimeoutMillis))
         state.withLockedValue { s in
             // Only if the queue is still ours and nobody moved the position meanwhile.
@@ -219,8 +222,8 @@ public final class PushConsumer: Sendable {
     let listener: Listener
     private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
 
-    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", mode: ConsumeMode = .clustering, consumeFrom: ConsumeFrom = .firstOffset, listener: @escaping Listener) {
-        pull = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: tagFilter, mode: mode, consumeFrom: consumeFrom)
+    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering, consumeFrom: ConsumeFrom = .firstOffset, listener: @escaping Listener) {
+        pull = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, mode: mode, consumeFrom: consumeFrom)
         self.listener = listener
     }
 

@@ -229,6 +229,7 @@ public final class Node {
             }
         case .heartbeat:
             let request = try HeartbeatRequest.decode(body)
+            if !request.sqlFilter.isEmpty, case .failure(let e) = broker.sqlFilter(request.sqlFilter) { return fail(e) }
             reply(groups.heartbeat(request, now: now, queuesOf: { self.broker.topics[$0] }))
         case .unregister:
             let request = try UnregisterRequest.decode(body)

@@ -37,6 +37,8 @@ public enum BrokerError {
     /// The node's storage failed; it serves nothing until restarted.
     public static let storageFailed: UInt16 = 107
     public static let queueNotFound: UInt16 = 108
+    /// A SQL92 filter does not parse; the message names the column.
+    public static let filterSyntax: UInt16 = 109
 }
 
 /// Something that crosses the wire as a body.
@@ -259,7 +261,9 @@ public struct MessageID: Hashable, Comparable, Sendable, CustomStringConvertible
 }
 
 /// Pull from one queue starting at `offset`. `tagFilter`: "" or "*" for all, else tags joined by
-/// "||". `maxWaitMillis` > 0 holds the request (long polling) until a message arrives or it expires.
+/// "||". `sqlFilter`: "" for none, else a SQL92 expression over the message's properties (and
+/// `TAGS`); both filters apply when both are set. `maxWaitMillis` > 0 holds the request (long
+/// polling) until a message arrives or it expires.
 public struct PullRequest: WireCodable, Equatable {
     public var topic: String
     public var queueID: UInt32
@@ -268,8 +272,9 @@ public struct PullRequest: WireCodable, Equatable {
     public var maxBytes: UInt32
     public var maxWaitMillis: UInt32
     public var tagFilter: String
+    public var sqlFilter: String
 
-    public init(topic: String, queueID: UInt32, offset: UInt64, maxMessages: UInt32 = 32, maxBytes: UInt32 = 4 << 20, maxWaitMillis: UInt32 = 0, tagFilter: String = "") {
+    public init(topic: String, queueID: UInt32, offset: UInt64, maxMessages: UInt32 = 32, maxBytes: UInt32 = 4 << 20, maxWaitMillis: UInt32 = 0, tagFilter: String = "", sqlFilter: String = "") {
         self.topic = topic
         self.queueID = queueID
         self.offset = offset
@@ -277,6 +282,7 @@ public struct PullRequest: WireCodable, Equatable {
         self.maxBytes = maxBytes
         self.maxWaitMillis = maxWaitMillis
         self.tagFilter = tagFilter
+        self.sqlFilter = sqlFilter
     }
     public func encode(into w: inout WireWriter) {
         w.string(topic)
@@ -286,6 +292,7 @@ public struct PullRequest: WireCodable, Equatable {
         w.u32(maxBytes)
         w.u32(maxWaitMillis)
         w.string(tagFilter)
+        w.string(sqlFilter)
     }
     public init(from r: inout WireReader) throws(WireError) {
         topic = try r.string("topic")
@@ -295,6 +302,7 @@ public struct PullRequest: WireCodable, Equatable {
         maxBytes = try r.u32("max bytes")
         maxWaitMillis = try r.u32("max wait")
         tagFilter = try r.string("tag filter")
+        sqlFilter = try r.string("sql filter")
     }
 }
 
@@ -386,17 +394,22 @@ public struct HeartbeatRequest: WireCodable, Equatable {
     public var clientID: String
     public var mode: ConsumeMode
     public var topics: [String]
-    public init(group: String, clientID: String, mode: ConsumeMode, topics: [String]) {
+    /// The subscription's SQL92 filter ("" for none): a syntax error is refused here, at
+    /// subscription, with its column.
+    public var sqlFilter: String
+    public init(group: String, clientID: String, mode: ConsumeMode, topics: [String], sqlFilter: String = "") {
         self.group = group
         self.clientID = clientID
         self.mode = mode
         self.topics = topics
+        self.sqlFilter = sqlFilter
     }
     public func encode(into w: inout WireWriter) {
         w.string(group)
         w.string(clientID)
         w.u8(mode.rawValue)
         w.strings(topics)
+        w.string(sqlFilter)
     }
     public init(from r: inout WireReader) throws(WireError) {
         group = try r.string("group")
@@ -405,6 +418,7 @@ public struct HeartbeatRequest: WireCodable, Equatable {
         guard let mode = ConsumeMode(rawValue: m) else { throw WireError("consume mode \(m) is unknown") }
         self.mode = mode
         topics = try r.strings("topics")
+        sqlFilter = try r.string("sql filter")
     }
 }
 

@@ -158,6 +158,7 @@ struct Send: AsyncParsableCommand {
     @Option(help: "Topic.") var topic: String
     @Option(help: "Tag.") var tag = ""
     @Option(help: "Key (message keys, for lookup).") var key: String?
+    @Option(help: "A property, name=value (repeatable).") var property: [String] = []
     @Option(help: "Messages to send.") var count = 1
     @Option(help: "Body size in bytes (a generated body); without it the body is --body.") var size: Int?
     @Option(help: "Body text.") var body = "hello from tern"
@@ -165,6 +166,12 @@ struct Send: AsyncParsableCommand {
 
     func run() async throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        var properties: [String: String] = [:]
+        for p in property {
+            let kv = p.split(separator: "=", maxSplits: 1).map(String.init)
+            guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("--property \(p) is not name=value") }
+            properties[kv[0]] = kv[1]
+        }
         if let size, size < 0 || size > 64 << 20 { throw ValidationError("--size must be 0 to 67108864") }
         let cluster = try endpoints.cluster()
         let producer = Producer(cluster: cluster, group: "tern-cli")
@@ -173,7 +180,7 @@ struct Send: AsyncParsableCommand {
         for k in 0..<count {
             let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
             do {
-                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], body: bytes))
+                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties, body: bytes))
                 acknowledged += 1
                 if !quiet { print(r.messageID) }
             } catch {
@@ -197,11 +204,12 @@ struct Consume: AsyncParsableCommand {
     @Option(help: "Stop after this many messages.") var count: Int?
     @Option(help: "Stop after this many seconds without a message.") var timeout: Double = 5
     @Option(help: "Tag filter: * or tags joined by ||.") var filter = "*"
+    @Option(help: "SQL92 filter over message properties, e.g. \"a > 5 AND region IN ('eu', 'us')\".") var sql = ""
     @Flag(help: "Broadcasting mode (every member gets every message).") var broadcast = false
 
     func run() async throws {
         let cluster = try endpoints.cluster()
-        let consumer = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter, mode: broadcast ? .broadcasting : .clustering)
+        let consumer = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter, sqlFilter: sql, mode: broadcast ? .broadcasting : .clustering)
         do {
             try await consumer.start()
         } catch {
@@ -223,7 +231,8 @@ struct Consume: AsyncParsableCommand {
             }
             for m in batch {
                 let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
-                print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\t\(m.message.body.count) B\t\(text)")
+                let props = m.message.properties.keys.sorted().map { "\($0)=\(m.message.properties[$0]!)" }.joined(separator: ",")
+                print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\t\(m.message.body.count) B\t\(text)")
                 got += 1
                 lastMessage = clock.now
                 if let count, got >= count {

@@ -73,6 +73,29 @@ struct BrokerTests {
         #expect(try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, tagFilter: "zzz")).get().nextOffset == 4)
     }
 
+    @Test("a SQL92 filter selects by properties on the broker; a bad expression is refused with its column")
+    func sqlPull() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        let request = SendRequest(topic: "t", queueID: 0, messages: (0..<6).map { k in
+            WireMessage(tag: k % 2 == 0 ? "even" : "odd", properties: ["n": "\(k)"], body: [UInt8(k)])
+        })
+        var w = WireWriter()
+        w.u64(1)
+        h.append(BrokerEntryType.messages, w.bytes + request.encoded())
+        func bodies(_ sql: String, tags: String = "*") throws -> [UInt8] {
+            try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, tagFilter: tags, sqlFilter: sql)).get().messages.map { $0.message.body[0] }
+        }
+        #expect(try bodies("n > 2") == [3, 4, 5])
+        #expect(try bodies("n BETWEEN 1 AND 4 AND TAGS = 'odd'") == [1, 3])
+        #expect(try bodies("n < 4", tags: "even") == [0, 2])
+        guard case .failure(let e) = try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, sqlFilter: "n >")) else {
+            Issue.record("a bad expression was accepted")
+            return
+        }
+        #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4"))
+    }
+
     @Test("an idempotent retry is stored once and answered with the first result; a sequence older than the window is refused")
     func dedupe() throws {
         var config = BrokerConfig()
