@@ -76,6 +76,9 @@ public final class Broker {
     /// Group -> queue -> next offset to consume.
     public private(set) var offsets: [String: [QueueRef: UInt64]] = [:]
     var producers: [UInt64: [QueueRef: DedupeWindow]] = [:]
+    /// (topic, key) -> ids of the most recent messages with that key (at most `keyIndexDepth`).
+    var keyIndex: [String: [String: [MessageID]]] = [:]
+    static let keyIndexDepth = 64
     public private(set) var appliedIndex: UInt64 = 0
     /// Highest store timestamp applied: the broker's notion of "now" for the log.
     public private(set) var lastStoreTimestamp: UInt64 = 0
@@ -110,6 +113,12 @@ public final class Broker {
             switch type {
             case BrokerEntryType.admin: return applyAdmin(try AdminCommand.decode(body))
             case BrokerEntryType.messages: return try applyMessages(index: index, body: body)
+            case BrokerEntryType.offsetReset:
+                let commit = try OffsetCommit.decode(body)
+                for g in commit.groups.keys.sorted() {
+                    for (q, o) in commit.groups[g]! where topics[q.topic] != nil { offsets[g, default: [:]][q] = o }
+                }
+                return .done
             case BrokerEntryType.offsets:
                 let commit = try OffsetCommit.decode(body)
                 for g in commit.groups.keys.sorted() {
@@ -151,6 +160,7 @@ public final class Broker {
                 return .failed(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
             }
             for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = nil }
+            keyIndex[name] = nil
             for g in offsets.keys.sorted() {
                 offsets[g] = offsets[g]!.filter { $0.key.topic != name }
                 if offsets[g]!.isEmpty { offsets[g] = nil }
@@ -221,6 +231,18 @@ public final class Broker {
         let first = q.maxOffset
         var order = Array(found.enumerated())
         if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
+        for k in found.indices {
+            // Keys, for lookup: read back from the entry (validated above).
+            var kr = WireReader(r.bytes, at: Int(found[k].position))
+            if let m = try? WireMessage(from: &kr), !m.keys.isEmpty {
+                for key in m.keys where !key.isEmpty {
+                    var ids = keyIndex[header.topic]?[key] ?? []
+                    ids.append(MessageID(entryIndex: index, slot: UInt16(k)))
+                    if ids.count > Broker.keyIndexDepth { ids.removeFirst(ids.count - Broker.keyIndexDepth) }
+                    keyIndex[header.topic, default: [:]][key] = ids
+                }
+            }
+        }
         for (slot, f) in order {
             q.entryIndexes.append(index)
             q.positions.append(f.position)
@@ -324,6 +346,54 @@ public final class Broker {
             offset += 1
         }
         return .success(PullResponse(nextOffset: offset, minOffset: q.baseOffset, maxOffset: q.maxOffset, messages: out))
+    }
+
+    /// The message with this id, when it is applied here and still indexed in its queue.
+    public func message(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
+        guard id.entryIndex <= appliedIndex else { return nil }
+        let body: [UInt8]
+        do {
+            body = try source.entryBody(at: id.entryIndex)
+        } catch {
+            return nil  // compacted, or not a readable entry
+        }
+        var r = WireReader(body)
+        guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
+        let ref = QueueRef(topic: header.topic, queueID: header.queueID)
+        guard let q = queues[ref] else { return nil }
+        // The queue's entry indexes ascend: find the message's offset by binary search.
+        var lo = 0, hi = q.entryIndexes.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            if (q.entryIndexes[mid], q.slots[mid]) < (id.entryIndex, id.slot) { lo = mid + 1 } else { hi = mid }
+        }
+        guard lo < q.entryIndexes.count, q.entryIndexes[lo] == id.entryIndex, q.slots[lo] == id.slot else { return nil }
+        let m = try readMessage(entryIndex: id.entryIndex, position: q.positions[lo])
+        return ReceivedMessage(id: id, topic: header.topic, queueID: header.queueID, queueOffset: q.baseOffset + UInt64(lo), storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1)
+    }
+
+    /// The most recent messages of `topic` with `key`, oldest first.
+    public func messages(topic: String, key: String, max: Int) throws(StorageError) -> [ReceivedMessage] {
+        var out: [ReceivedMessage] = []
+        for id in (keyIndex[topic]?[key] ?? []).suffix(max) {
+            if let m = try message(id) { out.append(m) }
+        }
+        return out
+    }
+
+    /// The first offset of `queue` whose message was stored at or after `timestamp` (the queue's
+    /// end when none was). Binary search over store timestamps, which ascend along a queue
+    /// because the leader's clock as applied is made monotonic.
+    public func offset(_ queue: QueueRef, atOrAfter timestamp: UInt64) throws(StorageError) -> UInt64? {
+        guard let q = queues[queue] else { return nil }
+        var lo = 0, hi = q.entryIndexes.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let body = try source.entryBody(at: q.entryIndexes[mid])
+            let stamp = body.count >= 8 ? body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0
+            if stamp < timestamp { lo = mid + 1 } else { hi = mid }
+        }
+        return q.baseOffset + UInt64(lo)
     }
 
     private func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {

@@ -10,6 +10,8 @@ public enum BrokerEntryType {
     public static let messages: UInt8 = 17
     /// Consume offsets of one or more groups: `OffsetCommit`.
     public static let offsets: UInt8 = 18
+    /// Consume offsets set as given, backwards too (an operator's reset): `OffsetCommit`.
+    public static let offsetReset: UInt8 = 19
 }
 
 /// A topic change. Layout: op u8 (1 create, 2 delete, 3 update), name, queues u32.

@@ -104,12 +104,14 @@ public final class TernCluster: Sendable {
         try await retrying(op, body, timeoutMillis: timeoutMillis ?? options.requestTimeoutMillis, anyNode: false)
     }
 
-    /// Calls any node (the leader when known), moving on to another on failure.
+    /// Reads: the leader when it is known or can be learned (it has applied every commit it
+    /// acknowledged; a follower learns of commits a heartbeat later), another node when it fails.
     func anyCall(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64? = nil) async throws -> [UInt8] {
         try await retrying(op, body, timeoutMillis: timeoutMillis ?? options.requestTimeoutMillis, anyNode: true)
     }
 
-    private func retrying(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64, anyNode: Bool) async throws -> [UInt8] {
+    private func retrying(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64, anyNode: Bool, findLeader: Bool = true) async throws -> [UInt8] {
+        if findLeader && knownLeader == nil { _ = try? await queryRoute() }
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: .milliseconds(timeoutMillis))
         var backoff = options.backoffMillis
@@ -157,12 +159,19 @@ public final class TernCluster: Sendable {
     /// The group as a node sees it, and the topic's queue count (0: no such topic). Learns the
     /// members' endpoints and the leader.
     public func queryRoute(topic: String = "") async throws -> RouteResponse {
-        let route = try RouteResponse.decode(try await anyCall(.queryRoute, NameRequest(name: topic).encoded()))
+        var route = try RouteResponse.decode(try await retrying(.queryRoute, NameRequest(name: topic).encoded(), timeoutMillis: options.requestTimeoutMillis, anyNode: true, findLeader: false))
+        let leaderEndpoint = route.nodes.first(where: { $0.id == route.leader })?.endpoint ?? ""
         state.withLockedValue { s in
             for n in route.nodes where !n.endpoint.isEmpty && !s.endpoints.contains(n.endpoint) { s.endpoints.append(n.endpoint) }
-            if let l = route.nodes.first(where: { $0.id == route.leader }), !l.endpoint.isEmpty { s.leader = l.endpoint }
-            if !topic.isEmpty, route.topicQueues > 0 { s.topicQueues[topic] = route.topicQueues }
+            if !leaderEndpoint.isEmpty { s.leader = leaderEndpoint }
         }
+        if !topic.isEmpty, route.topicQueues == 0, !leaderEndpoint.isEmpty {
+            // A follower may not have applied the topic's creation yet: the leader decides.
+            if let fromLeader = try? RouteResponse.decode(try await call(endpoint: leaderEndpoint, .queryRoute, NameRequest(name: topic).encoded())) {
+                route = fromLeader
+            }
+        }
+        if !topic.isEmpty, route.topicQueues > 0 { state.withLockedValue { $0.topicQueues[topic] = route.topicQueues } }
         return route
     }
 
@@ -219,6 +228,26 @@ public final class TernCluster: Sendable {
             }
         }
         return out
+    }
+
+    /// The message with this id (any node that has applied it answers).
+    public func message(id: MessageID) async throws -> ReceivedMessage {
+        guard let m = try MessageList.decode(try await anyCall(.queryMessage, QueryMessageRequest(id: id).encoded())).messages.first else {
+            throw ClientError.badResponse("an empty answer to a lookup by id")
+        }
+        return m
+    }
+
+    /// The most recent messages of `topic` carrying `key` (at most 64 are indexed per key).
+    public func messages(topic: String, key: String, max: UInt32 = 32) async throws -> [ReceivedMessage] {
+        try MessageList.decode(try await anyCall(.queryMessage, QueryMessageRequest(topic: topic, key: key, max: max).encoded())).messages
+    }
+
+    /// Moves `group`'s offsets (in `topic`, or in every topic it has offsets in when nil) to the
+    /// first message stored at or after `timestamp` (ms since 1970); returns the new offsets.
+    /// Consumers of the group pick them up when they next read their offsets (on start or rebalance).
+    public func resetOffsets(group: String, topic: String? = nil, toTimestamp timestamp: UInt64) async throws -> [QueueRef: UInt64] {
+        try OffsetList.decode(try await leaderCall(.resetOffset, ResetOffsetRequest(group: group, topic: topic ?? "", timestamp: timestamp).encoded())).offsets
     }
 
     public func transferLeader(to node: String) async throws {

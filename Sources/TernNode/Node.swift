@@ -71,6 +71,8 @@ public final class Node {
     enum Pending {
         case send(ClientRef)
         case admin(ClientRef, Opcode)
+        /// A write answered with a body fixed when it was proposed.
+        case answer(ClientRef, Opcode, [UInt8])
         case offsets([ClientRef])
         /// The topic creation a send with auto-create proposed first; nobody waits on it.
         case internalWrite
@@ -88,6 +90,7 @@ public final class Node {
     /// applied everything committed before it, and may answer reads that must not go back.
     var lastAppliedTerm: UInt64 = 0
     private var wasLeader = false
+    private var lastStamp: UInt64 = 0
 
     public init(config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64, lostDisk: Bool = false) throws(StorageError) {
         self.config = config
@@ -183,7 +186,7 @@ public final class Node {
     private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
-        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
         if writes.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
@@ -207,7 +210,10 @@ public final class Node {
             if !autoCreating, let e = broker.validate(header, messageCount: Int(header.count)) { return fail(e) }
             var entry: [UInt8] = []
             entry.reserveCapacity(8 + body.count)
-            withUnsafeBytes(of: now.littleEndian) { entry.append(contentsOf: $0) }
+            // Store timestamps ascend along the log as far as this leader can tell (offset resets
+            // search them): never below what was applied or proposed before.
+            lastStamp = max(now, lastStamp, broker.lastStoreTimestamp)
+            withUnsafeBytes(of: lastStamp.littleEndian) { entry.append(contentsOf: $0) }
             entry.append(contentsOf: body)
             proposals.append((BrokerEntryType.messages, entry))
             owners.append(.send(client))
@@ -279,6 +285,35 @@ public final class Node {
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.deleteTopic(name: request.name).encoded()))
             owners.append(.admin(client, op))
+        case .queryMessage:
+            let request = try QueryMessageRequest.decode(body)
+            if let id = request.id {
+                guard let m = try broker.message(id) else {
+                    return fail(ErrorBody(code: BrokerError.messageNotFound, message: "no message \(id) on \(self.id) (not stored, not yet applied here, or deleted)"))
+                }
+                reply(MessageList(messages: [m]))
+            } else {
+                reply(MessageList(messages: try broker.messages(topic: request.topic, key: request.key, max: Int(min(request.max, 1024)))))
+            }
+        case .resetOffset:
+            let request = try ResetOffsetRequest.decode(body)
+            guard isReadyLeader else {
+                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+            }
+            var topics = request.topic.isEmpty ? Set((broker.offsets[request.group] ?? [:]).keys.map(\.topic)).sorted() : [request.topic]
+            topics = topics.filter { broker.topics[$0] != nil }
+            if !request.topic.isEmpty && topics.isEmpty {
+                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.topic) does not exist"))
+            }
+            var map: [QueueRef: UInt64] = [:]
+            for t in topics {
+                for q in 0..<broker.topics[t]! {
+                    let ref = QueueRef(topic: t, queueID: q)
+                    map[ref] = try broker.offset(ref, atOrAfter: request.timestamp)
+                }
+            }
+            proposals.append((BrokerEntryType.offsetReset, OffsetCommit(groups: [request.group: map]).encoded()))
+            owners.append(.answer(client, op, OffsetList(offsets: map).encoded()))
         case .listTopics:
             _ = try Empty.decode(body)
             reply(TopicList(topics: broker.topicList()))
@@ -326,7 +361,7 @@ public final class Node {
     private func fail(_ owner: Pending, _ e: ErrorBody, into out: inout NodeOutput) {
         switch owner {
         case .send(let c): out.replies.append(Reply(to: c, opcode: Opcode.send.rawValue, result: .failure(e)))
-        case .admin(let c, let op): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
+        case .admin(let c, let op), .answer(let c, let op, _): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
         case .offsets(let cs): for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
         case .internalWrite: break
         }
@@ -350,6 +385,8 @@ public final class Node {
                 out.replies.append(Reply(to: c, opcode: Opcode.send.rawValue, result: .success(response.encoded())))
             case (.admin(let c, let op), .done):
                 out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success([])))
+            case (.answer(let c, let op, let body), .done):
+                out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(body)))
             case (.offsets(let cs), .done):
                 for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .success([]))) }
             case (_, .failed(let e)):

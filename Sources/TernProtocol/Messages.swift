@@ -18,6 +18,10 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case transferLeader = 12
     case unregister = 13
     case updateTopic = 14
+    /// Look a message up by id or by key.
+    case queryMessage = 15
+    /// Move a group's offsets to the first message stored at or after a time.
+    case resetOffset = 16
     /// A Raft message between members (one way, no response).
     case raft = 100
 }
@@ -39,6 +43,7 @@ public enum BrokerError {
     public static let queueNotFound: UInt16 = 108
     /// A SQL92 filter does not parse; the message names the column.
     public static let filterSyntax: UInt16 = 109
+    public static let messageNotFound: UInt16 = 110
 }
 
 /// Something that crosses the wire as a body.
@@ -688,4 +693,97 @@ public struct NameRequest: WireCodable, Equatable {
     public init(name: String) { self.name = name }
     public func encode(into w: inout WireWriter) { w.string(name) }
     public init(from r: inout WireReader) throws(WireError) { name = try r.string("name") }
+}
+
+/// Look up messages: by id (`id` set) or by key (the most recent `max` with that key in `topic`).
+public struct QueryMessageRequest: WireCodable, Equatable {
+    public var id: MessageID?
+    public var topic: String
+    public var key: String
+    public var max: UInt32
+    public init(id: MessageID) {
+        self.id = id
+        topic = ""
+        key = ""
+        max = 1
+    }
+    public init(topic: String, key: String, max: UInt32 = 32) {
+        id = nil
+        self.topic = topic
+        self.key = key
+        self.max = max
+    }
+    public func encode(into w: inout WireWriter) {
+        w.bool(id != nil)
+        w.u64(id?.entryIndex ?? 0)
+        w.u16(id?.slot ?? 0)
+        w.string(topic)
+        w.string(key)
+        w.u32(max)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        let byID = try r.bool("by id")
+        let index = try r.u64("entry index")
+        let slot = try r.u16("slot")
+        id = byID ? MessageID(entryIndex: index, slot: slot) : nil
+        topic = try r.string("topic")
+        key = try r.string("key")
+        max = try r.u32("max")
+    }
+}
+
+public struct MessageList: WireCodable, Equatable {
+    public var messages: [ReceivedMessage]
+    public init(messages: [ReceivedMessage]) { self.messages = messages }
+    public func encode(into w: inout WireWriter) {
+        w.u32(UInt32(messages.count))
+        for m in messages { m.encode(into: &w) }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        var list: [ReceivedMessage] = []
+        for _ in 0..<(try r.u32("count")) { list.append(try ReceivedMessage(from: &r)) }
+        messages = list
+    }
+}
+
+/// Reset a group's offsets in `topic` (every topic the group has offsets in, when empty) to the
+/// first message stored at or after `timestamp` (ms since 1970). Replicated; may move offsets back.
+public struct ResetOffsetRequest: WireCodable, Equatable {
+    public var group: String
+    public var topic: String
+    public var timestamp: UInt64
+    public init(group: String, topic: String, timestamp: UInt64) {
+        self.group = group
+        self.topic = topic
+        self.timestamp = timestamp
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(group)
+        w.string(topic)
+        w.u64(timestamp)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        group = try r.string("group")
+        topic = try r.string("topic")
+        timestamp = try r.u64("timestamp")
+    }
+}
+
+/// The offsets a reset set, per queue.
+public struct OffsetList: WireCodable, Equatable {
+    public var offsets: [QueueRef: UInt64]
+    public init(offsets: [QueueRef: UInt64]) { self.offsets = offsets }
+    public func encode(into w: inout WireWriter) {
+        w.u32(UInt32(offsets.count))
+        for q in offsets.keys.sorted() {
+            w.string(q.topic)
+            w.u32(q.queueID)
+            w.u64(offsets[q]!)
+        }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        var map: [QueueRef: UInt64] = [:]
+        for _ in 0..<(try r.u32("count")) { map[QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))] = try r.u64("offset") }
+        offsets = map
+    }
 }

@@ -36,7 +36,7 @@ func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) asy
 
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Topics, cluster status, leadership.",
-        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self])
+        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self])
 
     struct Topic: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create, list, describe and delete topics.",
@@ -138,6 +138,68 @@ struct Admin: ParsableCommand {
     }
 }
 
+extension Admin {
+    struct MessageAdmin: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "message", abstract: "Look messages up.", subcommands: [Get.self])
+
+        struct Get: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Show a message by id, or the most recent ones with a key.")
+            @OptionGroup var endpoints: Endpoints
+            @Option(help: "Message id (20 hex digits, as send prints it).") var id: String?
+            @Option(help: "Message key.") var key: String?
+            @Option(help: "Topic (with --key).") var topic: String?
+            func run() async throws {
+                let found: [ReceivedMessage]
+                if let id {
+                    guard let mid = MessageID(id.uppercased()) else { throw ValidationError("--id \(id) is not a message id (20 hex digits)") }
+                    found = [try await withCluster(endpoints) { try await $0.message(id: mid) }]
+                } else if let key {
+                    guard let topic else { throw ValidationError("--key needs --topic") }
+                    found = try await withCluster(endpoints) { try await $0.messages(topic: topic, key: key) }
+                    if found.isEmpty {
+                        FileHandle.standardError.write(Data("tern: no message with key \(key) in \(topic)\n".utf8))
+                        throw ExitCode(1)
+                    }
+                } else {
+                    throw ValidationError("give --id or --key")
+                }
+                for m in found { printMessage(m) }
+            }
+        }
+    }
+
+    struct OffsetAdmin: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "offset", abstract: "Consumer group offsets.", subcommands: [Reset.self])
+
+        struct Reset: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Move a group's offsets to the first message stored at or after a time (replay).")
+            @OptionGroup var endpoints: Endpoints
+            @Option(help: "Consumer group.") var group: String
+            @Option(help: "Topic (default: every topic the group has offsets in).") var topic: String?
+            @Option(help: "Time: milliseconds since 1970, or ISO 8601 such as 2026-11-23T22:00:00Z.") var toTime: String
+            func run() async throws {
+                let ms: UInt64
+                if let v = UInt64(toTime) {
+                    ms = v
+                } else if let d = ISO8601DateFormatter().date(from: toTime) {
+                    ms = UInt64(max(0, d.timeIntervalSince1970 * 1000))
+                } else {
+                    throw ValidationError("--to-time \(toTime) is neither milliseconds nor ISO 8601")
+                }
+                let offsets = try await withCluster(endpoints) { try await $0.resetOffsets(group: group, topic: topic, toTimestamp: ms) }
+                if offsets.isEmpty { print("group \(group) has no offsets to reset") }
+                for q in offsets.keys.sorted() { print("\(q)\t\(offsets[q]!)") }
+            }
+        }
+    }
+}
+
+func printMessage(_ m: ReceivedMessage) {
+    let props = m.message.properties.keys.sorted().map { "\($0)=\(m.message.properties[$0]!)" }.joined(separator: ",")
+    let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
+    print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\tstored=\(m.storeTimestamp)\t\(m.message.body.count) B\t\(text)")
+}
+
 func jsonString(_ s: String) -> String {
     var out = "\""
     for c in s.unicodeScalars {
@@ -230,9 +292,7 @@ struct Consume: AsyncParsableCommand {
                 continue
             }
             for m in batch {
-                let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
-                let props = m.message.properties.keys.sorted().map { "\($0)=\(m.message.properties[$0]!)" }.joined(separator: ",")
-                print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\t\(m.message.body.count) B\t\(text)")
+                printMessage(m)
                 got += 1
                 lastMessage = clock.now
                 if let count, got >= count {

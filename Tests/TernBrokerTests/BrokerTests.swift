@@ -96,6 +96,35 @@ struct BrokerTests {
         #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4"))
     }
 
+    @Test("lookup by id and by key; the first offset stored at or after a time")
+    func lookups() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 2).encoded())
+        for (k, time) in [(0, 100), (1, 200), (2, 300)] as [(Int, UInt64)] {
+            let request = SendRequest(topic: "t", queueID: 1, messages: [WireMessage(keys: ["order-\(k % 2)"], body: [UInt8(k)])])
+            var w = WireWriter()
+            w.u64(time)
+            h.append(BrokerEntryType.messages, w.bytes + request.encoded())
+        }
+        let m = try #require(try h.broker.message(MessageID(entryIndex: 3, slot: 0)))
+        #expect(m.queueID == 1 && m.queueOffset == 1 && m.message.body == [1] && m.storeTimestamp == 200)
+        #expect(try h.broker.message(MessageID(entryIndex: 3, slot: 1)) == nil, "no such slot")
+        #expect(try h.broker.message(MessageID(entryIndex: 1, slot: 0)) == nil, "not a message entry")
+        #expect(try h.broker.message(MessageID(entryIndex: 99, slot: 0)) == nil, "not applied")
+        #expect(try h.broker.messages(topic: "t", key: "order-0", max: 10).map { $0.message.body } == [[0], [2]])
+        #expect(try h.broker.messages(topic: "t", key: "order-0", max: 1).map { $0.message.body } == [[2]])
+        #expect(try h.broker.messages(topic: "t", key: "nope", max: 10).isEmpty)
+        let q = QueueRef(topic: "t", queueID: 1)
+        #expect(try h.broker.offset(q, atOrAfter: 0) == 0)
+        #expect(try h.broker.offset(q, atOrAfter: 200) == 1)
+        #expect(try h.broker.offset(q, atOrAfter: 201) == 2)
+        #expect(try h.broker.offset(q, atOrAfter: 999) == 3)
+        // A reset moves offsets back; a commit does not.
+        h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g": [q: 3]]).encoded())
+        h.append(BrokerEntryType.offsetReset, OffsetCommit(groups: ["g": [q: 1]]).encoded())
+        #expect(h.broker.committedOffset(group: "g", queue: q) == 1)
+    }
+
     @Test("an idempotent retry is stored once and answered with the first result; a sequence older than the window is refused")
     func dedupe() throws {
         var config = BrokerConfig()

@@ -159,6 +159,30 @@ struct NodeTests {
         try d.close()
     }
 
+    @Test("message lookups and an offset reset through the node; a bad SQL subscription is refused with its column")
+    func lookupsAndReset() throws {
+        let d = try Driver("lookup")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        var request = sendRequest(["one"])
+        request.messages[0].keys = ["k1"]
+        let sent = try SendResponse.decode(try d.call(.send, request))
+        let byID = try MessageList.decode(try d.call(.queryMessage, QueryMessageRequest(id: MessageID(entryIndex: sent.entryIndex, slot: 0))))
+        #expect(byID.messages.map { $0.message.body } == [Array("one".utf8)])
+        let byKey = try MessageList.decode(try d.call(.queryMessage, QueryMessageRequest(topic: "t", key: "k1")))
+        #expect(byKey.messages.count == 1)
+        let missing = try d.request(.queryMessage, QueryMessageRequest(id: MessageID(entryIndex: 999, slot: 0)).encoded())
+        if case .failure(let e) = d.reply(missing) { #expect(e.code == BrokerError.messageNotFound) } else { Issue.record("found a message that does not exist") }
+        let q = QueueRef(topic: "t", queueID: 0)
+        _ = try d.call(.commitOffset, CommitOffsetRequest(group: "g", offsets: [q: 1]))
+        let reset = try OffsetList.decode(try d.call(.resetOffset, ResetOffsetRequest(group: "g", topic: "", timestamp: 0)))
+        #expect(reset.offsets == [q: 0])
+        #expect(try QueryOffsetResponse.decode(try d.call(.queryOffset, QueryOffsetRequest(group: "g", queue: q))).offset == 0)
+        let bad = try d.request(.heartbeat, HeartbeatRequest(group: "g", clientID: "c", mode: .clustering, topics: ["t"], sqlFilter: "a >").encoded())
+        if case .failure(let e) = d.reply(bad) { #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4")) } else { Issue.record("a bad filter was accepted") }
+        try d.close()
+    }
+
     @Test("bounds: writes waiting to commit and held pulls beyond their limits are refused with busy")
     func bounds() throws {
         let d = try Driver("bounds") { c in

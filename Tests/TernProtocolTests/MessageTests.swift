@@ -25,6 +25,13 @@ struct MessageTests {
         let status = NodeStatus(id: "n1", role: "leader", term: 3, leader: "n1", commitIndex: 10, lastIndex: 11, appliedIndex: 10, durableIndex: 11)
         #expect(try NodeStatus.decode(status.encoded()) == status)
         #expect(try QueryOffsetResponse.decode(QueryOffsetResponse(offset: nil).encoded()).offset == nil)
+        #expect(try QueryMessageRequest.decode(QueryMessageRequest(id: MessageID(entryIndex: 9, slot: 3)).encoded()) == QueryMessageRequest(id: MessageID(entryIndex: 9, slot: 3)))
+        #expect(try QueryMessageRequest.decode(QueryMessageRequest(topic: "t", key: "k", max: 4).encoded()) == QueryMessageRequest(topic: "t", key: "k", max: 4))
+        let reset = ResetOffsetRequest(group: "g", topic: "t", timestamp: 77)
+        #expect(try ResetOffsetRequest.decode(reset.encoded()) == reset)
+        let list = OffsetList(offsets: [QueueRef(topic: "t", queueID: 1): 5])
+        #expect(try OffsetList.decode(list.encoded()) == list)
+        #expect(try PullRequest.decode(PullRequest(topic: "t", queueID: 0, offset: 1, sqlFilter: "a > 1").encoded()).sqlFilter == "a > 1")
         #expect(try QueryOffsetResponse.decode(QueryOffsetResponse(offset: 0).encoded()).offset == 0)
     }
 
