@@ -44,12 +44,14 @@ dedupe-off 1-20 30
 offsets-in-memory-only 1-30 30
 reverse-batch 1-10 30
 read-wrong-slot 1-10 30
+release-early 1-10 30
+release-twice 1-10 30
 ack-before-fsync 1-200 30
 vote-without-log-check 1-60 30
 skip-truncation 1-60 30
 no-check-quorum 1-300 30
 apply-uncommitted 1-60 30
-lose-persisted-vote 1-400 10
+lose-persisted-vote 1-800 10
 commit-earlier-term 1-1200 20
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"

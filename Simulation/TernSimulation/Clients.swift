@@ -29,6 +29,8 @@ struct MessageChecker {
     var sent: Set<String> = []
     /// Acknowledged body -> where its receipt says it is.
     var acked: [String: (queue: UInt32, offset: UInt64, id: MessageID)] = [:]
+    /// Acknowledged delayed bodies -> the latest their release is due (ack time + delay, ms).
+    var delayed: [String: (queue: UInt32, dueBy: UInt64)] = [:]
     /// What was delivered at each (queue, offset), by any node.
     var seen: [QueueRef: [UInt64: (id: MessageID, body: String)]] = [:]
     var delivered = 0
@@ -58,8 +60,9 @@ struct MessageChecker {
         }
     }
 
-    /// The end-of-run scan of one node's queues.
-    mutating func checkStored(_ n: Node, node: NodeID) throws(StorageError) {
+    /// The end-of-run scan of one node's queues. Delayed messages due a second before
+    /// `releasedBy` (ms) must have been released.
+    mutating func checkStored(_ n: Node, node: NodeID, releasedBy: UInt64) throws(StorageError) {
         var where_: [String: (queue: UInt32, offset: UInt64, id: MessageID)] = [:]
         for q in 0..<SimProducer.queues {
             var offset: UInt64 = 0
@@ -69,14 +72,26 @@ struct MessageChecker {
                 guard case .success(let r) = try n.broker.pull(request) else { break }
                 for m in r.messages {
                     let body = String(decoding: m.message.body, as: UTF8.self)
-                    if let l = last, !(l < m.id) { fail("queue order: on \(node), \(SimProducer.topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)") }
-                    last = m.id
+                    // A delayed message takes its place when its release applies, so its id (where
+                    // it was stored) is out of sequence by design; the others follow the log.
+                    if m.message.properties["TIMER_DELAY_MS"] == nil {
+                        if let l = last, !(l < m.id) { fail("queue order: on \(node), \(SimProducer.topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)") }
+                        last = m.id
+                    }
                     if !sent.contains(body) { fail("unexpected message: \(node) stores \(body) at #\(q)@\(m.queueOffset)") }
                     if let w = where_[body] { fail("duplicate: \(node) stores \(body) twice (#\(w.queue)@\(w.offset) and #\(q)@\(m.queueOffset)) although its producer is idempotent") }
                     where_[body] = (q, m.queueOffset, m.id)
                 }
                 if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
                 offset = r.nextOffset
+            }
+        }
+        for body in delayed.keys.sorted() {
+            let d = delayed[body]!
+            if let w = where_[body] {
+                if w.queue != d.queue { fail("delayed message \(body) released into #\(w.queue), sent to #\(d.queue)") }
+            } else if d.dueBy + 1_000 < releasedBy {
+                fail("lost: delayed message \(body), due by \(d.dueBy) ms, is not released on \(node) at \(releasedBy) ms")
             }
         }
         for body in acked.keys.sorted() {
@@ -109,6 +124,7 @@ final class SimProducer: SimClient {
         var requestID: UInt64
         var request: SendRequest
         var bodies: [String]
+        var delay: UInt64?
         var sentAt: UInt64
         var retryNow = false
     }
@@ -138,9 +154,12 @@ final class SimProducer: SimClient {
             bodies.append("p\(index)-\(counter)")
         }
         for b in bodies { world.messages.sent.insert(b) }
+        // A fifth of the sends are delayed by 0.1-2 s.
+        let delay: UInt64? = world.chance(0.2) ? 100 + world.below(1_900) : nil
+        let properties = delay.map { ["TIMER_DELAY_MS": String($0)] } ?? [:]
         let request = SendRequest(topic: SimProducer.topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
-                                  messages: bodies.map { WireMessage(tag: "t", keys: [$0], bornTimestamp: world.millis, body: Array($0.utf8)) })
-        var o = Outstanding(requestID: 0, request: request, bodies: bodies, sentAt: 0)
+                                  messages: bodies.map { WireMessage(tag: "t", keys: [$0], properties: properties, bornTimestamp: world.millis, body: Array($0.utf8)) })
+        var o = Outstanding(requestID: 0, request: request, bodies: bodies, delay: delay, sentAt: 0)
         send(&o, world)
         outstanding = o
     }
@@ -162,8 +181,14 @@ final class SimProducer: SimClient {
                 outstanding = nil
                 return
             }
+            let scheduled = response.firstQueueOffset == SendResponse.scheduled
+            if scheduled != (o.delay != nil) { world.messages.fail("producer \(index): a send with delay \(o.delay.map(String.init) ?? "none") was answered \(scheduled ? "scheduled" : "stored")") }
             for (k, b) in o.bodies.enumerated() {
-                world.messages.acknowledged(b, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
+                if let d = o.delay {
+                    world.messages.delayed[b] = (response.queueID, world.millis + d)
+                } else {
+                    world.messages.acknowledged(b, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
+                }
             }
             world.checker.acknowledge(index: response.entryIndex, at: world.now)
             outstanding = nil

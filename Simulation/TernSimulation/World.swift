@@ -40,6 +40,7 @@ public struct SimulationResult: Sendable {
     public var committed: UInt64
     public var reads: Int
     public var messagesAcknowledged: Int
+    public var messagesDelayed: Int
     public var messagesDelivered: Int
     public var ok: Bool { violations.isEmpty }
 }
@@ -178,6 +179,7 @@ public final class World {
     var clientLeaderGuess = 0
     var clients: [SimClient] = []
     var messages = MessageChecker()
+    var livenessMetAt: UInt64?
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -273,7 +275,12 @@ public final class World {
             now = time
             events += 1
             handle(event)
-            if !faultsOn && livenessMet() { break }
+            if !faultsOn && livenessMet() {
+                // Run on one virtual second, calm, so that delayed messages due by now are
+                // released, then check.
+                if livenessMetAt == nil { livenessMetAt = now }
+                if now >= livenessMetAt! + 1_000_000 { break }
+            }
         }
         if checker.violations.isEmpty && livenessMet() { finalCheck() }
         checker.violations += messages.violations
@@ -286,7 +293,7 @@ public final class World {
             seed: options.seed, violations: checker.violations.map { "t=\(Double(now) / 1e6)s: \($0)" }, digest: digest,
             virtualSeconds: Double(now) / 1e6, events: events, faults: faultCounts,
             acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads,
-            messagesAcknowledged: messages.acked.count, messagesDelivered: messages.delivered)
+            messagesAcknowledged: messages.acked.count, messagesDelayed: messages.delayed.count, messagesDelivered: messages.delivered)
     }
 
     func config(for node: SimNode) -> RaftConfig {
@@ -603,6 +610,16 @@ public final class World {
 
     func apply(_ node: SimNode, _ e: LogEntry) {
         if options.trace { trace("\(node.id) applies \(e.index) t\(e.term)") }
+        if e.type == BrokerEntryType.release, let n = node.node, let list = try? MessageIDList.decode(e.body) {
+            // Never early: a release applies no sooner than the leader's clock said it was due
+            // (every clock here is the virtual one; apply follows the proposal).
+            for id in list.ids {
+                guard let m = try? n.broker.message(id), let delay = m.message.properties["TIMER_DELAY_MS"].flatMap(UInt64.init) else { continue }
+                if millis < m.storeTimestamp + delay {
+                    messages.fail("delayed message \(String(decoding: m.message.body, as: UTF8.self)) (\(id)) released at \(millis) ms on \(node.id), due at \(m.storeTimestamp + delay) ms")
+                }
+            }
+        }
         checker.applied(node: node, entry: e)
         node.appliedIndex = e.index
         mixDigest(7, now, UInt64(node.index), e.index, e.term)
@@ -623,7 +640,7 @@ public final class World {
         for node in nodes {
             guard let n = node.node, node.appliedIndex >= checker.maxAckedIndex else { continue }
             do {
-                try messages.checkStored(n, node: node.id)
+                try messages.checkStored(n, node: node.id, releasedBy: (livenessMetAt ?? now) / 1000)
             } catch {
                 messages.violations.append("\(node.id): reading its queues failed: \(error)")
             }

@@ -21,6 +21,8 @@ public struct BrokerConfig: Sendable, Equatable {
     public var maxMessageBytes = 4 << 20
     /// Most messages in one send.
     public var maxBatchMessages = 1024
+    /// Longest delay a scheduled message may have (milliseconds; 3 days).
+    public var maxDelayMillis: UInt64 = 3 * 24 * 3600 * 1000
     /// Sends remembered per (producer, queue) for deduplication.
     public var dedupeWindow = 1024
     /// Producers remembered; the one that sent least recently is forgotten first.
@@ -38,6 +40,8 @@ public struct BrokerPlantedBugs: OptionSet, Sendable, Equatable {
     public static let dedupeOff = BrokerPlantedBugs(rawValue: 1 << 0)
     public static let reverseBatch = BrokerPlantedBugs(rawValue: 1 << 1)
     public static let readWrongSlot = BrokerPlantedBugs(rawValue: 1 << 2)
+    /// Release a delayed message again even when it was released before.
+    public static let releaseTwice = BrokerPlantedBugs(rawValue: 1 << 3)
 }
 
 /// What applying one entry produced, for the node to answer the request that proposed it.
@@ -76,6 +80,8 @@ public final class Broker {
     /// Group -> queue -> next offset to consume.
     public private(set) var offsets: [String: [QueueRef: UInt64]] = [:]
     var producers: [UInt64: [QueueRef: DedupeWindow]] = [:]
+    /// Delayed and scheduled messages not yet released.
+    public private(set) var timers = TimerIndex()
     /// (topic, key) -> ids of the most recent messages with that key (at most `keyIndexDepth`).
     var keyIndex: [String: [String: [MessageID]]] = [:]
     static let keyIndexDepth = 64
@@ -102,6 +108,7 @@ public final class Broker {
     public init(config: BrokerConfig, source: any EntrySource) {
         self.config = config
         self.source = source
+        timers.keepReleased = config.plantedBugs.contains(.releaseTwice)
     }
 
     // MARK: Applying entries
@@ -113,6 +120,15 @@ public final class Broker {
             switch type {
             case BrokerEntryType.admin: return applyAdmin(try AdminCommand.decode(body))
             case BrokerEntryType.messages: return try applyMessages(index: index, body: body)
+            case BrokerEntryType.release:
+                return applyRelease(try MessageIDList.decode(body).ids)
+            case BrokerEntryType.recall:
+                let ids = try MessageIDList.decode(body).ids
+                for id in ids where timers.pending[id] == nil {
+                    return .failed(ErrorBody(code: BrokerError.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
+                }
+                for id in ids { timers.recall(id) }
+                return .done
             case BrokerEntryType.offsetReset:
                 let commit = try OffsetCommit.decode(body)
                 for g in commit.groups.keys.sorted() {
@@ -189,7 +205,7 @@ public final class Broker {
             if header.sequence <= window.forgottenMax {
                 return .failed(ErrorBody(code: BrokerError.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
             }
-            let result = appendMessages(index: index, reader: &r, header: header, ref: ref)
+            let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
             guard case .sent(let response) = result else { return result }
             window.results[header.sequence] = response
             window.order.append(header.sequence)
@@ -208,41 +224,57 @@ public final class Broker {
             if producers.count > config.maxProducers { forgetLeastRecentProducer() }
             return result
         }
-        return appendMessages(index: index, reader: &r, header: header, ref: ref)
+        return appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
     }
 
-    private func appendMessages(index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef) -> ApplyOutcome {
+    private func appendMessages(index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef, storeTimestamp: UInt64) -> ApplyOutcome {
         guard header.count > 0, header.count <= UInt32(min(config.maxBatchMessages, Int(UInt16.max))) else {
             return .failed(ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)"))
         }
         // Validate every message before indexing any, so a bad batch stores nothing.
         var found: [(position: UInt32, hash: UInt32)] = []
         found.reserveCapacity(Int(header.count))
+        var keys: [[String]] = []
+        var deliverAt: UInt64?
         var scan = r
-        for _ in 0..<header.count {
+        for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
             guard let m = try? WireMessage(from: &scan, maxBody: config.maxMessageBytes) else {
                 return .failed(ErrorBody(code: BrokerError.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
             }
             found.append((start, tagHash(m.tag)))
+            keys.append(m.keys)
+            switch Delay.deliverAt(m.properties, storeTimestamp: storeTimestamp, maxDelayMillis: config.maxDelayMillis) {
+            case .failure(let e): return .failed(e)
+            case .success(let at):
+                if k == 0 {
+                    deliverAt = at
+                } else if at != deliverAt {
+                    return .failed(ErrorBody(code: BrokerError.badRequest, message: "the messages of one send must share their delay"))
+                }
+            }
         }
         guard scan.atEnd else { return .failed(ErrorBody(code: BrokerError.badRequest, message: "\(scan.remaining) bytes after the last message")) }
+        for (k, list) in keys.enumerated() {
+            for key in list where !key.isEmpty {
+                var ids = keyIndex[header.topic]?[key] ?? []
+                ids.append(MessageID(entryIndex: index, slot: UInt16(k)))
+                if ids.count > Broker.keyIndexDepth { ids.removeFirst(ids.count - Broker.keyIndexDepth) }
+                keyIndex[header.topic, default: [:]][key] = ids
+            }
+        }
+        if let at = deliverAt {
+            // Scheduled: into the timer, not the queue; a release entry indexes it when due.
+            for (slot, f) in found.enumerated() {
+                let id = MessageID(entryIndex: index, slot: UInt16(slot))
+                timers.schedule(PendingTimer(deliverAt: at, id: id, queue: ref, position: f.position, tagHash: f.hash))
+            }
+            return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
+        }
         var q = queues[ref]!
         let first = q.maxOffset
         var order = Array(found.enumerated())
         if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
-        for k in found.indices {
-            // Keys, for lookup: read back from the entry (validated above).
-            var kr = WireReader(r.bytes, at: Int(found[k].position))
-            if let m = try? WireMessage(from: &kr), !m.keys.isEmpty {
-                for key in m.keys where !key.isEmpty {
-                    var ids = keyIndex[header.topic]?[key] ?? []
-                    ids.append(MessageID(entryIndex: index, slot: UInt16(k)))
-                    if ids.count > Broker.keyIndexDepth { ids.removeFirst(ids.count - Broker.keyIndexDepth) }
-                    keyIndex[header.topic, default: [:]][key] = ids
-                }
-            }
-        }
         for (slot, f) in order {
             q.entryIndexes.append(index)
             q.positions.append(f.position)
@@ -251,6 +283,23 @@ public final class Broker {
         }
         queues[ref] = q
         return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: first, count: header.count, duplicate: false))
+    }
+
+    /// Indexes released messages in their queues. A message no longer pending (released before,
+    /// recalled, or its topic deleted) is skipped: a release never delivers twice.
+    func applyRelease(_ ids: [MessageID]) -> ApplyOutcome {
+        for id in ids {
+            let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[id] ?? timers.released[id]) : timers.pending[id]
+            guard let t = pending else { continue }
+            timers.release(id)
+            guard var q = queues[t.queue] else { continue }
+            q.entryIndexes.append(id.entryIndex)
+            q.positions.append(t.position)
+            q.slots.append(id.slot)
+            q.tagHashes.append(t.tagHash)
+            queues[t.queue] = q
+        }
+        return .done
     }
 
     private func forgetLeastRecentProducer() {

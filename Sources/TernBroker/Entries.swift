@@ -12,6 +12,10 @@ public enum BrokerEntryType {
     public static let offsets: UInt8 = 18
     /// Consume offsets set as given, backwards too (an operator's reset): `OffsetCommit`.
     public static let offsetReset: UInt8 = 19
+    /// Delayed messages the leader found due: `MessageIDList`.
+    public static let release: UInt8 = 20
+    /// Delayed messages recalled before their time: `MessageIDList`.
+    public static let recall: UInt8 = 21
 }
 
 /// A topic change. Layout: op u8 (1 create, 2 delete, 3 update), name, queues u32.
@@ -134,5 +138,27 @@ extension String {
         while s.first == " " { s = s.dropFirst() }
         while s.last == " " { s = s.dropLast() }
         return String(s)
+    }
+}
+
+/// Message ids in an entry. Layout: count u32, then (entry index u64, slot u16) each.
+public struct MessageIDList: Equatable, Sendable {
+    public var ids: [MessageID]
+    public init(ids: [MessageID]) { self.ids = ids }
+    public func encoded() -> [UInt8] {
+        var w = WireWriter(capacity: 4 + ids.count * 10)
+        w.u32(UInt32(ids.count))
+        for id in ids {
+            w.u64(id.entryIndex)
+            w.u16(id.slot)
+        }
+        return w.bytes
+    }
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> MessageIDList {
+        var r = WireReader(bytes)
+        var ids: [MessageID] = []
+        for _ in 0..<(try r.u32("count")) { ids.append(MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))) }
+        try r.finish("message id list")
+        return MessageIDList(ids: ids)
     }
 }

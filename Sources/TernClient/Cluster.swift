@@ -250,6 +250,12 @@ public final class TernCluster: Sendable {
         try OffsetList.decode(try await leaderCall(.resetOffset, ResetOffsetRequest(group: group, topic: topic ?? "", timestamp: timestamp).encoded())).offsets
     }
 
+    /// Cancels delayed messages that are still pending (fails, cancelling none, when one of them
+    /// was released already or was never delayed).
+    public func recall(_ ids: [MessageID]) async throws {
+        _ = try await leaderCall(.recall, MessageIDRequest(ids: ids).encoded())
+    }
+
     public func transferLeader(to node: String) async throws {
         _ = try await leaderCall(.transferLeader, NameRequest(name: node).encoded())
         state.withLockedValue { $0.leader = nil }

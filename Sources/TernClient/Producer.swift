@@ -25,6 +25,16 @@ public struct Message: Sendable, Equatable {
         self.properties = properties
         self.body = body
     }
+
+    /// Deliver after one of RocketMQ's delay levels (1: 1 s, 2: 5 s, 3: 10 s, 4: 30 s, 5: 1 min,
+    /// ... 18: 2 h), counted from when the leader stores the message.
+    public mutating func setDelayLevel(_ level: Int) { properties["DELAY"] = String(level) }
+
+    /// Deliver this many milliseconds after the leader stores the message.
+    public mutating func setDelay(milliseconds: UInt64) { properties["TIMER_DELAY_MS"] = String(milliseconds) }
+
+    /// Deliver at this time (milliseconds since 1970, by the leader's clock). At most three days ahead.
+    public mutating func setDeliverAt(millisecondsSince1970: UInt64) { properties["TIMER_DELIVER_MS"] = String(millisecondsSince1970) }
 }
 
 /// Where an acknowledged message is stored. Acknowledged means: on disk on a quorum of nodes.
@@ -39,7 +49,9 @@ public struct SendReceipt: Sendable, Equatable, CustomStringConvertible {
     public var queueOffset: UInt64
     /// The broker had stored this send already (an idempotent retry).
     public var duplicate: Bool
-    public var description: String { "\(messageID) \(queue) @\(queueOffset)" }
+    /// A delayed message: it gets its queue offset (`queueOffset` is 0 here) when released.
+    public var scheduled: Bool
+    public var description: String { scheduled ? "\(messageID) \(queue) scheduled" : "\(messageID) \(queue) @\(queueOffset)" }
 }
 
 /// Sends messages to a topic's queues, round robin, through the leader.
@@ -115,7 +127,8 @@ public final class Producer: Sendable {
         }
         let r = try SendResponse.decode(body)
         return (0..<Int(r.count)).map { i in
-            SendReceipt(messageID: MessageID(entryIndex: r.entryIndex, slot: UInt16(i)), queue: QueueRef(topic: topic, queueID: r.queueID), queueOffset: r.firstQueueOffset + UInt64(i), duplicate: r.duplicate)
+            let scheduled = r.firstQueueOffset == SendResponse.scheduled
+            return SendReceipt(messageID: MessageID(entryIndex: r.entryIndex, slot: UInt16(i)), queue: QueueRef(topic: topic, queueID: r.queueID), queueOffset: scheduled ? 0 : r.firstQueueOffset + UInt64(i), duplicate: r.duplicate, scheduled: scheduled)
         }
     }
 

@@ -90,6 +90,8 @@ public final class Node {
     /// applied everything committed before it, and may answer reads that must not go back.
     var lastAppliedTerm: UInt64 = 0
     private var wasLeader = false
+    /// Index of the release entry in flight; the next is proposed once it applied.
+    private var releaseInFlight: UInt64?
     private var lastStamp: UInt64 = 0
 
     public init(config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64, lostDisk: Bool = false) throws(StorageError) {
@@ -101,6 +103,7 @@ public final class Node {
         if bugs.contains(.dedupeOff) { brokerConfig.plantedBugs.insert(.dedupeOff) }
         if bugs.contains(.reverseBatch) { brokerConfig.plantedBugs.insert(.reverseBatch) }
         if bugs.contains(.readWrongSlot) { brokerConfig.plantedBugs.insert(.readWrongSlot) }
+        if bugs.contains(.releaseTwice) { brokerConfig.plantedBugs.insert(.releaseTwice) }
         broker = Broker(config: brokerConfig, source: self)
     }
 
@@ -121,6 +124,7 @@ public final class Node {
         var out = NodeOutput()
         try absorb(replica.tick(), into: &out)
         if isLeader { groups.expire(now: self.now) }
+        try releaseDue(into: &out)
         expireParked(into: &out)
         return out
     }
@@ -186,7 +190,7 @@ public final class Node {
     private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
-        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
         if writes.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
@@ -295,6 +299,11 @@ public final class Node {
             } else {
                 reply(MessageList(messages: try broker.messages(topic: request.topic, key: request.key, max: Int(min(request.max, 1024)))))
             }
+        case .recall:
+            let ids = try MessageIDRequest.decode(body).ids
+            guard !ids.isEmpty, ids.count <= 1024 else { return fail(ErrorBody(code: BrokerError.badRequest, message: "recall 1 to 1,024 messages")) }
+            proposals.append((BrokerEntryType.recall, MessageIDList(ids: ids).encoded()))
+            owners.append(.admin(client, op))
         case .resetOffset:
             let request = try ResetOffsetRequest.decode(body)
             guard isReadyLeader else {
@@ -338,6 +347,25 @@ public final class Node {
         }
     }
 
+    /// The leader proposes the release of delayed messages due by its clock, one release entry
+    /// (up to 1,024 messages) at a time. Only a leader that applied its own term's entry does:
+    /// then its timer has every earlier release, and nothing is released twice.
+    private func releaseDue(into out: inout NodeOutput) throws(StorageError) {
+        if let r = releaseInFlight, broker.appliedIndex >= r { releaseInFlight = nil }
+        let twice = config.raft.plantedBugs.contains(.releaseTwice)
+        guard isReadyLeader, releaseInFlight == nil || twice, let next = broker.timers.next else { return }
+        let clock = config.raft.plantedBugs.contains(.releaseEarly) ? now + 2_000 : now
+        guard next <= clock else { return }
+        let due = broker.timers.due(now: clock, max: 1024)
+        guard !due.isEmpty else { return }
+        let (result, output) = try replica.propose([(BrokerEntryType.release, MessageIDList(ids: due.map(\.id)).encoded())])
+        if case .accepted(let first, _) = result {
+            releaseInFlight = first
+            pending[first] = .internalWrite
+        }
+        try absorb(output, into: &out)
+    }
+
     private func notLeader() -> ErrorBody? {
         guard !isLeader else { return nil }
         let leader = replica.raft.leader
@@ -379,6 +407,7 @@ public final class Node {
             lastAppliedTerm = entry.term
             let outcome = broker.apply(index: entry.index, type: entry.type, body: entry.body)
             if case .sent = outcome { touched = true }
+            if entry.type == BrokerEntryType.release { touched = true }
             guard let owner = pending.removeValue(forKey: entry.index) else { continue }
             switch (owner, outcome) {
             case (.send(let c), .sent(let response)):
@@ -404,6 +433,7 @@ public final class Node {
             let e = notLeader()!
             for index in pending.keys.sorted() { fail(pending[index]!, e, into: &out) }
             pending = [:]
+            releaseInFlight = nil
             for c in offsetWaiters { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
             offsetWaiters = []
             offsetBuffer = OffsetCommit()

@@ -22,6 +22,8 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case queryMessage = 15
     /// Move a group's offsets to the first message stored at or after a time.
     case resetOffset = 16
+    /// Cancel delayed messages that are still pending.
+    case recall = 17
     /// A Raft message between members (one way, no response).
     case raft = 100
 }
@@ -215,6 +217,8 @@ public struct SendHeader: Equatable, Sendable {
 /// Where a send landed. Message `i` of the request has id `MessageID(entryIndex, slot: i)` and
 /// queue offset `firstQueueOffset + i`. `duplicate`: an idempotent retry of a send stored before.
 public struct SendResponse: WireCodable, Equatable {
+    /// `firstQueueOffset` of a delayed send: its messages get queue offsets when released.
+    public static let scheduled = UInt64.max
     public var queueID: UInt32
     public var entryIndex: UInt64
     public var firstQueueOffset: UInt64
@@ -785,5 +789,23 @@ public struct OffsetList: WireCodable, Equatable {
         var map: [QueueRef: UInt64] = [:]
         for _ in 0..<(try r.u32("count")) { map[QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))] = try r.u64("offset") }
         offsets = map
+    }
+}
+
+/// Message ids (recall). Layout: count u32, (entry index u64, slot u16) each.
+public struct MessageIDRequest: WireCodable, Equatable {
+    public var ids: [MessageID]
+    public init(ids: [MessageID]) { self.ids = ids }
+    public func encode(into w: inout WireWriter) {
+        w.u32(UInt32(ids.count))
+        for id in ids {
+            w.u64(id.entryIndex)
+            w.u16(id.slot)
+        }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        var list: [MessageID] = []
+        for _ in 0..<(try r.u32("count")) { list.append(MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))) }
+        ids = list
     }
 }

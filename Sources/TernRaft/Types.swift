@@ -142,6 +142,11 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     public static let reverseBatch = PlantedBugs(rawValue: 1 << 9)
     /// Pulls read the message after the one the consume queue names.
     public static let readWrongSlot = PlantedBugs(rawValue: 1 << 10)
+    /// The leader releases delayed messages two seconds before they are due.
+    public static let releaseEarly = PlantedBugs(rawValue: 1 << 11)
+    /// The leader proposes a release every tick while one is in flight, and applying a release
+    /// indexes a message again although it was released before (both guards off).
+    public static let releaseTwice = PlantedBugs(rawValue: 1 << 12)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -149,7 +154,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("no-check-quorum", .noCheckQuorum), ("apply-uncommitted", .applyUncommitted),
         ("lose-persisted-vote", .losePersistedVote), ("dedupe-off", .dedupeOff),
         ("offsets-in-memory-only", .offsetsInMemoryOnly), ("reverse-batch", .reverseBatch),
-        ("read-wrong-slot", .readWrongSlot),
+        ("read-wrong-slot", .readWrongSlot), ("release-early", .releaseEarly), ("release-twice", .releaseTwice),
     ]
 }
 

@@ -140,7 +140,23 @@ struct Admin: ParsableCommand {
 
 extension Admin {
     struct MessageAdmin: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "message", abstract: "Look messages up.", subcommands: [Get.self])
+        static let configuration = CommandConfiguration(commandName: "message", abstract: "Look messages up; recall delayed ones.", subcommands: [Get.self, Recall.self])
+
+        struct Recall: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Cancel a delayed message that is still pending.")
+            @OptionGroup var endpoints: Endpoints
+            @Option(help: "Message id (repeatable).") var id: [String]
+            func run() async throws {
+                var ids: [MessageID] = []
+                for text in id {
+                    guard let m = MessageID(text.uppercased()) else { throw ValidationError("--id \(text) is not a message id") }
+                    ids.append(m)
+                }
+                guard !ids.isEmpty else { throw ValidationError("give --id") }
+                try await withCluster(endpoints) { try await $0.recall(ids) }
+                print("recalled \(ids.count)")
+            }
+        }
 
         struct Get: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Show a message by id, or the most recent ones with a key.")
@@ -178,20 +194,29 @@ extension Admin {
             @Option(help: "Topic (default: every topic the group has offsets in).") var topic: String?
             @Option(help: "Time: milliseconds since 1970, or ISO 8601 such as 2026-11-23T22:00:00Z.") var toTime: String
             func run() async throws {
-                let ms: UInt64
-                if let v = UInt64(toTime) {
-                    ms = v
-                } else if let d = ISO8601DateFormatter().date(from: toTime) {
-                    ms = UInt64(max(0, d.timeIntervalSince1970 * 1000))
-                } else {
-                    throw ValidationError("--to-time \(toTime) is neither milliseconds nor ISO 8601")
-                }
+                let ms = try parseTime(toTime, flag: "--to-time")
                 let offsets = try await withCluster(endpoints) { try await $0.resetOffsets(group: group, topic: topic, toTimestamp: ms) }
                 if offsets.isEmpty { print("group \(group) has no offsets to reset") }
                 for q in offsets.keys.sorted() { print("\(q)\t\(offsets[q]!)") }
             }
         }
     }
+}
+
+/// "500ms", "10s", "2m", "1h", or plain milliseconds.
+func parseDuration(_ text: String) -> UInt64? {
+    let units: [(String, UInt64)] = [("ms", 1), ("s", 1000), ("m", 60_000), ("h", 3_600_000), ("d", 86_400_000)]
+    for (suffix, scale) in units where text.hasSuffix(suffix) {
+        if let v = Double(text.dropLast(suffix.count)), v >= 0 { return UInt64(v * Double(scale)) }
+    }
+    return UInt64(text)
+}
+
+/// Milliseconds since 1970, or ISO 8601.
+func parseTime(_ text: String, flag: String) throws -> UInt64 {
+    if let v = UInt64(text) { return v }
+    if let d = ISO8601DateFormatter().date(from: text) { return UInt64(max(0, d.timeIntervalSince1970 * 1000)) }
+    throw ValidationError("\(flag) \(text) is neither milliseconds since 1970 nor ISO 8601")
 }
 
 func printMessage(_ m: ReceivedMessage) {
@@ -221,6 +246,9 @@ struct Send: AsyncParsableCommand {
     @Option(help: "Tag.") var tag = ""
     @Option(help: "Key (message keys, for lookup).") var key: String?
     @Option(help: "A property, name=value (repeatable).") var property: [String] = []
+    @Option(help: "Deliver after this delay (e.g. 500ms, 10s, 2m, 1h), counted from when the leader stores it.") var delay: String?
+    @Option(help: "Deliver at this time: milliseconds since 1970 or ISO 8601 (e.g. 2026-11-24T08:00:00Z).") var deliverAt: String?
+    @Option(help: "RocketMQ delay level 1-18 (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).") var delayLevel: Int?
     @Option(help: "Messages to send.") var count = 1
     @Option(help: "Body size in bytes (a generated body); without it the body is --body.") var size: Int?
     @Option(help: "Body text.") var body = "hello from tern"
@@ -234,6 +262,18 @@ struct Send: AsyncParsableCommand {
             guard kv.count == 2, !kv[0].isEmpty else { throw ValidationError("--property \(p) is not name=value") }
             properties[kv[0]] = kv[1]
         }
+        guard [delay != nil, deliverAt != nil, delayLevel != nil].filter({ $0 }).count <= 1 else {
+            throw ValidationError("give one of --delay, --deliver-at, --delay-level")
+        }
+        if let delay {
+            guard let ms = parseDuration(delay) else { throw ValidationError("--delay \(delay) is not a duration like 500ms, 10s, 2m or 1h") }
+            properties["TIMER_DELAY_MS"] = String(ms)
+        }
+        if let deliverAt { properties["TIMER_DELIVER_MS"] = String(try parseTime(deliverAt, flag: "--deliver-at")) }
+        if let delayLevel {
+            guard (1...18).contains(delayLevel) else { throw ValidationError("--delay-level must be 1 to 18") }
+            properties["DELAY"] = String(delayLevel)
+        }
         if let size, size < 0 || size > 64 << 20 { throw ValidationError("--size must be 0 to 67108864") }
         let cluster = try endpoints.cluster()
         let producer = Producer(cluster: cluster, group: "tern-cli")
@@ -244,7 +284,7 @@ struct Send: AsyncParsableCommand {
             do {
                 let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties, body: bytes))
                 acknowledged += 1
-                if !quiet { print(r.messageID) }
+                if !quiet { print(r.scheduled ? "\(r.messageID)\tscheduled" : "\(r.messageID)") }
             } catch {
                 failed += 1
                 FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))

@@ -268,3 +268,81 @@ struct GroupTests {
         #expect(g.heartbeat(HeartbeatRequest(group: "b", clientID: "x", mode: .broadcasting, topics: ["t"]), now: 0, queuesOf: queues).assigned.count == 4)
     }
 }
+
+@Suite("Broker: delayed messages")
+struct DelayTests {
+    func delayedSend(_ h: inout Harness, at time: UInt64, properties: [String: String], bodies: [UInt8] = [7]) -> ApplyOutcome {
+        let request = SendRequest(topic: "t", queueID: 0, messages: bodies.map { WireMessage(properties: properties, body: [$0]) })
+        var w = WireWriter()
+        w.u64(time)
+        return h.append(BrokerEntryType.messages, w.bytes + request.encoded())
+    }
+
+    @Test("levels, relative delays and absolute times; bad values and too-long delays are refused")
+    func deliverAt() throws {
+        let max: UInt64 = 3 * 24 * 3600 * 1000
+        #expect(try Delay.deliverAt(["DELAY": "1"], storeTimestamp: 1000, maxDelayMillis: max).get() == 2000)
+        #expect(try Delay.deliverAt(["DELAY": "18"], storeTimestamp: 0, maxDelayMillis: max).get() == 7_200_000)
+        #expect(try Delay.deliverAt(["TIMER_DELAY_MS": "250"], storeTimestamp: 1000, maxDelayMillis: max).get() == 1250)
+        #expect(try Delay.deliverAt(["TIMER_DELIVER_MS": "5000"], storeTimestamp: 1000, maxDelayMillis: max).get() == 5000)
+        #expect(try Delay.deliverAt(["TIMER_DELIVER_MS": "500"], storeTimestamp: 1000, maxDelayMillis: max).get() == nil, "a past time delivers now")
+        #expect(try Delay.deliverAt([:], storeTimestamp: 1000, maxDelayMillis: max).get() == nil)
+        for bad in [["DELAY": "0"], ["DELAY": "19"], ["DELAY": "x"], ["TIMER_DELAY_MS": "-1"], ["DELAY": "1", "TIMER_DELAY_MS": "5"], ["TIMER_DELAY_MS": String(max + 1)]] {
+            if case .success = Delay.deliverAt(bad, storeTimestamp: 1000, maxDelayMillis: max) { Issue.record("\(bad) accepted") }
+        }
+    }
+
+    @Test("a delayed send waits in the timer; a release indexes it once; a recall cancels a pending one")
+    func releaseAndRecall() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        guard case .sent(let r) = delayedSend(&h, at: 1000, properties: ["TIMER_DELAY_MS": "500"], bodies: [1, 2]) else { Issue.record("not sent"); return }
+        #expect(r.firstQueueOffset == SendResponse.scheduled)
+        let q = QueueRef(topic: "t", queueID: 0)
+        #expect(h.broker.maxOffset(q) == 0 && h.broker.timers.count == 2)
+        #expect(h.broker.timers.due(now: 1499, max: 10).isEmpty)
+        let due = h.broker.timers.due(now: 1500, max: 10).map(\.id)
+        #expect(due == [MessageID(entryIndex: 2, slot: 0), MessageID(entryIndex: 2, slot: 1)])
+        h.append(BrokerEntryType.release, MessageIDList(ids: due).encoded())
+        #expect(h.broker.maxOffset(q) == 2 && h.broker.timers.count == 0)
+        h.append(BrokerEntryType.release, MessageIDList(ids: due).encoded())
+        #expect(h.broker.maxOffset(q) == 2, "a second release of the same ids does nothing")
+        let pulled = try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0)).get()
+        #expect(pulled.messages.map { $0.message.body } == [[1], [2]])
+        // Recall.
+        _ = delayedSend(&h, at: 2000, properties: ["DELAY": "3"])
+        let id = MessageID(entryIndex: h.log.next - 1, slot: 0)
+        #expect(h.append(BrokerEntryType.recall, MessageIDList(ids: [id]).encoded()) == .done)
+        #expect(h.broker.timers.count == 0)
+        h.append(BrokerEntryType.release, MessageIDList(ids: [id]).encoded())
+        #expect(h.broker.maxOffset(q) == 2, "a recalled message is never released")
+        if case .failed(let e) = h.append(BrokerEntryType.recall, MessageIDList(ids: [id]).encoded()) { #expect(e.code == BrokerError.messageNotFound) } else { Issue.record("recalled twice") }
+        // Mixed delays in one send are refused.
+        let mixed = SendRequest(topic: "t", queueID: 0, messages: [WireMessage(properties: ["DELAY": "1"], body: [1]), WireMessage(body: [2])])
+        var w = WireWriter()
+        w.u64(3000)
+        if case .failed = h.append(BrokerEntryType.messages, w.bytes + mixed.encoded()) {} else { Issue.record("a send mixing delays was stored") }
+    }
+
+    @Test("the timer's due walk returns exactly the pending messages due, earliest first", arguments: [1, 2, 3] as [UInt64])
+    func timerHeap(seed: UInt64) {
+        var rng = SplitMix(seed: seed)
+        var index = TimerIndex()
+        var model: [MessageID: UInt64] = [:]
+        for k in 0..<500 {
+            let id = MessageID(entryIndex: UInt64(k), slot: 0)
+            let at = rng.next() % 10_000
+            index.schedule(PendingTimer(deliverAt: at, id: id, queue: QueueRef(topic: "t", queueID: 0), position: 0, tagHash: 0))
+            model[id] = at
+            if rng.next() % 4 == 0, let victim = model.keys.sorted().first(where: { _ in rng.next() % 3 == 0 }) {
+                index.release(victim)
+                model[victim] = nil
+            }
+        }
+        for now in stride(from: 0 as UInt64, through: 10_000, by: 997) {
+            let expected = model.filter { $0.value <= now }.sorted { ($0.value, $0.key) < ($1.value, $1.key) }.map(\.key)
+            #expect(index.due(now: now, max: 10_000).map(\.id) == expected)
+        }
+        #expect(index.next == model.values.min())
+    }
+}

@@ -183,6 +183,28 @@ struct NodeTests {
         try d.close()
     }
 
+    @Test("the leader releases a delayed message on the first tick its clock reaches the due time, not before")
+    func delayedRelease() throws {
+        let d = try Driver("delay")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        var request = sendRequest(["later"])
+        request.messages[0].properties["TIMER_DELAY_MS"] = "300"
+        let stored = d.now
+        let r = try SendResponse.decode(try d.call(.send, request))
+        #expect(r.firstQueueOffset == SendResponse.scheduled)
+        let q = QueueRef(topic: "t", queueID: 0)
+        while d.now + 10 < stored + 300 {
+            try d.tick()
+            #expect(d.node.broker.maxOffset(q) == 0, "released early at \(d.now), due \(stored + 300)")
+        }
+        try d.tick(3)
+        #expect(d.node.broker.maxOffset(q) == 1)
+        let pulled = try PullResponse.decode(try d.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0)))
+        #expect(pulled.messages.map { String(decoding: $0.message.body, as: UTF8.self) } == ["later"])
+        try d.close()
+    }
+
     @Test("bounds: writes waiting to commit and held pulls beyond their limits are refused with busy")
     func bounds() throws {
         let d = try Driver("bounds") { c in
