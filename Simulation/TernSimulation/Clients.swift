@@ -28,7 +28,7 @@ struct MessageChecker {
     /// Every body a producer tried to send.
     var sent: Set<String> = []
     /// Acknowledged body -> where its receipt says it is.
-    var acked: [String: (queue: UInt32, offset: UInt64, id: MessageID)] = [:]
+    var acked: [String: (topic: String, queue: UInt32, offset: UInt64, id: MessageID)] = [:]
     /// Acknowledged delayed bodies -> the latest their release is due (ack time + delay, ms).
     var delayed: [String: (queue: UInt32, dueBy: UInt64)] = [:]
     /// What was delivered at each (queue, offset), by any node.
@@ -39,11 +39,11 @@ struct MessageChecker {
         if violations.count < 5 { violations.append(text) }
     }
 
-    mutating func acknowledged(_ body: String, queue: UInt32, offset: UInt64, id: MessageID) {
-        if let earlier = acked[body], (earlier.queue, earlier.offset, earlier.id) != (queue, offset, id) {
-            fail("idempotent retry of \(body) acknowledged at \(QueueRef(topic: SimProducer.topic, queueID: queue))@\(offset) \(id), first at #\(earlier.queue)@\(earlier.offset) \(earlier.id)")
+    mutating func acknowledged(_ body: String, topic: String = SimProducer.topic, queue: UInt32, offset: UInt64, id: MessageID) {
+        if let earlier = acked[body], (earlier.topic, earlier.queue, earlier.offset, earlier.id) != (topic, queue, offset, id) {
+            fail("idempotent retry of \(body) acknowledged at \(QueueRef(topic: topic, queueID: queue))@\(offset) \(id), first at \(earlier.topic)#\(earlier.queue)@\(earlier.offset) \(earlier.id)")
         }
-        acked[body] = (queue, offset, id)
+        acked[body] = (topic, queue, offset, id)
     }
 
     mutating func deliver(_ m: ReceivedMessage, by node: NodeID) {
@@ -63,27 +63,29 @@ struct MessageChecker {
     /// The end-of-run scan of one node's queues. Delayed messages due a second before
     /// `releasedBy` (ms) must have been released.
     mutating func checkStored(_ n: Node, node: NodeID, releasedBy: UInt64) throws(StorageError) {
-        var where_: [String: (queue: UInt32, offset: UInt64, id: MessageID)] = [:]
-        for q in 0..<SimProducer.queues {
-            var offset: UInt64 = 0
-            var last: MessageID?
-            while true {
-                let request = PullRequest(topic: SimProducer.topic, queueID: q, offset: offset, maxMessages: 1024, maxBytes: UInt32.max)
-                guard case .success(let r) = try n.broker.pull(request) else { break }
-                for m in r.messages {
-                    let body = String(decoding: m.message.body, as: UTF8.self)
-                    // A delayed message takes its place when its release applies, so its id (where
-                    // it was stored) is out of sequence by design; the others follow the log.
-                    if m.message.properties["TIMER_DELAY_MS"] == nil {
-                        if let l = last, !(l < m.id) { fail("queue order: on \(node), \(SimProducer.topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)") }
-                        last = m.id
+        var where_: [String: (topic: String, queue: UInt32, offset: UInt64, id: MessageID)] = [:]
+        for topic in [SimProducer.topic, SimOrderedProducer.topic] {
+            for q in 0..<SimProducer.queues {
+                var offset: UInt64 = 0
+                var last: MessageID?
+                while true {
+                    let request = PullRequest(topic: topic, queueID: q, offset: offset, maxMessages: 1024, maxBytes: UInt32.max)
+                    guard case .success(let r) = try n.broker.pull(request) else { break }
+                    for m in r.messages {
+                        let body = String(decoding: m.message.body, as: UTF8.self)
+                        // A delayed message takes its place when its release applies, so its id
+                        // (where it was stored) is out of sequence by design; the others follow the log.
+                        if m.message.properties["TIMER_DELAY_MS"] == nil {
+                            if let l = last, !(l < m.id) { fail("queue order: on \(node), \(topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)") }
+                            last = m.id
+                        }
+                        if !sent.contains(body) { fail("unexpected message: \(node) stores \(body) at \(topic)#\(q)@\(m.queueOffset)") }
+                        if let w = where_[body] { fail("duplicate: \(node) stores \(body) twice (\(w.topic)#\(w.queue)@\(w.offset) and \(topic)#\(q)@\(m.queueOffset)) although its producer is idempotent") }
+                        where_[body] = (topic, q, m.queueOffset, m.id)
                     }
-                    if !sent.contains(body) { fail("unexpected message: \(node) stores \(body) at #\(q)@\(m.queueOffset)") }
-                    if let w = where_[body] { fail("duplicate: \(node) stores \(body) twice (#\(w.queue)@\(w.offset) and #\(q)@\(m.queueOffset)) although its producer is idempotent") }
-                    where_[body] = (q, m.queueOffset, m.id)
+                    if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
+                    offset = r.nextOffset
                 }
-                if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
-                offset = r.nextOffset
             }
         }
         for body in delayed.keys.sorted() {
@@ -97,11 +99,11 @@ struct MessageChecker {
         for body in acked.keys.sorted() {
             let a = acked[body]!
             guard let w = where_[body] else {
-                fail("lost: \(body), acknowledged at #\(a.queue)@\(a.offset) (\(a.id)), is not stored on \(node)")
+                fail("lost: \(body), acknowledged at \(a.topic)#\(a.queue)@\(a.offset) (\(a.id)), is not stored on \(node)")
                 continue
             }
-            if (w.queue, w.offset, w.id) != (a.queue, a.offset, a.id) {
-                fail("lost: \(body) was acknowledged at #\(a.queue)@\(a.offset) (\(a.id)); \(node) has it at #\(w.queue)@\(w.offset) (\(w.id))")
+            if (w.topic, w.queue, w.offset, w.id) != (a.topic, a.queue, a.offset, a.id) {
+                fail("lost: \(body) was acknowledged at \(a.topic)#\(a.queue)@\(a.offset) (\(a.id)); \(node) has it at \(w.topic)#\(w.queue)@\(w.offset) (\(w.id))")
             }
         }
     }

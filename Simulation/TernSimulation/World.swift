@@ -42,6 +42,8 @@ public struct SimulationResult: Sendable {
     public var messagesAcknowledged: Int
     public var messagesDelayed: Int
     public var messagesDelivered: Int
+    /// Ordered messages processed by the orderly consumers (redeliveries included).
+    public var orderedProcessed: Int
     public var ok: Bool { violations.isEmpty }
 }
 
@@ -180,6 +182,7 @@ public final class World {
     var clients: [SimClient] = []
     var messages = MessageChecker()
     var livenessMetAt: UInt64?
+    var order = OrderChecker()
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -189,6 +192,9 @@ public final class World {
         checker.plantedBugs = options.plantedBugs
         for k in 0..<options.producers { clients.append(SimProducer(index: k, producerID: 1000 + UInt64(k))) }
         clients.append(SimConsumer(index: options.producers, group: "g"))
+        clients.append(SimOrderedProducer(index: clients.count, producerID: 2000))
+        clients.append(SimOrderlyConsumer(index: clients.count))
+        clients.append(SimOrderlyConsumer(index: clients.count))
     }
 
     // MARK: Randomness
@@ -293,7 +299,8 @@ public final class World {
             seed: options.seed, violations: checker.violations.map { "t=\(Double(now) / 1e6)s: \($0)" }, digest: digest,
             virtualSeconds: Double(now) / 1e6, events: events, faults: faultCounts,
             acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads,
-            messagesAcknowledged: messages.acked.count, messagesDelayed: messages.delayed.count, messagesDelivered: messages.delivered)
+            messagesAcknowledged: messages.acked.count, messagesDelayed: messages.delayed.count, messagesDelivered: messages.delivered,
+            orderedProcessed: order.processed)
     }
 
     func config(for node: SimNode) -> RaftConfig {

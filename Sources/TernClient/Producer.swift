@@ -26,6 +26,14 @@ public struct Message: Sendable, Equatable {
         self.body = body
     }
 
+    /// Messages with the same sharding key (RocketMQ 5's message group) go to the same queue, in
+    /// the order they are sent: the producer sends them one at a time. An orderly consumer then
+    /// processes them in that order.
+    public var shardingKey: String? {
+        get { properties["SHARDING_KEY"] }
+        set { properties["SHARDING_KEY"] = newValue }
+    }
+
     /// Deliver after one of RocketMQ's delay levels (1: 1 s, 2: 5 s, 3: 10 s, 4: 30 s, 5: 1 min,
     /// ... 18: 2 h), counted from when the leader stores the message.
     public mutating func setDelayLevel(_ level: Int) { properties["DELAY"] = String(level) }
@@ -73,6 +81,7 @@ public final class Producer: Sendable {
     public let producerID: UInt64
     public let sendTimeoutMillis: Int64
     private let state = NIOLockedValueBox<(rotation: UInt32, sequences: [QueueRef: UInt64])>((0, [:]))
+    private let gate = QueueGate()
 
     public init(cluster: TernCluster, group: String = "DEFAULT_PRODUCER", idempotent: Bool = true, sendTimeoutMillis: Int64 = 5000) {
         self.cluster = cluster
@@ -93,6 +102,19 @@ public final class Producer: Sendable {
         guard let topic = messages.first?.topic else { throw ClientError.invalidArgument("an empty batch") }
         guard messages.allSatisfy({ $0.topic == topic }) else { throw ClientError.invalidArgument("a batch goes to one topic") }
         let queues = try await cluster.queues(of: topic)
+        if let key = messages[0].shardingKey {
+            guard messages.allSatisfy({ $0.shardingKey == key }) else { throw ClientError.invalidArgument("a batch with a sharding key carries that key on every message") }
+            let queue = queueForShardingKey(key, queues: queues)
+            let ref = QueueRef(topic: topic, queueID: queue)
+            // One send per queue at a time: a retry can then never overtake the next message.
+            return try await gate.serially(ref) {
+                let sequence = self.state.withLockedValue { s -> UInt64 in
+                    s.sequences[ref, default: 0] += 1
+                    return self.producerID == 0 ? 0 : s.sequences[ref]!
+                }
+                return try await self.send(messages, topic: topic, queue: queue, sequence: sequence)
+            }
+        }
         let (queue, sequence) = state.withLockedValue { s -> (UInt32, UInt64) in
             s.rotation &+= 1
             let q = s.rotation % queues
@@ -159,3 +181,29 @@ import Glibc
 #elseif canImport(Darwin)
 import Darwin
 #endif
+
+/// Runs one operation per queue at a time, in arrival order.
+actor QueueGate {
+    private var busy: Set<QueueRef> = []
+    private var waiting: [QueueRef: [CheckedContinuation<Void, Never>]] = [:]
+
+    func serially<T: Sendable>(_ q: QueueRef, _ body: @Sendable () async throws -> T) async throws -> T {
+        if busy.contains(q) {
+            await withCheckedContinuation { waiting[q, default: []].append($0) }
+        } else {
+            busy.insert(q)
+        }
+        defer { hand(q) }
+        return try await body()
+    }
+
+    private func hand(_ q: QueueRef) {
+        if var list = waiting[q], !list.isEmpty {
+            let next = list.removeFirst()
+            waiting[q] = list.isEmpty ? nil : list
+            next.resume()  // the queue stays busy: handed over
+        } else {
+            busy.remove(q)
+        }
+    }
+}

@@ -24,6 +24,9 @@ public struct NodeConfig: Sendable {
     /// Longest a pull is held (milliseconds).
     public var maxPullWaitMillis: UInt32 = 30_000
     public var sessionTimeoutMillis: UInt64 = 10_000
+    /// Queue locks for orderly consumption last this long unless renewed; a new leader grants
+    /// none until this long after it took over (its predecessor's may still be held).
+    public var lockLeaseMillis: UInt64 = 3_000
 
     public init(raft: RaftConfig, endpoints: [NodeID: String]) {
         self.raft = raft
@@ -90,6 +93,10 @@ public final class Node {
     /// applied everything committed before it, and may answer reads that must not go back.
     var lastAppliedTerm: UInt64 = 0
     private var wasLeader = false
+    /// When this node last became leader (its clock), for fencing queue locks.
+    private var leaderSince: UInt64 = 0
+    /// Group -> queue -> (holder, lease end). Leader soft state.
+    private var locks: [String: [QueueRef: (client: String, until: UInt64)]] = [:]
     /// Index of the release entry in flight; the next is proposed once it applied.
     private var releaseInFlight: UInt64?
     private var lastStamp: UInt64 = 0
@@ -190,7 +197,7 @@ public final class Node {
     private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
-        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
         if writes.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
@@ -299,6 +306,24 @@ public final class Node {
             } else {
                 reply(MessageList(messages: try broker.messages(topic: request.topic, key: request.key, max: Int(min(request.max, 1024)))))
             }
+        case .lockQueues:
+            let request = try LockRequest.decode(body)
+            let unfenced = config.raft.plantedBugs.contains(.lockWithoutFence)
+            var granted: [QueueRef] = []
+            // Only a leader that holds a Raft lease (no other leader can exist) and has outlived
+            // every lock its predecessors may have granted.
+            if unfenced || (isReadyLeader && replica.raft.hasLease && now >= leaderSince + config.lockLeaseMillis) {
+                for q in request.queues.sorted() where broker.topics[q.topic].map({ q.queueID < $0 }) ?? false {
+                    if let held = locks[request.group]?[q], held.client != request.clientID, held.until > now { continue }
+                    locks[request.group, default: [:]][q] = (request.clientID, now + config.lockLeaseMillis)
+                    granted.append(q)
+                }
+            }
+            reply(LockResponse(locked: granted, leaseMillis: UInt32(config.lockLeaseMillis)))
+        case .unlockQueues:
+            let request = try LockRequest.decode(body)
+            for q in request.queues where locks[request.group]?[q]?.client == request.clientID { locks[request.group]?[q] = nil }
+            reply(Empty())
         case .recall:
             let ids = try MessageIDRequest.decode(body).ids
             guard !ids.isEmpty, ids.count <= 1024 else { return fail(ErrorBody(code: BrokerError.badRequest, message: "recall 1 to 1,024 messages")) }
@@ -427,6 +452,10 @@ public final class Node {
             }
         }
         let leaderNow = isLeader
+        if leaderNow && !wasLeader {
+            leaderSince = now
+            locks = [:]
+        }
         if wasLeader && !leaderNow {
             // Deposed: what was waiting may or may not commit under the next leader. Clients
             // retry there (idempotently, with a producer id). Groups re-form at the new leader.

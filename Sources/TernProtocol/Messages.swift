@@ -24,6 +24,9 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case resetOffset = 16
     /// Cancel delayed messages that are still pending.
     case recall = 17
+    /// Orderly consumption: lock queues for a group member (a lease), or release them.
+    case lockQueues = 18
+    case unlockQueues = 19
     /// A Raft message between members (one way, no response).
     case raft = 100
 }
@@ -808,4 +811,68 @@ public struct MessageIDRequest: WireCodable, Equatable {
         for _ in 0..<(try r.u32("count")) { list.append(MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))) }
         ids = list
     }
+}
+
+/// Lock (or unlock) queues for one member of a group, for orderly consumption. The answer to a
+/// lock lists the queues now held, each for `leaseMillis` from when the leader granted it;
+/// asking again renews. A member processes a queue only while it holds the lock.
+public struct LockRequest: WireCodable, Equatable {
+    public var group: String
+    public var clientID: String
+    public var queues: [QueueRef]
+    public init(group: String, clientID: String, queues: [QueueRef]) {
+        self.group = group
+        self.clientID = clientID
+        self.queues = queues
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(group)
+        w.string(clientID)
+        w.u32(UInt32(queues.count))
+        for q in queues {
+            w.string(q.topic)
+            w.u32(q.queueID)
+        }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        group = try r.string("group")
+        clientID = try r.string("client id")
+        var list: [QueueRef] = []
+        for _ in 0..<(try r.u32("count")) { list.append(QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))) }
+        queues = list
+    }
+}
+
+public struct LockResponse: WireCodable, Equatable {
+    public var locked: [QueueRef]
+    public var leaseMillis: UInt32
+    public init(locked: [QueueRef], leaseMillis: UInt32) {
+        self.locked = locked
+        self.leaseMillis = leaseMillis
+    }
+    public func encode(into w: inout WireWriter) {
+        w.u32(leaseMillis)
+        w.u32(UInt32(locked.count))
+        for q in locked {
+            w.string(q.topic)
+            w.u32(q.queueID)
+        }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        leaseMillis = try r.u32("lease")
+        var list: [QueueRef] = []
+        for _ in 0..<(try r.u32("count")) { list.append(QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))) }
+        locked = list
+    }
+}
+
+/// The queue a sharding key (RocketMQ 5's message group) maps to: FNV-1a of its UTF-8 bytes,
+/// modulo the queue count. Stable across processes and versions.
+public func queueForShardingKey(_ key: String, queues: UInt32) -> UInt32 {
+    var h: UInt32 = 0x811C_9DC5
+    for b in key.utf8 {
+        h ^= UInt32(b)
+        h &*= 0x0100_0193
+    }
+    return h % max(queues, 1)
 }

@@ -147,6 +147,9 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// The leader proposes a release every tick while one is in flight, and applying a release
     /// indexes a message again although it was released before (both guards off).
     public static let releaseTwice = PlantedBugs(rawValue: 1 << 12)
+    /// A new leader grants queue locks at once, without waiting out the locks its predecessor
+    /// may have granted, and without a lease of its own.
+    public static let lockWithoutFence = PlantedBugs(rawValue: 1 << 13)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -155,6 +158,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("lose-persisted-vote", .losePersistedVote), ("dedupe-off", .dedupeOff),
         ("offsets-in-memory-only", .offsetsInMemoryOnly), ("reverse-batch", .reverseBatch),
         ("read-wrong-slot", .readWrongSlot), ("release-early", .releaseEarly), ("release-twice", .releaseTwice),
+        ("lock-without-fence", .lockWithoutFence),
     ]
 }
 

@@ -246,6 +246,7 @@ struct Send: AsyncParsableCommand {
     @Option(help: "Tag.") var tag = ""
     @Option(help: "Key (message keys, for lookup).") var key: String?
     @Option(help: "A property, name=value (repeatable).") var property: [String] = []
+    @Option(help: "Sharding key: messages with the same key go to one queue, in order.") var shardingKey: String?
     @Option(help: "Deliver after this delay (e.g. 500ms, 10s, 2m, 1h), counted from when the leader stores it.") var delay: String?
     @Option(help: "Deliver at this time: milliseconds since 1970 or ISO 8601 (e.g. 2026-11-24T08:00:00Z).") var deliverAt: String?
     @Option(help: "RocketMQ delay level 1-18 (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).") var delayLevel: Int?
@@ -282,7 +283,7 @@ struct Send: AsyncParsableCommand {
         for k in 0..<count {
             let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
             do {
-                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties, body: bytes))
+                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties.merging(shardingKey.map { ["SHARDING_KEY": $0] } ?? [:]) { a, _ in a }, body: bytes))
                 acknowledged += 1
                 if !quiet { print(r.scheduled ? "\(r.messageID)\tscheduled" : "\(r.messageID)") }
             } catch {
@@ -308,9 +309,42 @@ struct Consume: AsyncParsableCommand {
     @Option(help: "Tag filter: * or tags joined by ||.") var filter = "*"
     @Option(help: "SQL92 filter over message properties, e.g. \"a > 5 AND region IN ('eu', 'us')\".") var sql = ""
     @Flag(help: "Broadcasting mode (every member gets every message).") var broadcast = false
+    @Flag(help: "Orderly: lock each queue, one message at a time, in queue order.") var orderly = false
 
     func run() async throws {
         let cluster = try endpoints.cluster()
+        if orderly {
+            guard !broadcast else { throw ValidationError("--orderly consumes in clustering mode") }
+            let got = Counter()
+            let consumer = OrderlyConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter, sqlFilter: sql) { m in
+                if let count, got.value >= count {
+                    // Enough: hold this one (not consumed) until the consumer stops.
+                    try await Task.sleep(for: .seconds(3600))
+                    return .retryLater
+                }
+                printMessage(m)
+                got.increment()
+                return .success
+            }
+            do {
+                try await consumer.start()
+            } catch {
+                FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+                await cluster.shutdown()
+                throw ExitCode(1)
+            }
+            let clock = ContinuousClock()
+            var last = (clock.now, got.value)
+            while count.map({ got.value < $0 }) ?? true {
+                try await Task.sleep(for: .milliseconds(100))
+                if got.value != last.1 { last = (clock.now, got.value) }
+                if (clock.now - last.0).seconds >= timeout { break }
+            }
+            await consumer.shutdown()
+            await cluster.shutdown()
+            FileHandle.standardError.write(Data("tern: consumed \(got.value) messages in order\n".utf8))
+            return
+        }
         let consumer = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter, sqlFilter: sql, mode: broadcast ? .broadcasting : .clustering)
         do {
             try await consumer.start()
@@ -344,5 +378,20 @@ struct Consume: AsyncParsableCommand {
         await consumer.shutdown()
         await cluster.shutdown()
         FileHandle.standardError.write(Data("tern: consumed \(got) messages\n".utf8))
+    }
+}
+
+final class Counter: @unchecked Sendable {
+    private let lock = NSLock()
+    private var n = 0
+    var value: Int {
+        lock.lock()
+        defer { lock.unlock() }
+        return n
+    }
+    func increment() {
+        lock.lock()
+        n += 1
+        lock.unlock()
     }
 }

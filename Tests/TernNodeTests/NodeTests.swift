@@ -205,6 +205,27 @@ struct NodeTests {
         try d.close()
     }
 
+    @Test("queue locks: none until a lease after taking over; exclusive while held; renewed; released by unlock or expiry")
+    func locks() throws {
+        let d = try Driver("locks") { $0.lockLeaseMillis = 1_000 }
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 2))
+        let both = [QueueRef(topic: "t", queueID: 0), QueueRef(topic: "t", queueID: 1)]
+        func lock(_ client: String, _ queues: [QueueRef]) throws -> [QueueRef] {
+            try LockResponse.decode(try d.call(.lockQueues, LockRequest(group: "g", clientID: client, queues: queues))).locked
+        }
+        #expect(try lock("a", both).isEmpty, "a new leader waits out its predecessor's leases")
+        try d.tick(60, advance: 20)
+        #expect(try lock("a", both) == both)
+        #expect(try lock("b", both).isEmpty, "held by a")
+        #expect(try lock("a", both) == both, "renewed")
+        _ = try d.call(.unlockQueues, LockRequest(group: "g", clientID: "a", queues: [both[0]]))
+        #expect(try lock("b", both) == [both[0]])
+        try d.tick(60, advance: 20)  // a's lease on queue 1 runs out
+        #expect(try lock("b", both) == both)
+        try d.close()
+    }
+
     @Test("bounds: writes waiting to commit and held pulls beyond their limits are refused with busy")
     func bounds() throws {
         let d = try Driver("bounds") { c in
