@@ -138,7 +138,7 @@ final class SimProducer: SimClient {
     }
 
     func timer(_ world: World) {
-        world.schedule(.client(index), after: 2_000 + world.below(20_000))
+        world.schedule(.client(index), after: 5_000 + world.below(40_000))
         if var o = outstanding {
             guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return }
             if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }

@@ -57,7 +57,7 @@ final class SimOrderedProducer: SimClient {
     }
 
     func timer(_ world: World) {
-        world.schedule(.client(index), after: 3_000 + world.below(20_000))
+        world.schedule(.client(index), after: 10_000 + world.below(30_000))
         if var o = outstanding {
             guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return }
             if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }
@@ -146,7 +146,7 @@ final class SimOrderlyConsumer: SimClient {
     var clientID: String { "\(name)-\(incarnation)" }
 
     func timer(_ world: World) {
-        world.schedule(.client(index), after: 2_000 + world.below(10_000))
+        world.schedule(.client(index), after: 4_000 + world.below(16_000))
         if world.faultsOn && world.options.faults && world.chance(0.002) {
             // Crash: the lock is kept at the leader until it expires; nothing more is committed.
             if let p = processing { world.order.abandon(consumer: index); _ = p }
