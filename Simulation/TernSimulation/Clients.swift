@@ -34,6 +34,8 @@ struct MessageChecker {
     /// What was delivered at each (queue, offset), by any node.
     var seen: [QueueRef: [UInt64: (id: MessageID, body: String)]] = [:]
     var delivered = 0
+    /// Messages in the dead-letter queue at the end (the largest count over the nodes).
+    var deadLettered = 0
 
     mutating func fail(_ text: String) {
         if violations.count < 5 { violations.append(text) }
@@ -58,6 +60,39 @@ struct MessageChecker {
         } else {
             seen[q, default: [:]][m.queueOffset] = (m.id, body)
         }
+    }
+
+    /// Retries and dead letters on one node: each always-failing message is retried with
+    /// reconsume counts 1, 2, ... each once, never past the maximum, and reaches the
+    /// dead-letter queue at most once, only after every retry, with the count one past the maximum.
+    mutating func checkRetries(_ n: Node, node: NodeID, group: String) throws(StorageError) {
+        func scan(_ topic: String) throws(StorageError) -> [(body: String, times: Int)] {
+            guard case .success(let r) = try n.broker.pull(PullRequest(topic: topic, queueID: 0, offset: 0, maxMessages: 1024, maxBytes: UInt32.max)) else { return [] }
+            var out = r.messages.map { (String(decoding: $0.message.body, as: UTF8.self), Int($0.message.properties[RetryProperty.reconsumeTimes] ?? "") ?? -1) }
+            var next = r.nextOffset
+            while next < r.maxOffset {
+                guard case .success(let more) = try n.broker.pull(PullRequest(topic: topic, queueID: 0, offset: next, maxMessages: 1024, maxBytes: UInt32.max)), !more.messages.isEmpty else { break }
+                out += more.messages.map { (String(decoding: $0.message.body, as: UTF8.self), Int($0.message.properties[RetryProperty.reconsumeTimes] ?? "") ?? -1) }
+                next = more.nextOffset
+            }
+            return out
+        }
+        let max = Int(SimConsumer.maxReconsumeTimes)
+        var retries: [String: [Int]] = [:]
+        for (body, times) in try scan("%RETRY%\(group)") {
+            if !SimConsumer.alwaysFails(body) { fail("retry: \(body) was retried on \(node) although its consumer never failed it") }
+            if times < 1 || times > max { fail("retry: \(body) retried with reconsume count \(times) on \(node); the maximum is \(max)") }
+            if retries[body]?.contains(times) == true { fail("retry: \(body) retried twice with reconsume count \(times) on \(node)") }
+            retries[body, default: []].append(times)
+        }
+        var dead: Set<String> = []
+        for (body, times) in try scan("%DLQ%\(group)") {
+            if dead.contains(body) { fail("dead letter: \(body) is in the DLQ twice on \(node)") }
+            dead.insert(body)
+            if times != max + 1 { fail("dead letter: \(body) reached the DLQ with reconsume count \(times) on \(node), expected \(max + 1) (after exactly \(max) retries)") }
+            if Set(retries[body] ?? []) != Set(1...max) { fail("dead letter: \(body) reached the DLQ after retries \((retries[body] ?? []).sorted()) on \(node), expected 1...\(max)") }
+        }
+        deadLettered = Swift.max(deadLettered, dead.count)
     }
 
     /// The end-of-run scan of one node's queues. Delayed messages due a second before
@@ -215,21 +250,26 @@ final class SimProducer: SimClient {
     }
 }
 
-/// A consumer of every queue of the topic in one group: reads committed offsets from the
-/// leader, pulls from any node (sometimes long polling), commits now and then, and now and
-/// then restarts, reading its offsets back.
+/// A consumer of every queue of the topic in one group, and of its retry topic: reads committed
+/// offsets from the leader, pulls from any node (sometimes long polling), commits now and then,
+/// and now and then restarts, reading its offsets back. Messages that "always fail" (producer
+/// p1's every eighth) are given back until they reach the dead-letter queue; a queue's offset is
+/// committed only up to its first message not yet given back.
 final class SimConsumer: SimClient {
     static let timeoutMicros: UInt64 = 300_000
+    static let maxReconsumeTimes: UInt32 = 3
     let index: Int
     let group: String
-    var positions: [UInt32: UInt64] = [:]
-    var committed: [UInt32: UInt64] = [:]
-    var acknowledgedCommit: [UInt32: UInt64] = [:]
+    var positions: [QueueRef: UInt64] = [:]
+    var committed: [QueueRef: UInt64] = [:]
+    var acknowledgedCommit: [QueueRef: UInt64] = [:]
     var lastCommit: UInt64 = 0
-    var rotation: UInt32 = 0
+    var rotation = 0
     var nextRequestID: UInt64 = 1
     var leaderGuess = 0
-    enum Kind { case query(UInt32), pull(UInt32, UInt64, node: Int), commit([UInt32: UInt64]) }
+    /// Delivered messages to give back, oldest first.
+    var giveBacks: [ReceivedMessage] = []
+    enum Kind { case query(QueueRef), pull(QueueRef, UInt64, node: Int), commit([QueueRef: UInt64]), giveBack(MessageID) }
     var outstanding: (requestID: UInt64, kind: Kind, sentAt: UInt64)?
 
     init(index: Int, group: String) {
@@ -237,7 +277,20 @@ final class SimConsumer: SimClient {
         self.group = group
     }
 
-    func ref(_ q: UInt32) -> QueueRef { QueueRef(topic: SimProducer.topic, queueID: q) }
+    var queues: [QueueRef] {
+        (0..<SimProducer.queues).map { QueueRef(topic: SimProducer.topic, queueID: $0) } + [QueueRef(topic: "%RETRY%\(group)", queueID: 0)]
+    }
+
+    static func alwaysFails(_ body: String) -> Bool {
+        body.hasPrefix("p1-") && (Int(body.dropFirst(3)) ?? 1) % 8 == 0
+    }
+
+    /// What may be committed for `q`: its position, but not past a message still to give back.
+    func committable(_ q: QueueRef) -> UInt64? {
+        guard let p = positions[q] else { return nil }
+        let held = giveBacks.filter { $0.topic == q.topic && $0.queueID == q.queueID }.map(\.queueOffset).min()
+        return min(p, held ?? p)
+    }
 
     func timer(_ world: World) {
         world.schedule(.client(index), after: 5_000 + world.below(30_000))
@@ -250,24 +303,30 @@ final class SimConsumer: SimClient {
             // Restart: what was pulled but not committed is delivered again later.
             positions = [:]
             committed = [:]
+            giveBacks = []
         }
-        if let q = (0..<SimProducer.queues).first(where: { positions[$0] == nil }) {
-            request(.query(q), .queryOffset, QueryOffsetRequest(group: group, queue: ref(q)), to: leaderGuess, world)
+        if let q = queues.first(where: { positions[$0] == nil }) {
+            request(.query(q), .queryOffset, QueryOffsetRequest(group: group, queue: q), to: leaderGuess, world)
             return
         }
-        let changed = positions.filter { committed[$0.key] != $0.value }
+        if let m = giveBacks.first {
+            let delay = 100 + world.below(200)
+            request(.giveBack(m.id), .sendBack, SendBackRequest(group: group, id: m.id, delayMillis: delay, maxReconsumeTimes: SimConsumer.maxReconsumeTimes), to: leaderGuess, world)
+            return
+        }
+        var changed: [QueueRef: UInt64] = [:]
+        for q in queues { if let c = committable(q), committed[q] != c { changed[q] = c } }
         if !changed.isEmpty && world.now >= lastCommit + 200_000 {
             lastCommit = world.now
-            var map: [QueueRef: UInt64] = [:]
-            for (q, o) in changed { map[ref(q)] = o }
-            request(.commit(changed), .commitOffset, CommitOffsetRequest(group: group, offsets: map), to: leaderGuess, world)
+            request(.commit(changed), .commitOffset, CommitOffsetRequest(group: group, offsets: changed), to: leaderGuess, world)
             return
         }
-        rotation = (rotation + 1) % SimProducer.queues
+        rotation = (rotation + 1) % queues.count
+        let q = queues[rotation]
         let node = Int(world.below(UInt64(world.nodes.count)))
-        let offset = positions[rotation]!
+        let offset = positions[q]!
         let wait: UInt32 = world.chance(0.3) ? 100 : 0
-        request(.pull(rotation, offset, node: node), .pull, PullRequest(topic: SimProducer.topic, queueID: rotation, offset: offset, maxMessages: 8, maxWaitMillis: wait), to: node, world)
+        request(.pull(q, offset, node: node), .pull, PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: 8, maxWaitMillis: wait), to: node, world)
     }
 
     private func request(_ kind: Kind, _ op: Opcode, _ body: some WireCodable, to node: Int, _ world: World) {
@@ -297,7 +356,7 @@ final class SimConsumer: SimClient {
             guard let response = try? QueryOffsetResponse.decode(body) else { return world.messages.fail("consumer: malformed offset response") }
             let offset = response.offset ?? 0
             if let acked = acknowledgedCommit[q], offset < acked {
-                world.messages.fail("offset went backwards: group \(group) committed \(acked) for \(ref(q)) (acknowledged), the leader now answers \(offset)")
+                world.messages.fail("offset went backwards: group \(group) committed \(acked) for \(q) (acknowledged), the leader now answers \(offset)")
             }
             positions[q] = offset
             committed[q] = offset
@@ -306,17 +365,21 @@ final class SimConsumer: SimClient {
                 acknowledgedCommit[q] = max(acknowledgedCommit[q] ?? 0, o)
                 committed[q] = o
             }
+        case .giveBack(let id):
+            giveBacks.removeAll { $0.id == id }
         case .pull(let q, let offset, let node):
             guard let response = try? PullResponse.decode(body) else { return world.messages.fail("consumer: malformed pull response") }
+            guard positions[q] == offset else { return }  // a restart meanwhile
             var expected = offset
             for m in response.messages {
-                if m.queueID != q || m.queueOffset != expected {
-                    world.messages.fail("pull of \(ref(q))@\(offset) from \(world.nodes[node].id) returned \(m.topic)#\(m.queueID)@\(m.queueOffset), expected offset \(expected)")
+                if m.topic != q.topic || m.queueID != q.queueID || m.queueOffset != expected {
+                    world.messages.fail("pull of \(q)@\(offset) from \(world.nodes[node].id) returned \(m.topic)#\(m.queueID)@\(m.queueOffset), expected offset \(expected)")
                 }
                 world.messages.deliver(m, by: world.nodes[node].id)
+                if SimConsumer.alwaysFails(String(decoding: m.message.body, as: UTF8.self)) { giveBacks.append(m) }
                 expected = m.queueOffset + 1
             }
-            if positions[q] == offset { positions[q] = response.nextOffset }
+            positions[q] = response.nextOffset
         }
     }
 }

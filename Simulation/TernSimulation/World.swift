@@ -44,6 +44,8 @@ public struct SimulationResult: Sendable {
     public var messagesDelivered: Int
     /// Ordered messages processed by the orderly consumers (redeliveries included).
     public var orderedProcessed: Int
+    /// Always-failing messages that reached the dead-letter queue.
+    public var deadLettered: Int
     public var ok: Bool { violations.isEmpty }
 }
 
@@ -300,7 +302,7 @@ public final class World {
             virtualSeconds: Double(now) / 1e6, events: events, faults: faultCounts,
             acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads,
             messagesAcknowledged: messages.acked.count, messagesDelayed: messages.delayed.count, messagesDelivered: messages.delivered,
-            orderedProcessed: order.processed)
+            orderedProcessed: order.processed, deadLettered: messages.deadLettered)
     }
 
     func config(for node: SimNode) -> RaftConfig {
@@ -648,6 +650,7 @@ public final class World {
             guard let n = node.node, node.appliedIndex >= checker.maxAckedIndex else { continue }
             do {
                 try messages.checkStored(n, node: node.id, releasedBy: (livenessMetAt ?? now) / 1000)
+            try messages.checkRetries(n, node: node.id, group: "g")
             } catch {
                 messages.violations.append("\(node.id): reading its queues failed: \(error)")
             }

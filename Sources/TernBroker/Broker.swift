@@ -42,6 +42,8 @@ public struct BrokerPlantedBugs: OptionSet, Sendable, Equatable {
     public static let readWrongSlot = BrokerPlantedBugs(rawValue: 1 << 2)
     /// Release a delayed message again even when it was released before.
     public static let releaseTwice = BrokerPlantedBugs(rawValue: 1 << 3)
+    /// A repeated give-back stores another retry copy.
+    public static let sendBackTwice = BrokerPlantedBugs(rawValue: 1 << 4)
 }
 
 /// What applying one entry produced, for the node to answer the request that proposed it.
@@ -80,6 +82,11 @@ public final class Broker {
     /// Group -> queue -> next offset to consume.
     public private(set) var offsets: [String: [QueueRef: UInt64]] = [:]
     var producers: [UInt64: [QueueRef: DedupeWindow]] = [:]
+    /// Give-backs applied, per group: retry key -> stored (bounded FIFO of 100,000 per group).
+    var sendBacks: [String: (keys: [String: SendResponse], order: [String])] = [:]
+    /// Queue offsets of released delayed messages (out of entry order in their queue, so the
+    /// binary search by id does not find them).
+    var releasedOffsets: [MessageID: UInt64] = [:]
     /// Delayed and scheduled messages not yet released.
     public private(set) var timers = TimerIndex()
     /// (topic, key) -> ids of the most recent messages with that key (at most `keyIndexDepth`).
@@ -196,6 +203,26 @@ public final class Broker {
                 ? ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")
                 : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
         }
+        if header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"), header.count == 1 {
+            // A give-back: stored once per (origin, reconsume times).
+            var peek = r
+            if let m = try? WireMessage(from: &peek), let key = m.properties[RetryProperty.retryKey] {
+                let group = String(header.topic.drop(while: { $0 != "%" }).dropFirst().drop(while: { $0 != "%" }).dropFirst())
+                if var earlier = sendBacks[group]?.keys[key], !config.plantedBugs.contains(.sendBackTwice) {
+                    earlier.duplicate = true
+                    return .sent(earlier)
+                }
+                let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+                if case .sent(let response) = result {
+                    var book = sendBacks[group] ?? ([:], [])
+                    book.keys[key] = response
+                    book.order.append(key)
+                    if book.order.count > 100_000 { book.keys[book.order.removeFirst()] = nil }
+                    sendBacks[group] = book
+                }
+                return result
+            }
+        }
         if header.producerID != 0 && !config.plantedBugs.contains(.dedupeOff) {
             var window = producers[header.producerID]?[ref] ?? DedupeWindow()
             if var earlier = window.results[header.sequence] {
@@ -293,6 +320,7 @@ public final class Broker {
             guard let t = pending else { continue }
             timers.release(id)
             guard var q = queues[t.queue] else { continue }
+            releasedOffsets[id] = q.maxOffset
             q.entryIndexes.append(id.entryIndex)
             q.positions.append(t.position)
             q.slots.append(id.slot)
@@ -325,6 +353,25 @@ public final class Broker {
             return ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has \(n) queues; queue \(header.queueID) does not exist")
         }
         return nil
+    }
+
+    /// The send that gives `message` back for `group`: a copy to `%RETRY%<group>` delayed by
+    /// `delayMillis`, or to `%DLQ%<group>` once it was retried `maxReconsumeTimes` times.
+    public static func sendBack(_ message: ReceivedMessage, group: String, delayMillis: UInt64, maxReconsumeTimes: UInt32) -> SendRequest {
+        var m = message.message
+        let times = UInt32(m.properties[RetryProperty.reconsumeTimes] ?? "0") ?? 0
+        let origin = m.properties[RetryProperty.originMessageID] ?? message.id.description
+        if m.properties[RetryProperty.originTopic] == nil { m.properties[RetryProperty.originTopic] = message.topic }
+        m.properties[RetryProperty.originMessageID] = origin
+        m.properties[RetryProperty.reconsumeTimes] = String(times + 1)
+        m.properties[RetryProperty.retryKey] = "\(origin)/\(times + 1)"
+        m.properties["TIMER_DELAY_MS"] = nil
+        m.properties["DELAY"] = nil
+        m.properties["TIMER_DELIVER_MS"] = nil
+        m.properties["SHARDING_KEY"] = nil
+        let dead = times + 1 > maxReconsumeTimes
+        if !dead { m.properties["TIMER_DELAY_MS"] = String(delayMillis) }
+        return SendRequest(topic: (dead ? "%DLQ%" : "%RETRY%") + group, queueID: 0, producerGroup: message.producerGroup, messages: [m])
     }
 
     public static func validateTopicName(_ name: String) -> ErrorBody? {
@@ -403,20 +450,40 @@ public final class Broker {
         let body: [UInt8]
         do {
             body = try source.entryBody(at: id.entryIndex)
-        } catch {
-            return nil  // compacted, or not a readable entry
+        } catch where error.code == .invalidArgument {
+            return nil  // compacted away
         }
         var r = WireReader(body)
         guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
         let ref = QueueRef(topic: header.topic, queueID: header.queueID)
         guard let q = queues[ref] else { return nil }
-        // The queue's entry indexes ascend: find the message's offset by binary search.
-        var lo = 0, hi = q.entryIndexes.count
-        while lo < hi {
-            let mid = (lo + hi) / 2
-            if (q.entryIndexes[mid], q.slots[mid]) < (id.entryIndex, id.slot) { lo = mid + 1 } else { hi = mid }
+        // Released delayed messages are found by their recorded offset; the others ascend by id
+        // along the queue (released ones interleaved): binary search, stepping over those.
+        var found: Int?
+        if let offset = releasedOffsets[id] {
+            if offset >= q.baseOffset && offset < q.maxOffset { found = Int(offset - q.baseOffset) }
+        } else {
+            func released(_ k: Int) -> Bool {
+                releasedOffsets[MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k])] == q.baseOffset + UInt64(k)
+            }
+            var lo = 0, hi = q.entryIndexes.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                var probe = mid
+                while probe < hi && released(probe) { probe += 1 }
+                if probe == hi {
+                    hi = mid
+                    continue
+                }
+                let key = (q.entryIndexes[probe], q.slots[probe])
+                if key == (id.entryIndex, id.slot) {
+                    found = probe
+                    break
+                }
+                if key < (id.entryIndex, id.slot) { lo = probe + 1 } else { hi = mid }
+            }
         }
-        guard lo < q.entryIndexes.count, q.entryIndexes[lo] == id.entryIndex, q.slots[lo] == id.slot else { return nil }
+        guard let lo = found, q.entryIndexes[lo] == id.entryIndex, q.slots[lo] == id.slot else { return nil }
         let m = try readMessage(entryIndex: id.entryIndex, position: q.positions[lo])
         return ReceivedMessage(id: id, topic: header.topic, queueID: header.queueID, queueOffset: q.baseOffset + UInt64(lo), storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1)
     }

@@ -256,6 +256,25 @@ public final class TernCluster: Sendable {
         _ = try await leaderCall(.recall, MessageIDRequest(ids: ids).encoded())
     }
 
+    /// One pull from one queue (any node; no group involved).
+    public func pull(topic: String, queue: UInt32, offset: UInt64, maxMessages: UInt32 = 32) async throws -> PullResponse {
+        try PullResponse.decode(try await anyCall(.pull, PullRequest(topic: topic, queueID: queue, offset: offset, maxMessages: maxMessages).encoded()))
+    }
+
+    /// Sends a dead letter of `group` back to it: a copy into `%RETRY%<group>` with its retry
+    /// count reset, delivered at once.
+    public func resendDeadLetter(_ dead: ReceivedMessage, group: String) async throws -> SendReceipt {
+        let retry = "%RETRY%\(group)"
+        do {
+            try await createTopic(retry, queues: 1)
+        } catch ClientError.broker(let e) where e.code == BrokerError.topicExists {}
+        var props = dead.message.properties
+        props[RetryProperty.reconsumeTimes] = nil
+        props[RetryProperty.retryKey] = nil
+        let producer = Producer(cluster: self, group: "%DLQ-RESEND%")
+        return try await producer.send(Message(topic: retry, tag: dead.message.tag, keys: dead.message.keys, properties: props, body: dead.message.body))
+    }
+
     public func transferLeader(to node: String) async throws {
         _ = try await leaderCall(.transferLeader, NameRequest(name: node).encoded())
         state.withLockedValue { $0.leader = nil }

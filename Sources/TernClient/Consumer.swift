@@ -213,58 +213,106 @@ public enum ConsumeResult: Sendable {
 /// await consumer.shutdown()
 /// ```
 ///
-/// A listener that returns `.retryLater` or throws gets the same message again after a back-off
-/// (1 s doubling to 30 s); the queue does not move past it meanwhile. (Retry topics and the
-/// dead-letter queue arrive with the messaging-semantics work.)
+/// A message whose listener returns `.retryLater` or throws is given back to the broker, which
+/// stores a copy in `%RETRY%<group>` delivered again after a back-off (RocketMQ's: 10 s, 30 s,
+/// 1 min, 2 min, ... 2 h; configurable), with `RECONSUME_TIMES` counting the attempts. After
+/// `maxReconsumeTimes` retries (16 by default) the copy goes to `%DLQ%<group>` instead. The
+/// consumer reads its retry topic besides its topic. In broadcasting mode a failing message is
+/// retried in place instead (1 s apart, the same number of times), then skipped.
 public final class PushConsumer: Sendable {
     public typealias Listener = @Sendable (ReceivedMessage) async throws -> ConsumeResult
+    /// RocketMQ's retry back-off: delay levels 3 to 18.
+    public static let defaultRetryDelaysMillis: [UInt64] = [10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200].map { $0 * 1000 }
     public let pull: PullConsumer
+    public let maxReconsumeTimes: Int
+    public let retryDelaysMillis: [UInt64]
     let listener: Listener
-    private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    private let state = NIOLockedValueBox<(task: Task<Void, Never>?, retry: PullConsumer?)>((nil, nil))
 
-    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering, consumeFrom: ConsumeFrom = .firstOffset, listener: @escaping Listener) {
+    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering, consumeFrom: ConsumeFrom = .firstOffset,
+                maxReconsumeTimes: Int = 16, retryDelaysMillis: [UInt64] = PushConsumer.defaultRetryDelaysMillis, listener: @escaping Listener) {
+        precondition(!retryDelaysMillis.isEmpty, "at least one retry delay")
         pull = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, mode: mode, consumeFrom: consumeFrom)
+        self.maxReconsumeTimes = maxReconsumeTimes
+        self.retryDelaysMillis = retryDelaysMillis
         self.listener = listener
     }
 
     public func start() async throws {
         try await pull.start()
-        let pull = self.pull
-        let listener = self.listener
-        task.withLockedValue {
-            $0 = Task {
-                var lastCommit = ContinuousClock().now
-                while !Task.isCancelled {
-                    do {
-                        let batch = try await pull.poll(waitMillis: 500)
-                        for m in batch {
-                            var backoff: Duration = .seconds(1)
-                            while !Task.isCancelled {
-                                let result = (try? await listener(m)) ?? .retryLater
-                                if case .success = result { break }
-                                try? await Task.sleep(for: backoff)
-                                backoff = min(backoff * 2, .seconds(30))
-                            }
-                        }
-                        if ContinuousClock().now - lastCommit > .seconds(1) {
-                            try await pull.commit()
-                            lastCommit = ContinuousClock().now
-                        }
-                    } catch is CancellationError {
-                        break
-                    } catch {
-                        try? await Task.sleep(for: .milliseconds(200))
+        let t = Task { await self.run() }
+        state.withLockedValue { $0.task = t }
+    }
+
+    private func run() async {
+        let clock = ContinuousClock()
+        var lastCommit = clock.now
+        var lastRetryCheck = clock.now - .seconds(10)
+        while !Task.isCancelled {
+            do {
+                var retry = state.withLockedValue { $0.retry }
+                if retry == nil, pull.mode == .clustering, clock.now - lastRetryCheck > .seconds(1) {
+                    lastRetryCheck = clock.now
+                    let candidate = PullConsumer(cluster: pull.cluster, group: pull.group, topic: "%RETRY%\(pull.group)", clientID: pull.clientID)
+                    if (try? await candidate.start()) != nil {
+                        state.withLockedValue { $0.retry = candidate }
+                        retry = candidate
                     }
                 }
+                var batch = try await pull.poll(waitMillis: retry == nil ? 500 : 200)
+                if let retry { batch += try await retry.poll(waitMillis: 0) }
+                for (k, m) in batch.enumerated() where !(await handle(m)) {
+                    // Stopped before settling these: move back so that they are not committed.
+                    for rest in batch[k...] {
+                        let consumer = rest.topic == pull.topic ? pull : retry
+                        let q = QueueRef(topic: rest.topic, queueID: rest.queueID)
+                        if let c = consumer, let at = batch[k...].filter({ $0.topic == rest.topic && $0.queueID == rest.queueID }).map(\.queueOffset).min() {
+                            c.seek(q, to: at)
+                        }
+                    }
+                    return
+                }
+                if clock.now - lastCommit > .seconds(1) {
+                    try await pull.commit()
+                    try await retry?.commit()
+                    lastCommit = clock.now
+                }
+            } catch is CancellationError {
+                break
+            } catch {
+                try? await Task.sleep(for: .milliseconds(200))
             }
         }
     }
 
+    /// Runs the listener; a failure is given back (or retried in place when broadcasting).
+    /// False when cancelled before the message was settled.
+    private func handle(_ m: ReceivedMessage) async -> Bool {
+        var attempt = 0
+        while !Task.isCancelled {
+            let result = (try? await listener(m)) ?? .retryLater
+            if case .success = result { return true }
+            if pull.mode == .broadcasting {
+                attempt += 1
+                if attempt > maxReconsumeTimes { return true }
+                try? await Task.sleep(for: .seconds(1))
+                continue
+            }
+            let times = Int(m.message.properties[RetryProperty.reconsumeTimes] ?? "0") ?? 0
+            let delay = retryDelaysMillis[min(times, retryDelaysMillis.count - 1)]
+            let request = SendBackRequest(group: pull.group, id: m.id, delayMillis: delay, maxReconsumeTimes: UInt32(maxReconsumeTimes))
+            if (try? await pull.cluster.leaderCall(.sendBack, request.encoded())) != nil { return true }
+            try? await Task.sleep(for: .seconds(1))  // not given back: keep it, try again
+        }
+        return false
+    }
+
     /// Stops after the message in hand, commits and leaves the group.
     public func shutdown() async {
-        let t = task.withLockedValue { $0 }
+        let (t, retry) = state.withLockedValue { ($0.task, $0.retry) }
         t?.cancel()
         await t?.value
         await pull.shutdown()
+        await retry?.shutdown()
     }
 }

@@ -72,7 +72,7 @@ public final class Node {
     public private(set) var now: UInt64 = 0
 
     enum Pending {
-        case send(ClientRef)
+        case send(ClientRef, Opcode)
         case admin(ClientRef, Opcode)
         /// A write answered with a body fixed when it was proposed.
         case answer(ClientRef, Opcode, [UInt8])
@@ -111,6 +111,7 @@ public final class Node {
         if bugs.contains(.reverseBatch) { brokerConfig.plantedBugs.insert(.reverseBatch) }
         if bugs.contains(.readWrongSlot) { brokerConfig.plantedBugs.insert(.readWrongSlot) }
         if bugs.contains(.releaseTwice) { brokerConfig.plantedBugs.insert(.releaseTwice) }
+        if bugs.contains(.sendBackTwice) { brokerConfig.plantedBugs.insert(.sendBackTwice) }
         broker = Broker(config: brokerConfig, source: self)
     }
 
@@ -197,7 +198,7 @@ public final class Node {
     private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
-        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues, .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
         if writes.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
@@ -227,7 +228,7 @@ public final class Node {
             withUnsafeBytes(of: lastStamp.littleEndian) { entry.append(contentsOf: $0) }
             entry.append(contentsOf: body)
             proposals.append((BrokerEntryType.messages, entry))
-            owners.append(.send(client))
+            owners.append(.send(client, op))
         case .pull:
             var request = try PullRequest.decode(body)
             request.maxMessages = max(1, min(request.maxMessages, 1024))
@@ -324,6 +325,26 @@ public final class Node {
             let request = try LockRequest.decode(body)
             for q in request.queues where locks[request.group]?[q]?.client == request.clientID { locks[request.group]?[q] = nil }
             reply(Empty())
+        case .sendBack:
+            let request = try SendBackRequest.decode(body)
+            guard isReadyLeader else {
+                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+            }
+            guard let m = try broker.message(request.id) else {
+                return fail(ErrorBody(code: BrokerError.messageNotFound, message: "no message \(request.id) to give back"))
+            }
+            let early = config.raft.plantedBugs.contains(.deadLetterEarly) && request.maxReconsumeTimes > 0
+            let copy = Broker.sendBack(m, group: request.group, delayMillis: request.delayMillis, maxReconsumeTimes: request.maxReconsumeTimes - (early ? 1 : 0))
+            if broker.topics[copy.topic] == nil, !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == .createTopic(name: copy.topic, queues: 1) }) {
+                proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: copy.topic, queues: 1).encoded()))
+                owners.append(.internalWrite)
+            }
+            lastStamp = max(now, lastStamp, broker.lastStoreTimestamp)
+            var entry: [UInt8] = []
+            withUnsafeBytes(of: lastStamp.littleEndian) { entry.append(contentsOf: $0) }
+            entry.append(contentsOf: copy.encoded())
+            proposals.append((BrokerEntryType.messages, entry))
+            owners.append(.send(client, op))
         case .recall:
             let ids = try MessageIDRequest.decode(body).ids
             guard !ids.isEmpty, ids.count <= 1024 else { return fail(ErrorBody(code: BrokerError.badRequest, message: "recall 1 to 1,024 messages")) }
@@ -413,7 +434,7 @@ public final class Node {
 
     private func fail(_ owner: Pending, _ e: ErrorBody, into out: inout NodeOutput) {
         switch owner {
-        case .send(let c): out.replies.append(Reply(to: c, opcode: Opcode.send.rawValue, result: .failure(e)))
+        case .send(let c, let op): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
         case .admin(let c, let op), .answer(let c, let op, _): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
         case .offsets(let cs): for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
         case .internalWrite: break
@@ -435,8 +456,8 @@ public final class Node {
             if entry.type == BrokerEntryType.release { touched = true }
             guard let owner = pending.removeValue(forKey: entry.index) else { continue }
             switch (owner, outcome) {
-            case (.send(let c), .sent(let response)):
-                out.replies.append(Reply(to: c, opcode: Opcode.send.rawValue, result: .success(response.encoded())))
+            case (.send(let c, let op), .sent(let response)):
+                out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(response.encoded())))
             case (.admin(let c, let op), .done):
                 out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success([])))
             case (.answer(let c, let op, let body), .done):

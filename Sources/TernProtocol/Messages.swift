@@ -27,6 +27,8 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     /// Orderly consumption: lock queues for a group member (a lease), or release them.
     case lockQueues = 18
     case unlockQueues = 19
+    /// A consumer gives a message back for a later retry (or the dead-letter queue).
+    case sendBack = 20
     /// A Raft message between members (one way, no response).
     case raft = 100
 }
@@ -875,4 +877,44 @@ public func queueForShardingKey(_ key: String, queues: UInt32) -> UInt32 {
         h &*= 0x0100_0193
     }
     return h % max(queues, 1)
+}
+
+/// Give a delivered message back: the broker stores a copy in `%RETRY%<group>` to be delivered
+/// after `delayMillis`, or in `%DLQ%<group>` when it was already retried `maxReconsumeTimes`
+/// times. Idempotent: a repeated give-back of the same delivery stores nothing new.
+public struct SendBackRequest: WireCodable, Equatable {
+    public var group: String
+    public var id: MessageID
+    public var delayMillis: UInt64
+    public var maxReconsumeTimes: UInt32
+    public init(group: String, id: MessageID, delayMillis: UInt64, maxReconsumeTimes: UInt32) {
+        self.group = group
+        self.id = id
+        self.delayMillis = delayMillis
+        self.maxReconsumeTimes = maxReconsumeTimes
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(group)
+        w.u64(id.entryIndex)
+        w.u16(id.slot)
+        w.u64(delayMillis)
+        w.u32(maxReconsumeTimes)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        group = try r.string("group")
+        id = MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))
+        delayMillis = try r.u64("delay")
+        maxReconsumeTimes = try r.u32("max reconsume times")
+    }
+}
+
+/// Property names of retried and dead-lettered messages (RocketMQ's meaning).
+public enum RetryProperty {
+    /// How many times the message was given back before this copy.
+    public static let reconsumeTimes = "RECONSUME_TIMES"
+    /// The first message's id and topic, kept through every retry.
+    public static let originMessageID = "ORIGIN_MESSAGE_ID"
+    public static let originTopic = "ORIGIN_TOPIC"
+    /// The dedupe key of a give-back: origin id and reconsume times.
+    public static let retryKey = "RETRY_KEY"
 }

@@ -150,6 +150,10 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// A new leader grants queue locks at once, without waiting out the locks its predecessor
     /// may have granted, and without a lease of its own.
     public static let lockWithoutFence = PlantedBugs(rawValue: 1 << 13)
+    /// A repeated give-back of the same delivery stores another retry copy.
+    public static let sendBackTwice = PlantedBugs(rawValue: 1 << 14)
+    /// A given-back message goes to the dead-letter queue one retry early.
+    public static let deadLetterEarly = PlantedBugs(rawValue: 1 << 15)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -158,7 +162,8 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("lose-persisted-vote", .losePersistedVote), ("dedupe-off", .dedupeOff),
         ("offsets-in-memory-only", .offsetsInMemoryOnly), ("reverse-batch", .reverseBatch),
         ("read-wrong-slot", .readWrongSlot), ("release-early", .releaseEarly), ("release-twice", .releaseTwice),
-        ("lock-without-fence", .lockWithoutFence),
+        ("lock-without-fence", .lockWithoutFence), ("send-back-twice", .sendBackTwice),
+        ("dead-letter-early", .deadLetterEarly),
     ]
 }
 

@@ -36,7 +36,7 @@ func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) asy
 
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Topics, cluster status, leadership.",
-        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self])
+        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self])
 
     struct Topic: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Create, list, describe and delete topics.",
@@ -217,6 +217,58 @@ func parseTime(_ text: String, flag: String) throws -> UInt64 {
     if let v = UInt64(text) { return v }
     if let d = ISO8601DateFormatter().date(from: text) { return UInt64(max(0, d.timeIntervalSince1970 * 1000)) }
     throw ValidationError("\(flag) \(text) is neither milliseconds since 1970 nor ISO 8601")
+}
+
+extension Admin {
+    struct DeadLetters: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "dlq", abstract: "A consumer group's dead letters.", subcommands: [List.self, Resend.self])
+
+        struct List: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "List the messages in %DLQ%<group>.")
+            @OptionGroup var endpoints: Endpoints
+            @Option(help: "Consumer group.") var group: String
+            @Option(help: "At most this many.") var max = 100
+            func run() async throws {
+                let topic = "%DLQ%\(group)"
+                let list = try await withCluster(endpoints) { c -> [ReceivedMessage] in
+                    var out: [ReceivedMessage] = []
+                    var offset: UInt64 = 0
+                    while out.count < max {
+                        let r = try await c.pull(topic: topic, queue: 0, offset: offset, maxMessages: UInt32(min(256, max - out.count)))
+                        out += r.messages
+                        if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
+                        offset = r.nextOffset
+                    }
+                    return out
+                }
+                if list.isEmpty { print("no dead letters for group \(group)") }
+                for m in list { printMessage(m) }
+            }
+        }
+
+        struct Resend: AsyncParsableCommand {
+            static let configuration = CommandConfiguration(abstract: "Send dead letters back to the group (through %RETRY%<group>, retry count reset).")
+            @OptionGroup var endpoints: Endpoints
+            @Option(help: "Consumer group.") var group: String
+            @Option(help: "Dead letter id (repeatable).") var id: [String]
+            func run() async throws {
+                var ids: [MessageID] = []
+                for text in id {
+                    guard let m = MessageID(text.uppercased()) else { throw ValidationError("--id \(text) is not a message id") }
+                    ids.append(m)
+                }
+                guard !ids.isEmpty else { throw ValidationError("give --id") }
+                try await withCluster(endpoints) { c in
+                    for mid in ids {
+                        let dead = try await c.message(id: mid)
+                        guard dead.topic == "%DLQ%\(group)" else { throw ValidationError("\(mid) is in \(dead.topic), not in %DLQ%\(group)") }
+                        let r = try await c.resendDeadLetter(dead, group: group)
+                        print("\(mid) -> \(r.messageID) in \(r.queue.topic)")
+                    }
+                }
+            }
+        }
+    }
 }
 
 func printMessage(_ m: ReceivedMessage) {
