@@ -167,6 +167,10 @@ final class SimNode {
 public final class World {
     static let tickMicros: UInt64 = 10_000
 
+    /// The most events a healthy run takes by virtual time `now` (microseconds): a generous
+    /// bound: busy seeds take 5,000-15,000 events per virtual second.
+    static func maxEvents(at now: UInt64) -> Int { 500_000 + Int(now / 1_000_000) * 50_000 }
+
     let options: SimulationOptions
     var rng: SplitMix64
     let mix: FaultMix
@@ -282,6 +286,12 @@ public final class World {
             if time > deadline { break }
             now = time
             events += 1
+            if events > World.maxEvents(at: now) {
+                // A storm of messages at one moment (seed 59 found one in Raft's probing): the
+                // run would never end. It is a liveness failure.
+                checker.violations.append("runaway: \(events) events by \(Double(now) / 1e6) virtual seconds (a message storm)")
+                break
+            }
             handle(event)
             if !faultsOn && livenessMet() {
                 // Run on one virtual second, calm, so that delayed messages due by now are

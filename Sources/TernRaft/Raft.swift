@@ -425,9 +425,17 @@ public final class Raft {
                     pr.match = index
                     pr.next = max(pr.next, index + 1)
                     pr.progressTick = ticks
+                    pr.probing = false
+                    pr.probeSent = false
+                } else if pr.probing {
+                    // A stale acknowledgement (an earlier append's, or one whose entries are not
+                    // durable yet) says nothing about the probe in flight: wait for its answer.
+                    // Leaving the probe here sent a full window per stale ack, and a follower
+                    // catching up from an empty disk answered those with more stale acks: a
+                    // message storm (simulator seed 59).
+                    progress[m.from] = pr
+                    return
                 }
-                pr.probing = false
-                pr.probeSent = false
                 pr.inflight.removeAll { $0 <= index }
                 progress[m.from] = pr
                 try maybeCommit()

@@ -83,6 +83,18 @@ struct SimulationBrokerTests {
         #expect(result.faults["fail-stop", default: 0] > 0)
     }
 
+    // Seed 59 (before the fix): a follower catching up from an empty disk answered duplicated
+    // appends with stale acknowledgements, and the leader left its probe on each one and sent a
+    // full window: a message storm of millions of events (now caught as "runaway").
+    @Test("seed 59: no message storm while a wiped follower catches up")
+    func seed59() {
+        var options = SimulationOptions(seed: 59)
+        options.seconds = 20
+        let result = Simulation.run(options)
+        #expect(result.ok, "\(result.violations)")
+        #expect(result.faults["crash with a wiped disk", default: 0] > 0)
+    }
+
     @Test("producers' messages are acknowledged and the consumer receives them")
     func workload() {
         var options = SimulationOptions(seed: 5)
