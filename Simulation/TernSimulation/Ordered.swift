@@ -98,11 +98,7 @@ final class SimOrderedProducer: SimClient {
         case .failure(let e):
             switch e.code {
             case BrokerError.notLeader:
-                if let d = try? NotLeaderDetail.decode(e.detail), let k = world.nodes.firstIndex(where: { $0.id.name == d.leader }) {
-                    guess = k
-                } else {
-                    guess = Int(world.below(UInt64(world.nodes.count)))
-                }
+                guess = world.leaderHint(e)
                 o.retryNow = true
                 outstanding = o
             case BrokerError.busy, BrokerError.topicNotFound:
@@ -221,11 +217,7 @@ final class SimOrderlyConsumer: SimClient {
         outstanding = nil
         guard case .success(let body) = r.result else {
             if case .failure(let e) = r.result, e.code == BrokerError.notLeader {
-                if let d = try? NotLeaderDetail.decode(e.detail), let k = world.nodes.firstIndex(where: { $0.id.name == d.leader }) {
-                    leaderGuess = k
-                } else {
-                    leaderGuess = Int(world.below(UInt64(world.nodes.count)))
-                }
+                leaderGuess = world.leaderHint(e)
             }
             return
         }

@@ -562,6 +562,12 @@ public final class World {
         }
     }
 
+    /// The node a NOT_LEADER answer names, or a random one when it names none (as the SDK does).
+    func leaderHint(_ e: ErrorBody) -> Int {
+        if let d = try? NotLeaderDetail.decode(e.detail), let k = nodes.firstIndex(where: { $0.id.name == d.leader }) { return k }
+        return Int(below(UInt64(nodes.count)))
+    }
+
     /// Milliseconds of virtual time: the node's clock.
     var millis: UInt64 { now / 1000 }
 

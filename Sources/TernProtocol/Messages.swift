@@ -458,18 +458,11 @@ public struct HeartbeatResponse: WireCodable, Equatable {
     }
     public func encode(into w: inout WireWriter) {
         w.u64(generation)
-        w.u32(UInt32(assigned.count))
-        for q in assigned {
-            w.string(q.topic)
-            w.u32(q.queueID)
-        }
+        w.queueRefs(assigned)
     }
     public init(from r: inout WireReader) throws(WireError) {
         generation = try r.u64("generation")
-        let n = try r.u32("count")
-        var list: [QueueRef] = []
-        for _ in 0..<n { list.append(QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))) }
-        assigned = list
+        assigned = try r.queueRefs("assigned")
     }
 }
 
@@ -830,18 +823,12 @@ public struct LockRequest: WireCodable, Equatable {
     public func encode(into w: inout WireWriter) {
         w.string(group)
         w.string(clientID)
-        w.u32(UInt32(queues.count))
-        for q in queues {
-            w.string(q.topic)
-            w.u32(q.queueID)
-        }
+        w.queueRefs(queues)
     }
     public init(from r: inout WireReader) throws(WireError) {
         group = try r.string("group")
         clientID = try r.string("client id")
-        var list: [QueueRef] = []
-        for _ in 0..<(try r.u32("count")) { list.append(QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))) }
-        queues = list
+        queues = try r.queueRefs()
     }
 }
 
@@ -854,17 +841,11 @@ public struct LockResponse: WireCodable, Equatable {
     }
     public func encode(into w: inout WireWriter) {
         w.u32(leaseMillis)
-        w.u32(UInt32(locked.count))
-        for q in locked {
-            w.string(q.topic)
-            w.u32(q.queueID)
-        }
+        w.queueRefs(locked)
     }
     public init(from r: inout WireReader) throws(WireError) {
         leaseMillis = try r.u32("lease")
-        var list: [QueueRef] = []
-        for _ in 0..<(try r.u32("count")) { list.append(QueueRef(topic: try r.string("topic"), queueID: try r.u32("queue"))) }
-        locked = list
+        locked = try r.queueRefs("locked")
     }
 }
 

@@ -37,6 +37,15 @@ public struct WireWriter: Sendable {
         bytes.append(contentsOf: b)
     }
 
+    /// Queue references: count u32, then (topic, queue u32) each.
+    public mutating func queueRefs(_ list: [QueueRef]) {
+        u32(UInt32(list.count))
+        for q in list {
+            string(q.topic)
+            u32(q.queueID)
+        }
+    }
+
     public mutating func strings(_ list: [String]) {
         u16(UInt16(list.count))
         for s in list { string(s) }
@@ -102,6 +111,14 @@ public struct WireReader {
     public mutating func skipBlob(_ what: String = "bytes") throws(WireError) -> (start: Int, count: Int) {
         let n = Int(try u32(what))
         return (try take(n, what), n)
+    }
+
+    public mutating func queueRefs(_ what: String = "queues") throws(WireError) -> [QueueRef] {
+        let n = Int(try u32(what))
+        var out: [QueueRef] = []
+        out.reserveCapacity(min(n, remaining / 6))
+        for _ in 0..<n { out.append(QueueRef(topic: try string(what), queueID: try u32(what))) }
+        return out
     }
 
     public mutating func strings(_ what: String = "list") throws(WireError) -> [String] {

@@ -147,12 +147,7 @@ extension Admin {
             @OptionGroup var endpoints: Endpoints
             @Option(help: "Message id (repeatable).") var id: [String]
             func run() async throws {
-                var ids: [MessageID] = []
-                for text in id {
-                    guard let m = MessageID(text.uppercased()) else { throw ValidationError("--id \(text) is not a message id") }
-                    ids.append(m)
-                }
-                guard !ids.isEmpty else { throw ValidationError("give --id") }
+                let ids = try parseMessageIDs(id)
                 try await withCluster(endpoints) { try await $0.recall(ids) }
                 print("recalled \(ids.count)")
             }
@@ -200,6 +195,15 @@ extension Admin {
                 for q in offsets.keys.sorted() { print("\(q)\t\(offsets[q]!)") }
             }
         }
+    }
+}
+
+/// `--id` values as message ids; at least one.
+func parseMessageIDs(_ texts: [String]) throws -> [MessageID] {
+    guard !texts.isEmpty else { throw ValidationError("give --id") }
+    return try texts.map { text in
+        guard let m = MessageID(text.uppercased()) else { throw ValidationError("--id \(text) is not a message id (20 hex digits)") }
+        return m
     }
 }
 
@@ -252,12 +256,7 @@ extension Admin {
             @Option(help: "Consumer group.") var group: String
             @Option(help: "Dead letter id (repeatable).") var id: [String]
             func run() async throws {
-                var ids: [MessageID] = []
-                for text in id {
-                    guard let m = MessageID(text.uppercased()) else { throw ValidationError("--id \(text) is not a message id") }
-                    ids.append(m)
-                }
-                guard !ids.isEmpty else { throw ValidationError("give --id") }
+                let ids = try parseMessageIDs(id)
                 try await withCluster(endpoints) { c in
                     for mid in ids {
                         let dead = try await c.message(id: mid)

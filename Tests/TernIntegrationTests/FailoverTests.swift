@@ -94,6 +94,25 @@ func leader(of client: TernCluster, timeoutSeconds: Double = 20) async throws ->
     throw ClientError.timedOut("no leader within \(timeoutSeconds) s")
 }
 
+/// Starts three nodes, waits for a leader, runs `body` with a client bootstrapped from
+/// `endpoints` (all of them by default), then stops the nodes and removes their data.
+func withThreeNodes(endpoints: ([String]) -> [String] = { $0 }, _ body: (TestCluster, TernCluster) async throws -> Void) async throws {
+    guard let binary = ternBinary() else {
+        Issue.record("the tern executable was not found next to the tests; build it first (swift build --build-tests builds it)")
+        return
+    }
+    let cluster = try TestCluster(binary: binary)
+    for id in cluster.ids { try cluster.start(id) }
+    defer {
+        cluster.stop()
+        cluster.removeData()
+    }
+    let client = try TernCluster(endpoints: endpoints(cluster.endpoints))
+    _ = try await leader(of: client)
+    try await body(cluster, client)
+    await client.shutdown()
+}
+
 @Suite("Integration: three real processes", .serialized)
 struct FailoverTests {
     @Test("10,000 idempotent sends while the leader is SIGKILLed twice: all delivered once, in queue order; a restarted group resumes from its committed offset",

@@ -29,65 +29,54 @@ func text(_ m: ReceivedMessage) -> String { String(decoding: m.message.body, as:
 struct MessagingTests {
     @Test("SQL92 filters, lookups, offset reset, delayed messages across a leader kill, recall", .timeLimit(.minutes(3)))
     func semantics() async throws {
-        guard let binary = ternBinary() else {
-            Issue.record("the tern executable was not found next to the tests")
-            return
-        }
-        let cluster = try TestCluster(binary: binary)
-        for id in cluster.ids { try cluster.start(id) }
-        defer {
-            cluster.stop()
-            cluster.removeData()
-        }
-        let client = try TernCluster(endpoints: cluster.endpoints)
-        _ = try await leader(of: client)
-        try await client.createTopic("sem", queues: 2)
-        let producer = Producer(cluster: client, group: "sem-producer")
+        try await withThreeNodes { cluster, client in
+            try await client.createTopic("sem", queues: 2)
+            let producer = Producer(cluster: client, group: "sem-producer")
 
-        // SQL92: the broker filters by property.
-        var receipts: [SendReceipt] = []
-        for n in 0..<10 {
-            receipts.append(try await producer.send(Message(topic: "sem", keys: ["key-\(n % 3)"], properties: ["n": "\(n)"], body: Array("m\(n)".utf8))))
+            // SQL92: the broker filters by property.
+            var receipts: [SendReceipt] = []
+            for n in 0..<10 {
+                receipts.append(try await producer.send(Message(topic: "sem", keys: ["key-\(n % 3)"], properties: ["n": "\(n)"], body: Array("m\(n)".utf8))))
+            }
+            let filtered = try await drain(client, topic: "sem", group: "sql", sql: "n >= 5 AND n <> 7")
+            #expect(Set(filtered.map(text)) == ["m5", "m6", "m8", "m9"])
+            do {
+                _ = try await drain(client, topic: "sem", group: "bad", sql: "n >>")
+                Issue.record("a bad filter was accepted")
+            } catch ClientError.broker(let e) {
+                #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4"), "\(e)")
+            }
+
+            // Lookups.
+            #expect(text(try await client.message(id: receipts[3].messageID)) == "m3")
+            #expect(try await client.messages(topic: "sem", key: "key-1").map(text) == ["m1", "m4", "m7"])
+
+            // Offset reset: a group that consumed everything replays from the start.
+            let all = try await drain(client, topic: "sem", group: "replay")
+            #expect(all.count == 10)
+            let reset = try await client.resetOffsets(group: "replay", toTimestamp: 0)
+            #expect(reset.values.allSatisfy { $0 == 0 } && reset.count == 2)
+            #expect(try await drain(client, topic: "sem", group: "replay").count == 10)
+
+            // Delayed: scheduled, invisible until due, released once although the leader dies meanwhile.
+            var delayed = Message(topic: "sem", body: Array("later".utf8))
+            delayed.setDelay(milliseconds: 2_500)
+            let sentAt = Date()
+            let r = try await producer.send(delayed)
+            #expect(r.scheduled)
+            var recalled = Message(topic: "sem", body: Array("recalled".utf8))
+            recalled.setDelay(milliseconds: 2_000)
+            try await client.recall([try await producer.send(recalled).messageID])
+            #expect(try await drain(client, topic: "sem", group: "delay", seconds: 1, idle: 2).map(text).filter { $0 == "later" }.isEmpty, "not before its time")
+            let l = try await leader(of: client)
+            cluster.kill(l)
+            try cluster.start(l)
+            try await Task.sleep(for: .milliseconds(3_500))
+            let after = try await drain(client, topic: "sem", group: "delay2").map(text)
+            #expect(after.filter { $0 == "later" }.count == 1, "released exactly once: \(after)")
+            #expect(!after.contains("recalled"))
+            let released = try await client.message(id: r.messageID)
+            #expect(Double(released.storeTimestamp) / 1000 <= sentAt.timeIntervalSince1970 + 1)
         }
-        let filtered = try await drain(client, topic: "sem", group: "sql", sql: "n >= 5 AND n <> 7")
-        #expect(Set(filtered.map(text)) == ["m5", "m6", "m8", "m9"])
-        do {
-            _ = try await drain(client, topic: "sem", group: "bad", sql: "n >>")
-            Issue.record("a bad filter was accepted")
-        } catch ClientError.broker(let e) {
-            #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4"), "\(e)")
-        }
-
-        // Lookups.
-        #expect(text(try await client.message(id: receipts[3].messageID)) == "m3")
-        #expect(try await client.messages(topic: "sem", key: "key-1").map(text) == ["m1", "m4", "m7"])
-
-        // Offset reset: a group that consumed everything replays from the start.
-        let all = try await drain(client, topic: "sem", group: "replay")
-        #expect(all.count == 10)
-        let reset = try await client.resetOffsets(group: "replay", toTimestamp: 0)
-        #expect(reset.values.allSatisfy { $0 == 0 } && reset.count == 2)
-        #expect(try await drain(client, topic: "sem", group: "replay").count == 10)
-
-        // Delayed: scheduled, invisible until due, released once although the leader dies meanwhile.
-        var delayed = Message(topic: "sem", body: Array("later".utf8))
-        delayed.setDelay(milliseconds: 2_500)
-        let sentAt = Date()
-        let r = try await producer.send(delayed)
-        #expect(r.scheduled)
-        var recalled = Message(topic: "sem", body: Array("recalled".utf8))
-        recalled.setDelay(milliseconds: 2_000)
-        try await client.recall([try await producer.send(recalled).messageID])
-        #expect(try await drain(client, topic: "sem", group: "delay", seconds: 1, idle: 2).map(text).filter { $0 == "later" }.isEmpty, "not before its time")
-        let l = try await leader(of: client)
-        cluster.kill(l)
-        try cluster.start(l)
-        try await Task.sleep(for: .milliseconds(3_500))
-        let after = try await drain(client, topic: "sem", group: "delay2").map(text)
-        #expect(after.filter { $0 == "later" }.count == 1, "released exactly once: \(after)")
-        #expect(!after.contains("recalled"))
-        let released = try await client.message(id: r.messageID)
-        #expect(Double(released.storeTimestamp) / 1000 <= sentAt.timeIntervalSince1970 + 1)
-        await client.shutdown()
     }
 }
