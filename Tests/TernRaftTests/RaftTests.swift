@@ -339,3 +339,26 @@ struct RejoinRegressionTests {
         #expect(raft.vote == "n3", "the current term counts as voted in")
     }
 }
+
+@Suite("Raft §5.3: probing")
+struct ProbeTests {
+    @Test("a stale acknowledgement does not end a probe (simulator seed 59: a message storm)")
+    func staleAckKeepsProbe() throws {
+        let net = Network(3)
+        net.elect("n1")
+        for k in 0..<5 { _ = net.propose("n1", "e\(k)") }
+        for n in ["n1", "n2", "n3"] { net.persist(n) }
+        let leader = net["n1"]
+        func appends(_ e: Effects) -> Int { e.messages.filter { if case .append = $0.kind { return true } else { return false } }.count }
+        // n2 says its log ends at 1 (a lost disk): the leader probes from there, one append.
+        let reset = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 6, hintIndex: 2, hintTerm: 0)))
+        #expect(appends(reset) == 1)
+        // An acknowledgement no newer than what the leader knows must not send more.
+        let stale = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: true, index: 1, hintIndex: 0, hintTerm: 0)))
+        #expect(appends(stale) == 0)
+        // The probe's own answer moves on.
+        let fresh = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: true, index: 6, hintIndex: 0, hintTerm: 0)))
+        #expect(leader.commitIndex == 6)
+        _ = fresh
+    }
+}
