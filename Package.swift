@@ -68,6 +68,7 @@ let package = Package(
                 "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: strict
@@ -79,7 +80,9 @@ let package = Package(
         .testTarget(name: "TernBrokerTests", dependencies: ["TernBroker", "TernProtocol", "TernStorage"], swiftSettings: strict),
         .testTarget(name: "TernNodeTests", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"], swiftSettings: strict),
         // Three real `tern serve` processes; needs the `tern` executable built next to the tests.
-        .testTarget(name: "TernIntegrationTests", dependencies: ["TernClient", "TernProtocol"], swiftSettings: strict),
+        .testTarget(name: "TernIntegrationTests", dependencies: [
+            "TernClient", "TernProtocol", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+        ], swiftSettings: strict),
         .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]
