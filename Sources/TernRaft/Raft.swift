@@ -406,7 +406,7 @@ public final class Raft {
                 if verifiedIndex < commit {
                     // The leader may still think this member holds what it held before the
                     // disk was lost: say where its log ends now.
-                    send(to: m.from, .appendResponse(success: false, index: commit, hintIndex: log.lastIndex + 1, hintTerm: 0))
+                    send(to: m.from, .appendResponse(success: false, index: commit, hintIndex: log.lastIndex + 1, hintTerm: Message.lostLogHintTerm))
                 }
                 maybeFinishRejoin()
             }
@@ -441,9 +441,11 @@ public final class Raft {
                 try maybeCommit()
                 if m.from == transferTarget && pr.match == log.lastIndex { send(to: m.from, .timeoutNow) }
             } else {
-                if hintTerm == 0 && hintIndex <= pr.match {
+                if hintTerm == Message.lostLogHintTerm && hintIndex <= pr.match {
                     // The follower's log ends before what it once acknowledged: it lost its disk
-                    // and is rejoining. Start over from where its log ends now.
+                    // and is rejoining (it says so explicitly: an ordinary rejection of a reordered
+                    // append looks the same, and taking those for lost disks restarted the probe
+                    // on each, a message storm; simulator seed 1085). Start over from its end.
                     pr.match = hintIndex - 1
                     pr.next = hintIndex
                     pr.probing = true
@@ -454,8 +456,12 @@ public final class Raft {
                     return
                 }
                 guard index > pr.match, index < pr.next else { return }  // stale rejection
+                // While probing, only the rejection of the probe in flight counts: the rest of an
+                // earlier window (reordered appends the follower could not place yet) would
+                // restart the probe once each (simulator seed 1085).
+                if pr.probing && pr.probeSent && index != pr.next - 1 { return }
                 var next = hintIndex
-                if hintTerm > 0, let last = try lastIndex(ofTerm: hintTerm, atOrBefore: index) { next = last + 1 }
+                if hintTerm > 0 && hintTerm != Message.lostLogHintTerm, let last = try lastIndex(ofTerm: hintTerm, atOrBefore: index) { next = last + 1 }
                 pr.next = max(pr.match + 1, min(next, index))
                 pr.probing = true
                 pr.probeSent = false

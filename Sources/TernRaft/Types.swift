@@ -67,6 +67,10 @@ public struct Message: Equatable, Sendable, CustomStringConvertible {
     public var term: UInt64
     public var kind: Kind
 
+    /// `hintTerm` of a rejection from a member rejoining after a lost disk: "my log ends at
+    /// `hintIndex - 1`, before what I acknowledged to you earlier".
+    public static let lostLogHintTerm = UInt64.max
+
     public init(from: NodeID, to: NodeID, term: UInt64, kind: Kind) {
         self.from = from
         self.to = to

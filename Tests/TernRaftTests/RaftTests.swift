@@ -342,7 +342,7 @@ struct RejoinRegressionTests {
 
 @Suite("Raft §5.3: probing")
 struct ProbeTests {
-    @Test("a stale acknowledgement does not end a probe (simulator seed 59: a message storm)")
+    @Test("stale acknowledgements and rejections do not restart or end a probe (simulator seeds 59 and 1085: message storms)")
     func staleAckKeepsProbe() throws {
         let net = Network(3)
         net.elect("n1")
@@ -351,8 +351,14 @@ struct ProbeTests {
         let leader = net["n1"]
         func appends(_ e: Effects) -> Int { e.messages.filter { if case .append = $0.kind { return true } else { return false } }.count }
         // n2 says its log ends at 1 (a lost disk): the leader probes from there, one append.
-        let reset = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 6, hintIndex: 2, hintTerm: 0)))
+        // A stale ordinary rejection (a reordered append's) is ignored, not taken for a lost disk.
+        let staleReject = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 3, hintIndex: 2, hintTerm: 0)))
+        #expect(appends(staleReject) == 0, "simulator seed 1085: each such rejection restarted the probe")
+        let reset = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 6, hintIndex: 2, hintTerm: Message.lostLogHintTerm)))
         #expect(appends(reset) == 1)
+        // While that probe (prev 1) is out, a rejection of some other, older append is ignored.
+        let other = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 4, hintIndex: 2, hintTerm: 0)))
+        #expect(appends(other) == 0)
         // An acknowledgement no newer than what the leader knows must not send more.
         let stale = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: true, index: 1, hintIndex: 0, hintTerm: 0)))
         #expect(appends(stale) == 0)
