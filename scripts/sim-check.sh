@@ -52,7 +52,7 @@ dead-letter-early 1-10 30
 ack-before-fsync 1-200 30
 vote-without-log-check 1-60 30
 skip-truncation 1-60 30
-no-check-quorum 1-300 30
+no-check-quorum 1-100 30
 apply-uncommitted 1-60 30
 lose-persisted-vote 1-800 10
 commit-earlier-term 1-1200 20
