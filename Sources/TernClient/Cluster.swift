@@ -178,11 +178,25 @@ public final class TernCluster: Sendable {
     /// Queue count of `topic`, from the cache or a route query; throws topicNotFound.
     func queues(of topic: String) async throws -> UInt32 {
         if let n = state.withLockedValue({ $0.topicQueues[topic] }) { return n }
-        let route = try await queryRoute(topic: topic)
-        guard route.topicQueues > 0 else {
-            throw ClientError.broker(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(topic) does not exist"))
+        // "No such topic" from a node that has not applied the creation yet (a follower, or a
+        // leader elected a moment ago) is not the last word: ask again, three times in 0.6 s.
+        var answered = false
+        var lastError: Error?
+        for attempt in 0..<4 {
+            if attempt > 0 {
+                state.withLockedValue { $0.leader = nil }
+                try await Task.sleep(for: .milliseconds(200))
+            }
+            do {
+                let route = try await queryRoute(topic: topic)
+                if route.topicQueues > 0 { return route.topicQueues }
+                answered = true
+            } catch {
+                lastError = error
+            }
         }
-        return route.topicQueues
+        if !answered, let lastError { throw lastError }
+        throw ClientError.broker(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(topic) does not exist"))
     }
 
     func forgetRoute(_ topic: String) {
