@@ -144,6 +144,61 @@ struct MessageChecker {
     }
 }
 
+/// One send outstanding, retried with the same body (so the same producer id and sequence)
+/// until it is answered: after a timeout at a random node, after NOT_LEADER at the node named.
+struct SendRetrier {
+    let connection: UInt64
+    var guess = 0
+    var nextRequestID: UInt64 = 1
+    var outstanding: (requestID: UInt64, request: SendRequest, sentAt: UInt64, retryNow: Bool)?
+
+    init(connection: UInt64) { self.connection = connection }
+
+    /// Sends again when due; true while a send is outstanding (nothing new may start).
+    mutating func retryIfDue(_ world: World) -> Bool {
+        guard let o = outstanding else { return false }
+        guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return true }
+        if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }
+        start(o.request, world)
+        return true
+    }
+
+    mutating func start(_ request: SendRequest, _ world: World) {
+        let id = nextRequestID
+        nextRequestID += 1
+        outstanding = (id, request, world.now, false)
+        world.sendRequest(to: guess, client: ClientRef(connection: connection, requestID: id), frame: Frame(opcode: Opcode.send.rawValue, requestID: id, body: request.encoded()))
+    }
+
+    /// The response when `r` acknowledges the outstanding send. A stale reply, a failure that
+    /// is retried, and a refusal (recorded as a violation) give nil.
+    mutating func settle(_ r: Reply, _ world: World, who: String) -> SendResponse? {
+        guard let o = outstanding, r.to.requestID == o.requestID else { return nil }
+        switch r.result {
+        case .success(let body):
+            outstanding = nil
+            guard let response = try? SendResponse.decode(body), response.count == UInt32(o.request.messages.count) else {
+                world.messages.fail("\(who): a malformed send response")
+                return nil
+            }
+            world.checker.acknowledge(index: response.entryIndex, at: world.now)
+            return response
+        case .failure(let e):
+            switch e.code {
+            case BrokerError.notLeader:
+                guess = world.leaderHint(e)
+                outstanding!.retryNow = true
+            case BrokerError.busy, BrokerError.topicNotFound:
+                outstanding!.retryNow = true
+            default:
+                world.messages.fail("\(who): send refused: \(e)")
+                outstanding = nil
+            }
+            return nil
+        }
+    }
+}
+
 /// An idempotent producer: one send (1 to 3 messages) outstanding, retried with the same
 /// sequence until it is acknowledged.
 final class SimProducer: SimClient {
@@ -155,92 +210,46 @@ final class SimProducer: SimClient {
     let producerID: UInt64
     var counter = 0
     var sequences: [UInt32: UInt64] = [:]
-    var nextRequestID: UInt64 = 1
-    var guess = 0
-    struct Outstanding {
-        var requestID: UInt64
-        var request: SendRequest
-        var bodies: [String]
-        var delay: UInt64?
-        var sentAt: UInt64
-        var retryNow = false
-    }
-    var outstanding: Outstanding?
+    var sender: SendRetrier
+    /// The outstanding send's bodies and delay.
+    var bodies: [String] = []
+    var delay: UInt64?
 
     init(index: Int, producerID: UInt64) {
         self.index = index
         self.producerID = producerID
+        sender = SendRetrier(connection: UInt64(index + 1))
     }
 
     func timer(_ world: World) {
         world.schedule(.client(index), after: 5_000 + world.below(40_000))
-        if var o = outstanding {
-            guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return }
-            if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }
-            o.retryNow = false
-            send(&o, world)
-            outstanding = o
-            return
-        }
+        if sender.retryIfDue(world) { return }
         let queue = UInt32(world.below(UInt64(SimProducer.queues)))
         sequences[queue, default: 0] += 1
         let n = 1 + Int(world.below(3))
-        var bodies: [String] = []
+        bodies = []
         for _ in 0..<n {
             counter += 1
             bodies.append("p\(index)-\(counter)")
         }
         for b in bodies { world.messages.sent.insert(b) }
         // A fifth of the sends are delayed by 0.1-2 s.
-        let delay: UInt64? = world.chance(0.2) ? 100 + world.below(1_900) : nil
+        delay = world.chance(0.2) ? 100 + world.below(1_900) : nil
         let properties = delay.map { ["TIMER_DELAY_MS": String($0)] } ?? [:]
         let request = SendRequest(topic: SimProducer.topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
                                   messages: bodies.map { WireMessage(tag: "t", keys: [$0], properties: properties, bornTimestamp: world.millis, body: Array($0.utf8)) })
-        var o = Outstanding(requestID: 0, request: request, bodies: bodies, delay: delay, sentAt: 0)
-        send(&o, world)
-        outstanding = o
-    }
-
-    private func send(_ o: inout Outstanding, _ world: World) {
-        o.requestID = nextRequestID
-        nextRequestID += 1
-        o.sentAt = world.now
-        world.sendRequest(to: guess, client: ClientRef(connection: UInt64(index + 1), requestID: o.requestID),
-                          frame: Frame(opcode: Opcode.send.rawValue, requestID: o.requestID, body: o.request.encoded()))
+        sender.start(request, world)
     }
 
     func reply(_ r: Reply, _ world: World) {
-        guard var o = outstanding, r.to.requestID == o.requestID else { return }  // a stale attempt
-        switch r.result {
-        case .success(let body):
-            guard let response = try? SendResponse.decode(body), response.count == UInt32(o.bodies.count) else {
-                world.messages.fail("producer \(index): a malformed send response")
-                outstanding = nil
-                return
-            }
-            let scheduled = response.firstQueueOffset == SendResponse.scheduled
-            if scheduled != (o.delay != nil) { world.messages.fail("producer \(index): a send with delay \(o.delay.map(String.init) ?? "none") was answered \(scheduled ? "scheduled" : "stored")") }
-            for (k, b) in o.bodies.enumerated() {
-                if let d = o.delay {
-                    world.messages.delayed[b] = (response.queueID, world.millis + d)
-                } else {
-                    world.messages.acknowledged(b, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
-                }
-            }
-            world.checker.acknowledge(index: response.entryIndex, at: world.now)
-            outstanding = nil
-        case .failure(let e):
-            switch e.code {
-            case BrokerError.notLeader:
-                guess = world.leaderHint(e)
-                o.retryNow = true
-                outstanding = o
-            case BrokerError.busy, BrokerError.topicNotFound:
-                o.retryNow = true
-                outstanding = o
-            default:
-                world.messages.fail("producer \(index): send refused: \(e)")
-                outstanding = nil
+        guard let response = sender.settle(r, world, who: "producer \(index)") else { return }
+        let scheduled = response.firstQueueOffset == SendResponse.scheduled
+        if scheduled != (delay != nil) { world.messages.fail("producer \(index): a send with delay \(delay.map(String.init) ?? "none") was answered \(scheduled ? "scheduled" : "stored")") }
+        for (k, b) in bodies.enumerated() {
+            if let d = delay {
+                world.messages.delayed[b] = (response.queueID, world.millis + d)
+            } else {
+                world.messages.acknowledged(b, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
             }
         }
     }

@@ -47,68 +47,31 @@ final class SimOrderedProducer: SimClient {
     let producerID: UInt64
     var next: [String: Int] = [:]
     var sequences: [UInt32: UInt64] = [:]
-    var nextRequestID: UInt64 = 1
-    var guess = 0
-    var outstanding: (requestID: UInt64, request: SendRequest, body: String, sentAt: UInt64, retryNow: Bool)?
+    var sender: SendRetrier
+    var body = ""
 
     init(index: Int, producerID: UInt64) {
         self.index = index
         self.producerID = producerID
+        sender = SendRetrier(connection: UInt64(index + 1))
     }
 
     func timer(_ world: World) {
         world.schedule(.client(index), after: 10_000 + world.below(30_000))
-        if var o = outstanding {
-            guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return }
-            if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }
-            o.retryNow = false
-            send(&o, world)
-            outstanding = o
-            return
-        }
+        if sender.retryIfDue(world) { return }
         let key = SimOrderedProducer.keys[Int(world.below(UInt64(SimOrderedProducer.keys.count)))]
         next[key, default: 0] += 1
-        let body = "o\(key)-\(next[key]!)"
+        body = "o\(key)-\(next[key]!)"
         world.messages.sent.insert(body)
         let queue = queueForShardingKey(key, queues: SimProducer.queues)
         sequences[queue, default: 0] += 1
-        let request = SendRequest(topic: SimOrderedProducer.topic, queueID: queue, producerGroup: "ord", producerID: producerID, sequence: sequences[queue]!,
-                                  messages: [WireMessage(keys: [body], properties: ["SHARDING_KEY": key], body: Array(body.utf8))])
-        var o = (requestID: UInt64(0), request: request, body: body, sentAt: UInt64(0), retryNow: false)
-        send(&o, world)
-        outstanding = o
-    }
-
-    private func send(_ o: inout (requestID: UInt64, request: SendRequest, body: String, sentAt: UInt64, retryNow: Bool), _ world: World) {
-        o.requestID = nextRequestID
-        nextRequestID += 1
-        o.sentAt = world.now
-        world.sendRequest(to: guess, client: ClientRef(connection: UInt64(index + 1), requestID: o.requestID),
-                          frame: Frame(opcode: Opcode.send.rawValue, requestID: o.requestID, body: o.request.encoded()))
+        sender.start(SendRequest(topic: SimOrderedProducer.topic, queueID: queue, producerGroup: "ord", producerID: producerID, sequence: sequences[queue]!,
+                                 messages: [WireMessage(keys: [body], properties: ["SHARDING_KEY": key], body: Array(body.utf8))]), world)
     }
 
     func reply(_ r: Reply, _ world: World) {
-        guard var o = outstanding, r.to.requestID == o.requestID else { return }
-        switch r.result {
-        case .success(let body):
-            guard let response = try? SendResponse.decode(body) else { return world.messages.fail("ordered producer: malformed response") }
-            world.messages.acknowledged(o.body, topic: SimOrderedProducer.topic, queue: response.queueID, offset: response.firstQueueOffset, id: MessageID(entryIndex: response.entryIndex, slot: 0))
-            world.checker.acknowledge(index: response.entryIndex, at: world.now)
-            outstanding = nil
-        case .failure(let e):
-            switch e.code {
-            case BrokerError.notLeader:
-                guess = world.leaderHint(e)
-                o.retryNow = true
-                outstanding = o
-            case BrokerError.busy, BrokerError.topicNotFound:
-                o.retryNow = true
-                outstanding = o
-            default:
-                world.messages.fail("ordered producer: send refused: \(e)")
-                outstanding = nil
-            }
-        }
+        guard let response = sender.settle(r, world, who: "ordered producer") else { return }
+        world.messages.acknowledged(body, topic: SimOrderedProducer.topic, queue: response.queueID, offset: response.firstQueueOffset, id: MessageID(entryIndex: response.entryIndex, slot: 0))
     }
 }
 

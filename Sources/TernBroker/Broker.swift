@@ -82,8 +82,9 @@ public final class Broker {
     /// Group -> queue -> next offset to consume.
     public private(set) var offsets: [String: [QueueRef: UInt64]] = [:]
     var producers: [UInt64: [QueueRef: DedupeWindow]] = [:]
-    /// Give-backs applied, per group: retry key -> stored (bounded FIFO of 100,000 per group).
-    var sendBacks: [String: (keys: [String: SendResponse], order: [String])] = [:]
+    /// Give-backs applied, per retry or dead-letter topic: retry key -> stored (bounded FIFO of
+    /// 100,000 per topic).
+    var sendBacks: [String: (keys: [String: SendResponse], order: [String], head: Int)] = [:]
     /// Queue offsets of released delayed messages (out of entry order in their queue, so the
     /// binary search by id does not find them).
     var releasedOffsets: [MessageID: UInt64] = [:]
@@ -206,19 +207,25 @@ public final class Broker {
         if header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"), header.count == 1 {
             // A give-back: stored once per (origin, reconsume times).
             var peek = r
-            if let m = try? WireMessage(from: &peek), let key = m.properties[RetryProperty.retryKey] {
-                let group = String(header.topic.drop(while: { $0 != "%" }).dropFirst().drop(while: { $0 != "%" }).dropFirst())
-                if var earlier = sendBacks[group]?.keys[key], !config.plantedBugs.contains(.sendBackTwice) {
+            if let m = try? WireMessage.meta(from: &peek), let key = m.properties[RetryProperty.retryKey] {
+                if var earlier = sendBacks[header.topic]?.keys[key], !config.plantedBugs.contains(.sendBackTwice) {
                     earlier.duplicate = true
                     return .sent(earlier)
                 }
                 let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
                 if case .sent(let response) = result {
-                    var book = sendBacks[group] ?? ([:], [])
+                    var book = sendBacks[header.topic] ?? ([:], [], 0)
                     book.keys[key] = response
                     book.order.append(key)
-                    if book.order.count > 100_000 { book.keys[book.order.removeFirst()] = nil }
-                    sendBacks[group] = book
+                    if book.order.count - book.head > 100_000 {
+                        book.keys[book.order[book.head]] = nil
+                        book.head += 1
+                        if book.head > 50_000 {
+                            book.order.removeFirst(book.head)
+                            book.head = 0
+                        }
+                    }
+                    sendBacks[header.topic] = book
                 }
                 return result
             }
@@ -266,7 +273,7 @@ public final class Broker {
         var scan = r
         for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
-            guard let m = try? WireMessage(from: &scan, maxBody: config.maxMessageBytes) else {
+            guard let m = try? WireMessage.meta(from: &scan, maxBody: config.maxMessageBytes) else {
                 return .failed(ErrorBody(code: BrokerError.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
             }
             found.append((start, tagHash(m.tag)))
@@ -342,9 +349,9 @@ public final class Broker {
     // MARK: Checks the leader makes before proposing
 
     /// nil when a send may be proposed as is; else the error to answer with.
-    public func validate(_ header: SendHeader, messageCount: Int) -> ErrorBody? {
-        guard messageCount > 0, messageCount <= config.maxBatchMessages else {
-            return ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(messageCount)")
+    public func validate(_ header: SendHeader) -> ErrorBody? {
+        guard header.count > 0, header.count <= config.maxBatchMessages else {
+            return ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)")
         }
         guard let n = topics[header.topic] else {
             return ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")

@@ -115,17 +115,6 @@ final class Connection: Sendable {
         return frame.body
     }
 
-    /// Sends without waiting for, or keeping, an answer.
-    func sendOneWay(_ op: Opcode, _ body: [UInt8]) {
-        let id = state.withLockedValue { s -> UInt64 in
-            s.next += 1
-            return s.next - 1
-        }
-        var buffer = channel.allocator.buffer(capacity: FrameCodec.headerBytes + body.count)
-        buffer.writeFrame(Frame(opcode: op.rawValue, requestID: id, body: body))
-        channel.writeAndFlush(buffer, promise: nil)
-    }
-
     func close() { channel.close(promise: nil) }
 }
 

@@ -73,8 +73,7 @@ public final class Node {
 
     enum Pending {
         case send(ClientRef, Opcode)
-        case admin(ClientRef, Opcode)
-        /// A write answered with a body fixed when it was proposed.
+        /// A write answered, once applied, with a body fixed when it was proposed (often empty).
         case answer(ClientRef, Opcode, [UInt8])
         case offsets([ClientRef])
         /// The topic creation a send with auto-create proposed first; nobody waits on it.
@@ -106,12 +105,9 @@ public final class Node {
         replica = try Replica(config: config.raft, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
         groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
         var brokerConfig = config.broker
-        let bugs = config.raft.plantedBugs
-        if bugs.contains(.dedupeOff) { brokerConfig.plantedBugs.insert(.dedupeOff) }
-        if bugs.contains(.reverseBatch) { brokerConfig.plantedBugs.insert(.reverseBatch) }
-        if bugs.contains(.readWrongSlot) { brokerConfig.plantedBugs.insert(.readWrongSlot) }
-        if bugs.contains(.releaseTwice) { brokerConfig.plantedBugs.insert(.releaseTwice) }
-        if bugs.contains(.sendBackTwice) { brokerConfig.plantedBugs.insert(.sendBackTwice) }
+        let bugs: [(PlantedBugs, BrokerPlantedBugs)] = [(.dedupeOff, .dedupeOff), (.reverseBatch, .reverseBatch), (.readWrongSlot, .readWrongSlot),
+                                                         (.releaseTwice, .releaseTwice), (.sendBackTwice, .sendBackTwice)]
+        for (bug, brokerBug) in bugs where config.raft.plantedBugs.contains(bug) { brokerConfig.plantedBugs.insert(brokerBug) }
         broker = Broker(config: brokerConfig, source: self)
     }
 
@@ -195,11 +191,35 @@ public final class Node {
 
     // MARK: Routing
 
+    /// Requests only the leader answers: writes, and reads of its soft state or that must be linearizable.
+    static let leaderOnly: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
+                                          .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+
+    /// Proposes the creation of `topic` ahead of a write that needs it, unless it exists or is
+    /// already proposed in this batch. Nobody waits on the creation itself.
+    private func ensureTopic(_ topic: String, queues: UInt32, proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending]) {
+        let create = AdminCommand.createTopic(name: topic, queues: queues)
+        guard broker.topics[topic] == nil, !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == create }) else { return }
+        proposals.append((BrokerEntryType.admin, create.encoded()))
+        owners.append(.internalWrite)
+    }
+
+    /// A messages entry: the store timestamp, then the send body. Store timestamps ascend along
+    /// the log as far as this leader can tell (offset resets search them): never below what was
+    /// applied or proposed before.
+    private func messagesEntry(_ send: [UInt8]) -> (type: UInt8, body: [UInt8]) {
+        lastStamp = max(now, lastStamp, broker.lastStoreTimestamp)
+        var entry: [UInt8] = []
+        entry.reserveCapacity(8 + send.count)
+        withUnsafeBytes(of: lastStamp.littleEndian) { entry.append(contentsOf: $0) }
+        entry.append(contentsOf: send)
+        return (BrokerEntryType.messages, entry)
+    }
+
     private func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
-        let writes: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues, .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
-        if writes.contains(op) {
+        if Node.leaderOnly.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
                 return fail(ErrorBody(code: BrokerError.busy, message: "\(pending.count) writes are waiting to commit; retry later"))
@@ -213,21 +233,16 @@ public final class Node {
         case .send:
             var r = WireReader(body)
             let header = try SendHeader(from: &r)
-            if broker.topics[header.topic] == nil, config.broker.autoCreateTopics, Broker.validateTopicName(header.topic) == nil,
-               !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == .createTopic(name: header.topic, queues: config.broker.defaultQueues) }) {
-                proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: header.topic, queues: config.broker.defaultQueues).encoded()))
-                owners.append(.internalWrite)
+            let autoCreating = broker.topics[header.topic] == nil && config.broker.autoCreateTopics && Broker.validateTopicName(header.topic) == nil
+            if autoCreating {
+                guard header.queueID < config.broker.defaultQueues else {
+                    return fail(ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) is created with \(config.broker.defaultQueues) queues; queue \(header.queueID) does not exist"))
+                }
+                ensureTopic(header.topic, queues: config.broker.defaultQueues, proposals: &proposals, owners: &owners)
+            } else if let e = broker.validate(header) {
+                return fail(e)
             }
-            let autoCreating = broker.topics[header.topic] == nil && config.broker.autoCreateTopics && header.queueID < config.broker.defaultQueues
-            if !autoCreating, let e = broker.validate(header, messageCount: Int(header.count)) { return fail(e) }
-            var entry: [UInt8] = []
-            entry.reserveCapacity(8 + body.count)
-            // Store timestamps ascend along the log as far as this leader can tell (offset resets
-            // search them): never below what was applied or proposed before.
-            lastStamp = max(now, lastStamp, broker.lastStoreTimestamp)
-            withUnsafeBytes(of: lastStamp.littleEndian) { entry.append(contentsOf: $0) }
-            entry.append(contentsOf: body)
-            proposals.append((BrokerEntryType.messages, entry))
+            proposals.append(messagesEntry(body))
             owners.append(.send(client, op))
         case .pull:
             var request = try PullRequest.decode(body)
@@ -279,7 +294,7 @@ public final class Node {
                 return fail(ErrorBody(code: BrokerError.topicExists, message: "topic \(request.name) exists with \(existing) queues"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: request.name, queues: request.queues).encoded()))
-            owners.append(.admin(client, op))
+            owners.append(.answer(client, op, []))
         case .updateTopic:
             let request = try TopicRequest.decode(body)
             guard let existing = broker.topics[request.name] else {
@@ -289,14 +304,14 @@ public final class Node {
                 return fail(ErrorBody(code: BrokerError.badRequest, message: "topic \(request.name) has \(existing) queues; it may grow to at most \(config.broker.maxQueues), never shrink"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.updateTopic(name: request.name, queues: request.queues).encoded()))
-            owners.append(.admin(client, op))
+            owners.append(.answer(client, op, []))
         case .deleteTopic:
             let request = try TopicRequest.decode(body)
             guard broker.topics[request.name] != nil else {
                 return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.name) does not exist"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.deleteTopic(name: request.name).encoded()))
-            owners.append(.admin(client, op))
+            owners.append(.answer(client, op, []))
         case .queryMessage:
             let request = try QueryMessageRequest.decode(body)
             if let id = request.id {
@@ -335,21 +350,14 @@ public final class Node {
             }
             let early = config.raft.plantedBugs.contains(.deadLetterEarly) && request.maxReconsumeTimes > 0
             let copy = Broker.sendBack(m, group: request.group, delayMillis: request.delayMillis, maxReconsumeTimes: request.maxReconsumeTimes - (early ? 1 : 0))
-            if broker.topics[copy.topic] == nil, !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == .createTopic(name: copy.topic, queues: 1) }) {
-                proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: copy.topic, queues: 1).encoded()))
-                owners.append(.internalWrite)
-            }
-            lastStamp = max(now, lastStamp, broker.lastStoreTimestamp)
-            var entry: [UInt8] = []
-            withUnsafeBytes(of: lastStamp.littleEndian) { entry.append(contentsOf: $0) }
-            entry.append(contentsOf: copy.encoded())
-            proposals.append((BrokerEntryType.messages, entry))
+            ensureTopic(copy.topic, queues: 1, proposals: &proposals, owners: &owners)
+            proposals.append(messagesEntry(copy.encoded()))
             owners.append(.send(client, op))
         case .recall:
             let ids = try MessageIDRequest.decode(body).ids
             guard !ids.isEmpty, ids.count <= 1024 else { return fail(ErrorBody(code: BrokerError.badRequest, message: "recall 1 to 1,024 messages")) }
             proposals.append((BrokerEntryType.recall, MessageIDList(ids: ids).encoded()))
-            owners.append(.admin(client, op))
+            owners.append(.answer(client, op, []))
         case .resetOffset:
             let request = try ResetOffsetRequest.decode(body)
             guard isReadyLeader else {
@@ -435,7 +443,7 @@ public final class Node {
     private func fail(_ owner: Pending, _ e: ErrorBody, into out: inout NodeOutput) {
         switch owner {
         case .send(let c, let op): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
-        case .admin(let c, let op), .answer(let c, let op, _): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
+        case .answer(let c, let op, _): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
         case .offsets(let cs): for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
         case .internalWrite: break
         }
@@ -458,8 +466,6 @@ public final class Node {
             switch (owner, outcome) {
             case (.send(let c, let op), .sent(let response)):
                 out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(response.encoded())))
-            case (.admin(let c, let op), .done):
-                out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success([])))
             case (.answer(let c, let op, let body), .done):
                 out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(body)))
             case (.offsets(let cs), .done):

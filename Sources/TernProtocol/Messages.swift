@@ -136,16 +136,38 @@ public struct WireMessage: Equatable, Sendable {
         w.blob(body)
     }
 
-    public init(from r: inout WireReader, maxBody: Int = Int(Int32.max)) throws(WireError) {
-        tag = try r.string("tag")
-        keys = try r.strings("keys")
+    /// Everything but the body, read without copying the body (which is skipped, its length
+    /// checked against `maxBody`). What the broker needs to index a stored message.
+    public struct Meta: Sendable {
+        public var tag: String
+        public var keys: [String]
+        public var properties: [String: String]
+    }
+
+    public static func meta(from r: inout WireReader, maxBody: Int = Int(Int32.max)) throws(WireError) -> Meta {
+        let tag = try r.string("tag")
+        let keys = try r.strings("keys")
+        let properties = try readProperties(&r)
+        _ = try r.u64("born timestamp")
+        let body = try r.skipBlob("body")
+        guard body.count <= maxBody else { throw WireError("body of \(body.count) bytes exceeds the limit of \(maxBody)") }
+        return Meta(tag: tag, keys: keys, properties: properties)
+    }
+
+    static func readProperties(_ r: inout WireReader) throws(WireError) -> [String: String] {
         let n = Int(try r.u16("property count"))
         var props: [String: String] = [:]
         for _ in 0..<n {
             let name = try r.string("property name")
             props[name] = try r.string("property value")
         }
-        properties = props
+        return props
+    }
+
+    public init(from r: inout WireReader, maxBody: Int = Int(Int32.max)) throws(WireError) {
+        tag = try r.string("tag")
+        keys = try r.strings("keys")
+        properties = try WireMessage.readProperties(&r)
         bornTimestamp = try r.u64("born timestamp")
         body = try r.blob("body", limit: maxBody)
     }

@@ -19,7 +19,6 @@ final class PeerLink: @unchecked Sendable {
     private var stopped = false
     private var backoffMillis: Int64 = 50
     private var wasConnected = false
-    private(set) var dropped = 0
 
     init(peer: NodeID, endpoint: String, group: EventLoopGroup, logger: Logger) {
         self.peer = peer
@@ -42,7 +41,6 @@ final class PeerLink: @unchecked Sendable {
     func send(_ buffer: ByteBuffer) {
         lock.lock()
         let c = channel
-        if c == nil || !(c!.isWritable) { dropped += 1 }
         lock.unlock()
         guard let c, c.isWritable else { return }
         c.writeAndFlush(buffer, promise: nil)

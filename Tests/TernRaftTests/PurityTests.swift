@@ -10,7 +10,7 @@ struct PurityTests {
         ".random(in:", "shuffled()", "DispatchQueue", "Thread(", "Thread.", "Task {", "Task.detached",
         "import Foundation", "import Glibc", "Hasher(",
     ]
-    static let coreTargets = ["TernRaft", "TernNode"]
+    static let coreTargets = ["TernRaft", "TernBroker", "TernNode"]
 
     static func sources(_ target: String) -> [URL] {
         let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
