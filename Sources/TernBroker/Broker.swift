@@ -29,6 +29,16 @@ public struct BrokerConfig: Sendable, Equatable {
     public var maxProducers = 10_000
     /// Messages a pull scans past its filter before it answers with none.
     public var maxScanPerPull = 10_000
+    /// An undecided half message is first checked this long after it was stored, then every
+    /// `transactionCheckIntervalMillis`; after `transactionMaxChecks` checks it is rolled back.
+    public var transactionCheckFirstMillis: UInt64 = 6_000
+    public var transactionCheckIntervalMillis: UInt64 = 30_000
+    public var transactionMaxChecks: UInt32 = 15
+    /// Transaction outcomes remembered (for repeated or late decisions), at most.
+    public var decidedTransactions = 100_000
+    /// Invisible (received, unacknowledged) messages per group and queue, at most; a receive
+    /// hands out no more new messages of a queue at the limit.
+    public var maxInvisiblePerQueue = 10_000
     /// Deliberate bugs for the simulator's checkers. SPI: never set in production.
     public var plantedBugs: BrokerPlantedBugs = []
     public init() {}
@@ -44,6 +54,10 @@ public struct BrokerPlantedBugs: OptionSet, Sendable, Equatable {
     public static let releaseTwice = BrokerPlantedBugs(rawValue: 1 << 3)
     /// A repeated give-back stores another retry copy.
     public static let sendBackTwice = BrokerPlantedBugs(rawValue: 1 << 4)
+    /// Half messages go into their queue at once, like any message.
+    public static let deliverHalf = BrokerPlantedBugs(rawValue: 1 << 5)
+    /// A received message counts as visible again two seconds before its invisible time ends.
+    public static let redeliverEarly = BrokerPlantedBugs(rawValue: 1 << 6)
 }
 
 /// What applying one entry produced, for the node to answer the request that proposed it.
@@ -52,6 +66,18 @@ public enum ApplyOutcome: Equatable, Sendable {
     case sent(SendResponse)
     case done
     case failed(ErrorBody)
+    /// A transaction check applied: the half messages to ask their producers about now.
+    case checks([MessageID])
+    /// A receive applied: what it handed out (fewer than proposed when some were taken meanwhile).
+    case received([ReceivedGrant])
+    /// An invisible time changed.
+    case invisibleUntil(UInt64)
+}
+
+public struct ReceivedGrant: Equatable, Sendable {
+    public var handle: ReceiptHandle
+    public var until: UInt64
+    public var attempt: UInt32
 }
 
 struct ConsumeQueue {
@@ -85,11 +111,21 @@ public final class Broker {
     /// Give-backs applied, per retry or dead-letter topic: retry key -> stored (bounded FIFO of
     /// 100,000 per topic).
     var sendBacks: [String: (keys: [String: SendResponse], order: [String], head: Int)] = [:]
-    /// Queue offsets of released delayed messages (out of entry order in their queue, so the
-    /// binary search by id does not find them).
-    var releasedOffsets: [MessageID: UInt64] = [:]
+    /// Queue offsets of released delayed messages and committed half messages (out of entry
+    /// order in their queue, so the binary search by id does not find them).
+    var lateOffsets: [MessageID: UInt64] = [:]
     /// Delayed and scheduled messages not yet released.
     public private(set) var timers = TimerIndex()
+    /// Undecided half messages: id -> producer group and checks so far.
+    public internal(set) var halfMessages: [MessageID: (group: String, checks: UInt32)] = [:]
+    /// Undecided half messages by when they are next checked.
+    public internal(set) var checkTimers = TimerIndex()
+    /// Decided transactions (bounded FIFO, `decidedTransactions`).
+    var decided: [MessageID: TransactionDecision] = [:]
+    var decidedOrder: [MessageID] = []
+    var decidedHead = 0
+    /// Receive/ack groups: group -> queue -> next fresh offset and the invisible deliveries.
+    var receiveGroups: [String: [QueueRef: ReceiveQueue]] = [:]
     /// (topic, key) -> ids of the most recent messages with that key (at most `keyIndexDepth`).
     var keyIndex: [String: [String: [MessageID]]] = [:]
     static let keyIndexDepth = 64
@@ -143,6 +179,10 @@ public final class Broker {
                     for (q, o) in commit.groups[g]! where topics[q.topic] != nil { offsets[g, default: [:]][q] = o }
                 }
                 return .done
+            case BrokerEntryType.transactionEnd: return applyTransactionEnd(try TransactionEnd.decode(body))
+            case BrokerEntryType.transactionCheck: return applyTransactionCheck(try TransactionCheck.decode(body))
+            case BrokerEntryType.receive: return applyReceive(try ReceiveEntry.decode(body), index: index)
+            case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body))
             case BrokerEntryType.offsets:
                 let commit = try OffsetCommit.decode(body)
                 for g in commit.groups.keys.sorted() {
@@ -185,6 +225,10 @@ public final class Broker {
             }
             for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = nil }
             keyIndex[name] = nil
+            for g in receiveGroups.keys.sorted() {
+                receiveGroups[g] = receiveGroups[g]!.filter { $0.key.topic != name }
+                if receiveGroups[g]!.isEmpty { receiveGroups[g] = nil }
+            }
             for g in offsets.keys.sorted() {
                 offsets[g] = offsets[g]!.filter { $0.key.topic != name }
                 if offsets[g]!.isEmpty { offsets[g] = nil }
@@ -270,6 +314,7 @@ public final class Broker {
         found.reserveCapacity(Int(header.count))
         var keys: [[String]] = []
         var deliverAt: UInt64?
+        var half = false
         var scan = r
         for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
@@ -278,6 +323,7 @@ public final class Broker {
             }
             found.append((start, tagHash(m.tag)))
             keys.append(m.keys)
+            if m.properties[TransactionProperty.half] == "true" { half = true }
             switch Delay.deliverAt(m.properties, storeTimestamp: storeTimestamp, maxDelayMillis: config.maxDelayMillis) {
             case .failure(let e): return .failed(e)
             case .success(let at):
@@ -289,6 +335,9 @@ public final class Broker {
             }
         }
         guard scan.atEnd else { return .failed(ErrorBody(code: BrokerError.badRequest, message: "\(scan.remaining) bytes after the last message")) }
+        if half {
+            if let e = Broker.validateHalf(header, delayed: deliverAt != nil) { return .failed(e) }
+        }
         for (k, list) in keys.enumerated() {
             for key in list where !key.isEmpty {
                 var ids = keyIndex[header.topic]?[key] ?? []
@@ -296,6 +345,13 @@ public final class Broker {
                 if ids.count > Broker.keyIndexDepth { ids.removeFirst(ids.count - Broker.keyIndexDepth) }
                 keyIndex[header.topic, default: [:]][key] = ids
             }
+        }
+        if half && !config.plantedBugs.contains(.deliverHalf) {
+            // Half message: stored, invisible, checked from `transactionCheckFirstMillis` on.
+            let id = MessageID(entryIndex: index, slot: 0)
+            halfMessages[id] = (header.producerGroup, 0)
+            checkTimers.schedule(PendingTimer(deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
+            return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))
         }
         if let at = deliverAt {
             // Scheduled: into the timer, not the queue; a release entry indexes it when due.
@@ -326,15 +382,21 @@ public final class Broker {
             let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[id] ?? timers.released[id]) : timers.pending[id]
             guard let t = pending else { continue }
             timers.release(id)
-            guard var q = queues[t.queue] else { continue }
-            releasedOffsets[id] = q.maxOffset
-            q.entryIndexes.append(id.entryIndex)
-            q.positions.append(t.position)
-            q.slots.append(id.slot)
-            q.tagHashes.append(t.tagHash)
-            queues[t.queue] = q
+            indexLate(t)
         }
         return .done
+    }
+
+    /// Indexes a message stored earlier at the end of its queue now (a released delayed message,
+    /// a committed half message). Nothing when its topic is gone.
+    func indexLate(_ t: PendingTimer) {
+        guard var q = queues[t.queue] else { return }
+        lateOffsets[t.id] = q.maxOffset
+        q.entryIndexes.append(t.id.entryIndex)
+        q.positions.append(t.position)
+        q.slots.append(t.id.slot)
+        q.tagHashes.append(t.tagHash)
+        queues[t.queue] = q
     }
 
     private func forgetLeastRecentProducer() {
@@ -467,11 +529,11 @@ public final class Broker {
         // Released delayed messages are found by their recorded offset; the others ascend by id
         // along the queue (released ones interleaved): binary search, stepping over those.
         var found: Int?
-        if let offset = releasedOffsets[id] {
+        if let offset = lateOffsets[id] {
             if offset >= q.baseOffset && offset < q.maxOffset { found = Int(offset - q.baseOffset) }
         } else {
             func released(_ k: Int) -> Bool {
-                releasedOffsets[MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k])] == q.baseOffset + UInt64(k)
+                lateOffsets[MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k])] == q.baseOffset + UInt64(k)
             }
             var lo = 0, hi = q.entryIndexes.count
             while lo < hi {
@@ -519,7 +581,7 @@ public final class Broker {
         return q.baseOffset + UInt64(lo)
     }
 
-    private func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {
+    func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {
         let body: [UInt8]
         if let c = cachedEntry, c.index == entryIndex {
             body = c.body

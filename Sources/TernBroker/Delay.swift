@@ -63,8 +63,13 @@ public struct TimerIndex: Sendable {
 
     public var count: Int { pending.count }
 
+    /// Schedules `t`, or moves it to its new time when its id is pending already (the heap
+    /// node at the old time turns stale: heap nodes count only while they match `pending`).
     mutating func schedule(_ t: PendingTimer) {
+        let same = pending[t.id]?.deliverAt == t.deliverAt
         pending[t.id] = t
+        if same { return }
+        defer { trim() }
         heap.append((t.deliverAt, t.id))
         var k = heap.count - 1
         while k > 0 {
@@ -85,9 +90,9 @@ public struct TimerIndex: Sendable {
         trim()
     }
 
-    /// Drops heap tops that are no longer pending.
+    /// Drops heap tops that are no longer pending (or pending at another time).
     private mutating func trim() {
-        while let top = heap.first, pending[top.id] == nil {
+        while let top = heap.first, pending[top.id]?.deliverAt != top.at {
             let last = heap.removeLast()
             guard !heap.isEmpty else { break }
             heap[0] = last
@@ -111,7 +116,7 @@ public struct TimerIndex: Sendable {
         var stack = heap.isEmpty ? [] : [0]
         while let k = stack.popLast() {
             guard heap[k].at <= now else { continue }
-            if let t = pending[heap[k].id] { out.append(t) }
+            if let t = pending[heap[k].id], t.deliverAt == heap[k].at { out.append(t) }
             for c in [2 * k + 1, 2 * k + 2] where c < heap.count { stack.append(c) }
         }
         out.sort { ($0.deliverAt, $0.id) < ($1.deliverAt, $1.id) }

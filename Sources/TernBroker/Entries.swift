@@ -16,6 +16,148 @@ public enum BrokerEntryType {
     public static let release: UInt8 = 20
     /// Delayed messages recalled before their time: `MessageIDList`.
     public static let recall: UInt8 = 21
+    /// Commit or rollback of half messages: `TransactionEnd`.
+    public static let transactionEnd: UInt8 = 22
+    /// The leader asks about undecided half messages: `TransactionCheck`.
+    public static let transactionCheck: UInt8 = 23
+    /// Messages handed out to a receive/ack group, invisible until a time: `ReceiveEntry`.
+    public static let receive: UInt8 = 24
+    /// An acknowledgement or a changed invisible time of one delivery: `ReceiptEntry`.
+    public static let receipt: UInt8 = 25
+}
+
+/// Layout: group, decision u8, message id.
+public struct TransactionEnd: Equatable, Sendable {
+    public var group: String
+    public var id: MessageID
+    public var decision: TransactionDecision
+    public init(group: String, id: MessageID, decision: TransactionDecision) {
+        self.group = group
+        self.id = id
+        self.decision = decision
+    }
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        w.string(group)
+        w.u8(decision.rawValue)
+        w.messageID(id)
+        return w.bytes
+    }
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> TransactionEnd {
+        var r = WireReader(bytes)
+        let group = try r.string("group")
+        let d = try r.u8("decision")
+        guard let decision = TransactionDecision(rawValue: d) else { throw WireError("transaction decision \(d) is unknown") }
+        let id = try r.messageID()
+        try r.finish("transaction end")
+        return TransactionEnd(group: group, id: id, decision: decision)
+    }
+}
+
+/// The leader's clock when it found the checks due, and the half messages. Layout: now u64,
+/// count u32, ids.
+public struct TransactionCheck: Equatable, Sendable {
+    public var now: UInt64
+    public var ids: [MessageID]
+    public init(now: UInt64, ids: [MessageID]) {
+        self.now = now
+        self.ids = ids
+    }
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        w.u64(now)
+        w.u32(UInt32(ids.count))
+        for id in ids { w.messageID(id) }
+        return w.bytes
+    }
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> TransactionCheck {
+        var r = WireReader(bytes)
+        let now = try r.u64("now")
+        var ids: [MessageID] = []
+        for _ in 0..<(try r.u32("count")) { ids.append(try r.messageID()) }
+        try r.finish("transaction check")
+        return TransactionCheck(now: now, ids: ids)
+    }
+}
+
+/// What a receive hands out, as the leader chose it: for each queue, the offsets and where the
+/// group's next fresh offset moves (offsets passed over did not match the filter).
+/// Layout: group, topic, now u64, until u64, queue count u32, then per queue: queue u32,
+/// next u64, count u32, offsets u64...
+public struct ReceiveEntry: Equatable, Sendable {
+    public struct Queue: Equatable, Sendable {
+        public var queueID: UInt32
+        public var next: UInt64
+        public var offsets: [UInt64]
+    }
+    public var group: String
+    public var topic: String
+    public var now: UInt64
+    public var until: UInt64
+    public var queues: [Queue]
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        w.string(group)
+        w.string(topic)
+        w.u64(now)
+        w.u64(until)
+        w.u32(UInt32(queues.count))
+        for q in queues {
+            w.u32(q.queueID)
+            w.u64(q.next)
+            w.u32(UInt32(q.offsets.count))
+            for o in q.offsets { w.u64(o) }
+        }
+        return w.bytes
+    }
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> ReceiveEntry {
+        var r = WireReader(bytes)
+        let group = try r.string("group")
+        let topic = try r.string("topic")
+        let now = try r.u64("now")
+        let until = try r.u64("until")
+        var queues: [Queue] = []
+        for _ in 0..<(try r.u32("queues")) {
+            let id = try r.u32("queue")
+            let next = try r.u64("next")
+            var offsets: [UInt64] = []
+            for _ in 0..<(try r.u32("count")) { offsets.append(try r.u64("offset")) }
+            queues.append(Queue(queueID: id, next: next, offsets: offsets))
+        }
+        try r.finish("receive entry")
+        return ReceiveEntry(group: group, topic: topic, now: now, until: until, queues: queues)
+    }
+}
+
+/// Acknowledge one delivery (`until` nil) or make it invisible until `until`.
+/// Layout: group, handle, op u8 (1 ack, 2 change), until u64.
+public struct ReceiptEntry: Equatable, Sendable {
+    public var group: String
+    public var handle: ReceiptHandle
+    public var until: UInt64?
+    public init(group: String, handle: ReceiptHandle, until: UInt64?) {
+        self.group = group
+        self.handle = handle
+        self.until = until
+    }
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        w.string(group)
+        handle.encode(into: &w)
+        w.u8(until == nil ? 1 : 2)
+        w.u64(until ?? 0)
+        return w.bytes
+    }
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> ReceiptEntry {
+        var r = WireReader(bytes)
+        let group = try r.string("group")
+        let handle = try ReceiptHandle(from: &r)
+        let op = try r.u8("op")
+        let until = try r.u64("until")
+        try r.finish("receipt entry")
+        guard op == 1 || op == 2 else { throw WireError("receipt op \(op) is unknown") }
+        return ReceiptEntry(group: group, handle: handle, until: op == 1 ? nil : until)
+    }
 }
 
 /// A topic change. Layout: op u8 (1 create, 2 delete, 3 update), name, queues u32.

@@ -27,6 +27,10 @@ public struct NodeConfig: Sendable {
     /// Queue locks for orderly consumption last this long unless renewed; a new leader grants
     /// none until this long after it took over (its predecessor's may still be held).
     public var lockLeaseMillis: UInt64 = 3_000
+    /// Receives held at once (long polling), and transaction check polls held at once, at most each.
+    public var maxParkedReceives = 10_000
+    /// Shortest and longest invisible time a receive or a change may ask for (milliseconds).
+    public var invisibleMillisRange: ClosedRange<UInt64> = 100...(12 * 3600 * 1000)
 
     public init(raft: RaftConfig, endpoints: [NodeID: String]) {
         self.raft = raft
@@ -78,6 +82,10 @@ public final class Node {
         case offsets([ClientRef])
         /// The topic creation a send with auto-create proposed first; nobody waits on it.
         case internalWrite
+        /// A receive, answered with what its entry granted.
+        case receive(ClientRef)
+        /// A change of invisible time, answered with the new time.
+        case changeInvisible(ClientRef)
     }
     var pending: [UInt64: Pending] = [:]
     struct Parked {
@@ -86,6 +94,22 @@ public final class Node {
         var deadline: UInt64
     }
     var parked: [Parked] = []
+    struct ParkedReceive {
+        var client: ClientRef
+        var request: ReceiveRequest
+        var deadline: UInt64
+    }
+    /// Receives waiting for a message (leader only; retried every tick).
+    var parkedReceives: [ParkedReceive] = []
+    /// Receive choices proposed and not yet applied (leader soft state; see `chooseForReceive`).
+    var receiveProposedNext: [String: [QueueRef: UInt64]] = [:]
+    var receiveProposedAgain: Set<DeliveryKey> = []
+    private var receiveRotation: UInt32 = 0
+    /// Transaction check polls of live producers, oldest first, and the checks each group has
+    /// waiting for a poll (leader soft state).
+    var checkPolls: [(client: ClientRef, group: String, deadline: UInt64)] = []
+    var checkOutbox: [String: [MessageID]] = [:]
+    private var checkInFlight: UInt64?
     var offsetBuffer = OffsetCommit()
     var offsetWaiters: [ClientRef] = []
     /// Term of the last applied entry: a leader whose applied entries reach its own term has
@@ -106,7 +130,8 @@ public final class Node {
         groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
         var brokerConfig = config.broker
         let bugs: [(PlantedBugs, BrokerPlantedBugs)] = [(.dedupeOff, .dedupeOff), (.reverseBatch, .reverseBatch), (.readWrongSlot, .readWrongSlot),
-                                                         (.releaseTwice, .releaseTwice), (.sendBackTwice, .sendBackTwice)]
+                                                         (.releaseTwice, .releaseTwice), (.sendBackTwice, .sendBackTwice), (.deliverHalf, .deliverHalf),
+                                                         (.redeliverEarly, .redeliverEarly)]
         for (bug, brokerBug) in bugs where config.raft.plantedBugs.contains(bug) { brokerConfig.plantedBugs.insert(brokerBug) }
         broker = Broker(config: brokerConfig, source: self)
     }
@@ -129,6 +154,8 @@ public final class Node {
         try absorb(replica.tick(), into: &out)
         if isLeader { groups.expire(now: self.now) }
         try releaseDue(into: &out)
+        try checkTransactions(into: &out)
+        try serveParkedReceives(into: &out)
         expireParked(into: &out)
         return out
     }
@@ -156,6 +183,8 @@ public final class Node {
     /// The connection is gone: forget its long polls (replies to it would go nowhere).
     public func connectionClosed(_ connection: UInt64) {
         parked.removeAll { $0.client.connection == connection }
+        parkedReceives.removeAll { $0.client.connection == connection }
+        checkPolls.removeAll { $0.client.connection == connection }
     }
 
     /// Client requests that arrived together. Writes among them are proposed as one batch.
@@ -193,7 +222,8 @@ public final class Node {
 
     /// Requests only the leader answers: writes, and reads of its soft state or that must be linearizable.
     static let leaderOnly: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
-                                          .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset]
+                                          .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
+                                          .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible]
 
     /// Proposes the creation of `topic` ahead of a write that needs it, unless it exists or is
     /// already proposed in this batch. Nobody waits on the creation itself.
@@ -396,6 +426,53 @@ public final class Node {
             }
             try absorb(replica.transferLeadership(to: target), into: &out)
             reply(Empty())
+        case .endTransaction:
+            let request = try EndTransactionRequest.decode(body)
+            proposals.append((BrokerEntryType.transactionEnd, TransactionEnd(group: request.group, id: request.id, decision: request.decision).encoded()))
+            owners.append(.answer(client, op, []))
+        case .pollTransactionChecks:
+            let request = try TransactionCheckPoll.decode(body)
+            guard checkPolls.count < config.maxParkedReceives else {
+                return fail(ErrorBody(code: BrokerError.busy, message: "\(checkPolls.count) check polls are already held; retry later"))
+            }
+            checkPolls.append((client, request.group, now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
+            try deliverChecks(into: &out)
+        case .receive:
+            let request = try ReceiveRequest.decode(body)
+            guard config.invisibleMillisRange.contains(request.invisibleMillis) else {
+                return fail(ErrorBody(code: BrokerError.badRequest, message: "an invisible time is \(config.invisibleMillisRange.lowerBound) ms to \(config.invisibleMillisRange.upperBound / 3_600_000) h, not \(request.invisibleMillis) ms"))
+            }
+            guard request.maxMessages >= 1, request.maxMessages <= 1024 else {
+                return fail(ErrorBody(code: BrokerError.badRequest, message: "a receive takes 1 to 1,024 messages, not \(request.maxMessages)"))
+            }
+            // The leader's choice must see every earlier receive and acknowledgement applied.
+            guard isReadyLeader else {
+                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+            }
+            switch try chooseForReceive(request) {
+            case .failure(let e): fail(e)
+            case .success(let entry?):
+                proposals.append((BrokerEntryType.receive, entry.encoded()))
+                owners.append(.receive(client))
+            case .success(nil):
+                if request.maxWaitMillis == 0 { return reply(ReceiveResponse(deliveries: [])) }
+                guard parkedReceives.count < config.maxParkedReceives else {
+                    return fail(ErrorBody(code: BrokerError.busy, message: "\(parkedReceives.count) receives are already held; retry later"))
+                }
+                parkedReceives.append(ParkedReceive(client: client, request: request, deadline: now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
+            }
+        case .ack, .changeInvisible:
+            let request = try ReceiptRequest.decode(body)
+            if op == .ack {
+                proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: nil).encoded()))
+                owners.append(.answer(client, op, []))
+            } else {
+                guard config.invisibleMillisRange.contains(request.invisibleMillis) else {
+                    return fail(ErrorBody(code: BrokerError.badRequest, message: "an invisible time is \(config.invisibleMillisRange.lowerBound) ms to \(config.invisibleMillisRange.upperBound / 3_600_000) h, not \(request.invisibleMillis) ms"))
+                }
+                proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis).encoded()))
+                owners.append(.changeInvisible(client))
+            }
         case .raft:
             preconditionFailure("peer messages do not reach the client router")
         }
@@ -418,6 +495,87 @@ public final class Node {
             pending[first] = .internalWrite
         }
         try absorb(output, into: &out)
+    }
+
+    /// The broker's choice for a receive, with this leader's proposals in flight set aside
+    /// (they are then in flight too).
+    private func chooseForReceive(_ request: ReceiveRequest) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
+        receiveRotation &+= 1
+        let result = try broker.chooseForReceive(request, now: now, startQueue: receiveRotation, proposedNext: receiveProposedNext[request.group] ?? [:], proposedAgain: receiveProposedAgain)
+        if case .success(let entry?) = result {
+            for q in entry.queues {
+                let ref = QueueRef(topic: entry.topic, queueID: q.queueID)
+                receiveProposedNext[entry.group, default: [:]][ref] = max(receiveProposedNext[entry.group]?[ref] ?? 0, q.next)
+                for o in q.offsets { receiveProposedAgain.insert(DeliveryKey(group: entry.group, queue: ref, offset: o)) }
+            }
+        }
+        return result
+    }
+
+    /// Held receives try again each tick (messages may have arrived, invisible times ended);
+    /// those past their deadline are answered with nothing.
+    private func serveParkedReceives(into out: inout NodeOutput) throws(StorageError) {
+        guard !parkedReceives.isEmpty else { return }
+        guard isReadyLeader else { return }
+        var keep: [ParkedReceive] = []
+        var proposals: [(type: UInt8, body: [UInt8])] = []
+        var owners: [Pending] = []
+        for p in parkedReceives {
+            switch try chooseForReceive(p.request) {
+            case .success(let entry?):
+                proposals.append((BrokerEntryType.receive, entry.encoded()))
+                owners.append(.receive(p.client))
+            case .success(nil) where now < p.deadline:
+                keep.append(p)
+            case .success(nil):
+                out.replies.append(Reply(to: p.client, opcode: Opcode.receive.rawValue, result: .success(ReceiveResponse(deliveries: []).encoded())))
+            case .failure(let e):
+                out.replies.append(Reply(to: p.client, opcode: Opcode.receive.rawValue, result: .failure(e)))
+            }
+        }
+        parkedReceives = keep
+        if !proposals.isEmpty { try propose(proposals, owners: owners, into: &out) }
+    }
+
+    /// The leader proposes a check entry for the half messages whose check is due by its clock,
+    /// one entry at a time, once it applied its own term's entry (so every earlier check and
+    /// decision is in its state).
+    private func checkTransactions(into out: inout NodeOutput) throws(StorageError) {
+        if let c = checkInFlight, broker.appliedIndex >= c { checkInFlight = nil }
+        let expired = checkPolls.filter { now >= $0.deadline }
+        checkPolls.removeAll { now >= $0.deadline }
+        for p in expired { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: []).encoded()))) }
+        guard isReadyLeader, checkInFlight == nil, let next = broker.checkTimers.next, next <= now else { return }
+        let due = broker.checkTimers.due(now: now, max: 1024)
+        guard !due.isEmpty else { return }
+        let (result, output) = try replica.propose([(BrokerEntryType.transactionCheck, TransactionCheck(now: now, ids: due.map(\.id)).encoded())])
+        if case .accepted(let first, _) = result {
+            checkInFlight = first
+            pending[first] = .internalWrite
+        }
+        try absorb(output, into: &out)
+    }
+
+    /// Answers held check polls from the checks waiting for their group, oldest poll first.
+    private func deliverChecks(into out: inout NodeOutput) throws(StorageError) {
+        var keep: [(client: ClientRef, group: String, deadline: UInt64)] = []
+        for p in checkPolls {
+            guard var ids = checkOutbox[p.group], !ids.isEmpty else {
+                keep.append(p)
+                continue
+            }
+            var list: [ReceivedMessage] = []
+            while !ids.isEmpty && list.count < 32 {
+                if let m = try broker.halfMessage(ids.removeFirst()) { list.append(m) }
+            }
+            checkOutbox[p.group] = ids.isEmpty ? nil : ids
+            if list.isEmpty {
+                keep.append(p)
+                continue
+            }
+            out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: list).encoded())))
+        }
+        checkPolls = keep
     }
 
     private func notLeader() -> ErrorBody? {
@@ -445,6 +603,8 @@ public final class Node {
         case .send(let c, let op): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
         case .answer(let c, let op, _): out.replies.append(Reply(to: c, opcode: op.rawValue, result: .failure(e)))
         case .offsets(let cs): for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
+        case .receive(let c): out.replies.append(Reply(to: c, opcode: Opcode.receive.rawValue, result: .failure(e)))
+        case .changeInvisible(let c): out.replies.append(Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .failure(e)))
         case .internalWrite: break
         }
     }
@@ -457,11 +617,27 @@ public final class Node {
         if let role = r.role { out.role = role }
         if r.votedNow { out.votedNow = true }
         var touched = false
+        var checksQueued = false
         for entry in r.apply {
             lastAppliedTerm = entry.term
             let outcome = broker.apply(index: entry.index, type: entry.type, body: entry.body)
             if case .sent = outcome { touched = true }
-            if entry.type == BrokerEntryType.release { touched = true }
+            if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.transactionEnd { touched = true }
+            if case .checks(let ids) = outcome, isLeader {
+                for id in ids {
+                    guard let group = broker.halfMessages[id]?.group else { continue }
+                    var list = checkOutbox[group] ?? []
+                    if !list.contains(id) { list.append(id) }
+                    if list.count > 10_000 { list.removeFirst(list.count - 10_000) }
+                    checkOutbox[group] = list
+                    checksQueued = true
+                }
+            }
+            if entry.type == BrokerEntryType.receive, isLeader, let e = try? ReceiveEntry.decode(entry.body) {
+                for q in e.queues {
+                    for o in q.offsets { receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: QueueRef(topic: e.topic, queueID: q.queueID), offset: o)) }
+                }
+            }
             guard let owner = pending.removeValue(forKey: entry.index) else { continue }
             switch (owner, outcome) {
             case (.send(let c, let op), .sent(let response)):
@@ -470,6 +646,15 @@ public final class Node {
                 out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(body)))
             case (.offsets(let cs), .done):
                 for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .success([]))) }
+            case (.receive(let c), .received(let grants)):
+                var deliveries: [ReceivedDelivery] = []
+                for g in grants {
+                    guard let m = try broker.message(at: g.handle.offset, in: g.handle.queue) else { continue }
+                    deliveries.append(ReceivedDelivery(handle: g.handle, invisibleUntil: g.until, attempt: g.attempt, message: m))
+                }
+                out.replies.append(Reply(to: c, opcode: Opcode.receive.rawValue, result: .success(ReceiveResponse(deliveries: deliveries).encoded())))
+            case (.changeInvisible(let c), .invisibleUntil(let until)):
+                out.replies.append(Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .success(ChangeInvisibleResponse(invisibleUntil: until).encoded())))
             case (_, .failed(let e)):
                 fail(owner, e, into: &out)
             case (.internalWrite, _):
@@ -490,6 +675,14 @@ public final class Node {
             for index in pending.keys.sorted() { fail(pending[index]!, e, into: &out) }
             pending = [:]
             releaseInFlight = nil
+            checkInFlight = nil
+            checkOutbox = [:]
+            for p in checkPolls { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .failure(e))) }
+            checkPolls = []
+            for p in parkedReceives { out.replies.append(Reply(to: p.client, opcode: Opcode.receive.rawValue, result: .failure(e))) }
+            parkedReceives = []
+            receiveProposedNext = [:]
+            receiveProposedAgain = []
             for c in offsetWaiters { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
             offsetWaiters = []
             offsetBuffer = OffsetCommit()
@@ -497,6 +690,7 @@ public final class Node {
         }
         wasLeader = leaderNow
         if touched { try wakeParked(into: &out) }
+        if checksQueued { try deliverChecks(into: &out) }
     }
 
     /// Answers the held pulls whose queue grew. One that the tag filter left empty stays held,

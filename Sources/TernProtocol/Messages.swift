@@ -29,6 +29,15 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case unlockQueues = 19
     /// A consumer gives a message back for a later retry (or the dead-letter queue).
     case sendBack = 20
+    /// Commit or roll back a transactional (half) message.
+    case endTransaction = 21
+    /// A transactional producer waits for the broker's questions about undecided half messages.
+    case pollTransactionChecks = 22
+    /// Receive/ack consumption (RocketMQ 5's SimpleConsumer): take messages invisible for a while,
+    /// acknowledge them by receipt handle, or change how long they stay invisible.
+    case receive = 23
+    case ack = 24
+    case changeInvisible = 25
     /// A Raft message between members (one way, no response).
     case raft = 100
 }
@@ -51,6 +60,10 @@ public enum BrokerError {
     /// A SQL92 filter does not parse; the message names the column.
     public static let filterSyntax: UInt16 = 109
     public static let messageNotFound: UInt16 = 110
+    /// A transaction was decided otherwise already (committed, or rolled back after its checks).
+    public static let transactionDecided: UInt16 = 111
+    /// A receipt handle no longer names an invisible message (acknowledged, or delivered again since).
+    public static let receiptExpired: UInt16 = 112
 }
 
 /// Something that crosses the wire as a body.

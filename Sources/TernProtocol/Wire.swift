@@ -50,6 +50,11 @@ public struct WireWriter: Sendable {
         u16(UInt16(list.count))
         for s in list { string(s) }
     }
+
+    public mutating func messageID(_ id: MessageID) {
+        u64(id.entryIndex)
+        u16(id.slot)
+    }
 }
 
 /// Reads primitives from a byte array, checking every length.
@@ -111,6 +116,10 @@ public struct WireReader {
     public mutating func skipBlob(_ what: String = "bytes") throws(WireError) -> (start: Int, count: Int) {
         let n = Int(try u32(what))
         return (try take(n, what), n)
+    }
+
+    public mutating func messageID(_ what: String = "message id") throws(WireError) -> MessageID {
+        MessageID(entryIndex: try u64(what), slot: try u16(what))
     }
 
     public mutating func queueRefs(_ what: String = "queues") throws(WireError) -> [QueueRef] {

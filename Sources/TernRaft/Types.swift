@@ -158,6 +158,10 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     public static let sendBackTwice = PlantedBugs(rawValue: 1 << 14)
     /// A given-back message goes to the dead-letter queue one retry early.
     public static let deadLetterEarly = PlantedBugs(rawValue: 1 << 15)
+    /// Half (transactional) messages go into their queue at once, like any message.
+    public static let deliverHalf = PlantedBugs(rawValue: 1 << 16)
+    /// A received message counts as visible again two seconds before its invisible time ends.
+    public static let redeliverEarly = PlantedBugs(rawValue: 1 << 17)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -167,7 +171,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("offsets-in-memory-only", .offsetsInMemoryOnly), ("reverse-batch", .reverseBatch),
         ("read-wrong-slot", .readWrongSlot), ("release-early", .releaseEarly), ("release-twice", .releaseTwice),
         ("lock-without-fence", .lockWithoutFence), ("send-back-twice", .sendBackTwice),
-        ("dead-letter-early", .deadLetterEarly),
+        ("dead-letter-early", .deadLetterEarly), ("deliver-half", .deliverHalf), ("redeliver-early", .redeliverEarly),
     ]
 }
 

@@ -1,0 +1,139 @@
+// Receive/ack consumption (RocketMQ 5's SimpleConsumer). A group's state per queue is the next
+// offset it has not yet handed out, and the deliveries handed out but not yet acknowledged,
+// each invisible until a time. All of it changes only by log entries: a receive entry (the
+// leader's choice, stamped with its clock), and receipt entries (acknowledge, or change the
+// invisible time). A new leader therefore knows every invisible time its predecessor gave,
+// and hands a message out again only once that time has passed by its own clock.
+import TernProtocol
+import TernStorage
+
+struct Invisible {
+    var until: UInt64
+    /// Index of the receive entry that handed it out last: the receipt handle's proof.
+    var receiveIndex: UInt64
+    var attempt: UInt32
+}
+
+struct ReceiveQueue {
+    var next: UInt64
+    var invisible: [UInt64: Invisible] = [:]
+}
+
+/// A delivery the leader has proposed and not yet applied.
+public struct DeliveryKey: Hashable, Sendable {
+    public var group: String
+    public var queue: QueueRef
+    public var offset: UInt64
+    public init(group: String, queue: QueueRef, offset: UInt64) {
+        self.group = group
+        self.queue = queue
+        self.offset = offset
+    }
+}
+
+extension Broker {
+    private var earlyMillis: UInt64 { config.plantedBugs.contains(.redeliverEarly) ? 2_000 : 0 }
+
+    /// The leader's choice for a receive, nil when nothing is there: deliveries whose invisible
+    /// time has passed by `now` first, then fresh messages matching the tag filter, queue by
+    /// queue from `startQueue`. `proposedNext` and `proposedAgain` are what the leader proposed
+    /// and has not applied yet, so that two receives in flight do not choose the same message.
+    public func chooseForReceive(_ request: ReceiveRequest, now: UInt64, startQueue: UInt32, proposedNext: [QueueRef: UInt64], proposedAgain: Set<DeliveryKey>) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
+        guard let n = topics[request.topic] else {
+            return .failure(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.topic) does not exist"))
+        }
+        let filter = TagFilter(request.tagFilter)
+        var left = Int(max(1, min(request.maxMessages, 1024)))
+        var chosen: [ReceiveEntry.Queue] = []
+        for k in 0..<n {
+            let ref = QueueRef(topic: request.topic, queueID: (startQueue &+ k) % n)
+            guard left > 0, let q = queues[ref] else { continue }
+            let state = receiveGroups[request.group]?[ref] ?? ReceiveQueue(next: q.baseOffset)
+            var offsets: [UInt64] = []
+            for o in state.invisible.keys.sorted() where left > 0 && state.invisible[o]!.until <= now + earlyMillis {
+                guard !proposedAgain.contains(DeliveryKey(group: request.group, queue: ref, offset: o)) else { continue }
+                offsets.append(o)
+                left -= 1
+            }
+            let start = Swift.max(state.next, proposedNext[ref] ?? 0, q.baseOffset)
+            var next = start
+            var scanned = 0
+            var invisible = state.invisible.count
+            while left > 0, next < q.maxOffset, invisible < config.maxInvisiblePerQueue, scanned < config.maxScanPerPull {
+                let i = Int(next - q.baseOffset)
+                scanned += 1
+                if filter.matches(hash: q.tagHashes[i]) {
+                    let exact = filter.tags == nil ? true : filter.matches(tag: try readMessage(entryIndex: q.entryIndexes[i], position: q.positions[i]).1.tag)
+                    if exact {
+                        offsets.append(next)
+                        left -= 1
+                        invisible += 1
+                    }
+                }
+                next += 1
+            }
+            if !offsets.isEmpty || next > start { chosen.append(ReceiveEntry.Queue(queueID: ref.queueID, next: next, offsets: offsets)) }
+        }
+        guard !chosen.isEmpty else { return .success(nil) }
+        return .success(ReceiveEntry(group: request.group, topic: request.topic, now: now, until: now + request.invisibleMillis, queues: chosen))
+    }
+
+    /// Hands out what the entry names and is still there to hand out: a fresh offset not handed
+    /// out before, or a delivery whose invisible time passed by the entry's clock. Everything
+    /// else (taken meanwhile, acknowledged) is left out of the grant.
+    func applyReceive(_ e: ReceiveEntry, index: UInt64) -> ApplyOutcome {
+        var grants: [ReceivedGrant] = []
+        for chosen in e.queues {
+            let ref = QueueRef(topic: e.topic, queueID: chosen.queueID)
+            guard let q = queues[ref] else { continue }
+            var state = receiveGroups[e.group]?[ref] ?? ReceiveQueue(next: q.baseOffset)
+            let oldNext = Swift.max(state.next, q.baseOffset)
+            let newNext = Swift.min(Swift.max(chosen.next, oldNext), q.maxOffset)
+            for o in chosen.offsets {
+                if o >= oldNext && o < newNext {
+                    guard state.invisible[o] == nil else { continue }
+                    state.invisible[o] = Invisible(until: e.until, receiveIndex: index, attempt: 1)
+                } else if o < oldNext, var inv = state.invisible[o], inv.until <= e.now + earlyMillis {
+                    inv.until = e.until
+                    inv.receiveIndex = index
+                    inv.attempt += 1
+                    state.invisible[o] = inv
+                } else {
+                    continue
+                }
+                grants.append(ReceivedGrant(handle: ReceiptHandle(queue: ref, offset: o, receiveIndex: index), until: e.until, attempt: state.invisible[o]!.attempt))
+            }
+            state.next = newNext
+            receiveGroups[e.group, default: [:]][ref] = state
+        }
+        return .received(grants)
+    }
+
+    func applyReceipt(_ e: ReceiptEntry) -> ApplyOutcome {
+        let h = e.handle
+        guard var state = receiveGroups[e.group]?[h.queue], let inv = state.invisible[h.offset], inv.receiveIndex == h.receiveIndex else {
+            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) is no longer valid: the message was acknowledged, or its invisible time ended and it was delivered again"))
+        }
+        if let until = e.until {
+            state.invisible[h.offset]!.until = until
+            receiveGroups[e.group]![h.queue] = state
+            return .invisibleUntil(until)
+        }
+        state.invisible[h.offset] = nil
+        receiveGroups[e.group]![h.queue] = state
+        return .done
+    }
+
+    /// The message at `offset` of `queue`, if the queue still holds it.
+    public func message(at offset: UInt64, in ref: QueueRef) throws(StorageError) -> ReceivedMessage? {
+        guard let q = queues[ref], offset >= q.baseOffset, offset < q.maxOffset else { return nil }
+        let i = Int(offset - q.baseOffset)
+        let (meta, m) = try readMessage(entryIndex: q.entryIndexes[i], position: q.positions[i])
+        return ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[i], slot: q.slots[i]), topic: ref.topic, queueID: ref.queueID, queueOffset: offset, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: m)
+    }
+
+    /// A receive group's progress on a queue: next fresh offset and deliveries invisible now.
+    public func receiveState(group: String, queue: QueueRef) -> (next: UInt64, invisible: Int)? {
+        receiveGroups[group]?[queue].map { ($0.next, $0.invisible.count) }
+    }
+}

@@ -1,0 +1,85 @@
+// Transactional messages. A half message (one message with `TRAN_MSG=true`) is stored in the
+// log like any other but indexed only here, invisible to consumers. A transaction-end entry
+// commits it (it then takes its place at the end of its queue, as a released delayed message
+// does) or rolls it back (it is never indexed). Undecided half messages are checked: the leader
+// proposes a check entry naming the ones due, and applying it counts the check and sets the
+// next one `transactionCheckIntervalMillis` after the entry's time; the check after the last
+// allowed one rolls the message back. Checks, counts and decisions are all in the log, so a new
+// leader continues where the old one stopped, and a decision is made once.
+import TernProtocol
+import TernStorage
+
+extension Broker {
+    /// The rules for a half message: one message per send, from a named producer group, not delayed.
+    static func validateHalf(_ header: SendHeader, delayed: Bool) -> ErrorBody? {
+        if header.count != 1 { return ErrorBody(code: BrokerError.badRequest, message: "a transactional send carries one message, not \(header.count)") }
+        if header.producerGroup.isEmpty { return ErrorBody(code: BrokerError.badRequest, message: "a transactional message needs a producer group (the broker checks back with its producers)") }
+        if delayed { return ErrorBody(code: BrokerError.badRequest, message: "a transactional message cannot also be delayed") }
+        return nil
+    }
+
+    /// How a transaction ended, if it did and is still remembered.
+    public func decision(_ id: MessageID) -> TransactionDecision? { decided[id] }
+
+    func applyTransactionEnd(_ end: TransactionEnd) -> ApplyOutcome {
+        if let half = halfMessages[end.id] {
+            guard half.group == end.group else {
+                return .failed(ErrorBody(code: BrokerError.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
+            }
+            decide(end.id, end.decision)
+            return .done
+        }
+        if let earlier = decided[end.id] {
+            return earlier == end.decision ? .done
+                : .failed(ErrorBody(code: BrokerError.transactionDecided, message: "transaction \(end.id) was \(earlier == .commit ? "committed" : "rolled back") already"))
+        }
+        return .failed(ErrorBody(code: BrokerError.messageNotFound, message: "\(end.id) is not a half message (or its outcome is no longer remembered)"))
+    }
+
+    /// Counts a check of each half message still undecided; past the maximum, rolls it back.
+    /// Returns the ones to ask about.
+    func applyTransactionCheck(_ check: TransactionCheck) -> ApplyOutcome {
+        var ask: [MessageID] = []
+        for id in check.ids {
+            guard var half = halfMessages[id], let timer = checkTimers.pending[id] else { continue }
+            half.checks += 1
+            if half.checks > config.transactionMaxChecks {
+                decide(id, .rollback)
+                continue
+            }
+            halfMessages[id] = half
+            var next = timer
+            next.deliverAt = check.now + config.transactionCheckIntervalMillis
+            checkTimers.schedule(next)
+            ask.append(id)
+        }
+        return .checks(ask)
+    }
+
+    private func decide(_ id: MessageID, _ decision: TransactionDecision) {
+        halfMessages[id] = nil
+        if let t = checkTimers.pending[id] {
+            checkTimers.recall(id)
+            if decision == .commit { indexLate(t) }
+        }
+        decided[id] = decision
+        decidedOrder.append(id)
+        if decidedOrder.count - decidedHead > config.decidedTransactions {
+            decided[decidedOrder[decidedHead]] = nil
+            decidedHead += 1
+            if decidedHead > 50_000 {
+                decidedOrder.removeFirst(decidedHead)
+                decidedHead = 0
+            }
+        }
+    }
+
+    /// An undecided half message as its producer sees it in a check (with `TRANSACTION_CHECK_TIMES`).
+    public func halfMessage(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
+        guard let half = halfMessages[id], let t = checkTimers.pending[id] else { return nil }
+        let (meta, message) = try readMessage(entryIndex: id.entryIndex, position: t.position)
+        var m = ReceivedMessage(id: id, topic: t.queue.topic, queueID: t.queue.queueID, queueOffset: 0, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: message)
+        m.message.properties[TransactionProperty.checkTimes] = String(half.checks)
+        return m
+    }
+}
