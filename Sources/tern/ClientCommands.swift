@@ -301,6 +301,9 @@ struct Send: AsyncParsableCommand {
     @Option(help: "Deliver after this delay (e.g. 500ms, 10s, 2m, 1h), counted from when the leader stores it.") var delay: String?
     @Option(help: "Deliver at this time: milliseconds since 1970 or ISO 8601 (e.g. 2026-11-24T08:00:00Z).") var deliverAt: String?
     @Option(help: "RocketMQ delay level 1-18 (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).") var delayLevel: Int?
+    @Option(help: "Send as a transaction: commit, rollback, or unknown (leave it undecided: the broker checks back).") var transaction: String?
+    @Option(help: "With --transaction: stay and answer the broker's checks of this group's half messages with commit or rollback (the first check comes some 6 s after the send).") var checkAnswer: String?
+    @Option(help: "Producer group.") var group = "tern-cli"
     @Option(help: "Messages to send.") var count = 1
     @Option(help: "Body size in bytes (a generated body); without it the body is --body.") var size: Int?
     @Option(help: "Body text.") var body = "hello from tern"
@@ -327,8 +330,9 @@ struct Send: AsyncParsableCommand {
             properties["DELAY"] = String(delayLevel)
         }
         if let size, size < 0 || size > 64 << 20 { throw ValidationError("--size must be 0 to 67108864") }
+        if transaction != nil || checkAnswer != nil { return try await sendTransactions(properties) }
         let cluster = try endpoints.cluster()
-        let producer = Producer(cluster: cluster, group: "tern-cli")
+        let producer = Producer(cluster: cluster, group: group)
         var acknowledged = 0
         var failed = 0
         for k in 0..<count {
@@ -346,6 +350,134 @@ struct Send: AsyncParsableCommand {
         await cluster.shutdown()
         if quiet { print(acknowledged) }
         if failed > 0 || acknowledged < count { throw ExitCode(1) }
+    }
+}
+
+extension Send {
+    func sendTransactions(_ properties: [String: String]) async throws {
+        guard let transaction else { throw ValidationError("--check-answer goes with --transaction") }
+        let states: [String: LocalTransactionState] = ["commit": .commit, "rollback": .rollback, "unknown": .unknown]
+        guard let state = states[transaction] else { throw ValidationError("--transaction is commit, rollback or unknown, not \(transaction)") }
+        if let checkAnswer, states[checkAnswer] == nil || states[checkAnswer] == .unknown {
+            throw ValidationError("--check-answer is commit or rollback, not \(checkAnswer)")
+        }
+        let answer = checkAnswer.flatMap { states[$0] }
+        guard properties["DELAY"] == nil, properties["TIMER_DELAY_MS"] == nil, properties["TIMER_DELIVER_MS"] == nil else {
+            throw ValidationError("a transactional message cannot also be delayed")
+        }
+        let cluster = try endpoints.cluster()
+        let checked = Counter()
+        let producer = TransactionProducer(cluster: cluster, group: group) { half in
+            let times = half.message.properties[TransactionProperty.checkTimes] ?? "?"
+            guard let answer else { return .unknown }
+            print("\(half.id)\tchecked (\(times)), answered \(answer == .commit ? "commit" : "rollback")")
+            checked.increment()
+            return answer
+        }
+        if answer != nil { try await producer.start() }
+        var acknowledged = 0
+        var undecided = 0
+        for k in 0..<count {
+            let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
+            do {
+                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties.merging(shardingKey.map { ["SHARDING_KEY": $0] } ?? [:]) { a, _ in a }, body: bytes)) { _ in state }
+                acknowledged += 1
+                if !r.ended { undecided += 1 }
+                if !quiet { print("\(r.receipt.messageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")") }
+            } catch {
+                FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))
+                if case ClientError.broker(let e) = error, e.code == BrokerError.topicNotFound { break }
+            }
+        }
+        if answer != nil && undecided > 0 {
+            FileHandle.standardError.write(Data("tern: waiting for the broker to check back on \(undecided) half message(s)...\n".utf8))
+            let clock = ContinuousClock()
+            let start = clock.now
+            while checked.value < undecided && clock.now - start < .seconds(120) { try await Task.sleep(for: .milliseconds(100)) }
+            await producer.shutdown()
+            if checked.value < undecided {
+                FileHandle.standardError.write(Data("tern: only \(checked.value) of \(undecided) checked within 120 s\n".utf8))
+                await cluster.shutdown()
+                throw ExitCode(1)
+            }
+        }
+        await cluster.shutdown()
+        if quiet { print(acknowledged) }
+        if acknowledged < count { throw ExitCode(1) }
+    }
+}
+
+struct Receive: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Receive messages for a group (receive/ack, RocketMQ 5's SimpleConsumer); one per line with its receipt handle.",
+        discussion: "Each received message stays invisible to the group for --invisible. With --ack (the default) it is acknowledged once printed; with --no-ack it comes back after its invisible time.")
+    @OptionGroup var endpoints: Endpoints
+    @Option(help: "Topic.") var topic: String
+    @Option(help: "Consumer group.") var group: String
+    @Option(help: "Stop after this many messages.") var count: Int?
+    @Option(help: "Stop after this many seconds without a message.") var timeout: Double = 5
+    @Option(help: "Invisible time of each received message (e.g. 500ms, 30s, 2m).") var invisible = "30s"
+    @Option(help: "Tag filter: * or tags joined by ||.") var filter = "*"
+    @Flag(inversion: .prefixedNo, help: "Acknowledge each message once printed.") var ack = true
+
+    func run() async throws {
+        guard let invisibleMillis = parseDuration(invisible) else { throw ValidationError("--invisible \(invisible) is not a duration like 500ms, 30s or 2m") }
+        let cluster = try endpoints.cluster()
+        let consumer = SimpleConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter)
+        var got = 0
+        let clock = ContinuousClock()
+        var lastMessage = clock.now
+        var failures = 0
+        while count.map({ got < $0 }) ?? true {
+            if (clock.now - lastMessage).seconds >= timeout { break }
+            let batch: [Delivery]
+            do {
+                batch = try await consumer.receive(max: UInt32(min(32, (count ?? Int.max) - got)), invisibleMillis: invisibleMillis, waitMillis: 500)
+            } catch {
+                FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+                failures += 1
+                if failures >= 3 { break }
+                continue
+            }
+            for d in batch {
+                print("\(d.handle)\tattempt \(d.attempt)\tinvisible until \(d.invisibleUntil)\t", terminator: "")
+                printMessage(d.message)
+                if ack {
+                    do { try await consumer.ack(d) } catch { FileHandle.standardError.write(Data("tern: ack of \(d.handle) failed: \(error)\n".utf8)) }
+                }
+                got += 1
+                lastMessage = clock.now
+            }
+        }
+        await cluster.shutdown()
+        FileHandle.standardError.write(Data("tern: received \(got) messages\(ack ? " (acknowledged)" : " (not acknowledged)")\n".utf8))
+        if failures >= 3 { throw ExitCode(1) }
+    }
+}
+
+struct Ack: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Acknowledge a received message by its receipt handle, or change its invisible time.")
+    @OptionGroup var endpoints: Endpoints
+    @Option(help: "Consumer group.") var group: String
+    @Option(help: "Receipt handle, as receive prints it (topic:queue:offset:index).") var handle: String
+    @Option(help: "Instead of acknowledging, keep it invisible this long from now (e.g. 30s).") var invisible: String?
+
+    func run() async throws {
+        guard let h = ReceiptHandle(handle) else { throw ValidationError("--handle \(handle) is not topic:queue:offset:index") }
+        let cluster = try endpoints.cluster()
+        defer { Task { await cluster.shutdown() } }
+        let consumer = SimpleConsumer(cluster: cluster, group: group, topic: h.queue.topic)
+        do {
+            if let invisible {
+                guard let ms = parseDuration(invisible) else { throw ValidationError("--invisible \(invisible) is not a duration") }
+                print("invisible until \(try await consumer.changeInvisible(h, invisibleMillis: ms))")
+            } else {
+                try await consumer.ack(h)
+                print("acknowledged")
+            }
+        } catch let e as ClientError {
+            FileHandle.standardError.write(Data("tern: \(e)\n".utf8))
+            throw ExitCode(1)
+        }
     }
 }
 

@@ -1,0 +1,62 @@
+import Testing
+import TernBroker
+import TernProtocol
+@testable import TernNode
+
+@Suite("Node: transactions and receive/ack", .serialized)
+struct TransactionReceiveNodeTests {
+    @Test("an undecided half message is checked with a polling producer at its time, committed by the answer")
+    func checkBack() throws {
+        let d = try Driver("txcheck") {
+            $0.broker.transactionCheckFirstMillis = 500
+            $0.broker.transactionCheckIntervalMillis = 1_000
+        }
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        var request = sendRequest(["half"])
+        request.messages[0].properties[TransactionProperty.half] = "true"
+        let stored = d.now
+        let r = try SendResponse.decode(try d.call(.send, request))
+        let id = MessageID(entryIndex: r.entryIndex, slot: 0)
+        let poll = try d.request(.pollTransactionChecks, TransactionCheckPoll(group: "pg", clientID: "c1", maxWaitMillis: 20_000).encoded())
+        while d.reply(poll) == nil && d.now < stored + 2_000 {
+            try d.tick()
+        }
+        guard case .success(let body)? = d.reply(poll) else { Issue.record("no check by \(d.now)"); return }
+        #expect(d.now >= stored + 500 && d.now <= stored + 600, "checked at \(d.now - stored) ms")
+        let checked = try MessageList.decode(body).messages
+        #expect(checked.map(\.id) == [id] && checked[0].message.properties[TransactionProperty.checkTimes] == "1")
+        #expect(try PullResponse.decode(try d.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0))).messages.isEmpty)
+        _ = try d.call(.endTransaction, EndTransactionRequest(group: "pg", id: id, decision: .commit, fromCheck: true))
+        let pulled = try PullResponse.decode(try d.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0)))
+        #expect(pulled.messages.map(\.id) == [id])
+        try d.close()
+    }
+
+    @Test("receive, invisible until its time, received again with the attempt counted; ack ends it; long polling")
+    func receiveAck() throws {
+        let d = try Driver("receive")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 2))
+        _ = try d.call(.send, sendRequest(["a", "b"]))
+        let first = try ReceiveResponse.decode(try d.call(.receive, ReceiveRequest(group: "g", topic: "t", maxMessages: 10, invisibleMillis: 500))).deliveries
+        #expect(first.map { String(decoding: $0.message.message.body, as: UTF8.self) } == ["a", "b"])
+        #expect(first.allSatisfy { $0.attempt == 1 && $0.invisibleUntil == d.now + 500 })
+        _ = try d.call(.ack, ReceiptRequest(group: "g", handle: first[0].handle))
+        // Held: nothing visible until "b" comes back.
+        let start = d.now
+        let held = try d.request(.receive, ReceiveRequest(group: "g", topic: "t", maxMessages: 10, invisibleMillis: 500, maxWaitMillis: 5_000).encoded())
+        while d.reply(held) == nil && d.now < start + 2_000 { try d.tick() }
+        guard case .success(let body)? = d.reply(held) else { Issue.record("held receive not answered"); return }
+        let again = try ReceiveResponse.decode(body).deliveries
+        #expect(again.map(\.attempt) == [2] && again[0].message.id == first[1].message.id)
+        #expect(d.now >= first[1].invisibleUntil, "received again at \(d.now), invisible until \(first[1].invisibleUntil)")
+        #expect(throws: ErrorBody.self) { try d.call(.ack, ReceiptRequest(group: "g", handle: first[1].handle)) }
+        let until = try ChangeInvisibleResponse.decode(try d.call(.changeInvisible, ReceiptRequest(group: "g", handle: again[0].handle, invisibleMillis: 60_000))).invisibleUntil
+        #expect(until == d.now + 60_000)
+        _ = try d.call(.ack, ReceiptRequest(group: "g", handle: again[0].handle))
+        #expect(try ReceiveResponse.decode(try d.call(.receive, ReceiveRequest(group: "g", topic: "t", invisibleMillis: 500))).deliveries.isEmpty)
+        #expect(throws: ErrorBody.self) { try d.call(.receive, ReceiveRequest(group: "g", topic: "t", invisibleMillis: 5)) }
+        try d.close()
+    }
+}
