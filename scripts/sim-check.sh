@@ -49,6 +49,8 @@ release-twice 1-10 30
 lock-without-fence 1-20 30
 send-back-twice 1-10 30
 dead-letter-early 1-10 30
+deliver-half 1-10 30
+redeliver-early 1-10 30
 ack-before-fsync 1-200 30
 vote-without-log-check 1-60 30
 skip-truncation 1-60 30

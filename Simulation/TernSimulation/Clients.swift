@@ -99,7 +99,7 @@ struct MessageChecker {
     /// `releasedBy` (ms) must have been released.
     mutating func checkStored(_ n: Node, node: NodeID, releasedBy: UInt64) throws(StorageError) {
         var where_: [String: (topic: String, queue: UInt32, offset: UInt64, id: MessageID)] = [:]
-        for topic in [SimProducer.topic, SimOrderedProducer.topic] {
+        for topic in [SimProducer.topic, SimOrderedProducer.topic, ReceiveChecker.topic] {
             for q in 0..<SimProducer.queues {
                 var offset: UInt64 = 0
                 var last: MessageID?
@@ -208,6 +208,7 @@ final class SimProducer: SimClient {
 
     let index: Int
     let producerID: UInt64
+    let topic: String
     var counter = 0
     var sequences: [UInt32: UInt64] = [:]
     var sender: SendRetrier
@@ -215,9 +216,10 @@ final class SimProducer: SimClient {
     var bodies: [String] = []
     var delay: UInt64?
 
-    init(index: Int, producerID: UInt64) {
+    init(index: Int, producerID: UInt64, topic: String = SimProducer.topic) {
         self.index = index
         self.producerID = producerID
+        self.topic = topic
         sender = SendRetrier(connection: UInt64(index + 1))
     }
 
@@ -236,7 +238,7 @@ final class SimProducer: SimClient {
         // A fifth of the sends are delayed by 0.1-2 s.
         delay = world.chance(0.2) ? 100 + world.below(1_900) : nil
         let properties = delay.map { ["TIMER_DELAY_MS": String($0)] } ?? [:]
-        let request = SendRequest(topic: SimProducer.topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
+        let request = SendRequest(topic: topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
                                   messages: bodies.map { WireMessage(tag: "t", keys: [$0], properties: properties, bornTimestamp: world.millis, body: Array($0.utf8)) })
         sender.start(request, world)
     }
@@ -249,7 +251,7 @@ final class SimProducer: SimClient {
             if let d = delay {
                 world.messages.delayed[b] = (response.queueID, world.millis + d)
             } else {
-                world.messages.acknowledged(b, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
+                world.messages.acknowledged(b, topic: topic, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
             }
         }
     }

@@ -46,6 +46,12 @@ public struct SimulationResult: Sendable {
     public var orderedProcessed: Int
     /// Always-failing messages that reached the dead-letter queue.
     public var deadLettered: Int
+    /// Transactions whose commit / rollback the broker acknowledged.
+    public var transactionsCommitted: Int
+    public var transactionsRolledBack: Int
+    /// Receive/ack deliveries, and those that were a later attempt.
+    public var received: Int
+    public var redelivered: Int
     public var ok: Bool { violations.isEmpty }
 }
 
@@ -189,6 +195,8 @@ public final class World {
     var messages = MessageChecker()
     var livenessMetAt: UInt64?
     var order = OrderChecker()
+    var transactions = TransactionChecker()
+    var receives = ReceiveChecker()
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -201,6 +209,11 @@ public final class World {
         clients.append(SimOrderedProducer(index: clients.count, producerID: 2000))
         clients.append(SimOrderlyConsumer(index: clients.count))
         clients.append(SimOrderlyConsumer(index: clients.count))
+        clients.append(SimTransactionProducer(index: clients.count, producerID: 3000))
+        clients.append(SimTransactionProducer(index: clients.count, producerID: 3001))
+        clients.append(SimProducer(index: clients.count, producerID: 4000, topic: ReceiveChecker.topic))
+        clients.append(SimReceiveConsumer(index: clients.count))
+        clients.append(SimReceiveConsumer(index: clients.count))
     }
 
     // MARK: Randomness
@@ -295,14 +308,28 @@ public final class World {
             handle(event)
             if !faultsOn && livenessMet() {
                 // Run on one virtual second, calm, so that delayed messages due by now are
-                // released, then check.
+                // released, and until transactions are decided and the receive group drained;
+                // then check.
                 if livenessMetAt == nil { livenessMetAt = now }
-                if now >= livenessMetAt! + 1_000_000 { break }
+                if now >= livenessMetAt! + 1_000_000 && settled() { break }
             }
         }
-        if checker.violations.isEmpty && livenessMet() { finalCheck() }
+        let live = livenessMetAt != nil
+        if checker.violations.isEmpty && live { finalCheck() }
         checker.violations += messages.violations
-        if checker.violations.isEmpty && !livenessMet() {
+        if checker.violations.isEmpty && live && !settled() {
+            let undecided = nodes.compactMap { $0.node?.broker.halfMessages.count }.max() ?? 0
+            let missing = receives.expected.filter { receives.acked[$0] == nil && !receives.ambiguous.contains($0) }.sorted()
+            var detail = ""
+            if let body = missing.first, let a = messages.acked[body] {
+                let attempts = (receives.deliveries[body] ?? [:]).keys.sorted().map { k in "attempt \(k) at \(receives.deliveries[body]![k]!.arrived / 1000) ms" }
+                detail = "; \(body) at \(a.topic)#\(a.queue)@\(a.offset): delivered \(attempts.isEmpty ? "never" : attempts.joined(separator: ", ")); " + nodes.compactMap { n in
+                    n.node.map { "\(n.id): \($0.broker.receiveDescription(group: ReceiveChecker.group, queue: QueueRef(topic: a.topic, queueID: a.queue), offset: a.offset))" }
+                }.joined(separator: "; ")
+            }
+            checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, \(undecided) half messages stayed undecided, \(missing.count) messages were never received and acknowledged by group \(ReceiveChecker.group) (\(missing.prefix(3).joined(separator: ", ")))\(detail)")
+        }
+        if checker.violations.isEmpty && !live {
             let applied = nodes.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
             checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))")
         }
@@ -312,7 +339,9 @@ public final class World {
             virtualSeconds: Double(now) / 1e6, events: events, faults: faultCounts,
             acknowledged: checker.acknowledged, committed: checker.maxCommitted, reads: checker.reads,
             messagesAcknowledged: messages.acked.count, messagesDelayed: messages.delayed.count, messagesDelivered: messages.delivered,
-            orderedProcessed: order.processed, deadLettered: messages.deadLettered)
+            orderedProcessed: order.processed, deadLettered: messages.deadLettered,
+            transactionsCommitted: transactions.endedCommit.count, transactionsRolledBack: transactions.endedRollback.count,
+            received: receives.received, redelivered: receives.redelivered)
     }
 
     func config(for node: SimNode) -> RaftConfig {
@@ -345,6 +374,9 @@ public final class World {
         nodeConfig.broker.autoCreateTopics = true
         nodeConfig.broker.defaultQueues = SimProducer.queues
         nodeConfig.broker.maxMessageBytes = 1024
+        nodeConfig.broker.transactionCheckFirstMillis = 1_000
+        nodeConfig.broker.transactionCheckIntervalMillis = 1_500
+        nodeConfig.broker.transactionMaxChecks = 8
         do {
             node.node = try Node(config: nodeConfig, device: node.device, directory: "/\(node.id)",
                                  logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
@@ -357,6 +389,16 @@ public final class World {
     }
 
     /// A proposal acknowledged after the faults stopped, and every acknowledged one applied everywhere.
+    /// Transactions decided and the receive group drained (after the faults).
+    func settled() -> Bool {
+        nodes.allSatisfy { $0.node.map { $0.broker.halfMessages.isEmpty } ?? false } && receives.expected.allSatisfy { body in
+            if receives.acked[body] != nil { return true }
+            // An acknowledgement in flight when its consumer crashed: consumed if the leader says so.
+            guard receives.ambiguous.contains(body), let a = messages.acked[body], let leader = nodes.first(where: { $0.node?.isLeader ?? false })?.node else { return false }
+            return leader.broker.receiveConsumed(group: ReceiveChecker.group, queue: QueueRef(topic: a.topic, queueID: a.queue), offset: a.offset)
+        }
+    }
+
     func livenessMet() -> Bool {
         checker.livenessAckIndex != nil && nodes.allSatisfy { $0.replica != nil && $0.appliedIndex >= checker.maxAckedIndex }
     }
@@ -537,6 +579,7 @@ public final class World {
                 if node.replica == nil { schedule(.restart(node.index), after: 1) }
             }
             checker.livenessStart = now
+            receives.expected = Set(messages.acked.filter { $0.value.topic == ReceiveChecker.topic }.keys)
             trace("faults end; liveness phase; " + nodes.map { n in
                 guard let r = n.replica?.raft else { return "\(n.id) down" }
                 return "\(n.id) \(r.role) t\(r.term) last \(n.replica!.log.lastIndex) commit \(r.commitIndex)\(r.rejoining ? " rejoining" : "")"
@@ -667,6 +710,7 @@ public final class World {
             do {
                 try messages.checkStored(n, node: node.id, releasedBy: (livenessMetAt ?? now) / 1000)
             try messages.checkRetries(n, node: node.id, group: "g")
+                try transactions.check(n, node: node.id, &messages)
             } catch {
                 messages.violations.append("\(node.id): reading its queues failed: \(error)")
             }

@@ -54,7 +54,7 @@ public struct BrokerPlantedBugs: OptionSet, Sendable, Equatable {
     public static let releaseTwice = BrokerPlantedBugs(rawValue: 1 << 3)
     /// A repeated give-back stores another retry copy.
     public static let sendBackTwice = BrokerPlantedBugs(rawValue: 1 << 4)
-    /// Half messages go into their queue at once, like any message.
+    /// Half messages go into their queue at once (and again when committed).
     public static let deliverHalf = BrokerPlantedBugs(rawValue: 1 << 5)
     /// A received message counts as visible again two seconds before its invisible time ends.
     public static let redeliverEarly = BrokerPlantedBugs(rawValue: 1 << 6)
@@ -346,11 +346,12 @@ public final class Broker {
                 keyIndex[header.topic, default: [:]][key] = ids
             }
         }
-        if half && !config.plantedBugs.contains(.deliverHalf) {
+        if half {
             // Half message: stored, invisible, checked from `transactionCheckFirstMillis` on.
             let id = MessageID(entryIndex: index, slot: 0)
             halfMessages[id] = (header.producerGroup, 0)
             checkTimers.schedule(PendingTimer(deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
+            if config.plantedBugs.contains(.deliverHalf) { indexLate(checkTimers.pending[id]!) }
             return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))
         }
         if let at = deliverAt {

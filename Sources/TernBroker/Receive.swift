@@ -111,8 +111,16 @@ extension Broker {
 
     func applyReceipt(_ e: ReceiptEntry) -> ApplyOutcome {
         let h = e.handle
-        guard var state = receiveGroups[e.group]?[h.queue], let inv = state.invisible[h.offset], inv.receiveIndex == h.receiveIndex else {
-            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) is no longer valid: the message was acknowledged, or its invisible time ended and it was delivered again"))
+        guard var state = receiveGroups[e.group]?[h.queue], h.offset < state.next else {
+            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) names nothing this group received"))
+        }
+        guard let inv = state.invisible[h.offset] else {
+            // Consumed already: a repeated acknowledgement (its first answer was lost) succeeds.
+            if e.until == nil { return .done }
+            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h): the message was acknowledged already"))
+        }
+        guard inv.receiveIndex == h.receiveIndex else {
+            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) is no longer valid: its invisible time ended and the message was delivered again (attempt \(inv.attempt))"))
         }
         if let until = e.until {
             state.invisible[h.offset]!.until = until
@@ -130,6 +138,19 @@ extension Broker {
         let i = Int(offset - q.baseOffset)
         let (meta, m) = try readMessage(entryIndex: q.entryIndexes[i], position: q.positions[i])
         return ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[i], slot: q.slots[i]), topic: ref.topic, queueID: ref.queueID, queueOffset: offset, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: m)
+    }
+
+    /// The group received and acknowledged (or passed over) the message at `offset`.
+    public func receiveConsumed(group: String, queue: QueueRef, offset: UInt64) -> Bool {
+        guard let state = receiveGroups[group]?[queue] else { return false }
+        return offset < state.next && state.invisible[offset] == nil
+    }
+
+    /// How a receive group stands with one message, for diagnostics.
+    public func receiveDescription(group: String, queue: QueueRef, offset: UInt64) -> String {
+        guard let state = receiveGroups[group]?[queue] else { return "group has no state for \(queue)" }
+        if let inv = state.invisible[offset] { return "invisible until \(inv.until), attempt \(inv.attempt), handed out by entry \(inv.receiveIndex) (next \(state.next))" }
+        return offset < state.next ? "done (acknowledged or passed; next \(state.next))" : "not yet handed out (next \(state.next))"
     }
 
     /// A receive group's progress on a queue: next fresh offset and deliveries invisible now.

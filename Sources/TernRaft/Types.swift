@@ -158,7 +158,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     public static let sendBackTwice = PlantedBugs(rawValue: 1 << 14)
     /// A given-back message goes to the dead-letter queue one retry early.
     public static let deadLetterEarly = PlantedBugs(rawValue: 1 << 15)
-    /// Half (transactional) messages go into their queue at once, like any message.
+    /// Half (transactional) messages go into their queue at once (and again when committed).
     public static let deliverHalf = PlantedBugs(rawValue: 1 << 16)
     /// A received message counts as visible again two seconds before its invisible time ends.
     public static let redeliverEarly = PlantedBugs(rawValue: 1 << 17)
