@@ -179,7 +179,7 @@ public final class World {
 
     let options: SimulationOptions
     var rng: SplitMix64
-    let mix: FaultMix
+    var mix: FaultMix
     var now: UInt64 = 0
     var heap: [(UInt64, UInt64, Event)] = []
     var sequence: UInt64 = 0
@@ -571,6 +571,9 @@ public final class World {
         case .endFaults:
             faultsOn = false
             blocked.removeAll()
+            // One entry per append is a fault too: it ends with the others.
+            mix.maxAppendBytes = FaultMix().maxAppendBytes
+            for node in nodes { node.replica?.raft.setMaxAppendBytes(mix.maxAppendBytes) }
             for node in nodes {
                 if node.pausedUntil > now { schedule(.resume(node.index), after: 0) }
                 node.pausedUntil = 0

@@ -66,7 +66,7 @@ struct Progress {
 }
 
 public final class Raft {
-    public let config: RaftConfig
+    public private(set) var config: RaftConfig
     public let id: NodeID
     let log: any RaftLog
     let peers: [NodeID]
@@ -109,6 +109,10 @@ public final class Raft {
 
     /// Starts as a follower from persisted state. `appliedIndex`: what the state machine applied
     /// before the restart (entries up to it are committed).
+    /// Entry bytes per append message from now on (the simulator ends its one-entry-per-append
+    /// fault with this when its faults stop).
+    public func setMaxAppendBytes(_ bytes: Int) { config.maxAppendBytes = max(1, bytes) }
+
     public init(config: RaftConfig, log: any RaftLog, hardState: HardState, appliedIndex: UInt64 = 0, seed: UInt64) {
         self.config = config
         self.id = config.id
