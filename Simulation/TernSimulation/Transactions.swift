@@ -223,10 +223,12 @@ struct ReceiveChecker {
         var map = deliveries[body] ?? [:]
         if map[attempt] != nil { messages.fail("receive: \(body) delivered twice as attempt \(attempt)") }
         map[attempt] = (sentAt, sentAt + invisibleMillis * 1000, now)
-        if attempt > 1, let before = map[attempt - 1], now < before.bound {
+        // Node clocks count whole milliseconds (the leader stamps `now / 1000`), so a time
+        // given as "from now" may end up to 1 ms before the microsecond bound.
+        if attempt > 1, let before = map[attempt - 1], now + 1_000 <= before.bound {
             messages.fail("receive: \(body) delivered again (attempt \(attempt)) at \(now / 1000) ms, invisible until at least \(before.bound / 1000) ms")
         }
-        if let after = map[attempt + 1], after.arrived < sentAt + invisibleMillis * 1000 {
+        if let after = map[attempt + 1], after.arrived + 1_000 <= sentAt + invisibleMillis * 1000 {
             messages.fail("receive: \(body) delivered again (attempt \(attempt + 1)) at \(after.arrived / 1000) ms, invisible until at least \((sentAt + invisibleMillis * 1000) / 1000) ms")
         }
         deliveries[body] = map
