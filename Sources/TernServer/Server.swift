@@ -29,6 +29,10 @@ public struct ServerConfig: Sendable {
     public var heartbeatTicks = 2
     public var autoCreateTopics = false
     public var maxMessageBytes = 4 << 20
+    /// Transaction checks: first after, then every, at most (then rollback).
+    public var transactionCheckFirstMillis: UInt64 = 6_000
+    public var transactionCheckIntervalMillis: UInt64 = 30_000
+    public var transactionMaxChecks: UInt32 = 15
     public var segmentBytes = 256 << 20
     public var lostDisk = false
     /// Cut a corrupt log at the damage instead of refusing to open.
@@ -146,6 +150,9 @@ public final class TernServer: @unchecked Sendable {
         var nodeConfig = NodeConfig(raft: raft, endpoints: config.peers)
         nodeConfig.broker.autoCreateTopics = config.autoCreateTopics
         nodeConfig.broker.maxMessageBytes = config.maxMessageBytes
+        nodeConfig.broker.transactionCheckFirstMillis = config.transactionCheckFirstMillis
+        nodeConfig.broker.transactionCheckIntervalMillis = config.transactionCheckIntervalMillis
+        nodeConfig.broker.transactionMaxChecks = config.transactionMaxChecks
 
         let log = logger
         let device = try makeStorageDevice(config.io, log: { log.notice("\($0)") })

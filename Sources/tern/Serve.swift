@@ -27,6 +27,9 @@ struct Serve: ParsableCommand {
     @Flag(help: "Create a topic (4 queues) on its first send.") var autoCreateTopics = false
     @Option(help: "Largest message body in bytes.") var maxMessageBytes: Int?
     @Option(help: "Commitlog segment size in MiB.") var segmentMb: Int?
+    @Option(help: "An undecided transaction is first checked this long after it was stored (ms; default 6000).") var transactionCheckFirstMs: UInt64?
+    @Option(help: "... then checked again every this long (ms; default 30000).") var transactionCheckIntervalMs: UInt64?
+    @Option(help: "... at most this many times, then rolled back (default 15).") var transactionMaxChecks: UInt32?
     @Option(help: "A config file of `name = value` lines.") var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") var lostDisk = false
@@ -43,7 +46,8 @@ struct Serve: ParsableCommand {
                 guard parts.count == 2 else { throw ValidationError("\(path):\(n + 1): expected name = value") }
                 file[parts[0]] = parts[1]
             }
-            let known: Set = ["id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level"]
+            let known: Set = ["id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level",
+                              "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks"]
             if let unknown = file.keys.sorted().first(where: { !known.contains($0) }) { throw ValidationError("\(path): unknown setting \(unknown)") }
         }
         guard let id = id ?? file["id"] else { throw ValidationError("--id is required") }
@@ -77,6 +81,18 @@ struct Serve: ParsableCommand {
         if let m = segmentMb ?? file["segment-mb"].flatMap({ Int($0) }) {
             guard m >= 8 && m <= 4096 else { throw ValidationError("--segment-mb must be 8 to 4096") }
             cfg.segmentBytes = m << 20
+        }
+        if let v = transactionCheckFirstMs ?? file["transaction-check-first-ms"].flatMap({ UInt64($0) }) {
+            guard v >= 100 else { throw ValidationError("--transaction-check-first-ms must be at least 100") }
+            cfg.transactionCheckFirstMillis = v
+        }
+        if let v = transactionCheckIntervalMs ?? file["transaction-check-interval-ms"].flatMap({ UInt64($0) }) {
+            guard v >= 100 else { throw ValidationError("--transaction-check-interval-ms must be at least 100") }
+            cfg.transactionCheckIntervalMillis = v
+        }
+        if let v = transactionMaxChecks ?? file["transaction-max-checks"].flatMap({ UInt32($0) }) {
+            guard v >= 1 && v <= 1000 else { throw ValidationError("--transaction-max-checks must be 1 to 1000") }
+            cfg.transactionMaxChecks = v
         }
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
