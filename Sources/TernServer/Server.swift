@@ -29,6 +29,10 @@ public struct ServerConfig: Sendable {
     public var heartbeatTicks = 2
     public var autoCreateTopics = false
     public var maxMessageBytes = 4 << 20
+    /// Where this node dials each peer, when not at its `peers` endpoint (a chaos test's proxies).
+    public var dial: [NodeID: String] = [:]
+    /// Installs the storage fault hook reading this control file (chaos tests only).
+    public var faultFile: String?
     /// Transaction checks: first after, then every, at most (then rollback).
     public var transactionCheckFirstMillis: UInt64 = 6_000
     public var transactionCheckIntervalMillis: UInt64 = 30_000
@@ -155,7 +159,11 @@ public final class TernServer: @unchecked Sendable {
         nodeConfig.broker.transactionMaxChecks = config.transactionMaxChecks
 
         let log = logger
-        let device = try makeStorageDevice(config.io, log: { log.notice("\($0)") })
+        var device = try makeStorageDevice(config.io, log: { log.notice("\($0)") })
+        if let path = config.faultFile {
+            device = FaultHookDevice(device, controlPath: path)
+            logger.warning("storage fault hook installed: \(path) (for chaos tests)")
+        }
         logger.info("storage: \(device.backendName) at \(config.dataDirectory)")
         var options = CommitlogOptions()
         options.segmentSizeBytes = config.segmentBytes
@@ -173,7 +181,7 @@ public final class TernServer: @unchecked Sendable {
         logger.info("opened log \(node.replica.log.firstIndex)...\(node.replica.log.lastIndex) in \(monotonicMillis() - started) ms")
 
         for (peer, endpoint) in config.peers where peer != config.id {
-            links[peer] = PeerLink(peer: peer, endpoint: endpoint, group: group, logger: logger)
+            links[peer] = PeerLink(peer: peer, endpoint: config.dial[peer] ?? endpoint, group: group, logger: logger)
         }
         let inbox = self.inbox
         let connections = self.connections

@@ -32,6 +32,8 @@ struct Serve: ParsableCommand {
     @Option(help: "... at most this many times, then rolled back (default 15).") var transactionMaxChecks: UInt32?
     @Option(help: "A config file of `name = value` lines.") var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
+    @Option(help: "Dial these peers elsewhere than their --peers endpoint, as id=host:port (a chaos test's proxies).") var dial: String?
+    @Option(help: "Chaos tests only: a control file that can make this node's disk slow (\"slow MS\") or full (\"full\").") var faultFile: String?
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") var repair = false
 
@@ -94,6 +96,14 @@ struct Serve: ParsableCommand {
             guard v >= 1 && v <= 1000 else { throw ValidationError("--transaction-max-checks must be 1 to 1000") }
             cfg.transactionMaxChecks = v
         }
+        if let dial {
+            for item in dial.split(separator: ",") {
+                let kv = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+                guard kv.count == 2, parseEndpoint(kv[1]) != nil, members[NodeID(kv[0])] != nil, kv[0] != id else { throw ValidationError("--dial: \(item) is not peer=host:port for another member") }
+                cfg.dial[NodeID(kv[0])] = kv[1]
+            }
+        }
+        cfg.faultFile = faultFile
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = file["log-level"] ?? logLevel
