@@ -31,6 +31,8 @@ public struct ServerConfig: Sendable {
     public var maxMessageBytes = 4 << 20
     /// Where this node dials each peer, when not at its `peers` endpoint (a chaos test's proxies).
     public var dial: [NodeID: String] = [:]
+    /// Deliberate bugs, for showing that the chaos checker catches them. Never in production.
+    public var plantedBugs: PlantedBugs = []
     /// Installs the storage fault hook reading this control file (chaos tests only).
     public var faultFile: String?
     /// Transaction checks: first after, then every, at most (then rollback).
@@ -151,6 +153,8 @@ public final class TernServer: @unchecked Sendable {
         raft.electionTimeoutTicks = config.electionTicks
         raft.electionJitterTicks = config.electionTicks
         raft.heartbeatIntervalTicks = config.heartbeatTicks
+        raft.plantedBugs = config.plantedBugs
+        if !config.plantedBugs.isEmpty { logger.warning("PLANTED BUGS ON: this node is deliberately broken (a checker test)") }
         var nodeConfig = NodeConfig(raft: raft, endpoints: config.peers)
         nodeConfig.broker.autoCreateTopics = config.autoCreateTopics
         nodeConfig.broker.maxMessageBytes = config.maxMessageBytes

@@ -1,5 +1,6 @@
 // Client commands: admin, send, consume.
 import ArgumentParser
+import CTernIO
 import Foundation
 import TernClient
 import TernProtocol
@@ -311,6 +312,7 @@ struct Send: AsyncParsableCommand {
 
     func run() async throws {
         guard count >= 1 else { throw ValidationError("--count must be at least 1") }
+        tern_stdout_line_buffered()  // each id as it is acknowledged, also into a pipe or file
         var properties: [String: String] = [:]
         for p in property {
             let kv = p.split(separator: "=", maxSplits: 1).map(String.init)

@@ -34,6 +34,7 @@ struct Serve: ParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") var logLevel: String = "info"
     @Option(help: "Dial these peers elsewhere than their --peers endpoint, as id=host:port (a chaos test's proxies).") var dial: String?
     @Option(help: "Chaos tests only: a control file that can make this node's disk slow (\"slow MS\") or full (\"full\").") var faultFile: String?
+    @Option(help: .hidden) var plant: [String] = []
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") var repair = false
 
@@ -104,6 +105,10 @@ struct Serve: ParsableCommand {
             }
         }
         cfg.faultFile = faultFile
+        for name in plant {
+            guard let bug = PlantedBugs.all.first(where: { $0.0 == name })?.1 else { throw ValidationError("--plant \(name) is unknown") }
+            cfg.plantedBugs.insert(bug)
+        }
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = file["log-level"] ?? logLevel

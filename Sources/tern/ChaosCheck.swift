@@ -1,0 +1,211 @@
+// The chaos run's checker: reads every queue back from the start and holds the result against
+// the history. Failures: an acknowledged message missing (lost), a message nobody sent
+// (unexpected), a duplicate from an idempotent producer, a sharding key's messages out of
+// order, a delayed message delivered early, a transaction torn (visible without a commit, or
+// committed and acknowledged but not visible), a consumer group that never got a message.
+import Foundation
+import TernClient
+import TernProtocol
+
+struct ChaosReport {
+    var text: String
+    var failed: Bool
+}
+
+struct ChaosChecker {
+    let client: TernCluster
+    let history: ChaosHistory
+    let workloads: ChaosWorkloads
+    let cliAcked: [String: String]
+    let seed: UInt64
+    let duration: Int
+
+    /// Every message of `topic`, in queue order per queue.
+    static func read(_ client: TernCluster, topic: String, queues: UInt32) async throws -> [ReceivedMessage] {
+        var out: [ReceivedMessage] = []
+        for q in 0..<queues {
+            var offset: UInt64 = 0
+            while true {
+                let r = try await client.pull(topic: topic, queue: q, offset: offset, maxMessages: 1024)
+                out += r.messages
+                if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
+                offset = r.nextOffset
+            }
+        }
+        return out
+    }
+
+    /// Acknowledged messages the live consumers have not seen yet.
+    static func backlog(client: TernCluster, workloads: ChaosWorkloads) async throws -> Int {
+        let sends = workloads.history.allSends.filter(\.acked)
+        let idempotent = Set(sends.filter { $0.workload == "idempotent" }.map(\.body))
+        let plain = Set(sends.filter { $0.workload == "plain" }.map(\.body))
+        let delayed = Set(sends.filter { $0.workload == "delayed" }.map(\.body))
+        return idempotent.subtracting(workloads.clusteringSeen.bodies).count
+            + workloads.broadcastSeen.map { plain.subtracting($0.bodies).count }.reduce(0, +)
+            + delayed.subtracting(workloads.delayedSeen.bodies).count
+    }
+
+    func check() async throws -> ChaosReport {
+        var failures: [String] = []
+        var lines: [String] = []
+        func fail(_ s: String) { failures.append(s) }
+        let sends = history.allSends
+        let faults = history.allFaults
+        var stored: [String: [ReceivedMessage]] = [:]
+        for (topic, queues) in ChaosTopic.all {
+            for m in try await ChaosChecker.read(client, topic: topic, queues: queues) {
+                stored[String(decoding: m.message.body, as: UTF8.self), default: []].append(m)
+            }
+        }
+        let attempted = Set(sends.map(\.body))
+        var counts: [String: (sent: Int, acked: Int, lost: Int, duplicated: Int)] = [:]
+        var unexpected = 0
+        for (body, list) in stored.sorted(by: { $0.key < $1.key }) {
+            let known = attempted.contains(body) || (body.hasPrefix("cli-") && list.allSatisfy { $0.topic == ChaosTopic.cli })
+            if !known {
+                unexpected += 1
+                fail("unexpected: \(body) stored at \(list.map { "\($0.topic)#\($0.queueID)@\($0.queueOffset)" }.joined(separator: ", ")), which no client sent")
+            }
+        }
+        let byWorkload = Dictionary(grouping: sends, by: \.workload)
+        for w in byWorkload.keys.sorted() {
+            let list = byWorkload[w]!
+            let ackedBodies = Set(list.filter(\.acked).map(\.body))
+            var lost = 0, duplicated = 0
+            let attemptsOf = Dictionary(list.map { ($0.body, 1) }, uniquingKeysWith: +)
+            for body in ackedBodies.sorted() {
+                if w == "transactional" { continue }  // judged below, by its decision
+                if (stored[body] ?? []).isEmpty {
+                    lost += 1
+                    fail("lost: \(w) message \(body) was acknowledged (\(list.first { $0.body == body && $0.acked }?.id.map { "\($0)" } ?? "")) and is not stored")
+                }
+            }
+            for body in Set(list.map(\.body)).sorted() {
+                let n = stored[body]?.count ?? 0
+                guard n > 1 else { continue }
+                duplicated += 1
+                // Idempotent producers store a send once; a body sent again after a failed
+                // attempt (ordered) is a new send, and may be stored twice.
+                if w == "idempotent" || w == "transactional" || (w == "ordered" && (attemptsOf[body] ?? 1) == 1) {
+                    fail("duplicate: \(w) message \(body) is stored \(n) times")
+                }
+            }
+            counts[w] = (list.count, ackedBodies.count, lost, duplicated)
+        }
+
+        // Order per sharding key: along its queue, a key's numbers never go down.
+        var outOfOrder = 0
+        var last: [String: (n: Int, offset: UInt64, queue: UInt32)] = [:]
+        let orderedStored = stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.ordered }.sorted { ($0.queueID, $0.queueOffset) < ($1.queueID, $1.queueOffset) }
+        for m in orderedStored {
+            let parts = String(decoding: m.message.body, as: UTF8.self).split(separator: "|")
+            guard parts.count == 3, let n = Int(parts[2]) else { continue }
+            let key = String(parts[1])
+            if m.queueID != queueForShardingKey(key, queues: 4) { fail("order: \(key)'s message \(n) is in queue \(m.queueID), not its key's") }
+            if let l = last[key], n < l.n {
+                outOfOrder += 1
+                fail("out of order: key \(key): \(n) at \(m.queueID)@\(m.queueOffset) after \(l.n) at @\(l.offset)")
+            }
+            last[key] = (n, m.queueOffset, m.queueID)
+        }
+
+        // Transactions: visible exactly when the local transaction committed.
+        var torn = 0
+        let decisions = workloads.database.all
+        let txAcked = Set(sends.filter { $0.workload == "transactional" && $0.acked }.map(\.body))
+        for body in Set(sends.filter { $0.workload == "transactional" }.map(\.body)).sorted() {
+            let visible = !(stored[body] ?? []).isEmpty
+            let committed = decisions[body] == .commit
+            if visible && !committed {
+                torn += 1
+                fail("torn: transaction \(body) is visible although its local transaction \(decisions[body] == nil ? "never ran" : "rolled back")")
+            } else if !visible && committed && txAcked.contains(body) {
+                torn += 1
+                fail("torn: transaction \(body) committed locally (half message acknowledged) but is not visible")
+            }
+        }
+        let txVisible = Set(txAcked.filter { !(stored[$0] ?? []).isEmpty })
+
+        // Delayed: never before its time (same machine clock); lateness reported.
+        var early = 0
+        var lateness: [Double] = []
+        for (body, seen) in workloads.delayedSeen.firsts {
+            let parts = body.split(separator: "|")
+            guard parts.count == 3, let delay = UInt64(parts[2]) else { continue }
+            let due = seen.message.storeTimestamp + delay
+            if seen.at + 2 < due {
+                early += 1
+                fail("early: delayed message \(body) delivered at \(seen.at), due at \(due) (stored \(seen.message.storeTimestamp) + \(delay) ms)")
+            } else {
+                lateness.append(Double(seen.at) - Double(due))
+            }
+        }
+
+        // Killed CLI clients: every id they printed is stored, with their body.
+        var cliLost = 0
+        let byID = Dictionary(stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.cli }.map { ($0.id.description, $0) }, uniquingKeysWith: { a, _ in a })
+        for (id, label) in cliAcked.sorted(by: { $0.key < $1.key }) {
+            let prefix = label.split(separator: " ").first.map(String.init) ?? label
+            guard let m = byID[id], String(decoding: m.message.body, as: UTF8.self).hasPrefix(prefix + " ") else {
+                cliLost += 1
+                fail("lost: \(id), acknowledged to the killed client \(prefix), is not stored")
+                continue
+            }
+        }
+
+        // Consumer groups: everything acknowledged reached them.
+        let backlogMissing = try await ChaosChecker.backlog(client: client, workloads: workloads)
+        if backlogMissing > 0 { fail("consumers: \(backlogMissing) acknowledged messages never reached a live consumer group that should have had them") }
+
+        // Recovery: from each fault to the first acknowledged write that started after it.
+        let acks = sends.filter { $0.acked && ["plain", "idempotent", "ordered"].contains($0.workload) }.sorted { $0.ended < $1.ended }
+        var recovery: [String: [Double]] = [:]
+        for f in faults {
+            if let first = acks.first(where: { $0.started >= f.started }) { recovery[f.kind, default: []].append(first.ended - f.started) }
+        }
+
+        // The report.
+        let totalSent = sends.count + cliAcked.count
+        let totalAcked = sends.filter(\.acked).count + cliAcked.count
+        lines.append("tern chaos report")
+        lines.append("seed \(seed), \(duration) s of faults; replay the fault schedule: tern chaos --seed \(seed) --duration \(duration)")
+        lines.append("")
+        lines.append("faults injected: \(faults.count)  (" + Dictionary(grouping: faults, by: \.kind).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", ") + ")")
+        lines.append("sent \(totalSent), acknowledged \(totalAcked), lost \(counts.values.map(\.lost).reduce(0, +) + cliLost), unexpected \(unexpected), out of order \(outOfOrder), torn \(torn), early \(early)")
+        lines.append("")
+        lines.append("workload        sent   acked   lost   duplicated")
+        for w in counts.keys.sorted() {
+            let c = counts[w]!
+            lines.append("\(w.padding(14))  \(String(c.sent).padding(5))  \(String(c.acked).padding(6))  \(String(c.lost).padding(5))  \(c.duplicated)")
+        }
+        lines.append("\("killed-clients".padding(14))  -      \(String(cliAcked.count).padding(6))  \(String(cliLost).padding(5))  -")
+        lines.append("")
+        lines.append("transactions: \(txAcked.count) half messages acknowledged, \(txVisible.count) committed and visible, \(decisions.values.filter { $0 == .rollback }.count) rolled back locally, \(txAcked.count - decisions.count) never decided (crashed before deciding)")
+        let sortedLate = lateness.sorted()
+        lines.append("delayed: \(workloads.delayedSeen.firsts.count) delivered, \(early) early; lateness p50 \(fmt(percentile(sortedLate, 0.5) / 1000)) s, p99 \(fmt(percentile(sortedLate, 0.99) / 1000)) s, max \(fmt((sortedLate.last ?? 0) / 1000)) s")
+        lines.append("consumers: clustering group \(workloads.clusteringSeen.total) deliveries, broadcasting members \(workloads.broadcastSeen.map { String($0.total) }.joined(separator: " and ")), delayed \(workloads.delayedSeen.total)")
+        lines.append("")
+        lines.append("recovery (fault to first acknowledged write started after it), seconds:")
+        lines.append("fault                 count   p50     p99     max")
+        for kind in recovery.keys.sorted() {
+            let v = recovery[kind]!.sorted()
+            lines.append("\(kind.padding(20))  \(String(v.count).padding(5))  \(fmt(percentile(v, 0.5)).padding(6))  \(fmt(percentile(v, 0.99)).padding(6))  \(fmt(v.last ?? 0))")
+        }
+        lines.append("")
+        if failures.isEmpty {
+            lines.append("result: PASS (nothing lost, unexpected, out of order, torn, early; no idempotent duplicates)")
+        } else {
+            lines.append("result: FAIL, \(failures.count) problems; the first:")
+            for f in failures.prefix(30) { lines.append("  - \(f)") }
+        }
+        return ChaosReport(text: lines.joined(separator: "\n") + "\n", failed: !failures.isEmpty)
+    }
+}
+
+/// The value at quantile `q` of sorted `values` (0 when empty).
+func percentile(_ values: [Double], _ q: Double) -> Double {
+    guard !values.isEmpty else { return 0 }
+    let k = min(values.count - 1, Int((Double(values.count) * q).rounded(.up)) - 1)
+    return values[max(0, k)]
+}

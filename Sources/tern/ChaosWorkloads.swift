@@ -1,0 +1,291 @@
+// `tern chaos` workloads and their history. Every workload runs in this process through the
+// SDK (except the killed CLI clients), names each message by its body, and records what it
+// attempted and what was acknowledged, with monotonic times, for the checker.
+import Foundation
+import NIOConcurrencyHelpers
+import TernClient
+import TernProtocol
+
+/// What happened, in memory and as JSON lines in history.jsonl.
+final class ChaosHistory: @unchecked Sendable {
+    struct Send {
+        var workload: String
+        var body: String
+        var started: Double
+        var ended: Double
+        var acked: Bool
+        var id: MessageID?
+        /// Attempts of this body (an ordered or transactional retry sends it again).
+        var attempt: Int
+    }
+    struct Fault {
+        var kind: String
+        var target: String
+        var started: Double
+        var healed: Double
+    }
+    private let lock = NIOLock()
+    private var sends: [Send] = []
+    private var faults: [Fault] = []
+    private var notes: [String] = []
+    private let file: FileHandle?
+    let origin = ContinuousClock.now
+
+    init(path: String) {
+        _ = FileManager.default.createFile(atPath: path, contents: nil)
+        file = FileHandle(forWritingAtPath: path)
+    }
+
+    /// Seconds since the run began.
+    var now: Double { (ContinuousClock.now - origin).seconds }
+
+    private func write(_ line: String) {
+        file?.write(Data((line + "\n").utf8))
+    }
+
+    func send(_ s: Send) {
+        lock.withLock {
+            sends.append(s)
+            write("{\"t\":\(fmt(s.started)),\"end\":\(fmt(s.ended)),\"op\":\"send\",\"workload\":\"\(s.workload)\",\"body\":\(jsonString(s.body)),\"ok\":\(s.acked)\(s.id.map { ",\"id\":\"\($0)\"" } ?? "")}")
+        }
+    }
+
+    func fault(_ f: Fault) {
+        lock.withLock {
+            faults.append(f)
+            write("{\"t\":\(fmt(f.started)),\"healed\":\(fmt(f.healed)),\"op\":\"fault\",\"kind\":\"\(f.kind)\",\"target\":\(jsonString(f.target))}")
+        }
+    }
+
+    func note(_ text: String) {
+        lock.withLock {
+            notes.append(text)
+            write("{\"t\":\(fmt(now)),\"op\":\"note\",\"text\":\(jsonString(text))}")
+        }
+    }
+
+    var allSends: [Send] { lock.withLock { sends } }
+    var allFaults: [Fault] { lock.withLock { faults } }
+
+    func close() { try? file?.close() }
+}
+
+func fmt(_ x: Double) -> String { String(format: "%.3f", x) }
+
+/// The transactional workload's "database": each local transaction's outcome, recorded before
+/// the broker is told (so a producer that dies after deciding is answered from here).
+final class ChaosDatabase: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var decisions: [String: LocalTransactionState] = [:]
+    func record(_ body: String, _ state: LocalTransactionState) { lock.withLock { decisions[body] = state } }
+    func decision(_ body: String) -> LocalTransactionState? { lock.withLock { decisions[body] } }
+    var all: [String: LocalTransactionState] { lock.withLock { decisions } }
+}
+
+/// First deliveries seen by a live consumer: body -> (wall ms when delivered, message).
+final class ChaosDeliveries: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var first: [String: (at: UInt64, message: ReceivedMessage)] = [:]
+    private var count = 0
+    func saw(_ m: ReceivedMessage) {
+        let body = String(decoding: m.message.body, as: UTF8.self)
+        let at = UInt64(Date().timeIntervalSince1970 * 1000)
+        lock.withLock {
+            count += 1
+            if first[body] == nil { first[body] = (at, m) }
+        }
+    }
+    var bodies: Set<String> { lock.withLock { Set(first.keys) } }
+    var firsts: [String: (at: UInt64, message: ReceivedMessage)] { lock.withLock { first } }
+    var total: Int { lock.withLock { count } }
+}
+
+enum ChaosTopic {
+    static let plain = "chaos-plain"
+    static let idempotent = "chaos-idem"
+    static let ordered = "chaos-ord"
+    static let transactional = "chaos-tx"
+    static let delayed = "chaos-delay"
+    static let cli = "chaos-cli"
+    static let all: [(String, UInt32)] = [(plain, 4), (idempotent, 4), (ordered, 4), (transactional, 2), (delayed, 2), (cli, 2)]
+}
+
+/// The workloads of one run. `running` turns false when the faults stop and the run settles.
+final class ChaosWorkloads: @unchecked Sendable {
+    let client: TernCluster
+    let history: ChaosHistory
+    let database = ChaosDatabase()
+    let delayedSeen = ChaosDeliveries()
+    let clusteringSeen = ChaosDeliveries()
+    let broadcastSeen = [ChaosDeliveries(), ChaosDeliveries()]
+    private let stopFlag = NIOLockedValueBox(false)
+    var seed: UInt64
+
+    init(client: TernCluster, history: ChaosHistory, seed: UInt64) {
+        self.client = client
+        self.history = history
+        self.seed = seed
+    }
+
+    var stopped: Bool { stopFlag.withLockedValue { $0 } }
+    func stop() { stopFlag.withLockedValue { $0 = true } }
+
+    /// One timed, recorded send.
+    private func send(_ producer: Producer, workload: String, _ message: Message, attempt: Int = 1) async -> SendReceipt? {
+        let started = history.now
+        do {
+            let r = try await producer.send(message)
+            history.send(.init(workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: true, id: r.messageID, attempt: attempt))
+            return r
+        } catch {
+            history.send(.init(workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: false, id: nil, attempt: attempt))
+            return nil
+        }
+    }
+
+    /// Producers: plain (not idempotent) and idempotent, two senders each; ordered by sharding
+    /// key; delayed; transactional (some "crash" before or after deciding).
+    func producers() -> [Task<Void, Never>] {
+        var tasks: [Task<Void, Never>] = []
+        for (w, topic, idempotent) in [("plain", ChaosTopic.plain, false), ("idempotent", ChaosTopic.idempotent, true)] {
+            for p in 0..<2 {
+                let producer = Producer(cluster: client, group: "chaos-\(w)", idempotent: idempotent, sendTimeoutMillis: 10_000)
+                tasks.append(Task {
+                    var n = 0
+                    while !self.stopped {
+                        n += 1
+                        _ = await self.send(producer, workload: w, Message(topic: topic, keys: ["\(w)-\(p)-\(n)"], body: Array("\(w)|\(p)|\(n)".utf8)))
+                    }
+                })
+            }
+        }
+        // Ordered: eight keys, each key's messages numbered; a failed send is sent again (same
+        // number) until acknowledged, so a key's numbers never skip.
+        let ordered = Producer(cluster: client, group: "chaos-ordered", sendTimeoutMillis: 10_000)
+        for k in 0..<8 {
+            tasks.append(Task {
+                var n = 1
+                var attempt = 1
+                while !self.stopped {
+                    var m = Message(topic: ChaosTopic.ordered, keys: ["K\(k)-\(n)"], body: Array("ord|K\(k)|\(n)".utf8))
+                    m.shardingKey = "K\(k)"
+                    if await self.send(ordered, workload: "ordered", m, attempt: attempt) != nil {
+                        n += 1
+                        attempt = 1
+                    } else {
+                        attempt += 1
+                        try? await Task.sleep(for: .milliseconds(100))
+                    }
+                }
+            })
+        }
+        let delayedProducer = Producer(cluster: client, group: "chaos-delayed", sendTimeoutMillis: 10_000)
+        tasks.append(Task {
+            var n = 0
+            var rng = SplitMix(seed: self.seed ^ 0xD1)
+            while !self.stopped {
+                n += 1
+                let delay = 1_000 + rng.next() % 4_000
+                var m = Message(topic: ChaosTopic.delayed, body: Array("dly|\(n)|\(delay)".utf8))
+                m.setDelay(milliseconds: delay)
+                _ = await self.send(delayedProducer, workload: "delayed", m)
+                try? await Task.sleep(for: .milliseconds(50))
+            }
+        })
+        return tasks
+    }
+
+    /// The transactional workload; it goes on answering checks after `stop` until
+    /// `finishTransactions`.
+    func transactions() async {
+        let db = database
+        let producer = TransactionProducer(cluster: client, group: "chaos-tx") { half in
+            // Answer from the database; no record means the local transaction never ran.
+            db.decision(String(decoding: half.message.body, as: UTF8.self)) ?? .rollback
+        }
+        try? await producer.start()
+        // A producer of the same group that "crashes": it never answers checks.
+        let doomed = TransactionProducer(cluster: client, group: "chaos-tx") { _ in .unknown }
+        var rng = SplitMix(seed: seed ^ 0x7A)
+        var n = 0
+        while !stopped {
+            n += 1
+            let body = "tx|\(n)"
+            let roll = rng.next() % 10
+            let started = history.now
+            do {
+                let r: TransactionReceipt
+                if roll == 0 {
+                    // Crash before deciding: no record, no decision.
+                    r = try await doomed.send(Message(topic: ChaosTopic.transactional, body: Array(body.utf8))) { _ in .unknown }
+                } else {
+                    let state: LocalTransactionState = roll < 7 ? .commit : .rollback
+                    let tellBroker = roll != 1  // 1: crash after deciding, before telling
+                    r = try await (tellBroker ? producer : doomed).send(Message(topic: ChaosTopic.transactional, body: Array(body.utf8))) { _ in
+                        db.record(body, state)
+                        return tellBroker ? state : .unknown
+                    }
+                }
+                history.send(.init(workload: "transactional", body: body, started: started, ended: history.now, acked: true, id: r.receipt.messageID, attempt: 1))
+            } catch {
+                history.send(.init(workload: "transactional", body: body, started: started, ended: history.now, acked: false, id: nil, attempt: 1))
+            }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        // Keep answering checks while the run settles.
+        while !settledTransactions { try? await Task.sleep(for: .milliseconds(200)) }
+        await producer.shutdown()
+    }
+
+    private let settled = NIOLockedValueBox(false)
+    var settledTransactions: Bool { settled.withLockedValue { $0 } }
+    func finishTransactions() { settled.withLockedValue { $0 = true } }
+
+    /// Consumers: a clustering group of two push consumers, a broadcasting group of two, and
+    /// a consumer of the delayed topic recording when each message first arrives.
+    func consumers() async throws -> [@Sendable () async -> Void] {
+        var stops: [@Sendable () async -> Void] = []
+        for k in 0..<2 {
+            let seen = clusteringSeen
+            let c = PushConsumer(cluster: client, group: "chaos-clustering", topic: ChaosTopic.idempotent) { m in
+                seen.saw(m)
+                return .success
+            }
+            try await c.start()
+            stops.append { await c.shutdown() }
+            _ = k
+        }
+        for k in 0..<2 {
+            let seen = broadcastSeen[k]
+            let c = PushConsumer(cluster: client, group: "chaos-broadcast", topic: ChaosTopic.plain, mode: .broadcasting) { m in
+                seen.saw(m)
+                return .success
+            }
+            try await c.start()
+            stops.append { await c.shutdown() }
+        }
+        let seen = delayedSeen
+        let d = PushConsumer(cluster: client, group: "chaos-delayed", topic: ChaosTopic.delayed) { m in
+            seen.saw(m)
+            return .success
+        }
+        try await d.start()
+        stops.append { await d.shutdown() }
+        return stops
+    }
+}
+
+/// SplitMix64, for the run's own draws (the nemesis schedule is reproducible from the seed).
+struct SplitMix {
+    var state: UInt64
+    init(seed: UInt64) { state = seed }
+    mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+    mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
+    mutating func between(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(next() >> 11) / Double(1 << 53) }
+}
