@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs (README.md): `make demo` and `make test`.
-.PHONY: setup demo test release bench-storage
+.PHONY: setup demo test release bench-storage chaos
 
 setup:
 	@scripts/setup.sh
@@ -18,8 +18,14 @@ bench-storage: release
 	.build/release/tern bench storage --duration 5
 
 # Builds with warnings as errors (debug), runs every test, then the simulator's checks
-# (a 100-seed sweep, determinism across processes, planted bugs caught).
+# (a 100-seed sweep, determinism across processes, planted bugs caught), then a short chaos run
+# on real processes (60 s of faults; docs/chaos.md).
 test: setup
 	swift build --build-tests
 	swift test
 	scripts/sim-check.sh
+	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci
+
+# The chaos suite for people: five minutes of faults on a real three-node cluster.
+chaos: release
+	.build/release/tern chaos --duration 300

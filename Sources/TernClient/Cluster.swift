@@ -39,6 +39,7 @@ public final class TernCluster: Sendable {
         var connections: [String: Connection] = [:]
         var topicQueues: [String: UInt32] = [:]
         var rotation = 0
+        var closed = false
     }
 
     public let options: Options
@@ -61,6 +62,7 @@ public final class TernCluster: Sendable {
         let conns = state.withLockedValue { s -> [Connection] in
             let all = Array(s.connections.values)
             s.connections = [:]
+            s.closed = true
             return all
         }
         for c in conns { c.close() }
@@ -71,6 +73,7 @@ public final class TernCluster: Sendable {
     public var knownLeader: String? { state.withLockedValue { $0.leader } }
 
     func connection(_ endpoint: String) async throws -> Connection {
+        if state.withLockedValue({ $0.closed }) { throw ClientError.invalidArgument("the cluster client was shut down") }
         if let c = state.withLockedValue({ $0.connections[endpoint] }), c.isActive { return c }
         let c = try await Connection.connect(to: endpoint, group: group)
         let old = state.withLockedValue { s -> Connection? in
