@@ -75,6 +75,7 @@ struct Chaos: AsyncParsableCommand {
 
         let report = try await ChaosChecker(client: client, history: history, workloads: workloads, cliAcked: cliAcked, seed: seed, duration: duration).check()
         try report.text.write(toFile: folder + "/report.txt", atomically: true, encoding: .utf8)
+        try report.recoveryCSV.write(toFile: folder + "/recovery.csv", atomically: true, encoding: .utf8)
         history.close()
         print(report.text)
         await client.shutdown()

@@ -10,6 +10,8 @@ import TernProtocol
 struct ChaosReport {
     var text: String
     var failed: Bool
+    /// "kind,seconds" lines: each fault's recovery time (for figures over many runs).
+    var recoveryCSV: String
 }
 
 struct ChaosChecker {
@@ -199,7 +201,9 @@ struct ChaosChecker {
             lines.append("result: FAIL, \(failures.count) problems; the first:")
             for f in failures.prefix(30) { lines.append("  - \(f)") }
         }
-        return ChaosReport(text: lines.joined(separator: "\n") + "\n", failed: !failures.isEmpty)
+        var csv = "fault,recovery_seconds\n"
+        for kind in recovery.keys.sorted() { for v in recovery[kind]! { csv += "\(kind),\(fmt(v))\n" } }
+        return ChaosReport(text: lines.joined(separator: "\n") + "\n", failed: !failures.isEmpty, recoveryCSV: csv)
     }
 }
 
