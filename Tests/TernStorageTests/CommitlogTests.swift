@@ -64,6 +64,26 @@ struct CommitlogTests {
         try log.close()
     }
 
+    @Test("one batch at a time, however much is staged: a killed process leaves a prefix (tern chaos seed 101)", arguments: Backend.allCases)
+    func oneBatchInFlight(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("onebatch")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 3)
+        let log = try Commitlog(directory: dir, device: device, options: CommitlogOptions(segmentSizeBytes: 8 << 20))
+        try log.append(makeEntries(1...1, term: 1, random: &random))
+        // Far more than the old 256 KiB threshold for a second batch in flight.
+        for i in UInt64(2)...2001 {
+            try log.append([LogEntry(index: i, term: 1, body: [UInt8](repeating: UInt8(truncatingIfNeeded: i), count: 1024))])
+            #expect(device.batchesInFlight <= 1, "two batches at the device after append \(i)")
+        }
+        #expect(log.stats.batches == 1)
+        try log.flush()
+        #expect(log.durableIndex == 2001)
+        try log.close()
+    }
+
     @Test("read honours the byte budget but always returns at least one entry")
     func readBudget() throws {
         let device = PosixDevice()
