@@ -116,24 +116,22 @@ struct Chaos: AsyncParsableCommand {
     }
 }
 
-/// The nodes, their relays and fault files.
+/// The nodes (a `LocalCluster` whose nodes dial their peers through relays), the relays, and
+/// the nodes' fault files.
 final class ChaosCluster: @unchecked Sendable {
-    let ids = ["n1", "n2", "n3"]
     let folder: String
-    let ports: [Int]
-    var endpoints: [String] { ports.map { "127.0.0.1:\($0)" } }
+    let nodes: LocalCluster
+    var ids: [String] { nodes.ids }
+    var endpoints: [String] { nodes.endpoints }
     /// relays["n1>n2"]: how n1 reaches n2.
     private(set) var relays: [String: LinkProxy] = [:]
-    private var processes: [String: Process] = [:]
     private var paused: Set<String> = []
-    let io: IOBackendChoice
-    let extraArgs: [String]
 
     init(folder: String, io: IOBackendChoice, group: MultiThreadedEventLoopGroup, extraArgs: [String] = []) throws {
         self.folder = folder
-        self.io = io
-        self.extraArgs = extraArgs
-        ports = (0..<3).map { _ in freeLoopbackPort() }
+        let ids = ["n1", "n2", "n3"]
+        let ports = ids.map { _ in freeLoopbackPort() }
+        var relays: [String: LinkProxy] = [:]
         for (a, from) in ids.enumerated() {
             for (b, to) in ids.enumerated() where a != b {
                 let relay = LinkProxy(name: "\(from)>\(to)", targetPort: ports[b])
@@ -141,53 +139,43 @@ final class ChaosCluster: @unchecked Sendable {
                 relays["\(from)>\(to)"] = relay
             }
         }
-        try FileManager.default.createDirectory(atPath: folder + "/logs", withIntermediateDirectories: true)
+        self.relays = relays
+        let dialPorts = relays.mapValues(\.port)
+        nodes = LocalCluster(
+            nodes: 3, basePort: 0, dataRoot: folder + "/data",
+            extraArgs: ["--io", "\(io)", "--segment-mb", "64", "--transaction-check-first-ms", "1000",
+                        "--transaction-check-interval-ms", "2000", "--transaction-max-checks", "30"] + extraArgs,
+            ports: ports, logDirectory: folder + "/logs",
+            nodeArgs: { id in
+                ["--dial", ids.filter { $0 != id }.map { "\($0)=127.0.0.1:\(dialPorts["\(id)>\($0)"]!)" }.joined(separator: ","),
+                 "--fault-file", "\(folder)/faults/\(id)"]
+            })
     }
 
     func faultFile(_ id: String) -> String { "\(folder)/faults/\(id)" }
 
     func start(_ id: String) throws {
-        let k = ids.firstIndex(of: id)!
-        let peers = zip(ids, endpoints).map { "\($0)=\($1)" }.joined(separator: ",")
-        let dial = ids.filter { $0 != id }.map { "\($0)=127.0.0.1:\(relays["\(id)>\($0)"]!.port)" }.joined(separator: ",")
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ternExecutable())
-        p.arguments = ["serve", "--id", id, "--listen", endpoints[k], "--peers", peers, "--dial", dial, "--data", "\(folder)/data/\(id)",
-                       "--io", "\(io)", "--fault-file", faultFile(id), "--segment-mb", "64",
-                       "--transaction-check-first-ms", "1000", "--transaction-check-interval-ms", "2000", "--transaction-max-checks", "30"] + extraArgs
-        let logPath = "\(folder)/logs/\(id).log"
-        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        log.seekToEndOfFile()
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
-        processes[id] = p
+        nodes.reap(id)
+        try nodes.start(id)
     }
 
-    func startAll() throws { for id in ids { try start(id) } }
+    func startAll() throws { try nodes.startAll() }
 
-    var running: [String] { ids.filter { processes[$0]?.isRunning ?? false } }
+    var running: [String] { nodes.running }
 
     func kill(_ id: String) {
-        guard let p = processes[id] else { return }
-        if paused.contains(id) { Foundation.kill(p.processIdentifier, SIGCONT) }
-        paused.remove(id)
-        Foundation.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-        processes[id] = nil
+        if paused.remove(id) != nil { nodes.signal(id, SIGCONT) }
+        nodes.kill(id)
     }
 
     func pause(_ id: String) {
-        guard let p = processes[id] else { return }
-        Foundation.kill(p.processIdentifier, SIGSTOP)
+        nodes.signal(id, SIGSTOP)
         paused.insert(id)
     }
 
     func resume(_ id: String) {
-        guard let p = processes[id], paused.contains(id) else { return }
-        Foundation.kill(p.processIdentifier, SIGCONT)
-        paused.remove(id)
+        guard paused.remove(id) != nil else { return }
+        nodes.signal(id, SIGCONT)
     }
 
     /// Cuts (or heals) the directed links listed as "a>b".
@@ -205,17 +193,12 @@ final class ChaosCluster: @unchecked Sendable {
             resume(id)
         }
         try await Task.sleep(for: .milliseconds(200))
-        for id in ids where !(processes[id]?.isRunning ?? false) {
-            processes[id] = nil
-            try start(id)
-        }
+        for id in ids where !running.contains(id) { try start(id) }
     }
 
     func stopAll() {
         for id in ids { resume(id) }
-        for p in processes.values where p.isRunning { p.terminate() }
-        for p in processes.values { p.waitUntilExit() }
-        processes = [:]
+        nodes.stopAll()
         for r in relays.values { r.stop() }
         relays = [:]
     }

@@ -5,6 +5,7 @@ import Foundation
 import NIOConcurrencyHelpers
 import TernClient
 import TernProtocol
+import struct TernRaft.SplitMix64
 
 /// What happened, in memory and as JSON lines in history.jsonl.
 final class ChaosHistory: @unchecked Sendable {
@@ -275,17 +276,10 @@ final class ChaosWorkloads: @unchecked Sendable {
     }
 }
 
-/// SplitMix64, for the run's own draws (the nemesis schedule is reproducible from the seed).
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
+/// The run's own draws (the nemesis schedule is reproducible from the seed).
+typealias SplitMix = SplitMix64
+
+extension SplitMix64 {
     mutating func below(_ n: Int) -> Int { Int(next() % UInt64(max(1, n))) }
     mutating func between(_ a: Double, _ b: Double) -> Double { a + (b - a) * Double(next() >> 11) / Double(1 << 53) }
 }

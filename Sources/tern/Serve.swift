@@ -166,15 +166,19 @@ final class LocalCluster: @unchecked Sendable {
     let endpoints: [String]
     let dataRoot: String
     let extraArgs: [String]
+    /// Arguments for one node only (a chaos run's relays and fault file).
+    let nodeArgs: @Sendable (String) -> [String]
     let logDirectory: String
     private(set) var processes: [String: Process] = [:]
 
-    init(nodes: Int, basePort: Int, dataRoot: String, extraArgs: [String] = []) {
+    init(nodes: Int, basePort: Int, dataRoot: String, extraArgs: [String] = [], ports: [Int]? = nil, logDirectory: String? = nil,
+         nodeArgs: @escaping @Sendable (String) -> [String] = { _ in [] }) {
         ids = (1...nodes).map { "n\($0)" }
-        endpoints = (0..<nodes).map { "127.0.0.1:\(basePort + $0)" }
+        endpoints = (ports ?? (0..<nodes).map { basePort + $0 }).map { "127.0.0.1:\($0)" }
         self.dataRoot = dataRoot
         self.extraArgs = extraArgs
-        logDirectory = dataRoot + "/logs"
+        self.nodeArgs = nodeArgs
+        self.logDirectory = logDirectory ?? dataRoot + "/logs"
     }
 
     var peers: String { zip(ids, endpoints).map { "\($0)=\($1)" }.joined(separator: ",") }
@@ -184,7 +188,7 @@ final class LocalCluster: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: ternExecutable())
-        p.arguments = ["serve", "--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + extraArgs
+        p.arguments = ["serve", "--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + extraArgs + nodeArgs(id)
         let logPath = "\(logDirectory)/\(id).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
@@ -202,6 +206,18 @@ final class LocalCluster: @unchecked Sendable {
         Foundation.kill(p.processIdentifier, sig)
         p.waitUntilExit()
         processes[id] = nil
+    }
+
+    /// Sends a signal and leaves the process be (SIGSTOP, SIGCONT).
+    func signal(_ id: String, _ sig: Int32) {
+        if let p = processes[id] { Foundation.kill(p.processIdentifier, sig) }
+    }
+
+    var running: [String] { ids.filter { processes[$0]?.isRunning ?? false } }
+
+    /// Forgets a process that exited by itself (so that `start` may run it again).
+    func reap(_ id: String) {
+        if let p = processes[id], !p.isRunning { processes[id] = nil }
     }
 
     func stopAll() {
