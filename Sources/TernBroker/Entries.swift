@@ -290,16 +290,13 @@ public struct MessageIDList: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         var w = WireWriter(capacity: 4 + ids.count * 10)
         w.u32(UInt32(ids.count))
-        for id in ids {
-            w.u64(id.entryIndex)
-            w.u16(id.slot)
-        }
+        for id in ids { w.messageID(id) }
         return w.bytes
     }
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> MessageIDList {
         var r = WireReader(bytes)
         var ids: [MessageID] = []
-        for _ in 0..<(try r.u32("count")) { ids.append(MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))) }
+        for _ in 0..<(try r.u32("count")) { ids.append(try r.messageID()) }
         try r.finish("message id list")
         return MessageIDList(ids: ids)
     }

@@ -439,9 +439,7 @@ public final class Node {
             try deliverChecks(into: &out)
         case .receive:
             let request = try ReceiveRequest.decode(body)
-            guard config.invisibleMillisRange.contains(request.invisibleMillis) else {
-                return fail(ErrorBody(code: BrokerError.badRequest, message: "an invisible time is \(config.invisibleMillisRange.lowerBound) ms to \(config.invisibleMillisRange.upperBound / 3_600_000) h, not \(request.invisibleMillis) ms"))
-            }
+            if let e = invalidInvisibleTime(request.invisibleMillis) { return fail(e) }
             guard request.maxMessages >= 1, request.maxMessages <= 1024 else {
                 return fail(ErrorBody(code: BrokerError.badRequest, message: "a receive takes 1 to 1,024 messages, not \(request.maxMessages)"))
             }
@@ -467,9 +465,7 @@ public final class Node {
                 proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: nil).encoded()))
                 owners.append(.answer(client, op, []))
             } else {
-                guard config.invisibleMillisRange.contains(request.invisibleMillis) else {
-                    return fail(ErrorBody(code: BrokerError.badRequest, message: "an invisible time is \(config.invisibleMillisRange.lowerBound) ms to \(config.invisibleMillisRange.upperBound / 3_600_000) h, not \(request.invisibleMillis) ms"))
-                }
+                if let e = invalidInvisibleTime(request.invisibleMillis) { return fail(e) }
                 proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis).encoded()))
                 owners.append(.changeInvisible(client))
             }
@@ -495,6 +491,12 @@ public final class Node {
             pending[first] = .internalWrite
         }
         try absorb(output, into: &out)
+    }
+
+    private func invalidInvisibleTime(_ millis: UInt64) -> ErrorBody? {
+        let range = config.invisibleMillisRange
+        guard !range.contains(millis) else { return nil }
+        return ErrorBody(code: BrokerError.badRequest, message: "an invisible time is \(range.lowerBound) ms to \(range.upperBound / 3_600_000) h, not \(millis) ms")
     }
 
     /// The broker's choice for a receive, with this leader's proposals in flight set aside

@@ -831,14 +831,11 @@ public struct MessageIDRequest: WireCodable, Equatable {
     public init(ids: [MessageID]) { self.ids = ids }
     public func encode(into w: inout WireWriter) {
         w.u32(UInt32(ids.count))
-        for id in ids {
-            w.u64(id.entryIndex)
-            w.u16(id.slot)
-        }
+        for id in ids { w.messageID(id) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         var list: [MessageID] = []
-        for _ in 0..<(try r.u32("count")) { list.append(MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))) }
+        for _ in 0..<(try r.u32("count")) { list.append(try r.messageID()) }
         ids = list
     }
 }
@@ -911,14 +908,13 @@ public struct SendBackRequest: WireCodable, Equatable {
     }
     public func encode(into w: inout WireWriter) {
         w.string(group)
-        w.u64(id.entryIndex)
-        w.u16(id.slot)
+        w.messageID(id)
         w.u64(delayMillis)
         w.u32(maxReconsumeTimes)
     }
     public init(from r: inout WireReader) throws(WireError) {
         group = try r.string("group")
-        id = MessageID(entryIndex: try r.u64("index"), slot: try r.u16("slot"))
+        id = try r.messageID()
         delayMillis = try r.u64("delay")
         maxReconsumeTimes = try r.u32("max reconsume times")
     }

@@ -338,9 +338,8 @@ struct Send: AsyncParsableCommand {
         var acknowledged = 0
         var failed = 0
         for k in 0..<count {
-            let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
             do {
-                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties.merging(shardingKey.map { ["SHARDING_KEY": $0] } ?? [:]) { a, _ in a }, body: bytes))
+                let r = try await producer.send(message(k, properties))
                 acknowledged += 1
                 if !quiet { print(r.scheduled ? "\(r.messageID)\tscheduled" : "\(r.messageID)") }
             } catch {
@@ -356,6 +355,14 @@ struct Send: AsyncParsableCommand {
 }
 
 extension Send {
+    /// Message `k` of this run: the generated or given body, tag, key, properties, sharding key.
+    func message(_ k: Int, _ properties: [String: String]) -> Message {
+        let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
+        var m = Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties, body: bytes)
+        if let shardingKey { m.shardingKey = shardingKey }
+        return m
+    }
+
     func sendTransactions(_ properties: [String: String]) async throws {
         guard let transaction else { throw ValidationError("--check-answer goes with --transaction") }
         let states: [String: LocalTransactionState] = ["commit": .commit, "rollback": .rollback, "unknown": .unknown]
@@ -380,9 +387,8 @@ extension Send {
         var acknowledged = 0
         var undecided = 0
         for k in 0..<count {
-            let bytes = size.map { n in (0..<n).map { UInt8(truncatingIfNeeded: $0 &+ k) } } ?? Array((count > 1 ? "\(body) \(k)" : body).utf8)
             do {
-                let r = try await producer.send(Message(topic: topic, tag: tag, keys: key.map { [$0] } ?? [], properties: properties.merging(shardingKey.map { ["SHARDING_KEY": $0] } ?? [:]) { a, _ in a }, body: bytes)) { _ in state }
+                let r = try await producer.send(message(k, properties)) { _ in state }
                 acknowledged += 1
                 if !r.ended { undecided += 1 }
                 if !quiet { print("\(r.receipt.messageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")") }
