@@ -88,6 +88,13 @@ struct ConsumeQueue {
     var slots: [UInt16] = []
     var tagHashes: [UInt32] = []
     var maxOffset: UInt64 { baseOffset + UInt64(entryIndexes.count) }
+
+    mutating func append(entryIndex: UInt64, position: UInt32, slot: UInt16, tagHash: UInt32) {
+        entryIndexes.append(entryIndex)
+        positions.append(position)
+        slots.append(slot)
+        tagHashes.append(tagHash)
+    }
 }
 
 struct DedupeWindow {
@@ -258,7 +265,8 @@ public final class Broker {
                 }
                 let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
                 if case .sent(let response) = result {
-                    var book = sendBacks[header.topic] ?? ([:], [], 0)
+                    // Out of the table while it changes, so the change does not copy it.
+                    var book = sendBacks.removeValue(forKey: header.topic) ?? ([:], [], 0)
                     book.keys[key] = response
                     book.order.append(key)
                     if book.order.count - book.head > 100_000 {
@@ -275,16 +283,19 @@ public final class Broker {
             }
         }
         if header.producerID != 0 && !config.plantedBugs.contains(.dedupeOff) {
-            var window = producers[header.producerID]?[ref] ?? DedupeWindow()
-            if var earlier = window.results[header.sequence] {
-                earlier.duplicate = true
-                return .sent(earlier)
-            }
-            if header.sequence <= window.forgottenMax {
-                return .failed(ErrorBody(code: BrokerError.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
+            if let window = producers[header.producerID]?[ref] {
+                if var earlier = window.results[header.sequence] {
+                    earlier.duplicate = true
+                    return .sent(earlier)
+                }
+                if header.sequence <= window.forgottenMax {
+                    return .failed(ErrorBody(code: BrokerError.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
+                }
             }
             let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
             guard case .sent(let response) = result else { return result }
+            // Out of the table while it changes, so the change does not copy the window.
+            var window = producers[header.producerID]?.removeValue(forKey: ref) ?? DedupeWindow()
             window.results[header.sequence] = response
             window.order.append(header.sequence)
             window.lastUsed = index
@@ -362,17 +373,12 @@ public final class Broker {
             }
             return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
         }
-        var q = queues[ref]!
-        let first = q.maxOffset
+        let first = queues[ref]!.maxOffset
         var order = Array(found.enumerated())
         if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
-        for (slot, f) in order {
-            q.entryIndexes.append(index)
-            q.positions.append(f.position)
-            q.slots.append(UInt16(slot))
-            q.tagHashes.append(f.hash)
-        }
-        queues[ref] = q
+        // Appended in place (`queues[ref]!` is a modify access): a copy out and back would copy
+        // the whole queue on every send.
+        for (slot, f) in order { queues[ref]!.append(entryIndex: index, position: f.position, slot: UInt16(slot), tagHash: f.hash) }
         return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: first, count: header.count, duplicate: false))
     }
 
@@ -391,13 +397,9 @@ public final class Broker {
     /// Indexes a message stored earlier at the end of its queue now (a released delayed message,
     /// a committed half message). Nothing when its topic is gone.
     func indexLate(_ t: PendingTimer) {
-        guard var q = queues[t.queue] else { return }
-        lateOffsets[t.id] = q.maxOffset
-        q.entryIndexes.append(t.id.entryIndex)
-        q.positions.append(t.position)
-        q.slots.append(t.id.slot)
-        q.tagHashes.append(t.tagHash)
-        queues[t.queue] = q
+        guard let offset = queues[t.queue]?.maxOffset else { return }
+        lateOffsets[t.id] = offset
+        queues[t.queue]!.append(entryIndex: t.id.entryIndex, position: t.position, slot: t.id.slot, tagHash: t.tagHash)
     }
 
     private func forgetLeastRecentProducer() {

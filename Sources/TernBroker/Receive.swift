@@ -86,7 +86,8 @@ extension Broker {
         for chosen in e.queues {
             let ref = QueueRef(topic: e.topic, queueID: chosen.queueID)
             guard let q = queues[ref] else { continue }
-            var state = receiveGroups[e.group]?[ref] ?? ReceiveQueue(next: q.baseOffset)
+            // Out of the table while it changes, so the change does not copy its invisible map.
+            var state = receiveGroups[e.group]?.removeValue(forKey: ref) ?? ReceiveQueue(next: q.baseOffset)
             let oldNext = Swift.max(state.next, q.baseOffset)
             let newNext = Swift.min(Swift.max(chosen.next, oldNext), q.maxOffset)
             for o in chosen.offsets {
@@ -111,7 +112,7 @@ extension Broker {
 
     func applyReceipt(_ e: ReceiptEntry) -> ApplyOutcome {
         let h = e.handle
-        guard var state = receiveGroups[e.group]?[h.queue], h.offset < state.next else {
+        guard let state = receiveGroups[e.group]?[h.queue], h.offset < state.next else {
             return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) names nothing this group received"))
         }
         guard let inv = state.invisible[h.offset] else {
@@ -122,13 +123,12 @@ extension Broker {
         guard inv.receiveIndex == h.receiveIndex else {
             return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) is no longer valid: its invisible time ended and the message was delivered again (attempt \(inv.attempt))"))
         }
+        // In place: a copy of `state` written back would copy the group's whole invisible map.
         if let until = e.until {
-            state.invisible[h.offset]!.until = until
-            receiveGroups[e.group]![h.queue] = state
+            receiveGroups[e.group]![h.queue]!.invisible[h.offset]!.until = until
             return .invisibleUntil(until)
         }
-        state.invisible[h.offset] = nil
-        receiveGroups[e.group]![h.queue] = state
+        receiveGroups[e.group]![h.queue]!.invisible[h.offset] = nil
         return .done
     }
 
