@@ -162,6 +162,21 @@ public final class SimDevice: StorageDevice {
         return try openFile(path, create: false)
     }
 
+    /// Which segments' preparations are still running when the log rolls over to them (the
+    /// commitlog then writes those as growing files). A function of the path, not a draw from the
+    /// world's random stream, so that it leaves every other choice of a seed as it was.
+    var preparationLags: (String) -> Bool = { _ in false }
+
+    public func preparationFinished(_ path: String) -> Bool {
+        prepared[path] == nil || !preparationLags(path)
+    }
+
+    public func movePreparation(_ path: String, to newPath: String) {
+        guard prepared[newPath] == nil, let bytes = prepared.removeValue(forKey: path) else { return }
+        prepared[newPath] = bytes
+        if let f = files.removeValue(forKey: path + ".prep") { files[newPath + ".prep"] = f }
+    }
+
     public func waitForBackgroundWork() {}
 
     var traceHook: ((String) -> Void)?

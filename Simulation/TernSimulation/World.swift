@@ -364,6 +364,11 @@ public final class World {
             schedule(.diskDone(node: node.index, batch: id, incarnation: incarnation), after: latency)
         }
         node.device.random = { [unowned self] in unit() }
+        // One segment in three finds its zero-filling unfinished (FNV-1a of node and path).
+        let salt = node.id.name
+        node.device.preparationLags = { path in
+            (salt + path).utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 } % 3 == 0
+        }
         if options.trace { node.device.traceHook = { [unowned self, unowned node] line in trace("\(node.id) disk: \(line)") } }
         node.device.readFlipProbability = faultsOn ? mix.readFlipRate : 0
         node.device.flipsInjected = 0

@@ -344,3 +344,8 @@ out:
 }
 
 void tern_stdout_line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
+
+int tern_open_direct(const char *path) {
+    int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_DIRECT, 0644);
+    return fd < 0 ? -errno : fd;
+}

@@ -143,7 +143,10 @@ public final class Node {
 
     public var status: NodeStatus {
         let r = replica.raft
-        return NodeStatus(id: id.name, role: r.role.rawValue, term: r.term, leader: r.leader?.name ?? "", commitIndex: r.commitIndex, lastIndex: replica.log.lastIndex, appliedIndex: r.appliedIndex, durableIndex: replica.log.durableIndex)
+        var s = NodeStatus(id: id.name, role: r.role.rawValue, term: r.term, leader: r.leader?.name ?? "", commitIndex: r.commitIndex, lastIndex: replica.log.lastIndex, appliedIndex: r.appliedIndex, durableIndex: replica.log.durableIndex)
+        s.syncedBatches = UInt64(replica.log.stats.batches)
+        s.bytesWritten = UInt64(replica.log.stats.bytesWritten)
+        return s
     }
 
     // MARK: Inputs

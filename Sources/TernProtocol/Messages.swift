@@ -692,6 +692,10 @@ public struct NodeStatus: WireCodable, Equatable {
     public var lastIndex: UInt64
     public var appliedIndex: UInt64
     public var durableIndex: UInt64
+    /// Write batches (each ends in one fdatasync) and bytes of entries this node's log wrote since
+    /// it started. Absent (0) from nodes older than these fields.
+    public var syncedBatches: UInt64 = 0
+    public var bytesWritten: UInt64 = 0
     public init(id: String, role: String, term: UInt64, leader: String, commitIndex: UInt64, lastIndex: UInt64, appliedIndex: UInt64, durableIndex: UInt64) {
         self.id = id
         self.role = role
@@ -711,6 +715,8 @@ public struct NodeStatus: WireCodable, Equatable {
         w.u64(lastIndex)
         w.u64(appliedIndex)
         w.u64(durableIndex)
+        w.u64(syncedBatches)
+        w.u64(bytesWritten)
     }
     public init(from r: inout WireReader) throws(WireError) {
         id = try r.string("id")
@@ -721,6 +727,10 @@ public struct NodeStatus: WireCodable, Equatable {
         lastIndex = try r.u64("last index")
         appliedIndex = try r.u64("applied index")
         durableIndex = try r.u64("durable index")
+        if !r.atEnd {
+            syncedBatches = try r.u64("synced batches")
+            bytesWritten = try r.u64("bytes written")
+        }
     }
 }
 

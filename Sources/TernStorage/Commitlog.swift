@@ -39,6 +39,8 @@ public struct CommitlogStats: Sendable {
     public var bytesWritten = 0
     public var segmentsCreated = 0
     public var segmentsRecycled = 0
+    /// Segments written as growing files because their zero-filling had not finished.
+    public var segmentsUnprepared = 0
 }
 
 final class Segment {
@@ -492,8 +494,18 @@ public final class Commitlog {
     /// in the background, so a roll-over normally finds its file ready.
     private func createSegment(base: UInt64, firstIndex: UInt64) throws(StorageError) -> Segment {
         let path = directory + "/" + Commitlog.segmentName(base)
+        let nextPath = directory + "/" + Commitlog.segmentName(base + UInt64(options.segmentSizeBytes))
         let file: DeviceFile
-        if let prepared = try device.openPreparedFile(path) {
+        if !device.preparationFinished(path) {
+            // Appends overtook the zero-filling (sustained writes faster than the disk zero-fills
+            // a segment): rather than stall every append until it ends, write this segment as a
+            // growing file (each fdatasync then also journals its size) and give the preparation
+            // to the next segment.
+            device.movePreparation(path, to: nextPath)
+            file = try device.openFile(path, create: true)
+            try device.truncate(file, bytes: 0)
+            stats.segmentsUnprepared += 1
+        } else if let prepared = try device.openPreparedFile(path) {
             file = prepared
         } else if let recycled = recyclePool.first {
             // Old entries stay in it; they name another position, so they never verify, and
@@ -525,7 +537,7 @@ public final class Commitlog {
         segments.append(segment)
         stats.segmentsCreated += 1
         if recyclePool.isEmpty {
-            device.prepareFile(directory + "/" + Commitlog.segmentName(base + UInt64(options.segmentSizeBytes)), bytes: options.segmentSizeBytes)
+            device.prepareFile(nextPath, bytes: options.segmentSizeBytes)
         }
         return segment
     }

@@ -1,7 +1,8 @@
 // A fault hook for chaos tests on real processes: wraps a device and, as a control file says,
 // makes batches slow (the completion waits, as a slow fsync does) or fails them with ENOSPC
-// (a full disk). Only `tern serve --fault-file PATH` installs it; without that flag no node
-// has it. The file holds one line: empty (no fault), "slow MS", or "full". It is read at most
+// (a full disk), or reports every segment preparation unfinished (the log then writes growing
+// files). Only `tern serve --fault-file PATH` installs it; without that flag no node has it. The
+// file holds one line: empty (no fault), "slow MS", "full" or "unprepared". It is read at most
 // every 100 ms, when it changed.
 #if canImport(Glibc)
 import Glibc
@@ -14,6 +15,7 @@ public final class FaultHookDevice: StorageDevice {
     private var lastModified: (Int, Int) = (-1, -1)
     private var slowMillis: UInt32 = 0
     private var full = false
+    private var unprepared = false
 
     public init(_ inner: any StorageDevice, controlPath: String) {
         self.inner = inner
@@ -32,6 +34,7 @@ public final class FaultHookDevice: StorageDevice {
         guard stat(controlPath, &st) == 0 else {
             slowMillis = 0
             full = false
+            unprepared = false
             return
         }
         let modified = (Int(st.st_mtim.tv_sec), Int(st.st_mtim.tv_nsec))
@@ -43,6 +46,7 @@ public final class FaultHookDevice: StorageDevice {
         let line = fgets(&buffer, 64, f) != nil ? String(decoding: buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self) : ""
         let words = line.split(whereSeparator: { $0 == " " || $0 == "\n" })
         full = words.first == "full"
+        unprepared = words.first == "unprepared"
         slowMillis = words.first == "slow" && words.count > 1 ? UInt32(words[1]) ?? 0 : 0
     }
 
@@ -79,6 +83,11 @@ public final class FaultHookDevice: StorageDevice {
     public func syncDirectory(_ path: String) throws(StorageError) { try inner.syncDirectory(path) }
     public func prepareFile(_ path: String, bytes: Int) { inner.prepareFile(path, bytes: bytes) }
     public func openPreparedFile(_ path: String) throws(StorageError) -> DeviceFile? { try inner.openPreparedFile(path) }
+    public func preparationFinished(_ path: String) -> Bool {
+        refresh()
+        return !unprepared && inner.preparationFinished(path)
+    }
+    public func movePreparation(_ path: String, to newPath: String) { inner.movePreparation(path, to: newPath) }
     public func waitForBackgroundWork() { inner.waitForBackgroundWork() }
     public var batchesInFlight: Int { inner.batchesInFlight }
     public func shutdown() { inner.shutdown() }

@@ -58,11 +58,22 @@ final class Stage {
         var indexArenaOffset: Int
     }
 
-    nonisolated(unsafe) static let zeroHeader: UnsafeRawBufferPointer = {
-        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: EntryFormat.headerBytes, alignment: 8)
+    /// Zeros written after a file's last entry: at least a header's worth, up to a 4 KiB page
+    /// boundary.
+    nonisolated(unsafe) static let zeros: UnsafeRawBufferPointer = {
+        let bytes = UnsafeMutableRawBufferPointer.allocate(byteCount: Stage.page + EntryFormat.headerBytes, alignment: 8)
         bytes.initializeMemory(as: UInt8.self, repeating: 0)
         return UnsafeRawBufferPointer(bytes)
     }()
+    static let page = 4096
+
+    /// How many zeros follow a run ending at file offset `end`: up to the next page boundary
+    /// (and past it when fewer than a header's bytes are left), never past the segment.
+    static func padding(after end: Int, segmentSizeBytes: Int) -> Int {
+        var stop = (end + page - 1) / page * page
+        if stop - end < EntryFormat.headerBytes { stop += page }
+        return max(0, min(stop, segmentSizeBytes) - end)
+    }
 
     let data = ByteArena()
     let index = ByteArena(capacity: 8 << 10)
@@ -123,12 +134,16 @@ final class Stage {
         }
         for (k, run) in dataRuns.enumerated() {
             var pieces = [data.bytes(at: run.2, count: run.3)]
-            // After the last entry written to each segment, a zero header: recovery's scan stops
-            // there even in a recycled segment whose old bytes follow (also at a segment's end
-            // when the batch rolls over to the next). The next batch overwrites it.
+            // After the last entry written to each segment, zeros: at least a header, so that
+            // recovery's scan stops there even in a recycled segment whose old bytes follow (also
+            // at a segment's end when the batch rolls over to the next), and up to the page
+            // boundary, so that the kernel never reads a page from disk to complete a partial
+            // write into it (zero-filled segments are written around the page cache). The next
+            // batch overwrites them.
             let endsFile = k == dataRuns.count - 1 || dataRuns[k + 1].0 != run.0
-            if endsFile && run.1 + run.3 + EntryFormat.headerBytes <= segmentSizeBytes {
-                pieces.append(Stage.zeroHeader)
+            if endsFile {
+                let pad = Stage.padding(after: run.1 + run.3, segmentSizeBytes: segmentSizeBytes)
+                if pad >= EntryFormat.headerBytes { pieces.append(UnsafeRawBufferPointer(rebasing: Stage.zeros[0..<pad])) }
             }
             writes.append(BatchWrite(file: run.0, offset: run.1, pieces: pieces))
         }

@@ -89,6 +89,13 @@ public protocol StorageDevice: AnyObject {
     /// Opens a file `prepareFile` made, waiting for it if needed; nil when none was started for `path`.
     func openPreparedFile(_ path: String) throws(StorageError) -> DeviceFile?
 
+    /// Whether `openPreparedFile(path)` would return without waiting: no preparation was started
+    /// for `path`, or it has finished.
+    func preparationFinished(_ path: String) -> Bool
+    /// Hands a preparation started for `path` to `newPath` (when `newPath` has none): opening
+    /// `newPath` then takes its file. For when appends overtake the zero-filling.
+    func movePreparation(_ path: String, to newPath: String)
+
     /// Waits until background preparations finished (benchmarks call it before timing).
     func waitForBackgroundWork()
 

@@ -59,9 +59,16 @@ struct BenchProduce: AsyncParsableCommand {
     @Option(help: "Seconds to run.") var duration: Double = 10
     @Option(help: "Seconds of load before measuring.") var warmup: Double = 1
     @Flag(help: "Print a JSON summary instead of the table.") var json = false
+    @Option(help: "Server process ids (comma separated) whose CPU and peak resident memory are reported.") var pids = ""
+    @Option(help: "Label of the RESULT line.") var label = "tern-3node"
+    @Flag(help: "Print one RESULT line in the format of ../shared/bench/peers (bench/compare.sh reads it).") var resultLine = false
 
     func run() async throws {
         guard inflight >= 1, batch >= 1, size >= 0, duration > 0 else { throw ValidationError("--inflight and --batch must be at least 1, --duration positive") }
+        let serverPIDs = try pids.split(separator: ",").map { p -> Int32 in
+            guard let v = Int32(p) else { throw ValidationError("--pids: \(p) is not a process id") }
+            return v
+        }
         let cluster = try endpoints.cluster()
         do {
             _ = try await cluster.describeTopic(topic)
@@ -85,6 +92,16 @@ struct BenchProduce: AsyncParsableCommand {
                 FileHandle.standardError.write(Data(String(format: "  %3ds  %9d msg/s  p99 %7.2f ms\n", t, w.count * batch, w.p99).utf8))
             }
         }
+        // CPU and log counters at the edges of the measured window.
+        let edges = Task { () -> (ProcessSample, ProcessSample, [NodeStatus], [NodeStatus])? in
+            try? await Task.sleep(until: measureFrom, clock: clock)
+            let s0 = ProcessSample(serverPIDs)
+            let n0 = (try? await cluster.status()) ?? []
+            try? await Task.sleep(until: end, clock: clock)
+            let s1 = ProcessSample(serverPIDs)
+            let n1 = (try? await cluster.status()) ?? []
+            return (s0, s1, n0, n1)
+        }
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<inflight {
                 group.addTask {
@@ -101,19 +118,35 @@ struct BenchProduce: AsyncParsableCommand {
             }
         }
         progress.cancel()
+        let window = await edges.value
         await cluster.shutdown()
         let s = recorder.state.withLockedValue { $0 }
         let h = s.histogram
         let msgs = Double(s.ok * batch) / duration
         let mb = Double(s.bytes) / duration / 1e6
         func ms(_ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
-        if json {
+        // The leader's fdatasync rate and bytes per fdatasync over the window.
+        var syncsPerSecond = 0.0, bytesPerSync = 0.0
+        if let (_, _, n0, n1) = window, let leader = n1.first(where: { $0.role == "leader" }), let before = n0.first(where: { $0.id == leader.id }) {
+            let syncs = Double(leader.syncedBatches &- before.syncedBatches)
+            syncsPerSecond = syncs / duration
+            bytesPerSync = syncs > 0 ? Double(leader.bytesWritten &- before.bytesWritten) / syncs : 0
+        }
+        if resultLine {
+            var cpu = "server_cpu_pct=0 server_cpu_pct_each= loadgen_cpu_pct=0 machine_busy_pct=0"
+            if let (s0, s1, _, _) = window { cpu = s1.describe(since: s0) }
+            let peak = serverPIDs.map { peakResidentMiB($0) }
+            print(String(format: "RESULT system=tern label=%@ inflight=%d conns=%d size=%d window_s=%.2f acked=%d msgs_per_s=%.0f MB_per_s=%.2f lat_ms_p50=%.3f lat_ms_p99=%.3f lat_ms_p999=%.3f lat_ms_max=%.3f errors=%d %@ batch=%d fsync_per_s=%.0f bytes_per_fsync=%.0f peak_rss_mib_each=%@",
+                         label, inflight, 3, size, duration, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch, syncsPerSecond, bytesPerSync,
+                         peak.map { String($0) }.joined(separator: "/")))
+        } else if json {
             print("{\"size\":\(size),\"inflight\":\(inflight),\"batch\":\(batch),\"duration\":\(duration),\"sends\":\(s.ok),\"failed\":\(s.failed),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb)),\"p50Ms\":\(ms(50)),\"p99Ms\":\(ms(99)),\"p999Ms\":\(ms(99.9)),\"maxMs\":\(Double(h.max) / 1000)}")
         } else {
             print("produce: \(size) B, \(inflight) in flight, \(batch) per send, \(Int(duration)) s")
             print(String(format: "  %.0f msg/s  %.2f MB/s  sends %d  failed %d", msgs, mb, s.ok, s.failed))
             print(String(format: "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms", ms(50), ms(99), ms(99.9), Double(h.max) / 1000))
             if let e = s.lastError { print("  last error: \(e)") }
+            if syncsPerSecond > 0 { print(String(format: "  leader log: %.0f fdatasync/s, %.0f bytes per fdatasync", syncsPerSecond, bytesPerSync)) }
         }
         if s.failed > 0 { throw ExitCode(1) }
     }
@@ -236,4 +269,50 @@ struct BenchFailover: AsyncParsableCommand {
             print(String(format: "failover over %d leader kills (tick %d ms): p50 %.0f ms  p99 %.0f ms  max %.0f ms  min %.0f ms", kills, tickMs, pct(50), pct(99), sorted.last!, sorted.first!))
         }
     }
+}
+
+/// CPU time of some processes, of this one and of the whole machine, read from /proc at one moment
+/// (the peers' load generator reports the same figures).
+struct ProcessSample: Sendable {
+    let at = ContinuousClock.now
+    var servers: [Double] = []   // seconds of CPU per server process
+    var me = 0.0
+    var machineBusy = 0.0        // seconds of busy CPU, all cores
+    var machineTotal = 0.0
+
+    init(_ pids: [Int32]) {
+        servers = pids.map { ProcessSample.cpuSeconds("/proc/\($0)/stat") }
+        me = ProcessSample.cpuSeconds("/proc/self/stat")
+        if let text = try? String(contentsOfFile: "/proc/stat", encoding: .utf8), let line = text.split(separator: "\n").first {
+            let v = line.split(separator: " ").dropFirst().compactMap { Double($0) }
+            if v.count >= 5 {
+                machineTotal = v.prefix(8).reduce(0, +) / 100
+                machineBusy = machineTotal - (v[3] + v[4]) / 100
+            }
+        }
+    }
+
+    /// utime + stime in seconds (fields 14 and 15, counted after the command's closing parenthesis).
+    static func cpuSeconds(_ path: String) -> Double {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8), let close = text.lastIndex(of: ")") else { return 0 }
+        let fields = text[text.index(after: close)...].split(separator: " ")
+        guard fields.count > 13, let u = Double(fields[11]), let s = Double(fields[12]) else { return 0 }
+        return (u + s) / 100
+    }
+
+    func describe(since s0: ProcessSample) -> String {
+        let wall = max((at - s0.at).seconds, 1e-9)
+        let each = zip(servers, s0.servers).map { ($0 - $1) / wall * 100 }
+        let busy = machineTotal > s0.machineTotal ? (machineBusy - s0.machineBusy) / (machineTotal - s0.machineTotal) * 100 : 0
+        return String(format: "server_cpu_pct=%.0f server_cpu_pct_each=%@ loadgen_cpu_pct=%.0f machine_busy_pct=%.0f",
+                      each.reduce(0, +), each.map { String(format: "%.0f", $0) }.joined(separator: "/"), (me - s0.me) / wall * 100, busy)
+    }
+}
+
+/// A process's peak resident memory (VmHWM) in MiB, 0 when unknown.
+func peakResidentMiB(_ pid: Int32) -> Int {
+    guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
+          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+          let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+    return kib / 1024
 }

@@ -84,6 +84,41 @@ struct CommitlogTests {
         try log.close()
     }
 
+    @Test("a segment whose zero-filling has not finished is written as a growing file and recovers, torn tail included", arguments: Backend.allCases)
+    func unpreparedSegments(_ backend: Backend) throws {
+        guard let inner = backend.make() else { return }
+        let dir = temporaryDirectory("unprepared")
+        defer { removeTree(dir) }
+        let control = dir + "/fault"
+        let device = FaultHookDevice(inner, controlPath: control)
+        defer { device.shutdown() }
+        _ = system("mkdir -p '\(dir)/log' && echo unprepared > '\(control)'")
+        var random = TestRandom(seed: 11)
+        let options = CommitlogOptions(segmentSizeBytes: 64 << 10)
+        let log = try Commitlog(directory: dir + "/log", device: device, options: options)
+        let entries = makeEntries(1...600, term: 1, random: &random, maxBody: 400)
+        for chunk in stride(from: 0, to: entries.count, by: 50) { try log.append(Array(entries[chunk..<(chunk + 50)])) }
+        try log.flush()
+        #expect(log.stats.segmentsUnprepared >= 2, "the hook reports every preparation unfinished")
+        let last = log.segments.last!.path
+        let dataEnd = log.segments.last!.writeOffset
+        let grown = fileSize(last)
+        #expect(grown > 0 && grown < 64 << 10, "a growing file, not a zero-filled one: \(grown) bytes")
+        try log.close()
+        let reopened = try Commitlog(directory: dir + "/log", device: device, options: options)
+        #expect(reopened.lastIndex == 600)
+        #expect(try reopened.read(from: 1, maxBytes: .max) == entries)
+        try reopened.close()
+        // A crash tore the growing file inside its last entry: recovery keeps the prefix.
+        #expect(truncate(last, off_t(dataEnd - 10)) == 0)
+        let torn = try Commitlog(directory: dir + "/log", device: device, options: options)
+        #expect(torn.lastIndex == 599)
+        #expect(try torn.read(from: 1, maxBytes: .max) == Array(entries.prefix(Int(torn.lastIndex))))
+        try torn.append([LogEntry(index: torn.lastIndex + 1, term: 2, body: [7])])
+        try torn.flush()
+        try torn.close()
+    }
+
     @Test("read honours the byte budget but always returns at least one entry")
     func readBudget() throws {
         let device = PosixDevice()

@@ -88,6 +88,10 @@ int64_t tern_raw_write_sync_loop(const char *directory, size_t block_bytes, size
                                  double seconds, uint64_t *latencies_ns, size_t latency_capacity,
                                  double *elapsed_seconds);
 
+/* Opens (creating, truncating) `path` for writing with O_DIRECT: writes bypass the page cache.
+   Returns the descriptor or a negative errno (-EINVAL where the file system refuses O_DIRECT). */
+int tern_open_direct(const char *path);
+
 /* Makes standard output line-buffered (progress lines appear at once when piped). */
 void tern_stdout_line_buffered(void);
 
