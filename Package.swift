@@ -44,7 +44,7 @@ let package = Package(
         .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage", "TernBroker", "TernProtocol"], swiftSettings: strict),
         // The real shell: NIO sockets, the storage thread, timers, peer links, config.
         .target(name: "TernServer", dependencies: [
-            "TernNode", "TernProtocol", "TernStorage", "TernRaft",
+            "TernNode", "TernProtocol", "TernStorage", "TernRaft", "CTernIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),

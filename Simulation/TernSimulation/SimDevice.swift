@@ -178,6 +178,8 @@ public final class SimDevice: StorageDevice {
     }
 
     public func waitForBackgroundWork() {}
+    /// The simulator delivers completions as events; nothing to wait on.
+    public var completionDescriptor: Int32 { -1 }
 
     var traceHook: ((String) -> Void)?
 

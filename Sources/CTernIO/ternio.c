@@ -11,6 +11,9 @@
 #include "CTernIO.h"
 
 #include <errno.h>
+#include <poll.h>
+#include <sys/eventfd.h>
+#include <unistd.h>
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdio.h>
@@ -348,4 +351,30 @@ void tern_stdout_line_buffered(void) { setvbuf(stdout, NULL, _IOLBF, 0); }
 int tern_open_direct(const char *path) {
     int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_CLOEXEC | O_DIRECT, 0644);
     return fd < 0 ? -errno : fd;
+}
+
+int tern_ring_register_eventfd(tern_ring *ring, int fd) {
+    return io_uring_register_eventfd(&ring->uring, fd);
+}
+
+int tern_eventfd_create(void) {
+    int fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    return fd < 0 ? -errno : fd;
+}
+
+void tern_eventfd_signal(int fd) {
+    uint64_t one = 1;
+    while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {}
+}
+
+void tern_eventfd_drain(int fd) {
+    uint64_t value;
+    while (read(fd, &value, sizeof value) < 0 && errno == EINTR) {}
+}
+
+int tern_wait_readable(int a, int b, int timeout_ms) {
+    struct pollfd fds[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
+    int rc = poll(fds, 2, timeout_ms);
+    if (rc <= 0) return 0;
+    return ((fds[0].revents & POLLIN) ? 1 : 0) | ((fds[1].revents & POLLIN) ? 2 : 0);
 }

@@ -42,12 +42,32 @@ public enum ClientError: Error, Sendable, CustomStringConvertible, Equatable {
     }
 }
 
+/// A request waiting for its answer.
+struct Waiting {
+    let promise: EventLoopPromise<Frame>
+    let deadline: NIODeadline
+    let op: Opcode
+    let timeoutMillis: Int64
+}
+
+/// What the callers and the event loop share about one connection.
+struct ConnectionState {
+    var next: UInt64 = 1
+    var waiting: [UInt64: Waiting] = [:]
+    /// Frames written by callers and not yet handed to the channel; one event-loop task hands
+    /// over everything gathered meanwhile (one wake-up and one write per burst, not per call).
+    var outbox = ByteBuffer()
+    var flushScheduled = false
+}
+
 final class Connection: Sendable {
     let endpoint: String
     let channel: Channel
-    private let state: NIOLockedValueBox<(next: UInt64, waiting: [UInt64: EventLoopPromise<Frame>])>
+    private let state: NIOLockedValueBox<ConnectionState>
+    /// Fails calls whose time ran out; one sweep per connection instead of a timer per call.
+    static let sweepMillis: Int64 = 50
 
-    private init(endpoint: String, channel: Channel, state: NIOLockedValueBox<(next: UInt64, waiting: [UInt64: EventLoopPromise<Frame>])>) {
+    private init(endpoint: String, channel: Channel, state: NIOLockedValueBox<ConnectionState>) {
         self.endpoint = endpoint
         self.channel = channel
         self.state = state
@@ -58,7 +78,7 @@ final class Connection: Sendable {
             throw ClientError.invalidArgument("endpoint \(endpoint) is not host:port")
         }
         let host = String(endpoint[..<colon])
-        let state = NIOLockedValueBox<(next: UInt64, waiting: [UInt64: EventLoopPromise<Frame>])>((1, [:]))
+        let state = NIOLockedValueBox(ConnectionState())
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.milliseconds(timeoutMillis))
@@ -70,6 +90,15 @@ final class Connection: Sendable {
             }
         do {
             let channel = try await bootstrap.connect(host: host, port: port).get()
+            let sweep = channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(sweepMillis), delay: .milliseconds(sweepMillis)) { _ in
+                let now = NIODeadline.now()
+                let expired = state.withLockedValue { s -> [Waiting] in
+                    let ids = s.waiting.compactMap { $0.value.deadline <= now ? $0.key : nil }
+                    return ids.compactMap { s.waiting.removeValue(forKey: $0) }
+                }
+                for w in expired { w.promise.fail(ClientError.timedOut("\(w.op) to \(endpoint) after \(w.timeoutMillis) ms")) }
+            }
+            channel.closeFuture.whenComplete { _ in sweep.cancel() }
             return Connection(endpoint: endpoint, channel: channel, state: state)
         } catch {
             throw ClientError.connectionFailed(endpoint: endpoint, reason: "\(error)")
@@ -81,38 +110,41 @@ final class Connection: Sendable {
     /// Sends a request; returns the response body, or throws the broker's error.
     func call(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64) async throws -> [UInt8] {
         let promise = channel.eventLoop.makePromise(of: Frame.self)
-        let id = state.withLockedValue { s -> UInt64 in
+        let waiting = Waiting(promise: promise, deadline: .now() + .milliseconds(timeoutMillis), op: op, timeoutMillis: timeoutMillis)
+        let schedule = state.withLockedValue { s -> Bool in
             let id = s.next
             s.next += 1
-            s.waiting[id] = promise
-            return id
+            s.waiting[id] = waiting
+            s.outbox.writeFrame(Frame(opcode: op.rawValue, requestID: id, body: body))
+            defer { s.flushScheduled = true }
+            return !s.flushScheduled
         }
-        var buffer = channel.allocator.buffer(capacity: FrameCodec.headerBytes + body.count)
-        buffer.writeFrame(Frame(opcode: op.rawValue, requestID: id, body: body))
-        let endpoint = self.endpoint
-        let timeout = channel.eventLoop.scheduleTask(in: .milliseconds(timeoutMillis)) { [state] in
-            if let p = state.withLockedValue({ $0.waiting.removeValue(forKey: id) }) {
-                p.fail(ClientError.timedOut("\(op) to \(endpoint) after \(timeoutMillis) ms"))
-            }
-        }
-        channel.writeAndFlush(buffer).whenFailure { [state] error in
-            if let p = state.withLockedValue({ $0.waiting.removeValue(forKey: id) }) {
-                p.fail(ClientError.connectionClosed(endpoint: endpoint))
-            }
-        }
-        let frame: Frame
-        do {
-            frame = try await promise.futureResult.get()
-        } catch {
-            timeout.cancel()
-            throw error
-        }
-        timeout.cancel()
+        if schedule { channel.eventLoop.execute { [self] in flushOutbox() } }
+        let frame = try await promise.futureResult.get()
         if frame.flags.contains(.error) {
             guard let e = ErrorBody.decode(frame.body) else { throw ClientError.badResponse("undecodable error body from \(endpoint)") }
             throw ClientError.broker(e)
         }
         return frame.body
+    }
+
+    /// On the event loop: hands every frame gathered since the last flush to the channel. A
+    /// failed write fails every call still waiting (the connection is going down).
+    private func flushOutbox() {
+        let buffer = state.withLockedValue { s -> ByteBuffer in
+            s.flushScheduled = false
+            defer { s.outbox.clear() }
+            return s.outbox
+        }
+        guard buffer.readableBytes > 0 else { return }
+        let endpoint = self.endpoint
+        channel.writeAndFlush(buffer).whenFailure { [state] _ in
+            let all = state.withLockedValue { s -> [Waiting] in
+                defer { s.waiting = [:] }
+                return Array(s.waiting.values)
+            }
+            for w in all { w.promise.fail(ClientError.connectionClosed(endpoint: endpoint)) }
+        }
     }
 
     func close() { channel.close(promise: nil) }
@@ -121,25 +153,25 @@ final class Connection: Sendable {
 final class ResponseHandler: ChannelInboundHandler, Sendable {
     typealias InboundIn = Frame
     let endpoint: String
-    let state: NIOLockedValueBox<(next: UInt64, waiting: [UInt64: EventLoopPromise<Frame>])>
+    let state: NIOLockedValueBox<ConnectionState>
 
-    init(endpoint: String, state: NIOLockedValueBox<(next: UInt64, waiting: [UInt64: EventLoopPromise<Frame>])>) {
+    init(endpoint: String, state: NIOLockedValueBox<ConnectionState>) {
         self.endpoint = endpoint
         self.state = state
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
-        if let p = state.withLockedValue({ $0.waiting.removeValue(forKey: frame.requestID) }) { p.succeed(frame) }
+        if let w = state.withLockedValue({ $0.waiting.removeValue(forKey: frame.requestID) }) { w.promise.succeed(frame) }
     }
 
     func channelInactive(context: ChannelHandlerContext) {
-        let waiting = state.withLockedValue { s -> [EventLoopPromise<Frame>] in
+        let waiting = state.withLockedValue { s -> [Waiting] in
             let all = Array(s.waiting.values)
             s.waiting = [:]
             return all
         }
-        for p in waiting { p.fail(ClientError.connectionClosed(endpoint: endpoint)) }
+        for w in waiting { w.promise.fail(ClientError.connectionClosed(endpoint: endpoint)) }
         context.fireChannelInactive()
     }
 

@@ -14,6 +14,7 @@ import TernNode
 import TernProtocol
 import TernRaft
 import TernStorage
+import CTernIO
 
 public struct ServerConfig: Sendable {
     public var id: NodeID
@@ -66,28 +67,56 @@ enum Input {
     case stop
 }
 
-/// What the event loop hands the node thread.
+/// What the event loop hands the node thread. The node thread sleeps in `poll` on the inbox's
+/// eventfd and on the storage device's completion descriptor at once, so a disk completion,
+/// a request and a peer's message each wake it directly, and it never blocks on the disk while
+/// messages wait.
 final class Inbox: @unchecked Sendable {
-    private let condition = NSCondition()
+    private let lock = NSLock()
     private var items: [Input] = []
+    /// Set while the node thread is about to sleep or sleeping: only then does a push write to
+    /// the eventfd (one syscall per wake-up, not per message).
+    private var sleeping = false
+    private let wakeup = tern_eventfd_create()
+
+    deinit { if wakeup >= 0 { close(wakeup) } }
 
     func push(_ input: Input) {
-        condition.lock()
+        lock.lock()
         items.append(input)
-        condition.signal()
-        condition.unlock()
+        let wake = sleeping
+        sleeping = false
+        lock.unlock()
+        if wake { tern_eventfd_signal(wakeup) }
     }
 
-    /// Everything queued; waits up to `timeoutMillis` for the first item when none is.
-    func take(timeoutMillis: UInt64) -> [Input] {
-        condition.lock()
-        defer { condition.unlock() }
+    /// Everything queued, and whether `device` (a completion descriptor, or -1) became readable.
+    /// Waits up to `timeoutMillis` when nothing is queued.
+    func take(timeoutMillis: UInt64, device: Int32) -> (inputs: [Input], disk: Bool) {
+        lock.lock()
         if items.isEmpty && timeoutMillis > 0 {
-            _ = condition.wait(until: Date(timeIntervalSinceNow: Double(timeoutMillis) / 1000))
+            sleeping = true
+            lock.unlock()
+            let ready = tern_wait_readable(wakeup, device, Int32(min(timeoutMillis, 60_000)))
+            if ready & 1 != 0 { tern_eventfd_drain(wakeup) }
+            if ready & 2 != 0 { tern_eventfd_drain(device) }
+            lock.lock()
+            sleeping = false
+            let out = items
+            items = []
+            lock.unlock()
+            return (out, ready & 2 != 0)
         }
         let out = items
         items = []
-        return out
+        lock.unlock()
+        // Not sleeping: look at the device without waiting.
+        var disk = false
+        if device >= 0, tern_wait_readable(-1, device, 0) & 2 != 0 {
+            tern_eventfd_drain(device)
+            disk = true
+        }
+        return (out, disk)
     }
 }
 
@@ -248,14 +277,18 @@ public final class TernServer: @unchecked Sendable {
         var stopping = false
         let log = node.replica.log
         var seen = (role: node.role, term: node.replica.raft.term, leader: node.replica.raft.leader)
+        // With a completion descriptor the thread waits for the disk and for messages at once;
+        // without one (-1) it waits in `pump` while a batch is in flight, as group commit needs.
+        let completions = device.completionDescriptor
         while !stopping {
             let r = node.replica.raft
             if (r.role, r.term, r.leader) != seen {
                 seen = (r.role, r.term, r.leader)
                 logger.notice("term \(r.term): \(r.role)\(r.role == .leader ? "" : ", leader \(r.leader?.name ?? "unknown")")")
             }
-            let waitMillis: UInt64 = log.isFlushing ? 0 : nextTick.subtractingClamped(monotonicMillis())
-            let batch = inbox.take(timeoutMillis: max(waitMillis, log.isFlushing ? 0 : 1))
+            let blockInPump = completions < 0 && log.isFlushing
+            let waitMillis: UInt64 = blockInPump ? 0 : max(nextTick.subtractingClamped(monotonicMillis()), 1)
+            let (batch, diskReady) = inbox.take(timeoutMillis: waitMillis, device: completions)
             let now = wallMillis()
             var requests: [(ClientRef, Frame)] = []
             var messages: [Message] = []
@@ -274,8 +307,10 @@ public final class TernServer: @unchecked Sendable {
                 send(try node.tick(now: now))
                 nextTick = mono >= nextTick + 10 * tick ? mono + tick : nextTick + tick
             }
-            if log.isFlushing {
+            if blockInPump {
                 _ = try log.pump(wait: true)
+                send(try node.diskCompleted(now: wallMillis()))
+            } else if diskReady && log.isFlushing {
                 send(try node.diskCompleted(now: wallMillis()))
             }
         }

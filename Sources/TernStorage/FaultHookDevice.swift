@@ -90,5 +90,6 @@ public final class FaultHookDevice: StorageDevice {
     public func movePreparation(_ path: String, to newPath: String) { inner.movePreparation(path, to: newPath) }
     public func waitForBackgroundWork() { inner.waitForBackgroundWork() }
     public var batchesInFlight: Int { inner.batchesInFlight }
+    public var completionDescriptor: Int32 { inner.completionDescriptor }
     public func shutdown() { inner.shutdown() }
 }

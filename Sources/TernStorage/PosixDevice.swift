@@ -4,6 +4,7 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import CTernIO
 import Foundation
 
 public final class PosixDevice: PosixFiles, StorageDevice {
@@ -13,6 +14,8 @@ public final class PosixDevice: PosixFiles, StorageDevice {
     /// can go away first; the thread then sees `stopping` and ends.
     private final class Shared: @unchecked Sendable {
         let condition = NSCondition()
+        /// Signalled by the worker after each batch.
+        let completions = tern_eventfd_create()
         // Guarded by `condition`.
         var queued: [WriteBatch] = []
         var finished: [BatchCompletion] = []
@@ -30,7 +33,12 @@ public final class PosixDevice: PosixFiles, StorageDevice {
         thread.start()
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        if shared.completions >= 0 { close(shared.completions) }
+    }
+
+    public var completionDescriptor: Int32 { shared.completions >= 0 ? shared.completions : -1 }
 
     public var batchesInFlight: Int { inFlight }
 
@@ -80,6 +88,7 @@ public final class PosixDevice: PosixFiles, StorageDevice {
             shared.finished.append(BatchCompletion(id: batch.id, error: error))
             shared.condition.broadcast()
             shared.condition.unlock()
+            if shared.completions >= 0 { tern_eventfd_signal(shared.completions) }
         }
     }
 

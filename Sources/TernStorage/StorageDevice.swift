@@ -99,6 +99,12 @@ public protocol StorageDevice: AnyObject {
     /// Waits until background preparations finished (benchmarks call it before timing).
     func waitForBackgroundWork()
 
+    /// A descriptor that becomes readable when a batch may have finished (an eventfd), so that
+    /// the owner can wait for disk completions and other work at once; -1 when the device has
+    /// none (the owner then waits in `reap`). The owner resets it with `tern_eventfd_drain`
+    /// before reaping.
+    var completionDescriptor: Int32 { get }
+
     /// Starts a batch. Its memory must stay valid until `reap` reports it.
     func submit(_ batch: WriteBatch) throws(StorageError)
     /// Returns finished batches. With `wait`, blocks until at least one finished, unless none is in flight.

@@ -26,10 +26,23 @@ public final class UringDevice: PosixFiles, StorageDevice {
         let rc = tern_ring_create(entries, &created)
         if rc < 0 { throw .system(-rc, "io_uring_setup") }
         ring = created
+        let fd = tern_eventfd_create()
+        if fd >= 0 && tern_ring_register_eventfd(created, fd) == 0 {
+            completionDescriptor = fd
+        } else {
+            if fd >= 0 { close(fd) }
+            completionDescriptor = -1
+        }
         super.init()
     }
 
-    deinit { tern_ring_destroy(ring) }
+    deinit {
+        tern_ring_destroy(ring)
+        if completionDescriptor >= 0 { close(completionDescriptor) }
+    }
+
+    /// Counts every completion the ring posts.
+    public let completionDescriptor: Int32
 
     public var batchesInFlight: Int { Int(tern_ring_batches_in_flight(ring)) }
 
