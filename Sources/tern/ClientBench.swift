@@ -16,6 +16,8 @@ final class Recorder: Sendable {
         var failed = 0
         var bytes = 0
         var windowOK = 0
+        /// Sends acknowledged during the warm-up (counted only toward --messages).
+        var warm = 0
         var lastError: String?
     }
     let state = NIOLockedValueBox(State())
@@ -58,6 +60,7 @@ struct BenchProduce: AsyncParsableCommand {
     @Option(help: "Messages per send (1: one message per request).") var batch = 1
     @Option(help: "Seconds to run.") var duration: Double = 10
     @Option(help: "Seconds of load before measuring.") var warmup: Double = 1
+    @Option(help: "Stop once this many messages are acknowledged (0: run for --duration); fills a backlog.") var messages = 0
     @Flag(help: "Print a JSON summary instead of the table.") var json = false
     @Option(help: "Server process ids (comma separated) whose CPU and peak resident memory are reported.") var pids = ""
     @Option(help: "Label of the RESULT line.") var label = "tern-3node"
@@ -106,10 +109,15 @@ struct BenchProduce: AsyncParsableCommand {
             for _ in 0..<inflight {
                 group.addTask {
                     while clock.now < end {
+                        if messages > 0 && recorder.state.withLockedValue({ $0.ok + $0.warm }) * batch >= messages { break }
                         let sent = clock.now
                         do {
                             if batch == 1 { _ = try await producer.send(messages[0]) } else { _ = try await producer.send(batch: messages) }
-                            if sent >= measureFrom { recorder.record(micros: UInt64((clock.now - sent).seconds * 1e6), bytes: size * batch) }
+                            if sent >= measureFrom {
+                                recorder.record(micros: UInt64((clock.now - sent).seconds * 1e6), bytes: size * batch)
+                            } else {
+                                recorder.state.withLockedValue { $0.warm += 1 }
+                            }
                         } catch {
                             if sent >= measureFrom { recorder.fail(error) }
                         }
@@ -118,18 +126,26 @@ struct BenchProduce: AsyncParsableCommand {
             }
         }
         progress.cancel()
-        let window = await edges.value
+        // A run stopped by --messages measured until it stopped.
+        let measured = max(min(duration, (clock.now - measureFrom).seconds), 1e-3)
+        let window: (ProcessSample, ProcessSample, [NodeStatus], [NodeStatus])?
+        if measured < duration {
+            edges.cancel()
+            window = nil
+        } else {
+            window = await edges.value
+        }
         await cluster.shutdown()
         let s = recorder.state.withLockedValue { $0 }
         let h = s.histogram
-        let msgs = Double(s.ok * batch) / duration
-        let mb = Double(s.bytes) / duration / 1e6
+        let msgs = Double(s.ok * batch) / measured
+        let mb = Double(s.bytes) / measured / 1e6
         func ms(_ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
         // The leader's fdatasync rate and bytes per fdatasync over the window.
         var syncsPerSecond = 0.0, bytesPerSync = 0.0
         if let (_, _, n0, n1) = window, let leader = n1.first(where: { $0.role == "leader" }), let before = n0.first(where: { $0.id == leader.id }) {
             let syncs = Double(leader.syncedBatches &- before.syncedBatches)
-            syncsPerSecond = syncs / duration
+            syncsPerSecond = syncs / measured
             bytesPerSync = syncs > 0 ? Double(leader.bytesWritten &- before.bytesWritten) / syncs : 0
         }
         if resultLine {
@@ -137,12 +153,12 @@ struct BenchProduce: AsyncParsableCommand {
             if let (s0, s1, _, _) = window { cpu = s1.describe(since: s0) }
             let peak = serverPIDs.map { peakResidentMiB($0) }
             print(String(format: "RESULT system=tern label=%@ inflight=%d conns=%d size=%d window_s=%.2f acked=%d msgs_per_s=%.0f MB_per_s=%.2f lat_ms_p50=%.3f lat_ms_p99=%.3f lat_ms_p999=%.3f lat_ms_max=%.3f errors=%d %@ batch=%d fsync_per_s=%.0f bytes_per_fsync=%.0f peak_rss_mib_each=%@",
-                         label, inflight, 3, size, duration, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch, syncsPerSecond, bytesPerSync,
+                         label, inflight, 3, size, measured, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch, syncsPerSecond, bytesPerSync,
                          peak.map { String($0) }.joined(separator: "/")))
         } else if json {
             print("{\"size\":\(size),\"inflight\":\(inflight),\"batch\":\(batch),\"duration\":\(duration),\"sends\":\(s.ok),\"failed\":\(s.failed),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb)),\"p50Ms\":\(ms(50)),\"p99Ms\":\(ms(99)),\"p999Ms\":\(ms(99.9)),\"maxMs\":\(Double(h.max) / 1000)}")
         } else {
-            print("produce: \(size) B, \(inflight) in flight, \(batch) per send, \(Int(duration)) s")
+            print("produce: \(size) B, \(inflight) in flight, \(batch) per send, \(String(format: "%.1f", measured)) s")
             print(String(format: "  %.0f msg/s  %.2f MB/s  sends %d  failed %d", msgs, mb, s.ok, s.failed))
             print(String(format: "  latency p50 %.3f ms  p99 %.3f ms  p99.9 %.3f ms  max %.3f ms", ms(50), ms(99), ms(99.9), Double(h.max) / 1000))
             if let e = s.lastError { print("  last error: \(e)") }
