@@ -60,7 +60,7 @@ struct BenchProduce: AsyncParsableCommand {
     @Option(help: "Messages per send (1: one message per request).") var batch = 1
     @Option(help: "Seconds to run.") var duration: Double = 10
     @Option(help: "Seconds of load before measuring.") var warmup: Double = 1
-    @Option(help: "Stop once this many messages are acknowledged (0: run for --duration); fills a backlog.") var messages = 0
+    @Option(name: .customLong("messages"), help: "Stop once this many messages are acknowledged (0: run for --duration); fills a backlog.") var stopAfter = 0
     @Flag(help: "Print a JSON summary instead of the table.") var json = false
     @Option(help: "Server process ids (comma separated) whose CPU and peak resident memory are reported.") var pids = ""
     @Option(help: "Label of the RESULT line.") var label = "tern-3node"
@@ -109,7 +109,7 @@ struct BenchProduce: AsyncParsableCommand {
             for _ in 0..<inflight {
                 group.addTask {
                     while clock.now < end {
-                        if messages > 0 && recorder.state.withLockedValue({ $0.ok + $0.warm }) * batch >= messages { break }
+                        if stopAfter > 0 && recorder.state.withLockedValue({ $0.ok + $0.warm }) * batch >= stopAfter { break }
                         let sent = clock.now
                         do {
                             if batch == 1 { _ = try await producer.send(messages[0]) } else { _ = try await producer.send(batch: messages) }
