@@ -4,11 +4,13 @@
 # same message size, in-flight levels and windows, one message per publish, latency from send
 # to acknowledgement. Prints one table with ratios and draws throughput against p99 latency.
 #
-#   bench/compare.sh                 # peers + Tern (about 15 minutes)
-#   PEERS= bench/compare.sh          # Tern only (about 2 minutes)
+#   bench/compare.sh                 # peers + Tern (about 20 minutes)
+#   PEERS= bench/compare.sh          # Tern only (about 6 minutes, most of it the 10 M backlog)
 #
 # Environment: PEERS="etcd nats rabbit"  INFLIGHT="1 16 128"  WARMUP=5  DURATION=20  SIZE=1024
 #              BATCH="16x64"  (Tern's batched runs: in-flight x messages per send; empty: none)
+#              CONSUME=10000000  (backlog read back from one node; 0: skip; needs about 3.5 GB of
+#              disk per million 1 KiB messages across the three nodes)
 #              OUT=.build/compare  PEERS_DIR=../shared/bench/peers  PORT=9301
 # Output: $OUT/results.txt (RESULT lines, peers' and Tern's), $OUT/compare.md, $OUT/compare.svg.
 set -euo pipefail
@@ -21,6 +23,7 @@ main() {
     DURATION=${DURATION:-20}
     SIZE=${SIZE:-1024}
     BATCH=${BATCH-16x64}
+    CONSUME=${CONSUME-10000000}
     OUT=${OUT:-.build/compare}
     PEERS_DIR=${PEERS_DIR:-../shared/bench/peers}
     PORT=${PORT:-9301}
@@ -86,6 +89,18 @@ main() {
 
     for k in $INFLIGHT; do run_tern "$k" 1 tern-3node; done
     for b in $BATCH; do run_tern "${b%x*}" "${b#*x}" "tern-3node-batch${b#*x}"; done
+
+    # A backlog of $CONSUME messages (batched sends), then read from one node, K pulls outstanding.
+    if [ "$CONSUME" -gt 0 ]; then
+        start_cluster
+        log "tern: filling a backlog of $CONSUME messages of $SIZE B (16 x 64 in flight)"
+        "$TERN" bench produce --endpoints "$ENDPOINTS" --size "$SIZE" --inflight 16 --batch 64 --messages "$CONSUME" \
+            --warmup 0 --duration 3600 --pids "$SERVER_PIDS" --label tern-backlog-fill --result-line 2>/dev/null | tee -a "$RESULTS"
+        log "tern: reading the backlog from 127.0.0.1:$PORT, 4 pulls outstanding"
+        "$TERN" bench consume --endpoints "127.0.0.1:$PORT" --inflight 4 --duration 600 --pids "$SERVER_PIDS" --result-line 2>/dev/null | tee -a "$RESULTS"
+        stop_cluster
+        rm -rf "$DATA"
+    fi
 
     python3 bench/compare.py "$RESULTS" --svg "$OUT/compare.svg" | tee "$OUT/compare.md"
     log "table: $OUT/compare.md  plot: $OUT/compare.svg  raw: $RESULTS"

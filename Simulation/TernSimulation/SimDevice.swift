@@ -180,6 +180,8 @@ public final class SimDevice: StorageDevice {
     public func waitForBackgroundWork() {}
     /// The simulator delivers completions as events; nothing to wait on.
     public var completionDescriptor: Int32 { -1 }
+    /// No page cache to drop: a simulated crash decides what survives.
+    public func dropCachedPages(_ file: DeviceFile) {}
 
     var traceHook: ((String) -> Void)?
 

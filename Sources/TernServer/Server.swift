@@ -1,10 +1,12 @@
-// `tern serve`: the shell around one `Node`. Threads:
-//  - NIO's event loop: accepts client and peer connections, decodes frames, writes replies;
-//  - the node thread: owns the node and its storage device. It takes everything that arrived
-//    (requests, peer messages, closed connections), feeds it to the node as one batch, sends
-//    what the node returns, ticks Raft by the monotonic clock, and while a write batch is on its
-//    way to disk blocks on its completion, so requests arriving meanwhile form the next batch
-//    (group commit without a timer).
+// `tern serve`: the shell around one `Node`, all of it on one NIO event loop thread: it accepts
+// client and peer connections, decodes frames, feeds the node, writes what the node returns, ticks
+// Raft on a repeating timer, and learns of finished disk batches from the storage device's
+// completion eventfd, which the loop watches like a socket. What arrives during one turn of the
+// loop (from every connection) is fed to the node as one batch after the turn's reads: one Raft
+// proposal for all its writes. While a disk batch is in flight, appends are staged and leave as
+// the next batch when it completes (group commit without a timer). One thread, no hand-offs: a
+// request, a peer's message and a disk completion each cost one wake-up of this thread, and
+// replies leave from the thread that read the request (docs/architecture.md).
 // Clients and peers use the same listening port; a frame's opcode tells them apart.
 import Foundation
 import Logging
@@ -14,7 +16,6 @@ import TernNode
 import TernProtocol
 import TernRaft
 import TernStorage
-import CTernIO
 
 public struct ServerConfig: Sendable {
     public var id: NodeID
@@ -64,63 +65,9 @@ enum Input {
     case request(ClientRef, Frame)
     case peer(Message)
     case closed(UInt64)
-    case stop
 }
 
-/// What the event loop hands the node thread. The node thread sleeps in `poll` on the inbox's
-/// eventfd and on the storage device's completion descriptor at once, so a disk completion,
-/// a request and a peer's message each wake it directly, and it never blocks on the disk while
-/// messages wait.
-final class Inbox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var items: [Input] = []
-    /// Set while the node thread is about to sleep or sleeping: only then does a push write to
-    /// the eventfd (one syscall per wake-up, not per message).
-    private var sleeping = false
-    private let wakeup = tern_eventfd_create()
-
-    deinit { if wakeup >= 0 { close(wakeup) } }
-
-    func push(_ input: Input) {
-        lock.lock()
-        items.append(input)
-        let wake = sleeping
-        sleeping = false
-        lock.unlock()
-        if wake { tern_eventfd_signal(wakeup) }
-    }
-
-    /// Everything queued, and whether `device` (a completion descriptor, or -1) became readable.
-    /// Waits up to `timeoutMillis` when nothing is queued.
-    func take(timeoutMillis: UInt64, device: Int32) -> (inputs: [Input], disk: Bool) {
-        lock.lock()
-        if items.isEmpty && timeoutMillis > 0 {
-            sleeping = true
-            lock.unlock()
-            let ready = tern_wait_readable(wakeup, device, Int32(min(timeoutMillis, 60_000)))
-            if ready & 1 != 0 { tern_eventfd_drain(wakeup) }
-            if ready & 2 != 0 { tern_eventfd_drain(device) }
-            lock.lock()
-            sleeping = false
-            let out = items
-            items = []
-            lock.unlock()
-            return (out, ready & 2 != 0)
-        }
-        let out = items
-        items = []
-        lock.unlock()
-        // Not sleeping: look at the device without waiting.
-        var disk = false
-        if device >= 0, tern_wait_readable(-1, device, 0) & 2 != 0 {
-            tern_eventfd_drain(device)
-            disk = true
-        }
-        return (out, disk)
-    }
-}
-
-/// Open client and peer connections by id, for the node thread's replies.
+/// Open client and peer connections by id, for the node's replies.
 final class Connections: @unchecked Sendable {
     private let lock = NSLock()
     private var channels: [UInt64: Channel] = [:]
@@ -158,19 +105,32 @@ public final class TernServer: @unchecked Sendable {
     public let config: ServerConfig
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
-    let inbox = Inbox()
+    /// The one loop everything runs on.
+    let loop: EventLoop
     let connections = Connections()
     var links: [NodeID: PeerLink] = [:]
     var serverChannel: Channel?
-    private var nodeThread: Thread?
     private let finished = NSCondition()
     private var done = false
     private var exitError: Error?
+
+    // Touched only on `loop`, after `start`.
+    private var node: Node!
+    private var device: (any StorageDevice)!
+    private var pending: [Input] = []
+    private var turnScheduled = false
+    private var stopping = false
+    private var tickTask: RepeatedTask?
+    private var completionChannel: Channel?
+    /// The device has no completion descriptor: each step waits for its disk batch.
+    private var waitsForDisk = false
+    private var seen: (role: Role, term: UInt64, leader: NodeID?)?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
         self.logger = logger
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        loop = group.next()
     }
 
     /// Opens storage, recovers, binds, and starts the node thread. Throws when any of it fails.
@@ -216,7 +176,6 @@ public final class TernServer: @unchecked Sendable {
         for (peer, endpoint) in config.peers where peer != config.id {
             links[peer] = PeerLink(peer: peer, endpoint: config.dial[peer] ?? endpoint, group: group, logger: logger)
         }
-        let inbox = self.inbox
         let connections = self.connections
         let codec = FrameCodec(maxBodyBytes: UInt32(config.maxMessageBytes + (4 << 20)))
         let bootstrap = ServerBootstrap(group: group)
@@ -226,7 +185,7 @@ public final class TernServer: @unchecked Sendable {
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: codec)))
-                    try channel.pipeline.syncOperations.addHandler(InboundHandler(inbox: inbox, connections: connections, logger: log))
+                    try channel.pipeline.syncOperations.addHandler(InboundHandler(server: self, connections: connections, logger: log))
                 }
             }
         serverChannel = try bootstrap.bind(host: host, port: port).wait()
@@ -234,91 +193,139 @@ public final class TernServer: @unchecked Sendable {
         for link in links.values { link.start() }
 
         let owned = Owned(node: node, device: device)
-        let thread = Thread { [self] in
-            do {
-                try self.runNode(owned.node, device: owned.device)
-            } catch {
-                self.logger.critical("node stopped: \(error)")
-                self.exitError = error
+        try loop.submit { [self] in
+            self.node = owned.node
+            self.device = owned.device
+            self.waitsForDisk = owned.device.completionDescriptor < 0
+            self.seen = (owned.node.replica.raft.role, owned.node.replica.raft.term, owned.node.replica.raft.leader)
+            self.tickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(config.tickMillis)), delay: .milliseconds(Int64(config.tickMillis))) { [self] _ in
+                self.step { () throws(StorageError) in try self.node.tick(now: wallMillis()) }
             }
-            self.finished.lock()
-            self.done = true
-            self.finished.broadcast()
-            self.finished.unlock()
+        }.wait()
+        // The device's completion eventfd, watched by the loop like a socket (a duplicate: the
+        // channel owns and closes its descriptor; the device keeps its own).
+        let completions = device.completionDescriptor
+        if completions >= 0 {
+            let watched = dup(completions)
+            guard watched >= 0 else { throw ServerError("dup of the completion eventfd failed: errno \(errno)") }
+            completionChannel = try NIOPipeBootstrap(group: loop)
+                .channelInitializer { channel in
+                    channel.eventLoop.makeCompletedFuture {
+                        try channel.pipeline.syncOperations.addHandler(CompletionHandler(server: self))
+                    }
+                }
+                .takingOwnershipOfDescriptor(input: watched).wait()
+        } else {
+            logger.warning("storage device \(device.backendName) has no completion descriptor: the loop waits for each disk batch")
         }
-        thread.name = "tern-node"
-        thread.stackSize = 8 << 20
-        nodeThread = thread
-        thread.start()
     }
 
-    /// Asks the node thread to finish: in-flight disk batches complete, the log closes.
+    /// Asks the server to finish: in-flight disk batches complete, the log closes.
     public func stop() {
-        inbox.push(.stop)
+        loop.execute { [self] in finish(nil) }
     }
 
-    /// Blocks until the node thread ended, then closes sockets. Throws what stopped the node.
+    /// Blocks until the node finished, then closes sockets. Throws what stopped the node.
     public func wait() throws {
         finished.lock()
         while !done { finished.wait() }
         finished.unlock()
         for link in links.values { link.stop() }
+        try? completionChannel?.close().wait()
         try? serverChannel?.close().wait()
         for c in connections.all { c.close(promise: nil) }
         try? group.syncShutdownGracefully()
         if let e = exitError { throw e }
     }
 
-    // MARK: The node thread
+    // MARK: On the loop
 
-    private func runNode(_ node: Node, device: any StorageDevice) throws {
-        let tick = config.tickMillis
-        var nextTick = monotonicMillis() + tick
-        var stopping = false
-        let log = node.replica.log
-        var seen = (role: node.role, term: node.replica.raft.term, leader: node.replica.raft.leader)
-        // With a completion descriptor the thread waits for the disk and for messages at once;
-        // without one (-1) it waits in `pump` while a batch is in flight, as group commit needs.
-        let completions = device.completionDescriptor
-        while !stopping {
-            let r = node.replica.raft
-            if (r.role, r.term, r.leader) != seen {
-                seen = (r.role, r.term, r.leader)
-                logger.notice("term \(r.term): \(r.role)\(r.role == .leader ? "" : ", leader \(r.leader?.name ?? "unknown")")")
-            }
-            let blockInPump = completions < 0 && log.isFlushing
-            let waitMillis: UInt64 = blockInPump ? 0 : max(nextTick.subtractingClamped(monotonicMillis()), 1)
-            let (batch, diskReady) = inbox.take(timeoutMillis: waitMillis, device: completions)
-            let now = wallMillis()
-            var requests: [(ClientRef, Frame)] = []
-            var messages: [Message] = []
-            for input in batch {
-                switch input {
-                case .request(let c, let f): requests.append((c, f))
-                case .peer(let m): messages.append(m)
-                case .closed(let c): node.connectionClosed(c)
-                case .stop: stopping = true
-                }
-            }
-            if !messages.isEmpty { send(try node.receive(messages, now: now)) }
-            if !requests.isEmpty { send(try node.handle(requests, now: now)) }
-            let mono = monotonicMillis()
-            if mono >= nextTick {
-                send(try node.tick(now: now))
-                nextTick = mono >= nextTick + 10 * tick ? mono + tick : nextTick + tick
-            }
-            if blockInPump {
-                _ = try log.pump(wait: true)
-                send(try node.diskCompleted(now: wallMillis()))
-            } else if diskReady && log.isFlushing {
-                send(try node.diskCompleted(now: wallMillis()))
+    /// An input from a connection; the node sees it, with everything else that arrived in this
+    /// turn of the loop, once the turn's reads are done.
+    func enqueue(_ input: Input) {
+        guard !stopping else { return }
+        pending.append(input)
+        if !turnScheduled {
+            turnScheduled = true
+            loop.execute { [self] in turn() }
+        }
+    }
+
+    private func turn() {
+        turnScheduled = false
+        guard !stopping else { return }
+        let inputs = pending
+        pending = []
+        var requests: [(ClientRef, Frame)] = []
+        var messages: [Message] = []
+        for input in inputs {
+            switch input {
+            case .request(let c, let f): requests.append((c, f))
+            case .peer(let m): messages.append(m)
+            case .closed(let c): node.connectionClosed(c)
             }
         }
-        logger.info("stopping: waiting for \(device.batchesInFlight) disk batches")
-        while log.isFlushing { _ = try log.pump(wait: true) }
-        try log.close()
-        device.shutdown()
-        logger.info("stopped; log closed at index \(log.lastIndex)")
+        let now = wallMillis()
+        if !messages.isEmpty { step { () throws(StorageError) in try self.node.receive(messages, now: now) } }
+        if !requests.isEmpty { step { () throws(StorageError) in try self.node.handle(requests, now: now) } }
+    }
+
+    /// The device's eventfd fired: batches may have finished.
+    func diskReady() {
+        guard !stopping, node.replica.log.isFlushing else { return }
+        step { () throws(StorageError) in try self.node.diskCompleted(now: wallMillis()) }
+    }
+
+    /// Runs one input of the node and sends what it returns. A storage error stops the node.
+    private func step(_ body: () throws(StorageError) -> NodeOutput) {
+        guard !stopping else { return }
+        do {
+            send(try body())
+            if waitsForDisk {
+                // No completion descriptor: wait for the batch here, as group commit needs.
+                let log = node.replica.log
+                while log.isFlushing && !stopping {
+                    _ = try log.pump(wait: true)
+                    send(try node.diskCompleted(now: wallMillis()))
+                }
+            }
+        } catch {
+            logger.critical("node stopped: \(error)")
+            finish(error)
+            return
+        }
+        let r = node.replica.raft
+        if let s = seen, (r.role, r.term, r.leader) != s {
+            seen = (r.role, r.term, r.leader)
+            logger.notice("term \(r.term): \(r.role)\(r.role == .leader ? "" : ", leader \(r.leader?.name ?? "unknown")")")
+        }
+    }
+
+    /// Stops feeding the node. Without an error, lets the disk batches in flight complete and
+    /// closes the log (a storage error leaves the log as it is: recovery reads the disk).
+    private func finish(_ error: Error?) {
+        guard !stopping else { return }
+        stopping = true
+        tickTask?.cancel()
+        if error == nil, let node {
+            let log = node.replica.log
+            logger.info("stopping: waiting for \(device.batchesInFlight) disk batches")
+            do {
+                while log.isFlushing { _ = try log.pump(wait: true) }
+                try log.close()
+                logger.info("stopped; log closed at index \(log.lastIndex)")
+            } catch {
+                logger.critical("stopping: \(error)")
+                exitError = error
+            }
+            device.shutdown()
+        } else {
+            exitError = error
+        }
+        finished.lock()
+        done = true
+        finished.broadcast()
+        finished.unlock()
     }
 
     private func send(_ out: NodeOutput) {
@@ -362,18 +369,18 @@ extension UInt64 {
 func monotonicMillis() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
 func wallMillis() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
 
-/// Decoded frames of one connection into the inbox; a bad frame gets an error response and the
+/// Decoded frames of one connection to the node; a bad frame gets an error response and the
 /// connection is closed.
 final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = Frame
     typealias OutboundOut = ByteBuffer
-    let inbox: Inbox
+    unowned let server: TernServer
     let connections: Connections
     let logger: Logger
     var id: UInt64 = 0
 
-    init(inbox: Inbox, connections: Connections, logger: Logger) {
-        self.inbox = inbox
+    init(server: TernServer, connections: Connections, logger: Logger) {
+        self.server = server
         self.connections = connections
         self.logger = logger
     }
@@ -385,7 +392,7 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelInactive(context: ChannelHandlerContext) {
         connections.remove(id)
-        inbox.push(.closed(id))
+        server.enqueue(.closed(id))
         context.fireChannelInactive()
     }
 
@@ -394,14 +401,14 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         if frame.flags.contains(.response) { return }
         if frame.opcode == Opcode.raft.rawValue {
             do {
-                inbox.push(.peer(try PeerCodec.decode(frame.body)))
+                server.enqueue(.peer(try PeerCodec.decode(frame.body)))
             } catch {
                 logger.warning("dropping a malformed Raft message from \(context.remoteAddress?.description ?? "?"): \(error)")
                 refuse(context: context, Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: ErrorBody.badBody, message: "\(error)").encode()))
             }
             return
         }
-        inbox.push(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
+        server.enqueue(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -418,5 +425,20 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         buffer.writeFrame(frame)
         let channel = context.channel
         context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+/// Reads of the device's completion eventfd (the read resets it), each followed by a look at the
+/// device: the loop reaps what finished.
+final class CompletionHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = ByteBuffer
+    unowned let server: TernServer
+
+    init(server: TernServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {}
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        server.diskReady()
     }
 }

@@ -91,5 +91,6 @@ public final class FaultHookDevice: StorageDevice {
     public func waitForBackgroundWork() { inner.waitForBackgroundWork() }
     public var batchesInFlight: Int { inner.batchesInFlight }
     public var completionDescriptor: Int32 { inner.completionDescriptor }
+    public func dropCachedPages(_ file: DeviceFile) { inner.dropCachedPages(file) }
     public func shutdown() { inner.shutdown() }
 }

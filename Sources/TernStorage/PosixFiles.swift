@@ -134,6 +134,10 @@ public class PosixFiles {
         if fdatasync(buffered) != 0 { unlink(path); return .system(errno, "fdatasync \(path)") }
         return nil
     }
+    public func dropCachedPages(_ file: DeviceFile) {
+        _ = posix_fadvise(file.handle, 0, 0, POSIX_FADV_DONTNEED)  // advice only: nothing to do on failure
+    }
+
     public func openFile(_ path: String, create: Bool) throws(StorageError) -> DeviceFile {
         let flags = O_RDWR | O_CLOEXEC | (create ? O_CREAT : 0)
         let fd = open(path, flags, 0o644)

@@ -105,6 +105,9 @@ public protocol StorageDevice: AnyObject {
     /// before reaping.
     var completionDescriptor: Int32 { get }
 
+    /// Asks the kernel to drop the file's cached pages (they are clean: written and synced).
+    func dropCachedPages(_ file: DeviceFile)
+
     /// Starts a batch. Its memory must stay valid until `reap` reports it.
     func submit(_ batch: WriteBatch) throws(StorageError)
     /// Returns finished batches. With `wait`, blocks until at least one finished, unless none is in flight.

@@ -170,45 +170,66 @@ struct BenchProduce: AsyncParsableCommand {
 
 struct BenchConsume: AsyncParsableCommand {
     static let configuration = CommandConfiguration(commandName: "consume",
-        abstract: "Consume a topic's backlog as one group member, as fast as pulls allow.")
+        abstract: "Read a topic's backlog from its first offset, K pulls outstanding, as fast as pulls allow.",
+        discussion: "Reads by offset (no consumer group, no offset commits): the broker's read path. Each of the K workers owns every K-th queue and pulls up to 1,024 messages at a time from the node(s) given.")
     @OptionGroup var endpoints: Endpoints
     @Option(help: "Topic.") var topic = "bench"
-    @Option(help: "Consumer group (a fresh one starts at the first message).") var group = "tern-bench-\(UInt32.random(in: 0...UInt32.max))"
-    @Option(help: "Message size, for reporting only (actual bytes are counted).") var size = 1024
-    @Option(help: "Pulls outstanding at once (one per queue at most).") var inflight = 4
-    @Option(help: "Seconds to run (stops earlier when the backlog is drained).") var duration: Double = 10
+    @Option(help: "Pulls outstanding at once (at most one per queue).") var inflight = 4
+    @Option(help: "Seconds to run (stops earlier when the backlog is read).") var duration: Double = 60
+    @Option(help: "Server process ids (comma separated) whose CPU and peak resident memory are reported.") var pids = ""
     @Flag(help: "Print a JSON summary.") var json = false
+    @Flag(help: "Print one RESULT line (bench/compare.sh reads it).") var resultLine = false
 
     func run() async throws {
+        guard inflight >= 1, duration > 0 else { throw ValidationError("--inflight must be at least 1, --duration positive") }
+        let serverPIDs = try pids.split(separator: ",").map { p -> Int32 in
+            guard let v = Int32(p) else { throw ValidationError("--pids: \(p) is not a process id") }
+            return v
+        }
         let cluster = try endpoints.cluster()
-        let consumer = PullConsumer(cluster: cluster, group: group, topic: topic)
-        try await consumer.start()
+        let queues = try await cluster.describeTopic(topic).queues
+        let workers = max(1, min(inflight, queues.count))
         let recorder = Recorder()
         let clock = ContinuousClock()
         let start = clock.now
         let end = start + .seconds(duration)
-        var idle = 0
-        var t = clock.now
-        while clock.now < end && idle < 3 {
-            let batch = try await consumer.poll(maxMessages: 1024, waitMillis: 200)
-            if batch.isEmpty { idle += 1 } else { idle = 0 }
-            for m in batch { recorder.record(micros: 0, bytes: m.message.body.count) }
-            if clock.now - t > .seconds(1) {
-                t = clock.now
+        let s0 = ProcessSample(serverPIDs)
+        let progress = Task {
+            while !Task.isCancelled {
+                try? await Task.sleep(for: .seconds(1))
                 let w = recorder.takeWindow()
                 FileHandle.standardError.write(Data("  \(w.count) msg/s\n".utf8))
             }
         }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for w in 0..<workers {
+                group.addTask {
+                    var offsets = Dictionary(uniqueKeysWithValues: stride(from: w, to: queues.count, by: workers).map { (queues[$0].queueID, queues[$0].minOffset) })
+                    while clock.now < end && !offsets.isEmpty {
+                        for q in offsets.keys.sorted() {
+                            let r = try await cluster.pull(topic: topic, queue: q, offset: offsets[q]!, maxMessages: 1024)
+                            for m in r.messages { recorder.record(micros: 0, bytes: m.message.body.count) }
+                            if r.messages.isEmpty && r.nextOffset >= r.maxOffset { offsets[q] = nil } else { offsets[q] = r.nextOffset }
+                        }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        progress.cancel()
         let elapsed = (clock.now - start).seconds
-        await consumer.shutdown()
+        let s1 = ProcessSample(serverPIDs)
         await cluster.shutdown()
         let s = recorder.state.withLockedValue { $0 }
         let msgs = Double(s.ok) / elapsed
         let mb = Double(s.bytes) / elapsed / 1e6
-        if json {
+        if resultLine {
+            print(String(format: "CONSUME system=tern label=tern-consume inflight=%d messages=%d window_s=%.2f msgs_per_s=%.0f MB_per_s=%.2f %@ peak_rss_mib_each=%@",
+                         workers, s.ok, elapsed, msgs, mb, s1.describe(since: s0), serverPIDs.map { String(peakResidentMiB($0)) }.joined(separator: "/")))
+        } else if json {
             print("{\"messages\":\(s.ok),\"seconds\":\(String(format: "%.2f", elapsed)),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb))}")
         } else {
-            print(String(format: "consume: %d messages in %.2f s: %.0f msg/s, %.2f MB/s", s.ok, elapsed, msgs, mb))
+            print(String(format: "consume: %d messages in %.2f s (%d pulls outstanding): %.0f msg/s, %.2f MB/s", s.ok, elapsed, workers, msgs, mb))
         }
     }
 }
