@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs (README.md): `make demo` and `make test`.
-.PHONY: setup demo test release bench-storage chaos
+.PHONY: setup demo test release bench-storage bench-compare chaos
 
 setup:
 	@scripts/setup.sh
@@ -16,6 +16,11 @@ demo: release
 # The storage benchmark on both io backends (5 s per shape).
 bench-storage: release
 	.build/release/tern bench storage --duration 5
+
+# Tern next to etcd, NATS JetStream and RabbitMQ (../shared/bench/peers), same load, one table
+# with ratios and the goals, and an SVG plot in .build/compare (docs/benchmarks.md).
+bench-compare: setup
+	bench/compare.sh
 
 # Builds with warnings as errors (debug), runs every test, then the simulator's checks
 # (a 100-seed sweep, determinism across processes, planted bugs caught), then a short chaos run

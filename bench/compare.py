@@ -133,7 +133,7 @@ def draw(rows, path):
     W, H, L, R, T, B = 760, 480, 70, 170, 30, 50
     series = {}
     for r in rows:
-        if r["msgs_per_s"] > 0 and r["lat_ms_p99"] > 0:
+        if r["msgs_per_s"] > 0 and r["lat_ms_p99"] > 0 and r["label"] != "tern-backlog-fill":
             series.setdefault(r["label"], []).append(r)
     xs = [r["lat_ms_p99"] for s in series.values() for r in s] or [1]
     ys = [r["msgs_per_s"] for s in series.values() for r in s] or [1]

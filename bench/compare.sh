@@ -31,6 +31,7 @@ main() {
     log() { echo "[$(date +%T)] $*" >&2; }
 
     mkdir -p "$OUT"
+    OUT=$(cd "$OUT" && pwd)  # absolute: the peers' script runs from its own folder
     : > "$RESULTS"
     echo "# $(date -Is) nproc=$(nproc) kernel=$(uname -r) commit=$(git rev-parse --short HEAD 2>/dev/null || echo none) inflight='$INFLIGHT' warmup=${WARMUP}s duration=${DURATION}s size=$SIZE" >> "$RESULTS"
 
@@ -43,8 +44,8 @@ main() {
             for p in $PEERS; do
                 log "peer $p (${PEERS_DIR}/run.sh)"
                 rm -f "$OUT/peers/results.txt"
-                if OUT="$(pwd)/$OUT/peers" INFLIGHT="$INFLIGHT" WARMUP="${WARMUP}s" DURATION="${DURATION}s" SIZE="$SIZE" "$PEERS_DIR/run.sh" "$p" >&2; then
-                    grep '^RESULT' "$OUT/peers/results.txt" >> "$RESULTS" || true
+                if OUT="$OUT/peers" INFLIGHT="$INFLIGHT" WARMUP="${WARMUP}s" DURATION="${DURATION}s" SIZE="$SIZE" "$PEERS_DIR/run.sh" "$p" >&2; then
+                    grep '^RESULT' "$OUT/peers/results.txt" >> "$RESULTS" || log "peer $p left no RESULT lines in $OUT/peers/results.txt"
                 else
                     log "peer $p FAILED; its rows are missing from the table"
                 fi

@@ -176,22 +176,8 @@ public final class TernServer: @unchecked Sendable {
         for (peer, endpoint) in config.peers where peer != config.id {
             links[peer] = PeerLink(peer: peer, endpoint: config.dial[peer] ?? endpoint, group: group, logger: logger)
         }
-        let connections = self.connections
-        let codec = FrameCodec(maxBodyBytes: UInt32(config.maxMessageBytes + (4 << 20)))
-        let bootstrap = ServerBootstrap(group: group)
-            .serverChannelOption(.backlog, value: 256)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: codec)))
-                    try channel.pipeline.syncOperations.addHandler(InboundHandler(server: self, connections: connections, logger: log))
-                }
-            }
-        serverChannel = try bootstrap.bind(host: host, port: port).wait()
-        logger.info("\(config.id) listening on \(config.listen); members \(members.map { "\($0)=\(config.peers[$0]!)" }.joined(separator: ","))")
-        for link in links.values { link.start() }
-
+        // The node goes onto the loop (with its tick and disk completions) before any socket can
+        // deliver to it.
         let owned = Owned(node: node, device: device)
         try loop.submit { [self] in
             self.node = owned.node
@@ -218,6 +204,29 @@ public final class TernServer: @unchecked Sendable {
         } else {
             logger.warning("storage device \(device.backendName) has no completion descriptor: the loop waits for each disk batch")
         }
+
+        let connections = self.connections
+        let codec = FrameCodec(maxBodyBytes: UInt32(config.maxMessageBytes + (4 << 20)))
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: codec)))
+                    try channel.pipeline.syncOperations.addHandler(InboundHandler(server: self, connections: connections, logger: log))
+                }
+            }
+        do {
+            serverChannel = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            // The node is on the loop already: stop it (closing its log) before reporting.
+            stop()
+            try? wait()
+            throw ServerError("cannot listen on \(config.listen): \(error)")
+        }
+        logger.info("\(config.id) listening on \(config.listen); members \(members.map { "\($0)=\(config.peers[$0]!)" }.joined(separator: ","))")
+        for link in links.values { link.start() }
     }
 
     /// Asks the server to finish: in-flight disk batches complete, the log closes.
