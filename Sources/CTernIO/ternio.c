@@ -35,6 +35,8 @@ enum op_kind { OP_WRITE = 0, OP_SYNC = 1 };
 struct tern_op {
     uint8_t kind;
     uint8_t state;
+    uint8_t dsync;        // a write to a file the batch syncs: RWF_DSYNC, no separate fsync
+    uint8_t linked;       // part of the batch's ordered chain (data writes, then any fsync)
     int fd;
     uint64_t offset;      // where the unwritten remainder starts
     struct iovec *iov;    // first iovec not yet fully written (points into the batch's copy)
@@ -83,11 +85,16 @@ static void batch_release(struct tern_batch *b) {
     memset(b, 0, sizeof(*b));
 }
 
-// Queues every unfinished op of the batch as one linked chain. The caller submits.
+// Queues every unfinished op of the batch: the ordered ones (writes to synced files, each with
+// RWF_DSYNC, then any fsync) as one linked chain, the rest (index writes, never synced) on their
+// own. The caller submits.
 static int batch_queue_round(tern_ring *ring, struct tern_batch *b, uint32_t slot) {
-    uint32_t pending = 0;
+    uint32_t pending = 0, chain = 0;
     for (uint32_t i = 0; i < b->op_count; i++)
-        if (b->ops[i].state != OP_DONE) pending++;
+        if (b->ops[i].state != OP_DONE) {
+            pending++;
+            if (b->ops[i].linked) chain++;
+        }
     if (pending == 0) return 0;
     if (io_uring_sq_space_left(&ring->uring) < pending) {
         int rc = io_uring_submit(&ring->uring);
@@ -101,11 +108,13 @@ static int batch_queue_round(tern_ring *ring, struct tern_batch *b, uint32_t slo
         struct io_uring_sqe *sqe = io_uring_get_sqe(&ring->uring);
         if (!sqe) return -EBUSY;  // cannot happen: space was checked above
         if (op->kind == OP_WRITE)
-            io_uring_prep_writev(sqe, op->fd, op->iov, op->iov_count, op->offset);
+            io_uring_prep_writev2(sqe, op->fd, op->iov, op->iov_count, op->offset, op->dsync ? RWF_DSYNC : 0);
         else
             io_uring_prep_fsync(sqe, op->fd, IORING_FSYNC_DATASYNC);
-        queued++;
-        if (queued < pending) sqe->flags |= IOSQE_IO_LINK;
+        if (op->linked) {
+            queued++;
+            if (queued < chain) sqe->flags |= IOSQE_IO_LINK;
+        }
         io_uring_sqe_set_data64(sqe, ((uint64_t)slot << 32) | i);
         op->state = OP_IN_FLIGHT;
     }
@@ -150,12 +159,26 @@ int tern_ring_submit_batch(tern_ring *ring, uint64_t batch_id, const tern_write 
             iov_at++;
         }
         if (op->remaining == 0) op->state = OP_DONE;
+        // A write to a file the batch syncs carries the sync itself (RWF_DSYNC: data and the
+        // metadata needed to read it, as fdatasync), which spares a linked fsync and its hand-off
+        // through io_uring's workers. Such writes stay in order in one chain, so that a process
+        // killed midway leaves a prefix across files too.
+        for (uint32_t f = 0; f < sync_count; f++)
+            if (sync_fds[f] == op->fd) op->dsync = op->linked = 1;
     }
-    for (uint32_t i = 0; i < sync_count; i++) {
-        struct tern_op *op = &b->ops[write_count + i];
+    // Files to sync that no write of the batch covers get an fsync at the end of the chain.
+    uint32_t syncs = 0;
+    for (uint32_t f = 0; f < sync_count; f++) {
+        int covered = 0;
+        for (uint32_t i = 0; i < write_count; i++)
+            if (b->ops[i].dsync && b->ops[i].remaining > 0 && b->ops[i].fd == sync_fds[f]) covered = 1;
+        if (covered) continue;
+        struct tern_op *op = &b->ops[write_count + syncs++];
         op->kind = OP_SYNC;
-        op->fd = sync_fds[i];
+        op->fd = sync_fds[f];
+        op->linked = 1;
     }
+    b->op_count = write_count + syncs;
     int rc = batch_queue_round(ring, b, slot);
     if (rc < 0) {
         batch_release(b);
