@@ -133,7 +133,7 @@ public final class TernServer: @unchecked Sendable {
         loop = group.next()
     }
 
-    /// Opens storage, recovers, binds, and starts the node thread. Throws when any of it fails.
+    /// Opens storage, recovers, puts the node on the event loop and binds. Throws when any of it fails.
     public func start() throws {
         guard let (host, port) = parseEndpoint(config.listen) else { throw ServerError("--listen \(config.listen) is not host:port") }
         let members = config.peers.keys.sorted()
@@ -192,15 +192,22 @@ public final class TernServer: @unchecked Sendable {
         // channel owns and closes its descriptor; the device keeps its own).
         let completions = device.completionDescriptor
         if completions >= 0 {
-            let watched = dup(completions)
-            guard watched >= 0 else { throw ServerError("dup of the completion eventfd failed: errno \(errno)") }
-            completionChannel = try NIOPipeBootstrap(group: loop)
-                .channelInitializer { channel in
-                    channel.eventLoop.makeCompletedFuture {
-                        try channel.pipeline.syncOperations.addHandler(CompletionHandler(server: self))
+            do {
+                let watched = dup(completions)
+                guard watched >= 0 else { throw ServerError("dup of the completion eventfd failed: errno \(errno)") }
+                completionChannel = try NIOPipeBootstrap(group: loop)
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(CompletionHandler(server: self))
+                        }
                     }
-                }
-                .takingOwnershipOfDescriptor(input: watched).wait()
+                    .takingOwnershipOfDescriptor(input: watched).wait()
+            } catch {
+                // The node is on the loop already: stop it (closing its log) before reporting.
+                stop()
+                try? wait()
+                throw ServerError("cannot watch the disk's completions: \(error)")
+            }
         } else {
             logger.warning("storage device \(device.backendName) has no completion descriptor: the loop waits for each disk batch")
         }
@@ -360,7 +367,7 @@ public final class TernServer: @unchecked Sendable {
     }
 }
 
-/// Hands the node and its device to the node thread, which alone uses them from then on.
+/// Hands the node and its device to the event loop, which alone uses them from then on.
 struct Owned: @unchecked Sendable {
     let node: Node
     let device: any StorageDevice
