@@ -59,7 +59,7 @@ func runBatch(_ ring: OpaquePointer?, id: UInt64, writes: [(Int32, [[UInt8]], UI
 
 @Suite("CTernIO: io_uring batches")
 struct RingTests {
-    @Test("a batch of vectored writes to two files with linked fdatasync lands whole")
+    @Test("a batch of vectored writes to two synced files (RWF_DSYNC, one chain) lands whole")
     func writesTwoFiles() throws {
         guard let ring = makeRing() else { return }
         defer { tern_ring_destroy(ring) }
@@ -70,6 +70,25 @@ struct RingTests {
         #expect(r.batch_id == 42 && r.result == 0 && r.rounds == 1)
         #expect(readWhole(dir + "/a") == Array("hello world".utf8))
         #expect(readWhole(dir + "/b") == [0, 0, 0, 0, 0] + Array("xyz".utf8))
+    }
+
+    @Test("a batch with an unsynced write (an index record) and a synced file no write covers completes in one round; a failing unsynced write fails the batch")
+    func unsyncedWriteAndBareSync() throws {
+        guard let ring = makeRing() else { return }
+        defer { tern_ring_destroy(ring) }
+        let dir = temporaryDirectory("ringmix")
+        let data = open(dir + "/data", O_CREAT | O_RDWR, 0o644), index = open(dir + "/index", O_CREAT | O_RDWR, 0o644)
+        let other = open(dir + "/other", O_CREAT | O_RDWR, 0o644)
+        defer { close(data); close(index); close(other) }
+        let r = runBatch(ring, id: 9, writes: [(data, [Array("entry".utf8)], 0), (index, [[7, 7, 7, 7]], 0)], syncs: [data, other])
+        #expect(r.batch_id == 9 && r.result == 0 && r.rounds == 1)
+        #expect(readWhole(dir + "/data") == Array("entry".utf8))
+        #expect(readWhole(dir + "/index") == [7, 7, 7, 7])
+        // A failing unsynced write still fails the batch.
+        let readOnly = open(dir + "/ro", O_CREAT | O_RDONLY, 0o644)
+        defer { close(readOnly) }
+        let failed = runBatch(ring, id: 10, writes: [(data, [Array("more".utf8)], 5), (readOnly, [[1]], 0)], syncs: [data])
+        #expect(failed.batch_id == 10 && failed.result == -EBADF)
     }
 
     @Test("a failing write fails the batch with its errno and cancels the sync")
