@@ -11,7 +11,6 @@
 #include "CTernIO.h"
 
 #include <errno.h>
-#include <poll.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 #include <fcntl.h>
@@ -388,16 +387,4 @@ int tern_eventfd_create(void) {
 void tern_eventfd_signal(int fd) {
     uint64_t one = 1;
     while (write(fd, &one, sizeof one) < 0 && errno == EINTR) {}
-}
-
-void tern_eventfd_drain(int fd) {
-    uint64_t value;
-    while (read(fd, &value, sizeof value) < 0 && errno == EINTR) {}
-}
-
-int tern_wait_readable(int a, int b, int timeout_ms) {
-    struct pollfd fds[2] = {{.fd = a, .events = POLLIN}, {.fd = b, .events = POLLIN}};
-    int rc = poll(fds, 2, timeout_ms);
-    if (rc <= 0) return 0;
-    return ((fds[0].revents & POLLIN) ? 1 : 0) | ((fds[1].revents & POLLIN) ? 2 : 0);
 }

@@ -203,10 +203,7 @@ public final class TernServer: @unchecked Sendable {
                     }
                     .takingOwnershipOfDescriptor(input: watched).wait()
             } catch {
-                // The node is on the loop already: stop it (closing its log) before reporting.
-                stop()
-                try? wait()
-                throw ServerError("cannot watch the disk's completions: \(error)")
+                throw abandonStart("cannot watch the disk's completions: \(error)")
             }
         } else {
             logger.warning("storage device \(device.backendName) has no completion descriptor: the loop waits for each disk batch")
@@ -227,13 +224,18 @@ public final class TernServer: @unchecked Sendable {
         do {
             serverChannel = try bootstrap.bind(host: host, port: port).wait()
         } catch {
-            // The node is on the loop already: stop it (closing its log) before reporting.
-            stop()
-            try? wait()
-            throw ServerError("cannot listen on \(config.listen): \(error)")
+            throw abandonStart("cannot listen on \(config.listen): \(error)")
         }
         logger.info("\(config.id) listening on \(config.listen); members \(members.map { "\($0)=\(config.peers[$0]!)" }.joined(separator: ","))")
         for link in links.values { link.start() }
+    }
+
+    /// A start that failed after the node went onto the loop: stops it (closing its log) and
+    /// returns the error to throw.
+    private func abandonStart(_ why: String) -> ServerError {
+        stop()
+        try? wait()
+        return ServerError(why)
     }
 
     /// Asks the server to finish: in-flight disk batches complete, the log closes.

@@ -88,8 +88,9 @@ public final class Commitlog {
     /// cancels what has not run) can keep the later batch's entries and lose the tail of the
     /// earlier one, a hole followed by valid entries, which recovery must call corruption (it
     /// cannot tell it from damage to durable data). Found by `tern chaos` (seed 101,
-    /// docs/chaos.md); `CommitlogTests.oneBatchInFlight` guards it. Within a batch the writes
-    /// and the fdatasync are one linked chain, executed in order, so a kill leaves a prefix.
+    /// docs/chaos.md); `CommitlogTests.oneBatchInFlight` guards it. Within a batch the segment
+    /// writes are one linked chain, each durable before the next starts (docs/storage.md), so a
+    /// kill leaves a prefix.
     static let maxBatchesInFlight = 1
     var nextBatchID: UInt64 = 1
     var failure: StorageError?

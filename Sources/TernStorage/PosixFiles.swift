@@ -106,34 +106,30 @@ public class PosixFiles {
         let zeros = UnsafeMutableRawPointer.allocate(byteCount: chunk, alignment: 4096)
         defer { zeros.deallocate() }
         zeros.initializeMemory(as: UInt8.self, repeating: 0, count: chunk)
-        let directEnd = direct >= 0 ? bytes & ~4095 : 0
         var offset = 0
-        while offset < directEnd {
-            let n = pwrite(fd, zeros, min(chunk, directEnd - offset), off_t(offset))
-            if n < 0 {
-                if errno == EINTR { continue }
-                let error = StorageError.system(errno, "zero-fill (O_DIRECT) \(path)")
-                unlink(path)
-                return error
+        // Writes zeros on `fd` from `offset` up to `end`; nil or the error (the file is removed).
+        func fill(_ fd: Int32, to end: Int, _ what: String) -> StorageError? {
+            while offset < end {
+                let n = pwrite(fd, zeros, min(chunk, end - offset), off_t(offset))
+                if n < 0 {
+                    if errno == EINTR { continue }
+                    let error = StorageError.system(errno, "\(what) \(path)")
+                    unlink(path)
+                    return error
+                }
+                offset += n
             }
-            offset += n
+            return nil
         }
+        if direct >= 0, let error = fill(fd, to: bytes & ~4095, "zero-fill (O_DIRECT)") { return error }
         let buffered = direct >= 0 && offset < bytes ? open(path, O_WRONLY | O_CLOEXEC) : fd
         if buffered < 0 { unlink(path); return .system(errno, "open \(path)") }
         defer { if buffered != fd { close(buffered) } }
-        while offset < bytes {
-            let n = pwrite(buffered, zeros, min(chunk, bytes - offset), off_t(offset))
-            if n < 0 {
-                if errno == EINTR { continue }
-                let error = StorageError.system(errno, "zero-fill \(path)")
-                unlink(path)
-                return error
-            }
-            offset += n
-        }
+        if let error = fill(buffered, to: bytes, "zero-fill") { return error }
         if fdatasync(buffered) != 0 { unlink(path); return .system(errno, "fdatasync \(path)") }
         return nil
     }
+
     public func dropCachedPages(_ file: DeviceFile) {
         _ = posix_fadvise(file.handle, 0, 0, POSIX_FADV_DONTNEED)  // advice only: nothing to do on failure
     }

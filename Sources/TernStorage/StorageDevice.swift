@@ -100,9 +100,9 @@ public protocol StorageDevice: AnyObject {
     func waitForBackgroundWork()
 
     /// A descriptor that becomes readable when a batch may have finished (an eventfd), so that
-    /// the owner can wait for disk completions and other work at once; -1 when the device has
-    /// none (the owner then waits in `reap`). The owner resets it with `tern_eventfd_drain`
-    /// before reaping.
+    /// the owner can wait for disk completions and other work at once (the server's event loop
+    /// reads it, which resets it, then reaps); -1 when the device has none (the owner then
+    /// waits in `reap`).
     var completionDescriptor: Int32 { get }
 
     /// Asks the kernel to drop the file's cached pages (they are clean: written and synced).

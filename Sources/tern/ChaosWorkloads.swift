@@ -246,33 +246,20 @@ final class ChaosWorkloads: @unchecked Sendable {
     /// a consumer of the delayed topic recording when each message first arrives.
     func consumers() async throws -> [@Sendable () async -> Void] {
         var stops: [@Sendable () async -> Void] = []
-        for k in 0..<2 {
-            let seen = clusteringSeen
-            let c = PushConsumer(cluster: client, group: "chaos-clustering", topic: ChaosTopic.idempotent) { m in
-                seen.saw(m)
-                return .success
-            }
-            try await c.start()
-            stops.append { await c.shutdown() }
-            _ = k
-        }
-        for k in 0..<2 {
-            let seen = broadcastSeen[k]
-            let c = PushConsumer(cluster: client, group: "chaos-broadcast", topic: ChaosTopic.plain, mode: .broadcasting) { m in
-                seen.saw(m)
-                return .success
-            }
-            try await c.start()
-            stops.append { await c.shutdown() }
-        }
-        let seen = delayedSeen
-        let d = PushConsumer(cluster: client, group: "chaos-delayed", topic: ChaosTopic.delayed) { m in
+        for _ in 0..<2 { stops.append(try await consume(group: "chaos-clustering", topic: ChaosTopic.idempotent, into: clusteringSeen)) }
+        for seen in broadcastSeen { stops.append(try await consume(group: "chaos-broadcast", topic: ChaosTopic.plain, mode: .broadcasting, into: seen)) }
+        stops.append(try await consume(group: "chaos-delayed", topic: ChaosTopic.delayed, into: delayedSeen))
+        return stops
+    }
+
+    /// Starts one push consumer recording what it receives; returns how to stop it.
+    private func consume(group: String, topic: String, mode: ConsumeMode = .clustering, into seen: ChaosDeliveries) async throws -> @Sendable () async -> Void {
+        let c = PushConsumer(cluster: client, group: group, topic: topic, mode: mode) { m in
             seen.saw(m)
             return .success
         }
-        try await d.start()
-        stops.append { await d.shutdown() }
-        return stops
+        try await c.start()
+        return { await c.shutdown() }
     }
 }
 

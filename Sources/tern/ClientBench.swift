@@ -68,10 +68,7 @@ struct BenchProduce: AsyncParsableCommand {
 
     func run() async throws {
         guard inflight >= 1, batch >= 1, size >= 0, duration > 0 else { throw ValidationError("--inflight and --batch must be at least 1, --duration positive") }
-        let serverPIDs = try pids.split(separator: ",").map { p -> Int32 in
-            guard let v = Int32(p) else { throw ValidationError("--pids: \(p) is not a process id") }
-            return v
-        }
+        let serverPIDs = try parsePIDs(pids)
         let cluster = try endpoints.cluster()
         do {
             _ = try await cluster.describeTopic(topic)
@@ -95,15 +92,10 @@ struct BenchProduce: AsyncParsableCommand {
                 FileHandle.standardError.write(Data(String(format: "  %3ds  %9d msg/s  p99 %7.2f ms\n", t, w.count * batch, w.p99).utf8))
             }
         }
-        // CPU and log counters at the edges of the measured window.
-        let edges = Task { () -> (ProcessSample, ProcessSample, [NodeStatus], [NodeStatus])? in
+        // CPU and log counters when the measured window opens; again when the senders stop.
+        let opening = Task { () -> (ProcessSample, [NodeStatus]) in
             try? await Task.sleep(until: measureFrom, clock: clock)
-            let s0 = ProcessSample(serverPIDs)
-            let n0 = (try? await cluster.status()) ?? []
-            try? await Task.sleep(until: end, clock: clock)
-            let s1 = ProcessSample(serverPIDs)
-            let n1 = (try? await cluster.status()) ?? []
-            return (s0, s1, n0, n1)
+            return (ProcessSample(serverPIDs), (try? await cluster.status()) ?? [])
         }
         await withTaskGroup(of: Void.self) { group in
             for _ in 0..<inflight {
@@ -128,13 +120,9 @@ struct BenchProduce: AsyncParsableCommand {
         progress.cancel()
         // A run stopped by --messages measured until it stopped.
         let measured = max(min(duration, (clock.now - measureFrom).seconds), 1e-3)
-        let window: (ProcessSample, ProcessSample, [NodeStatus], [NodeStatus])?
-        if measured < duration {
-            edges.cancel()
-            window = nil
-        } else {
-            window = await edges.value
-        }
+        let (s0, n0) = await opening.value
+        let s1 = ProcessSample(serverPIDs)
+        let n1 = (try? await cluster.status()) ?? []
         await cluster.shutdown()
         let s = recorder.state.withLockedValue { $0 }
         let h = s.histogram
@@ -143,14 +131,13 @@ struct BenchProduce: AsyncParsableCommand {
         func ms(_ p: Double) -> Double { Double(h.valueAtPercentile(p)) / 1000 }
         // The leader's fdatasync rate and bytes per fdatasync over the window.
         var syncsPerSecond = 0.0, bytesPerSync = 0.0
-        if let (_, _, n0, n1) = window, let leader = n1.first(where: { $0.role == "leader" }), let before = n0.first(where: { $0.id == leader.id }) {
+        if let leader = n1.first(where: { $0.role == "leader" }), let before = n0.first(where: { $0.id == leader.id }) {
             let syncs = Double(leader.syncedBatches &- before.syncedBatches)
             syncsPerSecond = syncs / measured
             bytesPerSync = syncs > 0 ? Double(leader.bytesWritten &- before.bytesWritten) / syncs : 0
         }
         if resultLine {
-            var cpu = "server_cpu_pct=0 server_cpu_pct_each= loadgen_cpu_pct=0 machine_busy_pct=0"
-            if let (s0, s1, _, _) = window { cpu = s1.describe(since: s0) }
+            let cpu = s1.describe(since: s0)
             let peak = serverPIDs.map { peakResidentMiB($0) }
             print(String(format: "RESULT system=tern label=%@ inflight=%d conns=%d size=%d window_s=%.2f acked=%d msgs_per_s=%.0f MB_per_s=%.2f lat_ms_p50=%.3f lat_ms_p99=%.3f lat_ms_p999=%.3f lat_ms_max=%.3f errors=%d %@ batch=%d fsync_per_s=%.0f bytes_per_fsync=%.0f peak_rss_mib_each=%@",
                          label, inflight, 3, size, measured, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch, syncsPerSecond, bytesPerSync,
@@ -182,10 +169,7 @@ struct BenchConsume: AsyncParsableCommand {
 
     func run() async throws {
         guard inflight >= 1, duration > 0 else { throw ValidationError("--inflight must be at least 1, --duration positive") }
-        let serverPIDs = try pids.split(separator: ",").map { p -> Int32 in
-            guard let v = Int32(p) else { throw ValidationError("--pids: \(p) is not a process id") }
-            return v
-        }
+        let serverPIDs = try parsePIDs(pids)
         let cluster = try endpoints.cluster()
         let queues = try await cluster.describeTopic(topic).queues
         let workers = max(1, min(inflight, queues.count))
@@ -352,4 +336,12 @@ func peakResidentMiB(_ pid: Int32) -> Int {
           let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
           let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
     return kib / 1024
+}
+
+/// `--pids`: comma-separated process ids.
+func parsePIDs(_ text: String) throws -> [Int32] {
+    try text.split(separator: ",").map { p -> Int32 in
+        guard let v = Int32(p) else { throw ValidationError("--pids: \(p) is not a process id") }
+        return v
+    }
 }

@@ -119,6 +119,20 @@ struct CommitlogTests {
         try torn.close()
     }
 
+    @Test("a batch's zeros end on a page boundary, cover at least a header, and stop at the segment's end")
+    func pagePadding() {
+        let header = EntryFormat.headerBytes
+        #expect(Stage.padding(after: 100, segmentSizeBytes: 1 << 20) == 4096 - 100)
+        #expect(Stage.padding(after: 4096 - header, segmentSizeBytes: 1 << 20) == header, "exactly a header's room left")
+        #expect(Stage.padding(after: 4096 - header + 8, segmentSizeBytes: 1 << 20) == header - 8 + 4096, "too little room: into the next page")
+        #expect(Stage.padding(after: 8192, segmentSizeBytes: 1 << 20) == 4096, "on a boundary: one whole page")
+        #expect(Stage.padding(after: (1 << 20) - 16, segmentSizeBytes: 1 << 20) == 16, "never past the segment")
+        for end in stride(from: 8, to: 3 * 4096, by: 8) {
+            let pad = Stage.padding(after: end, segmentSizeBytes: 1 << 20)
+            #expect((end + pad) % 4096 == 0 && pad >= header, "end \(end): \(pad) zeros")
+        }
+    }
+
     @Test("read honours the byte budget but always returns at least one entry")
     func readBudget() throws {
         let device = PosixDevice()

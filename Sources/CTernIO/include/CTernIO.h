@@ -95,11 +95,6 @@ int tern_ring_register_eventfd(tern_ring *ring, int fd);
 int tern_eventfd_create(void);
 /* Adds one to the eventfd's counter (wakes a poller). */
 void tern_eventfd_signal(int fd);
-/* Resets the eventfd's counter to zero. */
-void tern_eventfd_drain(int fd);
-/* Waits until `a` or `b` (either may be -1: ignored) is readable, at most `timeout_ms` (-1: no
-   limit). Returns a bit mask: 1 when `a` is readable, 2 when `b` is, 0 on timeout. */
-int tern_wait_readable(int a, int b, int timeout_ms);
 
 /* Opens (creating, truncating) `path` for writing with O_DIRECT: writes bypass the page cache.
    Returns the descriptor or a negative errno (-EINVAL where the file system refuses O_DIRECT). */
