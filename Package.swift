@@ -14,6 +14,7 @@ let package = Package(
     products: [
         .executable(name: "tern", targets: ["tern"]),
         .executable(name: "tern-sim", targets: ["tern-sim"]),
+        .executable(name: "tern-chaos", targets: ["tern-chaos"]),
         .library(name: "TernStorage", targets: ["TernStorage"]),
         .library(name: "TernRaft", targets: ["TernRaft"]),
         .library(name: "TernClient", targets: ["TernClient"]),
@@ -62,10 +63,30 @@ let package = Package(
         .executableTarget(name: "tern-sim", dependencies: [
             "TernSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
         ], path: "Simulation/tern-sim", swiftSettings: strict),
+        // What the commands share: `tern serve`'s flags and config file, starting nodes as child
+        // processes, quantiles, the log format, signal handling.
+        .target(name: "TernLauncher", dependencies: [
+            "TernServer", "TernClient", "TernRaft", "TernStorage",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "Logging", package: "swift-log"),
+            .product(name: "Histogram", package: "hdrhistogram-swift"),
+        ], swiftSettings: strict),
+        // Test tooling, out of the product binary: the chaos harness, its relays and checker, and
+        // the node with test hooks (`tern-chaos serve`). `tern chaos` runs the `tern-chaos` binary.
+        .target(name: "TernChaos", dependencies: [
+            "TernLauncher", "TernServer", "TernClient", "TernProtocol", "TernRaft", "TernStorage", "CTernIO",
+            .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .executableTarget(name: "tern-chaos", dependencies: [
+            "TernChaos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+        ], swiftSettings: strict),
         .executableTarget(
             name: "tern",
             dependencies: [
-                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol",
+                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -83,7 +104,9 @@ let package = Package(
         .testTarget(name: "TernNodeTests", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"], swiftSettings: strict),
         // Three real `tern serve` processes; needs the `tern` executable built next to the tests.
         .testTarget(name: "TernIntegrationTests", dependencies: [
-            "TernClient", "TernProtocol", .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft",
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: strict),
         .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],

@@ -197,6 +197,8 @@ public final class World {
     var order = OrderChecker()
     var transactions = TransactionChecker()
     var receives = ReceiveChecker()
+    /// The idle phase: clients are silent (see `idlePhase`).
+    var idle = false
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -333,6 +335,7 @@ public final class World {
             let applied = nodes.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
             checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))")
         }
+        if checker.violations.isEmpty && live { idlePhase() }
         mixDigest(UInt64(checker.acknowledged), checker.maxAckedIndex)
         return SimulationResult(
             seed: options.seed, violations: checker.violations.map { "t=\(Double(now) / 1e6)s: \($0)" }, digest: digest,
@@ -342,6 +345,71 @@ public final class World {
             orderedProcessed: order.processed, deadLettered: messages.deadLettered,
             transactionsCommitted: transactions.endedCommit.count, transactionsRolledBack: transactions.endedRollback.count,
             received: receives.received, redelivered: receives.redelivered)
+    }
+
+    /// Virtual seconds within which every live member must reach the leader's commit index in
+    /// the idle phase, counted from the restarted follower's start.
+    static let idleCatchUpMicros: UInt64 = 2_000_000
+
+    /// After the checks: clients go silent, a follower is killed and restarted, and with
+    /// nothing written every member must reach the leader's commit index within
+    /// `idleCatchUpMicros` (a follower restarted on an idle group once stayed at commit 0 until
+    /// the next write; planted bug `heartbeat-commit-capped`).
+    func idlePhase() {
+        idle = true
+        // Let what is in flight settle first: the victim must go down holding everything, or
+        // the leader's next appends would catch it up whatever the heartbeat says.
+        // Delayed releases (due up to two seconds after their send) are the last writes: wait
+        // until no member's log has grown for 2.5 virtual seconds (at most 20).
+        let calmLimit = now + 20_000_000
+        var quietSince = now
+        var lastIndexes = nodes.map { $0.replica?.log.lastIndex ?? 0 }
+        while checker.violations.isEmpty, let (time, event) = popEvent() {
+            now = time
+            events += 1
+            handle(event)
+            let indexes = nodes.map { $0.replica?.log.lastIndex ?? 0 }
+            if indexes != lastIndexes {
+                lastIndexes = indexes
+                quietSince = now
+            }
+            if now >= quietSince + 2_500_000 || now >= calmLimit { break }
+        }
+        guard checker.violations.isEmpty else { return }
+        let start = now
+        guard let leader = nodes.first(where: { $0.node?.isLeader ?? false }) else {
+            checker.violations.append("idle phase: no leader after the liveness phase")
+            return
+        }
+        let followers = nodes.filter { $0 !== leader && $0.node != nil }
+        guard !followers.isEmpty else { return }
+        let victim = followers[Int(below(UInt64(followers.count)))]
+        trace("idle phase: clients silent; crash and restart \(victim.id)")
+        mixDigest(12, now, UInt64(victim.index))
+        powerOff(victim)
+        let restartAfter = 10_000 + below(300_000)
+        schedule(.restart(victim.index), after: restartAfter)
+        let deadline = start + restartAfter + World.idleCatchUpMicros
+        func caughtUp() -> Bool {
+            guard let target = nodes.compactMap({ $0.node }).first(where: { $0.isLeader })?.replica.raft.commitIndex else { return false }
+            return nodes.allSatisfy { ($0.replica?.raft.commitIndex ?? 0) >= target && $0.appliedIndex >= target }
+        }
+        while checker.violations.isEmpty, let (time, event) = popEvent() {
+            if time > deadline { break }
+            now = time
+            events += 1
+            handle(event)
+            if now > start + restartAfter && caughtUp() {
+                trace("idle phase: every member at the leader's commit index \(Double(now - start - restartAfter) / 1e6) s after the restart")
+                return
+            }
+        }
+        guard checker.violations.isEmpty else { return }
+        let states = nodes.map { n in
+            guard let r = n.replica?.raft else { return "\(n.id) down" }
+            return "\(n.id) \(r.role) commit \(r.commitIndex) applied \(n.appliedIndex) last \(n.replica!.log.lastIndex)"
+        }.joined(separator: ", ")
+        checker.violations.append("idle liveness: with nothing written, not every member reached the leader's commit index within \(Double(World.idleCatchUpMicros) / 1e6) s of \(victim.id)'s restart (\(states))")
     }
 
     func config(for node: SimNode) -> RaftConfig {
@@ -542,10 +610,9 @@ public final class World {
             guard let n = node.node, owed > 0 else { return }
             trace("resume \(node.id): \(owed) ticks fell due during the pause")
             mixDigest(9, now, UInt64(k), UInt64(owed))
-            for _ in 0..<owed {
-                guard node.node === n else { break }
-                run(node) { () throws(StorageError) in try n.tick(now: millis) }
-            }
+            // One catch-up step, before anything that queued during the pause (the server does
+            // the same; docs/raft.md, "Time").
+            run(node) { () throws(StorageError) in try n.tick(now: millis, ticks: owed) }
         case .diskFull(let k):
             guard faultsOn else { return }
             nodes[k].device.full = true
@@ -557,6 +624,7 @@ public final class World {
             nodes[k].device.full = false
             trace("disk freed on \(nodes[k].id)")
         case .client(let k):
+            guard !idle else { return }  // the idle phase: no client writes or reads
             clients[k].timer(self)
         case .request(let k, let client, let frame):
             let node = nodes[k]
@@ -685,7 +753,7 @@ public final class World {
     }
 
     func apply(_ node: SimNode, _ e: LogEntry) {
-        if options.trace { trace("\(node.id) applies \(e.index) t\(e.term)") }
+        if options.trace { trace("\(node.id) applies \(e.index) t\(e.term) type \(e.type)") }
         if e.type == BrokerEntryType.release, let n = node.node, let list = try? MessageIDList.decode(e.body) {
             // Never early: a release applies no sooner than the leader's clock said it was due
             // (every clock here is the virtual one; apply follows the proposal).

@@ -151,10 +151,12 @@ public final class Node {
 
     // MARK: Inputs
 
-    public func tick(now: UInt64) throws(StorageError) -> NodeOutput {
+    /// `ticks` Raft ticks fell due since the last call (more than one after a pause: they
+    /// arrive as one catch-up step, before any input that queued meanwhile).
+    public func tick(now: UInt64, ticks: Int = 1) throws(StorageError) -> NodeOutput {
         self.now = max(self.now, now)
         var out = NodeOutput()
-        try absorb(replica.tick(), into: &out)
+        try absorb(replica.tick(ticks), into: &out)
         if isLeader { groups.expire(now: self.now) }
         try releaseDue(into: &out)
         try checkTransactions(into: &out)

@@ -44,7 +44,7 @@ public final class Replica {
         raft = Raft(config: config, log: log, hardState: hardState, appliedIndex: 0, seed: seed)
     }
 
-    public func tick() throws(StorageError) -> ReplicaOutput { try process(raft.tick()) }
+    public func tick(_ count: Int = 1) throws(StorageError) -> ReplicaOutput { try process(raft.tick(count)) }
 
     public func receive(_ m: Message) throws(StorageError) -> ReplicaOutput { try process(raft.step(m)) }
 

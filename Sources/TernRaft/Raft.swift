@@ -133,13 +133,19 @@ public final class Raft {
 
     // MARK: Inputs
 
-    /// Advances time by one tick.
-    public func tick() throws(StorageError) -> Effects {
-        ticks += 1
+    /// Advances time by `count` ticks at once. A driver that was paused (SIGSTOP, a stall)
+    /// delivers every tick that fell due in one call, before any message that queued meanwhile:
+    /// a leader then sees its lease gone and a quorum check missed, as if it had ticked through
+    /// the pause one tick at a time (docs/raft.md, "Time").
+    public func tick(_ count: Int = 1) throws(StorageError) -> Effects {
+        precondition(count >= 1, "tick count \(count) must be positive")
+        ticks += UInt64(count)
         switch role {
         case .follower, .preCandidate, .candidate:
-            electionElapsed += 1
-            if rejoining && rejoinFloor == nil && electionElapsed % config.heartbeatIntervalTicks == 0 {
+            let before = electionElapsed
+            electionElapsed += count
+            let heartbeatDue = crossed(before, electionElapsed, every: config.heartbeatIntervalTicks)
+            if rejoining && rejoinFloor == nil && heartbeatDue {
                 for peer in peers where heardTerms[peer] == nil { send(to: peer, .termQuery) }
             }
             if electionElapsed >= randomizedElectionTimeout {
@@ -148,13 +154,19 @@ public final class Raft {
                 } else {
                     try campaign(transfer: false)
                 }
-            } else if role != .follower && electionElapsed % config.heartbeatIntervalTicks == 0 {
+            } else if role != .follower && heartbeatDue {
                 try resendVoteRequests()
             }
         case .leader:
-            try tickLeader()
+            try tickLeader(count)
         }
         return finish()
+    }
+
+    /// True when a multiple of `every` lies in (before, after]: the step crossed an interval's end.
+    private func crossed(_ before: Int, _ after: Int, every: Int) -> Bool {
+        let step = max(1, every)
+        return after / step > before / step
     }
 
     /// Handles a message from a peer.
@@ -403,6 +415,18 @@ public final class Raft {
         case .heartbeat(let commit, let context):
             if role != .follower || leader != m.from { becomeFollower(term: term, leader: m.from) }
             electionElapsed = 0
+            if !rejoining && !bugs.contains(.heartbeatCommitCapped) {
+                // The heartbeat's commit is at most this follower's match index as the leader
+                // knows it: entries the follower acknowledged in this term, which were durable
+                // and matched the leader's log when acknowledged. Only this term's leader
+                // changes the log within the term and never below a match, so they still match,
+                // also after a restart (the disk keeps what was durable). Capping this at
+                // `verifiedIndex` (0 after a restart until an append arrives) left a follower
+                // restarted on an idle group at commit 0 with its whole log on disk, serving
+                // reads from an empty broker until the next write. A member rejoining after a
+                // lost disk keeps the cap: its old acknowledgements are gone.
+                verifiedIndex = max(verifiedIndex, min(commit, log.lastIndex))
+            }
             advanceCommit(to: min(commit, verifiedIndex))
             send(to: m.from, .heartbeatResponse(context: context))
             if rejoining {
@@ -606,9 +630,9 @@ public final class Raft {
 
     // MARK: Leader
 
-    private func tickLeader() throws(StorageError) {
-        heartbeatElapsed += 1
-        electionElapsed += 1
+    private func tickLeader(_ count: Int) throws(StorageError) {
+        heartbeatElapsed += count
+        electionElapsed += count
         if heartbeatElapsed >= config.heartbeatIntervalTicks {
             heartbeatElapsed = 0
             for peer in peers {
@@ -616,9 +640,13 @@ public final class Raft {
             }
         }
         if electionElapsed >= config.electionTimeoutTicks {
+            // Check-quorum once per election timeout. A catch-up step that spans more than one
+            // timeout covers a whole window in which nobody could have been heard from (inputs
+            // wait behind this step), so the check then fails whatever `recentActive` says.
+            let windows = electionElapsed / config.electionTimeoutTicks
             electionElapsed = 0
             if config.checkQuorum && !bugs.contains(.noCheckQuorum) {
-                let active = 1 + peers.filter { progress[$0]!.recentActive }.count
+                let active = windows > 1 ? 1 : 1 + peers.filter { progress[$0]!.recentActive }.count
                 if active < quorum {
                     becomeFollower(term: term, leader: nil)
                     return
@@ -627,7 +655,7 @@ public final class Raft {
             for peer in peers { progress[peer]!.recentActive = false }
         }
         if transferTarget != nil {
-            transferElapsed += 1
+            transferElapsed += count
             if transferElapsed >= config.electionTimeoutTicks { transferTarget = nil }
         } else if let preferred = config.preferredLeader, preferred != id, let pr = progress[preferred],
                   pr.recentActive, pr.match == log.lastIndex {

@@ -162,6 +162,9 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     public static let deliverHalf = PlantedBugs(rawValue: 1 << 16)
     /// A received message counts as visible again two seconds before its invisible time ends.
     public static let redeliverEarly = PlantedBugs(rawValue: 1 << 17)
+    /// A follower caps a heartbeat's commit at what it verified since its restart (the old rule:
+    /// a follower restarted on an idle group stayed at commit 0 until the next write).
+    public static let heartbeatCommitCapped = PlantedBugs(rawValue: 1 << 18)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -172,6 +175,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("read-wrong-slot", .readWrongSlot), ("release-early", .releaseEarly), ("release-twice", .releaseTwice),
         ("lock-without-fence", .lockWithoutFence), ("send-back-twice", .sendBackTwice),
         ("dead-letter-early", .deadLetterEarly), ("deliver-half", .deliverHalf), ("redeliver-early", .redeliverEarly),
+        ("heartbeat-commit-capped", .heartbeatCommitCapped),
     ]
 }
 

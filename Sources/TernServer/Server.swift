@@ -1,12 +1,13 @@
 // `tern serve`: the shell around one `Node`, all of it on one NIO event loop thread: it accepts
-// client and peer connections, decodes frames, feeds the node, writes what the node returns, ticks
-// Raft on a repeating timer, and learns of finished disk batches from the storage device's
-// completion eventfd, which the loop watches like a socket. What arrives during one turn of the
-// loop (from every connection) is fed to the node as one batch after the turn's reads: one Raft
-// proposal for all its writes. While a disk batch is in flight, appends are staged and leave as
-// the next batch when it completes (group commit without a timer). One thread, no hand-offs: a
-// request, a peer's message and a disk completion each cost one wake-up of this thread, and
-// replies leave from the thread that read the request (docs/architecture.md).
+// client and peer connections, decodes frames, feeds the node, writes what the node returns,
+// ticks Raft from the monotonic clock (every tick that fell due, also after a pause), and learns
+// of finished disk batches from the storage device's completion eventfd, which the loop watches
+// like a socket. What arrives during one turn of the loop (from every connection) is fed to the
+// node as one batch after the turn's reads: one Raft proposal for all its writes. While a disk
+// batch is in flight, appends are staged and leave as the next batch when it completes (group
+// commit without a timer). One thread, no hand-offs: a request, a peer's message and a disk
+// completion each cost one wake-up of this thread, and replies leave from the thread that read
+// the request (docs/architecture.md).
 // Clients and peers use the same listening port; a frame's opcode tells them apart.
 import Foundation
 import Logging
@@ -31,12 +32,14 @@ public struct ServerConfig: Sendable {
     public var heartbeatTicks = 2
     public var autoCreateTopics = false
     public var maxMessageBytes = 4 << 20
-    /// Where this node dials each peer, when not at its `peers` endpoint (a chaos test's proxies).
-    public var dial: [NodeID: String] = [:]
-    /// Deliberate bugs, for showing that the chaos checker catches them. Never in production.
-    public var plantedBugs: PlantedBugs = []
-    /// Installs the storage fault hook reading this control file (chaos tests only).
-    public var faultFile: String?
+    // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
+    // harness's `tern-chaos serve`); the production `tern serve` cannot set them.
+    /// Where this node dials each peer, when not at its `peers` endpoint (a chaos test's relays).
+    @_spi(Testing) public var dial: [NodeID: String] = [:]
+    /// Deliberate bugs, for showing that the chaos checker catches them.
+    @_spi(Testing) public var plantedBugs: PlantedBugs = []
+    /// Installs the storage fault hook reading this control file.
+    @_spi(Testing) public var faultFile: String?
     /// Transaction checks: first after, then every, at most (then rollback).
     public var transactionCheckFirstMillis: UInt64 = 6_000
     public var transactionCheckIntervalMillis: UInt64 = 30_000
@@ -125,6 +128,9 @@ public final class TernServer: @unchecked Sendable {
     /// The device has no completion descriptor: each step waits for its disk batch.
     private var waitsForDisk = false
     private var seen: (role: Role, term: UInt64, leader: NodeID?)?
+    /// Ticks are counted on the monotonic clock from here; `ticksDelivered` of them reached the node.
+    private var tickOrigin: UInt64 = 0
+    private var ticksDelivered: UInt64 = 0
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -184,8 +190,9 @@ public final class TernServer: @unchecked Sendable {
             self.device = owned.device
             self.waitsForDisk = owned.device.completionDescriptor < 0
             self.seen = (owned.node.replica.raft.role, owned.node.replica.raft.term, owned.node.replica.raft.leader)
+            self.tickOrigin = monotonicMillis()
             self.tickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(config.tickMillis)), delay: .milliseconds(Int64(config.tickMillis))) { [self] _ in
-                self.step { () throws(StorageError) in try self.node.tick(now: wallMillis()) }
+                self.deliverDueTicks()
             }
         }.wait()
         // The device's completion eventfd, watched by the loop like a socket (a duplicate: the
@@ -269,9 +276,27 @@ public final class TernServer: @unchecked Sendable {
         }
     }
 
+    /// Gives the node every tick that fell due on the monotonic clock since the last delivery,
+    /// as one step. The timer calls it, and so does every input before the node sees it: after
+    /// a pause (SIGSTOP, a stall) the missed ticks reach Raft before any request or peer message
+    /// that queued meanwhile, so a leader paused past its lease knows it is gone before it
+    /// answers a read (docs/raft.md, "Time"; TickCatchUpTests).
+    func deliverDueTicks() {
+        guard !stopping, node != nil else { return }
+        let due = (monotonicMillis() - tickOrigin) / config.tickMillis
+        guard due > ticksDelivered else { return }
+        let count = due - ticksDelivered
+        ticksDelivered = due
+        if count > UInt64(config.electionTicks) {
+            logger.notice("\(count) ticks (\(count * config.tickMillis) ms) fell due at once: the process was paused or stalled")
+        }
+        step { () throws(StorageError) in try self.node.tick(now: wallMillis(), ticks: Int(count)) }
+    }
+
     private func turn() {
         turnScheduled = false
         guard !stopping else { return }
+        deliverDueTicks()
         let inputs = pending
         pending = []
         var requests: [(ClientRef, Frame)] = []
@@ -291,6 +316,7 @@ public final class TernServer: @unchecked Sendable {
     /// The device's eventfd fired: batches may have finished.
     func diskReady() {
         guard !stopping, node.replica.log.isFlushing else { return }
+        deliverDueTicks()
         step { () throws(StorageError) in try self.node.diskCompleted(now: wallMillis()) }
     }
 

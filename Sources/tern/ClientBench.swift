@@ -5,6 +5,7 @@ import Foundation
 import Histogram
 import NIOConcurrencyHelpers
 import TernClient
+import TernLauncher
 import TernProtocol
 
 /// Latencies in microseconds, shared by the load tasks.

@@ -3,6 +3,7 @@ import ArgumentParser
 import CTernIO
 import Foundation
 import TernClient
+import TernLauncher
 import TernProtocol
 
 struct Endpoints: ParsableArguments {

@@ -10,6 +10,7 @@
 import ArgumentParser
 import CTernIO
 import Foundation
+import TernLauncher
 import TernStorage
 
 struct StorageBench: ParsableCommand {
@@ -145,8 +146,9 @@ struct StorageBench: ParsableCommand {
         var elapsed = 0.0
         let n = tern_raw_write_sync_loop(root, block, file, duration, &latencies, latencies.count, &elapsed)
         guard n > 0 else { throw ValidationError("raw baseline failed: errno \(-n)") }
-        let sorted = latencies[0..<min(Int(n), latencies.count)].sorted()
-        return Raw(ops: n, seconds: elapsed, block: block, p50us: percentile(sorted, 0.50) / 1000, p99us: percentile(sorted, 0.99) / 1000)
+        var q = Quantiles(unit: 1e-3)  // nanoseconds recorded, microseconds read
+        for ns in latencies[0..<min(Int(n), latencies.count)] { q.record(ns) }
+        return Raw(ops: n, seconds: elapsed, block: block, p50us: q.value(at: 0.50), p99us: q.value(at: 0.99))
     }
 }
 
@@ -248,23 +250,18 @@ final class Appender {
             if retire && log.segmentCount > 2 { try log.deleteSegments(through: acknowledged) }
         }
         let elapsed = Double(nanos(clock.now - origin)) / 1e9
-        let sorted = latencies.sorted()
+        var q = Quantiles(unit: 1e-3)  // nanoseconds recorded, microseconds read
+        for ns in latencies { q.record(ns) }
         return Window(
             appends: latencies.count, seconds: elapsed,
             payloadMBps: Double(latencies.count * body.count) / elapsed / 1e6,
             fsyncs: log.stats.batches - batchesBefore, bytesWritten: log.stats.bytesWritten - bytesBefore,
-            p50us: percentile(sorted, 0.50) / 1000, p99us: percentile(sorted, 0.99) / 1000)
+            p50us: q.value(at: 0.50), p99us: q.value(at: 0.99))
     }
 }
 
 func nanos(_ d: Duration) -> UInt64 {
     UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000)
-}
-
-func percentile(_ sorted: some Collection<UInt64>, _ p: Double) -> Double {
-    guard !sorted.isEmpty else { return 0 }
-    let i = Int((Double(sorted.count - 1) * p).rounded())
-    return Double(sorted[sorted.index(sorted.startIndex, offsetBy: i)])
 }
 
 func median(_ xs: [Double]) -> Double {

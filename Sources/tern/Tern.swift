@@ -16,4 +16,3 @@ struct Bench: ParsableCommand {
         subcommands: [StorageBench.self, BenchProduce.self, BenchConsume.self, BenchFailover.self])
 }
 
-extension IOBackendChoice: ExpressibleByArgument {}

@@ -5,6 +5,7 @@
 // committed and acknowledged but not visible), a consumer group that never got a message.
 import Foundation
 import TernClient
+import TernLauncher
 import TernProtocol
 
 struct ChaosReport {
@@ -184,15 +185,15 @@ struct ChaosChecker {
         lines.append("\("killed-clients".padding(14))  -      \(String(cliAcked.count).padding(6))  \(String(cliLost).padding(5))  -")
         lines.append("")
         lines.append("transactions: \(txAcked.count) half messages acknowledged, \(txVisible.count) committed and visible, \(decisions.values.filter { $0 == .rollback }.count) rolled back locally, \(txAcked.count - decisions.count) never decided (crashed before deciding)")
-        let sortedLate = lateness.sorted()
-        lines.append("delayed: \(workloads.delayedSeen.firsts.count) delivered, \(early) early; lateness p50 \(fmt(percentile(sortedLate, 0.5) / 1000)) s, p99 \(fmt(percentile(sortedLate, 0.99) / 1000)) s, max \(fmt((sortedLate.last ?? 0) / 1000)) s")
+        let late = Quantiles(lateness.map { $0 / 1000 }, unit: 1e-3)
+        lines.append("delayed: \(workloads.delayedSeen.firsts.count) delivered, \(early) early; lateness p50 \(fmt(late.value(at: 0.5))) s, p99 \(fmt(late.value(at: 0.99))) s, max \(fmt(late.max)) s")
         lines.append("consumers: clustering group \(workloads.clusteringSeen.total) deliveries, broadcasting members \(workloads.broadcastSeen.map { String($0.total) }.joined(separator: " and ")), delayed \(workloads.delayedSeen.total)")
         lines.append("")
         lines.append("recovery (fault to first acknowledged write started after it), seconds:")
         lines.append("fault                 count   p50     p99     max")
         for kind in recovery.keys.sorted() {
-            let v = recovery[kind]!.sorted()
-            lines.append("\(kind.padding(20))  \(String(v.count).padding(5))  \(fmt(percentile(v, 0.5)).padding(6))  \(fmt(percentile(v, 0.99)).padding(6))  \(fmt(v.last ?? 0))")
+            let v = Quantiles(recovery[kind]!, unit: 1e-3)
+            lines.append("\(kind.padding(20))  \(String(v.count).padding(5))  \(fmt(v.value(at: 0.5)).padding(6))  \(fmt(v.value(at: 0.99)).padding(6))  \(fmt(v.max))")
         }
         lines.append("")
         if failures.isEmpty {
@@ -205,11 +206,4 @@ struct ChaosChecker {
         for kind in recovery.keys.sorted() { for v in recovery[kind]! { csv += "\(kind),\(fmt(v))\n" } }
         return ChaosReport(text: lines.joined(separator: "\n") + "\n", failed: !failures.isEmpty, recoveryCSV: csv)
     }
-}
-
-/// The value at quantile `q` of sorted `values` (0 when empty).
-func percentile(_ values: [Double], _ q: Double) -> Double {
-    guard !values.isEmpty else { return 0 }
-    let k = min(values.count - 1, Int((Double(values.count) * q).rounded(.up)) - 1)
-    return values[max(0, k)]
 }

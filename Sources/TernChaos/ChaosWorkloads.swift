@@ -4,6 +4,7 @@
 import Foundation
 import NIOConcurrencyHelpers
 import TernClient
+import TernLauncher
 import TernProtocol
 import struct TernRaft.SplitMix64
 
@@ -40,28 +41,54 @@ final class ChaosHistory: @unchecked Sendable {
     /// Seconds since the run began.
     var now: Double { (ContinuousClock.now - origin).seconds }
 
-    private func write(_ line: String) {
-        file?.write(Data((line + "\n").utf8))
+    /// One line of history.jsonl; absent fields are left out.
+    private struct Line: Encodable {
+        var t: Double
+        var op: String
+        var end: Double?
+        var healed: Double?
+        var workload: String?
+        var body: String?
+        var ok: Bool?
+        var id: String?
+        var kind: String?
+        var target: String?
+        var text: String?
     }
+
+    private let encoder: JSONEncoder = {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }()
+
+    private func write(_ line: Line) {
+        guard var data = try? encoder.encode(line) else { return }
+        data.append(0x0A)
+        file?.write(data)
+    }
+
+    /// Milliseconds are enough for a history read by people and scripts.
+    private static func ms(_ x: Double) -> Double { (x * 1000).rounded() / 1000 }
 
     func send(_ s: Send) {
         lock.withLock {
             sends.append(s)
-            write("{\"t\":\(fmt(s.started)),\"end\":\(fmt(s.ended)),\"op\":\"send\",\"workload\":\"\(s.workload)\",\"body\":\(jsonString(s.body)),\"ok\":\(s.acked)\(s.id.map { ",\"id\":\"\($0)\"" } ?? "")}")
+            write(Line(t: Self.ms(s.started), op: "send", end: Self.ms(s.ended), workload: s.workload, body: s.body, ok: s.acked, id: s.id.map { "\($0)" }))
         }
     }
 
     func fault(_ f: Fault) {
         lock.withLock {
             faults.append(f)
-            write("{\"t\":\(fmt(f.started)),\"healed\":\(fmt(f.healed)),\"op\":\"fault\",\"kind\":\"\(f.kind)\",\"target\":\(jsonString(f.target))}")
+            write(Line(t: Self.ms(f.started), op: "fault", healed: Self.ms(f.healed), kind: f.kind, target: f.target))
         }
     }
 
     func note(_ text: String) {
         lock.withLock {
             notes.append(text)
-            write("{\"t\":\(fmt(now)),\"op\":\"note\",\"text\":\(jsonString(text))}")
+            write(Line(t: Self.ms(now), op: "note", text: text))
         }
     }
 

@@ -1,0 +1,157 @@
+// Starting Tern nodes as child processes on this machine (`tern cluster up`, the chaos harness,
+// the integration tests), finding a free loopback port, waiting for a leader, and the log
+// format every node writes.
+import ArgumentParser
+import Foundation
+import Logging
+import TernClient
+
+/// The executable `name` in the same folder as this one (`tern-chaos` next to `tern`), if there.
+public func siblingExecutable(_ name: String) -> String? {
+    let path = URL(fileURLWithPath: ternExecutable()).deletingLastPathComponent().appendingPathComponent(name).path
+    return FileManager.default.isExecutableFile(atPath: path) ? path : nil
+}
+
+/// This executable itself, for starting nodes as child processes.
+public func ternExecutable() -> String {
+    (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
+}
+
+/// A local group of `tern serve` processes.
+public final class LocalCluster: @unchecked Sendable {
+    public let ids: [String]
+    public let endpoints: [String]
+    public let dataRoot: String
+    public let extraArgs: [String]
+    /// Arguments for one node only (a chaos run's relays and fault file).
+    public let nodeArgs: @Sendable (String) -> [String]
+    public let logDirectory: String
+    /// The program each node runs, and the arguments before the node's own (`tern serve`).
+    public let executable: String
+    public let serveCommand: [String]
+    public private(set) var processes: [String: Process] = [:]
+
+    public init(nodes: Int, basePort: Int, dataRoot: String, extraArgs: [String] = [], ports: [Int]? = nil, logDirectory: String? = nil,
+         executable: String = ternExecutable(), serveCommand: [String] = ["serve"],
+         nodeArgs: @escaping @Sendable (String) -> [String] = { _ in [] }) {
+        self.executable = executable
+        self.serveCommand = serveCommand
+        ids = (1...nodes).map { "n\($0)" }
+        endpoints = (ports ?? (0..<nodes).map { basePort + $0 }).map { "127.0.0.1:\($0)" }
+        self.dataRoot = dataRoot
+        self.extraArgs = extraArgs
+        self.nodeArgs = nodeArgs
+        self.logDirectory = logDirectory ?? dataRoot + "/logs"
+    }
+
+    public var peers: String { zip(ids, endpoints).map { "\($0)=\($1)" }.joined(separator: ",") }
+
+    public func start(_ id: String) throws {
+        let k = ids.firstIndex(of: id)!
+        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = serveCommand + ["--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + extraArgs + nodeArgs(id)
+        let logPath = "\(logDirectory)/\(id).log"
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        processes[id] = p
+    }
+
+    public func startAll() throws { for id in ids { try start(id) } }
+
+    public func kill(_ id: String, signal sig: Int32 = SIGKILL) {
+        guard let p = processes[id] else { return }
+        Foundation.kill(p.processIdentifier, sig)
+        p.waitUntilExit()
+        processes[id] = nil
+    }
+
+    /// Sends a signal and leaves the process be (SIGSTOP, SIGCONT).
+    public func signal(_ id: String, _ sig: Int32) {
+        if let p = processes[id] { Foundation.kill(p.processIdentifier, sig) }
+    }
+
+    public var running: [String] { ids.filter { processes[$0]?.isRunning ?? false } }
+
+    /// Forgets a process that exited by itself (so that `start` may run it again).
+    public func reap(_ id: String) {
+        if let p = processes[id], !p.isRunning { processes[id] = nil }
+    }
+
+    /// The process id of a running node.
+    public func pid(_ id: String) -> Int32? { processes[id].map(\.processIdentifier) }
+
+    public func stopAll() {
+        for p in processes.values { p.terminate() }
+        for p in processes.values { p.waitUntilExit() }
+        processes = [:]
+    }
+}
+
+/// A port nothing listens on now (bind to 0, read it, close).
+public func freeLoopbackPort() -> Int {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = 0
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+public func waitForLeader(_ client: TernCluster, timeoutSeconds: Double = 30) async throws -> String {
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(timeoutSeconds)
+    while clock.now < deadline {
+        if let route = try? await client.queryRoute(), !route.leader.isEmpty {
+            return route.leader
+        }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw ValidationError("no leader within \(Int(timeoutSeconds)) s; see the node logs")
+}
+
+/// One line per event on standard error, with a millisecond UTC timestamp (failovers are
+/// read off these logs, and whole seconds hide them).
+public struct LineLogHandler: LogHandler {
+    let label: String
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+
+    public init(label: String, logLevel: Logger.Level) {
+        self.label = label
+        self.logLevel = logLevel
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var t = time_t(ts.tv_sec)
+        var parts = tm()
+        gmtime_r(&t, &parts)
+        let stamp = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, Int(ts.tv_nsec / 1_000_000))
+        FileHandle.standardError.write(Data("\(stamp) \(event.level) \(label): \(event.message)\n".utf8))
+    }
+}
+
+extension String {
+    /// Padded with spaces on the right to `n` characters (for tables).
+    public func padding(_ n: Int) -> String { count >= n ? self : self + String(repeating: " ", count: n - count) }
+}
+
+extension Duration {
+    public var seconds: Double { Double(components.seconds) + Double(components.attoseconds) / 1e18 }
+}

@@ -1,0 +1,166 @@
+// The flags of `tern serve`, shared by the production command and the chaos harness's node
+// (which adds its test-only flags beside them): parsing, the config file, and running a server
+// until SIGTERM or SIGINT. Flags given on the command line win over the config file, for every
+// setting; a value in either that does not parse is refused, naming the flag or the file line.
+import ArgumentParser
+import Foundation
+import Logging
+import TernRaft
+import TernServer
+import TernStorage
+
+extension IOBackendChoice: ExpressibleByArgument {
+    public init?(argument text: String) {
+        switch text {
+        case "auto": self = .auto
+        case "uring": self = .uring
+        case "posix": self = .posix
+        default: return nil
+        }
+    }
+}
+
+public struct ServeOptions: ParsableArguments {
+    @Option(help: "This node's id; must appear in --peers.") public var id: String?
+    @Option(help: "host:port to listen on, for clients and peers.") public var listen: String?
+    @Option(help: "Every member as id=host:port, comma separated.") public var peers: String?
+    @Option(help: "Data directory.") public var data: String?
+    @Option(help: "Storage backend: auto (io_uring, else POSIX, said in the log), uring or posix.") public var io: IOBackendChoice?
+    @Option(help: "Raft tick in milliseconds (election timeout: 10 to 20 ticks; heartbeat: 2).") public var tickMs: UInt64?
+    @Flag(help: "Create a topic (4 queues) on its first send.") public var autoCreateTopics = false
+    @Option(help: "Largest message body in bytes.") public var maxMessageBytes: Int?
+    @Option(help: "Commitlog segment size in MiB.") public var segmentMb: Int?
+    @Option(help: "An undecided transaction is first checked this long after it was stored (ms; default 6000).") public var transactionCheckFirstMs: UInt64?
+    @Option(help: "... then checked again every this long (ms; default 30000).") public var transactionCheckIntervalMs: UInt64?
+    @Option(help: "... at most this many times, then rolled back (default 15).") public var transactionMaxChecks: UInt32?
+    @Option(help: "A config file of `name = value` lines (the long flag names without dashes).") public var config: String?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).") public var logLevel: String?
+    @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
+    @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public var repair = false
+
+    public init() {}
+
+    /// The server's configuration and the log level, from the flags and the config file.
+    public func resolve() throws -> (ServerConfig, Logger.Level) {
+        let file = try config.map { try ConfigFile(path: $0) } ?? ConfigFile()
+        guard let id = id ?? file.string("id") else { throw ValidationError("--id is required") }
+        guard let listen = listen ?? file.string("listen") else { throw ValidationError("--listen is required") }
+        guard let peerText = peers ?? file.string("peers") else { throw ValidationError("--peers is required") }
+        guard let data = data ?? file.string("data") else { throw ValidationError("--data is required") }
+        guard parseEndpoint(listen) != nil else { throw ValidationError("--listen \(listen) is not host:port") }
+        let members = try parseMembers(peerText, flag: "--peers")
+        guard let own = members[NodeID(id)] else { throw ValidationError("--peers does not name this node (\(id))") }
+        guard own == listen else { throw ValidationError("--peers gives \(id) as \(own), but --listen is \(listen)") }
+
+        var cfg = ServerConfig(id: NodeID(id), listen: listen, peers: members, dataDirectory: data)
+        if let v = try io ?? file.value("io", as: IOBackendChoice.init(argument:), expected: "auto, uring or posix") { cfg.io = v }
+        if let t = try tickMs ?? file.value("tick-ms", as: { UInt64($0) }, expected: "a number of milliseconds") {
+            guard t >= 1 && t <= 10_000 else { throw ValidationError("tick-ms must be 1 to 10000 (got \(t))") }
+            cfg.tickMillis = t
+        }
+        cfg.autoCreateTopics = try autoCreateTopics || (file.value("auto-create-topics", as: Bool.init, expected: "true or false") ?? false)
+        if let m = try maxMessageBytes ?? file.value("max-message-bytes", as: { Int($0) }, expected: "a number of bytes") {
+            guard m >= 1 && m <= 64 << 20 else { throw ValidationError("max-message-bytes must be 1 to 67108864 (got \(m))") }
+            cfg.maxMessageBytes = m
+        }
+        if let m = try segmentMb ?? file.value("segment-mb", as: { Int($0) }, expected: "a number of MiB") {
+            guard m >= 8 && m <= 4096 else { throw ValidationError("segment-mb must be 8 to 4096 (got \(m))") }
+            cfg.segmentBytes = m << 20
+        }
+        if let v = try transactionCheckFirstMs ?? file.value("transaction-check-first-ms", as: { UInt64($0) }, expected: "a number of milliseconds") {
+            guard v >= 100 else { throw ValidationError("transaction-check-first-ms must be at least 100 (got \(v))") }
+            cfg.transactionCheckFirstMillis = v
+        }
+        if let v = try transactionCheckIntervalMs ?? file.value("transaction-check-interval-ms", as: { UInt64($0) }, expected: "a number of milliseconds") {
+            guard v >= 100 else { throw ValidationError("transaction-check-interval-ms must be at least 100 (got \(v))") }
+            cfg.transactionCheckIntervalMillis = v
+        }
+        if let v = try transactionMaxChecks ?? file.value("transaction-max-checks", as: { UInt32($0) }, expected: "a whole number") {
+            guard v >= 1 && v <= 1000 else { throw ValidationError("transaction-max-checks must be 1 to 1000 (got \(v))") }
+            cfg.transactionMaxChecks = v
+        }
+        cfg.lostDisk = lostDisk
+        cfg.repairCorruption = repair
+        let levelText = logLevel ?? file.string("log-level") ?? "info"
+        guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("log level \(levelText) is unknown (trace, debug, info, notice, warning, error, critical)") }
+        return (cfg, level)
+    }
+}
+
+/// "id=host:port,..." as a member map; a malformed item or a repeated id is refused.
+public func parseMembers(_ text: String, flag: String) throws -> [NodeID: String] {
+    var members: [NodeID: String] = [:]
+    for item in text.split(separator: ",") {
+        let kv = item.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
+        guard kv.count == 2, !kv[0].isEmpty, parseEndpoint(kv[1]) != nil else { throw ValidationError("\(flag): \(item) is not id=host:port") }
+        guard members[NodeID(kv[0])] == nil else { throw ValidationError("\(flag) names \(kv[0]) twice") }
+        members[NodeID(kv[0])] = kv[1]
+    }
+    return members
+}
+
+/// A `name = value` file (one per line, `#` starts a comment). Unknown names, repeated names and
+/// values that do not parse are refused with the file's path and the line number.
+public struct ConfigFile: Sendable {
+    public static let known: Set<String> = [
+        "id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level",
+        "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks",
+    ]
+    let path: String
+    var entries: [String: (value: String, line: Int)] = [:]
+
+    public init() { path = "" }
+
+    public init(path: String) throws {
+        guard let text = try? String(contentsOfFile: path, encoding: .utf8) else { throw ValidationError("cannot read config file \(path)") }
+        try self.init(path: path, text: text)
+    }
+
+    public init(path: String, text: String) throws {
+        self.path = path
+        for (n, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first.map(String.init) ?? ""
+            if line.allSatisfy({ $0 == " " || $0 == "\t" || $0 == "\r" }) { continue }
+            let parts = line.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespacesAndNewlines) }
+            guard parts.count == 2, !parts[0].isEmpty else { throw ValidationError("\(path):\(n + 1): expected name = value") }
+            guard ConfigFile.known.contains(parts[0]) else { throw ValidationError("\(path):\(n + 1): unknown setting \(parts[0])") }
+            if let earlier = entries[parts[0]] { throw ValidationError("\(path):\(n + 1): \(parts[0]) is set already on line \(earlier.line)") }
+            entries[parts[0]] = (parts[1], n + 1)
+        }
+    }
+
+    public func string(_ name: String) -> String? { entries[name]?.value }
+
+    /// The setting parsed by `parse`; nil when the file does not set it; an error naming the
+    /// line when it does not parse.
+    public func value<T>(_ name: String, as parse: (String) -> T?, expected: String) throws -> T? {
+        guard let (text, line) = entries[name] else { return nil }
+        guard let v = parse(text) else { throw ValidationError("\(path):\(line): \(name) = \(text): expected \(expected)") }
+        return v
+    }
+}
+
+/// Runs a server until SIGTERM or SIGINT stops it (after its disk writes in flight complete).
+/// Exit status 2 when it cannot start, 1 when it stopped on an error.
+public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
+    LoggingSystem.bootstrap { label in LineLogHandler(label: label, logLevel: level) }
+    let logger = Logger(label: "tern.\(cfg.id)")
+    let server = TernServer(config: cfg, logger: logger)
+    signal(SIGPIPE, SIG_IGN)
+    let signals = StopSignals([SIGTERM, SIGINT]) { sig in
+        logger.notice("signal \(sig): stopping")
+        server.stop()
+    }
+    defer { signals.cancel() }
+    do {
+        try server.start()
+    } catch {
+        logger.critical("cannot start: \(error)")
+        throw ExitCode(2)
+    }
+    do {
+        try server.wait()
+    } catch {
+        throw ExitCode(1)
+    }
+}
