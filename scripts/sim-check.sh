@@ -58,6 +58,7 @@ no-check-quorum 1-100 30
 apply-uncommitted 1-60 30
 lose-persisted-vote 1-800 10
 commit-earlier-term 1-1200 20
+heartbeat-commit-capped 1-10 30
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -47,13 +47,23 @@ struct ClusterUp: AsyncParsableCommand {
         tern_stdout_line_buffered()  // progress lines appear as they happen, also in a pipe
         guard nodes >= 1 && nodes <= 9 else { throw ValidationError("--nodes must be 1 to 9") }
         let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"])
+        // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
+        // stops the nodes too, never leaves them running without this process.
+        let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
+        let signals = demo ? nil : StopSignals([SIGINT, SIGTERM]) { requested.yield($0) }
+        defer { signals?.cancel() }
         try cluster.startAll()
         print("tern: \(nodes) nodes starting (data in \(data), logs in \(cluster.logDirectory))")
         for (id, e) in zip(cluster.ids, cluster.endpoints) { print("  \(id)  \(e)") }
         print("endpoints: \(cluster.endpoints.joined(separator: ","))")
-        let client = try TernCluster(endpoints: cluster.endpoints)
-        let leader = try await waitForLeader(client)
-        print("leader: \(leader)")
+        let client: TernCluster
+        do {
+            client = try TernCluster(endpoints: cluster.endpoints)
+            print("leader: \(try await waitForLeader(client))")
+        } catch {
+            cluster.stopAll()
+            throw error
+        }
         if demo {
             do {
                 try await runDemo(cluster: cluster, client: client)
@@ -74,7 +84,7 @@ struct ClusterUp: AsyncParsableCommand {
         print("      tern admin cluster status")
         print("Ctrl-C stops the cluster.")
         await client.shutdown()
-        _ = await StopSignals.first(of: [SIGINT, SIGTERM])
+        for await _ in stopRequests { break }
         print("\nstopping")
         cluster.stopAll()
         print("cluster stopped")

@@ -3,6 +3,7 @@
 import Foundation
 import Testing
 import TernClient
+import TernLauncher
 import TernProtocol
 
 /// The `tern` executable built next to the test bundle (or $TERN_BINARY).
@@ -18,64 +19,26 @@ func ternBinary() -> String? {
     return FileManager.default.isExecutableFile(atPath: fallback) ? fallback : nil
 }
 
-/// A port nothing listens on now: bind to port 0, read the port, close.
-func freePort() -> Int {
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    _ = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } }
-    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
-}
-
+/// Three `tern serve` nodes on free loopback ports, with data and logs in a fresh folder (a
+/// `LocalCluster`, the launcher `tern cluster up` and the chaos harness use too).
 final class TestCluster: @unchecked Sendable {
-    let binary: String
-    let ids = ["n1", "n2", "n3"]
-    let endpoints: [String]
+    let nodes: LocalCluster
     let root: String
-    var processes: [String: Process] = [:]
+    var ids: [String] { nodes.ids }
+    var endpoints: [String] { nodes.endpoints }
 
     init(binary: String) throws {
-        self.binary = binary
         var ports: Set<Int> = []
-        while ports.count < 3 { ports.insert(freePort()) }
-        endpoints = ports.sorted().map { "127.0.0.1:\($0)" }
+        while ports.count < 3 { ports.insert(freeLoopbackPort()) }
         root = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
+        nodes = LocalCluster(nodes: 3, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"], ports: ports.sorted(),
+                             logDirectory: root, executable: binary)
     }
 
-    var peers: String { zip(ids, endpoints).map { "\($0)=\($1)" }.joined(separator: ",") }
-
-    func start(_ id: String) throws {
-        let k = ids.firstIndex(of: id)!
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: binary)
-        p.arguments = ["serve", "--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(root)/\(id)", "--segment-mb", "16"]
-        let log = "\(root)/\(id).log"
-        if !FileManager.default.fileExists(atPath: log) { _ = FileManager.default.createFile(atPath: log, contents: nil) }
-        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: log))
-        handle.seekToEndOfFile()
-        p.standardOutput = handle
-        p.standardError = handle
-        try p.run()
-        processes[id] = p
-    }
-
-    func kill(_ id: String) {
-        guard let p = processes.removeValue(forKey: id) else { return }
-        Foundation.kill(p.processIdentifier, SIGKILL)
-        p.waitUntilExit()
-    }
-
-    func stop() {
-        for p in processes.values { p.terminate() }
-        for p in processes.values { p.waitUntilExit() }
-        processes = [:]
-    }
+    func start(_ id: String) throws { try nodes.start(id) }
+    func kill(_ id: String) { nodes.kill(id) }
+    func stop() { nodes.stopAll() }
 
     func logs() -> String {
         ids.map { id in "--- \(id)\n" + ((try? String(contentsOfFile: "\(root)/\(id).log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(30).joined(separator: "\n") }.joined(separator: "\n")

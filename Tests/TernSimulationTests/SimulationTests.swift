@@ -95,6 +95,21 @@ struct SimulationBrokerTests {
         #expect(result.faults["crash with a wiped disk", default: 0] > 0)
     }
 
+    // The idle phase (after the checks: clients silent, a follower killed and restarted) found
+    // that a follower restarted on an idle group stayed at commit 0 until the next write: a
+    // heartbeat's commit was capped at what it had verified since its restart. The planted bug
+    // keeps that rule.
+    @Test("idle phase: a follower restarted with nothing written reaches the leader's commit index (seed 1)")
+    func idleFollowerCatchesUp() {
+        var options = SimulationOptions(seed: 1)
+        options.seconds = 30
+        let fixed = Simulation.run(options)
+        #expect(fixed.ok, "\(fixed.violations)")
+        options.plantedBugs = .heartbeatCommitCapped
+        let planted = Simulation.run(options)
+        #expect(planted.violations.contains { $0.contains("idle liveness") }, "the planted rule escaped: \(planted.violations)")
+    }
+
     @Test("producers' messages are acknowledged and the consumer receives them")
     func workload() {
         var options = SimulationOptions(seed: 5)
