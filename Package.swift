@@ -33,11 +33,14 @@ let package = Package(
             linkerSettings: [.linkedLibrary("uring")]
         ),
         .target(name: "TernStorage", dependencies: ["CTernIO"], swiftSettings: strict),
-        // Raft as a pure state machine. It uses TernStorage only for the entry type and its
-        // error; it never opens a file itself (the log arrives through the RaftLog protocol).
-        .target(name: "TernRaft", dependencies: ["TernStorage"], swiftSettings: strict),
-        // Wire frames shared by server, client and peers: bounded, versioned, never trapping on input.
-        .target(name: "TernProtocol", dependencies: ["CTernIO", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
+        // Raft as a pure state machine on the standard library alone: its own entry and log-error
+        // types; the log arrives through the RaftLog protocol (the node adapts the commitlog).
+        .target(name: "TernRaft", dependencies: [], swiftSettings: strict),
+        // Wire frames and bodies shared by server, client and peers (the Raft messages' codec
+        // included): bounded, versioned, never trapping on input; no NIO.
+        .target(name: "TernProtocol", dependencies: ["CTernIO", "TernRaft"], swiftSettings: strict),
+        // The frame decoder and encoder for SwiftNIO pipelines (server, client, peer links).
+        .target(name: "TernProtocolNIO", dependencies: ["TernProtocol", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         // The broker: a pure state machine over committed entries (topics, consume queues,
         // offsets, producer dedupe, consumer groups).
         .target(name: "TernBroker", dependencies: ["TernStorage", "TernProtocol"], swiftSettings: strict),
@@ -45,14 +48,14 @@ let package = Package(
         .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage", "TernBroker", "TernProtocol"], swiftSettings: strict),
         // The real shell: NIO sockets, the storage thread, timers, peer links, config.
         .target(name: "TernServer", dependencies: [
-            "TernNode", "TernProtocol", "TernStorage", "TernRaft", "CTernIO",
+            "TernNode", "TernProtocol", "TernProtocolNIO", "TernStorage", "TernRaft", "CTernIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         // The Swift SDK: producers, consumers, leader discovery.
         .target(name: "TernClient", dependencies: [
-            "TernProtocol",
+            "TernProtocol", "TernProtocolNIO",
             .product(name: "NIOCore", package: "swift-nio"),
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
@@ -98,8 +101,8 @@ let package = Package(
         ),
         .testTarget(name: "CTernIOTests", dependencies: ["CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
-        .testTarget(name: "TernRaftTests", dependencies: ["TernRaft", "TernStorage"], swiftSettings: strict),
-        .testTarget(name: "TernProtocolTests", dependencies: ["TernProtocol"], swiftSettings: strict),
+        .testTarget(name: "TernRaftTests", dependencies: ["TernRaft"], swiftSettings: strict),
+        .testTarget(name: "TernProtocolTests", dependencies: ["TernProtocol", "TernProtocolNIO", "TernRaft"], swiftSettings: strict),
         .testTarget(name: "TernBrokerTests", dependencies: ["TernBroker", "TernProtocol", "TernStorage"], swiftSettings: strict),
         .testTarget(name: "TernNodeTests", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"], swiftSettings: strict),
         // Three real `tern serve` processes; needs the `tern` executable built next to the tests.

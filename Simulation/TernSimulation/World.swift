@@ -124,7 +124,9 @@ struct FaultMix: CustomStringConvertible {
 
 enum Event {
     case tick(Int)
-    case deliver(Message)
+    /// A Raft message in flight, as the bytes the peer codec made of it (decoded on arrival, as
+    /// the server does, so the codec runs under every fault).
+    case deliver(to: Int, bytes: [UInt8])
     case diskDone(node: Int, batch: UInt64, incarnation: Int)
     case crash(Int)
     case crashNow(Int)
@@ -508,11 +510,18 @@ public final class World {
             }
             mixDigest(1, now, UInt64(k))
             run(node) { () throws(StorageError) in try n.tick(now: millis) }
-        case .deliver(let m):
-            let node = nodes[index(of: m.to)]
+        case .deliver(let to, let bytes):
+            let node = nodes[to]
             guard let n = node.node else { return }
             if now < node.pausedUntil {
-                schedule(.deliver(m), after: node.pausedUntil - now)
+                schedule(event, after: node.pausedUntil - now)
+                return
+            }
+            let m: Message
+            do {
+                m = try PeerCodec.decode(bytes)
+            } catch {
+                checker.violations.append("peer codec: a message to \(node.id) does not decode: \(error)")
                 return
             }
             mixDigest(2, now, UInt64(index(of: m.from)), UInt64(node.index), m.term, kindCode(m.kind))
@@ -737,8 +746,9 @@ public final class World {
             latency += 50_000 + below(1_450_000)
             count("delay spike")
         }
-        schedule(.deliver(m), after: latency)
-        if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(m), after: latency + below(10_000)) }
+        let bytes = PeerCodec.encode(m)
+        schedule(.deliver(to: to, bytes: bytes), after: latency)
+        if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(to: to, bytes: bytes), after: latency + below(10_000)) }
     }
 
     /// Client links: latency and loss, no partitions (a lost request or reply times out at the client).

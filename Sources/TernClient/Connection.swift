@@ -3,6 +3,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import TernProtocol
+import TernProtocolNIO
 
 /// Why a call failed: the broker's error answer, or no answer at all.
 ///

@@ -5,7 +5,48 @@
 import TernRaft
 import TernStorage
 
-extension Commitlog: RaftLog {}
+/// The commitlog as Raft's log: entries converted between the two types (their bodies are
+/// shared, not copied), storage errors carried through Raft as `LogFailure` and turned back into
+/// `StorageError` by `Replica`.
+final class CommitlogRaftLog: RaftLog {
+    let log: Commitlog
+    init(_ log: Commitlog) { self.log = log }
+
+    var firstIndex: UInt64 { log.firstIndex }
+    var lastIndex: UInt64 { log.lastIndex }
+    var durableIndex: UInt64 { log.durableIndex }
+
+    func term(at index: UInt64) throws(LogFailure) -> UInt64? {
+        do { return try log.term(at: index) } catch { throw LogFailure(error) }
+    }
+
+    func read(from index: UInt64, maxBytes: Int) throws(LogFailure) -> [Entry] {
+        do {
+            return try log.read(from: index, maxBytes: maxBytes).map { Entry(index: $0.index, term: $0.term, type: $0.type, body: $0.body) }
+        } catch {
+            throw LogFailure(error)
+        }
+    }
+
+    func append(_ entries: [Entry]) throws(LogFailure) {
+        do { try log.append(entries.map { LogEntry(index: $0.index, term: $0.term, type: $0.type, body: $0.body) }) } catch { throw LogFailure(error) }
+    }
+
+    func truncate(after index: UInt64) throws(LogFailure) {
+        do { try log.truncate(after: index) } catch { throw LogFailure(error) }
+    }
+}
+
+/// Runs a Raft call, turning a log failure back into the storage error under it.
+@inline(__always)
+func storage<T>(_ body: () throws(LogFailure) -> T) throws(StorageError) -> T {
+    do {
+        return try body()
+    } catch {
+        if let e = error.underlying as? StorageError { throw e }
+        throw StorageError(.failed, "Raft's log failed: \(error)")
+    }
+}
 
 /// What a replica asks its driver to do after an input, in this order: send `messages`, then
 /// apply `apply` (committed entries, in index order). The hard state was already made durable.
@@ -41,26 +82,30 @@ public final class Replica {
             try stateFile.write(hardState)
         }
         if config.plantedBugs.contains(.losePersistedVote) { hardState.vote = nil }
-        raft = Raft(config: config, log: log, hardState: hardState, appliedIndex: 0, seed: seed)
+        raft = Raft(config: config, log: CommitlogRaftLog(log), hardState: hardState, appliedIndex: 0, seed: seed)
     }
 
-    public func tick(_ count: Int = 1) throws(StorageError) -> ReplicaOutput { try process(raft.tick(count)) }
+    public func tick(_ count: Int = 1) throws(StorageError) -> ReplicaOutput {
+        try process(storage { () throws(LogFailure) in try raft.tick(count) })
+    }
 
-    public func receive(_ m: Message) throws(StorageError) -> ReplicaOutput { try process(raft.step(m)) }
+    public func receive(_ m: Message) throws(StorageError) -> ReplicaOutput {
+        try process(storage { () throws(LogFailure) in try raft.step(m) })
+    }
 
     public func propose(_ entries: [(type: UInt8, body: [UInt8])]) throws(StorageError) -> (ProposeResult, ReplicaOutput) {
-        let (result, effects) = try raft.propose(entries)
+        let (result, effects) = try storage { () throws(LogFailure) in try raft.propose(entries) }
         return (result, try process(effects))
     }
 
     public func transferLeadership(to target: NodeID) throws(StorageError) -> ReplicaOutput {
-        try process(raft.transferLeadership(to: target))
+        try process(storage { () throws(LogFailure) in try raft.transferLeadership(to: target) })
     }
 
     /// The device reported batches done: advance the log and let Raft acknowledge.
     public func diskCompleted() throws(StorageError) -> ReplicaOutput {
         try log.pump(wait: false)
-        return try process(raft.persisted())
+        return try process(storage { () throws(LogFailure) in try raft.persisted() })
     }
 
     private func process(_ effects: Effects) throws(StorageError) -> ReplicaOutput {

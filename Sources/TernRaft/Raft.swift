@@ -11,7 +11,6 @@
 //
 // Invariants: commitIndex <= log.lastIndex; a follower acknowledges index i only when its log
 // matches the current leader's through i and i <= log.durableIndex.
-import TernStorage
 
 public struct RaftConfig: Sendable {
     public var id: NodeID
@@ -137,7 +136,7 @@ public final class Raft {
     /// delivers every tick that fell due in one call, before any message that queued meanwhile:
     /// a leader then sees its lease gone and a quorum check missed, as if it had ticked through
     /// the pause one tick at a time (docs/raft.md, "Time").
-    public func tick(_ count: Int = 1) throws(StorageError) -> Effects {
+    public func tick(_ count: Int = 1) throws(LogFailure) -> Effects {
         precondition(count >= 1, "tick count \(count) must be positive")
         ticks += UInt64(count)
         switch role {
@@ -170,21 +169,21 @@ public final class Raft {
     }
 
     /// Handles a message from a peer.
-    public func step(_ m: Message) throws(StorageError) -> Effects {
+    public func step(_ m: Message) throws(LogFailure) -> Effects {
         precondition(m.to == id, "message for \(m.to) stepped into \(id)")
         try handle(m)
         return finish()
     }
 
     /// Appends entries with the given types and bodies, if this node leads.
-    public func propose(_ entries: [(type: UInt8, body: [UInt8])]) throws(StorageError) -> (ProposeResult, Effects) {
+    public func propose(_ entries: [(type: UInt8, body: [UInt8])]) throws(LogFailure) -> (ProposeResult, Effects) {
         guard role == .leader else { return (.notLeader(leader: leader, term: term), finish()) }
         guard transferTarget == nil else { return (.transferring, finish()) }
         let first = log.lastIndex + 1
         var index = first
-        let made = entries.map { e -> LogEntry in
+        let made = entries.map { e -> Entry in
             defer { index += 1 }
-            return LogEntry(index: index, term: term, type: e.type, body: e.body)
+            return Entry(index: index, term: term, type: e.type, body: e.body)
         }
         try appendToLog(made)
         try broadcastAppend()
@@ -193,7 +192,7 @@ public final class Raft {
     }
 
     /// The log's durable index may have moved: acknowledge what is now on disk.
-    public func persisted() throws(StorageError) -> Effects {
+    public func persisted() throws(LogFailure) -> Effects {
         if role == .leader {
             try maybeCommit()
         } else if ackOwed, let leader {
@@ -211,7 +210,7 @@ public final class Raft {
 
     /// Hands leadership to `target`: replicate until it is caught up, then tell it to campaign.
     /// Proposals are refused meanwhile; the transfer is abandoned after an election timeout.
-    public func transferLeadership(to target: NodeID) throws(StorageError) -> Effects {
+    public func transferLeadership(to target: NodeID) throws(LogFailure) -> Effects {
         guard role == .leader, target != id, progress[target] != nil else { return finish() }
         transferTarget = target
         transferElapsed = 0
@@ -267,7 +266,7 @@ public final class Raft {
         resetElectionTimer()
     }
 
-    private func campaign(transfer: Bool) throws(StorageError) {
+    private func campaign(transfer: Bool) throws(LogFailure) {
         if config.preVote && !transfer {
             role = .preCandidate
             out.role = .preCandidate
@@ -282,7 +281,7 @@ public final class Raft {
         }
     }
 
-    private func becomeCandidate(transfer: Bool) throws(StorageError) {
+    private func becomeCandidate(transfer: Bool) throws(LogFailure) {
         setTerm(term + 1)
         vote = id
         out.hardState = hardState
@@ -298,7 +297,7 @@ public final class Raft {
 
     /// A (pre-)candidate asks again the members that have not answered: requests get lost, and
     /// the paper's RPCs are retried. Same term, so a member that already voted answers the same.
-    private func resendVoteRequests() throws(StorageError) {
+    private func resendVoteRequests() throws(LogFailure) {
         let (lastIndex, lastTerm) = try lastEntry()
         for peer in peers where votes[peer] == nil {
             if role == .preCandidate {
@@ -309,7 +308,7 @@ public final class Raft {
         }
     }
 
-    private func becomeLeader() throws(StorageError) {
+    private func becomeLeader() throws(LogFailure) {
         role = .leader
         out.role = .leader
         leader = id
@@ -319,24 +318,24 @@ public final class Raft {
         progress = [:]
         for peer in peers { progress[peer] = Progress(next: log.lastIndex + 1) }
         termStartIndex = log.lastIndex + 1
-        try appendToLog([LogEntry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
+        try appendToLog([Entry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
         try broadcastAppend()
         try maybeCommit()
     }
 
     /// Term of entry `index`, 0 for index 0 (before the log), nil when the log lacks it.
-    private func termAt(_ index: UInt64) throws(StorageError) -> UInt64? {
+    private func termAt(_ index: UInt64) throws(LogFailure) -> UInt64? {
         index == 0 ? 0 : try log.term(at: index)
     }
 
-    private func lastEntry() throws(StorageError) -> (UInt64, UInt64) {
+    private func lastEntry() throws(LogFailure) -> (UInt64, UInt64) {
         let last = log.lastIndex
         return (last, try termAt(last) ?? 0)
     }
 
     // MARK: Messages
 
-    private func handle(_ m: Message) throws(StorageError) {
+    private func handle(_ m: Message) throws(LogFailure) {
         if rejoining { noteTermHeard(m) }
         // Votes: a member that heard from a leader within the election timeout ignores them
         // (unless the leader itself asked for the election by TimeoutNow), so a partitioned
@@ -514,13 +513,13 @@ public final class Raft {
         }
     }
 
-    private func isUpToDate(lastIndex: UInt64, lastTerm: UInt64) throws(StorageError) -> Bool {
+    private func isUpToDate(lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) -> Bool {
         if bugs.contains(.voteWithoutLogCheck) { return true }
         let (myIndex, myTerm) = try lastEntry()
         return lastTerm > myTerm || (lastTerm == myTerm && lastIndex >= myIndex)
     }
 
-    private func handleAppend(from leader: NodeID, prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64) throws(StorageError) {
+    private func handleAppend(from leader: NodeID, prevIndex: UInt64, prevTerm: UInt64, entries: [Entry], commit: UInt64) throws(LogFailure) {
         if prevIndex < commitIndex {
             // Everything up to the commit index matches already; skip what is below it.
             let skip = Int(min(UInt64(entries.count), commitIndex - prevIndex))
@@ -605,7 +604,7 @@ public final class Raft {
 
     /// First index in the log whose term is `t`, searching back from `index` (terms never
     /// decrease along the log, so a binary search).
-    private func firstIndex(ofTerm t: UInt64, atOrBefore index: UInt64) throws(StorageError) -> UInt64 {
+    private func firstIndex(ofTerm t: UInt64, atOrBefore index: UInt64) throws(LogFailure) -> UInt64 {
         var lo = max(log.firstIndex, commitIndex + 1), hi = index
         if lo > hi { return hi }
         while lo < hi {
@@ -616,7 +615,7 @@ public final class Raft {
     }
 
     /// Last index at or before `index` whose term is `t`, nil when the leader has no such entry.
-    private func lastIndex(ofTerm t: UInt64, atOrBefore index: UInt64) throws(StorageError) -> UInt64? {
+    private func lastIndex(ofTerm t: UInt64, atOrBefore index: UInt64) throws(LogFailure) -> UInt64? {
         var lo = log.firstIndex, hi = min(index, log.lastIndex)
         guard lo <= hi else { return nil }
         // Largest i in [lo, hi] with term(i) <= t.
@@ -630,7 +629,7 @@ public final class Raft {
 
     // MARK: Leader
 
-    private func tickLeader(_ count: Int) throws(StorageError) {
+    private func tickLeader(_ count: Int) throws(LogFailure) {
         heartbeatElapsed += count
         electionElapsed += count
         if heartbeatElapsed >= config.heartbeatIntervalTicks {
@@ -665,13 +664,13 @@ public final class Raft {
         }
     }
 
-    private func broadcastAppend() throws(StorageError) {
+    private func broadcastAppend() throws(LogFailure) {
         for peer in peers { try sendAppend(to: peer) }
     }
 
     /// Probe state: one append (possibly empty) until it is answered. Replicate state: appends
     /// until the window is full or the follower has everything.
-    private func sendAppend(to peer: NodeID) throws(StorageError) {
+    private func sendAppend(to peer: NodeID) throws(LogFailure) {
         guard var pr = progress[peer] else { return }
         defer { progress[peer] = pr }
         while true {
@@ -691,7 +690,7 @@ public final class Raft {
         }
     }
 
-    private func maybeCommit() throws(StorageError) {
+    private func maybeCommit() throws(LogFailure) {
         guard role == .leader else { return }
         let own = bugs.contains(.ackBeforeFsync) ? log.lastIndex : log.durableIndex
         var matches = peers.map { progress[$0]!.match }
@@ -711,7 +710,7 @@ public final class Raft {
 
     // MARK: Output
 
-    private func appendToLog(_ entries: [LogEntry]) throws(StorageError) {
+    private func appendToLog(_ entries: [Entry]) throws(LogFailure) {
         try log.append(entries)
     }
 

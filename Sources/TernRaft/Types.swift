@@ -1,6 +1,30 @@
-// Values that cross the Raft state machine's boundary: node ids, messages, the hard state, the
-// log it reads and appends through, and the effects each step returns.
-import TernStorage
+// Values that cross the Raft state machine's boundary: node ids, entries, messages, the hard
+// state, the log it reads and appends through (and how that log fails), and the effects each
+// step returns. TernRaft depends on no other target: the node adapts the commitlog to `RaftLog`.
+
+/// One log entry as Raft sees it. `type` and `body` are opaque here, except the types Raft
+/// writes itself (`RaftEntryType`).
+public struct Entry: Equatable, Sendable {
+    public var index: UInt64
+    public var term: UInt64
+    public var type: UInt8
+    public var body: [UInt8]
+
+    public init(index: UInt64, term: UInt64, type: UInt8 = 0, body: [UInt8]) {
+        self.index = index
+        self.term = term
+        self.type = type
+        self.body = body
+    }
+}
+
+/// The log could not be read or written. Raft stops at once and passes it on; the node turns it
+/// back into its storage error (`underlying`) and fails stop.
+public struct LogFailure: Error, Sendable, CustomStringConvertible {
+    public var underlying: any Error & Sendable
+    public init(_ underlying: any Error & Sendable) { self.underlying = underlying }
+    public var description: String { "\(underlying)" }
+}
 
 /// A member of the Raft group. Ordered, so that every iteration over members has one order.
 public struct NodeID: Hashable, Comparable, Sendable, CustomStringConvertible, ExpressibleByStringLiteral {
@@ -46,7 +70,7 @@ public struct Message: Equatable, Sendable, CustomStringConvertible {
         case vote(lastIndex: UInt64, lastTerm: UInt64, transfer: Bool)
         case voteResponse(granted: Bool)
         /// Entries after `prevIndex`; `commit` is the leader's commit index.
-        case append(prevIndex: UInt64, prevTerm: UInt64, entries: [LogEntry], commit: UInt64)
+        case append(prevIndex: UInt64, prevTerm: UInt64, entries: [Entry], commit: UInt64)
         /// success: the follower's log matches the leader's through `index` and has it on disk.
         /// failure: `index` is the rejected `prevIndex`; the hint is where the follower's log
         /// diverges: the first index of its conflicting term `hintTerm`, or, with `hintTerm` 0,
@@ -96,10 +120,10 @@ public protocol RaftLog: AnyObject {
     var lastIndex: UInt64 { get }
     var durableIndex: UInt64 { get }
     /// Term of entry `index`; 0 for index 0; nil when the entry is not in the log.
-    func term(at index: UInt64) throws(StorageError) -> UInt64?
-    func read(from index: UInt64, maxBytes: Int) throws(StorageError) -> [LogEntry]
-    func append(_ entries: [LogEntry]) throws(StorageError)
-    func truncate(after index: UInt64) throws(StorageError)
+    func term(at index: UInt64) throws(LogFailure) -> UInt64?
+    func read(from index: UInt64, maxBytes: Int) throws(LogFailure) -> [Entry]
+    func append(_ entries: [Entry]) throws(LogFailure)
+    func truncate(after index: UInt64) throws(LogFailure)
 }
 
 /// What one step asks the caller to do, in this order:

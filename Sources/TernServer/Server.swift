@@ -15,6 +15,7 @@ import NIOCore
 import NIOPosix
 import TernNode
 import TernProtocol
+import TernProtocolNIO
 import TernRaft
 import TernStorage
 

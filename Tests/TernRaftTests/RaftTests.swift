@@ -1,5 +1,4 @@
 import Testing
-import TernStorage
 @testable import TernRaft
 
 // Tests named after the Raft paper's sections (Ongaro & Ousterhout, "In Search of an
@@ -331,7 +330,7 @@ struct RejoinRegressionTests {
         _ = try raft.step(Message(from: "n2", to: "n3", term: 4, kind: .termQueryResponse))
         // The new leader of term 5 sends its log: entries of term 1 and its term-5 no-op at 3,
         // but it has committed only through 2 (its no-op is not committed yet).
-        let entries = [LogEntry(index: 1, term: 1, body: []), LogEntry(index: 2, term: 1, body: []), LogEntry(index: 3, term: 5, type: RaftEntryType.noop, body: [])]
+        let entries = [Entry(index: 1, term: 1, body: []), Entry(index: 2, term: 1, body: []), Entry(index: 3, term: 5, type: RaftEntryType.noop, body: [])]
         _ = try raft.step(Message(from: "n1", to: "n3", term: 5, kind: .append(prevIndex: 0, prevTerm: 0, entries: entries, commit: 2)))
         #expect(raft.rejoining, "commit 2 is of term 1: the leader may not know how far term 1 committed")
         _ = try raft.step(Message(from: "n1", to: "n3", term: 5, kind: .heartbeat(commit: 3, context: 1)))

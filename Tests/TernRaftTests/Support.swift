@@ -1,17 +1,16 @@
-import TernStorage
 @testable import TernRaft
 
 /// An in-memory RaftLog. Appends are durable only when `persist()` says so (or at once with
 /// `autoPersist`), so tests can hold a node's fsync back.
 final class MemoryLog: RaftLog {
-    var entries: [LogEntry] = []
+    var entries: [Entry] = []
     var durableIndex: UInt64 = 0
     var autoPersist = true
     var firstIndex: UInt64 { 1 }
     var lastIndex: UInt64 { entries.last?.index ?? 0 }
 
     init(terms: [UInt64] = []) {
-        for (k, t) in terms.enumerated() { entries.append(LogEntry(index: UInt64(k + 1), term: t, body: [])) }
+        for (k, t) in terms.enumerated() { entries.append(Entry(index: UInt64(k + 1), term: t, body: [])) }
         durableIndex = lastIndex
     }
 
@@ -20,9 +19,9 @@ final class MemoryLog: RaftLog {
         guard index <= lastIndex else { return nil }
         return entries[Int(index - 1)].term
     }
-    func read(from index: UInt64, maxBytes: Int) -> [LogEntry] {
+    func read(from index: UInt64, maxBytes: Int) -> [Entry] {
         guard index >= 1, index <= lastIndex else { return [] }
-        var out: [LogEntry] = []
+        var out: [Entry] = []
         var used = 0
         for e in entries[Int(index - 1)...] {
             if !out.isEmpty && used + e.body.count + 40 > maxBytes { break }
@@ -31,7 +30,7 @@ final class MemoryLog: RaftLog {
         }
         return out
     }
-    func append(_ new: [LogEntry]) {
+    func append(_ new: [Entry]) {
         for e in new {
             precondition(e.index == lastIndex + 1, "non-contiguous append")
             entries.append(e)

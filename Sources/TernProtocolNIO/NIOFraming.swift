@@ -2,6 +2,7 @@
 // that turns bytes into `Frame`s (or a `FrameError`, after which the connection is answered and
 // closed) and an encoder into a `ByteBuffer`.
 import NIOCore
+import TernProtocol
 
 /// Decodes frames. A bad header raises `FrameError` through the pipeline; the handler after it
 /// answers with `ErrorBody.badFrameResponse` and closes.

@@ -1,8 +1,6 @@
 // Raft messages on the wire between members (opcode `raft`, one way). Layout: from, to (strings),
 // term u64, kind u8, then the kind's fields; entries as index u64, term u64, type u8, body blob.
-import TernProtocol
 import TernRaft
-import TernStorage
 
 public enum PeerCodec {
     public static func encode(_ m: Message) -> [UInt8] {
@@ -55,10 +53,10 @@ public enum PeerCodec {
         case 5:
             let p = try r.u64(), pt = try r.u64(), c = try r.u64()
             let n = try r.u32("entry count")
-            var entries: [LogEntry] = []
+            var entries: [Entry] = []
             entries.reserveCapacity(Int(min(n, 65536)))
             for _ in 0..<n {
-                entries.append(LogEntry(index: try r.u64(), term: try r.u64(), type: try r.u8(), body: try r.blob("entry body")))
+                entries.append(Entry(index: try r.u64(), term: try r.u64(), type: try r.u8(), body: try r.blob("entry body")))
             }
             kind = .append(prevIndex: p, prevTerm: pt, entries: entries, commit: c)
         case 6: kind = .appendResponse(success: try r.bool(), index: try r.u64(), hintIndex: try r.u64(), hintTerm: try r.u64())
