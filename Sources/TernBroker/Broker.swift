@@ -164,7 +164,12 @@ public final class Broker {
 
     // MARK: Applying entries
 
-    public func apply(index: UInt64, type: UInt8, body: [UInt8]) -> ApplyOutcome {
+    /// Applies committed entry `index`. Throws `CorruptEntry` when the entry's envelope (what the
+    /// leader encoded: the store timestamp and send header, an admin command, an offset commit,
+    /// ...) does not decode or its type is unknown: a committed entry is never skipped, and the
+    /// node fails stop. Client content inside a send that fails validation is not corruption:
+    /// every replica refuses it the same way (`.failed`).
+    public func apply(index: UInt64, type: UInt8, body: [UInt8]) throws(CorruptEntry) -> ApplyOutcome {
         precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
         appliedIndex = index
         do {
@@ -198,12 +203,15 @@ public final class Broker {
                     }
                 }
                 return .done
-            default: return .none
+            case let t where t < BrokerEntryType.firstBrokerType:
+                return .none  // Raft's own entries (the no-op of each term)
+            default:
+                throw CorruptEntry(index: index, type: type, reason: "the entry type is unknown to this broker")
             }
+        } catch let error as CorruptEntry {
+            throw error
         } catch {
-            // The leader validated the body before proposing it; a malformed one can only come
-            // from a bug, and every replica refuses it the same way.
-            return .failed(ErrorBody(code: BrokerError.badRequest, message: "entry \(index): \(error.description)"))
+            throw CorruptEntry(index: index, type: type, reason: "\(error)")
         }
     }
 

@@ -5,6 +5,8 @@ import TernProtocol
 /// Entry types of the broker (Raft's own start below 16).
 public enum BrokerEntryType {
     /// Topic create / delete: `AdminCommand`.
+    /// Types below this are Raft's own (docs/raft.md); the broker applies none of them.
+    public static let firstBrokerType: UInt8 = 16
     public static let admin: UInt8 = 16
     /// Messages for one queue: store timestamp u64, then a send request body as the client sent it.
     public static let messages: UInt8 = 17
@@ -300,4 +302,18 @@ public struct MessageIDList: Equatable, Sendable {
         try r.finish("message id list")
         return MessageIDList(ids: ids)
     }
+}
+
+/// A committed entry that does not decode: corruption or a bug, never skipped. The node turns it
+/// into a storage corruption error and stops.
+public struct CorruptEntry: Error, Sendable, CustomStringConvertible {
+    public var index: UInt64
+    public var type: UInt8
+    public var reason: String
+    public init(index: UInt64, type: UInt8, reason: String) {
+        self.index = index
+        self.type = type
+        self.reason = reason
+    }
+    public var description: String { "committed entry \(index) (type \(type)) does not decode: \(reason)" }
 }

@@ -627,7 +627,12 @@ public final class Node {
         var checksQueued = false
         for entry in r.apply {
             lastAppliedTerm = entry.term
-            let outcome = broker.apply(index: entry.index, type: entry.type, body: entry.body)
+            let outcome: ApplyOutcome
+            do {
+                outcome = try broker.apply(index: entry.index, type: entry.type, body: entry.body)
+            } catch {
+                throw StorageError(.corruption, "\(error); the node stops rather than skip it")
+            }
             if case .sent = outcome { touched = true }
             if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.transactionEnd { touched = true }
             if case .checks(let ids) = outcome, isLeader {
@@ -640,7 +645,9 @@ public final class Node {
                     checksQueued = true
                 }
             }
-            if entry.type == BrokerEntryType.receive, isLeader, let e = try? ReceiveEntry.decode(entry.body) {
+            if entry.type == BrokerEntryType.receive, isLeader {
+                // It decoded a moment ago in `apply`.
+                guard let e = try? ReceiveEntry.decode(entry.body) else { preconditionFailure("receive entry \(entry.index) applied but does not decode") }
                 for q in e.queues {
                     for o in q.offsets { receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: QueueRef(topic: e.topic, queueID: q.queueID), offset: o)) }
                 }

@@ -29,7 +29,12 @@ struct Harness {
         log.next += 1
         log.bodies[index] = body
         entries.append((index, type, body))
-        return broker.apply(index: index, type: type, body: body)
+        do {
+            return try broker.apply(index: index, type: type, body: body)
+        } catch {
+            Issue.record("entry \(index) refused as corrupt: \(error)")
+            return .none
+        }
     }
 
     @discardableResult
@@ -44,6 +49,18 @@ struct Harness {
 
 @Suite("Broker: state machine over entries")
 struct BrokerTests {
+    @Test("a committed entry that does not decode is corruption: thrown, never skipped; Raft's no-op applies as nothing")
+    func corruptEntriesStop() throws {
+        let h = Harness()
+        #expect(try h.broker.apply(index: 1, type: 1, body: []) == .none)
+        #expect(throws: CorruptEntry.self) { try h.broker.apply(index: 2, type: BrokerEntryType.admin, body: [0xFF, 0x01]) }
+        #expect(throws: CorruptEntry.self) { try h.broker.apply(index: 3, type: BrokerEntryType.offsets, body: [1, 2, 3]) }
+        #expect(throws: CorruptEntry.self) { try h.broker.apply(index: 4, type: BrokerEntryType.messages, body: [0, 0, 0]) }
+        #expect { try h.broker.apply(index: 5, type: 99, body: []) } throws: { "\($0)".contains("entry 5 (type 99)") }
+        // The entry stays applied (the index moved): the node stops; it does not retry or skip.
+        #expect(h.broker.appliedIndex == 5)
+    }
+
     @Test("a send is indexed in its queue; a pull returns it with its id, offset and store time")
     func sendAndPull() throws {
         var h = Harness()
@@ -213,7 +230,7 @@ struct BrokerTests {
             }
         }
         let copy = Broker(config: BrokerConfig(), source: h.log)
-        for (i, t, b) in h.entries { _ = copy.apply(index: i, type: t, body: b) }
+        for (i, t, b) in h.entries { _ = try copy.apply(index: i, type: t, body: b) }
         #expect(copy.topicList() == h.broker.topicList())
         #expect(copy.offsets == h.broker.offsets)
         for q in 0..<3 as Range<UInt32> {
