@@ -185,10 +185,10 @@ struct SendRetrier {
             return response
         case .failure(let e):
             switch e.code {
-            case BrokerError.notLeader:
+            case ErrorCode.notLeader:
                 guess = world.leaderHint(e)
                 outstanding!.retryNow = true
-            case BrokerError.busy, BrokerError.topicNotFound:
+            case ErrorCode.busy, ErrorCode.topicNotFound:
                 outstanding!.retryNow = true
             default:
                 world.messages.fail("\(who): send refused: \(e)")
@@ -347,9 +347,9 @@ final class SimConsumer: SimClient {
         guard let o = outstanding, r.to.requestID == o.requestID else { return }
         outstanding = nil
         guard case .success(let body) = r.result else {
-            if case .failure(let e) = r.result, e.code == BrokerError.notLeader {
+            if case .failure(let e) = r.result, e.code == ErrorCode.notLeader {
                 leaderGuess = world.leaderHint(e)
-            } else if case .failure(let e) = r.result, e.code != BrokerError.busy && e.code != BrokerError.topicNotFound {
+            } else if case .failure(let e) = r.result, e.code != ErrorCode.busy && e.code != ErrorCode.topicNotFound {
                 world.messages.fail("consumer: \(e)")
             }
             return

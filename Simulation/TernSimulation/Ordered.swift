@@ -179,7 +179,7 @@ final class SimOrderlyConsumer: SimClient {
         guard let o = outstanding, r.to.requestID == o.requestID else { return }
         outstanding = nil
         guard case .success(let body) = r.result else {
-            if case .failure(let e) = r.result, e.code == BrokerError.notLeader {
+            if case .failure(let e) = r.result, e.code == ErrorCode.notLeader {
                 leaderGuess = world.leaderHint(e)
             }
             return

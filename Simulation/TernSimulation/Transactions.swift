@@ -163,7 +163,7 @@ final class SimTransactionProducer: SimClient {
         if r.opcode == Opcode.pollTransactionChecks.rawValue {
             guard let p = poll, r.to.requestID == p.requestID else { return }
             poll = nil
-            if case .failure(let e) = r.result, e.code == BrokerError.notLeader { leaderGuess = world.leaderHint(e) }
+            if case .failure(let e) = r.result, e.code == ErrorCode.notLeader { leaderGuess = world.leaderHint(e) }
             guard case .success(let bytes) = r.result, let list = try? MessageList.decode(bytes) else { return }
             for m in list.messages {
                 let b = String(decoding: m.message.body, as: UTF8.self)
@@ -185,9 +185,9 @@ final class SimTransactionProducer: SimClient {
             toEnd = nil
         case .failure(let err):
             switch err.code {
-            case BrokerError.notLeader: leaderGuess = world.leaderHint(err)
-            case BrokerError.busy: break
-            case BrokerError.transactionDecided where t.decision == .rollback:
+            case ErrorCode.notLeader: leaderGuess = world.leaderHint(err)
+            case ErrorCode.busy: break
+            case ErrorCode.transactionDecided where t.decision == .rollback:
                 // Rolled back already (after its checks) or committed: only a commit would be wrong,
                 // and the final scan finds it.
                 toEnd = nil
@@ -322,11 +322,11 @@ final class SimReceiveConsumer: SimClient {
         }
         if case .failure(let e) = r.result {
             switch e.code {
-            case BrokerError.notLeader:
+            case ErrorCode.notLeader:
                 leaderGuess = world.leaderHint(e)
                 release()
-            case BrokerError.busy, BrokerError.topicNotFound: release()
-            case BrokerError.receiptExpired where settled != nil:
+            case ErrorCode.busy, ErrorCode.topicNotFound: release()
+            case ErrorCode.receiptExpired where settled != nil:
                 // Its invisible time ended and it was delivered again: the other delivery owns it.
                 drop()
             default:

@@ -152,7 +152,7 @@ public final class Broker {
             sqlCache[expression] = f
             return .success(f)
         } catch {
-            return .failure(ErrorBody(code: BrokerError.filterSyntax, message: error.description))
+            return .failure(ErrorBody(code: ErrorCode.filterSyntax, message: error.description))
         }
     }
 
@@ -181,7 +181,7 @@ public final class Broker {
             case BrokerEntryType.recall:
                 let ids = try MessageIDList.decode(body).ids
                 for id in ids where timers.pending[id] == nil {
-                    return .failed(ErrorBody(code: BrokerError.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
+                    return .failed(ErrorBody(code: ErrorCode.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
                 }
                 for id in ids { timers.recall(id) }
                 return .done
@@ -219,24 +219,24 @@ public final class Broker {
         switch command {
         case .createTopic(let name, let n):
             if let existing = topics[name] {
-                return existing == n ? .done : .failed(ErrorBody(code: BrokerError.topicExists, message: "topic \(name) exists with \(existing) queues"))
+                return existing == n ? .done : .failed(ErrorBody(code: ErrorCode.topicExists, message: "topic \(name) exists with \(existing) queues"))
             }
             topics[name] = n
             for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
             return .done
         case .updateTopic(let name, let n):
             guard let existing = topics[name] else {
-                return .failed(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
+                return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             guard n >= existing else {
-                return .failed(ErrorBody(code: BrokerError.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
+                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
             }
             for q in existing..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
             topics[name] = n
             return .done
         case .deleteTopic(let name):
             guard let n = topics.removeValue(forKey: name) else {
-                return .failed(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
+                return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = nil }
             keyIndex[name] = nil
@@ -260,8 +260,8 @@ public final class Broker {
         let ref = QueueRef(topic: header.topic, queueID: header.queueID)
         guard queues[ref] != nil else {
             return .failed(topics[header.topic] == nil
-                ? ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")
-                : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
+                ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(header.topic) does not exist")
+                : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
         }
         if header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"), header.count == 1 {
             // A give-back: stored once per (origin, reconsume times).
@@ -297,7 +297,7 @@ public final class Broker {
                     return .sent(earlier)
                 }
                 if header.sequence <= window.forgottenMax {
-                    return .failed(ErrorBody(code: BrokerError.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
+                    return .failed(ErrorBody(code: ErrorCode.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
                 }
             }
             let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
@@ -326,7 +326,7 @@ public final class Broker {
 
     private func appendMessages(index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef, storeTimestamp: UInt64) -> ApplyOutcome {
         guard header.count > 0, header.count <= UInt32(min(config.maxBatchMessages, Int(UInt16.max))) else {
-            return .failed(ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)"))
+            return .failed(ErrorBody(code: ErrorCode.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)"))
         }
         // Validate every message before indexing any, so a bad batch stores nothing.
         var found: [(position: UInt32, hash: UInt32)] = []
@@ -338,7 +338,7 @@ public final class Broker {
         for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
             guard let m = try? WireMessage.meta(from: &scan, maxBody: config.maxMessageBytes) else {
-                return .failed(ErrorBody(code: BrokerError.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
+                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
             }
             found.append((start, tagHash(m.tag)))
             keys.append(m.keys)
@@ -349,11 +349,11 @@ public final class Broker {
                 if k == 0 {
                     deliverAt = at
                 } else if at != deliverAt {
-                    return .failed(ErrorBody(code: BrokerError.badRequest, message: "the messages of one send must share their delay"))
+                    return .failed(ErrorBody(code: ErrorCode.badRequest, message: "the messages of one send must share their delay"))
                 }
             }
         }
-        guard scan.atEnd else { return .failed(ErrorBody(code: BrokerError.badRequest, message: "\(scan.remaining) bytes after the last message")) }
+        guard scan.atEnd else { return .failed(ErrorBody(code: ErrorCode.badRequest, message: "\(scan.remaining) bytes after the last message")) }
         if half {
             if let e = Broker.validateHalf(header, delayed: deliverAt != nil) { return .failed(e) }
         }
@@ -424,13 +424,13 @@ public final class Broker {
     /// nil when a send may be proposed as is; else the error to answer with.
     public func validate(_ header: SendHeader) -> ErrorBody? {
         guard header.count > 0, header.count <= config.maxBatchMessages else {
-            return ErrorBody(code: BrokerError.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)")
+            return ErrorBody(code: ErrorCode.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)")
         }
         guard let n = topics[header.topic] else {
-            return ErrorBody(code: BrokerError.topicNotFound, message: "topic \(header.topic) does not exist")
+            return ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(header.topic) does not exist")
         }
         guard header.queueID < n else {
-            return ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) has \(n) queues; queue \(header.queueID) does not exist")
+            return ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) has \(n) queues; queue \(header.queueID) does not exist")
         }
         return nil
     }
@@ -458,7 +458,7 @@ public final class Broker {
         let ok = !name.isEmpty && name.utf8.count <= 127 && name.utf8.allSatisfy { c in
             (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x25 || c == 0x2E
         }
-        return ok ? nil : ErrorBody(code: BrokerError.badRequest, message: "topic name \"\(name)\" must be 1 to 127 characters of A-Z a-z 0-9 _ - . %")
+        return ok ? nil : ErrorBody(code: ErrorCode.badRequest, message: "topic name \"\(name)\" must be 1 to 127 characters of A-Z a-z 0-9 _ - . %")
     }
 
     // MARK: Reads (any replica, from what it applied)
@@ -492,8 +492,8 @@ public final class Broker {
         let ref = QueueRef(topic: request.topic, queueID: request.queueID)
         guard let q = queues[ref] else {
             return .failure(topics[request.topic] == nil
-                ? ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.topic) does not exist")
-                : ErrorBody(code: BrokerError.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
+                ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist")
+                : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
         }
         let filter = TagFilter(request.tagFilter)
         var sql: SQLFilter?

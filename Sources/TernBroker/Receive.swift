@@ -40,7 +40,7 @@ extension Broker {
     /// and has not applied yet, so that two receives in flight do not choose the same message.
     public func chooseForReceive(_ request: ReceiveRequest, now: UInt64, startQueue: UInt32, proposedNext: [QueueRef: UInt64], proposedAgain: Set<DeliveryKey>) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
         guard let n = topics[request.topic] else {
-            return .failure(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.topic) does not exist"))
+            return .failure(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist"))
         }
         let filter = TagFilter(request.tagFilter)
         var left = Int(max(1, min(request.maxMessages, 1024)))
@@ -113,15 +113,15 @@ extension Broker {
     func applyReceipt(_ e: ReceiptEntry) -> ApplyOutcome {
         let h = e.handle
         guard let state = receiveGroups[e.group]?[h.queue], h.offset < state.next else {
-            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) names nothing this group received"))
+            return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h) names nothing this group received"))
         }
         guard let inv = state.invisible[h.offset] else {
             // Consumed already: a repeated acknowledgement (its first answer was lost) succeeds.
             if e.until == nil { return .done }
-            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h): the message was acknowledged already"))
+            return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h): the message was acknowledged already"))
         }
         guard inv.receiveIndex == h.receiveIndex else {
-            return .failed(ErrorBody(code: BrokerError.receiptExpired, message: "receipt handle \(h) is no longer valid: its invisible time ended and the message was delivered again (attempt \(inv.attempt))"))
+            return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h) is no longer valid: its invisible time ended and the message was delivered again (attempt \(inv.attempt))"))
         }
         // In place: a copy of `state` written back would copy the group's whole invisible map.
         if let until = e.until {

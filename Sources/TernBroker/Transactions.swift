@@ -12,9 +12,9 @@ import TernStorage
 extension Broker {
     /// The rules for a half message: one message per send, from a named producer group, not delayed.
     static func validateHalf(_ header: SendHeader, delayed: Bool) -> ErrorBody? {
-        if header.count != 1 { return ErrorBody(code: BrokerError.badRequest, message: "a transactional send carries one message, not \(header.count)") }
-        if header.producerGroup.isEmpty { return ErrorBody(code: BrokerError.badRequest, message: "a transactional message needs a producer group (the broker checks back with its producers)") }
-        if delayed { return ErrorBody(code: BrokerError.badRequest, message: "a transactional message cannot also be delayed") }
+        if header.count != 1 { return ErrorBody(code: ErrorCode.badRequest, message: "a transactional send carries one message, not \(header.count)") }
+        if header.producerGroup.isEmpty { return ErrorBody(code: ErrorCode.badRequest, message: "a transactional message needs a producer group (the broker checks back with its producers)") }
+        if delayed { return ErrorBody(code: ErrorCode.badRequest, message: "a transactional message cannot also be delayed") }
         return nil
     }
 
@@ -24,16 +24,16 @@ extension Broker {
     func applyTransactionEnd(_ end: TransactionEnd) -> ApplyOutcome {
         if let half = halfMessages[end.id] {
             guard half.group == end.group else {
-                return .failed(ErrorBody(code: BrokerError.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
+                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
             }
             decide(end.id, end.decision)
             return .done
         }
         if let earlier = decided[end.id] {
             return earlier == end.decision ? .done
-                : .failed(ErrorBody(code: BrokerError.transactionDecided, message: "transaction \(end.id) was \(earlier == .commit ? "committed" : "rolled back") already"))
+                : .failed(ErrorBody(code: ErrorCode.transactionDecided, message: "transaction \(end.id) was \(earlier == .commit ? "committed" : "rolled back") already"))
         }
-        return .failed(ErrorBody(code: BrokerError.messageNotFound, message: "\(end.id) is not a half message (or its outcome is no longer remembered)"))
+        return .failed(ErrorBody(code: ErrorCode.messageNotFound, message: "\(end.id) is not a half message (or its outcome is no longer remembered)"))
     }
 
     /// Counts a check of each half message still undecided; past the maximum, rolls it back.

@@ -127,7 +127,7 @@ public final class TernCluster: Sendable {
                 let response = try await c.call(op, body, timeoutMillis: max(1, left))
                 if !anyNode { learn(leader: target) }
                 return response
-            } catch ClientError.broker(let e) where e.code == BrokerError.notLeader {
+            } catch ClientError.broker(let e) where e.code == ErrorCode.notLeader {
                 lastError = ClientError.broker(e)
                 if let d = try? NotLeaderDetail.decode(e.detail), !d.endpoint.isEmpty, d.endpoint != target {
                     learn(leader: d.endpoint)
@@ -135,9 +135,9 @@ public final class TernCluster: Sendable {
                     continue
                 }
                 target = nextEndpoint(after: target)
-            } catch ClientError.broker(let e) where e.code == BrokerError.busy || e.code == BrokerError.storageFailed {
+            } catch ClientError.broker(let e) where e.code == ErrorCode.busy || e.code == ErrorCode.storageFailed {
                 lastError = ClientError.broker(e)
-                if e.code == BrokerError.storageFailed { target = nextEndpoint(after: target) }
+                if e.code == ErrorCode.storageFailed { target = nextEndpoint(after: target) }
             } catch let e as ClientError {
                 switch e {
                 case .broker, .invalidArgument: throw e
@@ -199,7 +199,7 @@ public final class TernCluster: Sendable {
             }
         }
         if !answered, let lastError { throw lastError }
-        throw ClientError.broker(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(topic) does not exist"))
+        throw ClientError.broker(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(topic) does not exist"))
     }
 
     func forgetRoute(_ topic: String) {
@@ -284,7 +284,7 @@ public final class TernCluster: Sendable {
         let retry = "%RETRY%\(group)"
         do {
             try await createTopic(retry, queues: 1)
-        } catch ClientError.broker(let e) where e.code == BrokerError.topicExists {}
+        } catch ClientError.broker(let e) where e.code == ErrorCode.topicExists {}
         var props = dead.message.properties
         props[RetryProperty.reconsumeTimes] = nil
         props[RetryProperty.retryKey] = nil

@@ -10,7 +10,7 @@ import TernProtocolNIO
 /// ```swift
 /// do {
 ///     try await producer.send(Message(topic: "missing", body: []))
-/// } catch ClientError.broker(let e) where e.code == BrokerError.topicNotFound {
+/// } catch ClientError.broker(let e) where e.code == ErrorCode.topicNotFound {
 ///     print("create the topic first: \(e.message)")
 /// } catch {
 ///     print("not acknowledged: \(error)")   // may or may not be stored; an idempotent resend is safe
@@ -37,7 +37,7 @@ public enum ClientError: Error, Sendable, CustomStringConvertible, Equatable {
     }
 
     /// The broker's error code, when the broker answered.
-    public var code: UInt16? {
+    public var code: ErrorCode? {
         if case .broker(let e) = self { return e.code }
         return nil
     }

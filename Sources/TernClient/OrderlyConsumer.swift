@@ -190,7 +190,7 @@ public final class OrderlyConsumer: Sendable {
         let dlq = "%DLQ%\(group)"
         do {
             try await cluster.createTopic(dlq, queues: 1)
-        } catch ClientError.broker(let e) where e.code == BrokerError.topicExists {}
+        } catch ClientError.broker(let e) where e.code == ErrorCode.topicExists {}
         var props = m.message.properties
         props["ORIGIN_MESSAGE_ID"] = m.id.description
         props["ORIGIN_TOPIC"] = m.topic

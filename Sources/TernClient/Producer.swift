@@ -143,7 +143,7 @@ public final class Producer: Sendable {
         let body: [UInt8]
         do {
             body = try await cluster.leaderCall(.send, request.encoded(), timeoutMillis: sendTimeoutMillis)
-        } catch ClientError.broker(let e) where e.code == BrokerError.topicNotFound || e.code == BrokerError.queueNotFound {
+        } catch ClientError.broker(let e) where e.code == ErrorCode.topicNotFound || e.code == ErrorCode.queueNotFound {
             cluster.forgetRoute(topic)
             throw ClientError.broker(e)
         }

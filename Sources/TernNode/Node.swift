@@ -200,13 +200,13 @@ public final class Node {
         var owners: [Pending] = []
         for (client, frame) in requests {
             guard let op = Opcode(rawValue: frame.opcode), op != .raft else {
-                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorBody.unknownOpcode, message: "opcode \(frame.opcode) is not a client request"))))
+                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorCode.unknownOpcode, message: "opcode \(frame.opcode) is not a client request"))))
                 continue
             }
             do {
                 try route(op, client: client, body: frame.body, proposals: &proposals, owners: &owners, out: &out)
             } catch let e as WireError {
-                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorBody.badBody, message: e.description))))
+                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorCode.badBody, message: e.description))))
             } catch let e as StorageError {
                 throw e
             } catch {
@@ -257,7 +257,7 @@ public final class Node {
         if Node.leaderOnly.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
-                return fail(ErrorBody(code: BrokerError.busy, message: "\(pending.count) writes are waiting to commit; retry later"))
+                return fail(ErrorBody(code: ErrorCode.busy, message: "\(pending.count) writes are waiting to commit; retry later"))
             }
         }
         switch op {
@@ -271,7 +271,7 @@ public final class Node {
             let autoCreating = broker.topics[header.topic] == nil && config.broker.autoCreateTopics && Broker.validateTopicName(header.topic) == nil
             if autoCreating {
                 guard header.queueID < config.broker.defaultQueues else {
-                    return fail(ErrorBody(code: BrokerError.queueNotFound, message: "topic \(header.topic) is created with \(config.broker.defaultQueues) queues; queue \(header.queueID) does not exist"))
+                    return fail(ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) is created with \(config.broker.defaultQueues) queues; queue \(header.queueID) does not exist"))
                 }
                 ensureTopic(header.topic, queues: config.broker.defaultQueues, proposals: &proposals, owners: &owners)
             } else if let e = broker.validate(header) {
@@ -285,7 +285,7 @@ public final class Node {
             let result = try broker.pull(request)
             if case .success(let response) = result, response.messages.isEmpty, request.maxWaitMillis > 0, response.nextOffset >= response.maxOffset {
                 guard parked.count < config.maxParkedPulls else {
-                    return fail(ErrorBody(code: BrokerError.busy, message: "\(parked.count) pulls are already held; retry later"))
+                    return fail(ErrorBody(code: ErrorCode.busy, message: "\(parked.count) pulls are already held; retry later"))
                 }
                 request.offset = response.nextOffset
                 parked.append(Parked(client: client, request: request, deadline: now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
@@ -316,34 +316,34 @@ public final class Node {
             // A linearizable read: only a leader that applied its own term's entry (so every
             // earlier commit) and holds a lease (so no newer leader can have taken a commit).
             guard isReadyLeader, replica.raft.hasLease else {
-                return fail(ErrorBody(code: BrokerError.busy, message: "the leader is still applying earlier entries or has no lease; retry"))
+                return fail(ErrorBody(code: ErrorCode.busy, message: "the leader is still applying earlier entries or has no lease; retry"))
             }
             reply(QueryOffsetResponse(offset: broker.committedOffset(group: request.group, queue: request.queue)))
         case .createTopic:
             let request = try TopicRequest.decode(body)
             if let e = Broker.validateTopicName(request.name) { return fail(e) }
             guard request.queues >= 1, request.queues <= config.broker.maxQueues else {
-                return fail(ErrorBody(code: BrokerError.badRequest, message: "a topic has 1 to \(config.broker.maxQueues) queues, not \(request.queues)"))
+                return fail(ErrorBody(code: ErrorCode.badRequest, message: "a topic has 1 to \(config.broker.maxQueues) queues, not \(request.queues)"))
             }
             if let existing = broker.topics[request.name], existing != request.queues {
-                return fail(ErrorBody(code: BrokerError.topicExists, message: "topic \(request.name) exists with \(existing) queues"))
+                return fail(ErrorBody(code: ErrorCode.topicExists, message: "topic \(request.name) exists with \(existing) queues"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: request.name, queues: request.queues).encoded()))
             owners.append(.answer(client, op, []))
         case .updateTopic:
             let request = try TopicRequest.decode(body)
             guard let existing = broker.topics[request.name] else {
-                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.name) does not exist"))
+                return fail(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.name) does not exist"))
             }
             guard request.queues >= existing, request.queues <= config.broker.maxQueues else {
-                return fail(ErrorBody(code: BrokerError.badRequest, message: "topic \(request.name) has \(existing) queues; it may grow to at most \(config.broker.maxQueues), never shrink"))
+                return fail(ErrorBody(code: ErrorCode.badRequest, message: "topic \(request.name) has \(existing) queues; it may grow to at most \(config.broker.maxQueues), never shrink"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.updateTopic(name: request.name, queues: request.queues).encoded()))
             owners.append(.answer(client, op, []))
         case .deleteTopic:
             let request = try TopicRequest.decode(body)
             guard broker.topics[request.name] != nil else {
-                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.name) does not exist"))
+                return fail(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.name) does not exist"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.deleteTopic(name: request.name).encoded()))
             owners.append(.answer(client, op, []))
@@ -351,7 +351,7 @@ public final class Node {
             let request = try QueryMessageRequest.decode(body)
             if let id = request.id {
                 guard let m = try broker.message(id) else {
-                    return fail(ErrorBody(code: BrokerError.messageNotFound, message: "no message \(id) on \(self.id) (not stored, not yet applied here, or deleted)"))
+                    return fail(ErrorBody(code: ErrorCode.messageNotFound, message: "no message \(id) on \(self.id) (not stored, not yet applied here, or deleted)"))
                 }
                 reply(MessageList(messages: [m]))
             } else {
@@ -378,10 +378,10 @@ public final class Node {
         case .sendBack:
             let request = try SendBackRequest.decode(body)
             guard isReadyLeader else {
-                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+                return fail(ErrorBody(code: ErrorCode.busy, message: "the new leader is still applying earlier entries; retry"))
             }
             guard let m = try broker.message(request.id) else {
-                return fail(ErrorBody(code: BrokerError.messageNotFound, message: "no message \(request.id) to give back"))
+                return fail(ErrorBody(code: ErrorCode.messageNotFound, message: "no message \(request.id) to give back"))
             }
             let early = config.raft.plantedBugs.contains(.deadLetterEarly) && request.maxReconsumeTimes > 0
             let copy = Broker.sendBack(m, group: request.group, delayMillis: request.delayMillis, maxReconsumeTimes: request.maxReconsumeTimes - (early ? 1 : 0))
@@ -390,18 +390,18 @@ public final class Node {
             owners.append(.send(client, op))
         case .recall:
             let ids = try MessageIDRequest.decode(body).ids
-            guard !ids.isEmpty, ids.count <= 1024 else { return fail(ErrorBody(code: BrokerError.badRequest, message: "recall 1 to 1,024 messages")) }
+            guard !ids.isEmpty, ids.count <= 1024 else { return fail(ErrorBody(code: ErrorCode.badRequest, message: "recall 1 to 1,024 messages")) }
             proposals.append((BrokerEntryType.recall, MessageIDList(ids: ids).encoded()))
             owners.append(.answer(client, op, []))
         case .resetOffset:
             let request = try ResetOffsetRequest.decode(body)
             guard isReadyLeader else {
-                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+                return fail(ErrorBody(code: ErrorCode.busy, message: "the new leader is still applying earlier entries; retry"))
             }
             var topics = request.topic.isEmpty ? Set((broker.offsets[request.group] ?? [:]).keys.map(\.topic)).sorted() : [request.topic]
             topics = topics.filter { broker.topics[$0] != nil }
             if !request.topic.isEmpty && topics.isEmpty {
-                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(request.topic) does not exist"))
+                return fail(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist"))
             }
             var map: [QueueRef: UInt64] = [:]
             for t in topics {
@@ -418,7 +418,7 @@ public final class Node {
         case .describeTopic:
             let name = try NameRequest.decode(body).name
             guard let info = broker.topicInfo(name) else {
-                return fail(ErrorBody(code: BrokerError.topicNotFound, message: "topic \(name) does not exist"))
+                return fail(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             reply(TopicList(topics: [info]))
         case .clusterStatus:
@@ -427,7 +427,7 @@ public final class Node {
         case .transferLeader:
             let target = NodeID(try NameRequest.decode(body).name)
             guard config.raft.members.contains(target) else {
-                return fail(ErrorBody(code: BrokerError.badRequest, message: "\(target) is not a member (members: \(config.raft.members.map(\.name).joined(separator: ", ")))"))
+                return fail(ErrorBody(code: ErrorCode.badRequest, message: "\(target) is not a member (members: \(config.raft.members.map(\.name).joined(separator: ", ")))"))
             }
             try absorb(replica.transferLeadership(to: target), into: &out)
             reply(Empty())
@@ -438,7 +438,7 @@ public final class Node {
         case .pollTransactionChecks:
             let request = try TransactionCheckPoll.decode(body)
             guard checkPolls.count < config.maxParkedReceives else {
-                return fail(ErrorBody(code: BrokerError.busy, message: "\(checkPolls.count) check polls are already held; retry later"))
+                return fail(ErrorBody(code: ErrorCode.busy, message: "\(checkPolls.count) check polls are already held; retry later"))
             }
             checkPolls.append((client, request.group, now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
             try deliverChecks(into: &out)
@@ -446,11 +446,11 @@ public final class Node {
             let request = try ReceiveRequest.decode(body)
             if let e = invalidInvisibleTime(request.invisibleMillis) { return fail(e) }
             guard request.maxMessages >= 1, request.maxMessages <= 1024 else {
-                return fail(ErrorBody(code: BrokerError.badRequest, message: "a receive takes 1 to 1,024 messages, not \(request.maxMessages)"))
+                return fail(ErrorBody(code: ErrorCode.badRequest, message: "a receive takes 1 to 1,024 messages, not \(request.maxMessages)"))
             }
             // The leader's choice must see every earlier receive and acknowledgement applied.
             guard isReadyLeader else {
-                return fail(ErrorBody(code: BrokerError.busy, message: "the new leader is still applying earlier entries; retry"))
+                return fail(ErrorBody(code: ErrorCode.busy, message: "the new leader is still applying earlier entries; retry"))
             }
             switch try chooseForReceive(request) {
             case .failure(let e): fail(e)
@@ -460,7 +460,7 @@ public final class Node {
             case .success(nil):
                 if request.maxWaitMillis == 0 { return reply(ReceiveResponse(deliveries: [])) }
                 guard parkedReceives.count < config.maxParkedReceives else {
-                    return fail(ErrorBody(code: BrokerError.busy, message: "\(parkedReceives.count) receives are already held; retry later"))
+                    return fail(ErrorBody(code: ErrorCode.busy, message: "\(parkedReceives.count) receives are already held; retry later"))
                 }
                 parkedReceives.append(ParkedReceive(client: client, request: request, deadline: now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
             }
@@ -501,7 +501,7 @@ public final class Node {
     private func invalidInvisibleTime(_ millis: UInt64) -> ErrorBody? {
         let range = config.invisibleMillisRange
         guard !range.contains(millis) else { return nil }
-        return ErrorBody(code: BrokerError.badRequest, message: "an invisible time is \(range.lowerBound) ms to \(range.upperBound / 3_600_000) h, not \(millis) ms")
+        return ErrorBody(code: ErrorCode.badRequest, message: "an invisible time is \(range.lowerBound) ms to \(range.upperBound / 3_600_000) h, not \(millis) ms")
     }
 
     /// The broker's choice for a receive, with this leader's proposals in flight set aside
@@ -590,7 +590,7 @@ public final class Node {
         let leader = replica.raft.leader
         let detail = NotLeaderDetail(leader: leader?.name ?? "", endpoint: leader.flatMap { config.endpoints[$0] } ?? "", term: replica.raft.term)
         let text = leader.map { "not the leader; \($0) leads term \(replica.raft.term)" } ?? "not the leader; no leader is known in term \(replica.raft.term)"
-        return ErrorBody(code: BrokerError.notLeader, message: text, detail: detail.encoded())
+        return ErrorBody(code: ErrorCode.notLeader, message: text, detail: detail.encoded())
     }
 
     private func propose(_ proposals: [(type: UInt8, body: [UInt8])], owners: [Pending], into out: inout NodeOutput) throws(StorageError) {
@@ -599,7 +599,7 @@ public final class Node {
         case .accepted(let first, _):
             for (k, owner) in owners.enumerated() { pending[first + UInt64(k)] = owner }
         case .notLeader, .transferring:
-            let e = notLeader() ?? ErrorBody(code: BrokerError.notLeader, message: "leadership is being transferred; retry at the new leader", detail: NotLeaderDetail(leader: "", endpoint: "", term: replica.raft.term).encoded())
+            let e = notLeader() ?? ErrorBody(code: ErrorCode.notLeader, message: "leadership is being transferred; retry at the new leader", detail: NotLeaderDetail(leader: "", endpoint: "", term: replica.raft.term).encoded())
             for owner in owners { fail(owner, e, into: &out) }
         }
         try absorb(output, into: &out)
@@ -674,7 +674,7 @@ public final class Node {
             case (.internalWrite, _):
                 break
             default:
-                fail(owner, ErrorBody(code: BrokerError.badRequest, message: "entry \(entry.index) did not apply as its request expected"), into: &out)
+                fail(owner, ErrorBody(code: ErrorCode.badRequest, message: "entry \(entry.index) did not apply as its request expected"), into: &out)
             }
         }
         let leaderNow = isLeader

@@ -134,46 +134,44 @@ public struct FrameCodec: Sendable {
     }
 }
 
-/// The body of an error response: a numeric code for programs, a message for people, and an
-/// optional detail whose layout the code defines (NOT_LEADER: `NotLeaderDetail`).
+/// The body of an error response: a code for programs (`ErrorCode`, one set for every opcode),
+/// a message for people, and an optional detail whose layout the code defines (NOT_LEADER:
+/// `NotLeaderDetail`).
 /// Layout: code u16, message length u16, message (UTF-8, at most 4,096 bytes), detail (the rest).
 public struct ErrorBody: Error, Equatable, Sendable, CustomStringConvertible {
-    public var code: UInt16
+    public var code: ErrorCode
     public var message: String
     public var detail: [UInt8]
 
-    public init(code: UInt16, message: String, detail: [UInt8] = []) {
+    public init(code: ErrorCode, message: String, detail: [UInt8] = []) {
         self.code = code
         self.message = message
         self.detail = detail
     }
 
-    /// Codes shared by every opcode. Opcode-specific codes start at 100.
-    public static let badFrame: UInt16 = 1
-    public static let unknownOpcode: UInt16 = 2
-    public static let badBody: UInt16 = 3
-
-    public var description: String { "error \(code): \(message)" }
+    public var description: String { "error \(code.rawValue) (\(code.name)): \(message)" }
 
     public func encode() -> [UInt8] {
         let text = Array(message.utf8.prefix(4096))
-        var out: [UInt8] = [UInt8(code & 0xFF), UInt8(code >> 8), UInt8(text.count & 0xFF), UInt8(text.count >> 8)]
+        let raw = code.rawValue
+        var out: [UInt8] = [UInt8(raw & 0xFF), UInt8(raw >> 8), UInt8(text.count & 0xFF), UInt8(text.count >> 8)]
         out.append(contentsOf: text)
         out.append(contentsOf: detail)
         return out
     }
 
-    /// nil when the bytes are not a well-formed error body.
+    /// nil when the bytes are not a well-formed error body. An unknown code decodes (as
+    /// `ErrorCode(rawValue:)`, named "unknown"): a newer node may send codes this one lacks.
     public static func decode(_ bytes: [UInt8]) -> ErrorBody? {
         guard bytes.count >= 4 else { return nil }
         let code = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
         let length = Int(UInt16(bytes[2]) | UInt16(bytes[3]) << 8)
         guard length <= 4096, bytes.count >= 4 + length else { return nil }
-        return ErrorBody(code: code, message: String(decoding: bytes[4..<(4 + length)], as: UTF8.self), detail: Array(bytes[(4 + length)...]))
+        return ErrorBody(code: ErrorCode(rawValue: code), message: String(decoding: bytes[4..<(4 + length)], as: UTF8.self), detail: Array(bytes[(4 + length)...]))
     }
 
     /// The response to send, before closing, to a peer whose bytes were not a frame.
     public static func badFrameResponse(_ error: FrameError) -> Frame {
-        Frame(opcode: 0, flags: [.response, .error], requestID: 0, body: ErrorBody(code: badFrame, message: error.description).encode())
+        Frame(opcode: 0, flags: [.response, .error], requestID: 0, body: ErrorBody(code: .badFrame, message: error.description).encode())
     }
 }

@@ -43,29 +43,6 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
 }
 
 /// Error codes of the broker's operations (codes below 100 are the frame layer's, `ErrorBody`).
-public enum BrokerError {
-    /// This node is not the leader; the detail names the leader it knows (`NotLeaderDetail`).
-    public static let notLeader: UInt16 = 100
-    public static let topicNotFound: UInt16 = 101
-    public static let topicExists: UInt16 = 102
-    public static let messageTooLarge: UInt16 = 103
-    /// An idempotent send whose sequence fell out of the broker's dedupe window.
-    public static let sequenceTooOld: UInt16 = 104
-    /// Too many requests waiting; retry later.
-    public static let busy: UInt16 = 105
-    public static let badRequest: UInt16 = 106
-    /// The node's storage failed; it serves nothing until restarted.
-    public static let storageFailed: UInt16 = 107
-    public static let queueNotFound: UInt16 = 108
-    /// A SQL92 filter does not parse; the message names the column.
-    public static let filterSyntax: UInt16 = 109
-    public static let messageNotFound: UInt16 = 110
-    /// A transaction was decided otherwise already (committed, or rolled back after its checks).
-    public static let transactionDecided: UInt16 = 111
-    /// A receipt handle no longer names an invisible message (acknowledged, or delivered again since).
-    public static let receiptExpired: UInt16 = 112
-}
-
 /// Something that crosses the wire as a body.
 public protocol WireCodable: Sendable {
     func encode(into w: inout WireWriter)

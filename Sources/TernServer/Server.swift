@@ -449,7 +449,7 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 server.enqueue(.peer(try PeerCodec.decode(frame.body)))
             } catch {
                 logger.warning("dropping a malformed Raft message from \(context.remoteAddress?.description ?? "?"): \(error)")
-                refuse(context: context, Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: ErrorBody.badBody, message: "\(error)").encode()))
+                refuse(context: context, Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: ErrorCode.badBody, message: "\(error)").encode()))
             }
             return
         }

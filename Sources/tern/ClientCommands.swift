@@ -346,7 +346,7 @@ struct Send: AsyncParsableCommand {
             } catch {
                 failed += 1
                 FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))
-                if case ClientError.broker(let e) = error, e.code == BrokerError.topicNotFound { break }
+                if case ClientError.broker(let e) = error, e.code == ErrorCode.topicNotFound { break }
             }
         }
         await cluster.shutdown()
@@ -395,7 +395,7 @@ extension Send {
                 if !quiet { print("\(r.receipt.messageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")") }
             } catch {
                 FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))
-                if case ClientError.broker(let e) = error, e.code == BrokerError.topicNotFound { break }
+                if case ClientError.broker(let e) = error, e.code == ErrorCode.topicNotFound { break }
             }
         }
         if answer != nil && undecided > 0 {

@@ -95,7 +95,7 @@ func runDemo(cluster: LocalCluster, client: TernCluster) async throws {
     print("\n== demo: topic \"demo\" with 4 queues")
     do {
         try await client.createTopic("demo", queues: 4)
-    } catch ClientError.broker(let e) where e.code == 102 {
+    } catch ClientError.broker(let e) where e.code == .topicExists {
         print("   (exists with another queue count: \(e.message))")
     }
     let producer = Producer(cluster: client, group: "demo-producer")

@@ -110,7 +110,7 @@ struct BrokerTests {
             Issue.record("a bad expression was accepted")
             return
         }
-        #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4"))
+        #expect(e.code == ErrorCode.filterSyntax && e.message.contains("column 4"))
     }
 
     @Test("lookup by id and by key; the first offset stored at or after a time")
@@ -159,7 +159,7 @@ struct BrokerTests {
         // A gap is fine (sends overtake each other); the late one is still stored once.
         for s in [3, 2, 4, 5, 6] as [UInt64] { h.send("t", producer: 7, sequence: s) }
         #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 7)
-        if case .failed(let e) = h.send("t", producer: 7, sequence: 1) { #expect(e.code == BrokerError.sequenceTooOld) } else { Issue.record("sequence 1 left the window of 4 and must be refused") }
+        if case .failed(let e) = h.send("t", producer: 7, sequence: 1) { #expect(e.code == ErrorCode.sequenceTooOld) } else { Issue.record("sequence 1 left the window of 4 and must be refused") }
         if case .sent(let d) = h.send("t", producer: 7, sequence: 6) { #expect(d.duplicate) } else { Issue.record("not sent") }
     }
 
@@ -189,15 +189,15 @@ struct BrokerTests {
         #expect(h.append(BrokerEntryType.admin, create) == .done)
         #expect(h.append(BrokerEntryType.admin, create) == .done)
         if case .failed(let e) = h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 3).encoded()) {
-            #expect(e.code == BrokerError.topicExists)
+            #expect(e.code == ErrorCode.topicExists)
         } else { Issue.record("expected topicExists") }
-        if case .failed(let e) = h.send("missing") { #expect(e.code == BrokerError.topicNotFound) } else { Issue.record("expected topicNotFound") }
-        if case .failed(let e) = h.send("t", queue: 2) { #expect(e.code == BrokerError.queueNotFound) } else { Issue.record("expected queueNotFound") }
+        if case .failed(let e) = h.send("missing") { #expect(e.code == ErrorCode.topicNotFound) } else { Issue.record("expected topicNotFound") }
+        if case .failed(let e) = h.send("t", queue: 2) { #expect(e.code == ErrorCode.queueNotFound) } else { Issue.record("expected queueNotFound") }
         #expect(h.append(BrokerEntryType.admin, AdminCommand.updateTopic(name: "t", queues: 3).encoded()) == .done)
         #expect(h.broker.topics["t"] == 3)
         #expect(h.send("t", queue: 2) != .none)
         if case .failed(let e) = h.append(BrokerEntryType.admin, AdminCommand.updateTopic(name: "t", queues: 1).encoded()) {
-            #expect(e.code == BrokerError.badRequest)
+            #expect(e.code == ErrorCode.badRequest)
         } else { Issue.record("shrinking a topic must be refused") }
         #expect(Broker.validateTopicName("ok-Name_1.x") == nil)
         #expect(Broker.validateTopicName("bad name") != nil)
@@ -210,7 +210,7 @@ struct BrokerTests {
         config.maxMessageBytes = 10
         var h = Harness(config: config)
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
-        if case .failed(let e) = h.send("t", tags: ["a", "b"], bodySize: 11) { #expect(e.code == BrokerError.badRequest) } else { Issue.record("expected a refusal") }
+        if case .failed(let e) = h.send("t", tags: ["a", "b"], bodySize: 11) { #expect(e.code == ErrorCode.badRequest) } else { Issue.record("expected a refusal") }
         #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 0)
         #expect(h.send("t", bodySize: 10) != .none)
         #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 1)
@@ -333,7 +333,7 @@ struct DelayTests {
         #expect(h.broker.timers.count == 0)
         h.append(BrokerEntryType.release, MessageIDList(ids: [id]).encoded())
         #expect(h.broker.maxOffset(q) == 2, "a recalled message is never released")
-        if case .failed(let e) = h.append(BrokerEntryType.recall, MessageIDList(ids: [id]).encoded()) { #expect(e.code == BrokerError.messageNotFound) } else { Issue.record("recalled twice") }
+        if case .failed(let e) = h.append(BrokerEntryType.recall, MessageIDList(ids: [id]).encoded()) { #expect(e.code == ErrorCode.messageNotFound) } else { Issue.record("recalled twice") }
         // Mixed delays in one send are refused.
         let mixed = SendRequest(topic: "t", queueID: 0, messages: [WireMessage(properties: ["DELAY": "1"], body: [1]), WireMessage(body: [2])])
         var w = WireWriter()

@@ -38,7 +38,7 @@ struct TransactionTests {
         // Repeating the decision is answered the same; the opposite one is refused.
         #expect(h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) == .done)
         guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .rollback).encoded()) else { Issue.record("rollback after commit accepted"); return }
-        #expect(e.code == BrokerError.transactionDecided)
+        #expect(e.code == ErrorCode.transactionDecided)
         #expect(try h.bodies("t").count == 2)
     }
 
@@ -79,7 +79,7 @@ struct TransactionTests {
         #expect(h.broker.decision(id) == .rollback)
         #expect(h.broker.checkTimers.next == nil)
         guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) else { Issue.record("late commit accepted"); return }
-        #expect(e.code == BrokerError.transactionDecided)
+        #expect(e.code == ErrorCode.transactionDecided)
         #expect(try h.bodies("t").isEmpty)
     }
 
@@ -89,7 +89,7 @@ struct TransactionTests {
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
         for outcome in [h.sendHalf("t", body: "x", count: 2), h.sendHalf("t", body: "x", extra: ["TIMER_DELAY_MS": "5000"]), h.sendHalf("t", body: "x", group: "")] {
             guard case .failed(let e) = outcome else { Issue.record("accepted: \(outcome)"); continue }
-            #expect(e.code == BrokerError.badRequest)
+            #expect(e.code == ErrorCode.badRequest)
         }
         #expect(h.broker.halfMessages.isEmpty)
     }
@@ -117,7 +117,7 @@ struct ReceiveTests {
         #expect(again.map(\.handle.offset) == [1] && again[0].attempt == 2)
         // The first delivery's handle is stale now; acknowledging the consumed one again is fine.
         guard case .failed(let e) = h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[1].handle, until: nil).encoded()) else { Issue.record("stale handle accepted"); return }
-        #expect(e.code == BrokerError.receiptExpired)
+        #expect(e.code == ErrorCode.receiptExpired)
         #expect(h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[0].handle, until: nil).encoded()) == .done)
         #expect(h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[0].handle, until: 99_000).encoded()) != .invisibleUntil(99_000))
         #expect(h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: again[0].handle, until: 50_000).encoded()) == .invisibleUntil(50_000))

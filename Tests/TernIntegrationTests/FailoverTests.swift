@@ -262,7 +262,7 @@ struct BadInputTests {
                     Issue.record("\(name): no error frame in \(reply.count) reply bytes")
                     continue
                 }
-                #expect(frame.flags.contains(.error) && ErrorBody.decode(frame.body)?.code == ErrorBody.badFrame, "\(name)")
+                #expect(frame.flags.contains(.error) && ErrorBody.decode(frame.body)?.code == ErrorCode.badFrame, "\(name)")
             }
             // A well-formed request with a malformed body: an error answer, and the connection stays.
             let badBody = codec.encode(Frame(opcode: Opcode.pull.rawValue, requestID: 3, body: [9, 9, 9]))
@@ -275,7 +275,7 @@ struct BadInputTests {
                 rest.removeFirst(used)
             }
             #expect(answers.map(\.requestID) == [3, 4], "the bad body is answered with an error, and the next request is served")
-            #expect(answers.first.flatMap { ErrorBody.decode($0.body) }?.code == ErrorBody.badBody)
+            #expect(answers.first.flatMap { ErrorBody.decode($0.body) }?.code == ErrorCode.badBody)
             // Still serving.
             let topics = try await client.listTopics()
             #expect(topics.isEmpty)

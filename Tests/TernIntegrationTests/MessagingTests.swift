@@ -44,7 +44,7 @@ struct MessagingTests {
                 _ = try await drain(client, topic: "sem", group: "bad", sql: "n >>")
                 Issue.record("a bad filter was accepted")
             } catch ClientError.broker(let e) {
-                #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4"), "\(e)")
+                #expect(e.code == ErrorCode.filterSyntax && e.message.contains("column 4"), "\(e)")
             }
 
             // Lookups.

@@ -55,7 +55,7 @@ struct TransactionReceiveIntegrationTests {
                 try await second.end(ids["undecided-rollback"]!, .commit)
                 Issue.record("a commit after the rollback was accepted")
             } catch ClientError.broker(let e) {
-                #expect(e.code == BrokerError.transactionDecided, "\(e)")
+                #expect(e.code == ErrorCode.transactionDecided, "\(e)")
             }
             try await second.end(ids["commit"]!, .commit)
         }
@@ -94,7 +94,7 @@ struct TransactionReceiveIntegrationTests {
                 try await consumer.ack(kept.first!)
                 Issue.record("a stale receipt handle was accepted")
             } catch ClientError.broker(let e) {
-                #expect(e.code == BrokerError.receiptExpired, "\(e)")
+                #expect(e.code == ErrorCode.receiptExpired, "\(e)")
             }
             for d in back { try await consumer.ack(d) }
             #expect(try await consumer.receive(max: 6, invisibleMillis: 1_000, waitMillis: 500).isEmpty)

@@ -74,7 +74,7 @@ final class Driver {
         switch reply(id) {
         case .success(let b): return b
         case .failure(let e): throw e
-        case nil: throw ErrorBody(code: 0, message: "no reply to \(op)")
+        case nil: throw ErrorBody(code: ErrorCode(rawValue: 0), message: "no reply to \(op)")
         }
     }
 
@@ -148,14 +148,14 @@ struct NodeTests {
             Issue.record("a follower accepted a write")
             return
         }
-        #expect(e.code == BrokerError.notLeader)
+        #expect(e.code == ErrorCode.notLeader)
         #expect(try NotLeaderDetail.decode(e.detail) == NotLeaderDetail(leader: "", endpoint: "", term: 0))
         // Reads are served by followers.
         #expect(try TopicList.decode(try d.call(.listTopics, Empty())).topics.isEmpty)
         let unknown = try d.request(Opcode.raft, [])
-        if case .failure(let u) = d.reply(unknown) { #expect(u.code == ErrorBody.unknownOpcode) } else { Issue.record("raft opcode accepted from a client") }
+        if case .failure(let u) = d.reply(unknown) { #expect(u.code == ErrorCode.unknownOpcode) } else { Issue.record("raft opcode accepted from a client") }
         let bad = try d.request(.pull, [1, 2, 3])
-        if case .failure(let b) = d.reply(bad) { #expect(b.code == ErrorBody.badBody) } else { Issue.record("a bad body was accepted") }
+        if case .failure(let b) = d.reply(bad) { #expect(b.code == ErrorCode.badBody) } else { Issue.record("a bad body was accepted") }
         try d.close()
     }
 
@@ -172,14 +172,14 @@ struct NodeTests {
         let byKey = try MessageList.decode(try d.call(.queryMessage, QueryMessageRequest(topic: "t", key: "k1")))
         #expect(byKey.messages.count == 1)
         let missing = try d.request(.queryMessage, QueryMessageRequest(id: MessageID(entryIndex: 999, slot: 0)).encoded())
-        if case .failure(let e) = d.reply(missing) { #expect(e.code == BrokerError.messageNotFound) } else { Issue.record("found a message that does not exist") }
+        if case .failure(let e) = d.reply(missing) { #expect(e.code == ErrorCode.messageNotFound) } else { Issue.record("found a message that does not exist") }
         let q = QueueRef(topic: "t", queueID: 0)
         _ = try d.call(.commitOffset, CommitOffsetRequest(group: "g", offsets: [q: 1]))
         let reset = try OffsetList.decode(try d.call(.resetOffset, ResetOffsetRequest(group: "g", topic: "", timestamp: 0)))
         #expect(reset.offsets == [q: 0])
         #expect(try QueryOffsetResponse.decode(try d.call(.queryOffset, QueryOffsetRequest(group: "g", queue: q))).offset == 0)
         let bad = try d.request(.heartbeat, HeartbeatRequest(group: "g", clientID: "c", mode: .clustering, topics: ["t"], sqlFilter: "a >").encoded())
-        if case .failure(let e) = d.reply(bad) { #expect(e.code == BrokerError.filterSyntax && e.message.contains("column 4")) } else { Issue.record("a bad filter was accepted") }
+        if case .failure(let e) = d.reply(bad) { #expect(e.code == ErrorCode.filterSyntax && e.message.contains("column 4")) } else { Issue.record("a bad filter was accepted") }
         try d.close()
     }
 
@@ -240,11 +240,11 @@ struct NodeTests {
         }
         try d.take(try d.node.handle(batch, now: d.now))
         #expect((try? d.reply(100)?.get()) != nil && (try? d.reply(101)?.get()) != nil)
-        if case .failure(let e) = d.reply(102) { #expect(e.code == BrokerError.busy) } else { Issue.record("a third waiting write was accepted") }
+        if case .failure(let e) = d.reply(102) { #expect(e.code == ErrorCode.busy) } else { Issue.record("a third waiting write was accepted") }
         let held = try d.request(.pull, PullRequest(topic: "t", queueID: 0, offset: 2, maxWaitMillis: 1_000).encoded())
         #expect(d.reply(held) == nil)
         let refused = try d.request(.pull, PullRequest(topic: "t", queueID: 0, offset: 2, maxWaitMillis: 1_000).encoded())
-        if case .failure(let e) = d.reply(refused) { #expect(e.code == BrokerError.busy) } else { Issue.record("a second held pull was accepted") }
+        if case .failure(let e) = d.reply(refused) { #expect(e.code == ErrorCode.busy) } else { Issue.record("a second held pull was accepted") }
         try d.close()
     }
 

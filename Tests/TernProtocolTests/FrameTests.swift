@@ -55,7 +55,7 @@ struct FrameTests {
         let response = ErrorBody.badFrameResponse(.badMagic(0x4745))
         #expect(response.flags == [.response, .error])
         let body = ErrorBody.decode(response.body)
-        #expect(body?.code == ErrorBody.badFrame)
+        #expect(body?.code == ErrorCode.badFrame)
         #expect(body?.message.contains("not a Tern frame") == true)
         #expect(ErrorBody.decode([1, 0, 9, 0, 65]) == nil, "length says 9, one byte follows")
     }

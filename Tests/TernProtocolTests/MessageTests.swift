@@ -70,7 +70,7 @@ struct MessageTests {
     @Test("error bodies carry a detail; NOT_LEADER names the leader")
     func errorDetail() throws {
         let detail = NotLeaderDetail(leader: "n2", endpoint: "127.0.0.1:9002", term: 7)
-        let e = ErrorBody(code: BrokerError.notLeader, message: "not the leader", detail: detail.encoded())
+        let e = ErrorBody(code: ErrorCode.notLeader, message: "not the leader", detail: detail.encoded())
         let back = try #require(ErrorBody.decode(e.encode()))
         #expect(back == e)
         #expect(try NotLeaderDetail.decode(back.detail) == detail)
