@@ -31,6 +31,8 @@ test: setup
 	scripts/sim-check.sh
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci
 
-# The chaos suite for people: five minutes of faults on a real three-node cluster.
+# The chaos suite for people: five minutes of faults on a real three-node cluster (the harness is
+# the test-only tern-chaos binary, built beside tern).
 chaos: release
+	swift build -c release --product tern-chaos
 	.build/release/tern chaos --duration 300
