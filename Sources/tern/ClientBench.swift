@@ -144,7 +144,12 @@ struct BenchProduce: AsyncParsableCommand {
                          label, inflight, 3, size, measured, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch, syncsPerSecond, bytesPerSync,
                          peak.map { String($0) }.joined(separator: "/")))
         } else if json {
-            print("{\"size\":\(size),\"inflight\":\(inflight),\"batch\":\(batch),\"duration\":\(duration),\"sends\":\(s.ok),\"failed\":\(s.failed),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb)),\"p50Ms\":\(ms(50)),\"p99Ms\":\(ms(99)),\"p999Ms\":\(ms(99.9)),\"maxMs\":\(Double(h.max) / 1000)}")
+            struct Summary: Encodable {
+                var size, inflight, batch, sends, failed, msgsPerSec: Int
+                var duration, mbPerSec, p50Ms, p99Ms, p999Ms, maxMs: Double
+            }
+            try printJSON(Summary(size: size, inflight: inflight, batch: batch, sends: s.ok, failed: s.failed, msgsPerSec: Int(msgs),
+                                  duration: duration, mbPerSec: rounded(mb, 2), p50Ms: ms(50), p99Ms: ms(99), p999Ms: ms(99.9), maxMs: Double(h.max) / 1000))
         } else {
             print("produce: \(size) B, \(inflight) in flight, \(batch) per send, \(String(format: "%.1f", measured)) s")
             print(String(format: "  %.0f msg/s  %.2f MB/s  sends %d  failed %d", msgs, mb, s.ok, s.failed))
@@ -212,7 +217,11 @@ struct BenchConsume: AsyncParsableCommand {
             print(String(format: "CONSUME system=tern label=tern-consume inflight=%d messages=%d window_s=%.2f msgs_per_s=%.0f MB_per_s=%.2f %@ peak_rss_mib_each=%@",
                          workers, s.ok, elapsed, msgs, mb, s1.describe(since: s0), serverPIDs.map { String(peakResidentMiB($0)) }.joined(separator: "/")))
         } else if json {
-            print("{\"messages\":\(s.ok),\"seconds\":\(String(format: "%.2f", elapsed)),\"msgsPerSec\":\(Int(msgs)),\"mbPerSec\":\(String(format: "%.2f", mb))}")
+            struct Summary: Encodable {
+                var messages, msgsPerSec: Int
+                var seconds, mbPerSec: Double
+            }
+            try printJSON(Summary(messages: s.ok, msgsPerSec: Int(msgs), seconds: rounded(elapsed, 2), mbPerSec: rounded(mb, 2)))
         } else {
             print(String(format: "consume: %d messages in %.2f s (%d pulls outstanding): %.0f msg/s, %.2f MB/s", s.ok, elapsed, workers, msgs, mb))
         }
@@ -283,12 +292,13 @@ struct BenchFailover: AsyncParsableCommand {
         load.cancel()
         _ = await load.value
         await client.shutdown()
-        let sorted = times.sorted()
-        func pct(_ p: Double) -> Double { sorted[min(sorted.count - 1, Int((p / 100 * Double(sorted.count)).rounded(.up)) - 1)] }
+        let q = Quantiles(times)  // milliseconds
+        func pct(_ p: Double) -> Double { q.value(at: p / 100) }
         if json {
-            print("{\"kills\":\(kills),\"p50Ms\":\(Int(pct(50))),\"p99Ms\":\(Int(pct(99))),\"maxMs\":\(Int(sorted.last!)),\"tickMs\":\(tickMs)}")
+            struct Summary: Encodable { var kills, p50Ms, p99Ms, maxMs, tickMs: Int }
+            try printJSON(Summary(kills: kills, p50Ms: Int(pct(50)), p99Ms: Int(pct(99)), maxMs: Int(q.max), tickMs: Int(tickMs)))
         } else {
-            print(String(format: "failover over %d leader kills (tick %d ms): p50 %.0f ms  p99 %.0f ms  max %.0f ms  min %.0f ms", kills, tickMs, pct(50), pct(99), sorted.last!, sorted.first!))
+            print(String(format: "failover over %d leader kills (tick %d ms): p50 %.0f ms  p99 %.0f ms  max %.0f ms  min %.0f ms", kills, tickMs, pct(50), pct(99), q.max, times.min() ?? 0))
         }
     }
 }

@@ -103,10 +103,15 @@ struct Admin: ParsableCommand {
             func run() async throws {
                 let nodes = try await withCluster(endpoints) { try await $0.status() }
                 if json {
-                    let items = nodes.map { n in
-                        "{\"id\":\(jsonString(n.id)),\"role\":\(jsonString(n.role)),\"term\":\(n.term),\"commitIndex\":\(n.commitIndex),\"lastIndex\":\(n.lastIndex),\"appliedIndex\":\(n.appliedIndex),\"leader\":\(jsonString(n.leader))}"
+                    struct Node: Encodable {
+                        var id, role, leader: String
+                        var term, commitIndex, lastIndex, appliedIndex, durableIndex: UInt64
                     }
-                    print("{\"nodes\":[\(items.joined(separator: ","))]}")
+                    struct Report: Encodable { var nodes: [Node] }
+                    try printJSON(Report(nodes: nodes.map {
+                        Node(id: $0.id, role: $0.role, leader: $0.leader, term: $0.term, commitIndex: $0.commitIndex,
+                             lastIndex: $0.lastIndex, appliedIndex: $0.appliedIndex, durableIndex: $0.durableIndex)
+                    }))
                 } else {
                     print("node  role         term  commitIndex  lastIndex  leader")
                     for n in nodes {
@@ -276,20 +281,6 @@ func printMessage(_ m: ReceivedMessage) {
     let props = m.message.properties.keys.sorted().map { "\($0)=\(m.message.properties[$0]!)" }.joined(separator: ",")
     let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
     print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\tstored=\(m.storeTimestamp)\t\(m.message.body.count) B\t\(text)")
-}
-
-func jsonString(_ s: String) -> String {
-    var out = "\""
-    for c in s.unicodeScalars {
-        switch c {
-        case "\"": out += "\\\""
-        case "\\": out += "\\\\"
-        case "\n": out += "\\n"
-        default:
-            if c.value < 0x20 { out += String(format: "\\u%04x", c.value) } else { out.unicodeScalars.append(c) }
-        }
-    }
-    return out + "\""
 }
 
 struct Send: AsyncParsableCommand {
