@@ -11,6 +11,10 @@
 //
 // Invariants: commitIndex <= log.lastIndex; a follower acknowledges index i only when its log
 // matches the current leader's through i and i <= log.durableIndex.
+//
+// This file holds the configuration, the state, the inputs and the dispatch of messages; the
+// extensions handle elections (RaftElection.swift), replication (RaftReplication.swift), what
+// only a leader does (RaftLeader.swift) and rejoining after a lost disk (RaftRejoin.swift).
 
 public struct RaftConfig: Sendable {
     public var id: NodeID
@@ -72,12 +76,12 @@ public final class Raft {
     let quorum: Int
     var bugs: PlantedBugs { config.plantedBugs }
 
-    public private(set) var term: UInt64
-    public private(set) var vote: NodeID?
-    public private(set) var role: Role = .follower
-    public private(set) var leader: NodeID?
+    public internal(set) var term: UInt64
+    public internal(set) var vote: NodeID?
+    public internal(set) var role: Role = .follower
+    public internal(set) var leader: NodeID?
     /// Invariant: commitIndex <= log.lastIndex.
-    public private(set) var commitIndex: UInt64
+    public internal(set) var commitIndex: UInt64
     public private(set) var appliedIndex: UInt64
 
     var rng: SplitMix64
@@ -98,7 +102,7 @@ public final class Raft {
     /// Rejoining after a lost disk: no votes, no campaigns, until `rejoinFloor` is known (the
     /// highest term heard from every peer) and the log has caught up with a leader of a term at
     /// least that high.
-    public private(set) var rejoining: Bool
+    public internal(set) var rejoining: Bool
     var heardTerms: [NodeID: UInt64] = [:]
     var rejoinFloor: UInt64?
     /// The highest commit index the current leader has told a rejoining node.
@@ -208,131 +212,6 @@ public final class Raft {
         appliedIndex = max(appliedIndex, index)
     }
 
-    /// Hands leadership to `target`: replicate until it is caught up, then tell it to campaign.
-    /// Proposals are refused meanwhile; the transfer is abandoned after an election timeout.
-    public func transferLeadership(to target: NodeID) throws(LogFailure) -> Effects {
-        guard role == .leader, target != id, progress[target] != nil else { return finish() }
-        transferTarget = target
-        transferElapsed = 0
-        if progress[target]!.match == log.lastIndex {
-            send(to: target, .timeoutNow)
-        } else {
-            try sendAppend(to: target)
-        }
-        return finish()
-    }
-
-    /// True while this node may serve a linearizable read as leader without a round trip: its
-    /// term's no-op is committed (so it knows every earlier commit) and a quorum echoed a
-    /// heartbeat sent within the last election timeout, so no other leader can have been
-    /// elected since (followers ignore votes that long after hearing from a leader). Assumes
-    /// clocks that tick at nearly the same rate.
-    public var hasLease: Bool {
-        guard role == .leader, commitIndex >= termStartIndex else { return false }
-        if bugs.contains(.noCheckQuorum) { return true }
-        let horizon = ticks >= UInt64(config.electionTimeoutTicks) ? ticks - UInt64(config.electionTimeoutTicks) + 1 : 0
-        var fresh = 1
-        for peer in peers where progress[peer]!.echoedTick >= horizon && progress[peer]!.echoedTick > 0 { fresh += 1 }
-        return fresh >= quorum
-    }
-
-    // MARK: Roles
-
-    private func resetElectionTimer() {
-        electionElapsed = 0
-        randomizedElectionTimeout = config.electionTimeoutTicks + Int(rng.next() % UInt64(max(1, config.electionJitterTicks)))
-    }
-
-    private func setTerm(_ newTerm: UInt64) {
-        precondition(newTerm >= term, "term going back from \(term) to \(newTerm)")
-        if newTerm > term {
-            term = newTerm
-            vote = nil
-            verifiedIndex = 0
-            ackOwed = false
-            out.hardState = hardState
-        }
-    }
-
-    private func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
-        setTerm(newTerm)
-        if role != .follower { out.role = .follower }
-        if newLeader != leader { verifiedIndex = 0; ackOwed = false; leaderCommitSeen = 0 }
-        role = .follower
-        leader = newLeader
-        progress = [:]
-        votes = [:]
-        transferTarget = nil
-        resetElectionTimer()
-    }
-
-    private func campaign(transfer: Bool) throws(LogFailure) {
-        if config.preVote && !transfer {
-            role = .preCandidate
-            out.role = .preCandidate
-            leader = nil
-            votes = [id: true]
-            resetElectionTimer()
-            if votes.count >= quorum { return try becomeCandidate(transfer: false) }
-            let (lastIndex, lastTerm) = try lastEntry()
-            for peer in peers { send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm)) }
-        } else {
-            try becomeCandidate(transfer: transfer)
-        }
-    }
-
-    private func becomeCandidate(transfer: Bool) throws(LogFailure) {
-        setTerm(term + 1)
-        vote = id
-        out.hardState = hardState
-        role = .candidate
-        out.role = .candidate
-        leader = nil
-        votes = [id: true]
-        resetElectionTimer()
-        if votes.count >= quorum { return try becomeLeader() }
-        let (lastIndex, lastTerm) = try lastEntry()
-        for peer in peers { send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: transfer)) }
-    }
-
-    /// A (pre-)candidate asks again the members that have not answered: requests get lost, and
-    /// the paper's RPCs are retried. Same term, so a member that already voted answers the same.
-    private func resendVoteRequests() throws(LogFailure) {
-        let (lastIndex, lastTerm) = try lastEntry()
-        for peer in peers where votes[peer] == nil {
-            if role == .preCandidate {
-                send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm))
-            } else {
-                send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: false))
-            }
-        }
-    }
-
-    private func becomeLeader() throws(LogFailure) {
-        role = .leader
-        out.role = .leader
-        leader = id
-        transferTarget = nil
-        heartbeatElapsed = 0
-        electionElapsed = 0
-        progress = [:]
-        for peer in peers { progress[peer] = Progress(next: log.lastIndex + 1) }
-        termStartIndex = log.lastIndex + 1
-        try appendToLog([Entry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
-        try broadcastAppend()
-        try maybeCommit()
-    }
-
-    /// Term of entry `index`, 0 for index 0 (before the log), nil when the log lacks it.
-    private func termAt(_ index: UInt64) throws(LogFailure) -> UInt64? {
-        index == 0 ? 0 : try log.term(at: index)
-    }
-
-    private func lastEntry() throws(LogFailure) -> (UInt64, UInt64) {
-        let last = log.lastIndex
-        return (last, try termAt(last) ?? 0)
-    }
-
     // MARK: Messages
 
     private func handle(_ m: Message) throws(LogFailure) {
@@ -378,65 +257,19 @@ public final class Raft {
 
         switch m.kind {
         case .preVote(let lastIndex, let lastTerm):
-            let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
-            let granted = m.term > term && upToDate && !rejoining
-            send(to: m.from, term: granted ? m.term : term, .preVoteResponse(granted: granted))
+            try handlePreVote(m, lastIndex: lastIndex, lastTerm: lastTerm)
         case .vote(let lastIndex, let lastTerm, _):
-            let canVote = (vote == nil || vote == m.from) && !rejoining
-            let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
-            let granted = canVote && upToDate
-            if granted {
-                vote = m.from
-                out.hardState = hardState
-                resetElectionTimer()
-            }
-            send(to: m.from, .voteResponse(granted: granted))
+            try handleVote(m, lastIndex: lastIndex, lastTerm: lastTerm)
         case .preVoteResponse(let granted):
-            guard role == .preCandidate, m.term == term + 1 || !granted else { return }
-            votes[m.from] = granted
-            if votes.values.filter({ $0 }).count >= quorum {
-                try becomeCandidate(transfer: false)
-            } else if votes.values.filter({ !$0 }).count >= quorum {
-                becomeFollower(term: term, leader: nil)
-            }
+            try handlePreVoteResponse(m, granted: granted)
         case .voteResponse(let granted):
-            guard role == .candidate else { return }
-            votes[m.from] = granted
-            if votes.values.filter({ $0 }).count >= quorum {
-                try becomeLeader()
-            } else if votes.values.filter({ !$0 }).count >= quorum {
-                becomeFollower(term: term, leader: nil)
-            }
+            try handleVoteResponse(m, granted: granted)
         case .append(let prevIndex, let prevTerm, let entries, let commit):
             if role != .follower || leader != m.from { becomeFollower(term: term, leader: m.from) }
             electionElapsed = 0
             try handleAppend(from: m.from, prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commit)
         case .heartbeat(let commit, let context):
-            if role != .follower || leader != m.from { becomeFollower(term: term, leader: m.from) }
-            electionElapsed = 0
-            if !rejoining && !bugs.contains(.heartbeatCommitCapped) {
-                // The heartbeat's commit is at most this follower's match index as the leader
-                // knows it: entries the follower acknowledged in this term, which were durable
-                // and matched the leader's log when acknowledged. Only this term's leader
-                // changes the log within the term and never below a match, so they still match,
-                // also after a restart (the disk keeps what was durable). Capping this at
-                // `verifiedIndex` (0 after a restart until an append arrives) left a follower
-                // restarted on an idle group at commit 0 with its whole log on disk, serving
-                // reads from an empty broker until the next write. A member rejoining after a
-                // lost disk keeps the cap: its old acknowledgements are gone.
-                verifiedIndex = max(verifiedIndex, min(commit, log.lastIndex))
-            }
-            advanceCommit(to: min(commit, verifiedIndex))
-            send(to: m.from, .heartbeatResponse(context: context))
-            if rejoining {
-                leaderCommitSeen = max(leaderCommitSeen, commit)
-                if verifiedIndex < commit {
-                    // The leader may still think this member holds what it held before the
-                    // disk was lost: say where its log ends now.
-                    send(to: m.from, .appendResponse(success: false, index: commit, hintIndex: log.lastIndex + 1, hintTerm: Message.lostLogHintTerm))
-                }
-                maybeFinishRejoin()
-            }
+            handleHeartbeat(m, commit: commit, context: context)
         case .termQuery:
             send(to: m.from, .termQueryResponse)
         case .termQueryResponse:
@@ -445,280 +278,23 @@ public final class Raft {
             guard role == .follower, leader == m.from else { return }
             try campaign(transfer: true)
         case .appendResponse(let success, let index, let hintIndex, let hintTerm):
-            guard role == .leader, var pr = progress[m.from] else { return }
-            pr.recentActive = true
-            if success {
-                if index > pr.match {
-                    pr.match = index
-                    pr.next = max(pr.next, index + 1)
-                    pr.progressTick = ticks
-                    pr.probing = false
-                    pr.probeSent = false
-                } else if pr.probing {
-                    // A stale acknowledgement (an earlier append's, or one whose entries are not
-                    // durable yet) says nothing about the probe in flight: wait for its answer.
-                    // Leaving the probe here sent a full window per stale ack, and a follower
-                    // catching up from an empty disk answered those with more stale acks: a
-                    // message storm (simulator seed 59).
-                    progress[m.from] = pr
-                    return
-                }
-                pr.inflight.removeAll { $0 <= index }
-                progress[m.from] = pr
-                try maybeCommit()
-                if m.from == transferTarget && pr.match == log.lastIndex { send(to: m.from, .timeoutNow) }
-            } else {
-                if hintTerm == Message.lostLogHintTerm && hintIndex <= pr.match {
-                    // The follower's log ends before what it once acknowledged: it lost its disk
-                    // and is rejoining (it says so explicitly: an ordinary rejection of a reordered
-                    // append looks the same, and taking those for lost disks restarted the probe
-                    // on each, a message storm; simulator seed 1085). Start over from its end.
-                    pr.match = hintIndex - 1
-                    pr.next = hintIndex
-                    pr.probing = true
-                    pr.probeSent = false
-                    pr.inflight.removeAll()
-                    progress[m.from] = pr
-                    try sendAppend(to: m.from)
-                    return
-                }
-                guard index > pr.match, index < pr.next else { return }  // stale rejection
-                // While probing, only the rejection of the probe in flight counts: the rest of an
-                // earlier window (reordered appends the follower could not place yet) would
-                // restart the probe once each (simulator seed 1085).
-                if pr.probing && pr.probeSent && index != pr.next - 1 { return }
-                var next = hintIndex
-                if hintTerm > 0 && hintTerm != Message.lostLogHintTerm, let last = try lastIndex(ofTerm: hintTerm, atOrBefore: index) { next = last + 1 }
-                pr.next = max(pr.match + 1, min(next, index))
-                pr.probing = true
-                pr.probeSent = false
-                pr.inflight.removeAll()
-                progress[m.from] = pr
-            }
-            try sendAppend(to: m.from)
+            try handleAppendResponse(m, success: success, index: index, hintIndex: hintIndex, hintTerm: hintTerm)
         case .heartbeatResponse(let context):
-            guard role == .leader, var pr = progress[m.from] else { return }
-            pr.recentActive = true
-            pr.echoedTick = max(pr.echoedTick, context)
-            if pr.match < log.lastIndex && (pr.probing || ticks - pr.progressTick >= UInt64(2 * config.heartbeatIntervalTicks)) {
-                // Behind and not moving: appends were lost (nothing tells us otherwise).
-                // Probe again from what it has acknowledged.
-                pr.probing = true
-                pr.probeSent = false
-                pr.inflight.removeAll()
-                pr.next = pr.match + 1
-            }
-            progress[m.from] = pr
-            if pr.match < log.lastIndex { try sendAppend(to: m.from) }
+            try handleHeartbeatResponse(m, context: context)
         }
-    }
-
-    private func isUpToDate(lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) -> Bool {
-        if bugs.contains(.voteWithoutLogCheck) { return true }
-        let (myIndex, myTerm) = try lastEntry()
-        return lastTerm > myTerm || (lastTerm == myTerm && lastIndex >= myIndex)
-    }
-
-    private func handleAppend(from leader: NodeID, prevIndex: UInt64, prevTerm: UInt64, entries: [Entry], commit: UInt64) throws(LogFailure) {
-        if prevIndex < commitIndex {
-            // Everything up to the commit index matches already; skip what is below it.
-            let skip = Int(min(UInt64(entries.count), commitIndex - prevIndex))
-            if skip == entries.count {
-                verifiedIndex = max(verifiedIndex, commitIndex)
-                sendAck(to: leader)
-                return
-            }
-            let rest = Array(entries[skip...])
-            return try handleAppend(from: leader, prevIndex: rest[0].index - 1, prevTerm: try termAt(rest[0].index - 1) ?? 0, entries: rest, commit: commit)
-        }
-        guard let myPrevTerm = try termAt(prevIndex) else {
-            send(to: leader, .appendResponse(success: false, index: prevIndex, hintIndex: log.lastIndex + 1, hintTerm: 0))
-            return
-        }
-        guard myPrevTerm == prevTerm else {
-            let first = try firstIndex(ofTerm: myPrevTerm, atOrBefore: prevIndex)
-            send(to: leader, .appendResponse(success: false, index: prevIndex, hintIndex: first, hintTerm: myPrevTerm))
-            return
-        }
-        // Find where the entries stop matching the log; truncate there, append the rest.
-        var start = entries.count
-        for (k, e) in entries.enumerated() {
-            if e.index > log.lastIndex { start = k; break }
-            if try termAt(e.index) != e.term {
-                precondition(e.index > commitIndex, "conflict at \(e.index) at or below the commit index \(commitIndex)")
-                if bugs.contains(.skipTruncation) {
-                    start = entries.firstIndex { $0.index > log.lastIndex } ?? entries.count
-                } else {
-                    try log.truncate(after: e.index - 1)
-                    start = k
-                }
-                break
-            }
-        }
-        if start < entries.count { try appendToLog(Array(entries[start...])) }
-        verifiedIndex = max(verifiedIndex, prevIndex + UInt64(entries.count))
-        advanceCommit(to: min(commit, verifiedIndex))
-        sendAck(to: leader)
-        if rejoining {
-            leaderCommitSeen = max(leaderCommitSeen, commit)
-            maybeFinishRejoin()
-        }
-    }
-
-    /// A rejoining node records the highest term each peer has shown. Every message carries at
-    /// least its sender's current term, and a candidate persisted its term before asking for
-    /// votes, so once every peer has been heard from, the maximum bounds every term this node
-    /// could have voted in before it lost its disk.
-    private func noteTermHeard(_ m: Message) {
-        heardTerms[m.from] = max(heardTerms[m.from] ?? 0, m.term)
-        if rejoinFloor == nil && peers.allSatisfy({ heardTerms[$0] != nil }) {
-            rejoinFloor = peers.map { heardTerms[$0]! }.max()
-        }
-    }
-
-    /// Ends the abstention once the log holds everything a leader of a term at or above the
-    /// floor had committed: from then on this node's vote cannot help elect a leader that lacks
-    /// a committed entry. The current term counts as voted in (its old self may have voted in
-    /// it), so the first new vote is in a later term, above the floor.
-    ///
-    /// The leader's commit index counts only once it covers an entry of the leader's own term:
-    /// a new leader does not know how far earlier terms committed until its no-op commits
-    /// (found by the simulator: a member rejoined against such a leader, missing committed
-    /// entries, and then helped elect a leader without them).
-    private func maybeFinishRejoin() {
-        guard role == .follower, leader != nil, let floor = rejoinFloor, term >= floor,
-              leaderCommitSeen > 0, verifiedIndex >= leaderCommitSeen, log.durableIndex >= leaderCommitSeen,
-              (try? termAt(leaderCommitSeen)) == term else { return }
-        rejoining = false
-        if vote == nil { vote = id }
-        out.hardState = hardState
-    }
-
-    /// Acknowledges what matches the leader and is durable; owes the rest until `persisted()`.
-    private func sendAck(to leader: NodeID) {
-        let durable = bugs.contains(.ackBeforeFsync) ? log.lastIndex : log.durableIndex
-        let acked = min(verifiedIndex, durable)
-        ackOwed = acked < verifiedIndex
-        send(to: leader, .appendResponse(success: true, index: acked, hintIndex: 0, hintTerm: 0))
-    }
-
-    /// First index in the log whose term is `t`, searching back from `index` (terms never
-    /// decrease along the log, so a binary search).
-    private func firstIndex(ofTerm t: UInt64, atOrBefore index: UInt64) throws(LogFailure) -> UInt64 {
-        var lo = max(log.firstIndex, commitIndex + 1), hi = index
-        if lo > hi { return hi }
-        while lo < hi {
-            let mid = lo + (hi - lo) / 2
-            if (try termAt(mid) ?? 0) < t { lo = mid + 1 } else { hi = mid }
-        }
-        return lo
-    }
-
-    /// Last index at or before `index` whose term is `t`, nil when the leader has no such entry.
-    private func lastIndex(ofTerm t: UInt64, atOrBefore index: UInt64) throws(LogFailure) -> UInt64? {
-        var lo = log.firstIndex, hi = min(index, log.lastIndex)
-        guard lo <= hi else { return nil }
-        // Largest i in [lo, hi] with term(i) <= t.
-        if (try termAt(lo) ?? 0) > t { return nil }
-        while lo < hi {
-            let mid = lo + (hi - lo + 1) / 2
-            if (try termAt(mid) ?? 0) <= t { lo = mid } else { hi = mid - 1 }
-        }
-        return (try termAt(lo)) == t ? lo : nil
-    }
-
-    // MARK: Leader
-
-    private func tickLeader(_ count: Int) throws(LogFailure) {
-        heartbeatElapsed += count
-        electionElapsed += count
-        if heartbeatElapsed >= config.heartbeatIntervalTicks {
-            heartbeatElapsed = 0
-            for peer in peers {
-                send(to: peer, .heartbeat(commit: min(progress[peer]!.match, commitIndex), context: ticks))
-            }
-        }
-        if electionElapsed >= config.electionTimeoutTicks {
-            // Check-quorum once per election timeout. A catch-up step that spans more than one
-            // timeout covers a whole window in which nobody could have been heard from (inputs
-            // wait behind this step), so the check then fails whatever `recentActive` says.
-            let windows = electionElapsed / config.electionTimeoutTicks
-            electionElapsed = 0
-            if config.checkQuorum && !bugs.contains(.noCheckQuorum) {
-                let active = windows > 1 ? 1 : 1 + peers.filter { progress[$0]!.recentActive }.count
-                if active < quorum {
-                    becomeFollower(term: term, leader: nil)
-                    return
-                }
-            }
-            for peer in peers { progress[peer]!.recentActive = false }
-        }
-        if transferTarget != nil {
-            transferElapsed += count
-            if transferElapsed >= config.electionTimeoutTicks { transferTarget = nil }
-        } else if let preferred = config.preferredLeader, preferred != id, let pr = progress[preferred],
-                  pr.recentActive, pr.match == log.lastIndex {
-            transferTarget = preferred
-            transferElapsed = 0
-            send(to: preferred, .timeoutNow)
-        }
-    }
-
-    private func broadcastAppend() throws(LogFailure) {
-        for peer in peers { try sendAppend(to: peer) }
-    }
-
-    /// Probe state: one append (possibly empty) until it is answered. Replicate state: appends
-    /// until the window is full or the follower has everything.
-    private func sendAppend(to peer: NodeID) throws(LogFailure) {
-        guard var pr = progress[peer] else { return }
-        defer { progress[peer] = pr }
-        while true {
-            if pr.probing && pr.probeSent { return }
-            if !pr.probing && pr.inflight.count >= config.maxInflightAppends { return }
-            let prevIndex = pr.next - 1
-            guard let prevTerm = try termAt(prevIndex) else { return }  // compacted: needs a snapshot (not built yet)
-            let entries = pr.next <= log.lastIndex ? try log.read(from: pr.next, maxBytes: config.maxAppendBytes) : []
-            if !pr.probing && entries.isEmpty { return }
-            send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex))
-            if pr.probing {
-                pr.probeSent = true
-                return
-            }
-            pr.inflight.append(entries.last!.index)
-            pr.next = entries.last!.index + 1
-        }
-    }
-
-    private func maybeCommit() throws(LogFailure) {
-        guard role == .leader else { return }
-        let own = bugs.contains(.ackBeforeFsync) ? log.lastIndex : log.durableIndex
-        var matches = peers.map { progress[$0]!.match }
-        matches.append(own)
-        matches.sort(by: >)
-        let candidate = matches[quorum - 1]
-        guard candidate > commitIndex else { return }
-        if !bugs.contains(.commitEarlierTerm) {
-            guard try termAt(candidate) == term else { return }
-        }
-        advanceCommit(to: candidate)
-    }
-
-    private func advanceCommit(to index: UInt64) {
-        if index > commitIndex { commitIndex = min(index, log.lastIndex) }
     }
 
     // MARK: Output
 
-    private func appendToLog(_ entries: [Entry]) throws(LogFailure) {
+    func appendToLog(_ entries: [Entry]) throws(LogFailure) {
         try log.append(entries)
     }
 
-    private func send(to peer: NodeID, term: UInt64? = nil, _ kind: Message.Kind) {
+    func send(to peer: NodeID, term: UInt64? = nil, _ kind: Message.Kind) {
         out.messages.append(Message(from: id, to: peer, term: term ?? self.term, kind: kind))
     }
 
-    private func finish() -> Effects {
+    func finish() -> Effects {
         var target = commitIndex
         if bugs.contains(.applyUncommitted) { target = max(target, log.lastIndex) }
         if target > reportedCommit {

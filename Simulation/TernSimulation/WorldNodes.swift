@@ -1,0 +1,166 @@
+// Driving the nodes: starting one on its simulated disk, running an input on it and carrying
+// out its output (peer messages and client replies under the fault mix, applied entries to
+// the checkers).
+import TernBroker
+import TernNode
+import TernProtocol
+import TernRaft
+import TernStorage
+
+extension World {
+    func config(for node: SimNode) -> RaftConfig {
+        var c = RaftConfig(id: node.id, members: nodes.map(\.id))
+        c.plantedBugs = options.plantedBugs
+        c.maxAppendBytes = mix.maxAppendBytes
+        c.electionJitterTicks = mix.electionJitterTicks
+        return c
+    }
+
+    func start(_ node: SimNode) {
+        node.incarnation += 1
+        let incarnation = node.incarnation
+        node.device.schedule = { [unowned self, unowned node] id in
+            var latency = mix.fsyncMinMicros + below(mix.fsyncJitterMicros)
+            if faultsOn && chance(mix.slowFsyncRate) {
+                latency += 20_000 + below(500_000)
+                count("slow fsync")
+            }
+            schedule(.diskDone(node: node.index, batch: id, incarnation: incarnation), after: latency)
+        }
+        node.device.random = { [unowned self] in unit() }
+        // One segment in three finds its zero-filling unfinished (FNV-1a of node and path).
+        let salt = node.id.name
+        node.device.preparationLags = { path in
+            (salt + path).utf8.reduce(UInt64(0xCBF2_9CE4_8422_2325)) { ($0 ^ UInt64($1)) &* 0x100_0000_01B3 } % 3 == 0
+        }
+        if options.trace { node.device.traceHook = { [unowned self, unowned node] line in trace("\(node.id) disk: \(line)") } }
+        node.device.readFlipProbability = faultsOn ? mix.readFlipRate : 0
+        node.device.flipsInjected = 0
+        node.device.noSpaceInjected = 0
+        node.appliedIndex = 0
+        node.chain = 0xCBF2_9CE4_8422_2325
+        var nodeConfig = NodeConfig(raft: config(for: node), endpoints: Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, "sim:\($0.index)") }))
+        nodeConfig.broker.autoCreateTopics = true
+        nodeConfig.broker.defaultQueues = SimProducer.queues
+        nodeConfig.broker.maxMessageBytes = 1024
+        nodeConfig.broker.transactionCheckFirstMillis = 1_000
+        nodeConfig.broker.transactionCheckIntervalMillis = 1_500
+        nodeConfig.broker.transactionMaxChecks = 8
+        do {
+            node.node = try Node(config: nodeConfig, device: node.device, directory: "/\(node.id)",
+                                 logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
+                                 seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32,
+                                 lostDisk: node.lostDisk)
+            node.lostDisk = false
+        } catch {
+            failStop(node, error)
+        }
+    }
+
+    func index(of id: NodeID) -> Int { Int(id.name.dropFirst())! - 1 }
+
+    func kindCode(_ k: Message.Kind) -> UInt64 {
+        switch k {
+        case .preVote: return 1
+        case .preVoteResponse(let g): return g ? 2 : 3
+        case .vote: return 4
+        case .voteResponse(let g): return g ? 5 : 6
+        case .append(let p, _, let es, let c): return 7 &+ p << 8 &+ UInt64(es.count) << 32 &+ c << 40
+        case .appendResponse(let s, let i, _, _): return (s ? 8 : 9) &+ i << 8
+        case .heartbeat: return 10
+        case .heartbeatResponse: return 11
+        case .timeoutNow: return 12
+        case .termQuery: return 13
+        case .termQueryResponse: return 14
+        }
+    }
+
+    /// The node a NOT_LEADER answer names, or a random one when it names none (as the SDK does).
+    func leaderHint(_ e: ErrorBody) -> Int {
+        if let d = try? NotLeaderDetail.decode(e.detail), let k = nodes.firstIndex(where: { $0.id.name == d.leader }) { return k }
+        return Int(below(UInt64(nodes.count)))
+    }
+
+    /// Milliseconds of virtual time: the node's clock.
+    var millis: UInt64 { now / 1000 }
+
+    /// Runs one input on a node and carries out its output; a storage error stops the node.
+    func run(_ node: SimNode, _ body: () throws(StorageError) -> NodeOutput) {
+        do {
+            let out = try body()
+            carryOut(node, out)
+        } catch {
+            failStop(node, error)
+        }
+    }
+
+    func carryOut(_ node: SimNode, _ out: NodeOutput) {
+        guard let replica = node.replica else { return }
+        if node.amnesiac && !replica.raft.rejoining { node.amnesiac = false }
+        if faultsOn && out.votedNow && chance(mix.crashAfterVoteRate) {
+            schedule(.crashNow(node.index), after: below(1_000))
+        }
+        if faultsOn && replica.raft.role == .leader && !out.applied.isEmpty {
+            let first = node.committedInTerm != replica.raft.term
+            node.committedInTerm = replica.raft.term
+            if chance(mix.crashAfterCommitRate) || (first && chance(mix.crashAfterFirstCommitRate)) {
+                schedule(.crashNow(node.index), after: below(500))
+            }
+        }
+        if out.role == .leader {
+            checker.leaderElected(node.id, term: replica.raft.term)
+            clientLeaderGuess = node.index
+            if faultsOn && chance(mix.isolateNewLeaderRate) {
+                blocked.removeAll()
+                for j in nodes.indices where j != node.index { blocked.insert([node.index, j]); blocked.insert([j, node.index]) }
+                count("partition: isolate new leader")
+                trace("partition: isolate new leader \(node.id)")
+                schedule(.heal, after: 100_000 + below(1_500_000))
+            }
+        }
+        for m in out.messages { send(m) }
+        for e in out.applied { apply(node, e) }
+        for r in out.replies { sendToClient(r) }
+    }
+
+    func send(_ m: Message) {
+        let from = index(of: m.from), to = index(of: m.to)
+        if faultsOn && (blocked.contains([from, to]) || chance(mix.lossRate)) { return }
+        var latency = mix.latencyMinMicros + below(mix.latencyJitterMicros)
+        if faultsOn && chance(mix.delaySpikeRate) {
+            latency += 50_000 + below(1_450_000)
+            count("delay spike")
+        }
+        let bytes = PeerCodec.encode(m)
+        schedule(.deliver(to: to, bytes: bytes), after: latency)
+        if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(to: to, bytes: bytes), after: latency + below(10_000)) }
+    }
+
+    /// Client links: latency and loss, no partitions (a lost request or reply times out at the client).
+    func sendRequest(to node: Int, client: ClientRef, frame: Frame) {
+        if faultsOn && chance(mix.lossRate) { return }
+        schedule(.request(node: node, client: client, frame: frame), after: mix.latencyMinMicros + below(mix.latencyJitterMicros))
+    }
+
+    func sendToClient(_ r: Reply) {
+        if faultsOn && chance(mix.lossRate) { return }
+        schedule(.reply(r), after: mix.latencyMinMicros + below(mix.latencyJitterMicros))
+    }
+
+    func apply(_ node: SimNode, _ e: LogEntry) {
+        if options.trace { trace("\(node.id) applies \(e.index) t\(e.term) type \(e.type)") }
+        if e.type == BrokerEntryType.release, let n = node.node, let list = try? MessageIDList.decode(e.body) {
+            // Never early: a release applies no sooner than the leader's clock said it was due
+            // (every clock here is the virtual one; apply follows the proposal).
+            for id in list.ids {
+                guard let m = try? n.broker.message(id), let delay = m.message.properties["TIMER_DELAY_MS"].flatMap(UInt64.init) else { continue }
+                if millis < m.storeTimestamp + delay {
+                    messages.fail("delayed message \(String(decoding: m.message.body, as: UTF8.self)) (\(id)) released at \(millis) ms on \(node.id), due at \(m.storeTimestamp + delay) ms")
+                }
+            }
+        }
+        checker.applied(node: node, entry: e)
+        node.appliedIndex = e.index
+        mixDigest(7, now, UInt64(node.index), e.index, e.term)
+    }
+}

@@ -1,0 +1,262 @@
+// Applying committed entries, in log order: admin commands, sends (checked, deduplicated per
+// producer and indexed in their consume queues), releases and recalls of delayed messages,
+// offset commits and resets; transactions and receives go to their own files' appliers.
+import TernProtocol
+import TernStorage
+
+extension Broker {
+    /// Applies committed entry `index`. Throws `CorruptEntry` when the entry's envelope (what the
+    /// leader encoded: the store timestamp and send header, an admin command, an offset commit,
+    /// ...) does not decode or its type is unknown: a committed entry is never skipped, and the
+    /// node fails stop. Client content inside a send that fails validation is not corruption:
+    /// every replica refuses it the same way (`.failed`).
+    public func apply(index: UInt64, type: UInt8, body: [UInt8]) throws(CorruptEntry) -> ApplyOutcome {
+        precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
+        appliedIndex = index
+        do {
+            switch type {
+            case BrokerEntryType.admin: return applyAdmin(try AdminCommand.decode(body))
+            case BrokerEntryType.messages: return try applyMessages(index: index, body: body)
+            case BrokerEntryType.release:
+                return applyRelease(try MessageIDList.decode(body).ids)
+            case BrokerEntryType.recall:
+                let ids = try MessageIDList.decode(body).ids
+                for id in ids where timers.pending[id] == nil {
+                    return .failed(ErrorBody(code: ErrorCode.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
+                }
+                for id in ids { timers.recall(id) }
+                return .done
+            case BrokerEntryType.offsetReset:
+                let commit = try OffsetCommit.decode(body)
+                for g in commit.groups.keys.sorted() {
+                    for (q, o) in commit.groups[g]! where topics[q.topic] != nil { offsets[g, default: [:]][q] = o }
+                }
+                return .done
+            case BrokerEntryType.transactionEnd: return applyTransactionEnd(try TransactionEnd.decode(body))
+            case BrokerEntryType.transactionCheck: return applyTransactionCheck(try TransactionCheck.decode(body))
+            case BrokerEntryType.receive: return applyReceive(try ReceiveEntry.decode(body), index: index)
+            case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body))
+            case BrokerEntryType.offsets:
+                let commit = try OffsetCommit.decode(body)
+                for g in commit.groups.keys.sorted() {
+                    for (q, o) in commit.groups[g]! where topics[q.topic] != nil {
+                        offsets[g, default: [:]][q] = max(offsets[g]?[q] ?? 0, o)
+                    }
+                }
+                return .done
+            case let t where t < BrokerEntryType.firstBrokerType:
+                return .none  // Raft's own entries (the no-op of each term)
+            default:
+                throw CorruptEntry(index: index, type: type, reason: "the entry type is unknown to this broker")
+            }
+        } catch let error as CorruptEntry {
+            throw error
+        } catch {
+            throw CorruptEntry(index: index, type: type, reason: "\(error)")
+        }
+    }
+
+    func applyAdmin(_ command: AdminCommand) -> ApplyOutcome {
+        switch command {
+        case .createTopic(let name, let n):
+            if let existing = topics[name] {
+                return existing == n ? .done : .failed(ErrorBody(code: ErrorCode.topicExists, message: "topic \(name) exists with \(existing) queues"))
+            }
+            topics[name] = n
+            for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
+            return .done
+        case .updateTopic(let name, let n):
+            guard let existing = topics[name] else {
+                return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
+            }
+            guard n >= existing else {
+                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
+            }
+            for q in existing..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
+            topics[name] = n
+            return .done
+        case .deleteTopic(let name):
+            guard let n = topics.removeValue(forKey: name) else {
+                return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
+            }
+            for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = nil }
+            keyIndex[name] = nil
+            for g in receiveGroups.keys.sorted() {
+                receiveGroups[g] = receiveGroups[g]!.filter { $0.key.topic != name }
+                if receiveGroups[g]!.isEmpty { receiveGroups[g] = nil }
+            }
+            for g in offsets.keys.sorted() {
+                offsets[g] = offsets[g]!.filter { $0.key.topic != name }
+                if offsets[g]!.isEmpty { offsets[g] = nil }
+            }
+            return .done
+        }
+    }
+
+    func applyMessages(index: UInt64, body: [UInt8]) throws(WireError) -> ApplyOutcome {
+        var r = WireReader(body)
+        let storeTimestamp = try r.u64("store timestamp")
+        lastStoreTimestamp = max(lastStoreTimestamp, storeTimestamp)
+        let header = try SendHeader(from: &r)
+        let ref = QueueRef(topic: header.topic, queueID: header.queueID)
+        guard queues[ref] != nil else {
+            return .failed(topics[header.topic] == nil
+                ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(header.topic) does not exist")
+                : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
+        }
+        if header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"), header.count == 1 {
+            // A give-back: stored once per (origin, reconsume times).
+            var peek = r
+            if let m = try? WireMessage.meta(from: &peek), let key = m.properties[RetryProperty.retryKey] {
+                if var earlier = sendBacks[header.topic]?.keys[key], !config.plantedBugs.contains(.sendBackTwice) {
+                    earlier.duplicate = true
+                    return .sent(earlier)
+                }
+                let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+                if case .sent(let response) = result {
+                    // Out of the table while it changes, so the change does not copy it.
+                    var book = sendBacks.removeValue(forKey: header.topic) ?? ([:], [], 0)
+                    book.keys[key] = response
+                    book.order.append(key)
+                    if book.order.count - book.head > 100_000 {
+                        book.keys[book.order[book.head]] = nil
+                        book.head += 1
+                        if book.head > 50_000 {
+                            book.order.removeFirst(book.head)
+                            book.head = 0
+                        }
+                    }
+                    sendBacks[header.topic] = book
+                }
+                return result
+            }
+        }
+        if header.producerID != 0 && !config.plantedBugs.contains(.dedupeOff) {
+            if let window = producers[header.producerID]?[ref] {
+                if var earlier = window.results[header.sequence] {
+                    earlier.duplicate = true
+                    return .sent(earlier)
+                }
+                if header.sequence <= window.forgottenMax {
+                    return .failed(ErrorBody(code: ErrorCode.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
+                }
+            }
+            let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+            guard case .sent(let response) = result else { return result }
+            // Out of the table while it changes, so the change does not copy the window.
+            var window = producers[header.producerID]?.removeValue(forKey: ref) ?? DedupeWindow()
+            window.results[header.sequence] = response
+            window.order.append(header.sequence)
+            window.lastUsed = index
+            if window.order.count - window.head > config.dedupeWindow {
+                let old = window.order[window.head]
+                window.head += 1
+                window.results[old] = nil
+                window.forgottenMax = max(window.forgottenMax, old)
+                if window.head > 4096 {
+                    window.order.removeFirst(window.head)
+                    window.head = 0
+                }
+            }
+            producers[header.producerID, default: [:]][ref] = window
+            if producers.count > config.maxProducers { forgetLeastRecentProducer() }
+            return result
+        }
+        return appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+    }
+
+    private func appendMessages(index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef, storeTimestamp: UInt64) -> ApplyOutcome {
+        guard header.count > 0, header.count <= UInt32(min(config.maxBatchMessages, Int(UInt16.max))) else {
+            return .failed(ErrorBody(code: ErrorCode.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)"))
+        }
+        // Validate every message before indexing any, so a bad batch stores nothing.
+        var found: [(position: UInt32, hash: UInt32)] = []
+        found.reserveCapacity(Int(header.count))
+        var keys: [[String]] = []
+        var deliverAt: UInt64?
+        var half = false
+        var scan = r
+        for k in 0..<Int(header.count) {
+            let start = UInt32(scan.position)
+            guard let m = try? WireMessage.meta(from: &scan, maxBody: config.maxMessageBytes) else {
+                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
+            }
+            found.append((start, tagHash(m.tag)))
+            keys.append(m.keys)
+            if m.properties[TransactionProperty.half] == "true" { half = true }
+            switch Delay.deliverAt(m.properties, storeTimestamp: storeTimestamp, maxDelayMillis: config.maxDelayMillis) {
+            case .failure(let e): return .failed(e)
+            case .success(let at):
+                if k == 0 {
+                    deliverAt = at
+                } else if at != deliverAt {
+                    return .failed(ErrorBody(code: ErrorCode.badRequest, message: "the messages of one send must share their delay"))
+                }
+            }
+        }
+        guard scan.atEnd else { return .failed(ErrorBody(code: ErrorCode.badRequest, message: "\(scan.remaining) bytes after the last message")) }
+        if half {
+            if let e = Broker.validateHalf(header, delayed: deliverAt != nil) { return .failed(e) }
+        }
+        for (k, list) in keys.enumerated() {
+            for key in list where !key.isEmpty {
+                var ids = keyIndex[header.topic]?[key] ?? []
+                ids.append(MessageID(entryIndex: index, slot: UInt16(k)))
+                if ids.count > Broker.keyIndexDepth { ids.removeFirst(ids.count - Broker.keyIndexDepth) }
+                keyIndex[header.topic, default: [:]][key] = ids
+            }
+        }
+        if half {
+            // Half message: stored, invisible, checked from `transactionCheckFirstMillis` on.
+            let id = MessageID(entryIndex: index, slot: 0)
+            halfMessages[id] = (header.producerGroup, 0)
+            checkTimers.schedule(PendingTimer(deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
+            if config.plantedBugs.contains(.deliverHalf) { indexLate(checkTimers.pending[id]!) }
+            return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))
+        }
+        if let at = deliverAt {
+            // Scheduled: into the timer, not the queue; a release entry indexes it when due.
+            for (slot, f) in found.enumerated() {
+                let id = MessageID(entryIndex: index, slot: UInt16(slot))
+                timers.schedule(PendingTimer(deliverAt: at, id: id, queue: ref, position: f.position, tagHash: f.hash))
+            }
+            return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
+        }
+        let first = queues[ref]!.maxOffset
+        var order = Array(found.enumerated())
+        if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
+        // Appended in place (`queues[ref]!` is a modify access): a copy out and back would copy
+        // the whole queue on every send.
+        for (slot, f) in order { queues[ref]!.append(entryIndex: index, position: f.position, slot: UInt16(slot), tagHash: f.hash) }
+        return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: first, count: header.count, duplicate: false))
+    }
+
+    /// Indexes released messages in their queues. A message no longer pending (released before,
+    /// recalled, or its topic deleted) is skipped: a release never delivers twice.
+    func applyRelease(_ ids: [MessageID]) -> ApplyOutcome {
+        for id in ids {
+            let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[id] ?? timers.released[id]) : timers.pending[id]
+            guard let t = pending else { continue }
+            timers.release(id)
+            indexLate(t)
+        }
+        return .done
+    }
+
+    /// Indexes a message stored earlier at the end of its queue now (a released delayed message,
+    /// a committed half message). Nothing when its topic is gone.
+    func indexLate(_ t: PendingTimer) {
+        guard let offset = queues[t.queue]?.maxOffset else { return }
+        lateOffsets[t.id] = offset
+        queues[t.queue]!.append(entryIndex: t.id.entryIndex, position: t.position, slot: t.id.slot, tagHash: t.tagHash)
+    }
+
+    private func forgetLeastRecentProducer() {
+        var oldest: (id: UInt64, used: UInt64)?
+        for (id, windows) in producers {
+            let used = windows.values.map(\.lastUsed).max() ?? 0
+            if oldest == nil || (used, id) < (oldest!.used, oldest!.id) { oldest = (id, used) }
+        }
+        if let o = oldest { producers[o.id] = nil }
+    }
+}

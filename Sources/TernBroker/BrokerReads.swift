@@ -1,0 +1,154 @@
+// Reads of what a replica applied, served by any replica: queue bounds, topics, committed
+// offsets, pulls (with tag and SQL filters), messages by id or key, and the offset of a time.
+import TernProtocol
+import TernStorage
+
+extension Broker {
+    public func maxOffset(_ q: QueueRef) -> UInt64? { queues[q]?.maxOffset }
+
+    /// The queue's first kept offset and one past its last.
+    public func bounds(_ q: QueueRef) -> (min: UInt64, max: UInt64)? { queues[q].map { ($0.baseOffset, $0.maxOffset) } }
+
+    public func topicInfo(_ name: String) -> TopicInfo? {
+        guard let n = topics[name] else { return nil }
+        return TopicInfo(name: name, queues: (0..<n).map { id in
+            let q = queues[QueueRef(topic: name, queueID: id)]!
+            return TopicInfo.Queue(queueID: id, minOffset: q.baseOffset, maxOffset: q.maxOffset)
+        })
+    }
+
+    public func topicList() -> [TopicInfo] { topics.keys.sorted().compactMap(topicInfo) }
+
+    public func committedOffset(group: String, queue: QueueRef) -> UInt64? { offsets[group]?[queue] }
+
+    /// The `offsetsInMemoryOnly` planted bug: set offsets outside the log. SPI, simulator only.
+    public func plantedSetOffsets(group: String, _ map: [QueueRef: UInt64]) {
+        for (q, o) in map { offsets[group, default: [:]][q] = o }
+    }
+
+    /// Messages of a queue from `offset`, at most `maxMessages` and about `maxBytes` of bodies
+    /// (at least one message when any matches). An offset below the queue's first is moved up
+    /// to it; one past the end returns nothing.
+    public func pull(_ request: PullRequest) throws(StorageError) -> Result<PullResponse, ErrorBody> {
+        let ref = QueueRef(topic: request.topic, queueID: request.queueID)
+        guard let q = queues[ref] else {
+            return .failure(topics[request.topic] == nil
+                ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist")
+                : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
+        }
+        let filter = TagFilter(request.tagFilter)
+        var sql: SQLFilter?
+        if !request.sqlFilter.isEmpty {
+            switch sqlFilter(request.sqlFilter) {
+            case .success(let f): sql = f
+            case .failure(let e): return .failure(e)
+            }
+        }
+        var offset = max(request.offset, q.baseOffset)
+        var out: [ReceivedMessage] = []
+        var bytes = 0
+        var scanned = 0
+        while offset < q.maxOffset, out.count < Int(request.maxMessages), scanned < config.maxScanPerPull {
+            let k = Int(offset - q.baseOffset)
+            scanned += 1
+            if filter.matches(hash: q.tagHashes[k]) {
+                let wrong = config.plantedBugs.contains(.readWrongSlot) && k + 1 < q.positions.count && q.entryIndexes[k + 1] == q.entryIndexes[k]
+                let m = try readMessage(entryIndex: q.entryIndexes[k], position: q.positions[wrong ? k + 1 : k])
+                if filter.matches(tag: m.1.tag) && (sql?.matches(properties: m.1.properties, tag: m.1.tag) ?? true) {
+                    if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
+                    bytes += m.1.body.count
+                    out.append(ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k]), topic: request.topic, queueID: request.queueID, queueOffset: offset, storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1))
+                }
+            }
+            offset += 1
+        }
+        return .success(PullResponse(nextOffset: offset, minOffset: q.baseOffset, maxOffset: q.maxOffset, messages: out))
+    }
+
+    /// The message with this id, when it is applied here and still indexed in its queue.
+    public func message(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
+        guard id.entryIndex <= appliedIndex else { return nil }
+        let body: [UInt8]
+        do {
+            body = try source.entryBody(at: id.entryIndex)
+        } catch where error.code == .invalidArgument {
+            return nil  // compacted away
+        }
+        var r = WireReader(body)
+        guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
+        let ref = QueueRef(topic: header.topic, queueID: header.queueID)
+        guard let q = queues[ref] else { return nil }
+        // Released delayed messages are found by their recorded offset; the others ascend by id
+        // along the queue (released ones interleaved): binary search, stepping over those.
+        var found: Int?
+        if let offset = lateOffsets[id] {
+            if offset >= q.baseOffset && offset < q.maxOffset { found = Int(offset - q.baseOffset) }
+        } else {
+            func released(_ k: Int) -> Bool {
+                lateOffsets[MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k])] == q.baseOffset + UInt64(k)
+            }
+            var lo = 0, hi = q.entryIndexes.count
+            while lo < hi {
+                let mid = (lo + hi) / 2
+                var probe = mid
+                while probe < hi && released(probe) { probe += 1 }
+                if probe == hi {
+                    hi = mid
+                    continue
+                }
+                let key = (q.entryIndexes[probe], q.slots[probe])
+                if key == (id.entryIndex, id.slot) {
+                    found = probe
+                    break
+                }
+                if key < (id.entryIndex, id.slot) { lo = probe + 1 } else { hi = mid }
+            }
+        }
+        guard let lo = found, q.entryIndexes[lo] == id.entryIndex, q.slots[lo] == id.slot else { return nil }
+        let m = try readMessage(entryIndex: id.entryIndex, position: q.positions[lo])
+        return ReceivedMessage(id: id, topic: header.topic, queueID: header.queueID, queueOffset: q.baseOffset + UInt64(lo), storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1)
+    }
+
+    /// The most recent messages of `topic` with `key`, oldest first.
+    public func messages(topic: String, key: String, max: Int) throws(StorageError) -> [ReceivedMessage] {
+        var out: [ReceivedMessage] = []
+        for id in (keyIndex[topic]?[key] ?? []).suffix(max) {
+            if let m = try message(id) { out.append(m) }
+        }
+        return out
+    }
+
+    /// The first offset of `queue` whose message was stored at or after `timestamp` (the queue's
+    /// end when none was). Binary search over store timestamps, which ascend along a queue
+    /// because the leader's clock as applied is made monotonic.
+    public func offset(_ queue: QueueRef, atOrAfter timestamp: UInt64) throws(StorageError) -> UInt64? {
+        guard let q = queues[queue] else { return nil }
+        var lo = 0, hi = q.entryIndexes.count
+        while lo < hi {
+            let mid = (lo + hi) / 2
+            let body = try source.entryBody(at: q.entryIndexes[mid])
+            let stamp = body.count >= 8 ? body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0
+            if stamp < timestamp { lo = mid + 1 } else { hi = mid }
+        }
+        return q.baseOffset + UInt64(lo)
+    }
+
+    func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {
+        let body: [UInt8]
+        if let c = cachedEntry, c.index == entryIndex {
+            body = c.body
+        } else {
+            body = try source.entryBody(at: entryIndex)
+            cachedEntry = (entryIndex, body)
+        }
+        do {
+            var r = WireReader(body)
+            let ts = try r.u64("store timestamp")
+            let header = try SendHeader(from: &r)
+            var m = WireReader(body, at: Int(position))
+            return ((ts, header.producerGroup), try WireMessage(from: &m))
+        } catch {
+            throw StorageError(.corruption, "entry \(entryIndex) does not hold the message its consume queue points at: \(error.description)")
+        }
+    }
+}

@@ -1,0 +1,97 @@
+// Applying: what Raft returns from each input (peer messages, entries to apply, a role change)
+// is absorbed here. Applied entries go to the broker and answer the writes waiting on them;
+// a deposed leader fails everything still waiting and drops its soft state.
+import TernBroker
+import TernProtocol
+import TernStorage
+
+extension Node {
+    func absorb(_ r: ReplicaOutput, into out: inout NodeOutput) throws(StorageError) {
+        out.messages += r.messages
+        out.applied += r.apply
+        if let role = r.role { out.role = role }
+        if r.votedNow { out.votedNow = true }
+        var touched = false
+        var checksQueued = false
+        for entry in r.apply {
+            lastAppliedTerm = entry.term
+            let outcome: ApplyOutcome
+            do {
+                outcome = try broker.apply(index: entry.index, type: entry.type, body: entry.body)
+            } catch {
+                throw StorageError(.corruption, "\(error); the node stops rather than skip it")
+            }
+            if case .sent = outcome { touched = true }
+            if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.transactionEnd { touched = true }
+            if case .checks(let ids) = outcome, isLeader {
+                for id in ids {
+                    guard let group = broker.halfMessages[id]?.group else { continue }
+                    var list = checkOutbox[group] ?? []
+                    if !list.contains(id) { list.append(id) }
+                    if list.count > 10_000 { list.removeFirst(list.count - 10_000) }
+                    checkOutbox[group] = list
+                    checksQueued = true
+                }
+            }
+            if entry.type == BrokerEntryType.receive, isLeader {
+                // It decoded a moment ago in `apply`.
+                guard let e = try? ReceiveEntry.decode(entry.body) else { preconditionFailure("receive entry \(entry.index) applied but does not decode") }
+                for q in e.queues {
+                    for o in q.offsets { receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: QueueRef(topic: e.topic, queueID: q.queueID), offset: o)) }
+                }
+            }
+            guard let owner = pending.removeValue(forKey: entry.index) else { continue }
+            switch (owner, outcome) {
+            case (.send(let c, let op), .sent(let response)):
+                out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(response.encoded())))
+            case (.answer(let c, let op, let body), .done):
+                out.replies.append(Reply(to: c, opcode: op.rawValue, result: .success(body)))
+            case (.offsets(let cs), .done):
+                for c in cs { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .success([]))) }
+            case (.receive(let c), .received(let grants)):
+                var deliveries: [ReceivedDelivery] = []
+                for g in grants {
+                    guard let m = try broker.message(at: g.handle.offset, in: g.handle.queue) else { continue }
+                    deliveries.append(ReceivedDelivery(handle: g.handle, invisibleUntil: g.until, attempt: g.attempt, message: m))
+                }
+                out.replies.append(Reply(to: c, opcode: Opcode.receive.rawValue, result: .success(ReceiveResponse(deliveries: deliveries).encoded())))
+            case (.changeInvisible(let c), .invisibleUntil(let until)):
+                out.replies.append(Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .success(ChangeInvisibleResponse(invisibleUntil: until).encoded())))
+            case (_, .failed(let e)):
+                fail(owner, e, into: &out)
+            case (.internalWrite, _):
+                break
+            default:
+                fail(owner, ErrorBody(code: ErrorCode.badRequest, message: "entry \(entry.index) did not apply as its request expected"), into: &out)
+            }
+        }
+        let leaderNow = isLeader
+        if leaderNow && !wasLeader {
+            leaderSince = now
+            locks = [:]
+        }
+        if wasLeader && !leaderNow {
+            // Deposed: what was waiting may or may not commit under the next leader. Clients
+            // retry there (idempotently, with a producer id). Groups re-form at the new leader.
+            let e = notLeader()!
+            for index in pending.keys.sorted() { fail(pending[index]!, e, into: &out) }
+            pending = [:]
+            releaseInFlight = nil
+            checkInFlight = nil
+            checkOutbox = [:]
+            for p in checkPolls { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .failure(e))) }
+            checkPolls = []
+            for p in parkedReceives { out.replies.append(Reply(to: p.client, opcode: Opcode.receive.rawValue, result: .failure(e))) }
+            parkedReceives = []
+            receiveProposedNext = [:]
+            receiveProposedAgain = []
+            for c in offsetWaiters { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
+            offsetWaiters = []
+            offsetBuffer = OffsetCommit()
+            groups.reset()
+        }
+        wasLeader = leaderNow
+        if touched { try wakeParked(into: &out) }
+        if checksQueued { try deliverChecks(into: &out) }
+    }
+}

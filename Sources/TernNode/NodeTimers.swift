@@ -1,0 +1,68 @@
+// What the leader proposes by its own clock, one entry in flight at a time: the release of
+// delayed messages that fell due, and checks of undecided transactions; and the answers to
+// the producers' check polls, from the checks applied for their group.
+import TernBroker
+import TernProtocol
+import TernStorage
+
+extension Node {
+    /// The leader proposes the release of delayed messages due by its clock, one release entry
+    /// (up to 1,024 messages) at a time. Only a leader that applied its own term's entry does:
+    /// then its timer has every earlier release, and nothing is released twice.
+    func releaseDue(into out: inout NodeOutput) throws(StorageError) {
+        if let r = releaseInFlight, broker.appliedIndex >= r { releaseInFlight = nil }
+        let twice = config.raft.plantedBugs.contains(.releaseTwice)
+        guard isReadyLeader, releaseInFlight == nil || twice, let next = broker.timers.next else { return }
+        let clock = config.raft.plantedBugs.contains(.releaseEarly) ? now + 2_000 : now
+        guard next <= clock else { return }
+        let due = broker.timers.due(now: clock, max: 1024)
+        guard !due.isEmpty else { return }
+        let (result, output) = try replica.propose([(BrokerEntryType.release, MessageIDList(ids: due.map(\.id)).encoded())])
+        if case .accepted(let first, _) = result {
+            releaseInFlight = first
+            pending[first] = .internalWrite
+        }
+        try absorb(output, into: &out)
+    }
+
+    /// The leader proposes a check entry for the half messages whose check is due by its clock,
+    /// one entry at a time, once it applied its own term's entry (so every earlier check and
+    /// decision is in its state).
+    func checkTransactions(into out: inout NodeOutput) throws(StorageError) {
+        if let c = checkInFlight, broker.appliedIndex >= c { checkInFlight = nil }
+        let expired = checkPolls.filter { now >= $0.deadline }
+        checkPolls.removeAll { now >= $0.deadline }
+        for p in expired { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: []).encoded()))) }
+        guard isReadyLeader, checkInFlight == nil, let next = broker.checkTimers.next, next <= now else { return }
+        let due = broker.checkTimers.due(now: now, max: 1024)
+        guard !due.isEmpty else { return }
+        let (result, output) = try replica.propose([(BrokerEntryType.transactionCheck, TransactionCheck(now: now, ids: due.map(\.id)).encoded())])
+        if case .accepted(let first, _) = result {
+            checkInFlight = first
+            pending[first] = .internalWrite
+        }
+        try absorb(output, into: &out)
+    }
+
+    /// Answers held check polls from the checks waiting for their group, oldest poll first.
+    func deliverChecks(into out: inout NodeOutput) throws(StorageError) {
+        var keep: [(client: ClientRef, group: String, deadline: UInt64)] = []
+        for p in checkPolls {
+            guard var ids = checkOutbox[p.group], !ids.isEmpty else {
+                keep.append(p)
+                continue
+            }
+            var list: [ReceivedMessage] = []
+            while !ids.isEmpty && list.count < 32 {
+                if let m = try broker.halfMessage(ids.removeFirst()) { list.append(m) }
+            }
+            checkOutbox[p.group] = ids.isEmpty ? nil : ids
+            if list.isEmpty {
+                keep.append(p)
+                continue
+            }
+            out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: list).encoded())))
+        }
+        checkPolls = keep
+    }
+}

@@ -1,0 +1,217 @@
+// Administration and lookups on the wire: topics (create, update, delete, list, describe),
+// the route and a node's status, leadership transfer, and looking messages up by id or key.
+
+public struct TopicRequest: WireCodable, Equatable {
+    public var name: String
+    /// Queues, for create; ignored otherwise.
+    public var queues: UInt32
+    public init(name: String, queues: UInt32 = 0) {
+        self.name = name
+        self.queues = queues
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(name)
+        w.u32(queues)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        name = try r.string("name")
+        queues = try r.u32("queues")
+    }
+}
+
+public struct TopicInfo: Equatable, Sendable {
+    public struct Queue: Equatable, Sendable {
+        public var queueID: UInt32
+        public var minOffset: UInt64
+        public var maxOffset: UInt64
+        public init(queueID: UInt32, minOffset: UInt64, maxOffset: UInt64) {
+            self.queueID = queueID
+            self.minOffset = minOffset
+            self.maxOffset = maxOffset
+        }
+    }
+    public var name: String
+    public var queues: [Queue]
+    public init(name: String, queues: [Queue]) {
+        self.name = name
+        self.queues = queues
+    }
+}
+
+public struct TopicList: WireCodable, Equatable {
+    public var topics: [TopicInfo]
+    public init(topics: [TopicInfo]) { self.topics = topics }
+    public func encode(into w: inout WireWriter) {
+        w.u32(UInt32(topics.count))
+        for t in topics {
+            w.string(t.name)
+            w.u32(UInt32(t.queues.count))
+            for q in t.queues {
+                w.u32(q.queueID)
+                w.u64(q.minOffset)
+                w.u64(q.maxOffset)
+            }
+        }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        var list: [TopicInfo] = []
+        for _ in 0..<(try r.u32("count")) {
+            let name = try r.string("name")
+            var queues: [TopicInfo.Queue] = []
+            for _ in 0..<(try r.u32("queues")) {
+                queues.append(TopicInfo.Queue(queueID: try r.u32("queue"), minOffset: try r.u64("min"), maxOffset: try r.u64("max")))
+            }
+            list.append(TopicInfo(name: name, queues: queues))
+        }
+        topics = list
+    }
+}
+
+/// What a node knows of the group: the members and their endpoints, the leader, and (when the
+/// request named one) the topic's queue count, 0 when the topic does not exist.
+public struct RouteResponse: WireCodable, Equatable {
+    public var leader: String
+    public var term: UInt64
+    public var nodes: [(id: String, endpoint: String)]
+    public var topicQueues: UInt32
+
+    public init(leader: String, term: UInt64, nodes: [(id: String, endpoint: String)], topicQueues: UInt32) {
+        self.leader = leader
+        self.term = term
+        self.nodes = nodes
+        self.topicQueues = topicQueues
+    }
+    public static func == (a: RouteResponse, b: RouteResponse) -> Bool {
+        a.leader == b.leader && a.term == b.term && a.topicQueues == b.topicQueues
+            && a.nodes.map(\.id) == b.nodes.map(\.id) && a.nodes.map(\.endpoint) == b.nodes.map(\.endpoint)
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(leader)
+        w.u64(term)
+        w.u16(UInt16(nodes.count))
+        for n in nodes {
+            w.string(n.id)
+            w.string(n.endpoint)
+        }
+        w.u32(topicQueues)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        leader = try r.string("leader")
+        term = try r.u64("term")
+        var list: [(id: String, endpoint: String)] = []
+        for _ in 0..<(try r.u16("nodes")) { list.append((try r.string("id"), try r.string("endpoint"))) }
+        nodes = list
+        topicQueues = try r.u32("topic queues")
+    }
+}
+
+/// One node's view of itself.
+public struct NodeStatus: WireCodable, Equatable {
+    public var id: String
+    public var role: String
+    public var term: UInt64
+    public var leader: String
+    public var commitIndex: UInt64
+    public var lastIndex: UInt64
+    public var appliedIndex: UInt64
+    public var durableIndex: UInt64
+    /// Write batches (each ends in one fdatasync) and bytes of entries this node's log wrote since
+    /// it started. Absent (0) from nodes older than these fields.
+    public var syncedBatches: UInt64 = 0
+    public var bytesWritten: UInt64 = 0
+    public init(id: String, role: String, term: UInt64, leader: String, commitIndex: UInt64, lastIndex: UInt64, appliedIndex: UInt64, durableIndex: UInt64) {
+        self.id = id
+        self.role = role
+        self.term = term
+        self.leader = leader
+        self.commitIndex = commitIndex
+        self.lastIndex = lastIndex
+        self.appliedIndex = appliedIndex
+        self.durableIndex = durableIndex
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(id)
+        w.string(role)
+        w.u64(term)
+        w.string(leader)
+        w.u64(commitIndex)
+        w.u64(lastIndex)
+        w.u64(appliedIndex)
+        w.u64(durableIndex)
+        w.u64(syncedBatches)
+        w.u64(bytesWritten)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        id = try r.string("id")
+        role = try r.string("role")
+        term = try r.u64("term")
+        leader = try r.string("leader")
+        commitIndex = try r.u64("commit index")
+        lastIndex = try r.u64("last index")
+        appliedIndex = try r.u64("applied index")
+        durableIndex = try r.u64("durable index")
+        if !r.atEnd {
+            syncedBatches = try r.u64("synced batches")
+            bytesWritten = try r.u64("bytes written")
+        }
+    }
+}
+
+/// A one-field request naming a topic or a node (route query, transfer).
+public struct NameRequest: WireCodable, Equatable {
+    public var name: String
+    public init(name: String) { self.name = name }
+    public func encode(into w: inout WireWriter) { w.string(name) }
+    public init(from r: inout WireReader) throws(WireError) { name = try r.string("name") }
+}
+
+/// Look up messages: by id (`id` set) or by key (the most recent `max` with that key in `topic`).
+public struct QueryMessageRequest: WireCodable, Equatable {
+    public var id: MessageID?
+    public var topic: String
+    public var key: String
+    public var max: UInt32
+    public init(id: MessageID) {
+        self.id = id
+        topic = ""
+        key = ""
+        max = 1
+    }
+    public init(topic: String, key: String, max: UInt32 = 32) {
+        id = nil
+        self.topic = topic
+        self.key = key
+        self.max = max
+    }
+    public func encode(into w: inout WireWriter) {
+        w.bool(id != nil)
+        w.u64(id?.entryIndex ?? 0)
+        w.u16(id?.slot ?? 0)
+        w.string(topic)
+        w.string(key)
+        w.u32(max)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        let byID = try r.bool("by id")
+        let index = try r.u64("entry index")
+        let slot = try r.u16("slot")
+        id = byID ? MessageID(entryIndex: index, slot: slot) : nil
+        topic = try r.string("topic")
+        key = try r.string("key")
+        max = try r.u32("max")
+    }
+}
+
+public struct MessageList: WireCodable, Equatable {
+    public var messages: [ReceivedMessage]
+    public init(messages: [ReceivedMessage]) { self.messages = messages }
+    public func encode(into w: inout WireWriter) {
+        w.u32(UInt32(messages.count))
+        for m in messages { m.encode(into: &w) }
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        var list: [ReceivedMessage] = []
+        for _ in 0..<(try r.u32("count")) { list.append(try ReceivedMessage(from: &r)) }
+        messages = list
+    }
+}

@@ -1,0 +1,133 @@
+// Roles and elections: terms, becoming follower, (pre-)candidate or leader, campaigns with
+// pre-vote, and the handling of vote and pre-vote requests and responses.
+
+extension Raft {
+    func resetElectionTimer() {
+        electionElapsed = 0
+        randomizedElectionTimeout = config.electionTimeoutTicks + Int(rng.next() % UInt64(max(1, config.electionJitterTicks)))
+    }
+
+    func setTerm(_ newTerm: UInt64) {
+        precondition(newTerm >= term, "term going back from \(term) to \(newTerm)")
+        if newTerm > term {
+            term = newTerm
+            vote = nil
+            verifiedIndex = 0
+            ackOwed = false
+            out.hardState = hardState
+        }
+    }
+
+    func becomeFollower(term newTerm: UInt64, leader newLeader: NodeID?) {
+        setTerm(newTerm)
+        if role != .follower { out.role = .follower }
+        if newLeader != leader { verifiedIndex = 0; ackOwed = false; leaderCommitSeen = 0 }
+        role = .follower
+        leader = newLeader
+        progress = [:]
+        votes = [:]
+        transferTarget = nil
+        resetElectionTimer()
+    }
+
+    func campaign(transfer: Bool) throws(LogFailure) {
+        if config.preVote && !transfer {
+            role = .preCandidate
+            out.role = .preCandidate
+            leader = nil
+            votes = [id: true]
+            resetElectionTimer()
+            if votes.count >= quorum { return try becomeCandidate(transfer: false) }
+            let (lastIndex, lastTerm) = try lastEntry()
+            for peer in peers { send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm)) }
+        } else {
+            try becomeCandidate(transfer: transfer)
+        }
+    }
+
+    func becomeCandidate(transfer: Bool) throws(LogFailure) {
+        setTerm(term + 1)
+        vote = id
+        out.hardState = hardState
+        role = .candidate
+        out.role = .candidate
+        leader = nil
+        votes = [id: true]
+        resetElectionTimer()
+        if votes.count >= quorum { return try becomeLeader() }
+        let (lastIndex, lastTerm) = try lastEntry()
+        for peer in peers { send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: transfer)) }
+    }
+
+    /// A (pre-)candidate asks again the members that have not answered: requests get lost, and
+    /// the paper's RPCs are retried. Same term, so a member that already voted answers the same.
+    func resendVoteRequests() throws(LogFailure) {
+        let (lastIndex, lastTerm) = try lastEntry()
+        for peer in peers where votes[peer] == nil {
+            if role == .preCandidate {
+                send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm))
+            } else {
+                send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: false))
+            }
+        }
+    }
+
+    func becomeLeader() throws(LogFailure) {
+        role = .leader
+        out.role = .leader
+        leader = id
+        transferTarget = nil
+        heartbeatElapsed = 0
+        electionElapsed = 0
+        progress = [:]
+        for peer in peers { progress[peer] = Progress(next: log.lastIndex + 1) }
+        termStartIndex = log.lastIndex + 1
+        try appendToLog([Entry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
+        try broadcastAppend()
+        try maybeCommit()
+    }
+
+    func handlePreVote(_ m: Message, lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) {
+        let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+        let granted = m.term > term && upToDate && !rejoining
+        send(to: m.from, term: granted ? m.term : term, .preVoteResponse(granted: granted))
+    }
+
+    func handleVote(_ m: Message, lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) {
+        let canVote = (vote == nil || vote == m.from) && !rejoining
+        let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
+        let granted = canVote && upToDate
+        if granted {
+            vote = m.from
+            out.hardState = hardState
+            resetElectionTimer()
+        }
+        send(to: m.from, .voteResponse(granted: granted))
+    }
+
+    func handlePreVoteResponse(_ m: Message, granted: Bool) throws(LogFailure) {
+        guard role == .preCandidate, m.term == term + 1 || !granted else { return }
+        votes[m.from] = granted
+        if votes.values.filter({ $0 }).count >= quorum {
+            try becomeCandidate(transfer: false)
+        } else if votes.values.filter({ !$0 }).count >= quorum {
+            becomeFollower(term: term, leader: nil)
+        }
+    }
+
+    func handleVoteResponse(_ m: Message, granted: Bool) throws(LogFailure) {
+        guard role == .candidate else { return }
+        votes[m.from] = granted
+        if votes.values.filter({ $0 }).count >= quorum {
+            try becomeLeader()
+        } else if votes.values.filter({ !$0 }).count >= quorum {
+            becomeFollower(term: term, leader: nil)
+        }
+    }
+
+    func isUpToDate(lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) -> Bool {
+        if bugs.contains(.voteWithoutLogCheck) { return true }
+        let (myIndex, myTerm) = try lastEntry()
+        return lastTerm > myTerm || (lastTerm == myTerm && lastIndex >= myIndex)
+    }
+}
