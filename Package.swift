@@ -24,6 +24,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
     ],
     targets: [
         // Opaque wrapper over liburing plus CRC32C. liburing.h is included only by the .c file.
@@ -61,7 +62,8 @@ let package = Package(
             .product(name: "NIOPosix", package: "swift-nio"),
         ], swiftSettings: strict),
         // The deterministic simulator: the real node code on a simulated disk, network and clock.
-        .target(name: "TernSimulation", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"],
+        .target(name: "TernSimulation", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage",
+                                                      .product(name: "HeapModule", package: "swift-collections")],
                 path: "Simulation/TernSimulation", swiftSettings: strict),
         .executableTarget(name: "tern-sim", dependencies: [
             "TernSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser"),

@@ -108,9 +108,14 @@ final class SimTransactionProducer: SimClient {
             return
         }
         if poll.map({ world.now >= $0.sentAt + 2_000_000 }) ?? true {
+            // No answer (a poll waits at most 1 s): that node may be down. Try the next, as the SDK does.
+            if poll != nil { leaderGuess = (leaderGuess + 1) % world.nodes.count }
             poll = (request(.pollTransactionChecks, TransactionCheckPoll(group: TransactionChecker.group, clientID: "tp\(index)-\(incarnation)", maxWaitMillis: 1_000), world), world.now)
         }
-        if let e = endRequest, world.now < e.sentAt + SimProducer.timeoutMicros { return }
+        if let e = endRequest {
+            if world.now < e.sentAt + SimProducer.timeoutMicros { return }
+            if e.node == leaderGuess { leaderGuess = (leaderGuess + 1) % world.nodes.count }  // no answer: try the next node
+        }
         endRequest = nil
         if toEnd == nil, let a = answers.first {
             answers.removeFirst()
@@ -157,7 +162,8 @@ final class SimTransactionProducer: SimClient {
                 world.count("transactional producer crash after deciding")
                 return  // the decision never leaves: the check asks for it
             }
-            toEnd = (body, id, decision, false)
+            // A check answer may be ending meanwhile: its reply must not be taken for this one.
+            if toEnd == nil { toEnd = (body, id, decision, false) } else { answers.insert((body, id, decision), at: 0) }
             return
         }
         if r.opcode == Opcode.pollTransactionChecks.rawValue {

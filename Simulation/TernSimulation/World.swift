@@ -8,6 +8,7 @@
 // This file holds the options, the result, the events, the world's state and its running loop;
 // WorldFaults.swift draws the fault mix and runs each event, WorldNodes.swift drives the nodes,
 // WorldIdle.swift is the idle phase, and Checker.swift checks.
+import HeapModule
 import TernBroker
 import TernNode
 import TernProtocol
@@ -120,7 +121,9 @@ public final class World {
     var rng: SplitMix64
     var mix: FaultMix
     var now: UInt64 = 0
-    var heap: [(UInt64, UInt64, Event)] = []
+    /// Pending events, earliest first: swift-collections' `Heap` on (time, sequence), a total
+    /// order, so the same seed pops the same sequence.
+    var queue = Heap<Scheduled>()
     var sequence: UInt64 = 0
     var nodes: [SimNode] = []
     var blocked: Set<[Int]> = []       // directed links that drop everything
@@ -167,38 +170,23 @@ public final class World {
         UInt64(unit() * 2 * meanSeconds * 1e6)
     }
 
-    // MARK: Event queue (binary heap on time, then sequence)
+    // MARK: Event queue
+
+    struct Scheduled: Comparable {
+        var time: UInt64
+        var sequence: UInt64
+        var event: Event
+        static func < (a: Scheduled, b: Scheduled) -> Bool { (a.time, a.sequence) < (b.time, b.sequence) }
+        static func == (a: Scheduled, b: Scheduled) -> Bool { (a.time, a.sequence) == (b.time, b.sequence) }
+    }
 
     func schedule(_ e: Event, after micros: UInt64) {
         sequence += 1
-        heap.append((now + micros, sequence, e))
-        var k = heap.count - 1
-        while k > 0 {
-            let parent = (k - 1) / 2
-            if (heap[parent].0, heap[parent].1) <= (heap[k].0, heap[k].1) { break }
-            heap.swapAt(parent, k)
-            k = parent
-        }
+        queue.insert(Scheduled(time: now + micros, sequence: sequence, event: e))
     }
 
     func popEvent() -> (UInt64, Event)? {
-        guard !heap.isEmpty else { return nil }
-        let top = heap[0]
-        let last = heap.removeLast()
-        if !heap.isEmpty {
-            heap[0] = last
-            var k = 0
-            while true {
-                let l = 2 * k + 1, r = l + 1
-                var m = k
-                if l < heap.count && (heap[l].0, heap[l].1) < (heap[m].0, heap[m].1) { m = l }
-                if r < heap.count && (heap[r].0, heap[r].1) < (heap[m].0, heap[m].1) { m = r }
-                if m == k { break }
-                heap.swapAt(m, k)
-                k = m
-            }
-        }
-        return (top.0, top.2)
+        queue.popMin().map { ($0.time, $0.event) }
     }
 
     // MARK: Trace digest

@@ -34,9 +34,16 @@ public struct BrokerConfig: Sendable, Equatable {
     public var maxScanPerPull = 10_000
     /// An undecided half message is first checked this long after it was stored, then every
     /// `transactionCheckIntervalMillis`; after `transactionMaxChecks` checks it is rolled back.
+    /// A check counts only when a producer of its group is polling the leader for checks; a half
+    /// message whose producers stay away is rolled back once `transactionGiveUpMillis` passed.
     public var transactionCheckFirstMillis: UInt64 = 6_000
     public var transactionCheckIntervalMillis: UInt64 = 30_000
     public var transactionMaxChecks: UInt32 = 15
+    /// Twice the whole check schedule (15 min 12 s by default): the age at which an undecided
+    /// half message is rolled back whether or not its checks could be asked.
+    public var transactionGiveUpMillis: UInt64 {
+        2 * (transactionCheckFirstMillis + UInt64(transactionMaxChecks) * transactionCheckIntervalMillis)
+    }
     /// Transaction outcomes remembered (for repeated or late decisions), at most.
     public var decidedTransactions = 100_000
     /// Invisible (received, unacknowledged) messages per group and queue, at most; a receive
@@ -126,8 +133,8 @@ public final class Broker {
     var lateOffsets: [MessageID: UInt64] = [:]
     /// Delayed and scheduled messages not yet released.
     public internal(set) var timers = TimerIndex()
-    /// Undecided half messages: id -> producer group and checks so far.
-    public internal(set) var halfMessages: [MessageID: (group: String, checks: UInt32)] = [:]
+    /// Undecided half messages: id -> producer group, checks so far, store time (ms).
+    public internal(set) var halfMessages: [MessageID: (group: String, checks: UInt32, storedAt: UInt64)] = [:]
     /// Undecided half messages by when they are next checked.
     public internal(set) var checkTimers = TimerIndex()
     /// Decided transactions (bounded FIFO, `decidedTransactions`).

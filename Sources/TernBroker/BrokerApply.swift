@@ -209,7 +209,7 @@ extension Broker {
         if half {
             // Half message: stored, invisible, checked from `transactionCheckFirstMillis` on.
             let id = MessageID(entryIndex: index, slot: 0)
-            halfMessages[id] = (header.producerGroup, 0)
+            halfMessages[id] = (header.producerGroup, 0, storeTimestamp)
             checkTimers.schedule(PendingTimer(deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
             if config.plantedBugs.contains(.deliverHalf) { indexLate(checkTimers.pending[id]!) }
             return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))

@@ -2,9 +2,10 @@
 // log like any other but indexed only here, invisible to consumers. A transaction-end entry
 // commits it (it then takes its place at the end of its queue, as a released delayed message
 // does) or rolls it back (it is never indexed). Undecided half messages are checked: the leader
-// proposes a check entry naming the ones due, and applying it counts the check and sets the
-// next one `transactionCheckIntervalMillis` after the entry's time; the check after the last
-// allowed one rolls the message back. Checks, counts and decisions are all in the log, so a new
+// proposes a check entry naming the ones due whose producer group has a producer polling it for
+// checks (or that are past `transactionGiveUpMillis`), and applying it counts the check and sets
+// the next one `transactionCheckIntervalMillis` after the entry's time; the check after the last
+// allowed one, or any check past the give-up age, rolls the message back. Checks, counts and decisions are all in the log, so a new
 // leader continues where the old one stopped, and a decision is made once.
 import TernProtocol
 import TernStorage
@@ -36,14 +37,14 @@ extension Broker {
         return .failed(ErrorBody(code: ErrorCode.messageNotFound, message: "\(end.id) is not a half message (or its outcome is no longer remembered)"))
     }
 
-    /// Counts a check of each half message still undecided; past the maximum, rolls it back.
-    /// Returns the ones to ask about.
+    /// Counts a check of each half message still undecided; past the maximum checks or the
+    /// give-up age (by the entry's time), rolls it back. Returns the ones to ask about.
     func applyTransactionCheck(_ check: TransactionCheck) -> ApplyOutcome {
         var ask: [MessageID] = []
         for id in check.ids {
             guard var half = halfMessages[id], let timer = checkTimers.pending[id] else { continue }
             half.checks += 1
-            if half.checks > config.transactionMaxChecks {
+            if half.checks > config.transactionMaxChecks || check.now >= half.storedAt + config.transactionGiveUpMillis {
                 decide(id, .rollback)
                 continue
             }

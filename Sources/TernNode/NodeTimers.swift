@@ -34,7 +34,16 @@ extension Node {
         checkPolls.removeAll { now >= $0.deadline }
         for p in expired { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: []).encoded()))) }
         guard isReadyLeader, checkInFlight == nil, let next = broker.checkTimers.next, next <= now else { return }
-        let due = broker.checkTimers.due(now: now, max: 1024)
+        // A check counts against the maximum: spend one only where a producer of the group is
+        // polling here and can answer it (simulator seed 50031: eight checks were spent while
+        // leadership moved and no producer's poll was held, and a committed local transaction
+        // was rolled back). Past the give-up age a half message is checked (and so rolled back)
+        // whoever polls.
+        let polled = Set(checkPolls.map(\.group))
+        let due = broker.checkTimers.due(now: now, max: 1024).filter { timer in
+            guard let half = broker.halfMessages[timer.id] else { return false }
+            return polled.contains(half.group) || now >= half.storedAt + config.broker.transactionGiveUpMillis
+        }
         guard !due.isEmpty else { return }
         let (result, output) = try replica.propose([(BrokerEntryType.transactionCheck, TransactionCheck(now: now, ids: due.map(\.id)).encoded())])
         if case .accepted(let first, _) = result {

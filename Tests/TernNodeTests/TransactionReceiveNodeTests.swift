@@ -33,6 +33,47 @@ struct TransactionReceiveNodeTests {
         try d.close()
     }
 
+    // Simulator seed 50031 (before the fix): checks counted while no producer of the group was
+    // polling the leader (leadership moved, polls were held elsewhere), and a transaction its
+    // producer had committed locally was rolled back after eight checks nobody could answer.
+    @Test("no check is spent while no producer of the group polls; a late poll gets check 1; producers that stay away get a rollback at the give-up age")
+    func checksWaitForAPollThenGiveUp() throws {
+        let d = try Driver("txgiveup") {
+            $0.broker.transactionCheckFirstMillis = 200
+            $0.broker.transactionCheckIntervalMillis = 200
+            $0.broker.transactionMaxChecks = 2
+        }
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        func half(_ body: String) throws -> MessageID {
+            var request = sendRequest([body])
+            request.messages[0].properties[TransactionProperty.half] = "true"
+            return MessageID(entryIndex: try SendResponse.decode(try d.call(.send, request)).entryIndex, slot: 0)
+        }
+        let first = try half("a")
+        let stored = d.now
+        // Five check intervals with nobody polling (still short of the give-up age): no check is
+        // counted.
+        while d.now < stored + 1_000 { try d.tick() }
+        #expect(d.node.broker.halfMessages[first]?.checks == 0)
+        let poll = try d.request(.pollTransactionChecks, TransactionCheckPoll(group: "pg", clientID: "c1", maxWaitMillis: 5_000).encoded())
+        while d.reply(poll) == nil && d.now < stored + 1_150 { try d.tick() }
+        guard case .success(let body)? = d.reply(poll) else { Issue.record("no check after the poll"); return }
+        let checked = try MessageList.decode(body).messages
+        #expect(checked.map(\.id) == [first] && checked[0].message.properties[TransactionProperty.checkTimes] == "1")
+        // A second half message whose producers never poll: rolled back at the give-up age,
+        // 2 x (200 + 2 x 200) = 1,200 ms, and not before.
+        let second = try half("b")
+        let storedSecond = d.now
+        let giveUp = d.node.config.broker.transactionGiveUpMillis
+        #expect(giveUp == 1_200)
+        while d.node.broker.halfMessages[second] != nil && d.now < storedSecond + 5_000 { try d.tick() }
+        #expect(d.node.broker.halfMessages[second] == nil && d.node.broker.decision(second) == .rollback)
+        #expect(d.now >= storedSecond + giveUp, "rolled back after \(d.now - storedSecond) ms")
+        #expect(throws: ErrorBody.self) { try d.call(.endTransaction, EndTransactionRequest(group: "pg", id: second, decision: .commit, fromCheck: false)) }
+        try d.close()
+    }
+
     @Test("receive, invisible until its time, received again with the attempt counted; ack ends it; long polling")
     func receiveAck() throws {
         let d = try Driver("receive")

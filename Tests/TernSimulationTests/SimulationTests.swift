@@ -110,6 +110,21 @@ struct SimulationBrokerTests {
         #expect(planted.violations.contains { $0.contains("idle liveness") }, "the planted rule escaped: \(planted.violations)")
     }
 
+    // Seed 50031 (outside the CI sweep, before the fix): a transaction its producer had
+    // committed locally was rolled back: the broker spent all eight checks while leadership
+    // moved and no producer's poll was held at the leader, and the simulated producer kept
+    // retrying its end at a node that was down instead of moving on. Both are fixed (checks count
+    // only where a producer of the group polls; the producer moves to the next node after a
+    // timeout, and a check answer's end no longer loses its reply to a new transaction).
+    // NodeTests' checksWaitForAPollThenGiveUp shows the broker rule directly, since any change
+    // to the workload changes this seed's run.
+    @Test("seed 50031: a locally committed transaction is not rolled back by checks nobody could answer")
+    func seed50031() {
+        let result = Simulation.run(SimulationOptions(seed: 50031))
+        #expect(result.ok, "\(result.violations)")
+        #expect(result.transactionsCommitted > 0)
+    }
+
     @Test("producers' messages are acknowledged and the consumer receives them")
     func workload() {
         var options = SimulationOptions(seed: 5)
