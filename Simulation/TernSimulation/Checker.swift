@@ -43,7 +43,9 @@ struct Checker {
         node.chain = chain
         if let c = committed[e.index] {
             if c.term != e.term || c.digest != digest {
-                violations.append("state machine safety: \(node.id) applied index \(e.index) term \(e.term), another node applied term \(c.term) there (a committed entry was lost or changed)")
+                violations.append(
+                    "state machine safety: \(node.id) applied index \(e.index) term \(e.term), another node applied term \(c.term) there (a committed entry was lost or changed)"
+                )
             } else if c.chain != chain {
                 violations.append("log matching: \(node.id)'s applied sequence differs before index \(e.index)")
             }
@@ -62,7 +64,8 @@ struct Checker {
     mutating func read(by id: NodeID, servedIndex: UInt64, term: UInt64) {
         reads += 1
         if servedIndex < maxAckedIndex {
-            violations.append("linearizable read: \(id) (term \(term), holding a lease) served index \(servedIndex) after index \(maxAckedIndex) was acknowledged")
+            violations.append(
+                "linearizable read: \(id) (term \(term), holding a lease) served index \(servedIndex) after index \(maxAckedIndex) was acknowledged")
         }
     }
 
@@ -85,7 +88,7 @@ extension World {
             guard let n = node.node, node.appliedIndex >= checker.maxAckedIndex else { continue }
             do {
                 try messages.checkStored(n, node: node.id, releasedBy: (livenessMetAt ?? now) / 1000)
-            try messages.checkRetries(n, node: node.id, group: "g")
+                try messages.checkRetries(n, node: node.id, group: "g")
                 try transactions.check(n, node: node.id, &messages)
             } catch {
                 messages.violations.append("\(node.id): reading its queues failed: \(error)")

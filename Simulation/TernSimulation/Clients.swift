@@ -43,7 +43,9 @@ struct MessageChecker {
 
     mutating func acknowledged(_ body: String, topic: String = SimProducer.topic, queue: UInt32, offset: UInt64, id: MessageID) {
         if let earlier = acked[body], (earlier.topic, earlier.queue, earlier.offset, earlier.id) != (topic, queue, offset, id) {
-            fail("idempotent retry of \(body) acknowledged at \(QueueRef(topic: topic, queueID: queue))@\(offset) \(id), first at \(earlier.topic)#\(earlier.queue)@\(earlier.offset) \(earlier.id)")
+            fail(
+                "idempotent retry of \(body) acknowledged at \(QueueRef(topic: topic, queueID: queue))@\(offset) \(id), first at \(earlier.topic)#\(earlier.queue)@\(earlier.offset) \(earlier.id)"
+            )
         }
         acked[body] = (topic, queue, offset, id)
     }
@@ -67,12 +69,20 @@ struct MessageChecker {
     /// dead-letter queue at most once, only after every retry, with the count one past the maximum.
     mutating func checkRetries(_ n: Node, node: NodeID, group: String) throws(StorageError) {
         func scan(_ topic: String) throws(StorageError) -> [(body: String, times: Int)] {
-            guard case .success(let r) = try n.broker.pull(PullRequest(topic: topic, queueID: 0, offset: 0, maxMessages: 1024, maxBytes: UInt32.max)) else { return [] }
-            var out = r.messages.map { (String(decoding: $0.message.body, as: UTF8.self), Int($0.message.properties[RetryProperty.reconsumeTimes] ?? "") ?? -1) }
+            guard case .success(let r) = try n.broker.pull(PullRequest(topic: topic, queueID: 0, offset: 0, maxMessages: 1024, maxBytes: UInt32.max)) else {
+                return []
+            }
+            var out = r.messages.map {
+                (String(decoding: $0.message.body, as: UTF8.self), Int($0.message.properties[RetryProperty.reconsumeTimes] ?? "") ?? -1)
+            }
             var next = r.nextOffset
             while next < r.maxOffset {
-                guard case .success(let more) = try n.broker.pull(PullRequest(topic: topic, queueID: 0, offset: next, maxMessages: 1024, maxBytes: UInt32.max)), !more.messages.isEmpty else { break }
-                out += more.messages.map { (String(decoding: $0.message.body, as: UTF8.self), Int($0.message.properties[RetryProperty.reconsumeTimes] ?? "") ?? -1) }
+                guard case .success(let more) = try n.broker.pull(PullRequest(topic: topic, queueID: 0, offset: next, maxMessages: 1024, maxBytes: UInt32.max)),
+                    !more.messages.isEmpty
+                else { break }
+                out += more.messages.map {
+                    (String(decoding: $0.message.body, as: UTF8.self), Int($0.message.properties[RetryProperty.reconsumeTimes] ?? "") ?? -1)
+                }
                 next = more.nextOffset
             }
             return out
@@ -89,8 +99,12 @@ struct MessageChecker {
         for (body, times) in try scan("%DLQ%\(group)") {
             if dead.contains(body) { fail("dead letter: \(body) is in the DLQ twice on \(node)") }
             dead.insert(body)
-            if times != max + 1 { fail("dead letter: \(body) reached the DLQ with reconsume count \(times) on \(node), expected \(max + 1) (after exactly \(max) retries)") }
-            if Set(retries[body] ?? []) != Set(1...max) { fail("dead letter: \(body) reached the DLQ after retries \((retries[body] ?? []).sorted()) on \(node), expected 1...\(max)") }
+            if times != max + 1 {
+                fail("dead letter: \(body) reached the DLQ with reconsume count \(times) on \(node), expected \(max + 1) (after exactly \(max) retries)")
+            }
+            if Set(retries[body] ?? []) != Set(1...max) {
+                fail("dead letter: \(body) reached the DLQ after retries \((retries[body] ?? []).sorted()) on \(node), expected 1...\(max)")
+            }
         }
         deadLettered = Swift.max(deadLettered, dead.count)
     }
@@ -111,11 +125,17 @@ struct MessageChecker {
                         // A delayed message takes its place when its release applies, so its id
                         // (where it was stored) is out of sequence by design; the others follow the log.
                         if m.message.properties["TIMER_DELAY_MS"] == nil {
-                            if let l = last, !(l < m.id) { fail("queue order: on \(node), \(topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)") }
+                            if let l = last, !(l < m.id) {
+                                fail("queue order: on \(node), \(topic)#\(q)@\(m.queueOffset) holds \(m.id) after \(l) (log order broken)")
+                            }
                             last = m.id
                         }
                         if !sent.contains(body) { fail("unexpected message: \(node) stores \(body) at \(topic)#\(q)@\(m.queueOffset)") }
-                        if let w = where_[body] { fail("duplicate: \(node) stores \(body) twice (\(w.topic)#\(w.queue)@\(w.offset) and \(topic)#\(q)@\(m.queueOffset)) although its producer is idempotent") }
+                        if let w = where_[body] {
+                            fail(
+                                "duplicate: \(node) stores \(body) twice (\(w.topic)#\(w.queue)@\(w.offset) and \(topic)#\(q)@\(m.queueOffset)) although its producer is idempotent"
+                            )
+                        }
                         where_[body] = (topic, q, m.queueOffset, m.id)
                     }
                     if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
@@ -138,7 +158,9 @@ struct MessageChecker {
                 continue
             }
             if (w.topic, w.queue, w.offset, w.id) != (a.topic, a.queue, a.offset, a.id) {
-                fail("lost: \(body) was acknowledged at \(a.topic)#\(a.queue)@\(a.offset) (\(a.id)); \(node) has it at \(w.topic)#\(w.queue)@\(w.offset) (\(w.id))")
+                fail(
+                    "lost: \(body) was acknowledged at \(a.topic)#\(a.queue)@\(a.offset) (\(a.id)); \(node) has it at \(w.topic)#\(w.queue)@\(w.offset) (\(w.id))"
+                )
             }
         }
     }
@@ -167,7 +189,9 @@ struct SendRetrier {
         let id = nextRequestID
         nextRequestID += 1
         outstanding = (id, request, world.now, false)
-        world.sendRequest(to: guess, client: ClientRef(connection: connection, requestID: id), frame: Frame(opcode: Opcode.send.rawValue, requestID: id, body: request.encoded()))
+        world.sendRequest(
+            to: guess, client: ClientRef(connection: connection, requestID: id),
+            frame: Frame(opcode: Opcode.send.rawValue, requestID: id, body: request.encoded()))
     }
 
     /// The response when `r` acknowledges the outstanding send. A stale reply, a failure that
@@ -238,20 +262,25 @@ final class SimProducer: SimClient {
         // A fifth of the sends are delayed by 0.1-2 s.
         delay = world.chance(0.2) ? 100 + world.below(1_900) : nil
         let properties = delay.map { ["TIMER_DELAY_MS": String($0)] } ?? [:]
-        let request = SendRequest(topic: topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
-                                  messages: bodies.map { WireMessage(tag: "t", keys: [$0], properties: properties, bornTimestamp: world.millis, body: Array($0.utf8)) })
+        let request = SendRequest(
+            topic: topic, queueID: queue, producerGroup: "sim", producerID: producerID, sequence: sequences[queue]!,
+            messages: bodies.map { WireMessage(tag: "t", keys: [$0], properties: properties, bornTimestamp: world.millis, body: Array($0.utf8)) })
         sender.start(request, world)
     }
 
     func reply(_ r: Reply, _ world: World) {
         guard let response = sender.settle(r, world, who: "producer \(index)") else { return }
         let scheduled = response.firstQueueOffset == SendResponse.scheduled
-        if scheduled != (delay != nil) { world.messages.fail("producer \(index): a send with delay \(delay.map(String.init) ?? "none") was answered \(scheduled ? "scheduled" : "stored")") }
+        if scheduled != (delay != nil) {
+            world.messages.fail("producer \(index): a send with delay \(delay.map(String.init) ?? "none") was answered \(scheduled ? "scheduled" : "stored")")
+        }
         for (k, b) in bodies.enumerated() {
             if let d = delay {
                 world.messages.delayed[b] = (response.queueID, world.millis + d)
             } else {
-                world.messages.acknowledged(b, topic: topic, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k), id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
+                world.messages.acknowledged(
+                    b, topic: topic, queue: response.queueID, offset: response.firstQueueOffset + UInt64(k),
+                    id: MessageID(entryIndex: response.entryIndex, slot: UInt16(k)))
             }
         }
     }
@@ -318,7 +347,9 @@ final class SimConsumer: SimClient {
         }
         if let m = giveBacks.first {
             let delay = 100 + world.below(200)
-            request(.giveBack(m.id), .sendBack, SendBackRequest(group: group, id: m.id, delayMillis: delay, maxReconsumeTimes: SimConsumer.maxReconsumeTimes), to: leaderGuess, world)
+            request(
+                .giveBack(m.id), .sendBack, SendBackRequest(group: group, id: m.id, delayMillis: delay, maxReconsumeTimes: SimConsumer.maxReconsumeTimes),
+                to: leaderGuess, world)
             return
         }
         var changed: [QueueRef: UInt64] = [:]
@@ -333,14 +364,17 @@ final class SimConsumer: SimClient {
         let node = Int(world.below(UInt64(world.nodes.count)))
         let offset = positions[q]!
         let wait: UInt32 = world.chance(0.3) ? 100 : 0
-        request(.pull(q, offset, node: node), .pull, PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: 8, maxWaitMillis: wait), to: node, world)
+        request(
+            .pull(q, offset, node: node), .pull, PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: 8, maxWaitMillis: wait), to: node,
+            world)
     }
 
     private func request(_ kind: Kind, _ op: Opcode, _ body: some WireCodable, to node: Int, _ world: World) {
         let id = nextRequestID
         nextRequestID += 1
         outstanding = (id, kind, world.now)
-        world.sendRequest(to: node, client: ClientRef(connection: UInt64(index + 1), requestID: id), frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
+        world.sendRequest(
+            to: node, client: ClientRef(connection: UInt64(index + 1), requestID: id), frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
     }
 
     func reply(_ r: Reply, _ world: World) {
@@ -376,7 +410,8 @@ final class SimConsumer: SimClient {
             var expected = offset
             for m in response.messages {
                 if m.topic != q.topic || m.queueID != q.queueID || m.queueOffset != expected {
-                    world.messages.fail("pull of \(q)@\(offset) from \(world.nodes[node].id) returned \(m.topic)#\(m.queueID)@\(m.queueOffset), expected offset \(expected)")
+                    world.messages.fail(
+                        "pull of \(q)@\(offset) from \(world.nodes[node].id) returned \(m.topic)#\(m.queueID)@\(m.queueOffset), expected offset \(expected)")
                 }
                 world.messages.deliver(m, by: world.nodes[node].id)
                 if SimConsumer.alwaysFails(String(decoding: m.message.body, as: UTF8.self)) { giveBacks.append(m) }

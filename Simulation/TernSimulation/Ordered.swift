@@ -65,13 +65,17 @@ final class SimOrderedProducer: SimClient {
         world.messages.sent.insert(body)
         let queue = queueForShardingKey(key, queues: SimProducer.queues)
         sequences[queue, default: 0] += 1
-        sender.start(SendRequest(topic: SimOrderedProducer.topic, queueID: queue, producerGroup: "ord", producerID: producerID, sequence: sequences[queue]!,
-                                 messages: [WireMessage(keys: [body], properties: ["SHARDING_KEY": key], body: Array(body.utf8))]), world)
+        sender.start(
+            SendRequest(
+                topic: SimOrderedProducer.topic, queueID: queue, producerGroup: "ord", producerID: producerID, sequence: sequences[queue]!,
+                messages: [WireMessage(keys: [body], properties: ["SHARDING_KEY": key], body: Array(body.utf8))]), world)
     }
 
     func reply(_ r: Reply, _ world: World) {
         guard let response = sender.settle(r, world, who: "ordered producer") else { return }
-        world.messages.acknowledged(body, topic: SimOrderedProducer.topic, queue: response.queueID, offset: response.firstQueueOffset, id: MessageID(entryIndex: response.entryIndex, slot: 0))
+        world.messages.acknowledged(
+            body, topic: SimOrderedProducer.topic, queue: response.queueID, offset: response.firstQueueOffset,
+            id: MessageID(entryIndex: response.entryIndex, slot: 0))
     }
 }
 
@@ -132,7 +136,9 @@ final class SimOrderlyConsumer: SimClient {
         }
         if world.now >= lastRefresh + SimOrderlyConsumer.refreshMicros {
             lastRefresh = world.now
-            request(.heartbeat, .heartbeat, HeartbeatRequest(group: SimOrderlyConsumer.group, clientID: clientID, mode: .clustering, topics: [SimOrderedProducer.topic]), world)
+            request(
+                .heartbeat, .heartbeat,
+                HeartbeatRequest(group: SimOrderlyConsumer.group, clientID: clientID, mode: .clustering, topics: [SimOrderedProducer.topic]), world)
             return startNext(world)
         }
         let changed = held.filter { committed[$0.key] != $0.value.position }.mapValues(\.position)
@@ -159,7 +165,8 @@ final class SimOrderlyConsumer: SimClient {
         guard processing == nil else { return }
         for q in buffered.keys.sorted() {
             guard let m = buffered[q]?.first, let h = held[q], h.leaseEnd > world.now, h.position == m.queueOffset,
-                  let key = m.message.properties["SHARDING_KEY"] else { continue }
+                let key = m.message.properties["SHARDING_KEY"]
+            else { continue }
             let body = String(decoding: m.message.body, as: UTF8.self)
             guard let seq = Int(body.split(separator: "-").last ?? "") else { continue }
             world.order.start(key: key, seq: seq, consumer: index, at: world.millis, &world.messages)
@@ -172,7 +179,9 @@ final class SimOrderlyConsumer: SimClient {
         let id = nextRequestID
         nextRequestID += 1
         outstanding = (id, kind, world.now)
-        world.sendRequest(to: node ?? leaderGuess, client: ClientRef(connection: UInt64(index + 1), requestID: id), frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
+        world.sendRequest(
+            to: node ?? leaderGuess, client: ClientRef(connection: UInt64(index + 1), requestID: id),
+            frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
     }
 
     func reply(_ r: Reply, _ world: World) {
@@ -202,7 +211,9 @@ final class SimOrderlyConsumer: SimClient {
                 if held[q] != nil {
                     held[q]!.leaseEnd = leaseEnd
                 } else {
-                    request(.query(q, leaseEnd: leaseEnd), .queryOffset, QueryOffsetRequest(group: SimOrderlyConsumer.group, queue: QueueRef(topic: SimOrderedProducer.topic, queueID: q)), world)
+                    request(
+                        .query(q, leaseEnd: leaseEnd), .queryOffset,
+                        QueryOffsetRequest(group: SimOrderlyConsumer.group, queue: QueueRef(topic: SimOrderedProducer.topic, queueID: q)), world)
                     return  // one at a time; the rest on the next refresh
                 }
             }

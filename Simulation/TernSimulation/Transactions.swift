@@ -43,13 +43,18 @@ struct TransactionChecker {
         for q in 0..<TransactionChecker.queues {
             var offset: UInt64 = 0
             while true {
-                guard case .success(let r) = try n.broker.pull(PullRequest(topic: TransactionChecker.topic, queueID: q, offset: offset, maxMessages: 1024, maxBytes: UInt32.max)) else { break }
+                guard
+                    case .success(let r) = try n.broker.pull(
+                        PullRequest(topic: TransactionChecker.topic, queueID: q, offset: offset, maxMessages: 1024, maxBytes: UInt32.max))
+                else { break }
                 for m in r.messages {
                     let body = String(decoding: m.message.body, as: UTF8.self)
                     if seen.contains(body) { messages.fail("transaction: \(body) is visible twice on \(node)") }
                     seen.insert(body)
                     if database[body] != .commit {
-                        messages.fail("transaction torn: \(body) is visible on \(node) although its local transaction \(database[body] == nil ? "never ran" : "rolled back")")
+                        messages.fail(
+                            "transaction torn: \(body) is visible on \(node) although its local transaction \(database[body] == nil ? "never ran" : "rolled back")"
+                        )
                     }
                 }
                 if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
@@ -110,7 +115,11 @@ final class SimTransactionProducer: SimClient {
         if poll.map({ world.now >= $0.sentAt + 2_000_000 }) ?? true {
             // No answer (a poll waits at most 1 s): that node may be down. Try the next, as the SDK does.
             if poll != nil { leaderGuess = (leaderGuess + 1) % world.nodes.count }
-            poll = (request(.pollTransactionChecks, TransactionCheckPoll(group: TransactionChecker.group, clientID: "tp\(index)-\(incarnation)", maxWaitMillis: 1_000), world), world.now)
+            poll = (
+                request(
+                    .pollTransactionChecks, TransactionCheckPoll(group: TransactionChecker.group, clientID: "tp\(index)-\(incarnation)", maxWaitMillis: 1_000),
+                    world), world.now
+            )
         }
         if let e = endRequest {
             if world.now < e.sentAt + SimProducer.timeoutMicros { return }
@@ -122,7 +131,8 @@ final class SimTransactionProducer: SimClient {
             toEnd = (a.body, a.id, a.decision, true)
         }
         if let t = toEnd {
-            let id = request(.endTransaction, EndTransactionRequest(group: TransactionChecker.group, id: t.id, decision: t.decision, fromCheck: t.fromCheck), world)
+            let id = request(
+                .endTransaction, EndTransactionRequest(group: TransactionChecker.group, id: t.id, decision: t.decision, fromCheck: t.fromCheck), world)
             endRequest = (id, world.now, leaderGuess)
             return
         }
@@ -134,21 +144,27 @@ final class SimTransactionProducer: SimClient {
         let queue = UInt32(world.below(UInt64(TransactionChecker.queues)))
         sequences[queue, default: 0] += 1
         world.transactions.halfSent += 1
-        sender.start(SendRequest(topic: TransactionChecker.topic, queueID: queue, producerGroup: TransactionChecker.group, producerID: producerID, sequence: sequences[queue]!,
-                                 messages: [WireMessage(keys: [body], properties: [TransactionProperty.half: "true"], body: Array(body.utf8))]), world)
+        sender.start(
+            SendRequest(
+                topic: TransactionChecker.topic, queueID: queue, producerGroup: TransactionChecker.group, producerID: producerID, sequence: sequences[queue]!,
+                messages: [WireMessage(keys: [body], properties: [TransactionProperty.half: "true"], body: Array(body.utf8))]), world)
     }
 
     private func request(_ op: Opcode, _ body: some WireCodable, _ world: World) -> UInt64 {
         let id = nextRequestID
         nextRequestID += 1
-        world.sendRequest(to: leaderGuess, client: ClientRef(connection: UInt64(index + 1), requestID: id), frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
+        world.sendRequest(
+            to: leaderGuess, client: ClientRef(connection: UInt64(index + 1), requestID: id),
+            frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
         return id
     }
 
     func reply(_ r: Reply, _ world: World) {
         if r.opcode == Opcode.send.rawValue {
             guard let response = sender.settle(r, world, who: "transactional producer \(index)") else { return }
-            if response.firstQueueOffset != SendResponse.scheduled { world.messages.fail("transactional producer \(index): half message \(body) was answered as stored in its queue") }
+            if response.firstQueueOffset != SendResponse.scheduled {
+                world.messages.fail("transactional producer \(index): half message \(body) was answered as stored in its queue")
+            }
             let id = MessageID(entryIndex: response.entryIndex, slot: 0)
             if world.options.faults && world.chance(0.1) {
                 // Crash before deciding: no record; the check finds none and rolls back.
@@ -173,7 +189,9 @@ final class SimTransactionProducer: SimClient {
             guard case .success(let bytes) = r.result, let list = try? MessageList.decode(bytes) else { return }
             for m in list.messages {
                 let b = String(decoding: m.message.body, as: UTF8.self)
-                if m.topic != TransactionChecker.topic || m.producerGroup != TransactionChecker.group { world.messages.fail("transaction check for \(b) of \(m.topic)/\(m.producerGroup) sent to group \(TransactionChecker.group)") }
+                if m.topic != TransactionChecker.topic || m.producerGroup != TransactionChecker.group {
+                    world.messages.fail("transaction check for \(b) of \(m.topic)/\(m.producerGroup) sent to group \(TransactionChecker.group)")
+                }
                 // Still being sent by its producer: not known yet.
                 let inFlight = world.clients.contains { ($0 as? SimTransactionProducer).map { $0.sender.outstanding != nil && $0.body == b } ?? false }
                 let times = Int(m.message.properties[TransactionProperty.checkTimes] ?? "") ?? 0
@@ -235,7 +253,9 @@ struct ReceiveChecker {
             messages.fail("receive: \(body) delivered again (attempt \(attempt)) at \(now / 1000) ms, invisible until at least \(before.bound / 1000) ms")
         }
         if let after = map[attempt + 1], after.arrived + 1_000 <= sentAt + invisibleMillis * 1000 {
-            messages.fail("receive: \(body) delivered again (attempt \(attempt + 1)) at \(after.arrived / 1000) ms, invisible until at least \((sentAt + invisibleMillis * 1000) / 1000) ms")
+            messages.fail(
+                "receive: \(body) delivered again (attempt \(attempt + 1)) at \(after.arrived / 1000) ms, invisible until at least \((sentAt + invisibleMillis * 1000) / 1000) ms"
+            )
         }
         deliveries[body] = map
     }
@@ -292,7 +312,9 @@ final class SimReceiveConsumer: SimClient {
             inHand[k].busy = true
             if !d.acking && world.chance(0.1) {
                 let longer = d.invisibleMillis + world.below(1_000)
-                request(.extend(body: d.body, attempt: d.attempt, invisibleMillis: longer), .changeInvisible, ReceiptRequest(group: ReceiveChecker.group, handle: d.handle, invisibleMillis: longer), world)
+                request(
+                    .extend(body: d.body, attempt: d.attempt, invisibleMillis: longer), .changeInvisible,
+                    ReceiptRequest(group: ReceiveChecker.group, handle: d.handle, invisibleMillis: longer), world)
             } else {
                 inHand[k].acking = true
                 request(.ack(body: d.body, attempt: d.attempt), .ack, ReceiptRequest(group: ReceiveChecker.group, handle: d.handle), world)
@@ -301,14 +323,20 @@ final class SimReceiveConsumer: SimClient {
         guard !receiving else { return }
         receiving = true
         let invisible = 300 + world.below(1_200)
-        request(.receive(invisibleMillis: invisible), .receive, ReceiveRequest(group: ReceiveChecker.group, topic: ReceiveChecker.topic, maxMessages: 8, invisibleMillis: invisible, maxWaitMillis: world.chance(0.3) ? 200 : 0), world)
+        request(
+            .receive(invisibleMillis: invisible), .receive,
+            ReceiveRequest(
+                group: ReceiveChecker.group, topic: ReceiveChecker.topic, maxMessages: 8, invisibleMillis: invisible, maxWaitMillis: world.chance(0.3) ? 200 : 0
+            ), world)
     }
 
     private func request(_ kind: Kind, _ op: Opcode, _ body: some WireCodable, _ world: World) {
         let id = nextRequestID
         nextRequestID += 1
         outstanding[id] = (kind, world.now)
-        world.sendRequest(to: leaderGuess, client: ClientRef(connection: UInt64(index + 1), requestID: id), frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
+        world.sendRequest(
+            to: leaderGuess, client: ClientRef(connection: UInt64(index + 1), requestID: id),
+            frame: Frame(opcode: op.rawValue, requestID: id, body: body.encoded()))
     }
 
     func reply(_ r: Reply, _ world: World) {

@@ -126,7 +126,7 @@ public final class World {
     var queue = Heap<Scheduled>()
     var sequence: UInt64 = 0
     var nodes: [SimNode] = []
-    var blocked: Set<[Int]> = []       // directed links that drop everything
+    var blocked: Set<[Int]> = []  // directed links that drop everything
     var faultsOn = true
     var digest: UInt64 = 0xCBF2_9CE4_8422_2325
     var events = 0
@@ -217,7 +217,9 @@ public final class World {
         schedule(.read, after: 5000)
         if mix.crashEverySeconds > 0 { schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds)) }
         if mix.partitionEverySeconds > 0 { schedule(.partition, after: exponentialMicros(meanSeconds: mix.partitionEverySeconds)) }
-        if mix.diskFullEverySeconds > 0 { schedule(.diskFull(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds)) }
+        if mix.diskFullEverySeconds > 0 {
+            schedule(.diskFull(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds))
+        }
         if mix.pauseEverySeconds > 0 { schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds)) }
         let faultEnd = UInt64(options.seconds * 1e6)
         schedule(.endFaults, after: faultEnd)
@@ -251,16 +253,25 @@ public final class World {
             let missing = receives.expected.filter { receives.acked[$0] == nil && !receives.ambiguous.contains($0) }.sorted()
             var detail = ""
             if let body = missing.first, let a = messages.acked[body] {
-                let attempts = (receives.deliveries[body] ?? [:]).keys.sorted().map { k in "attempt \(k) at \(receives.deliveries[body]![k]!.arrived / 1000) ms" }
-                detail = "; \(body) at \(a.topic)#\(a.queue)@\(a.offset): delivered \(attempts.isEmpty ? "never" : attempts.joined(separator: ", ")); " + nodes.compactMap { n in
-                    n.node.map { "\(n.id): \($0.broker.receiveDescription(group: ReceiveChecker.group, queue: QueueRef(topic: a.topic, queueID: a.queue), offset: a.offset))" }
-                }.joined(separator: "; ")
+                let attempts = (receives.deliveries[body] ?? [:]).keys.sorted().map { k in "attempt \(k) at \(receives.deliveries[body]![k]!.arrived / 1000) ms"
+                }
+                detail =
+                    "; \(body) at \(a.topic)#\(a.queue)@\(a.offset): delivered \(attempts.isEmpty ? "never" : attempts.joined(separator: ", ")); "
+                    + nodes.compactMap { n in
+                        n.node.map {
+                            "\(n.id): \($0.broker.receiveDescription(group: ReceiveChecker.group, queue: QueueRef(topic: a.topic, queueID: a.queue), offset: a.offset))"
+                        }
+                    }.joined(separator: "; ")
             }
-            checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, \(undecided) half messages stayed undecided, \(missing.count) messages were never received and acknowledged by group \(ReceiveChecker.group) (\(missing.prefix(3).joined(separator: ", ")))\(detail)")
+            checker.violations.append(
+                "liveness: within \(options.livenessBoundSeconds)s after the faults stopped, \(undecided) half messages stayed undecided, \(missing.count) messages were never received and acknowledged by group \(ReceiveChecker.group) (\(missing.prefix(3).joined(separator: ", ")))\(detail)"
+            )
         }
         if checker.violations.isEmpty && !live {
             let applied = nodes.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
-            checker.violations.append("liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))")
+            checker.violations.append(
+                "liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))"
+            )
         }
         if checker.violations.isEmpty && live { idlePhase() }
         mixDigest(UInt64(checker.acknowledged), checker.maxAckedIndex)
@@ -281,12 +292,14 @@ public final class World {
     /// A proposal acknowledged after the faults stopped, and every acknowledged one applied everywhere.
     /// Transactions decided and the receive group drained (after the faults).
     func settled() -> Bool {
-        nodes.allSatisfy { $0.node.map { $0.broker.halfMessages.isEmpty } ?? false } && receives.expected.allSatisfy { body in
-            if receives.acked[body] != nil { return true }
-            // An acknowledgement in flight when its consumer crashed: consumed if the leader says so.
-            guard receives.ambiguous.contains(body), let a = messages.acked[body], let leader = nodes.first(where: { $0.node?.isLeader ?? false })?.node else { return false }
-            return leader.broker.receiveConsumed(group: ReceiveChecker.group, queue: QueueRef(topic: a.topic, queueID: a.queue), offset: a.offset)
-        }
+        nodes.allSatisfy { $0.node.map { $0.broker.halfMessages.isEmpty } ?? false }
+            && receives.expected.allSatisfy { body in
+                if receives.acked[body] != nil { return true }
+                // An acknowledgement in flight when its consumer crashed: consumed if the leader says so.
+                guard receives.ambiguous.contains(body), let a = messages.acked[body], let leader = nodes.first(where: { $0.node?.isLeader ?? false })?.node
+                else { return false }
+                return leader.broker.receiveConsumed(group: ReceiveChecker.group, queue: QueueRef(topic: a.topic, queueID: a.queue), offset: a.offset)
+            }
     }
 
     func livenessMet() -> Bool {

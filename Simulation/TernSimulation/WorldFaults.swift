@@ -15,7 +15,7 @@ struct FaultMix: CustomStringConvertible {
     var fsyncMinMicros: UInt64 = 100
     var fsyncJitterMicros: UInt64 = 500
     var slowFsyncRate = 0.0
-    var crashEverySeconds = 0.0      // mean; 0 = never
+    var crashEverySeconds = 0.0  // mean; 0 = never
     var partitionEverySeconds = 0.0
     var pauseEverySeconds = 0.0
     var readFlipRate = 0.0
@@ -69,7 +69,8 @@ struct FaultMix: CustomStringConvertible {
 
     var description: String {
         func f(_ x: Double) -> String { String(Int(x * 10000)) }
-        return "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k crash-after-first-commit \(f(crashAfterFirstCommitRate))/10k election-jitter \(electionJitterTicks) ticks isolate-new-leader \(f(isolateNewLeaderRate))/10k append-bytes \(maxAppendBytes)"
+        return
+            "loss \(f(lossRate))/10k dup \(f(duplicateRate))/10k latency \(latencyMinMicros)+\(latencyJitterMicros)us fsync \(fsyncMinMicros)+\(fsyncJitterMicros)us slow-fsync \(f(slowFsyncRate))/10k crash/\(Int(crashEverySeconds))s partition/\(Int(partitionEverySeconds))s pause/\(Int(pauseEverySeconds))s read-flip \(f(readFlipRate))/10k disk-full/\(Int(diskFullEverySeconds))s wipe \(f(wipeRate))/10k of crashes delay-spike \(f(delaySpikeRate))/10k crash-after-vote \(f(crashAfterVoteRate))/10k crash-after-commit \(f(crashAfterCommitRate))/10k crash-after-first-commit \(f(crashAfterFirstCommitRate))/10k election-jitter \(electionJitterTicks) ticks isolate-new-leader \(f(isolateNewLeaderRate))/10k append-bytes \(maxAppendBytes)"
     }
 }
 
@@ -261,10 +262,12 @@ extension World {
             }
             checker.livenessStart = now
             receives.expected = Set(messages.acked.filter { $0.value.topic == ReceiveChecker.topic }.keys)
-            trace("faults end; liveness phase; " + nodes.map { n in
-                guard let r = n.replica?.raft else { return "\(n.id) down" }
-                return "\(n.id) \(r.role) t\(r.term) last \(n.replica!.log.lastIndex) commit \(r.commitIndex)\(r.rejoining ? " rejoining" : "")"
-            }.joined(separator: ", "))
+            trace(
+                "faults end; liveness phase; "
+                    + nodes.map { n in
+                        guard let r = n.replica?.raft else { return "\(n.id) down" }
+                        return "\(n.id) \(r.role) t\(r.term) last \(n.replica!.log.lastIndex) commit \(r.commitIndex)\(r.rejoining ? " rejoining" : "")"
+                    }.joined(separator: ", "))
         }
     }
 }

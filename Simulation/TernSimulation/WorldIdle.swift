@@ -60,6 +60,8 @@ extension World {
             guard let r = n.replica?.raft else { return "\(n.id) down" }
             return "\(n.id) \(r.role) commit \(r.commitIndex) applied \(n.appliedIndex) last \(n.replica!.log.lastIndex)"
         }.joined(separator: ", ")
-        checker.violations.append("idle liveness: with nothing written, not every member reached the leader's commit index within \(Double(World.idleCatchUpMicros) / 1e6) s of \(victim.id)'s restart (\(states))")
+        checker.violations.append(
+            "idle liveness: with nothing written, not every member reached the leader's commit index within \(Double(World.idleCatchUpMicros) / 1e6) s of \(victim.id)'s restart (\(states))"
+        )
     }
 }

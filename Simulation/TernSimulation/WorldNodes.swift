@@ -47,10 +47,11 @@ extension World {
         nodeConfig.broker.transactionCheckIntervalMillis = 1_500
         nodeConfig.broker.transactionMaxChecks = 8
         do {
-            node.node = try Node(config: nodeConfig, device: node.device, directory: "/\(node.id)",
-                                 logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
-                                 seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32,
-                                 lostDisk: node.lostDisk)
+            node.node = try Node(
+                config: nodeConfig, device: node.device, directory: "/\(node.id)",
+                logOptions: CommitlogOptions(segmentSizeBytes: 64 << 10, maxEntryBodyBytes: 16 << 10),
+                seed: options.seed &* 31 &+ UInt64(node.index) &+ UInt64(incarnation) << 32,
+                lostDisk: node.lostDisk)
             node.lostDisk = false
         } catch {
             failStop(node, error)
@@ -155,7 +156,9 @@ extension World {
             for id in list.ids {
                 guard let m = try? n.broker.message(id), let delay = m.message.properties["TIMER_DELAY_MS"].flatMap(UInt64.init) else { continue }
                 if millis < m.storeTimestamp + delay {
-                    messages.fail("delayed message \(String(decoding: m.message.body, as: UTF8.self)) (\(id)) released at \(millis) ms on \(node.id), due at \(m.storeTimestamp + delay) ms")
+                    messages.fail(
+                        "delayed message \(String(decoding: m.message.body, as: UTF8.self)) (\(id)) released at \(millis) ms on \(node.id), due at \(m.storeTimestamp + delay) ms"
+                    )
                 }
             }
         }

@@ -65,11 +65,15 @@ struct TernSim: ParsableCommand {
                 }
             } else if range.count == 1 || trace {
                 let faults = result.faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
-                print("seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) sends acknowledged (\(result.messagesAcknowledged) messages and \(result.messagesDelayed) delayed ones, \(result.messagesDelivered) deliveries, \(result.orderedProcessed) processed in order, \(result.deadLettered) dead letters, transactions \(result.transactionsCommitted) committed and \(result.transactionsRolledBack) rolled back, \(result.received) received (\(result.redelivered) again)), committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))")
+                print(
+                    "seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) sends acknowledged (\(result.messagesAcknowledged) messages and \(result.messagesDelayed) delayed ones, \(result.messagesDelivered) deliveries, \(result.orderedProcessed) processed in order, \(result.deadLettered) dead letters, transactions \(result.transactionsCommitted) committed and \(result.transactionsRolledBack) rolled back, \(result.received) received (\(result.redelivered) again)), committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))"
+                )
             }
         }
         let wall = Date().timeIntervalSince(started)
-        print("\(range.count) seeds, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall (\(String(format: "%.0f", virtual / max(wall, 1e-9)))x)")
+        print(
+            "\(range.count) seeds, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall (\(String(format: "%.0f", virtual / max(wall, 1e-9)))x)"
+        )
         if let plant {
             print("planted bug \(plant) escaped every checker over seeds \(range.lowerBound)-\(range.upperBound)")
             throw ExitCode.failure

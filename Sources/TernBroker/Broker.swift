@@ -208,9 +208,11 @@ public final class Broker {
     }
 
     public static func validateTopicName(_ name: String) -> ErrorBody? {
-        let ok = !name.isEmpty && name.utf8.count <= 127 && name.utf8.allSatisfy { c in
-            (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x25 || c == 0x2E
-        }
+        let ok =
+            !name.isEmpty && name.utf8.count <= 127
+            && name.utf8.allSatisfy { c in
+                (c >= 0x30 && c <= 0x39) || (c >= 0x41 && c <= 0x5A) || (c >= 0x61 && c <= 0x7A) || c == 0x5F || c == 0x2D || c == 0x25 || c == 0x2E
+            }
         return ok ? nil : ErrorBody(code: ErrorCode.badRequest, message: "topic name \"\(name)\" must be 1 to 127 characters of A-Z a-z 0-9 _ - . %")
     }
 }

@@ -22,7 +22,9 @@ extension Broker {
             case BrokerEntryType.recall:
                 let ids = try MessageIDList.decode(body).ids
                 for id in ids where timers.pending[id] == nil {
-                    return .failed(ErrorBody(code: ErrorCode.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
+                    return .failed(
+                        ErrorBody(
+                            code: ErrorCode.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
                 }
                 for id in ids { timers.recall(id) }
                 return .done
@@ -70,7 +72,8 @@ extension Broker {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             guard n >= existing else {
-                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
+                return .failed(
+                    ErrorBody(code: ErrorCode.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
             }
             for q in existing..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
             topics[name] = n
@@ -100,9 +103,10 @@ extension Broker {
         let header = try SendHeader(from: &r)
         let ref = QueueRef(topic: header.topic, queueID: header.queueID)
         guard queues[ref] != nil else {
-            return .failed(topics[header.topic] == nil
-                ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(header.topic) does not exist")
-                : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
+            return .failed(
+                topics[header.topic] == nil
+                    ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(header.topic) does not exist")
+                    : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
         }
         if header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"), header.count == 1 {
             // A give-back: stored once per (origin, reconsume times).
@@ -138,7 +142,10 @@ extension Broker {
                     return .sent(earlier)
                 }
                 if header.sequence <= window.forgottenMax {
-                    return .failed(ErrorBody(code: ErrorCode.sequenceTooOld, message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
+                    return .failed(
+                        ErrorBody(
+                            code: ErrorCode.sequenceTooOld,
+                            message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
                 }
             }
             let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
@@ -179,7 +186,8 @@ extension Broker {
         for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
             guard let m = try? WireMessage.meta(from: &scan, maxBody: config.maxMessageBytes) else {
-                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
+                return .failed(
+                    ErrorBody(code: ErrorCode.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
             }
             found.append((start, tagHash(m.tag)))
             keys.append(m.keys)
@@ -210,7 +218,9 @@ extension Broker {
             // Half message: stored, invisible, checked from `transactionCheckFirstMillis` on.
             let id = MessageID(entryIndex: index, slot: 0)
             halfMessages[id] = (header.producerGroup, 0, storeTimestamp)
-            checkTimers.schedule(PendingTimer(deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
+            checkTimers.schedule(
+                PendingTimer(
+                    deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
             if config.plantedBugs.contains(.deliverHalf) { indexLate(checkTimers.pending[id]!) }
             return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))
         }
@@ -220,7 +230,8 @@ extension Broker {
                 let id = MessageID(entryIndex: index, slot: UInt16(slot))
                 timers.schedule(PendingTimer(deliverAt: at, id: id, queue: ref, position: f.position, tagHash: f.hash))
             }
-            return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
+            return .sent(
+                SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
         }
         let first = queues[ref]!.maxOffset
         var order = Array(found.enumerated())

@@ -11,10 +11,12 @@ extension Broker {
 
     public func topicInfo(_ name: String) -> TopicInfo? {
         guard let n = topics[name] else { return nil }
-        return TopicInfo(name: name, queues: (0..<n).map { id in
-            let q = queues[QueueRef(topic: name, queueID: id)]!
-            return TopicInfo.Queue(queueID: id, minOffset: q.baseOffset, maxOffset: q.maxOffset)
-        })
+        return TopicInfo(
+            name: name,
+            queues: (0..<n).map { id in
+                let q = queues[QueueRef(topic: name, queueID: id)]!
+                return TopicInfo.Queue(queueID: id, minOffset: q.baseOffset, maxOffset: q.maxOffset)
+            })
     }
 
     public func topicList() -> [TopicInfo] { topics.keys.sorted().compactMap(topicInfo) }
@@ -32,9 +34,10 @@ extension Broker {
     public func pull(_ request: PullRequest) throws(StorageError) -> Result<PullResponse, ErrorBody> {
         let ref = QueueRef(topic: request.topic, queueID: request.queueID)
         guard let q = queues[ref] else {
-            return .failure(topics[request.topic] == nil
-                ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist")
-                : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
+            return .failure(
+                topics[request.topic] == nil
+                    ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist")
+                    : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(request.topic) has no queue \(request.queueID)"))
         }
         let filter = TagFilter(request.tagFilter)
         var sql: SQLFilter?
@@ -57,7 +60,10 @@ extension Broker {
                 if filter.matches(tag: m.1.tag) && (sql?.matches(properties: m.1.properties, tag: m.1.tag) ?? true) {
                     if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
                     bytes += m.1.body.count
-                    out.append(ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k]), topic: request.topic, queueID: request.queueID, queueOffset: offset, storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1))
+                    out.append(
+                        ReceivedMessage(
+                            id: MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k]), topic: request.topic, queueID: request.queueID, queueOffset: offset,
+                            storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1))
                 }
             }
             offset += 1
@@ -71,7 +77,7 @@ extension Broker {
         let body: [UInt8]
         do {
             body = try source.entryBody(at: id.entryIndex)
-        } catch where error.code == .invalidArgument {
+        } catch  where error.code == .invalidArgument {
             return nil  // compacted away
         }
         var r = WireReader(body)
@@ -106,7 +112,9 @@ extension Broker {
         }
         guard let lo = found, q.entryIndexes[lo] == id.entryIndex, q.slots[lo] == id.slot else { return nil }
         let m = try readMessage(entryIndex: id.entryIndex, position: q.positions[lo])
-        return ReceivedMessage(id: id, topic: header.topic, queueID: header.queueID, queueOffset: q.baseOffset + UInt64(lo), storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1)
+        return ReceivedMessage(
+            id: id, topic: header.topic, queueID: header.queueID, queueOffset: q.baseOffset + UInt64(lo), storeTimestamp: m.0.timestamp,
+            producerGroup: m.0.group, message: m.1)
     }
 
     /// The most recent messages of `topic` with `key`, oldest first.

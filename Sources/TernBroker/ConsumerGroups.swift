@@ -28,7 +28,8 @@ public final class ConsumerGroups {
             generations[request.group, default: 0] += 1
         }
         groups[request.group, default: [:]][request.clientID] = member
-        return HeartbeatResponse(assigned: assignment(group: request.group, clientID: request.clientID, queuesOf: queuesOf), generation: generations[request.group] ?? 0)
+        return HeartbeatResponse(
+            assigned: assignment(group: request.group, clientID: request.clientID, queuesOf: queuesOf), generation: generations[request.group] ?? 0)
     }
 
     public func unregister(group: String, clientID: String) {

@@ -28,17 +28,23 @@ public enum Delay {
         }
         if let text = properties[deliverAtProperty] {
             guard at == nil else { return .failure(ErrorBody(code: ErrorCode.badRequest, message: "a message has a delay level or a delivery time, not both")) }
-            guard let t = UInt64(text) else { return .failure(ErrorBody(code: ErrorCode.badRequest, message: "delivery time \(text) is not milliseconds since 1970")) }
+            guard let t = UInt64(text) else {
+                return .failure(ErrorBody(code: ErrorCode.badRequest, message: "delivery time \(text) is not milliseconds since 1970"))
+            }
             at = t
         }
         if let text = properties[delayMillisProperty] {
-            guard at == nil else { return .failure(ErrorBody(code: ErrorCode.badRequest, message: "a message has one of a delay level, a delay or a delivery time")) }
+            guard at == nil else {
+                return .failure(ErrorBody(code: ErrorCode.badRequest, message: "a message has one of a delay level, a delay or a delivery time"))
+            }
             guard let d = UInt64(text) else { return .failure(ErrorBody(code: ErrorCode.badRequest, message: "delay \(text) is not milliseconds")) }
             at = storeTimestamp &+ d
         }
         guard let due = at, due > storeTimestamp else { return .success(nil) }
         guard due - storeTimestamp <= maxDelayMillis else {
-            return .failure(ErrorBody(code: ErrorCode.badRequest, message: "a delay of \((due - storeTimestamp) / 1000) s exceeds the maximum of \(maxDelayMillis / 1000) s"))
+            return .failure(
+                ErrorBody(
+                    code: ErrorCode.badRequest, message: "a delay of \((due - storeTimestamp) / 1000) s exceeds the maximum of \(maxDelayMillis / 1000) s"))
         }
         return .success(due)
     }

@@ -38,7 +38,9 @@ extension Broker {
     /// time has passed by `now` first, then fresh messages matching the tag filter, queue by
     /// queue from `startQueue`. `proposedNext` and `proposedAgain` are what the leader proposed
     /// and has not applied yet, so that two receives in flight do not choose the same message.
-    public func chooseForReceive(_ request: ReceiveRequest, now: UInt64, startQueue: UInt32, proposedNext: [QueueRef: UInt64], proposedAgain: Set<DeliveryKey>) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
+    public func chooseForReceive(
+        _ request: ReceiveRequest, now: UInt64, startQueue: UInt32, proposedNext: [QueueRef: UInt64], proposedAgain: Set<DeliveryKey>
+    ) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
         guard let n = topics[request.topic] else {
             return .failure(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist"))
         }
@@ -102,7 +104,8 @@ extension Broker {
                 } else {
                     continue
                 }
-                grants.append(ReceivedGrant(handle: ReceiptHandle(queue: ref, offset: o, receiveIndex: index), until: e.until, attempt: state.invisible[o]!.attempt))
+                grants.append(
+                    ReceivedGrant(handle: ReceiptHandle(queue: ref, offset: o, receiveIndex: index), until: e.until, attempt: state.invisible[o]!.attempt))
             }
             state.next = newNext
             receiveGroups[e.group, default: [:]][ref] = state
@@ -121,7 +124,10 @@ extension Broker {
             return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h): the message was acknowledged already"))
         }
         guard inv.receiveIndex == h.receiveIndex else {
-            return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h) is no longer valid: its invisible time ended and the message was delivered again (attempt \(inv.attempt))"))
+            return .failed(
+                ErrorBody(
+                    code: ErrorCode.receiptExpired,
+                    message: "receipt handle \(h) is no longer valid: its invisible time ended and the message was delivered again (attempt \(inv.attempt))"))
         }
         // In place: a copy of `state` written back would copy the group's whole invisible map.
         if let until = e.until {
@@ -137,7 +143,9 @@ extension Broker {
         guard let q = queues[ref], offset >= q.baseOffset, offset < q.maxOffset else { return nil }
         let i = Int(offset - q.baseOffset)
         let (meta, m) = try readMessage(entryIndex: q.entryIndexes[i], position: q.positions[i])
-        return ReceivedMessage(id: MessageID(entryIndex: q.entryIndexes[i], slot: q.slots[i]), topic: ref.topic, queueID: ref.queueID, queueOffset: offset, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: m)
+        return ReceivedMessage(
+            id: MessageID(entryIndex: q.entryIndexes[i], slot: q.slots[i]), topic: ref.topic, queueID: ref.queueID, queueOffset: offset,
+            storeTimestamp: meta.timestamp, producerGroup: meta.group, message: m)
     }
 
     /// The group received and acknowledged (or passed over) the message at `offset`.
@@ -149,7 +157,9 @@ extension Broker {
     /// How a receive group stands with one message, for diagnostics.
     public func receiveDescription(group: String, queue: QueueRef, offset: UInt64) -> String {
         guard let state = receiveGroups[group]?[queue] else { return "group has no state for \(queue)" }
-        if let inv = state.invisible[offset] { return "invisible until \(inv.until), attempt \(inv.attempt), handed out by entry \(inv.receiveIndex) (next \(state.next))" }
+        if let inv = state.invisible[offset] {
+            return "invisible until \(inv.until), attempt \(inv.attempt), handed out by entry \(inv.receiveIndex) (next \(state.next))"
+        }
         return offset < state.next ? "done (acknowledged or passed; next \(state.next))" : "not yet handed out (next \(state.next))"
     }
 

@@ -135,7 +135,8 @@ public struct SQLFilter: Sendable, Equatable {
             }
         case .between(let x, let lo, let hi, let negated):
             guard let v = resolve(x, p, tag), let a = resolve(lo, p, tag), let b = resolve(hi, p, tag),
-                  let c1 = order(v, a), let c2 = order(v, b) else { return nil }
+                let c1 = order(v, a), let c2 = order(v, b)
+            else { return nil }
             let inside = c1 >= 0 && c2 <= 0
             return negated ? !inside : inside
         case .isIn(let x, let list, let negated):
@@ -193,9 +194,15 @@ enum Lexer {
                 }
                 guard closed else { throw SQLSyntaxError(message: "a string is not closed", column: column) }
                 out.append(Token(kind: .string, text: text, column: column))
-            } else if c.isNumber || (c == "-" && i + 1 < chars.count && chars[i + 1].isNumber && (out.last.map { $0.kind == .symbol && $0.text != ")" } ?? true)) || (c == "." && i + 1 < chars.count && chars[i + 1].isNumber) {
+            } else if c.isNumber
+                || (c == "-" && i + 1 < chars.count && chars[i + 1].isNumber && (out.last.map { $0.kind == .symbol && $0.text != ")" } ?? true))
+                || (c == "." && i + 1 < chars.count && chars[i + 1].isNumber)
+            {
                 var j = i + 1
-                while j < chars.count && (chars[j].isNumber || chars[j] == "." || chars[j] == "e" || chars[j] == "E" || ((chars[j] == "-" || chars[j] == "+") && (chars[j - 1] == "e" || chars[j - 1] == "E"))) { j += 1 }
+                while j < chars.count
+                    && (chars[j].isNumber || chars[j] == "." || chars[j] == "e" || chars[j] == "E"
+                        || ((chars[j] == "-" || chars[j] == "+") && (chars[j - 1] == "e" || chars[j - 1] == "E")))
+                { j += 1 }
                 var text = String(chars[i..<j])
                 if text.hasSuffix("L") || text.hasSuffix("l") { text.removeLast() }
                 guard Double(text) != nil else { throw SQLSyntaxError(message: "\(text) is not a number", column: column) }
@@ -203,7 +210,9 @@ enum Lexer {
                 i = j
             } else if c.isLetter || c == "_" || c == "$" {
                 var j = i + 1
-                while j < chars.count && (chars[j].isLetter || chars[j].isNumber || chars[j] == "_" || chars[j] == "." || chars[j] == "$" || chars[j] == "-") { j += 1 }
+                while j < chars.count && (chars[j].isLetter || chars[j].isNumber || chars[j] == "_" || chars[j] == "." || chars[j] == "$" || chars[j] == "-") {
+                    j += 1
+                }
                 let text = String(chars[i..<j])
                 if keywords.contains(text.uppercased()) {
                     out.append(Token(kind: .keyword, text: text.uppercased(), column: column))

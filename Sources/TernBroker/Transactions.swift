@@ -14,7 +14,9 @@ extension Broker {
     /// The rules for a half message: one message per send, from a named producer group, not delayed.
     static func validateHalf(_ header: SendHeader, delayed: Bool) -> ErrorBody? {
         if header.count != 1 { return ErrorBody(code: ErrorCode.badRequest, message: "a transactional send carries one message, not \(header.count)") }
-        if header.producerGroup.isEmpty { return ErrorBody(code: ErrorCode.badRequest, message: "a transactional message needs a producer group (the broker checks back with its producers)") }
+        if header.producerGroup.isEmpty {
+            return ErrorBody(code: ErrorCode.badRequest, message: "a transactional message needs a producer group (the broker checks back with its producers)")
+        }
         if delayed { return ErrorBody(code: ErrorCode.badRequest, message: "a transactional message cannot also be delayed") }
         return nil
     }
@@ -25,14 +27,18 @@ extension Broker {
     func applyTransactionEnd(_ end: TransactionEnd) -> ApplyOutcome {
         if let half = halfMessages[end.id] {
             guard half.group == end.group else {
-                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
+                return .failed(
+                    ErrorBody(code: ErrorCode.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
             }
             decide(end.id, end.decision)
             return .done
         }
         if let earlier = decided[end.id] {
-            return earlier == end.decision ? .done
-                : .failed(ErrorBody(code: ErrorCode.transactionDecided, message: "transaction \(end.id) was \(earlier == .commit ? "committed" : "rolled back") already"))
+            return earlier == end.decision
+                ? .done
+                : .failed(
+                    ErrorBody(
+                        code: ErrorCode.transactionDecided, message: "transaction \(end.id) was \(earlier == .commit ? "committed" : "rolled back") already"))
         }
         return .failed(ErrorBody(code: ErrorCode.messageNotFound, message: "\(end.id) is not a half message (or its outcome is no longer remembered)"))
     }
@@ -79,7 +85,8 @@ extension Broker {
     public func halfMessage(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
         guard let half = halfMessages[id], let t = checkTimers.pending[id] else { return nil }
         let (meta, message) = try readMessage(entryIndex: id.entryIndex, position: t.position)
-        var m = ReceivedMessage(id: id, topic: t.queue.topic, queueID: t.queue.queueID, queueOffset: 0, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: message)
+        var m = ReceivedMessage(
+            id: id, topic: t.queue.topic, queueID: t.queue.queueID, queueOffset: 0, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: message)
         m.message.properties[TransactionProperty.checkTimes] = String(half.checks)
         return m
     }

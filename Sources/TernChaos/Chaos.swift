@@ -106,7 +106,8 @@ public struct ChaosRun: AsyncParsableCommand {
         var caughtUp = false
         while clock.now < deadline {
             if let status = try? await client.status(), status.count == cluster.ids.count,
-               Set(status.map(\.appliedIndex)).count == 1, status.allSatisfy({ $0.appliedIndex == $0.commitIndex }) {
+                Set(status.map(\.appliedIndex)).count == 1, status.allSatisfy({ $0.appliedIndex == $0.commitIndex })
+            {
                 caughtUp = true
                 break
             }
@@ -137,7 +138,8 @@ public final class ChaosCluster: @unchecked Sendable {
 
     /// Three `tern-chaos serve` nodes (this executable, or `executable`) with relays on every
     /// peer link and a fault file each; not started yet.
-    public init(folder: String, io: IOBackendChoice, group: MultiThreadedEventLoopGroup, extraArgs: [String] = [], executable: String = ternExecutable()) throws {
+    public init(folder: String, io: IOBackendChoice, group: MultiThreadedEventLoopGroup, extraArgs: [String] = [], executable: String = ternExecutable()) throws
+    {
         self.folder = folder
         let ids = ["n1", "n2", "n3"]
         let ports = ids.map { _ in freeLoopbackPort() }
@@ -153,12 +155,16 @@ public final class ChaosCluster: @unchecked Sendable {
         let dialPorts = relays.mapValues(\.port)
         nodes = LocalCluster(
             nodes: 3, basePort: 0, dataRoot: folder + "/data",
-            extraArgs: ["--io", "\(io)", "--segment-mb", "64", "--transaction-check-first-ms", "1000",
-                        "--transaction-check-interval-ms", "2000", "--transaction-max-checks", "30"] + extraArgs,
+            extraArgs: [
+                "--io", "\(io)", "--segment-mb", "64", "--transaction-check-first-ms", "1000",
+                "--transaction-check-interval-ms", "2000", "--transaction-max-checks", "30",
+            ] + extraArgs,
             ports: ports, logDirectory: folder + "/logs", executable: executable, serveCommand: ["serve"],
             nodeArgs: { id in
-                ["--dial", ids.filter { $0 != id }.map { "\($0)=127.0.0.1:\(dialPorts["\(id)>\($0)"]!)" }.joined(separator: ","),
-                 "--fault-file", "\(folder)/faults/\(id)"]
+                [
+                    "--dial", ids.filter { $0 != id }.map { "\($0)=127.0.0.1:\(dialPorts["\(id)>\($0)"]!)" }.joined(separator: ","),
+                    "--fault-file", "\(folder)/faults/\(id)",
+                ]
             })
     }
 
@@ -216,8 +222,10 @@ public final class ChaosCluster: @unchecked Sendable {
 
 /// The fault schedule: one fault at a time, drawn from the seed, held for a drawn time, healed.
 struct ChaosNemesis {
-    static let kinds = ["kill-leader", "kill-follower", "kill-random", "kill-two", "pause-leader", "isolate-leader",
-                        "isolate-follower", "bridge", "one-way-leader-out", "slow-disk", "disk-full"]
+    static let kinds = [
+        "kill-leader", "kill-follower", "kill-random", "kill-two", "pause-leader", "isolate-leader",
+        "isolate-follower", "bridge", "one-way-leader-out", "slow-disk", "disk-full",
+    ]
     let cluster: ChaosCluster
     let client: TernCluster
     let history: ChaosHistory
@@ -341,7 +349,9 @@ struct ChaosNemesis {
                 return acked
             }
             p.executableURL = URL(fileURLWithPath: tern)
-            p.arguments = ["send", "--endpoints", cluster.endpoints.joined(separator: ","), "--topic", ChaosTopic.cli, "--count", "1000000", "--body", "cli-\(k)"]
+            p.arguments = [
+                "send", "--endpoints", cluster.endpoints.joined(separator: ","), "--topic", ChaosTopic.cli, "--count", "1000000", "--body", "cli-\(k)",
+            ]
             p.standardOutput = outFile
             p.standardError = FileHandle.nullDevice
             do { try p.run() } catch { continue }

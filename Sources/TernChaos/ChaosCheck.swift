@@ -68,7 +68,8 @@ struct ChaosChecker {
             let known = attempted.contains(body) || (body.hasPrefix("cli-") && list.allSatisfy { $0.topic == ChaosTopic.cli })
             if !known {
                 unexpected += 1
-                fail("unexpected: \(body) stored at \(list.map { "\($0.topic)#\($0.queueID)@\($0.queueOffset)" }.joined(separator: ", ")), which no client sent")
+                fail(
+                    "unexpected: \(body) stored at \(list.map { "\($0.topic)#\($0.queueID)@\($0.queueOffset)" }.joined(separator: ", ")), which no client sent")
             }
         }
         let byWorkload = Dictionary(grouping: sends, by: \.workload)
@@ -81,7 +82,9 @@ struct ChaosChecker {
                 if w == "transactional" { continue }  // judged below, by its decision
                 if (stored[body] ?? []).isEmpty {
                     lost += 1
-                    fail("lost: \(w) message \(body) was acknowledged (\(list.first { $0.body == body && $0.acked }?.id.map { "\($0)" } ?? "")) and is not stored")
+                    fail(
+                        "lost: \(w) message \(body) was acknowledged (\(list.first { $0.body == body && $0.acked }?.id.map { "\($0)" } ?? "")) and is not stored"
+                    )
                 }
             }
             for body in Set(list.map(\.body)).sorted() {
@@ -100,7 +103,9 @@ struct ChaosChecker {
         // Order per sharding key: along its queue, a key's numbers never go down.
         var outOfOrder = 0
         var last: [String: (n: Int, offset: UInt64, queue: UInt32)] = [:]
-        let orderedStored = stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.ordered }.sorted { ($0.queueID, $0.queueOffset) < ($1.queueID, $1.queueOffset) }
+        let orderedStored = stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.ordered }.sorted {
+            ($0.queueID, $0.queueOffset) < ($1.queueID, $1.queueOffset)
+        }
         for m in orderedStored {
             let parts = String(decoding: m.message.body, as: UTF8.self).split(separator: "|")
             guard parts.count == 3, let n = Int(parts[2]) else { continue }
@@ -147,7 +152,8 @@ struct ChaosChecker {
 
         // Killed CLI clients: every id they printed is stored, with their body.
         var cliLost = 0
-        let byID = Dictionary(stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.cli }.map { ($0.id.description, $0) }, uniquingKeysWith: { a, _ in a })
+        let byID = Dictionary(
+            stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.cli }.map { ($0.id.description, $0) }, uniquingKeysWith: { a, _ in a })
         for (id, label) in cliAcked.sorted(by: { $0.key < $1.key }) {
             let prefix = label.split(separator: " ").first.map(String.init) ?? label
             guard let m = byID[id], String(decoding: m.message.body, as: UTF8.self).hasPrefix(prefix + " ") else {
@@ -174,8 +180,12 @@ struct ChaosChecker {
         lines.append("tern chaos report")
         lines.append("seed \(seed), \(duration) s of faults; replay the fault schedule: tern chaos --seed \(seed) --duration \(duration)")
         lines.append("")
-        lines.append("faults injected: \(faults.count)  (" + Dictionary(grouping: faults, by: \.kind).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", ") + ")")
-        lines.append("sent \(totalSent), acknowledged \(totalAcked), lost \(counts.values.map(\.lost).reduce(0, +) + cliLost), unexpected \(unexpected), out of order \(outOfOrder), torn \(torn), early \(early)")
+        lines.append(
+            "faults injected: \(faults.count)  ("
+                + Dictionary(grouping: faults, by: \.kind).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", ") + ")")
+        lines.append(
+            "sent \(totalSent), acknowledged \(totalAcked), lost \(counts.values.map(\.lost).reduce(0, +) + cliLost), unexpected \(unexpected), out of order \(outOfOrder), torn \(torn), early \(early)"
+        )
         lines.append("")
         lines.append("workload        sent   acked   lost   duplicated")
         for w in counts.keys.sorted() {
@@ -184,16 +194,23 @@ struct ChaosChecker {
         }
         lines.append("\("killed-clients".padding(14))  -      \(String(cliAcked.count).padding(6))  \(String(cliLost).padding(5))  -")
         lines.append("")
-        lines.append("transactions: \(txAcked.count) half messages acknowledged, \(txVisible.count) committed and visible, \(decisions.values.filter { $0 == .rollback }.count) rolled back locally, \(txAcked.count - decisions.count) never decided (crashed before deciding)")
+        lines.append(
+            "transactions: \(txAcked.count) half messages acknowledged, \(txVisible.count) committed and visible, \(decisions.values.filter { $0 == .rollback }.count) rolled back locally, \(txAcked.count - decisions.count) never decided (crashed before deciding)"
+        )
         let late = Quantiles(lateness.map { $0 / 1000 }, unit: 1e-3)
-        lines.append("delayed: \(workloads.delayedSeen.firsts.count) delivered, \(early) early; lateness p50 \(fmt(late.value(at: 0.5))) s, p99 \(fmt(late.value(at: 0.99))) s, max \(fmt(late.max)) s")
-        lines.append("consumers: clustering group \(workloads.clusteringSeen.total) deliveries, broadcasting members \(workloads.broadcastSeen.map { String($0.total) }.joined(separator: " and ")), delayed \(workloads.delayedSeen.total)")
+        lines.append(
+            "delayed: \(workloads.delayedSeen.firsts.count) delivered, \(early) early; lateness p50 \(fmt(late.value(at: 0.5))) s, p99 \(fmt(late.value(at: 0.99))) s, max \(fmt(late.max)) s"
+        )
+        lines.append(
+            "consumers: clustering group \(workloads.clusteringSeen.total) deliveries, broadcasting members \(workloads.broadcastSeen.map { String($0.total) }.joined(separator: " and ")), delayed \(workloads.delayedSeen.total)"
+        )
         lines.append("")
         lines.append("recovery (fault to first acknowledged write started after it), seconds:")
         lines.append("fault                 count   p50     p99     max")
         for kind in recovery.keys.sorted() {
             let v = Quantiles(recovery[kind]!, unit: 1e-3)
-            lines.append("\(kind.padding(20))  \(String(v.count).padding(5))  \(fmt(v.value(at: 0.5)).padding(6))  \(fmt(v.value(at: 0.99)).padding(6))  \(fmt(v.max))")
+            lines.append(
+                "\(kind.padding(20))  \(String(v.count).padding(5))  \(fmt(v.value(at: 0.5)).padding(6))  \(fmt(v.value(at: 0.99)).padding(6))  \(fmt(v.max))")
         }
         lines.append("")
         if failures.isEmpty {

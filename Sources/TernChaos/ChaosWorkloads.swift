@@ -6,6 +6,7 @@ import NIOConcurrencyHelpers
 import TernClient
 import TernLauncher
 import TernProtocol
+
 import struct TernRaft.SplitMix64
 
 /// What happened, in memory and as JSON lines in history.jsonl.
@@ -163,10 +164,16 @@ final class ChaosWorkloads: @unchecked Sendable {
         let started = history.now
         do {
             let r = try await producer.send(message)
-            history.send(.init(workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: true, id: r.messageID, attempt: attempt))
+            history.send(
+                .init(
+                    workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: true, id: r.messageID,
+                    attempt: attempt))
             return r
         } catch {
-            history.send(.init(workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: false, id: nil, attempt: attempt))
+            history.send(
+                .init(
+                    workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: false, id: nil,
+                    attempt: attempt))
             return nil
         }
     }
@@ -178,48 +185,51 @@ final class ChaosWorkloads: @unchecked Sendable {
         for (w, topic, idempotent) in [("plain", ChaosTopic.plain, false), ("idempotent", ChaosTopic.idempotent, true)] {
             for p in 0..<2 {
                 let producer = Producer(cluster: client, group: "chaos-\(w)", idempotent: idempotent, sendTimeoutMillis: 10_000)
-                tasks.append(Task {
-                    var n = 0
-                    while !self.stopped {
-                        n += 1
-                        _ = await self.send(producer, workload: w, Message(topic: topic, keys: ["\(w)-\(p)-\(n)"], body: Array("\(w)|\(p)|\(n)".utf8)))
-                    }
-                })
+                tasks.append(
+                    Task {
+                        var n = 0
+                        while !self.stopped {
+                            n += 1
+                            _ = await self.send(producer, workload: w, Message(topic: topic, keys: ["\(w)-\(p)-\(n)"], body: Array("\(w)|\(p)|\(n)".utf8)))
+                        }
+                    })
             }
         }
         // Ordered: eight keys, each key's messages numbered; a failed send is sent again (same
         // number) until acknowledged, so a key's numbers never skip.
         let ordered = Producer(cluster: client, group: "chaos-ordered", sendTimeoutMillis: 10_000)
         for k in 0..<8 {
-            tasks.append(Task {
-                var n = 1
-                var attempt = 1
-                while !self.stopped {
-                    var m = Message(topic: ChaosTopic.ordered, keys: ["K\(k)-\(n)"], body: Array("ord|K\(k)|\(n)".utf8))
-                    m.shardingKey = "K\(k)"
-                    if await self.send(ordered, workload: "ordered", m, attempt: attempt) != nil {
-                        n += 1
-                        attempt = 1
-                    } else {
-                        attempt += 1
-                        try? await Task.sleep(for: .milliseconds(100))
+            tasks.append(
+                Task {
+                    var n = 1
+                    var attempt = 1
+                    while !self.stopped {
+                        var m = Message(topic: ChaosTopic.ordered, keys: ["K\(k)-\(n)"], body: Array("ord|K\(k)|\(n)".utf8))
+                        m.shardingKey = "K\(k)"
+                        if await self.send(ordered, workload: "ordered", m, attempt: attempt) != nil {
+                            n += 1
+                            attempt = 1
+                        } else {
+                            attempt += 1
+                            try? await Task.sleep(for: .milliseconds(100))
+                        }
                     }
-                }
-            })
+                })
         }
         let delayedProducer = Producer(cluster: client, group: "chaos-delayed", sendTimeoutMillis: 10_000)
-        tasks.append(Task {
-            var n = 0
-            var rng = SplitMix(seed: self.seed ^ 0xD1)
-            while !self.stopped {
-                n += 1
-                let delay = 1_000 + rng.next() % 4_000
-                var m = Message(topic: ChaosTopic.delayed, body: Array("dly|\(n)|\(delay)".utf8))
-                m.setDelay(milliseconds: delay)
-                _ = await self.send(delayedProducer, workload: "delayed", m)
-                try? await Task.sleep(for: .milliseconds(50))
-            }
-        })
+        tasks.append(
+            Task {
+                var n = 0
+                var rng = SplitMix(seed: self.seed ^ 0xD1)
+                while !self.stopped {
+                    n += 1
+                    let delay = 1_000 + rng.next() % 4_000
+                    var m = Message(topic: ChaosTopic.delayed, body: Array("dly|\(n)|\(delay)".utf8))
+                    m.setDelay(milliseconds: delay)
+                    _ = await self.send(delayedProducer, workload: "delayed", m)
+                    try? await Task.sleep(for: .milliseconds(50))
+                }
+            })
         return tasks
     }
 
@@ -254,7 +264,8 @@ final class ChaosWorkloads: @unchecked Sendable {
                         return tellBroker ? state : .unknown
                     }
                 }
-                history.send(.init(workload: "transactional", body: body, started: started, ended: history.now, acked: true, id: r.receipt.messageID, attempt: 1))
+                history.send(
+                    .init(workload: "transactional", body: body, started: started, ended: history.now, acked: true, id: r.receipt.messageID, attempt: 1))
             } catch {
                 history.send(.init(workload: "transactional", body: body, started: started, ended: history.now, acked: false, id: nil, attempt: 1))
             }

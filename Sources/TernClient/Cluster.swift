@@ -162,7 +162,8 @@ public final class TernCluster: Sendable {
     /// The group as a node sees it, and the topic's queue count (0: no such topic). Learns the
     /// members' endpoints and the leader.
     public func queryRoute(topic: String = "") async throws -> RouteResponse {
-        var route = try RouteResponse.decode(try await retrying(.queryRoute, NameRequest(name: topic).encoded(), timeoutMillis: options.requestTimeoutMillis, anyNode: true, findLeader: false))
+        var route = try RouteResponse.decode(
+            try await retrying(.queryRoute, NameRequest(name: topic).encoded(), timeoutMillis: options.requestTimeoutMillis, anyNode: true, findLeader: false))
         let leaderEndpoint = route.nodes.first(where: { $0.id == route.leader })?.endpoint ?? ""
         state.withLockedValue { s in
             for n in route.nodes where !n.endpoint.isEmpty && !s.endpoints.contains(n.endpoint) { s.endpoints.append(n.endpoint) }

@@ -5,7 +5,7 @@ import NIOCore
 import TernProtocol
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Where a group with no committed offset for a queue starts.
@@ -59,7 +59,10 @@ public final class PullConsumer: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering, clientID: String? = nil, consumeFrom: ConsumeFrom = .firstOffset) {
+    public init(
+        cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering,
+        clientID: String? = nil, consumeFrom: ConsumeFrom = .firstOffset
+    ) {
         self.cluster = cluster
         self.group = group
         self.topic = topic
@@ -151,7 +154,8 @@ public final class PullConsumer: Sendable {
 
     private func pull(_ q: QueueRef, max: Int, wait: UInt32) async throws -> [ReceivedMessage] {
         guard let offset = state.withLockedValue({ $0.positions[q] }) else { return [] }
-        let request = PullRequest(topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: UInt32(max), maxWaitMillis: wait, tagFilter: tagFilter, sqlFilter: sqlFilter)
+        let request = PullRequest(
+            topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: UInt32(max), maxWaitMillis: wait, tagFilter: tagFilter, sqlFilter: sqlFilter)
         let r = try PullResponse.decode(try await cluster.anyCall(.pull, request.encoded(), timeoutMillis: Int64(wait) + cluster.options.requestTimeoutMillis))
         state.withLockedValue { s in
             // Only if the queue is still ours and nobody moved the position meanwhile.
@@ -229,8 +233,11 @@ public final class PushConsumer: Sendable {
     let listener: Listener
     private let state = NIOLockedValueBox<(task: Task<Void, Never>?, retry: PullConsumer?)>((nil, nil))
 
-    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering, consumeFrom: ConsumeFrom = .firstOffset,
-                maxReconsumeTimes: Int = 16, retryDelaysMillis: [UInt64] = PushConsumer.defaultRetryDelaysMillis, listener: @escaping Listener) {
+    public init(
+        cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering,
+        consumeFrom: ConsumeFrom = .firstOffset,
+        maxReconsumeTimes: Int = 16, retryDelaysMillis: [UInt64] = PushConsumer.defaultRetryDelaysMillis, listener: @escaping Listener
+    ) {
         precondition(!retryDelaysMillis.isEmpty, "at least one retry delay")
         pull = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, mode: mode, consumeFrom: consumeFrom)
         self.maxReconsumeTimes = maxReconsumeTimes

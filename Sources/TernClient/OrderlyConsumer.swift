@@ -46,8 +46,10 @@ public final class OrderlyConsumer: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", clientID: String? = nil,
-                maxReconsumeTimes: Int = 16, retryIntervalMillis: Int64 = 1000, listener: @escaping Listener) {
+    public init(
+        cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", clientID: String? = nil,
+        maxReconsumeTimes: Int = 16, retryIntervalMillis: Int64 = 1000, listener: @escaping Listener
+    ) {
         self.cluster = cluster
         self.group = group
         self.topic = topic
@@ -90,14 +92,16 @@ public final class OrderlyConsumer: Sendable {
         let hb = HeartbeatRequest(group: group, clientID: clientID, mode: .clustering, topics: [topic], sqlFilter: sqlFilter)
         let assigned = try HeartbeatResponse.decode(try await cluster.leaderCall(.heartbeat, hb.encoded())).assigned
         let asked = ContinuousClock().now
-        let response = try LockResponse.decode(try await cluster.leaderCall(.lockQueues, LockRequest(group: group, clientID: clientID, queues: assigned).encoded()))
+        let response = try LockResponse.decode(
+            try await cluster.leaderCall(.lockQueues, LockRequest(group: group, clientID: clientID, queues: assigned).encoded()))
         // The lease counts from before the request left: never later than the leader's.
         let leaseEnd = asked + .milliseconds(Int64(response.leaseMillis) - 500)
         let lost = state.withLockedValue { s in Set(s.held.keys).subtracting(response.locked) }
         if !lost.isEmpty {
             try? await commit()
             state.withLockedValue { s in for q in lost { s.held[q] = nil } }
-            _ = try? await cluster.leaderCall(.unlockQueues, LockRequest(group: group, clientID: clientID, queues: lost.sorted()).encoded(), timeoutMillis: 1000)
+            _ = try? await cluster.leaderCall(
+                .unlockQueues, LockRequest(group: group, clientID: clientID, queues: lost.sorted()).encoded(), timeoutMillis: 1000)
         }
         for q in response.locked {
             if state.withLockedValue({ $0.held[q] != nil }) {
@@ -142,7 +146,8 @@ public final class OrderlyConsumer: Sendable {
             var worked = false
             for q in state.withLockedValue({ $0.held.keys.sorted() }) {
                 guard let held = holds(q) else { continue }
-                let request = PullRequest(topic: q.topic, queueID: q.queueID, offset: held.position, maxMessages: 16, tagFilter: tagFilter, sqlFilter: sqlFilter)
+                let request = PullRequest(
+                    topic: q.topic, queueID: q.queueID, offset: held.position, maxMessages: 16, tagFilter: tagFilter, sqlFilter: sqlFilter)
                 guard let r = try? PullResponse.decode(try await cluster.anyCall(.pull, request.encoded())) else { continue }
                 if r.messages.isEmpty {
                     if r.nextOffset != held.position { advance(q, from: held.position, to: r.nextOffset) }

@@ -103,7 +103,9 @@ public final class Producer: Sendable {
         guard messages.allSatisfy({ $0.topic == topic }) else { throw ClientError.invalidArgument("a batch goes to one topic") }
         let queues = try await cluster.queues(of: topic)
         if let key = messages[0].shardingKey {
-            guard messages.allSatisfy({ $0.shardingKey == key }) else { throw ClientError.invalidArgument("a batch with a sharding key carries that key on every message") }
+            guard messages.allSatisfy({ $0.shardingKey == key }) else {
+                throw ClientError.invalidArgument("a batch with a sharding key carries that key on every message")
+            }
             let queue = queueForShardingKey(key, queues: queues)
             let ref = QueueRef(topic: topic, queueID: queue)
             // One send per queue at a time: a retry can then never overtake the next message.
@@ -138,8 +140,9 @@ public final class Producer: Sendable {
 
     private func send(_ messages: [Message], topic: String, queue: UInt32, sequence: UInt64) async throws -> [SendReceipt] {
         let now = UInt64(Int64(Duration.nowSinceEpochMillis))
-        let request = SendRequest(topic: topic, queueID: queue, producerGroup: group, producerID: producerID, sequence: sequence,
-                                  messages: messages.map { WireMessage(tag: $0.tag, keys: $0.keys, properties: $0.properties, bornTimestamp: now, body: $0.body) })
+        let request = SendRequest(
+            topic: topic, queueID: queue, producerGroup: group, producerID: producerID, sequence: sequence,
+            messages: messages.map { WireMessage(tag: $0.tag, keys: $0.keys, properties: $0.properties, bornTimestamp: now, body: $0.body) })
         let body: [UInt8]
         do {
             body = try await cluster.leaderCall(.send, request.encoded(), timeoutMillis: sendTimeoutMillis)
@@ -150,7 +153,9 @@ public final class Producer: Sendable {
         let r = try SendResponse.decode(body)
         return (0..<Int(r.count)).map { i in
             let scheduled = r.firstQueueOffset == SendResponse.scheduled
-            return SendReceipt(messageID: MessageID(entryIndex: r.entryIndex, slot: UInt16(i)), queue: QueueRef(topic: topic, queueID: r.queueID), queueOffset: scheduled ? 0 : r.firstQueueOffset + UInt64(i), duplicate: r.duplicate, scheduled: scheduled)
+            return SendReceipt(
+                messageID: MessageID(entryIndex: r.entryIndex, slot: UInt16(i)), queue: QueueRef(topic: topic, queueID: r.queueID),
+                queueOffset: scheduled ? 0 : r.firstQueueOffset + UInt64(i), duplicate: r.duplicate, scheduled: scheduled)
         }
     }
 
@@ -177,9 +182,9 @@ extension Duration {
 }
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #elseif canImport(Darwin)
-import Darwin
+    import Darwin
 #endif
 
 /// Runs one operation per queue at a time, in arrival order.

@@ -42,9 +42,12 @@ public final class SimpleConsumer: Sendable {
     /// Up to `max` messages, invisible to the group for `invisibleMillis`. Waits up to
     /// `waitMillis` for one when none is there.
     public func receive(max: UInt32 = 16, invisibleMillis: UInt64 = 30_000, waitMillis: UInt32 = 0) async throws -> [Delivery] {
-        let request = ReceiveRequest(group: group, topic: topic, tagFilter: tagFilter, maxMessages: max, invisibleMillis: invisibleMillis, maxWaitMillis: waitMillis)
+        let request = ReceiveRequest(
+            group: group, topic: topic, tagFilter: tagFilter, maxMessages: max, invisibleMillis: invisibleMillis, maxWaitMillis: waitMillis)
         let body = try await cluster.leaderCall(.receive, request.encoded(), timeoutMillis: cluster.options.requestTimeoutMillis + Int64(waitMillis))
-        return try ReceiveResponse.decode(body).deliveries.map { Delivery(message: $0.message, handle: $0.handle, invisibleUntil: $0.invisibleUntil, attempt: $0.attempt) }
+        return try ReceiveResponse.decode(body).deliveries.map {
+            Delivery(message: $0.message, handle: $0.handle, invisibleUntil: $0.invisibleUntil, attempt: $0.attempt)
+        }
     }
 
     /// The message is consumed: it is not delivered to the group again.

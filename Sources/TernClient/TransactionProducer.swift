@@ -96,7 +96,8 @@ public final class TransactionProducer: Sendable {
 
     /// Commits or rolls back a half message of this group (also usable after a restart, by id).
     public func end(_ id: MessageID, _ decision: TransactionDecision, fromCheck: Bool = false) async throws {
-        _ = try await producer.cluster.leaderCall(.endTransaction, EndTransactionRequest(group: group, id: id, decision: decision, fromCheck: fromCheck).encoded())
+        _ = try await producer.cluster.leaderCall(
+            .endTransaction, EndTransactionRequest(group: group, id: id, decision: decision, fromCheck: fromCheck).encoded())
     }
 
     private func pollChecks() async {

@@ -31,9 +31,11 @@ public final class LocalCluster: @unchecked Sendable {
     public let serveCommand: [String]
     public private(set) var processes: [String: Process] = [:]
 
-    public init(nodes: Int, basePort: Int, dataRoot: String, extraArgs: [String] = [], ports: [Int]? = nil, logDirectory: String? = nil,
-         executable: String = ternExecutable(), serveCommand: [String] = ["serve"],
-         nodeArgs: @escaping @Sendable (String) -> [String] = { _ in [] }) {
+    public init(
+        nodes: Int, basePort: Int, dataRoot: String, extraArgs: [String] = [], ports: [Int]? = nil, logDirectory: String? = nil,
+        executable: String = ternExecutable(), serveCommand: [String] = ["serve"],
+        nodeArgs: @escaping @Sendable (String) -> [String] = { _ in [] }
+    ) {
         self.executable = executable
         self.serveCommand = serveCommand
         ids = (1...nodes).map { "n\($0)" }
@@ -142,7 +144,9 @@ public struct LineLogHandler: LogHandler {
         var t = time_t(ts.tv_sec)
         var parts = tm()
         gmtime_r(&t, &parts)
-        let stamp = String(format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec, Int(ts.tv_nsec / 1_000_000))
+        let stamp = String(
+            format: "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", parts.tm_year + 1900, parts.tm_mon + 1, parts.tm_mday, parts.tm_hour, parts.tm_min, parts.tm_sec,
+            Int(ts.tv_nsec / 1_000_000))
         FileHandle.standardError.write(Data("\(stamp) \(event.level) \(label): \(event.message)\n".utf8))
     }
 }

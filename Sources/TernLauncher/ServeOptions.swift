@@ -36,7 +36,8 @@ public struct ServeOptions: ParsableArguments {
     @Option(help: "A config file of `name = value` lines (the long flag names without dashes).") public var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).") public var logLevel: String?
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
-    @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public var repair = false
+    @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public
+        var repair = false
 
     public init() {}
 
@@ -82,7 +83,9 @@ public struct ServeOptions: ParsableArguments {
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = logLevel ?? file.string("log-level") ?? "info"
-        guard let level = Logger.Level(rawValue: levelText) else { throw ValidationError("log level \(levelText) is unknown (trace, debug, info, notice, warning, error, critical)") }
+        guard let level = Logger.Level(rawValue: levelText) else {
+            throw ValidationError("log level \(levelText) is unknown (trace, debug, info, notice, warning, error, critical)")
+        }
         return (cfg, level)
     }
 }

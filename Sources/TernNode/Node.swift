@@ -128,14 +128,19 @@ public final class Node {
     var releaseInFlight: UInt64?
     var lastStamp: UInt64 = 0
 
-    public init(config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64, lostDisk: Bool = false) throws(StorageError) {
+    public init(
+        config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64,
+        lostDisk: Bool = false
+    ) throws(StorageError) {
         self.config = config
         replica = try Replica(config: config.raft, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
         groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
         var brokerConfig = config.broker
-        let bugs: [(PlantedBugs, BrokerPlantedBugs)] = [(.dedupeOff, .dedupeOff), (.reverseBatch, .reverseBatch), (.readWrongSlot, .readWrongSlot),
-                                                         (.releaseTwice, .releaseTwice), (.sendBackTwice, .sendBackTwice), (.deliverHalf, .deliverHalf),
-                                                         (.redeliverEarly, .redeliverEarly)]
+        let bugs: [(PlantedBugs, BrokerPlantedBugs)] = [
+            (.dedupeOff, .dedupeOff), (.reverseBatch, .reverseBatch), (.readWrongSlot, .readWrongSlot),
+            (.releaseTwice, .releaseTwice), (.sendBackTwice, .sendBackTwice), (.deliverHalf, .deliverHalf),
+            (.redeliverEarly, .redeliverEarly),
+        ]
         for (bug, brokerBug) in bugs where config.raft.plantedBugs.contains(bug) { brokerConfig.plantedBugs.insert(brokerBug) }
         broker = Broker(config: brokerConfig, source: self)
     }
@@ -147,7 +152,9 @@ public final class Node {
 
     public var status: NodeStatus {
         let r = replica.raft
-        var s = NodeStatus(id: id.name, role: r.role.rawValue, term: r.term, leader: r.leader?.name ?? "", commitIndex: r.commitIndex, lastIndex: replica.log.lastIndex, appliedIndex: r.appliedIndex, durableIndex: replica.log.durableIndex)
+        var s = NodeStatus(
+            id: id.name, role: r.role.rawValue, term: r.term, leader: r.leader?.name ?? "", commitIndex: r.commitIndex, lastIndex: replica.log.lastIndex,
+            appliedIndex: r.appliedIndex, durableIndex: replica.log.durableIndex)
         s.syncedBatches = UInt64(replica.log.stats.batches)
         s.bytesWritten = UInt64(replica.log.stats.bytesWritten)
         return s
@@ -204,7 +211,10 @@ public final class Node {
         var owners: [Pending] = []
         for (client, frame) in requests {
             guard let op = Opcode(rawValue: frame.opcode), op != .raft else {
-                out.replies.append(Reply(to: client, opcode: frame.opcode, result: .failure(ErrorBody(code: ErrorCode.unknownOpcode, message: "opcode \(frame.opcode) is not a client request"))))
+                out.replies.append(
+                    Reply(
+                        to: client, opcode: frame.opcode,
+                        result: .failure(ErrorBody(code: ErrorCode.unknownOpcode, message: "opcode \(frame.opcode) is not a client request"))))
                 continue
             }
             do {
@@ -228,9 +238,11 @@ public final class Node {
     }
 
     /// Requests only the leader answers: writes, and reads of its soft state or that must be linearizable.
-    static let leaderOnly: Set<Opcode> = [.send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
-                                          .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
-                                          .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible]
+    static let leaderOnly: Set<Opcode> = [
+        .send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
+        .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
+        .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible,
+    ]
 }
 
 extension Node: EntrySource {

@@ -37,7 +37,9 @@ extension Node {
                 // It decoded a moment ago in `apply`.
                 guard let e = try? ReceiveEntry.decode(entry.body) else { preconditionFailure("receive entry \(entry.index) applied but does not decode") }
                 for q in e.queues {
-                    for o in q.offsets { receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: QueueRef(topic: e.topic, queueID: q.queueID), offset: o)) }
+                    for o in q.offsets {
+                        receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: QueueRef(topic: e.topic, queueID: q.queueID), offset: o))
+                    }
                 }
             }
             guard let owner = pending.removeValue(forKey: entry.index) else { continue }
@@ -56,7 +58,8 @@ extension Node {
                 }
                 out.replies.append(Reply(to: c, opcode: Opcode.receive.rawValue, result: .success(ReceiveResponse(deliveries: deliveries).encoded())))
             case (.changeInvisible(let c), .invisibleUntil(let until)):
-                out.replies.append(Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .success(ChangeInvisibleResponse(invisibleUntil: until).encoded())))
+                out.replies.append(
+                    Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .success(ChangeInvisibleResponse(invisibleUntil: until).encoded())))
             case (_, .failed(let e)):
                 fail(owner, e, into: &out)
             case (.internalWrite, _):

@@ -10,7 +10,8 @@ extension Node {
     /// (they are then in flight too).
     func chooseForReceive(_ request: ReceiveRequest) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
         receiveRotation &+= 1
-        let result = try broker.chooseForReceive(request, now: now, startQueue: receiveRotation, proposedNext: receiveProposedNext[request.group] ?? [:], proposedAgain: receiveProposedAgain)
+        let result = try broker.chooseForReceive(
+            request, now: now, startQueue: receiveRotation, proposedNext: receiveProposedNext[request.group] ?? [:], proposedAgain: receiveProposedAgain)
         if case .success(let entry?) = result {
             for q in entry.queues {
                 let ref = QueueRef(topic: entry.topic, queueID: q.queueID)

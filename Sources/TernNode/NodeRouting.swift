@@ -11,7 +11,8 @@ extension Node {
     /// already proposed in this batch. Nobody waits on the creation itself.
     func ensureTopic(_ topic: String, queues: UInt32, proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending]) {
         let create = AdminCommand.createTopic(name: topic, queues: queues)
-        guard broker.topics[topic] == nil, !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == create }) else { return }
+        guard broker.topics[topic] == nil, !proposals.contains(where: { $0.type == BrokerEntryType.admin && (try? AdminCommand.decode($0.body)) == create })
+        else { return }
         proposals.append((BrokerEntryType.admin, create.encoded()))
         owners.append(.internalWrite)
     }
@@ -28,7 +29,9 @@ extension Node {
         return (BrokerEntryType.messages, entry)
     }
 
-    func route(_ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput) throws -> Void {
+    func route(
+        _ op: Opcode, client: ClientRef, body: [UInt8], proposals: inout [(type: UInt8, body: [UInt8])], owners: inout [Pending], out: inout NodeOutput
+    ) throws {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
         if Node.leaderOnly.contains(op) {
@@ -48,7 +51,10 @@ extension Node {
             let autoCreating = broker.topics[header.topic] == nil && config.broker.autoCreateTopics && Broker.validateTopicName(header.topic) == nil
             if autoCreating {
                 guard header.queueID < config.broker.defaultQueues else {
-                    return fail(ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) is created with \(config.broker.defaultQueues) queues; queue \(header.queueID) does not exist"))
+                    return fail(
+                        ErrorBody(
+                            code: ErrorCode.queueNotFound,
+                            message: "topic \(header.topic) is created with \(config.broker.defaultQueues) queues; queue \(header.queueID) does not exist"))
                 }
                 ensureTopic(header.topic, queues: config.broker.defaultQueues, proposals: &proposals, owners: &owners)
             } else if let e = broker.validate(header) {
@@ -113,7 +119,10 @@ extension Node {
                 return fail(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.name) does not exist"))
             }
             guard request.queues >= existing, request.queues <= config.broker.maxQueues else {
-                return fail(ErrorBody(code: ErrorCode.badRequest, message: "topic \(request.name) has \(existing) queues; it may grow to at most \(config.broker.maxQueues), never shrink"))
+                return fail(
+                    ErrorBody(
+                        code: ErrorCode.badRequest,
+                        message: "topic \(request.name) has \(existing) queues; it may grow to at most \(config.broker.maxQueues), never shrink"))
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.updateTopic(name: request.name, queues: request.queues).encoded()))
             owners.append(.answer(client, op, []))
@@ -128,7 +137,8 @@ extension Node {
             let request = try QueryMessageRequest.decode(body)
             if let id = request.id {
                 guard let m = try broker.message(id) else {
-                    return fail(ErrorBody(code: ErrorCode.messageNotFound, message: "no message \(id) on \(self.id) (not stored, not yet applied here, or deleted)"))
+                    return fail(
+                        ErrorBody(code: ErrorCode.messageNotFound, message: "no message \(id) on \(self.id) (not stored, not yet applied here, or deleted)"))
                 }
                 reply(MessageList(messages: [m]))
             } else {
@@ -161,7 +171,8 @@ extension Node {
                 return fail(ErrorBody(code: ErrorCode.messageNotFound, message: "no message \(request.id) to give back"))
             }
             let early = config.raft.plantedBugs.contains(.deadLetterEarly) && request.maxReconsumeTimes > 0
-            let copy = Broker.sendBack(m, group: request.group, delayMillis: request.delayMillis, maxReconsumeTimes: request.maxReconsumeTimes - (early ? 1 : 0))
+            let copy = Broker.sendBack(
+                m, group: request.group, delayMillis: request.delayMillis, maxReconsumeTimes: request.maxReconsumeTimes - (early ? 1 : 0))
             ensureTopic(copy.topic, queues: 1, proposals: &proposals, owners: &owners)
             proposals.append(messagesEntry(copy.encoded()))
             owners.append(.send(client, op))
@@ -204,7 +215,9 @@ extension Node {
         case .transferLeader:
             let target = NodeID(try NameRequest.decode(body).name)
             guard config.raft.members.contains(target) else {
-                return fail(ErrorBody(code: ErrorCode.badRequest, message: "\(target) is not a member (members: \(config.raft.members.map(\.name).joined(separator: ", ")))"))
+                return fail(
+                    ErrorBody(
+                        code: ErrorCode.badRequest, message: "\(target) is not a member (members: \(config.raft.members.map(\.name).joined(separator: ", ")))"))
             }
             try absorb(replica.transferLeadership(to: target), into: &out)
             reply(Empty())
@@ -239,7 +252,8 @@ extension Node {
                 guard parkedReceives.count < config.maxParkedReceives else {
                     return fail(ErrorBody(code: ErrorCode.busy, message: "\(parkedReceives.count) receives are already held; retry later"))
                 }
-                parkedReceives.append(ParkedReceive(client: client, request: request, deadline: now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
+                parkedReceives.append(
+                    ParkedReceive(client: client, request: request, deadline: now + UInt64(min(request.maxWaitMillis, config.maxPullWaitMillis))))
             }
         case .ack, .changeInvisible:
             let request = try ReceiptRequest.decode(body)
@@ -248,7 +262,8 @@ extension Node {
                 owners.append(.answer(client, op, []))
             } else {
                 if let e = invalidInvisibleTime(request.invisibleMillis) { return fail(e) }
-                proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis).encoded()))
+                proposals.append(
+                    (BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis).encoded()))
                 owners.append(.changeInvisible(client))
             }
         case .raft:
@@ -259,7 +274,8 @@ extension Node {
     func invalidInvisibleTime(_ millis: UInt64) -> ErrorBody? {
         let range = config.invisibleMillisRange
         guard !range.contains(millis) else { return nil }
-        return ErrorBody(code: ErrorCode.badRequest, message: "an invisible time is \(range.lowerBound) ms to \(range.upperBound / 3_600_000) h, not \(millis) ms")
+        return ErrorBody(
+            code: ErrorCode.badRequest, message: "an invisible time is \(range.lowerBound) ms to \(range.upperBound / 3_600_000) h, not \(millis) ms")
     }
 
     func notLeader() -> ErrorBody? {
@@ -276,7 +292,11 @@ extension Node {
         case .accepted(let first, _):
             for (k, owner) in owners.enumerated() { pending[first + UInt64(k)] = owner }
         case .notLeader, .transferring:
-            let e = notLeader() ?? ErrorBody(code: ErrorCode.notLeader, message: "leadership is being transferred; retry at the new leader", detail: NotLeaderDetail(leader: "", endpoint: "", term: replica.raft.term).encoded())
+            let e =
+                notLeader()
+                ?? ErrorBody(
+                    code: ErrorCode.notLeader, message: "leadership is being transferred; retry at the new leader",
+                    detail: NotLeaderDetail(leader: "", endpoint: "", term: replica.raft.term).encoded())
             for owner in owners { fail(owner, e, into: &out) }
         }
         try absorb(output, into: &out)

@@ -32,7 +32,9 @@ extension Node {
         if let c = checkInFlight, broker.appliedIndex >= c { checkInFlight = nil }
         let expired = checkPolls.filter { now >= $0.deadline }
         checkPolls.removeAll { now >= $0.deadline }
-        for p in expired { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: []).encoded()))) }
+        for p in expired {
+            out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .success(MessageList(messages: []).encoded())))
+        }
         guard isReadyLeader, checkInFlight == nil, let next = broker.checkTimers.next, next <= now else { return }
         // A check counts against the maximum: spend one only where a producer of the group is
         // polling here and can answer it (simulator seed 50031: eight checks were spent while

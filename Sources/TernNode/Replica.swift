@@ -70,7 +70,9 @@ public final class Replica {
     /// The state machine is rebuilt by applying the log again from its start. `lostDisk`: this
     /// member's data is gone (a replaced disk): it rejoins without voting until it is safe
     /// (docs/raft.md); ignored when a state file exists.
-    public init(config: RaftConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions, seed: UInt64, lostDisk: Bool = false) throws(StorageError) {
+    public init(
+        config: RaftConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions, seed: UInt64, lostDisk: Bool = false
+    ) throws(StorageError) {
         self.id = config.id
         self.device = device
         try device.createDirectory(directory)

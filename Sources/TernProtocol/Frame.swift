@@ -167,7 +167,8 @@ public struct ErrorBody: Error, Equatable, Sendable, CustomStringConvertible {
         let code = UInt16(bytes[0]) | UInt16(bytes[1]) << 8
         let length = Int(UInt16(bytes[2]) | UInt16(bytes[3]) << 8)
         guard length <= 4096, bytes.count >= 4 + length else { return nil }
-        return ErrorBody(code: ErrorCode(rawValue: code), message: String(decoding: bytes[4..<(4 + length)], as: UTF8.self), detail: Array(bytes[(4 + length)...]))
+        return ErrorBody(
+            code: ErrorCode(rawValue: code), message: String(decoding: bytes[4..<(4 + length)], as: UTF8.self), detail: Array(bytes[(4 + length)...]))
     }
 
     /// The response to send, before closing, to a peer whose bytes were not a frame.

@@ -16,7 +16,10 @@ public struct PullRequest: WireCodable, Equatable {
     public var tagFilter: String
     public var sqlFilter: String
 
-    public init(topic: String, queueID: UInt32, offset: UInt64, maxMessages: UInt32 = 32, maxBytes: UInt32 = 4 << 20, maxWaitMillis: UInt32 = 0, tagFilter: String = "", sqlFilter: String = "") {
+    public init(
+        topic: String, queueID: UInt32, offset: UInt64, maxMessages: UInt32 = 32, maxBytes: UInt32 = 4 << 20, maxWaitMillis: UInt32 = 0, tagFilter: String = "",
+        sqlFilter: String = ""
+    ) {
         self.topic = topic
         self.queueID = queueID
         self.offset = offset

@@ -19,7 +19,8 @@ public struct ReceiptHandle: Hashable, Sendable, CustomStringConvertible {
     public init?(_ text: String) {
         let parts = text.split(separator: ":", omittingEmptySubsequences: false)
         guard parts.count >= 4, let index = UInt64(parts[parts.count - 1]), let offset = UInt64(parts[parts.count - 2]),
-              let queue = UInt32(parts[parts.count - 3]) else { return nil }
+            let queue = UInt32(parts[parts.count - 3])
+        else { return nil }
         let topic = parts[0..<(parts.count - 3)].joined(separator: ":")
         guard !topic.isEmpty else { return nil }
         self.init(queue: QueueRef(topic: topic, queueID: queue), offset: offset, receiveIndex: index)
@@ -102,7 +103,10 @@ public struct ReceiveResponse: WireCodable, Equatable {
     public init(from r: inout WireReader) throws(WireError) {
         var list: [ReceivedDelivery] = []
         for _ in 0..<(try r.u32("count")) {
-            list.append(ReceivedDelivery(handle: try ReceiptHandle(from: &r), invisibleUntil: try r.u64("invisible until"), attempt: try r.u32("attempt"), message: try ReceivedMessage(from: &r)))
+            list.append(
+                ReceivedDelivery(
+                    handle: try ReceiptHandle(from: &r), invisibleUntil: try r.u64("invisible until"), attempt: try r.u32("attempt"),
+                    message: try ReceivedMessage(from: &r)))
         }
         deliveries = list
     }

@@ -58,7 +58,8 @@ extension Raft {
             transferElapsed += count
             if transferElapsed >= config.electionTimeoutTicks { transferTarget = nil }
         } else if let preferred = config.preferredLeader, preferred != id, let pr = progress[preferred],
-                  pr.recentActive, pr.match == log.lastIndex {
+            pr.recentActive, pr.match == log.lastIndex
+        {
             transferTarget = preferred
             transferElapsed = 0
             send(to: preferred, .timeoutNow)

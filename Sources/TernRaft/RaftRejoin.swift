@@ -24,8 +24,9 @@ extension Raft {
     /// entries, and then helped elect a leader without them).
     func maybeFinishRejoin() {
         guard role == .follower, leader != nil, let floor = rejoinFloor, term >= floor,
-              leaderCommitSeen > 0, verifiedIndex >= leaderCommitSeen, log.durableIndex >= leaderCommitSeen,
-              (try? termAt(leaderCommitSeen)) == term else { return }
+            leaderCommitSeen > 0, verifiedIndex >= leaderCommitSeen, log.durableIndex >= leaderCommitSeen,
+            (try? termAt(leaderCommitSeen)) == term
+        else { return }
         rejoining = false
         if vote == nil { vote = id }
         out.hardState = hardState

@@ -105,7 +105,8 @@ public struct Message: Equatable, Sendable, CustomStringConvertible {
     public var description: String {
         switch kind {
         case .append(let p, let pt, let es, let c):
-            return "\(from)->\(to) t\(term) append(prev \(p)/t\(pt), \(es.count) entries\(es.isEmpty ? "" : " \(es.first!.index)...\(es.last!.index)"), commit \(c))"
+            return
+                "\(from)->\(to) t\(term) append(prev \(p)/t\(pt), \(es.count) entries\(es.isEmpty ? "" : " \(es.first!.index)...\(es.last!.index)"), commit \(c))"
         default:
             return "\(from)->\(to) t\(term) \(kind)"
         }

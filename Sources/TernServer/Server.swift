@@ -192,7 +192,8 @@ public final class TernServer: @unchecked Sendable {
             self.waitsForDisk = owned.device.completionDescriptor < 0
             self.seen = (owned.node.replica.raft.role, owned.node.replica.raft.term, owned.node.replica.raft.leader)
             self.tickOrigin = monotonicMillis()
-            self.tickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(config.tickMillis)), delay: .milliseconds(Int64(config.tickMillis))) { [self] _ in
+            self.tickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(config.tickMillis)), delay: .milliseconds(Int64(config.tickMillis))) {
+                [self] _ in
                 self.deliverDueTicks()
             }
         }.wait()
@@ -449,7 +450,11 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 server.enqueue(.peer(try PeerCodec.decode(frame.body)))
             } catch {
                 logger.warning("dropping a malformed Raft message from \(context.remoteAddress?.description ?? "?"): \(error)")
-                refuse(context: context, Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: ErrorCode.badBody, message: "\(error)").encode()))
+                refuse(
+                    context: context,
+                    Frame(
+                        opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID,
+                        body: ErrorBody(code: ErrorCode.badBody, message: "\(error)").encode()))
             }
             return
         }

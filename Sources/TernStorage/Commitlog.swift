@@ -47,13 +47,13 @@ public struct CommitlogStats: Sendable {
 }
 
 final class Segment {
-    let base: UInt64           // physical position of the file's first byte; also its name
+    let base: UInt64  // physical position of the file's first byte; also its name
     let path: String
     let file: DeviceFile
     let indexFile: DeviceFile
-    var firstIndex: UInt64     // index of its first entry (or of the next entry, when empty)
-    var entryCount: Int        // entries, staged ones included
-    var writeOffset: Int       // end of its last entry, staged ones included
+    var firstIndex: UInt64  // index of its first entry (or of the next entry, when empty)
+    var entryCount: Int  // entries, staged ones included
+    var writeOffset: Int  // end of its last entry, staged ones included
 
     init(base: UInt64, path: String, file: DeviceFile, indexFile: DeviceFile, firstIndex: UInt64) {
         self.base = base
@@ -116,8 +116,9 @@ public final class Commitlog {
     /// Throws `.corruption` naming the file and offset when a damaged entry is followed by valid
     /// ones and `options.repairCorruption` is off.
     public init(directory: String, device: any StorageDevice, options: CommitlogOptions = CommitlogOptions()) throws(StorageError) {
-        precondition(options.segmentSizeBytes >= 4096 && options.segmentSizeBytes % EntryFormat.alignment == 0,
-                     "segment size must be a multiple of 8 and at least 4096")
+        precondition(
+            options.segmentSizeBytes >= 4096 && options.segmentSizeBytes % EntryFormat.alignment == 0,
+            "segment size must be a multiple of 8 and at least 4096")
         self.directory = directory
         self.device = device
         var opts = options
@@ -163,8 +164,9 @@ public final class Commitlog {
     }
 
     private func stage(_ e: LogEntry) throws(StorageError) {
-        precondition(e.index == lastIndex + 1 || (segments.isEmpty && lastIndex == 0),
-                     "append of index \(e.index) after \(lastIndex): indexes must be contiguous")
+        precondition(
+            e.index == lastIndex + 1 || (segments.isEmpty && lastIndex == 0),
+            "append of index \(e.index) after \(lastIndex): indexes must be contiguous")
         let size = EntryFormat.storedSize(bodyLength: e.body.count)
         var segment: Segment
         if let last = segments.last {
@@ -181,10 +183,11 @@ public final class Commitlog {
         EntryFormat.encode(e, position: position, into: UnsafeMutableRawBufferPointer(start: staged.data.base + dataOffset, count: size))
         let indexOffset = staged.index.reserve(IndexRecord.bytes)
         IndexRecord(position: position, term: e.term, storedSize: UInt32(size)).encode(into: staged.index.base + indexOffset)
-        staged.add(Stage.Entry(
-            index: e.index, term: e.term, position: position, storedSize: size,
-            dataFile: segment.file, dataFileOffset: segment.writeOffset, dataArenaOffset: dataOffset,
-            indexFile: segment.indexFile, indexFileOffset: segment.entryCount * IndexRecord.bytes, indexArenaOffset: indexOffset))
+        staged.add(
+            Stage.Entry(
+                index: e.index, term: e.term, position: position, storedSize: size,
+                dataFile: segment.file, dataFileOffset: segment.writeOffset, dataArenaOffset: dataOffset,
+                indexFile: segment.indexFile, indexFileOffset: segment.entryCount * IndexRecord.bytes, indexArenaOffset: indexOffset))
         segment.writeOffset += size
         segment.entryCount += 1
         lastIndex = e.index

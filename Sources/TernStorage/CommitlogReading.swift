@@ -44,10 +44,11 @@ extension Commitlog {
             for (k, r) in records.prefix(take).enumerated() {
                 let idx = i + UInt64(k)
                 guard got >= at + Int(r.storedSize),
-                      let h = EntryFormat.verify(UnsafeRawBufferPointer(rebasing: buffer[at..<(at + Int(r.storedSize))]), expectedPosition: r.position),
-                      h.index == idx, h.term == r.term, h.storedSize == Int(r.storedSize)
+                    let h = EntryFormat.verify(UnsafeRawBufferPointer(rebasing: buffer[at..<(at + Int(r.storedSize))]), expectedPosition: r.position),
+                    h.index == idx, h.term == r.term, h.storedSize == Int(r.storedSize)
                 else {
-                    throw StorageError(.corruption, "entry \(idx) in \(segment.path) at offset \(r.position - segment.base) fails its checksum or does not match the index")
+                    throw StorageError(
+                        .corruption, "entry \(idx) in \(segment.path) at offset \(r.position - segment.base) fails its checksum or does not match the index")
                 }
                 out.append(EntryFormat.decode(UnsafeRawBufferPointer(rebasing: buffer[at...]), header: h))
                 at += Int(r.storedSize)

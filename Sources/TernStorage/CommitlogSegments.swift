@@ -236,10 +236,12 @@ extension Commitlog {
         guard let bytes = try? device.read(file, at: 0, count: 32), bytes.count == 32 else { return nil }
         return bytes.withUnsafeBytes { b -> (UInt64, UInt64)? in
             guard UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt32.self)) == Commitlog.checkpointMagic, b[4] == 1,
-                  UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 24, as: UInt32.self)) == crc32c(UnsafeRawBufferPointer(rebasing: b[0..<24]))
+                UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 24, as: UInt32.self)) == crc32c(UnsafeRawBufferPointer(rebasing: b[0..<24]))
             else { return nil }
-            return (UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
-                    UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)))
+            return (
+                UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)),
+                UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+            )
         }
     }
 }

@@ -33,15 +33,15 @@ enum EntryFormat {
     static let alignment = 8
 
     // Header field offsets.
-    static let magicOffset = 0       // u32
-    static let versionOffset = 4     // u8
-    static let typeOffset = 5        // u8
-    static let reservedOffset = 6    // u16, zero
+    static let magicOffset = 0  // u32
+    static let versionOffset = 4  // u8
+    static let typeOffset = 5  // u8
+    static let reservedOffset = 6  // u16, zero
     static let bodyLengthOffset = 8  // u32
-    static let crcOffset = 12        // u32: CRC32C of the header with this field zero, then the body
-    static let termOffset = 16       // u64
-    static let indexOffset = 24      // u64
-    static let positionOffset = 32   // u64: the entry's own physical position in the log
+    static let crcOffset = 12  // u32: CRC32C of the header with this field zero, then the body
+    static let termOffset = 16  // u64
+    static let indexOffset = 24  // u64
+    static let positionOffset = 32  // u64: the entry's own physical position in the log
 
     /// Bytes the entry occupies on disk, padding included.
     static func storedSize(bodyLength: Int) -> Int {
@@ -91,7 +91,7 @@ enum EntryFormat {
     static func header(_ bytes: UnsafeRawBufferPointer) -> Header? {
         guard bytes.count >= headerBytes else { return nil }
         guard UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: magicOffset, as: UInt32.self)) == magic,
-              bytes[versionOffset] == version
+            bytes[versionOffset] == version
         else { return nil }
         return Header(
             type: bytes[typeOffset],
@@ -106,15 +106,16 @@ enum EntryFormat {
     /// magic, version, stated position and CRC all hold.
     static func verify(_ bytes: UnsafeRawBufferPointer, expectedPosition: UInt64) -> Header? {
         guard let h = header(bytes), h.position == expectedPosition,
-              bytes.count >= headerBytes + h.bodyLength
+            bytes.count >= headerBytes + h.bodyLength
         else { return nil }
         guard checksum(UnsafeRawBufferPointer(rebasing: bytes[0..<(headerBytes + h.bodyLength)])) == h.crc else { return nil }
         return h
     }
 
     static func decode(_ bytes: UnsafeRawBufferPointer, header h: Header) -> LogEntry {
-        LogEntry(index: h.index, term: h.term, type: h.type,
-                 body: [UInt8](UnsafeRawBufferPointer(rebasing: bytes[headerBytes..<(headerBytes + h.bodyLength)])))
+        LogEntry(
+            index: h.index, term: h.term, type: h.type,
+            body: [UInt8](UnsafeRawBufferPointer(rebasing: bytes[headerBytes..<(headerBytes + h.bodyLength)])))
     }
 }
 

@@ -5,7 +5,7 @@
 // file holds one line: empty (no fault), "slow MS", "full" or "unprepared". It is read at most
 // every 100 ms, when it changed.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public final class FaultHookDevice: StorageDevice {
@@ -72,8 +72,12 @@ public final class FaultHookDevice: StorageDevice {
         try inner.preallocate(file, bytes: bytes)
     }
     public func truncate(_ file: DeviceFile, bytes: Int) throws(StorageError) { try inner.truncate(file, bytes: bytes) }
-    public func read(_ file: DeviceFile, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) -> Int { try inner.read(file, at: offset, into: buffer) }
-    public func writeNow(_ file: DeviceFile, at offset: Int, bytes: UnsafeRawBufferPointer) throws(StorageError) { try inner.writeNow(file, at: offset, bytes: bytes) }
+    public func read(_ file: DeviceFile, at offset: Int, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) -> Int {
+        try inner.read(file, at: offset, into: buffer)
+    }
+    public func writeNow(_ file: DeviceFile, at offset: Int, bytes: UnsafeRawBufferPointer) throws(StorageError) {
+        try inner.writeNow(file, at: offset, bytes: bytes)
+    }
     public func syncNow(_ file: DeviceFile) throws(StorageError) { try inner.syncNow(file) }
     public func fileExists(_ path: String) -> Bool { inner.fileExists(path) }
     public func listDirectory(_ path: String) throws(StorageError) -> [String] { try inner.listDirectory(path) }

@@ -1,11 +1,12 @@
+import CTernIO
+import Foundation
+
 // The POSIX device: a WriteBatch is carried out by one worker thread with pwritev + fdatasync, so
 // `submit` never blocks the caller, exactly like the io_uring device. Used where the kernel refuses
 // io_uring, and as the second backend every test runs against.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import CTernIO
-import Foundation
 
 public final class PosixDevice: PosixFiles, StorageDevice {
     public let backendName = "posix"

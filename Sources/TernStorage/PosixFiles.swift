@@ -1,10 +1,11 @@
+import CTernIO
+import Foundation
+
 // File operations shared by the two real devices (io_uring and POSIX). Both use ordinary file
 // descriptors; they differ only in how a WriteBatch reaches the disk.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
-import CTernIO
-import Foundation
 
 /// Synchronous POSIX file operations, with EINTR retried and every other errno mapped to StorageError.
 public class PosixFiles {
@@ -23,8 +24,8 @@ public class PosixFiles {
             self.temporary = temporary
         }
         let condition = NSCondition()
-        var done = false         // guarded by condition
-        var error: StorageError? // guarded by condition
+        var done = false  // guarded by condition
+        var error: StorageError?  // guarded by condition
     }
 
     public func prepareFile(_ path: String, bytes: Int) {

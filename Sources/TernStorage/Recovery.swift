@@ -46,8 +46,8 @@ struct SegmentReader {
 extension Commitlog {
     /// Where a scan of one segment stopped.
     enum ScanEnd {
-        case clean                  // zeros or the end of the segment: nothing more was written
-        case damaged(Int, String)   // offset of the first entry that does not verify, and why
+        case clean  // zeros or the end of the segment: nothing more was written
+        case damaged(Int, String)  // offset of the first entry that does not verify, and why
     }
 
     func recover() throws(StorageError) {
@@ -77,7 +77,10 @@ extension Commitlog {
 
         for base in bases {
             guard base % UInt64(segmentSize) == 0 else {
-                throw StorageError(.invalidArgument, "segment \(Commitlog.segmentName(base)) does not start at a multiple of the configured segment size \(segmentSize); was the log written with another size?")
+                throw StorageError(
+                    .invalidArgument,
+                    "segment \(Commitlog.segmentName(base)) does not start at a multiple of the configured segment size \(segmentSize); was the log written with another size?"
+                )
             }
             let path = directory + "/" + Commitlog.segmentName(base)
             let file = try device.openFile(path, create: false)
@@ -85,7 +88,8 @@ extension Commitlog {
             let s = Segment(base: base, path: path, file: file, indexFile: indexFile, firstIndex: (segments.last?.lastIndex ?? 0) + 1)
             segments.append(s)
             if try device.fileSize(file) > segmentSize {
-                throw StorageError(.invalidArgument, "\(path) is larger than the configured segment size \(segmentSize); was the log written with another size?")
+                throw StorageError(
+                    .invalidArgument, "\(path) is larger than the configured segment size \(segmentSize); was the log written with another size?")
             }
         }
 
@@ -278,7 +282,10 @@ extension Commitlog {
                 recoveryReport.append("cut a torn tail across segment files at \(message), beyond the checkpointed durable end")
             } else {
                 guard options.repairCorruption else {
-                    throw StorageError(.corruption, "\(message). Refusing to open: this is corruption, not a torn write. Restart with repair enabled (tern: --repair) to cut the log at offset \(offset); entries after it are then lost on this node and must come back from its peers.")
+                    throw StorageError(
+                        .corruption,
+                        "\(message). Refusing to open: this is corruption, not a torn write. Restart with repair enabled (tern: --repair) to cut the log at offset \(offset); entries after it are then lost on this node and must come back from its peers."
+                    )
                 }
                 recoveryReport.append("repaired: cut the log at \(message)")
             }

@@ -2,7 +2,7 @@
 // I/O error, a corrupt file) are values of this type; errors the program causes itself (a bad
 // argument it controls) are preconditions and trap.
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// An error from the storage layer: a code to switch on, a message for people, and the errno that

@@ -4,7 +4,7 @@
 import CTernIO
 
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 public final class UringDevice: PosixFiles, StorageDevice {
@@ -57,8 +57,10 @@ public final class UringDevice: PosixFiles, StorageDevice {
             var writes: [tern_write] = []
             var at = 0
             for write in batch.writes {
-                writes.append(tern_write(fd: write.file.handle, iovec_count: UInt32(write.pieces.count),
-                                         iovecs: flat.baseAddress! + at, offset: UInt64(write.offset)))
+                writes.append(
+                    tern_write(
+                        fd: write.file.handle, iovec_count: UInt32(write.pieces.count),
+                        iovecs: flat.baseAddress! + at, offset: UInt64(write.offset)))
                 at += write.pieces.count
             }
             return writes.withUnsafeBufferPointer { w in

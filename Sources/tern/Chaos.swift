@@ -14,7 +14,9 @@ struct Chaos: ParsableCommand {
 
     func run() throws {
         guard let harness = siblingExecutable("tern-chaos") else {
-            throw ValidationError("tern chaos needs the tern-chaos executable next to tern; build it with `swift build --product tern-chaos` (add -c release for a release build)")
+            throw ValidationError(
+                "tern chaos needs the tern-chaos executable next to tern; build it with `swift build --product tern-chaos` (add -c release for a release build)"
+            )
         }
         let argv = [harness, "run"] + arguments
         var cArgs = argv.map { strdup($0) } + [nil]

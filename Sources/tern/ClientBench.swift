@@ -52,7 +52,8 @@ final class Recorder: Sendable {
 }
 
 struct BenchProduce: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "produce",
+    static let configuration = CommandConfiguration(
+        commandName: "produce",
         abstract: "Send as fast as acknowledgements allow, K sends outstanding; latency from send to acknowledgement.")
     @OptionGroup var endpoints: Endpoints
     @Option(help: "Topic (created with 8 queues when missing).") var topic = "bench"
@@ -68,7 +69,9 @@ struct BenchProduce: AsyncParsableCommand {
     @Flag(help: "Print one RESULT line in the format of ../shared/bench/peers (bench/compare.sh reads it).") var resultLine = false
 
     func run() async throws {
-        guard inflight >= 1, batch >= 1, size >= 0, duration > 0 else { throw ValidationError("--inflight and --batch must be at least 1, --duration positive") }
+        guard inflight >= 1, batch >= 1, size >= 0, duration > 0 else {
+            throw ValidationError("--inflight and --batch must be at least 1, --duration positive")
+        }
         let serverPIDs = try parsePIDs(pids)
         let cluster = try endpoints.cluster()
         do {
@@ -140,16 +143,22 @@ struct BenchProduce: AsyncParsableCommand {
         if resultLine {
             let cpu = s1.describe(since: s0)
             let peak = serverPIDs.map { peakResidentMiB($0) }
-            print(String(format: "RESULT system=tern label=%@ inflight=%d conns=%d size=%d window_s=%.2f acked=%d msgs_per_s=%.0f MB_per_s=%.2f lat_ms_p50=%.3f lat_ms_p99=%.3f lat_ms_p999=%.3f lat_ms_max=%.3f errors=%d %@ batch=%d fsync_per_s=%.0f bytes_per_fsync=%.0f peak_rss_mib_each=%@",
-                         label, inflight, 3, size, measured, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch, syncsPerSecond, bytesPerSync,
-                         peak.map { String($0) }.joined(separator: "/")))
+            print(
+                String(
+                    format:
+                        "RESULT system=tern label=%@ inflight=%d conns=%d size=%d window_s=%.2f acked=%d msgs_per_s=%.0f MB_per_s=%.2f lat_ms_p50=%.3f lat_ms_p99=%.3f lat_ms_p999=%.3f lat_ms_max=%.3f errors=%d %@ batch=%d fsync_per_s=%.0f bytes_per_fsync=%.0f peak_rss_mib_each=%@",
+                    label, inflight, 3, size, measured, s.ok * batch, msgs, mb, ms(50), ms(99), ms(99.9), Double(h.max) / 1000, s.failed, cpu, batch,
+                    syncsPerSecond, bytesPerSync,
+                    peak.map { String($0) }.joined(separator: "/")))
         } else if json {
             struct Summary: Encodable {
                 var size, inflight, batch, sends, failed, msgsPerSec: Int
                 var duration, mbPerSec, p50Ms, p99Ms, p999Ms, maxMs: Double
             }
-            try printJSON(Summary(size: size, inflight: inflight, batch: batch, sends: s.ok, failed: s.failed, msgsPerSec: Int(msgs),
-                                  duration: duration, mbPerSec: rounded(mb, 2), p50Ms: ms(50), p99Ms: ms(99), p999Ms: ms(99.9), maxMs: Double(h.max) / 1000))
+            try printJSON(
+                Summary(
+                    size: size, inflight: inflight, batch: batch, sends: s.ok, failed: s.failed, msgsPerSec: Int(msgs),
+                    duration: duration, mbPerSec: rounded(mb, 2), p50Ms: ms(50), p99Ms: ms(99), p999Ms: ms(99.9), maxMs: Double(h.max) / 1000))
         } else {
             print("produce: \(size) B, \(inflight) in flight, \(batch) per send, \(String(format: "%.1f", measured)) s")
             print(String(format: "  %.0f msg/s  %.2f MB/s  sends %d  failed %d", msgs, mb, s.ok, s.failed))
@@ -162,9 +171,12 @@ struct BenchProduce: AsyncParsableCommand {
 }
 
 struct BenchConsume: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "consume",
+    static let configuration = CommandConfiguration(
+        commandName: "consume",
         abstract: "Read a topic's backlog from its first offset, K pulls outstanding, as fast as pulls allow.",
-        discussion: "Reads by offset (no consumer group, no offset commits): the broker's read path. Each of the K workers owns every K-th queue and pulls up to 1,024 messages at a time from the node(s) given.")
+        discussion:
+            "Reads by offset (no consumer group, no offset commits): the broker's read path. Each of the K workers owns every K-th queue and pulls up to 1,024 messages at a time from the node(s) given."
+    )
     @OptionGroup var endpoints: Endpoints
     @Option(help: "Topic.") var topic = "bench"
     @Option(help: "Pulls outstanding at once (at most one per queue).") var inflight = 4
@@ -194,7 +206,8 @@ struct BenchConsume: AsyncParsableCommand {
         try await withThrowingTaskGroup(of: Void.self) { group in
             for w in 0..<workers {
                 group.addTask {
-                    var offsets = Dictionary(uniqueKeysWithValues: stride(from: w, to: queues.count, by: workers).map { (queues[$0].queueID, queues[$0].minOffset) })
+                    var offsets = Dictionary(
+                        uniqueKeysWithValues: stride(from: w, to: queues.count, by: workers).map { (queues[$0].queueID, queues[$0].minOffset) })
                     while clock.now < end && !offsets.isEmpty {
                         for q in offsets.keys.sorted() {
                             let r = try await cluster.pull(topic: topic, queue: q, offset: offsets[q]!, maxMessages: 1024)
@@ -214,8 +227,11 @@ struct BenchConsume: AsyncParsableCommand {
         let msgs = Double(s.ok) / elapsed
         let mb = Double(s.bytes) / elapsed / 1e6
         if resultLine {
-            print(String(format: "CONSUME system=tern label=tern-consume inflight=%d messages=%d window_s=%.2f msgs_per_s=%.0f MB_per_s=%.2f %@ peak_rss_mib_each=%@",
-                         workers, s.ok, elapsed, msgs, mb, s1.describe(since: s0), serverPIDs.map { String(peakResidentMiB($0)) }.joined(separator: "/")))
+            print(
+                String(
+                    format:
+                        "CONSUME system=tern label=tern-consume inflight=%d messages=%d window_s=%.2f msgs_per_s=%.0f MB_per_s=%.2f %@ peak_rss_mib_each=%@",
+                    workers, s.ok, elapsed, msgs, mb, s1.describe(since: s0), serverPIDs.map { String(peakResidentMiB($0)) }.joined(separator: "/")))
         } else if json {
             struct Summary: Encodable {
                 var messages, msgsPerSec: Int
@@ -229,9 +245,12 @@ struct BenchConsume: AsyncParsableCommand {
 }
 
 struct BenchFailover: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(commandName: "failover",
+    static let configuration = CommandConfiguration(
+        commandName: "failover",
         abstract: "Start a local 3-node cluster, SIGKILL the leader repeatedly under a steady producer, and time each failover.",
-        discussion: "Failover time: from the SIGKILL to the first acknowledged send after it (through the new leader). The killed node is restarted and caught up before the next kill.")
+        discussion:
+            "Failover time: from the SIGKILL to the first acknowledged send after it (through the new leader). The killed node is restarted and caught up before the next kill."
+    )
     @Option(help: "Leader kills.") var kills = 20
     @Option(help: "Data directory (wiped first).") var data = "/tmp/tern-failover"
     @Option(help: "Port of n1.") var basePort = 9101
@@ -285,7 +304,9 @@ struct BenchFailover: AsyncParsableCommand {
             let deadline = clock.now + .seconds(20)
             while clock.now < deadline {
                 let s = try await client.status()
-                if let me = s.first(where: { $0.id == leader }), let top = s.map(\.commitIndex).max(), me.role != "unreachable", me.commitIndex + 100 >= top { break }
+                if let me = s.first(where: { $0.id == leader }), let top = s.map(\.commitIndex).max(), me.role != "unreachable", me.commitIndex + 100 >= top {
+                    break
+                }
                 try await Task.sleep(for: .milliseconds(100))
             }
         }
@@ -298,7 +319,10 @@ struct BenchFailover: AsyncParsableCommand {
             struct Summary: Encodable { var kills, p50Ms, p99Ms, maxMs, tickMs: Int }
             try printJSON(Summary(kills: kills, p50Ms: Int(pct(50)), p99Ms: Int(pct(99)), maxMs: Int(q.max), tickMs: Int(tickMs)))
         } else {
-            print(String(format: "failover over %d leader kills (tick %d ms): p50 %.0f ms  p99 %.0f ms  max %.0f ms  min %.0f ms", kills, tickMs, pct(50), pct(99), q.max, times.min() ?? 0))
+            print(
+                String(
+                    format: "failover over %d leader kills (tick %d ms): p50 %.0f ms  p99 %.0f ms  max %.0f ms  min %.0f ms", kills, tickMs, pct(50), pct(99),
+                    q.max, times.min() ?? 0))
         }
     }
 }
@@ -307,9 +331,9 @@ struct BenchFailover: AsyncParsableCommand {
 /// (the peers' load generator reports the same figures).
 struct ProcessSample: Sendable {
     let at = ContinuousClock.now
-    var servers: [Double] = []   // seconds of CPU per server process
+    var servers: [Double] = []  // seconds of CPU per server process
     var me = 0.0
-    var machineBusy = 0.0        // seconds of busy CPU, all cores
+    var machineBusy = 0.0  // seconds of busy CPU, all cores
     var machineTotal = 0.0
 
     init(_ pids: [Int32]) {
@@ -336,16 +360,18 @@ struct ProcessSample: Sendable {
         let wall = max((at - s0.at).seconds, 1e-9)
         let each = zip(servers, s0.servers).map { ($0 - $1) / wall * 100 }
         let busy = machineTotal > s0.machineTotal ? (machineBusy - s0.machineBusy) / (machineTotal - s0.machineTotal) * 100 : 0
-        return String(format: "server_cpu_pct=%.0f server_cpu_pct_each=%@ loadgen_cpu_pct=%.0f machine_busy_pct=%.0f",
-                      each.reduce(0, +), each.map { String(format: "%.0f", $0) }.joined(separator: "/"), (me - s0.me) / wall * 100, busy)
+        return String(
+            format: "server_cpu_pct=%.0f server_cpu_pct_each=%@ loadgen_cpu_pct=%.0f machine_busy_pct=%.0f",
+            each.reduce(0, +), each.map { String(format: "%.0f", $0) }.joined(separator: "/"), (me - s0.me) / wall * 100, busy)
     }
 }
 
 /// A process's peak resident memory (VmHWM) in MiB, 0 when unknown.
 func peakResidentMiB(_ pid: Int32) -> Int {
     guard let text = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8),
-          let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
-          let kib = Int(line.split(separator: " ").dropFirst().first ?? "") else { return 0 }
+        let line = text.split(separator: "\n").first(where: { $0.hasPrefix("VmHWM:") }),
+        let kib = Int(line.split(separator: " ").dropFirst().first ?? "")
+    else { return 0 }
     return kib / 1024
 }
 

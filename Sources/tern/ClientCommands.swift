@@ -37,11 +37,13 @@ func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) asy
 }
 
 struct Admin: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Topics, cluster status, leadership.",
+    static let configuration = CommandConfiguration(
+        abstract: "Topics, cluster status, leadership.",
         subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self])
 
     struct Topic: ParsableCommand {
-        static let configuration = CommandConfiguration(abstract: "Create, list, describe and delete topics.",
+        static let configuration = CommandConfiguration(
+            abstract: "Create, list, describe and delete topics.",
             subcommands: [Create.self, List.self, Describe.self, Update.self, Delete.self])
 
         struct Create: AsyncParsableCommand {
@@ -108,14 +110,19 @@ struct Admin: ParsableCommand {
                         var term, commitIndex, lastIndex, appliedIndex, durableIndex: UInt64
                     }
                     struct Report: Encodable { var nodes: [Node] }
-                    try printJSON(Report(nodes: nodes.map {
-                        Node(id: $0.id, role: $0.role, leader: $0.leader, term: $0.term, commitIndex: $0.commitIndex,
-                             lastIndex: $0.lastIndex, appliedIndex: $0.appliedIndex, durableIndex: $0.durableIndex)
-                    }))
+                    try printJSON(
+                        Report(
+                            nodes: nodes.map {
+                                Node(
+                                    id: $0.id, role: $0.role, leader: $0.leader, term: $0.term, commitIndex: $0.commitIndex,
+                                    lastIndex: $0.lastIndex, appliedIndex: $0.appliedIndex, durableIndex: $0.durableIndex)
+                            }))
                 } else {
                     print("node  role         term  commitIndex  lastIndex  leader")
                     for n in nodes {
-                        print("\(n.id.padding(4))  \(n.role.padding(11))  \(String(n.term).padding(4))  \(String(n.commitIndex).padding(11))  \(String(n.lastIndex).padding(9))  \(n.leader)")
+                        print(
+                            "\(n.id.padding(4))  \(n.role.padding(11))  \(String(n.term).padding(4))  \(String(n.commitIndex).padding(11))  \(String(n.lastIndex).padding(9))  \(n.leader)"
+                        )
                     }
                 }
             }
@@ -147,7 +154,8 @@ struct Admin: ParsableCommand {
 
 extension Admin {
     struct MessageAdmin: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "message", abstract: "Look messages up; recall delayed ones.", subcommands: [Get.self, Recall.self])
+        static let configuration = CommandConfiguration(
+            commandName: "message", abstract: "Look messages up; recall delayed ones.", subcommands: [Get.self, Recall.self])
 
         struct Recall: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Cancel a delayed message that is still pending.")
@@ -232,7 +240,8 @@ func parseTime(_ text: String, flag: String) throws -> UInt64 {
 
 extension Admin {
     struct DeadLetters: ParsableCommand {
-        static let configuration = CommandConfiguration(commandName: "dlq", abstract: "A consumer group's dead letters.", subcommands: [List.self, Resend.self])
+        static let configuration = CommandConfiguration(
+            commandName: "dlq", abstract: "A consumer group's dead letters.", subcommands: [List.self, Resend.self])
 
         struct List: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "List the messages in %DLQ%<group>.")
@@ -280,7 +289,9 @@ extension Admin {
 func printMessage(_ m: ReceivedMessage) {
     let props = m.message.properties.keys.sorted().map { "\($0)=\(m.message.properties[$0]!)" }.joined(separator: ",")
     let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
-    print("\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\tstored=\(m.storeTimestamp)\t\(m.message.body.count) B\t\(text)")
+    print(
+        "\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\tstored=\(m.storeTimestamp)\t\(m.message.body.count) B\t\(text)"
+    )
 }
 
 struct Send: AsyncParsableCommand {
@@ -295,7 +306,10 @@ struct Send: AsyncParsableCommand {
     @Option(help: "Deliver at this time: milliseconds since 1970 or ISO 8601 (e.g. 2026-11-24T08:00:00Z).") var deliverAt: String?
     @Option(help: "RocketMQ delay level 1-18 (1s 5s 10s 30s 1m 2m 3m 4m 5m 6m 7m 8m 9m 10m 20m 30m 1h 2h).") var delayLevel: Int?
     @Option(help: "Send as a transaction: commit, rollback, or unknown (leave it undecided: the broker checks back).") var transaction: String?
-    @Option(help: "With --transaction: stay and answer the broker's checks of this group's half messages with commit or rollback (the first check comes some 6 s after the send).") var checkAnswer: String?
+    @Option(
+        help:
+            "With --transaction: stay and answer the broker's checks of this group's half messages with commit or rollback (the first check comes some 6 s after the send)."
+    ) var checkAnswer: String?
     @Option(help: "Producer group.") var group = "tern-cli"
     @Option(help: "Messages to send.") var count = 1
     @Option(help: "Body size in bytes (a generated body); without it the body is --body.") var size: Int?
@@ -383,7 +397,9 @@ extension Send {
                 let r = try await producer.send(message(k, properties)) { _ in state }
                 acknowledged += 1
                 if !r.ended { undecided += 1 }
-                if !quiet { print("\(r.receipt.messageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")") }
+                if !quiet {
+                    print("\(r.receipt.messageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")")
+                }
             } catch {
                 FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))
                 if case ClientError.broker(let e) = error, e.code == ErrorCode.topicNotFound { break }
@@ -408,8 +424,11 @@ extension Send {
 }
 
 struct Receive: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Receive messages for a group (receive/ack, RocketMQ 5's SimpleConsumer); one per line with its receipt handle.",
-        discussion: "Each received message stays invisible to the group for --invisible. With --ack (the default) it is acknowledged once printed; with --no-ack it comes back after its invisible time.")
+    static let configuration = CommandConfiguration(
+        abstract: "Receive messages for a group (receive/ack, RocketMQ 5's SimpleConsumer); one per line with its receipt handle.",
+        discussion:
+            "Each received message stays invisible to the group for --invisible. With --ack (the default) it is acknowledged once printed; with --no-ack it comes back after its invisible time."
+    )
     @OptionGroup var endpoints: Endpoints
     @Option(help: "Topic.") var topic: String
     @Option(help: "Consumer group.") var group: String
@@ -482,7 +501,8 @@ struct Ack: AsyncParsableCommand {
 }
 
 struct Consume: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Consume as a member of a group; one message per line.",
+    static let configuration = CommandConfiguration(
+        abstract: "Consume as a member of a group; one message per line.",
         discussion: "Starts at the group's committed offsets (at the first message for a new group) and commits what it printed.")
     @OptionGroup var endpoints: Endpoints
     @Option(help: "Topic.") var topic: String
@@ -528,7 +548,8 @@ struct Consume: AsyncParsableCommand {
             FileHandle.standardError.write(Data("tern: consumed \(got.value) messages in order\n".utf8))
             return
         }
-        let consumer = PullConsumer(cluster: cluster, group: group, topic: topic, tagFilter: filter, sqlFilter: sql, mode: broadcast ? .broadcasting : .clustering)
+        let consumer = PullConsumer(
+            cluster: cluster, group: group, topic: topic, tagFilter: filter, sqlFilter: sql, mode: broadcast ? .broadcasting : .clustering)
         do {
             try await consumer.start()
         } catch {

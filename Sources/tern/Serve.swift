@@ -4,8 +4,8 @@ import CTernIO
 import Foundation
 import Logging
 import TernClient
-import TernRaft
 import TernLauncher
+import TernRaft
 import TernServer
 import TernStorage
 

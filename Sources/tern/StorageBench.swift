@@ -69,12 +69,17 @@ struct StorageBench: ParsableCommand {
                 continue
             }
             let name = device.backendName
-            say("\(name): opening logs\(fresh ? "" : " (throughput log: writing and retiring 2 segments first, so it recycles them as under retention; --fresh skips this)")")
+            say(
+                "\(name): opening logs\(fresh ? "" : " (throughput log: writing and retiring 2 segments first, so it recycles them as under retention; --fresh skips this)")"
+            )
             let options = CommitlogOptions(segmentSizeBytes: segmentMiB << 20, recycledSegmentsMax: fresh ? 0 : 4)
-            backends.append(Backend(
-                device: device,
-                latency: try Appender(device: device, directory: root + "/lat-\(name)", options: options, bodyBytes: size, window: 1, retire: !fresh, warm: false),
-                throughput: try Appender(device: device, directory: root + "/thr-\(name)", options: options, bodyBytes: size, window: 64 * 16, retire: !fresh, warm: !fresh)))
+            backends.append(
+                Backend(
+                    device: device,
+                    latency: try Appender(
+                        device: device, directory: root + "/lat-\(name)", options: options, bodyBytes: size, window: 1, retire: !fresh, warm: false),
+                    throughput: try Appender(
+                        device: device, directory: root + "/thr-\(name)", options: options, bodyBytes: size, window: 64 * 16, retire: !fresh, warm: !fresh)))
         }
         guard !backends.isEmpty else { throw ValidationError("no io backend could be opened") }
 
@@ -132,10 +137,13 @@ struct StorageBench: ParsableCommand {
                 let m = r[key] as! [String: Double]
                 let ratio = r[ratioKey] as! Double
                 let rounds = (r[ratioKey + "_rounds"] as! [Double]).map { fmt($0, 2) }.joined(separator: " ")
-                let what = key == "latency"
+                let what =
+                    key == "latency"
                     ? "p50 / raw p50 = \(fmt(ratio, 2)) (goal <= 1.5; rounds \(rounds))"
                     : "MB/s / raw MB/s = \(fmt(ratio, 2)) (goal >= 0.8; rounds \(rounds))"
-                print("\(pad(name, 9)) \(pad(key, 10)) \(lpad(fmt(m["appends_per_s"]!, 0), 10)) \(lpad(fmt(m["mb_per_s"]!, 1), 9)) \(lpad(fmt(m["fsyncs_per_s"]!, 0), 10)) \(lpad(fmt(m["bytes_per_fsync"]!, 0), 12)) \(lpad(fmt(m["p50_us"]!, 0), 8)) \(lpad(fmt(m["p99_us"]!, 0), 8))   \(what)")
+                print(
+                    "\(pad(name, 9)) \(pad(key, 10)) \(lpad(fmt(m["appends_per_s"]!, 0), 10)) \(lpad(fmt(m["mb_per_s"]!, 1), 9)) \(lpad(fmt(m["fsyncs_per_s"]!, 0), 10)) \(lpad(fmt(m["bytes_per_fsync"]!, 0), 12)) \(lpad(fmt(m["p50_us"]!, 0), 8)) \(lpad(fmt(m["p99_us"]!, 0), 8))   \(what)"
+                )
             }
         }
         print("(MB/s counts record bodies only, 1 MB = 10^6 bytes; fsyncs/s counts write batches, each ending in one fdatasync per segment file written)")
@@ -175,9 +183,11 @@ struct Window {
     var p50us: Double
     var p99us: Double
     var json: [String: Double] {
-        ["appends_per_s": Double(appends) / seconds, "mb_per_s": payloadMBps,
-         "fsyncs_per_s": Double(fsyncs) / seconds, "bytes_per_fsync": Double(bytesWritten) / Double(max(1, fsyncs)),
-         "p50_us": p50us, "p99_us": p99us]
+        [
+            "appends_per_s": Double(appends) / seconds, "mb_per_s": payloadMBps,
+            "fsyncs_per_s": Double(fsyncs) / seconds, "bytes_per_fsync": Double(bytesWritten) / Double(max(1, fsyncs)),
+            "p50_us": p50us, "p99_us": p99us,
+        ]
     }
     static func medianJSON(_ runs: [Window]) -> [String: Double] { medianOfKeys(runs.map(\.json)) }
 }

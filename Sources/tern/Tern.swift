@@ -15,4 +15,3 @@ struct Bench: ParsableCommand {
         abstract: "Benchmarks that print figures next to a baseline measured in the same run.",
         subcommands: [StorageBench.self, BenchProduce.self, BenchConsume.self, BenchFailover.self])
 }
-

@@ -38,7 +38,7 @@ struct CRC32CTests {
             #expect(chunked == tern_crc32c(0, bytes, length))
         }
         #if arch(x86_64)
-        print("crc32c hardware path: \(tern_crc32c_hardware() == 1 ? "SSE4.2" : "table (CPU lacks SSE4.2)")")
+            print("crc32c hardware path: \(tern_crc32c_hardware() == 1 ? "SSE4.2" : "table (CPU lacks SSE4.2)")")
         #endif
     }
 }

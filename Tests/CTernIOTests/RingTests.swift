@@ -34,11 +34,13 @@ func readWhole(_ path: String) -> [UInt8] {
 /// Submits one batch and waits for its result.
 func runBatch(_ ring: OpaquePointer?, id: UInt64, writes: [(Int32, [[UInt8]], UInt64)], syncs: [Int32]) -> tern_batch_result {
     // Keep every buffer alive until the batch is reaped.
-    let buffers = writes.map { w in w.1.map { bytes -> UnsafeMutableRawBufferPointer in
-        let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 8)
-        b.copyBytes(from: bytes)
-        return UnsafeMutableRawBufferPointer(rebasing: b[0..<bytes.count])
-    } }
+    let buffers = writes.map { w in
+        w.1.map { bytes -> UnsafeMutableRawBufferPointer in
+            let b = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, bytes.count), alignment: 8)
+            b.copyBytes(from: bytes)
+            return UnsafeMutableRawBufferPointer(rebasing: b[0..<bytes.count])
+        }
+    }
     defer { buffers.joined().forEach { $0.deallocate() } }
     var iovecs: [tern_iovec] = buffers.joined().map { tern_iovec(base: $0.baseAddress, length: $0.count) }
     let rc: Int32 = iovecs.withUnsafeMutableBufferPointer { flat in
@@ -118,7 +120,8 @@ struct RingTests {
         // the shim must resubmit the remainder (round 2), which fails with ENOSPC.
         let first = runBatch(ring, id: 1, writes: [(fd, [[UInt8](repeating: 1, count: 48 << 10)], 0)], syncs: [fd])
         #expect(first.result == 0)
-        let second = runBatch(ring, id: 2, writes: [(fd, [[UInt8](repeating: 2, count: 16 << 10), [UInt8](repeating: 3, count: 16 << 10)], 48 << 10)], syncs: [fd])
+        let second = runBatch(
+            ring, id: 2, writes: [(fd, [[UInt8](repeating: 2, count: 16 << 10), [UInt8](repeating: 3, count: 16 << 10)], 48 << 10)], syncs: [fd])
         #expect(second.result == -ENOSPC)
         #expect(second.rounds >= 2, "the short write should have been continued in a second round")
         #expect(readWhole(dir + "/f").count == 64 << 10)

@@ -1,6 +1,7 @@
-import Testing
 import TernProtocol
 import TernStorage
+import Testing
+
 @testable import TernBroker
 
 /// Entries kept in memory, as the log would return them.
@@ -38,9 +39,12 @@ struct Harness {
     }
 
     @discardableResult
-    mutating func send(_ topic: String, queue: UInt32 = 0, producer: UInt64 = 0, sequence: UInt64 = 0, tags: [String] = [""], at time: UInt64 = 1000, bodySize: Int = 3) -> ApplyOutcome {
-        let request = SendRequest(topic: topic, queueID: queue, producerGroup: "pg", producerID: producer, sequence: sequence,
-                                  messages: tags.enumerated().map { WireMessage(tag: $1, keys: ["k\($0)"], body: [UInt8](repeating: UInt8($0), count: bodySize)) })
+    mutating func send(
+        _ topic: String, queue: UInt32 = 0, producer: UInt64 = 0, sequence: UInt64 = 0, tags: [String] = [""], at time: UInt64 = 1000, bodySize: Int = 3
+    ) -> ApplyOutcome {
+        let request = SendRequest(
+            topic: topic, queueID: queue, producerGroup: "pg", producerID: producer, sequence: sequence,
+            messages: tags.enumerated().map { WireMessage(tag: $1, keys: ["k\($0)"], body: [UInt8](repeating: UInt8($0), count: bodySize)) })
         var w = WireWriter()
         w.u64(time)
         return append(BrokerEntryType.messages, w.bytes + request.encoded())
@@ -81,7 +85,9 @@ struct BrokerTests {
         var h = Harness()
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
         h.send("t", tags: ["a", "b", "c", "a"])
-        func tags(_ f: String) throws -> [String] { try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, tagFilter: f)).get().messages.map(\.message.tag) }
+        func tags(_ f: String) throws -> [String] {
+            try h.broker.pull(PullRequest(topic: "t", queueID: 0, offset: 0, tagFilter: f)).get().messages.map(\.message.tag)
+        }
         #expect(try tags("*") == ["a", "b", "c", "a"])
         #expect(try tags("") == ["a", "b", "c", "a"])
         #expect(try tags("a") == ["a", "a"])
@@ -94,9 +100,11 @@ struct BrokerTests {
     func sqlPull() throws {
         var h = Harness()
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
-        let request = SendRequest(topic: "t", queueID: 0, messages: (0..<6).map { k in
-            WireMessage(tag: k % 2 == 0 ? "even" : "odd", properties: ["n": "\(k)"], body: [UInt8(k)])
-        })
+        let request = SendRequest(
+            topic: "t", queueID: 0,
+            messages: (0..<6).map { k in
+                WireMessage(tag: k % 2 == 0 ? "even" : "odd", properties: ["n": "\(k)"], body: [UInt8(k)])
+            })
         var w = WireWriter()
         w.u64(1)
         h.append(BrokerEntryType.messages, w.bytes + request.encoded())
@@ -159,7 +167,11 @@ struct BrokerTests {
         // A gap is fine (sends overtake each other); the late one is still stored once.
         for s in [3, 2, 4, 5, 6] as [UInt64] { h.send("t", producer: 7, sequence: s) }
         #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 7)
-        if case .failed(let e) = h.send("t", producer: 7, sequence: 1) { #expect(e.code == ErrorCode.sequenceTooOld) } else { Issue.record("sequence 1 left the window of 4 and must be refused") }
+        if case .failed(let e) = h.send("t", producer: 7, sequence: 1) {
+            #expect(e.code == ErrorCode.sequenceTooOld)
+        } else {
+            Issue.record("sequence 1 left the window of 4 and must be refused")
+        }
         if case .sent(let d) = h.send("t", producer: 7, sequence: 6) { #expect(d.duplicate) } else { Issue.record("not sent") }
     }
 
@@ -190,7 +202,9 @@ struct BrokerTests {
         #expect(h.append(BrokerEntryType.admin, create) == .done)
         if case .failed(let e) = h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 3).encoded()) {
             #expect(e.code == ErrorCode.topicExists)
-        } else { Issue.record("expected topicExists") }
+        } else {
+            Issue.record("expected topicExists")
+        }
         if case .failed(let e) = h.send("missing") { #expect(e.code == ErrorCode.topicNotFound) } else { Issue.record("expected topicNotFound") }
         if case .failed(let e) = h.send("t", queue: 2) { #expect(e.code == ErrorCode.queueNotFound) } else { Issue.record("expected queueNotFound") }
         #expect(h.append(BrokerEntryType.admin, AdminCommand.updateTopic(name: "t", queues: 3).encoded()) == .done)
@@ -198,7 +212,9 @@ struct BrokerTests {
         #expect(h.send("t", queue: 2) != .none)
         if case .failed(let e) = h.append(BrokerEntryType.admin, AdminCommand.updateTopic(name: "t", queues: 1).encoded()) {
             #expect(e.code == ErrorCode.badRequest)
-        } else { Issue.record("shrinking a topic must be refused") }
+        } else {
+            Issue.record("shrinking a topic must be refused")
+        }
         #expect(Broker.validateTopicName("ok-Name_1.x") == nil)
         #expect(Broker.validateTopicName("bad name") != nil)
         #expect(Broker.validateTopicName("") != nil)
@@ -210,7 +226,11 @@ struct BrokerTests {
         config.maxMessageBytes = 10
         var h = Harness(config: config)
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
-        if case .failed(let e) = h.send("t", tags: ["a", "b"], bodySize: 11) { #expect(e.code == ErrorCode.badRequest) } else { Issue.record("expected a refusal") }
+        if case .failed(let e) = h.send("t", tags: ["a", "b"], bodySize: 11) {
+            #expect(e.code == ErrorCode.badRequest)
+        } else {
+            Issue.record("expected a refusal")
+        }
         #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 0)
         #expect(h.send("t", bodySize: 10) != .none)
         #expect(h.broker.maxOffset(QueueRef(topic: "t", queueID: 0)) == 1)
@@ -304,7 +324,10 @@ struct DelayTests {
         #expect(try Delay.deliverAt(["TIMER_DELIVER_MS": "5000"], storeTimestamp: 1000, maxDelayMillis: max).get() == 5000)
         #expect(try Delay.deliverAt(["TIMER_DELIVER_MS": "500"], storeTimestamp: 1000, maxDelayMillis: max).get() == nil, "a past time delivers now")
         #expect(try Delay.deliverAt([:], storeTimestamp: 1000, maxDelayMillis: max).get() == nil)
-        for bad in [["DELAY": "0"], ["DELAY": "19"], ["DELAY": "x"], ["TIMER_DELAY_MS": "-1"], ["DELAY": "1", "TIMER_DELAY_MS": "5"], ["TIMER_DELAY_MS": String(max + 1)]] {
+        for bad in [
+            ["DELAY": "0"], ["DELAY": "19"], ["DELAY": "x"], ["TIMER_DELAY_MS": "-1"], ["DELAY": "1", "TIMER_DELAY_MS": "5"],
+            ["TIMER_DELAY_MS": String(max + 1)],
+        ] {
             if case .success = Delay.deliverAt(bad, storeTimestamp: 1000, maxDelayMillis: max) { Issue.record("\(bad) accepted") }
         }
     }
@@ -333,7 +356,11 @@ struct DelayTests {
         #expect(h.broker.timers.count == 0)
         h.append(BrokerEntryType.release, MessageIDList(ids: [id]).encoded())
         #expect(h.broker.maxOffset(q) == 2, "a recalled message is never released")
-        if case .failed(let e) = h.append(BrokerEntryType.recall, MessageIDList(ids: [id]).encoded()) { #expect(e.code == ErrorCode.messageNotFound) } else { Issue.record("recalled twice") }
+        if case .failed(let e) = h.append(BrokerEntryType.recall, MessageIDList(ids: [id]).encoded()) {
+            #expect(e.code == ErrorCode.messageNotFound)
+        } else {
+            Issue.record("recalled twice")
+        }
         // Mixed delays in one send are refused.
         let mixed = SendRequest(topic: "t", queueID: 0, messages: [WireMessage(properties: ["DELAY": "1"], body: [1]), WireMessage(body: [2])])
         var w = WireWriter()

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TernBroker
 
 @Suite("Broker: SQL92 filters")
@@ -50,10 +51,12 @@ struct SQLFilterTests {
         #expect(try SQLFilter("b = 'it''s'").matches(properties: ["b": "it's"], tag: ""))
     }
 
-    @Test("syntax errors name their column", arguments: [
-        ("a >", 4), ("a > 5 AND", 10), ("(a = 1", 7), ("a = 'open", 5), ("a ! 3", 3), ("a = 1 b", 7),
-        ("", 1), ("a BETWEEN 1 5", 13), ("a IN (1, b)", 10), ("a IS 5", 6), ("a", 2),
-    ])
+    @Test(
+        "syntax errors name their column",
+        arguments: [
+            ("a >", 4), ("a > 5 AND", 10), ("(a = 1", 7), ("a = 'open", 5), ("a ! 3", 3), ("a = 1 b", 7),
+            ("", 1), ("a BETWEEN 1 5", 13), ("a IN (1, b)", 10), ("a IS 5", 6), ("a", 2),
+        ])
     func syntaxErrors(expression: String, column: Int) {
         do {
             _ = try SQLFilter(expression)

@@ -1,21 +1,27 @@
-import Testing
 import TernProtocol
 import TernStorage
+import Testing
+
 @testable import TernBroker
 
 extension Harness {
     @discardableResult
-    mutating func sendHalf(_ topic: String, body: String, at time: UInt64 = 1000, extra: [String: String] = [:], count: Int = 1, group: String = "pg") -> ApplyOutcome {
+    mutating func sendHalf(
+        _ topic: String, body: String, at time: UInt64 = 1000, extra: [String: String] = [:], count: Int = 1, group: String = "pg"
+    ) -> ApplyOutcome {
         var props = extra
         props[TransactionProperty.half] = "true"
-        let request = SendRequest(topic: topic, queueID: 0, producerGroup: group, messages: (0..<count).map { _ in WireMessage(properties: props, body: Array(body.utf8)) })
+        let request = SendRequest(
+            topic: topic, queueID: 0, producerGroup: group, messages: (0..<count).map { _ in WireMessage(properties: props, body: Array(body.utf8)) })
         var w = WireWriter()
         w.u64(time)
         return append(BrokerEntryType.messages, w.bytes + request.encoded())
     }
 
     func bodies(_ topic: String, queue: UInt32 = 0) throws -> [String] {
-        try broker.pull(PullRequest(topic: topic, queueID: queue, offset: 0, maxMessages: 100)).get().messages.map { String(decoding: $0.message.body, as: UTF8.self) }
+        try broker.pull(PullRequest(topic: topic, queueID: queue, offset: 0, maxMessages: 100)).get().messages.map {
+            String(decoding: $0.message.body, as: UTF8.self)
+        }
     }
 }
 
@@ -37,7 +43,9 @@ struct TransactionTests {
         #expect(try h.broker.message(id)?.queueOffset == 1)
         // Repeating the decision is answered the same; the opposite one is refused.
         #expect(h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) == .done)
-        guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .rollback).encoded()) else { Issue.record("rollback after commit accepted"); return }
+        guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .rollback).encoded()) else {
+            Issue.record("rollback after commit accepted"); return
+        }
         #expect(e.code == ErrorCode.transactionDecided)
         #expect(try h.bodies("t").count == 2)
     }
@@ -78,7 +86,9 @@ struct TransactionTests {
         #expect(h.append(BrokerEntryType.transactionCheck, TransactionCheck(now: now, ids: [id]).encoded()) == .checks([]))
         #expect(h.broker.decision(id) == .rollback)
         #expect(h.broker.checkTimers.next == nil)
-        guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) else { Issue.record("late commit accepted"); return }
+        guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) else {
+            Issue.record("late commit accepted"); return
+        }
         #expect(e.code == ErrorCode.transactionDecided)
         #expect(try h.bodies("t").isEmpty)
     }
@@ -87,7 +97,9 @@ struct TransactionTests {
     func rules() throws {
         var h = Harness()
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
-        for outcome in [h.sendHalf("t", body: "x", count: 2), h.sendHalf("t", body: "x", extra: ["TIMER_DELAY_MS": "5000"]), h.sendHalf("t", body: "x", group: "")] {
+        for outcome in [
+            h.sendHalf("t", body: "x", count: 2), h.sendHalf("t", body: "x", extra: ["TIMER_DELAY_MS": "5000"]), h.sendHalf("t", body: "x", group: ""),
+        ] {
             guard case .failed(let e) = outcome else { Issue.record("accepted: \(outcome)"); continue }
             #expect(e.code == ErrorCode.badRequest)
         }
@@ -97,8 +109,16 @@ struct TransactionTests {
 
 @Suite("Broker: receive/ack with an invisible time")
 struct ReceiveTests {
-    func receive(_ h: inout Harness, now: UInt64, max: UInt32 = 10, invisible: UInt64 = 1000, tags: String = "*", again: Set<DeliveryKey> = [], next: [QueueRef: UInt64] = [:]) throws -> [ReceivedGrant] {
-        guard let entry = try h.broker.chooseForReceive(ReceiveRequest(group: "g", topic: "t", tagFilter: tags, maxMessages: max, invisibleMillis: invisible), now: now, startQueue: 0, proposedNext: next, proposedAgain: again).get() else { return [] }
+    func receive(
+        _ h: inout Harness, now: UInt64, max: UInt32 = 10, invisible: UInt64 = 1000, tags: String = "*", again: Set<DeliveryKey> = [],
+        next: [QueueRef: UInt64] = [:]
+    ) throws -> [ReceivedGrant] {
+        guard
+            let entry = try h.broker.chooseForReceive(
+                ReceiveRequest(group: "g", topic: "t", tagFilter: tags, maxMessages: max, invisibleMillis: invisible), now: now, startQueue: 0,
+                proposedNext: next, proposedAgain: again
+            ).get()
+        else { return [] }
         guard case .received(let grants) = h.append(BrokerEntryType.receive, entry.encoded()) else { Issue.record("receive entry did not apply"); return [] }
         return grants
     }
@@ -116,7 +136,9 @@ struct ReceiveTests {
         let again = try receive(&h, now: 11_000)
         #expect(again.map(\.handle.offset) == [1] && again[0].attempt == 2)
         // The first delivery's handle is stale now; acknowledging the consumed one again is fine.
-        guard case .failed(let e) = h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[1].handle, until: nil).encoded()) else { Issue.record("stale handle accepted"); return }
+        guard case .failed(let e) = h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[1].handle, until: nil).encoded()) else {
+            Issue.record("stale handle accepted"); return
+        }
         #expect(e.code == ErrorCode.receiptExpired)
         #expect(h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[0].handle, until: nil).encoded()) == .done)
         #expect(h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: first[0].handle, until: 99_000).encoded()) != .invisibleUntil(99_000))
@@ -133,7 +155,8 @@ struct ReceiveTests {
         let request = ReceiveRequest(group: "g", topic: "t", maxMessages: 10, invisibleMillis: 1000)
         let e1 = try h.broker.chooseForReceive(request, now: 1, startQueue: 0, proposedNext: [:], proposedAgain: []).get()!
         let e2 = try h.broker.chooseForReceive(request, now: 1, startQueue: 0, proposedNext: [:], proposedAgain: []).get()!
-        guard case .received(let g1) = h.append(BrokerEntryType.receive, e1.encoded()), case .received(let g2) = h.append(BrokerEntryType.receive, e2.encoded()) else { Issue.record("receive entries did not apply"); return }
+        guard case .received(let g1) = h.append(BrokerEntryType.receive, e1.encoded()), case .received(let g2) = h.append(BrokerEntryType.receive, e2.encoded())
+        else { Issue.record("receive entries did not apply"); return }
         #expect(g1.count == 2 && g2.isEmpty)
         // The leader's overlay keeps a second choice off what is proposed.
         let ref = QueueRef(topic: "t", queueID: 0)

@@ -1,8 +1,8 @@
+import TernClient
+import TernProtocol
 // The SDK after shutdown (found by `tern chaos`: a transactional producer's check poll, still
 // retrying when the run shut its cluster client down, scheduled work on a closed event loop).
 import Testing
-import TernClient
-import TernProtocol
 
 @Suite("SDK: a shut-down cluster client")
 struct ClientLifecycleTests {

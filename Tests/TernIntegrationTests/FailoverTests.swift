@@ -1,10 +1,10 @@
 // Three real `tern serve` processes on free loopback ports: produce while the leader is
 // SIGKILLed twice (and restarted), then consume everything and check what was acknowledged.
 import Foundation
-import Testing
 import TernClient
 import TernLauncher
 import TernProtocol
+import Testing
 
 /// The `tern` executable built next to the test bundle (or $TERN_BINARY).
 func ternBinary() -> String? {
@@ -32,8 +32,9 @@ final class TestCluster: @unchecked Sendable {
         while ports.count < 3 { ports.insert(freeLoopbackPort()) }
         root = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
-        nodes = LocalCluster(nodes: 3, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"], ports: ports.sorted(),
-                             logDirectory: root, executable: binary)
+        nodes = LocalCluster(
+            nodes: 3, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"], ports: ports.sorted(),
+            logDirectory: root, executable: binary)
     }
 
     func start(_ id: String) throws { try nodes.start(id) }
@@ -41,7 +42,10 @@ final class TestCluster: @unchecked Sendable {
     func stop() { nodes.stopAll() }
 
     func logs() -> String {
-        ids.map { id in "--- \(id)\n" + ((try? String(contentsOfFile: "\(root)/\(id).log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(30).joined(separator: "\n") }.joined(separator: "\n")
+        ids.map { id in
+            "--- \(id)\n"
+                + ((try? String(contentsOfFile: "\(root)/\(id).log", encoding: .utf8)) ?? "").split(separator: "\n").suffix(30).joined(separator: "\n")
+        }.joined(separator: "\n")
     }
 
     func removeData() { try? FileManager.default.removeItem(atPath: root) }
@@ -78,8 +82,9 @@ func withThreeNodes(endpoints: ([String]) -> [String] = { $0 }, _ body: (TestClu
 
 @Suite("Integration: three real processes", .serialized)
 struct FailoverTests {
-    @Test("10,000 idempotent sends while the leader is SIGKILLed twice: all delivered once, in queue order; a restarted group resumes from its committed offset",
-          .timeLimit(.minutes(5)))
+    @Test(
+        "10,000 idempotent sends while the leader is SIGKILLed twice: all delivered once, in queue order; a restarted group resumes from its committed offset",
+        .timeLimit(.minutes(5)))
     func produceThroughFailovers() async throws {
         // Bootstrap from two endpoints in reverse order: any subset, any order.
         try await withThreeNodes(endpoints: { [$0[2], $0[0]] }) { cluster, client in
@@ -221,7 +226,9 @@ func exchange(_ endpoint: String, _ bytes: [UInt8], stopAfterFrames: Int = Int.m
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr(String(parts[0]))
     addr.sin_port = UInt16(parts[1])!.bigEndian
-    let ok = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    let ok = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
     guard ok == 0 else { return ([], false) }
     var tv = timeval(tv_sec: 5, tv_usec: 0)
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
@@ -243,8 +250,9 @@ func exchange(_ endpoint: String, _ bytes: [UInt8], stopAfterFrames: Int = Int.m
 
 @Suite("Integration: a server facing bad input", .serialized)
 struct BadInputTests {
-    @Test("garbage, a bad checksum and an oversized frame each get an error response and a closed connection; the server lives on",
-          .timeLimit(.minutes(2)))
+    @Test(
+        "garbage, a bad checksum and an oversized frame each get an error response and a closed connection; the server lives on",
+        .timeLimit(.minutes(2)))
     func badFrames() async throws {
         try await withThreeNodes(endpoints: { [$0[0]] }) { cluster, client in
             let codec = FrameCodec()

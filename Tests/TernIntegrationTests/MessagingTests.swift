@@ -1,9 +1,9 @@
 // RocketMQ semantics on three real processes: SQL92 filters, lookups by id and key, offset
 // reset, delayed messages through a leader kill, and recall.
 import Foundation
-import Testing
 import TernClient
 import TernProtocol
+import Testing
 
 /// Drains what a fresh consumer of `group` sees within `seconds` (stops after `idle` empty polls).
 func drain(_ client: TernCluster, topic: String, group: String, sql: String = "", seconds: Double = 10, idle: Int = 3) async throws -> [ReceivedMessage] {

@@ -2,9 +2,9 @@
 // orderly consumer that sees each key's messages in order, and a dead letter after the retries.
 import Foundation
 import NIOConcurrencyHelpers
-import Testing
 import TernClient
 import TernProtocol
+import Testing
 
 @Suite("Integration: ordered messages", .serialized)
 struct OrderedTests {

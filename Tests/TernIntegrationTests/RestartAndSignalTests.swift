@@ -5,10 +5,10 @@
 // - Ctrl-C (SIGINT) did not stop `tern cluster up`: its SIGINT signal source was released when the
 //   SIGTERM source's termination handler replaced the closure that held it.
 import Foundation
-import Testing
 import TernClient
 import TernLauncher
 import TernProtocol
+import Testing
 
 @Suite("Integration: restarts and signals", .serialized)
 struct RestartAndSignalTests {
@@ -30,7 +30,8 @@ struct RestartAndSignalTests {
             while clock.now < restarted + .seconds(10) {
                 last = (try? await client.status()) ?? []
                 if let l = last.first(where: { $0.id == leader }), let f = last.first(where: { $0.id == follower }),
-                   f.role == "follower", f.commitIndex == l.commitIndex, f.appliedIndex == l.commitIndex, l.commitIndex > 0 {
+                    f.role == "follower", f.commitIndex == l.commitIndex, f.appliedIndex == l.commitIndex, l.commitIndex > 0
+                {
                     caughtUp = clock.now - restarted
                     break
                 }
@@ -101,6 +102,8 @@ func isFree(_ port: Int) -> Bool {
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
     addr.sin_port = UInt16(port).bigEndian
-    let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
     return rc != 0
 }

@@ -1,9 +1,9 @@
 // Retries with back-off and the dead-letter queue on three real processes.
 import Foundation
 import NIOConcurrencyHelpers
-import Testing
 import TernClient
 import TernProtocol
+import Testing
 
 @Suite("Integration: retries and dead letters", .serialized)
 struct RetryTests {

@@ -7,11 +7,11 @@
 // intact, and answered the old offset.
 import Foundation
 import NIOPosix
-import Testing
 import TernChaos
 import TernClient
 import TernLauncher
 import TernProtocol
+import Testing
 
 /// The `tern-chaos` executable built next to the tests (nodes with relays and test hooks).
 func ternChaosBinary() -> String? {
@@ -33,7 +33,9 @@ final class RawCall {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_addr.s_addr = inet_addr(String(parts[0]))
         addr.sin_port = UInt16(Int(parts[1])!).bigEndian
-        let rc = withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) } }
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
         guard rc == 0 else { throw ClientError.timedOut("connect to \(endpoint): errno \(errno)") }
         var timeout = timeval(tv_sec: 20, tv_usec: 0)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

@@ -4,9 +4,9 @@
 // although the leader that gave the time died, nor fails to come back after it.
 import Foundation
 import NIOConcurrencyHelpers
-import Testing
 import TernClient
 import TernProtocol
+import Testing
 
 @Suite("Integration: transactions and receive/ack on three processes", .serialized)
 struct TransactionReceiveIntegrationTests {
@@ -17,7 +17,9 @@ struct TransactionReceiveIntegrationTests {
             // The first producer decides two, leaves two undecided, and goes away.
             let first = TransactionProducer(cluster: client, group: "payments") { _ in .unknown }
             var ids: [String: MessageID] = [:]
-            for (body, state) in [("commit", LocalTransactionState.commit), ("rollback", .rollback), ("undecided-commit", .unknown), ("undecided-rollback", .unknown)] {
+            for (body, state) in [
+                ("commit", LocalTransactionState.commit), ("rollback", .rollback), ("undecided-commit", .unknown), ("undecided-rollback", .unknown),
+            ] {
                 let r = try await first.send(Message(topic: "tx", keys: [body], body: Array(body.utf8))) { _ in state }
                 #expect(r.receipt.scheduled && r.ended == (state != .unknown))
                 ids[body] = r.receipt.messageID

@@ -1,9 +1,10 @@
 import Glibc
-import Testing
 import TernBroker
 import TernProtocol
 import TernRaft
 import TernStorage
+import Testing
+
 @testable import TernNode
 
 func temporaryDirectory(_ name: String) -> String {
@@ -85,8 +86,9 @@ final class Driver {
 }
 
 func sendRequest(_ bodies: [String], queue: UInt32 = 0, producer: UInt64 = 0, sequence: UInt64 = 0) -> SendRequest {
-    SendRequest(topic: "t", queueID: queue, producerGroup: "pg", producerID: producer, sequence: sequence,
-                messages: bodies.map { WireMessage(tag: "x", body: Array($0.utf8)) })
+    SendRequest(
+        topic: "t", queueID: queue, producerGroup: "pg", producerID: producer, sequence: sequence,
+        messages: bodies.map { WireMessage(tag: "x", body: Array($0.utf8)) })
 }
 
 @Suite("Node: routing requests through Raft and the broker", .serialized)
@@ -179,7 +181,11 @@ struct NodeTests {
         #expect(reset.offsets == [q: 0])
         #expect(try QueryOffsetResponse.decode(try d.call(.queryOffset, QueryOffsetRequest(group: "g", queue: q))).offset == 0)
         let bad = try d.request(.heartbeat, HeartbeatRequest(group: "g", clientID: "c", mode: .clustering, topics: ["t"], sqlFilter: "a >").encoded())
-        if case .failure(let e) = d.reply(bad) { #expect(e.code == ErrorCode.filterSyntax && e.message.contains("column 4")) } else { Issue.record("a bad filter was accepted") }
+        if case .failure(let e) = d.reply(bad) {
+            #expect(e.code == ErrorCode.filterSyntax && e.message.contains("column 4"))
+        } else {
+            Issue.record("a bad filter was accepted")
+        }
         try d.close()
     }
 
@@ -260,7 +266,8 @@ struct NodeTests {
         try again.elect()
         let pulled = try PullResponse.decode(try again.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0)))
         #expect(pulled.messages.map { String(decoding: $0.message.body, as: UTF8.self) } == ["kept"])
-        #expect(try QueryOffsetResponse.decode(try again.call(.queryOffset, QueryOffsetRequest(group: "g", queue: QueueRef(topic: "t", queueID: 0)))).offset == 1)
+        #expect(
+            try QueryOffsetResponse.decode(try again.call(.queryOffset, QueryOffsetRequest(group: "g", queue: QueueRef(topic: "t", queueID: 0)))).offset == 1)
         let retry = try SendResponse.decode(try again.call(.send, sendRequest(["kept"], producer: 5, sequence: 1)))
         #expect(retry.duplicate && retry.entryIndex == first.entryIndex)
         try again.close()

@@ -1,6 +1,7 @@
-import Testing
 import TernBroker
 import TernProtocol
+import Testing
+
 @testable import TernNode
 
 @Suite("Node: transactions and receive/ack", .serialized)
@@ -93,7 +94,9 @@ struct TransactionReceiveNodeTests {
         #expect(again.map(\.attempt) == [2] && again[0].message.id == first[1].message.id)
         #expect(d.now >= first[1].invisibleUntil, "received again at \(d.now), invisible until \(first[1].invisibleUntil)")
         #expect(throws: ErrorBody.self) { try d.call(.ack, ReceiptRequest(group: "g", handle: first[1].handle)) }
-        let until = try ChangeInvisibleResponse.decode(try d.call(.changeInvisible, ReceiptRequest(group: "g", handle: again[0].handle, invisibleMillis: 60_000))).invisibleUntil
+        let until = try ChangeInvisibleResponse.decode(
+            try d.call(.changeInvisible, ReceiptRequest(group: "g", handle: again[0].handle, invisibleMillis: 60_000))
+        ).invisibleUntil
         #expect(until == d.now + 60_000)
         _ = try d.call(.ack, ReceiptRequest(group: "g", handle: again[0].handle))
         #expect(try ReceiveResponse.decode(try d.call(.receive, ReceiveRequest(group: "g", topic: "t", invisibleMillis: 500))).deliveries.isEmpty)

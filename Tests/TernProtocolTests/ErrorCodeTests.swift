@@ -1,7 +1,7 @@
+import TernProtocol
 // One set of wire error codes: unique numbers and names, a client action for each, and codes this
 // build does not know still decode.
 import Testing
-import TernProtocol
 
 @Suite("Wire error codes")
 struct ErrorCodeTests {

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TernProtocol
 
 @Suite("Protocol: frames")
@@ -17,7 +18,9 @@ struct FrameTests {
     func partial() throws {
         let bytes = codec.encode(Frame(opcode: 1, requestID: 9, body: [UInt8](repeating: 7, count: 40)))
         for cut in 0..<bytes.count {
-            #expect(try codec.decode(Array(bytes[0..<cut])).get() == .needMore(cut < FrameCodec.headerBytes ? FrameCodec.headerBytes - cut : bytes.count - cut), "cut \(cut)")
+            #expect(
+                try codec.decode(Array(bytes[0..<cut])).get() == .needMore(cut < FrameCodec.headerBytes ? FrameCodec.headerBytes - cut : bytes.count - cut),
+                "cut \(cut)")
         }
     }
 

@@ -1,19 +1,23 @@
 import Testing
+
 @testable import TernProtocol
 
 @Suite("Protocol: bodies")
 struct MessageTests {
-    let send = SendRequest(topic: "orders", queueID: 3, producerGroup: "pg", producerID: 42, sequence: 9, messages: [
-        WireMessage(tag: "a", keys: ["k1", "k2"], properties: ["z": "1", "a": "2"], bornTimestamp: 77, body: [1, 2, 3]),
-        WireMessage(body: []),
-    ])
+    let send = SendRequest(
+        topic: "orders", queueID: 3, producerGroup: "pg", producerID: 42, sequence: 9,
+        messages: [
+            WireMessage(tag: "a", keys: ["k1", "k2"], properties: ["z": "1", "a": "2"], bornTimestamp: 77, body: [1, 2, 3]),
+            WireMessage(body: []),
+        ])
 
     @Test("every body decodes to itself")
     func roundTrips() throws {
         #expect(try SendRequest.decode(send.encoded()) == send)
         let pull = PullRequest(topic: "t", queueID: 1, offset: 99, maxMessages: 5, maxBytes: 100, maxWaitMillis: 250, tagFilter: "a||b")
         #expect(try PullRequest.decode(pull.encoded()) == pull)
-        let received = ReceivedMessage(id: MessageID(entryIndex: 5, slot: 2), topic: "t", queueID: 1, queueOffset: 8, storeTimestamp: 12, producerGroup: "pg", message: send.messages[0])
+        let received = ReceivedMessage(
+            id: MessageID(entryIndex: 5, slot: 2), topic: "t", queueID: 1, queueOffset: 8, storeTimestamp: 12, producerGroup: "pg", message: send.messages[0])
         let response = PullResponse(nextOffset: 9, minOffset: 0, maxOffset: 10, messages: [received, received])
         #expect(try PullResponse.decode(response.encoded()) == response)
         let route = RouteResponse(leader: "n2", term: 4, nodes: [("n1", "h:1"), ("n2", "h:2")], topicQueues: 8)
@@ -25,8 +29,11 @@ struct MessageTests {
         let status = NodeStatus(id: "n1", role: "leader", term: 3, leader: "n1", commitIndex: 10, lastIndex: 11, appliedIndex: 10, durableIndex: 11)
         #expect(try NodeStatus.decode(status.encoded()) == status)
         #expect(try QueryOffsetResponse.decode(QueryOffsetResponse(offset: nil).encoded()).offset == nil)
-        #expect(try QueryMessageRequest.decode(QueryMessageRequest(id: MessageID(entryIndex: 9, slot: 3)).encoded()) == QueryMessageRequest(id: MessageID(entryIndex: 9, slot: 3)))
-        #expect(try QueryMessageRequest.decode(QueryMessageRequest(topic: "t", key: "k", max: 4).encoded()) == QueryMessageRequest(topic: "t", key: "k", max: 4))
+        #expect(
+            try QueryMessageRequest.decode(QueryMessageRequest(id: MessageID(entryIndex: 9, slot: 3)).encoded())
+                == QueryMessageRequest(id: MessageID(entryIndex: 9, slot: 3)))
+        #expect(
+            try QueryMessageRequest.decode(QueryMessageRequest(topic: "t", key: "k", max: 4).encoded()) == QueryMessageRequest(topic: "t", key: "k", max: 4))
         let reset = ResetOffsetRequest(group: "g", topic: "t", timestamp: 77)
         #expect(try ResetOffsetRequest.decode(reset.encoded()) == reset)
         let list = OffsetList(offsets: [QueueRef(topic: "t", queueID: 1): 5])

@@ -1,8 +1,8 @@
+import TernProtocol
+import TernRaft
 // The Raft messages' codec: every kind survives a round trip, and bad input (cut short, extra
 // bytes, unknown kinds, random bytes) is refused with an error, never a trap.
 import Testing
-import TernProtocol
-import TernRaft
 
 @Suite("Peer codec")
 struct PeerCodecTests {
@@ -12,7 +12,9 @@ struct PeerCodecTests {
         .vote(lastIndex: 1 << 40, lastTerm: 9, transfer: true),
         .voteResponse(granted: false),
         .append(prevIndex: 10, prevTerm: 2, entries: [], commit: 9),
-        .append(prevIndex: 10, prevTerm: 2, entries: [Entry(index: 11, term: 2, type: 1, body: []), Entry(index: 12, term: 3, type: 17, body: Array(0...255))], commit: 11),
+        .append(
+            prevIndex: 10, prevTerm: 2, entries: [Entry(index: 11, term: 2, type: 1, body: []), Entry(index: 12, term: 3, type: 17, body: Array(0...255))],
+            commit: 11),
         .appendResponse(success: false, index: 5, hintIndex: 3, hintTerm: Message.lostLogHintTerm),
         .heartbeat(commit: 99, context: 1234),
         .heartbeatResponse(context: 1234),

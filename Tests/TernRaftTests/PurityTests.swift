@@ -125,12 +125,22 @@ struct PurityTests {
     func boundaryCheckCatches() {
         let package = Self.packageText
         #expect(!package.isEmpty)
-        #expect(Self.boundaryViolations(sources: ["TernRaft": [("Raft.swift", "import NIOCore\nstruct X {}")]], package: package) == ["TernRaft/Raft.swift imports NIOCore"])
-        #expect(Self.boundaryViolations(sources: ["TernNode": [("Node.swift", "@testable import TernServer")]], package: package) == ["TernNode/Node.swift imports TernServer"])
-        #expect(Self.boundaryViolations(sources: ["TernBroker": [("Broker.swift", "import struct Foundation.Date")]], package: package) == ["TernBroker/Broker.swift imports Foundation"])
+        #expect(
+            Self.boundaryViolations(sources: ["TernRaft": [("Raft.swift", "import NIOCore\nstruct X {}")]], package: package) == [
+                "TernRaft/Raft.swift imports NIOCore"
+            ])
+        #expect(
+            Self.boundaryViolations(sources: ["TernNode": [("Node.swift", "@testable import TernServer")]], package: package) == [
+                "TernNode/Node.swift imports TernServer"
+            ])
+        #expect(
+            Self.boundaryViolations(sources: ["TernBroker": [("Broker.swift", "import struct Foundation.Date")]], package: package) == [
+                "TernBroker/Broker.swift imports Foundation"
+            ])
         let planted = package.replacingOccurrences(of: "name: \"TernRaft\", dependencies: [", with: "name: \"TernRaft\", dependencies: [\"TernStorage\", ")
         #expect(Self.boundaryViolations(sources: [:], package: planted) == ["Package.swift: TernRaft depends on TernStorage"])
-        let nio = package.replacingOccurrences(of: "name: \"TernProtocol\", dependencies: [", with: "name: \"TernProtocol\", dependencies: [.product(name: \"NIOCore\", package: \"swift-nio\"), ")
+        let nio = package.replacingOccurrences(
+            of: "name: \"TernProtocol\", dependencies: [", with: "name: \"TernProtocol\", dependencies: [.product(name: \"NIOCore\", package: \"swift-nio\"), ")
         #expect(Self.boundaryViolations(sources: [:], package: nio) == ["Package.swift: TernProtocol depends on product:NIOCore"])
     }
 

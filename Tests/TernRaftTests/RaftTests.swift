@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TernRaft
 
 // Tests named after the Raft paper's sections (Ongaro & Ousterhout, "In Search of an
@@ -98,8 +99,12 @@ struct ReplicationTests {
     @Test("fast back-off: a follower far behind on a divergent history converges in a few round trips")
     func fastBackoff() {
         let divergent = [UInt64](repeating: 1, count: 5) + [UInt64](repeating: 2, count: 200)
-        let net = Network(3, logs: [[UInt64](repeating: 1, count: 5) + [UInt64](repeating: 3, count: 50),
-                                    [UInt64](repeating: 1, count: 5) + [UInt64](repeating: 3, count: 50), divergent])
+        let net = Network(
+            3,
+            logs: [
+                [UInt64](repeating: 1, count: 5) + [UInt64](repeating: 3, count: 50),
+                [UInt64](repeating: 1, count: 5) + [UInt64](repeating: 3, count: 50), divergent,
+            ])
         net.elect("n1")
         net.tickAll(times: 3)
         let rejections = net.delivered.filter {
@@ -351,12 +356,15 @@ struct ProbeTests {
         func appends(_ e: Effects) -> Int { e.messages.filter { if case .append = $0.kind { return true } else { return false } }.count }
         // n2 says its log ends at 1 (a lost disk): the leader probes from there, one append.
         // A stale ordinary rejection (a reordered append's) is ignored, not taken for a lost disk.
-        let staleReject = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 3, hintIndex: 2, hintTerm: 0)))
+        let staleReject = try leader.step(
+            Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 3, hintIndex: 2, hintTerm: 0)))
         #expect(appends(staleReject) == 0, "simulator seed 1085: each such rejection restarted the probe")
-        let reset = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 6, hintIndex: 2, hintTerm: Message.lostLogHintTerm)))
+        let reset = try leader.step(
+            Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 6, hintIndex: 2, hintTerm: Message.lostLogHintTerm)))
         #expect(appends(reset) == 1)
         // While that probe (prev 1) is out, a rejection of some other, older append is ignored.
-        let other = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 4, hintIndex: 2, hintTerm: 0)))
+        let other = try leader.step(
+            Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: false, index: 4, hintIndex: 2, hintTerm: 0)))
         #expect(appends(other) == 0)
         // An acknowledgement no newer than what the leader knows must not send more.
         let stale = try leader.step(Message(from: "n2", to: "n1", term: leader.term, kind: .appendResponse(success: true, index: 1, hintIndex: 0, hintTerm: 0)))

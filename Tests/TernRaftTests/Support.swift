@@ -52,7 +52,7 @@ final class Network {
     var logs: [NodeID: MemoryLog] = [:]
     var ids: [NodeID]
     var queue: [Message] = []
-    var cut: Set<[NodeID]> = []          // directed links that drop everything
+    var cut: Set<[NodeID]> = []  // directed links that drop everything
     var isolated: Set<NodeID> = []
     var delivered: [Message] = []
     var hardStates: [NodeID: HardState] = [:]

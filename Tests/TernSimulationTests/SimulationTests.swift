@@ -1,5 +1,6 @@
-import Testing
 import TernRaft
+import Testing
+
 @testable import TernSimulation
 
 @Suite("Simulation")
@@ -135,7 +136,12 @@ struct SimulationBrokerTests {
         #expect(result.messagesDelivered >= result.messagesAcknowledged / 2)
     }
 
-    @Test("each broker checker catches its planted bug", arguments: ["dedupe-off", "offsets-in-memory-only", "reverse-batch", "read-wrong-slot", "release-early", "release-twice", "lock-without-fence", "send-back-twice", "dead-letter-early", "deliver-half", "redeliver-early"])
+    @Test(
+        "each broker checker catches its planted bug",
+        arguments: [
+            "dedupe-off", "offsets-in-memory-only", "reverse-batch", "read-wrong-slot", "release-early", "release-twice", "lock-without-fence",
+            "send-back-twice", "dead-letter-early", "deliver-half", "redeliver-early",
+        ])
     func plantedBrokerBugs(name: String) throws {
         let plant = try #require(PlantedBugs.all.first { $0.0 == name }?.1)
         let caught = Simulation.hunt(plant, seeds: 1...20, seconds: 30)

@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import TernStorage
 
 @Suite("Commitlog: appending, reading, group commit")
@@ -227,16 +228,20 @@ struct CommitlogTests {
     @Test("auto picks io_uring, or falls back to POSIX with one line saying why")
     func autoFallback() throws {
         var lines: [String] = []
-        let refused = try makeStorageDevice(.auto, log: { lines.append($0) }, openUring: { () throws(StorageError) in
-            throw StorageError(.unsupported, "io_uring_setup: Operation not permitted", errno: EPERM)
-        })
+        let refused = try makeStorageDevice(
+            .auto, log: { lines.append($0) },
+            openUring: { () throws(StorageError) in
+                throw StorageError(.unsupported, "io_uring_setup: Operation not permitted", errno: EPERM)
+            })
         defer { refused.shutdown() }
         #expect(refused.backendName == "posix")
         #expect(lines.count == 1 && lines[0].contains("io_uring unavailable") && lines[0].contains("POSIX"))
         let forced = #expect(throws: StorageError.self) {
-            _ = try makeStorageDevice(.uring, log: { _ in }, openUring: { () throws(StorageError) in
-                throw StorageError(.unsupported, "refused", errno: EPERM)
-            })
+            _ = try makeStorageDevice(
+                .uring, log: { _ in },
+                openUring: { () throws(StorageError) in
+                    throw StorageError(.unsupported, "refused", errno: EPERM)
+                })
         }
         #expect(forced?.code == .unsupported, "--io uring must fail loudly, never fall back")
     }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import TernStorage
 
 /// Randomized operation sequences against a plain array model: whatever the interleaving of
@@ -13,7 +14,7 @@ struct ModelTests {
         let dir = temporaryDirectory("model")
         defer { removeTree(dir) }
         var random = TestRandom(seed: seed)
-        var model: [LogEntry] = []   // entries firstIndex... in order
+        var model: [LogEntry] = []  // entries firstIndex... in order
         var term: UInt64 = 1
         var log = try Commitlog(directory: dir, device: device, options: tinyOptions)
         func check(_ step: Int) throws {

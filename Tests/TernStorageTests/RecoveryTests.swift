@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import TernStorage
 
 /// Builds a log whose checkpoint covers entries 1...n-1 and whose entry n is written after it,
@@ -124,9 +125,9 @@ struct RecoveryTests {
         try log.close()
         let names = try device.listDirectory(dir).filter { $0.hasSuffix(".index") }
         #expect(names.count >= 4)
-        try device.removeFile(dir + "/" + names[0])                                  // trusted segment, index gone
-        truncateFile(dir + "/" + names[1], fileSize(dir + "/" + names[1]) / 2)      // trusted segment, index short
-        truncateFile(dir + "/" + names.last!, 0)                                    // checkpoint segment, index empty
+        try device.removeFile(dir + "/" + names[0])  // trusted segment, index gone
+        truncateFile(dir + "/" + names[1], fileSize(dir + "/" + names[1]) / 2)  // trusted segment, index short
+        truncateFile(dir + "/" + names.last!, 0)  // checkpoint segment, index empty
         let reopened = try Commitlog(directory: dir, device: device, options: tinyOptions)
         #expect(reopened.lastIndex == 200)
         #expect(reopened.recoveryReport.filter { $0.contains("rebuilt the index") }.count == 2, "\(reopened.recoveryReport)")
@@ -165,7 +166,10 @@ struct RecoveryTests {
         #expect(failure?.code == .noSpace, "\(String(describing: failure))")
         #expect(durable.count > 10)
         let before = try log.read(from: 1, maxBytes: .max)
-        #expect(before == durable, "read \(before.count) entries, durable \(durable.count), lastIndex \(log.lastIndex) durableIndex \(log.durableIndex) failure \(String(describing: failure))")
+        #expect(
+            before == durable,
+            "read \(before.count) entries, durable \(durable.count), lastIndex \(log.lastIndex) durableIndex \(log.durableIndex) failure \(String(describing: failure))"
+        )
         try? log.close()
         // A restart: a new process, so a new device, and no segment preparation still running.
         device.shutdown()

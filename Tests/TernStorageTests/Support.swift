@@ -1,5 +1,6 @@
 import Glibc
 import Testing
+
 @testable import TernStorage
 
 /// The two real backends every commitlog test runs on.
