@@ -118,7 +118,9 @@ struct DedupeWindow {
 
 public final class Broker {
     public let config: BrokerConfig
-    let source: any EntrySource
+    /// Not retained: the node that owns this broker is its source, and a strong reference here
+    /// made a cycle that leaked every node (the simulator's sweeps grew by gigabytes).
+    unowned let source: any EntrySource
     /// Topic name -> queue count.
     public internal(set) var topics: [String: UInt32] = [:]
     var queues: [QueueRef: ConsumeQueue] = [:]
