@@ -59,6 +59,7 @@ apply-uncommitted 1-60 30
 lose-persisted-vote 1-800 10
 commit-earlier-term 1-1200 20
 heartbeat-commit-capped 1-10 30
+truncate-peer-frames 1-3 10
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -132,7 +132,10 @@ extension World {
             latency += 50_000 + below(1_450_000)
             count("delay spike")
         }
-        let bytes = PeerCodec.encode(m)
+        var bytes = PeerCodec.encode(m)
+        if options.plantedBugs.contains(.truncatePeerFrames), case .append(_, _, let entries, _) = m.kind, !entries.isEmpty {
+            bytes.removeLast()  // a codec that loses a message's last byte
+        }
         schedule(.deliver(to: to, bytes: bytes), after: latency)
         if faultsOn && chance(mix.duplicateRate) { schedule(.deliver(to: to, bytes: bytes), after: latency + below(10_000)) }
     }

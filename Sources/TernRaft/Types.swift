@@ -190,6 +190,9 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// A follower caps a heartbeat's commit at what it verified since its restart (the old rule:
     /// a follower restarted on an idle group stayed at commit 0 until the next write).
     public static let heartbeatCommitCapped = PlantedBugs(rawValue: 1 << 18)
+    /// The simulator's network loses the last byte of every append that carries entries (a
+    /// peer codec bug), for showing its codec checker.
+    public static let truncatePeerFrames = PlantedBugs(rawValue: 1 << 19)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -200,7 +203,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("read-wrong-slot", .readWrongSlot), ("release-early", .releaseEarly), ("release-twice", .releaseTwice),
         ("lock-without-fence", .lockWithoutFence), ("send-back-twice", .sendBackTwice),
         ("dead-letter-early", .deadLetterEarly), ("deliver-half", .deliverHalf), ("redeliver-early", .redeliverEarly),
-        ("heartbeat-commit-capped", .heartbeatCommitCapped),
+        ("heartbeat-commit-capped", .heartbeatCommitCapped), ("truncate-peer-frames", .truncatePeerFrames),
     ]
 }
 

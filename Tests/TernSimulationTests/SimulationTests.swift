@@ -126,6 +126,15 @@ struct SimulationBrokerTests {
         #expect(result.transactionsCommitted > 0)
     }
 
+    @Test("the peer codec checker catches Raft messages that do not decode (planted truncate-peer-frames)")
+    func codecChecker() {
+        var options = SimulationOptions(seed: 3)
+        options.seconds = 5
+        options.plantedBugs = .truncatePeerFrames
+        let result = Simulation.run(options)
+        #expect(result.violations.contains { $0.contains("peer codec") }, "\(result.violations)")
+    }
+
     @Test("producers' messages are acknowledged and the consumer receives them")
     func workload() {
         var options = SimulationOptions(seed: 5)
