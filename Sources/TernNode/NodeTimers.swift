@@ -42,10 +42,14 @@ extension Node {
         // was rolled back). Past the give-up age a half message is checked (and so rolled back)
         // whoever polls.
         let polled = Set(checkPolls.map(\.group))
-        let due = broker.checkTimers.due(now: now, max: 1024).filter { timer in
-            guard let half = broker.halfMessages[timer.id] else { return false }
-            return polled.contains(half.group) || now >= half.storedAt + config.broker.transactionGiveUpMillis
-        }
+        // Filtered before the limit, so a group nobody polls cannot hold back the others.
+        let giveUp = config.broker.transactionGiveUpMillis
+        let halves = broker.halfMessages
+        let due: [PendingTimer] = Array(
+            broker.checkTimers.due(now: now, max: Int.max).lazy.filter { [now] timer in
+                guard let half = halves[timer.id] else { return false }
+                return polled.contains(half.group) || now >= half.storedAt + giveUp
+            }.prefix(1024))
         guard !due.isEmpty else { return }
         let (result, output) = try replica.propose([(BrokerEntryType.transactionCheck, TransactionCheck(now: now, ids: due.map(\.id)).encoded())])
         if case .accepted(let first, _) = result {

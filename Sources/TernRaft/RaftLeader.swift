@@ -40,11 +40,12 @@ extension Raft {
             }
         }
         if electionElapsed >= config.electionTimeoutTicks {
-            // Check-quorum once per election timeout. A catch-up step that spans more than one
-            // timeout covers a whole window in which nobody could have been heard from (inputs
-            // wait behind this step), so the check then fails whatever `recentActive` says.
+            // Check-quorum at every multiple of the election timeout. A catch-up step that
+            // passes two or more of those points holds a whole window in which nobody could
+            // have been heard from (inputs wait behind this step), so the check then fails
+            // whatever `recentActive` says. Ticks past the last point count toward the next.
             let windows = electionElapsed / config.electionTimeoutTicks
-            electionElapsed = 0
+            electionElapsed %= config.electionTimeoutTicks
             if config.checkQuorum && !bugs.contains(.noCheckQuorum) {
                 let active = windows > 1 ? 1 : 1 + peers.filter { progress[$0]!.recentActive }.count
                 if active < quorum {

@@ -447,7 +447,18 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         if frame.flags.contains(.response) { return }
         if frame.opcode == Opcode.raft.rawValue {
             do {
-                server.enqueue(.peer(try PeerCodec.decode(frame.body)))
+                let message = try PeerCodec.decode(frame.body)
+                // Only messages to this node from another member reach Raft (a message for
+                // another id tripped Raft's precondition: any connection could stop a node).
+                // Peers are not authenticated yet (the security issue): this only keeps a
+                // malformed or misdirected frame from stopping the node.
+                guard message.to == server.config.id, message.from != server.config.id, server.config.peers[message.from] != nil else {
+                    logger.warning(
+                        "dropping a Raft message from \(message.from) to \(message.to) on \(context.remoteAddress?.description ?? "?"): not from another member to \(server.config.id)"
+                    )
+                    return
+                }
+                server.enqueue(.peer(message))
             } catch {
                 logger.warning("dropping a malformed Raft message from \(context.remoteAddress?.description ?? "?"): \(error)")
                 refuse(

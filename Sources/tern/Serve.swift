@@ -52,7 +52,12 @@ struct ClusterUp: AsyncParsableCommand {
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
         let signals = demo ? nil : StopSignals([SIGINT, SIGTERM]) { requested.yield($0) }
         defer { signals?.cancel() }
-        try cluster.startAll()
+        do {
+            try cluster.startAll()
+        } catch {
+            cluster.stopAll()  // the nodes that did start
+            throw error
+        }
         print("tern: \(nodes) nodes starting (data in \(data), logs in \(cluster.logDirectory))")
         for (id, e) in zip(cluster.ids, cluster.endpoints) { print("  \(id)  \(e)") }
         print("endpoints: \(cluster.endpoints.joined(separator: ","))")

@@ -8,6 +8,7 @@ import Foundation
 import TernClient
 import TernLauncher
 import TernProtocol
+import TernRaft
 import Testing
 
 @Suite("Integration: restarts and signals", .serialized)
@@ -43,6 +44,26 @@ struct RestartAndSignalTests {
                 print("idle catch-up: \(follower) reached the leader's commit index \(caughtUp) after its restart (process start included)")
                 #expect(caughtUp < .seconds(5), "took \(caughtUp)")
             }
+        }
+    }
+
+    // Found in review: a Raft frame addressed to another id reached Raft's precondition
+    // (`m.to == id`) and stopped the node: any connection could take a node down.
+    @Test("a Raft frame addressed to another id, or from a non-member, is dropped; every node keeps running", .timeLimit(.minutes(2)))
+    func misdirectedRaftFrames() async throws {
+        try await withThreeNodes { cluster, client in
+            let target = cluster.endpoints[0]
+            for m in [
+                Message(from: "n2", to: "zz", term: 1, kind: .heartbeat(commit: 0, context: 0)),
+                Message(from: "intruder", to: "n1", term: 1, kind: .timeoutNow),
+                Message(from: "n1", to: "n1", term: 1, kind: .heartbeatResponse(context: 0)),
+            ] {
+                let call = try RawCall(endpoint: target, opcode: .raft, body: PeerCodec.encode(m))
+                _ = call  // no reply to a Raft message; the connection closes with `call`
+            }
+            try await Task.sleep(for: .milliseconds(500))
+            let status = try await client.status()
+            #expect(status.allSatisfy { $0.role != "unreachable" }, "\(status.map { "\($0.id) \($0.role)" })")
         }
     }
 

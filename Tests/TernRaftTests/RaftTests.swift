@@ -213,6 +213,31 @@ struct LeadershipTests {
         #expect(net.leaders.contains { $0 != "n1" })
     }
 
+    @Test("a catch-up step after a pause: the lease is gone at once; passing two check points steps the leader down, one point checks as a single tick would")
+    func catchUpStep() throws {
+        let net = Network(3)
+        net.elect("n1")
+        net.tickAll(times: 3)
+        let timeout = net["n1"].config.electionTimeoutTicks
+        #expect(net["n1"].hasLease)
+        // Paused for just under one timeout's worth and cut off: no lease, still leader (as
+        // with single ticks: the next check has not come yet).
+        net.isolate("n1")
+        net.absorb("n1", try net["n1"].tick(timeout - 1))
+        #expect(!net["n1"].hasLease)
+        #expect(net["n1"].role == .leader)
+        // A step past two check points: the whole last window was the pause.
+        net.absorb("n1", try net["n1"].tick(2 * timeout))
+        #expect(net["n1"].role == .follower)
+        // The same pause as single ticks ends the same way.
+        let single = Network(3)
+        single.elect("n1")
+        single.tickAll(times: 3)
+        single.isolate("n1")
+        single.tick("n1", times: 3 * timeout - 1)
+        #expect(single["n1"].role == .follower)
+    }
+
     @Test("without check-quorum (planted) a deposed leader keeps claiming a lease")
     func noCheckQuorumPlanted() {
         let net = Network(3) { $0.plantedBugs = .noCheckQuorum }
