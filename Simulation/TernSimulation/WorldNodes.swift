@@ -46,6 +46,12 @@ extension World {
         nodeConfig.broker.transactionCheckFirstMillis = 1_000
         nodeConfig.broker.transactionCheckIntervalMillis = 1_500
         nodeConfig.broker.transactionMaxChecks = 8
+        // Past the fault phase and the liveness bound: a transaction is never given up while
+        // faults keep its producers from the leader (seed 2822: elections from term 51 to 138
+        // kept a committed local transaction's decision from every leader for longer than the
+        // derived 26 s, and it was rolled back). Its checks decide it once the faults stop;
+        // NodeTests shows the give-up rule itself.
+        nodeConfig.broker.transactionGiveUpOverrideMillis = UInt64((options.seconds + options.livenessBoundSeconds) * 1000) + 30_000
         do {
             node.node = try Node(
                 config: nodeConfig, device: node.device, directory: "/\(node.id)",

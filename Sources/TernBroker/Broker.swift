@@ -39,11 +39,13 @@ public struct BrokerConfig: Sendable, Equatable {
     public var transactionCheckFirstMillis: UInt64 = 6_000
     public var transactionCheckIntervalMillis: UInt64 = 30_000
     public var transactionMaxChecks: UInt32 = 15
-    /// Twice the whole check schedule (15 min 12 s by default): the age at which an undecided
-    /// half message is rolled back whether or not its checks could be asked.
+    /// The age at which an undecided half message is rolled back whether or not its checks could
+    /// be asked: `transactionGiveUpOverrideMillis`, else twice the whole check schedule (15 min
+    /// 12 s by default).
     public var transactionGiveUpMillis: UInt64 {
-        2 * (transactionCheckFirstMillis + UInt64(transactionMaxChecks) * transactionCheckIntervalMillis)
+        transactionGiveUpOverrideMillis ?? 2 * (transactionCheckFirstMillis + UInt64(transactionMaxChecks) * transactionCheckIntervalMillis)
     }
+    public var transactionGiveUpOverrideMillis: UInt64?
     /// Transaction outcomes remembered (for repeated or late decisions), at most.
     public var decidedTransactions = 100_000
     /// Invisible (received, unacknowledged) messages per group and queue, at most; a receive
