@@ -123,6 +123,18 @@ extension Raft {
                 try sendAppend(to: m.from)
                 return
             }
+            if hintTerm == Message.lostLogHintTerm && pr.inflight.isEmpty && !(pr.probing && pr.probeSent) {
+                // A rejoining member whose log reaches past what it acknowledged, restarted, has
+                // verified nothing since: with nothing in flight to it (an idle group) no append
+                // would ever verify it, and it stayed at commit 0 (simulator seed 1013, the idle
+                // phase). Probe it from its match; the answer verifies its log.
+                pr.next = pr.match + 1
+                pr.probing = true
+                pr.probeSent = false
+                progress[m.from] = pr
+                try sendAppend(to: m.from)
+                return
+            }
             guard index > pr.match, index < pr.next else { return }  // stale rejection
             // While probing, only the rejection of the probe in flight counts: the rest of an
             // earlier window (reordered appends the follower could not place yet) would

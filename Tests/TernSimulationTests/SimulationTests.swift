@@ -145,6 +145,17 @@ struct SimulationBrokerTests {
         #expect(result.ok, "\(result.violations)")
     }
 
+    // Seed 1013 (the sweep of seeds 1001-2000): the idle phase restarted a member that was still
+    // rejoining after a lost disk, with its whole log; it rejected each heartbeat as rejoining
+    // members do, but its log reached past its match, so the leader took the rejections for stale
+    // ones and sent nothing: commit 0 until the next write. The leader now probes such a member
+    // from its match when nothing is in flight to it.
+    @Test("seed 1013: a rejoining member restarted on an idle group is probed and catches up")
+    func seed1013() {
+        let result = Simulation.run(SimulationOptions(seed: 1013))
+        #expect(result.ok, "\(result.violations)")
+    }
+
     @Test("producers' messages are acknowledged and the consumer receives them")
     func workload() {
         var options = SimulationOptions(seed: 5)
