@@ -25,14 +25,4 @@ public final class StopSignals: @unchecked Sendable {
         for s in sources { s.cancel() }
         sources = []
     }
-
-    /// Waits for the first of `signals` and returns it.
-    public static func first(of signals: [Int32]) async -> Int32 {
-        let stream = AsyncStream<Int32> { continuation in
-            let held = StopSignals(signals) { continuation.yield($0) }
-            continuation.onTermination = { _ in held.cancel() }
-        }
-        for await sig in stream { return sig }
-        return 0
-    }
 }
