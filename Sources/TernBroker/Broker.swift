@@ -92,23 +92,6 @@ public struct ReceivedGrant: Equatable, Sendable {
     public var attempt: UInt32
 }
 
-struct ConsumeQueue {
-    /// Offset of the first element kept (retention moves it).
-    var baseOffset: UInt64 = 0
-    var entryIndexes: [UInt64] = []
-    var positions: [UInt32] = []
-    var slots: [UInt16] = []
-    var tagHashes: [UInt32] = []
-    var maxOffset: UInt64 { baseOffset + UInt64(entryIndexes.count) }
-
-    mutating func append(entryIndex: UInt64, position: UInt32, slot: UInt16, tagHash: UInt32) {
-        entryIndexes.append(entryIndex)
-        positions.append(position)
-        slots.append(slot)
-        tagHashes.append(tagHash)
-    }
-}
-
 struct DedupeWindow {
     var results: [UInt64: SendResponse] = [:]
     var order: [UInt64] = []
@@ -125,7 +108,9 @@ public final class Broker {
     unowned let source: any EntrySource
     /// Topic name -> queue count.
     public internal(set) var topics: [String: UInt32] = [:]
-    var queues: [QueueRef: ConsumeQueue] = [:]
+    /// Each queue's files (BrokerQueues.swift); the rows are on disk, in `queueFiles`.
+    var queues: [QueueRef: QueueFileKey] = [:]
+    public let queueFiles: ConsumeQueueFiles
     /// Group -> queue -> next offset to consume.
     public internal(set) var offsets: [String: [QueueRef: UInt64]] = [:]
     var producers: [UInt64: [QueueRef: DedupeWindow]] = [:]
@@ -170,9 +155,10 @@ public final class Broker {
         }
     }
 
-    public init(config: BrokerConfig, source: any EntrySource) {
+    public init(config: BrokerConfig, source: any EntrySource, queueFiles: ConsumeQueueFiles) {
         self.config = config
         self.source = source
+        self.queueFiles = queueFiles
         timers.keepReleased = config.plantedBugs.contains(.releaseTwice)
     }
 

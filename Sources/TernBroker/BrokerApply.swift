@@ -10,15 +10,16 @@ extension Broker {
     /// ...) does not decode or its type is unknown: a committed entry is never skipped, and the
     /// node fails stop. Client content inside a send that fails validation is not corruption:
     /// every replica refuses it the same way (`.failed`).
-    public func apply(index: UInt64, type: UInt8, body: [UInt8]) throws(CorruptEntry) -> ApplyOutcome {
+    /// A consume queue's file that cannot be written or read throws its `StorageError`.
+    public func apply(index: UInt64, type: UInt8, body: [UInt8]) throws -> ApplyOutcome {
         precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
         appliedIndex = index
         do {
             switch type {
-            case BrokerEntryType.admin: return applyAdmin(try AdminCommand.decode(body))
+            case BrokerEntryType.admin: return try applyAdmin(try AdminCommand.decode(body), index: index)
             case BrokerEntryType.messages: return try applyMessages(index: index, body: body)
             case BrokerEntryType.release:
-                return applyRelease(try MessageIDList.decode(body).ids)
+                return try applyRelease(try MessageIDList.decode(body).ids)
             case BrokerEntryType.recall:
                 let ids = try MessageIDList.decode(body).ids
                 for id in ids where timers.pending[id] == nil {
@@ -34,8 +35,8 @@ extension Broker {
                     for (q, o) in commit.groups[g]! where topics[q.topic] != nil { offsets[g, default: [:]][q] = o }
                 }
                 return .done
-            case BrokerEntryType.transactionEnd: return applyTransactionEnd(try TransactionEnd.decode(body))
-            case BrokerEntryType.transactionCheck: return applyTransactionCheck(try TransactionCheck.decode(body))
+            case BrokerEntryType.transactionEnd: return try applyTransactionEnd(try TransactionEnd.decode(body))
+            case BrokerEntryType.transactionCheck: return try applyTransactionCheck(try TransactionCheck.decode(body))
             case BrokerEntryType.receive: return applyReceive(try ReceiveEntry.decode(body), index: index)
             case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body))
             case BrokerEntryType.offsets:
@@ -53,19 +54,21 @@ extension Broker {
             }
         } catch let error as CorruptEntry {
             throw error
+        } catch let error as StorageError {
+            throw error
         } catch {
             throw CorruptEntry(index: index, type: type, reason: "\(error)")
         }
     }
 
-    func applyAdmin(_ command: AdminCommand) -> ApplyOutcome {
+    func applyAdmin(_ command: AdminCommand, index: UInt64) throws(StorageError) -> ApplyOutcome {
         switch command {
         case .createTopic(let name, let n):
             if let existing = topics[name] {
                 return existing == n ? .done : .failed(ErrorBody(code: ErrorCode.topicExists, message: "topic \(name) exists with \(existing) queues"))
             }
             topics[name] = n
-            for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
+            for q in 0..<n { createQueue(QueueRef(topic: name, queueID: q), created: index) }
             return .done
         case .updateTopic(let name, let n):
             guard let existing = topics[name] else {
@@ -75,14 +78,14 @@ extension Broker {
                 return .failed(
                     ErrorBody(code: ErrorCode.badRequest, message: "topic \(name) has \(existing) queues; a topic's queues can be added, not removed"))
             }
-            for q in existing..<n { queues[QueueRef(topic: name, queueID: q)] = ConsumeQueue() }
+            for q in existing..<n { createQueue(QueueRef(topic: name, queueID: q), created: index) }
             topics[name] = n
             return .done
         case .deleteTopic(let name):
             guard let n = topics.removeValue(forKey: name) else {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
-            for q in 0..<n { queues[QueueRef(topic: name, queueID: q)] = nil }
+            for q in 0..<n { try removeQueue(QueueRef(topic: name, queueID: q)) }
             keyIndex[name] = nil
             for g in receiveGroups.keys.sorted() {
                 receiveGroups[g] = receiveGroups[g]!.filter { $0.key.topic != name }
@@ -96,7 +99,7 @@ extension Broker {
         }
     }
 
-    func applyMessages(index: UInt64, body: [UInt8]) throws(WireError) -> ApplyOutcome {
+    func applyMessages(index: UInt64, body: [UInt8]) throws -> ApplyOutcome {
         var r = WireReader(body)
         let storeTimestamp = try r.u64("store timestamp")
         lastStoreTimestamp = max(lastStoreTimestamp, storeTimestamp)
@@ -116,7 +119,7 @@ extension Broker {
                     earlier.duplicate = true
                     return .sent(earlier)
                 }
-                let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+                let result = try appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
                 if case .sent(let response) = result {
                     // Out of the table while it changes, so the change does not copy it.
                     var book = sendBacks.removeValue(forKey: header.topic) ?? ([:], [], 0)
@@ -148,7 +151,7 @@ extension Broker {
                             message: "sequence \(header.sequence) of producer \(header.producerID) is older than the dedupe window"))
                 }
             }
-            let result = appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+            let result = try appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
             guard case .sent(let response) = result else { return result }
             // Out of the table while it changes, so the change does not copy the window.
             var window = producers[header.producerID]?.removeValue(forKey: ref) ?? DedupeWindow()
@@ -169,10 +172,12 @@ extension Broker {
             if producers.count > config.maxProducers { forgetLeastRecentProducer() }
             return result
         }
-        return appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+        return try appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
     }
 
-    private func appendMessages(index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef, storeTimestamp: UInt64) -> ApplyOutcome {
+    private func appendMessages(
+        index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef, storeTimestamp: UInt64
+    ) throws(StorageError) -> ApplyOutcome {
         guard header.count > 0, header.count <= UInt32(min(config.maxBatchMessages, Int(UInt16.max))) else {
             return .failed(ErrorBody(code: ErrorCode.badRequest, message: "a send carries 1 to \(config.maxBatchMessages) messages, not \(header.count)"))
         }
@@ -221,7 +226,7 @@ extension Broker {
             checkTimers.schedule(
                 PendingTimer(
                     deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
-            if config.plantedBugs.contains(.deliverHalf) { indexLate(checkTimers.pending[id]!) }
+            if config.plantedBugs.contains(.deliverHalf) { try indexLate(checkTimers.pending[id]!) }
             return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))
         }
         if let at = deliverAt {
@@ -233,33 +238,30 @@ extension Broker {
             return .sent(
                 SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
         }
-        let first = queues[ref]!.maxOffset
+        let first = queue(ref)!.maxOffset
         var order = Array(found.enumerated())
         if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
-        // Appended in place (`queues[ref]!` is a modify access): a copy out and back would copy
-        // the whole queue on every send.
-        for (slot, f) in order { queues[ref]!.append(entryIndex: index, position: f.position, slot: UInt16(slot), tagHash: f.hash) }
+        for (slot, f) in order { try appendRow(ref, QueueRow(entryIndex: index, position: f.position, slot: UInt16(slot), tagHash: f.hash)) }
         return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: first, count: header.count, duplicate: false))
     }
 
     /// Indexes released messages in their queues. A message no longer pending (released before,
     /// recalled, or its topic deleted) is skipped: a release never delivers twice.
-    func applyRelease(_ ids: [MessageID]) -> ApplyOutcome {
+    func applyRelease(_ ids: [MessageID]) throws(StorageError) -> ApplyOutcome {
         for id in ids {
             let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[id] ?? timers.released[id]) : timers.pending[id]
             guard let t = pending else { continue }
             timers.release(id)
-            indexLate(t)
+            try indexLate(t)
         }
         return .done
     }
 
     /// Indexes a message stored earlier at the end of its queue now (a released delayed message,
     /// a committed half message). Nothing when its topic is gone.
-    func indexLate(_ t: PendingTimer) {
-        guard let offset = queues[t.queue]?.maxOffset else { return }
-        lateOffsets[t.id] = offset
-        queues[t.queue]!.append(entryIndex: t.id.entryIndex, position: t.position, slot: t.id.slot, tagHash: t.tagHash)
+    func indexLate(_ t: PendingTimer) throws(StorageError) {
+        guard queues[t.queue] != nil else { return }
+        lateOffsets[t.id] = try appendRow(t.queue, QueueRow(entryIndex: t.id.entryIndex, position: t.position, slot: t.id.slot, tagHash: t.tagHash))
     }
 
     private func forgetLeastRecentProducer() {

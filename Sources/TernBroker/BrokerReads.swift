@@ -4,17 +4,17 @@ import TernProtocol
 import TernStorage
 
 extension Broker {
-    public func maxOffset(_ q: QueueRef) -> UInt64? { queues[q]?.maxOffset }
+    public func maxOffset(_ q: QueueRef) -> UInt64? { queue(q)?.maxOffset }
 
     /// The queue's first kept offset and one past its last.
-    public func bounds(_ q: QueueRef) -> (min: UInt64, max: UInt64)? { queues[q].map { ($0.baseOffset, $0.maxOffset) } }
+    public func bounds(_ q: QueueRef) -> (min: UInt64, max: UInt64)? { queue(q).map { ($0.baseOffset, $0.maxOffset) } }
 
     public func topicInfo(_ name: String) -> TopicInfo? {
         guard let n = topics[name] else { return nil }
         return TopicInfo(
             name: name,
             queues: (0..<n).map { id in
-                let q = queues[QueueRef(topic: name, queueID: id)]!
+                let q = queue(QueueRef(topic: name, queueID: id))!
                 return TopicInfo.Queue(queueID: id, minOffset: q.baseOffset, maxOffset: q.maxOffset)
             })
     }
@@ -33,7 +33,7 @@ extension Broker {
     /// to it; one past the end returns nothing.
     public func pull(_ request: PullRequest) throws(StorageError) -> Result<PullResponse, ErrorBody> {
         let ref = QueueRef(topic: request.topic, queueID: request.queueID)
-        guard let q = queues[ref] else {
+        guard let q = queue(ref) else {
             return .failure(
                 topics[request.topic] == nil
                     ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist")
@@ -51,18 +51,19 @@ extension Broker {
         var out: [ReceivedMessage] = []
         var bytes = 0
         var scanned = 0
+        var cursor = RowCursor(queueFiles, q.key)
         while offset < q.maxOffset, out.count < Int(request.maxMessages), scanned < config.maxScanPerPull {
-            let k = Int(offset - q.baseOffset)
+            let (row, nextRow) = try cursor.row(at: offset)
             scanned += 1
-            if filter.matches(hash: q.tagHashes[k]) {
-                let wrong = config.plantedBugs.contains(.readWrongSlot) && k + 1 < q.positions.count && q.entryIndexes[k + 1] == q.entryIndexes[k]
-                let m = try readMessage(entryIndex: q.entryIndexes[k], position: q.positions[wrong ? k + 1 : k])
+            if filter.matches(hash: row.tagHash) {
+                let wrong = config.plantedBugs.contains(.readWrongSlot) && nextRow?.entryIndex == row.entryIndex
+                let m = try readMessage(entryIndex: row.entryIndex, position: wrong ? nextRow!.position : row.position)
                 if filter.matches(tag: m.1.tag) && (sql?.matches(properties: m.1.properties, tag: m.1.tag) ?? true) {
                     if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
                     bytes += m.1.body.count
                     out.append(
                         ReceivedMessage(
-                            id: MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k]), topic: request.topic, queueID: request.queueID, queueOffset: offset,
+                            id: MessageID(entryIndex: row.entryIndex, slot: row.slot), topic: request.topic, queueID: request.queueID, queueOffset: offset,
                             storeTimestamp: m.0.timestamp, producerGroup: m.0.group, message: m.1))
                 }
             }
@@ -83,37 +84,39 @@ extension Broker {
         var r = WireReader(body)
         guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
         let ref = QueueRef(topic: header.topic, queueID: header.queueID)
-        guard let q = queues[ref] else { return nil }
+        guard let q = queue(ref) else { return nil }
         // Released delayed messages are found by their recorded offset; the others ascend by id
         // along the queue (released ones interleaved): binary search, stepping over those.
-        var found: Int?
+        var found: (offset: UInt64, row: QueueRow)?
         if let offset = lateOffsets[id] {
-            if offset >= q.baseOffset && offset < q.maxOffset { found = Int(offset - q.baseOffset) }
+            if offset >= q.baseOffset && offset < q.maxOffset, let r = try row(ref, at: offset) { found = (offset, r) }
         } else {
-            func released(_ k: Int) -> Bool {
-                lateOffsets[MessageID(entryIndex: q.entryIndexes[k], slot: q.slots[k])] == q.baseOffset + UInt64(k)
-            }
-            var lo = 0, hi = q.entryIndexes.count
+            var lo = q.baseOffset, hi = q.maxOffset
             while lo < hi {
-                let mid = (lo + hi) / 2
+                let mid = lo + (hi - lo) / 2
                 var probe = mid
-                while probe < hi && released(probe) { probe += 1 }
+                var r = try row(ref, at: probe)!
+                while lateOffsets[MessageID(entryIndex: r.entryIndex, slot: r.slot)] == probe {
+                    probe += 1
+                    if probe == hi { break }
+                    r = try row(ref, at: probe)!
+                }
                 if probe == hi {
                     hi = mid
                     continue
                 }
-                let key = (q.entryIndexes[probe], q.slots[probe])
+                let key = (r.entryIndex, r.slot)
                 if key == (id.entryIndex, id.slot) {
-                    found = probe
+                    found = (probe, r)
                     break
                 }
                 if key < (id.entryIndex, id.slot) { lo = probe + 1 } else { hi = mid }
             }
         }
-        guard let lo = found, q.entryIndexes[lo] == id.entryIndex, q.slots[lo] == id.slot else { return nil }
-        let m = try readMessage(entryIndex: id.entryIndex, position: q.positions[lo])
+        guard let f = found, f.row.entryIndex == id.entryIndex, f.row.slot == id.slot else { return nil }
+        let m = try readMessage(entryIndex: id.entryIndex, position: f.row.position)
         return ReceivedMessage(
-            id: id, topic: header.topic, queueID: header.queueID, queueOffset: q.baseOffset + UInt64(lo), storeTimestamp: m.0.timestamp,
+            id: id, topic: header.topic, queueID: header.queueID, queueOffset: f.offset, storeTimestamp: m.0.timestamp,
             producerGroup: m.0.group, message: m.1)
     }
 
@@ -130,15 +133,15 @@ extension Broker {
     /// end when none was). Binary search over store timestamps, which ascend along a queue
     /// because the leader's clock as applied is made monotonic.
     public func offset(_ queue: QueueRef, atOrAfter timestamp: UInt64) throws(StorageError) -> UInt64? {
-        guard let q = queues[queue] else { return nil }
-        var lo = 0, hi = q.entryIndexes.count
+        guard let q = self.queue(queue) else { return nil }
+        var lo = q.baseOffset, hi = q.maxOffset
         while lo < hi {
-            let mid = (lo + hi) / 2
-            let body = try source.entryBody(at: q.entryIndexes[mid])
+            let mid = lo + (hi - lo) / 2
+            let body = try source.entryBody(at: try row(queue, at: mid)!.entryIndex)
             let stamp = body.count >= 8 ? body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0
             if stamp < timestamp { lo = mid + 1 } else { hi = mid }
         }
-        return q.baseOffset + UInt64(lo)
+        return lo
     }
 
     func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {

@@ -49,7 +49,8 @@ extension Broker {
         var chosen: [ReceiveEntry.Queue] = []
         for k in 0..<n {
             let ref = QueueRef(topic: request.topic, queueID: (startQueue &+ k) % n)
-            guard left > 0, let q = queues[ref] else { continue }
+            guard left > 0, let q = queue(ref) else { continue }
+            var cursor = RowCursor(queueFiles, q.key)
             let state = receiveGroups[request.group]?[ref] ?? ReceiveQueue(next: q.baseOffset)
             var offsets: [UInt64] = []
             for o in state.invisible.keys.sorted() where left > 0 && state.invisible[o]!.until <= now + earlyMillis {
@@ -62,10 +63,10 @@ extension Broker {
             var scanned = 0
             var invisible = state.invisible.count
             while left > 0, next < q.maxOffset, invisible < config.maxInvisiblePerQueue, scanned < config.maxScanPerPull {
-                let i = Int(next - q.baseOffset)
+                let row = try cursor.row(at: next).0
                 scanned += 1
-                if filter.matches(hash: q.tagHashes[i]) {
-                    let exact = filter.tags == nil ? true : filter.matches(tag: try readMessage(entryIndex: q.entryIndexes[i], position: q.positions[i]).1.tag)
+                if filter.matches(hash: row.tagHash) {
+                    let exact = filter.tags == nil ? true : filter.matches(tag: try readMessage(entryIndex: row.entryIndex, position: row.position).1.tag)
                     if exact {
                         offsets.append(next)
                         left -= 1
@@ -87,7 +88,7 @@ extension Broker {
         var grants: [ReceivedGrant] = []
         for chosen in e.queues {
             let ref = QueueRef(topic: e.topic, queueID: chosen.queueID)
-            guard let q = queues[ref] else { continue }
+            guard let q = queue(ref) else { continue }
             // Out of the table while it changes, so the change does not copy its invisible map.
             var state = receiveGroups[e.group]?.removeValue(forKey: ref) ?? ReceiveQueue(next: q.baseOffset)
             let oldNext = Swift.max(state.next, q.baseOffset)
@@ -140,11 +141,10 @@ extension Broker {
 
     /// The message at `offset` of `queue`, if the queue still holds it.
     public func message(at offset: UInt64, in ref: QueueRef) throws(StorageError) -> ReceivedMessage? {
-        guard let q = queues[ref], offset >= q.baseOffset, offset < q.maxOffset else { return nil }
-        let i = Int(offset - q.baseOffset)
-        let (meta, m) = try readMessage(entryIndex: q.entryIndexes[i], position: q.positions[i])
+        guard let q = queue(ref), offset >= q.baseOffset, offset < q.maxOffset, let row = try row(ref, at: offset) else { return nil }
+        let (meta, m) = try readMessage(entryIndex: row.entryIndex, position: row.position)
         return ReceivedMessage(
-            id: MessageID(entryIndex: q.entryIndexes[i], slot: q.slots[i]), topic: ref.topic, queueID: ref.queueID, queueOffset: offset,
+            id: MessageID(entryIndex: row.entryIndex, slot: row.slot), topic: ref.topic, queueID: ref.queueID, queueOffset: offset,
             storeTimestamp: meta.timestamp, producerGroup: meta.group, message: m)
     }
 

@@ -24,13 +24,13 @@ extension Broker {
     /// How a transaction ended, if it did and is still remembered.
     public func decision(_ id: MessageID) -> TransactionDecision? { decided[id] }
 
-    func applyTransactionEnd(_ end: TransactionEnd) -> ApplyOutcome {
+    func applyTransactionEnd(_ end: TransactionEnd) throws(StorageError) -> ApplyOutcome {
         if let half = halfMessages[end.id] {
             guard half.group == end.group else {
                 return .failed(
                     ErrorBody(code: ErrorCode.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
             }
-            decide(end.id, end.decision)
+            try decide(end.id, end.decision)
             return .done
         }
         if let earlier = decided[end.id] {
@@ -45,13 +45,13 @@ extension Broker {
 
     /// Counts a check of each half message still undecided; past the maximum checks or the
     /// give-up age (by the entry's time), rolls it back. Returns the ones to ask about.
-    func applyTransactionCheck(_ check: TransactionCheck) -> ApplyOutcome {
+    func applyTransactionCheck(_ check: TransactionCheck) throws(StorageError) -> ApplyOutcome {
         var ask: [MessageID] = []
         for id in check.ids {
             guard var half = halfMessages[id], let timer = checkTimers.pending[id] else { continue }
             half.checks += 1
             if half.checks > config.transactionMaxChecks || check.now >= half.storedAt + config.transactionGiveUpMillis {
-                decide(id, .rollback)
+                try decide(id, .rollback)
                 continue
             }
             halfMessages[id] = half
@@ -63,11 +63,11 @@ extension Broker {
         return .checks(ask)
     }
 
-    private func decide(_ id: MessageID, _ decision: TransactionDecision) {
+    private func decide(_ id: MessageID, _ decision: TransactionDecision) throws(StorageError) {
         halfMessages[id] = nil
         if let t = checkTimers.pending[id] {
             checkTimers.recall(id)
-            if decision == .commit { indexLate(t) }
+            if decision == .commit { try indexLate(t) }
         }
         decided[id] = decision
         decidedOrder.append(id)

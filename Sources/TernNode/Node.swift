@@ -35,6 +35,11 @@ public struct NodeConfig: Sendable {
     public var maxParkedReceives = 10_000
     /// Shortest and longest invisible time a receive or a change may ask for (milliseconds).
     public var invisibleMillisRange: ClosedRange<UInt64> = 100...(12 * 3600 * 1000)
+    /// A broker snapshot is taken after applying each entry whose index is a multiple of this
+    /// (0: never), so that every replica snapshots at the same indexes (NodeSnapshots.swift).
+    public var snapshotEveryEntries: UInt64 = 100_000
+    /// Rows per consume-queue file.
+    public var queueFileRows: UInt64 = 1 << 18
 
     public init(raft: RaftConfig, endpoints: [NodeID: String]) {
         self.raft = raft
@@ -67,13 +72,17 @@ public struct NodeOutput: Sendable {
     public var role: Role?
     /// A vote for another member was made durable during this input.
     public var votedNow = false
+    /// Snapshots taken during this input: index and a digest of the body (replicas must agree).
+    public var snapshots: [(index: UInt64, digest: UInt64)] = []
+    /// Things the node wants logged (a snapshot that could not be written).
+    public var notices: [String] = []
     public init() {}
 }
 
 public final class Node {
     public let config: NodeConfig
     public let replica: Replica
-    public private(set) var broker: Broker!
+    public internal(set) var broker: Broker!
     public let groups: ConsumerGroups
     public var id: NodeID { replica.id }
     /// Milliseconds, from the last input. Store timestamps and long-poll deadlines use it.
@@ -127,6 +136,16 @@ public final class Node {
     /// Index of the release entry in flight; the next is proposed once it applied.
     var releaseInFlight: UInt64?
     var lastStamp: UInt64 = 0
+    let brokerConfig: BrokerConfig
+    let queueFiles: ConsumeQueueFiles
+    let snapshots: SnapshotFiles
+    /// Taken at its index, written once the log is durable through it.
+    var pendingSnapshot: SnapshotFile?
+    /// The queue bounds each snapshot on disk names (their files are kept).
+    var keptSnapshotBounds: [UInt64: [QueueFileBounds]] = [:]
+    public internal(set) var lastSnapshotIndex: UInt64 = 0
+    /// What start-up loaded, for the log.
+    public internal(set) var startReport: [String] = []
 
     public init(
         config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64,
@@ -142,7 +161,11 @@ public final class Node {
             (.redeliverEarly, .redeliverEarly),
         ]
         for (bug, brokerBug) in bugs where config.raft.plantedBugs.contains(bug) { brokerConfig.plantedBugs.insert(brokerBug) }
-        broker = Broker(config: brokerConfig, source: self)
+        self.brokerConfig = brokerConfig
+        queueFiles = try ConsumeQueueFiles(device: device, directory: directory + "/cq", rowsPerFile: config.queueFileRows)
+        snapshots = try SnapshotFiles(device: device, directory: directory + "/snapshots")
+        broker = Broker(config: brokerConfig, source: self, queueFiles: queueFiles)
+        try restoreState()
     }
 
     public var role: Role { replica.raft.role }

@@ -18,9 +18,12 @@ extension Node {
             let outcome: ApplyOutcome
             do {
                 outcome = try broker.apply(index: entry.index, type: entry.type, body: entry.body)
+            } catch let e as StorageError {
+                throw e
             } catch {
                 throw StorageError(.corruption, "\(error); the node stops rather than skip it")
             }
+            snapshotIfDue(entry, into: &out)
             if case .sent = outcome { touched = true }
             if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.transactionEnd { touched = true }
             if case .checks(let ids) = outcome, isLeader {
@@ -94,6 +97,7 @@ extension Node {
             groups.reset()
         }
         wasLeader = leaderNow
+        writePendingSnapshot(into: &out)
         if touched { try wakeParked(into: &out) }
         if checksQueued { try deliverChecks(into: &out) }
     }

@@ -110,12 +110,12 @@ public final class Raft {
     var out = Effects()
     var reportedCommit: UInt64
 
-    /// Starts as a follower from persisted state. `appliedIndex`: what the state machine applied
-    /// before the restart (entries up to it are committed).
     /// Entry bytes per append message from now on (the simulator ends its one-entry-per-append
     /// fault with this when its faults stop).
     public func setMaxAppendBytes(_ bytes: Int) { config.maxAppendBytes = max(1, bytes) }
 
+    /// Starts as a follower from persisted state. `appliedIndex`: what the state machine applied
+    /// before the restart (entries up to it are committed).
     public init(config: RaftConfig, log: any RaftLog, hardState: HardState, appliedIndex: UInt64 = 0, seed: UInt64) {
         self.config = config
         self.id = config.id
@@ -204,6 +204,16 @@ public final class Raft {
         }
         if rejoining { maybeFinishRejoin() }
         return finish()
+    }
+
+    /// The state machine was restored from a snapshot taken at `index` (committed, and in the
+    /// log), before this replica took any input: as if it had been started with that applied index.
+    public func restoredSnapshot(at index: UInt64) {
+        precondition(appliedIndex == 0 && commitIndex == 0, "a snapshot restored after entries were applied")
+        precondition(index <= log.lastIndex, "snapshot at \(index) beyond the log's last index \(log.lastIndex)")
+        commitIndex = index
+        appliedIndex = index
+        reportedCommit = index
     }
 
     /// The state machine applied entries up to `index`.

@@ -1,3 +1,4 @@
+import Glibc
 import TernProtocol
 import TernStorage
 import Testing
@@ -14,14 +15,29 @@ final class MemoryLog: EntrySource {
     }
 }
 
+/// Consume-queue files in a new temporary directory, removed when the last reference goes.
+final class ScratchQueueFiles {
+    let path: String
+    let files: ConsumeQueueFiles
+    init(rowsPerFile: UInt64 = 1 << 18, flushRows: Int = 170) {
+        var template = Array("/tmp/tern-broker-test-XXXXXX".utf8CString)
+        path = template.withUnsafeMutableBufferPointer { String(cString: mkdtemp($0.baseAddress!)!) }
+        files = try! ConsumeQueueFiles(device: PosixDevice(), directory: path, rowsPerFile: rowsPerFile, flushRows: flushRows)
+    }
+    deinit { _ = system("rm -rf '\(path)'") }
+}
+
 /// A broker with its log: `append` stores an entry and applies it, as a node does.
 struct Harness {
     let log = MemoryLog()
+    let scratch: ScratchQueueFiles
     let broker: Broker
     var entries: [(UInt64, UInt8, [UInt8])] = []
 
-    init(config: BrokerConfig = BrokerConfig()) {
-        broker = Broker(config: config, source: log)
+    /// Small files and a short in-memory tail by default, so that tests cross both.
+    init(config: BrokerConfig = BrokerConfig(), rowsPerFile: UInt64 = 7, flushRows: Int = 3) {
+        scratch = ScratchQueueFiles(rowsPerFile: rowsPerFile, flushRows: flushRows)
+        broker = Broker(config: config, source: log, queueFiles: scratch.files)
     }
 
     @discardableResult
@@ -249,7 +265,8 @@ struct BrokerTests {
                 h.send("t", queue: q, producer: rng.next() % 3, sequence: rng.next() % 40, tags: ["x", "y"])
             }
         }
-        let copy = Broker(config: BrokerConfig(), source: h.log)
+        let copyFiles = ScratchQueueFiles()
+        let copy = Broker(config: BrokerConfig(), source: h.log, queueFiles: copyFiles.files)
         for (i, t, b) in h.entries { _ = try copy.apply(index: i, type: t, body: b) }
         #expect(copy.topicList() == h.broker.topicList())
         #expect(copy.offsets == h.broker.offsets)

@@ -1,0 +1,328 @@
+// Consume queues on disk: per queue, files of fixed-size rows, one row per message in queue
+// order (RocketMQ's ConsumeQueue idea). A row says where the message is in the commitlog; a
+// pull reads rows here and the message from the log. The broker appends rows as it applies
+// entries; they are written through the storage device without fdatasync, and synced only when
+// a broker snapshot is taken, which then records each queue's bounds. A restart from that
+// snapshot cuts every queue back to its recorded end (rows past it came from entries that are
+// applied again) and checks the last row kept; anything missing or damaged makes the node
+// rebuild from the log instead. Memory holds, per queue, its bounds and the rows not yet
+// written (at most `flushRows`), and a bounded set of open files.
+//
+// Files: `<directory>/<created 20 digits>-<queue 10 digits>-<first offset 20 digits>`, each
+// holding `rowsPerFile` rows at most. `created` is the index of the entry that created the queue
+// (a topic's creation, or the update that added queues), so that a topic deleted and created
+// again never shares files with its earlier self, and names need no escaping.
+//
+// Row (24 bytes, little-endian): entry index u64, position of the message in the entry's body
+// u32, slot u16, zero u16, tag hash u32, CRC32C of bytes 0..<20 u32. An all-zero row fails its
+// CRC, so a row never written reads as damage, not as a message.
+
+/// One row of a consume queue.
+public struct QueueRow: Equatable, Sendable {
+    public var entryIndex: UInt64
+    public var position: UInt32
+    public var slot: UInt16
+    public var tagHash: UInt32
+    public init(entryIndex: UInt64, position: UInt32, slot: UInt16, tagHash: UInt32) {
+        self.entryIndex = entryIndex
+        self.position = position
+        self.slot = slot
+        self.tagHash = tagHash
+    }
+    public static let bytes = 24
+
+    func encode(into b: inout [UInt8]) {
+        var r = [UInt8](repeating: 0, count: QueueRow.bytes)
+        r.withUnsafeMutableBytes { p in
+            p.storeBytes(of: entryIndex.littleEndian, toByteOffset: 0, as: UInt64.self)
+            p.storeBytes(of: position.littleEndian, toByteOffset: 8, as: UInt32.self)
+            p.storeBytes(of: slot.littleEndian, toByteOffset: 12, as: UInt16.self)
+            p.storeBytes(of: tagHash.littleEndian, toByteOffset: 16, as: UInt32.self)
+            let crc = crc32c(UnsafeRawBufferPointer(rebasing: p[0..<20]))
+            p.storeBytes(of: crc.littleEndian, toByteOffset: 20, as: UInt32.self)
+        }
+        b.append(contentsOf: r)
+    }
+
+    /// The row at `at` in `b`, nil when its checksum fails.
+    static func decode(_ b: UnsafeRawBufferPointer, at: Int) -> QueueRow? {
+        let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[at..<(at + 20)]))
+        guard UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 20, as: UInt32.self)) == crc else { return nil }
+        return QueueRow(
+            entryIndex: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt64.self)),
+            position: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self)),
+            slot: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: at + 12, as: UInt16.self)),
+            tagHash: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 16, as: UInt32.self)))
+    }
+}
+
+/// Names one queue's files: the entry that created the queue, and its number in the topic.
+public struct QueueFileKey: Hashable, Comparable, Sendable, CustomStringConvertible {
+    public var created: UInt64
+    public var queueID: UInt32
+    public init(created: UInt64, queueID: UInt32) {
+        self.created = created
+        self.queueID = queueID
+    }
+    public static func < (a: QueueFileKey, b: QueueFileKey) -> Bool { (a.created, a.queueID) < (b.created, b.queueID) }
+    public var description: String { "queue \(queueID) created at \(created)" }
+}
+
+/// A queue's bounds as a snapshot records them.
+public struct QueueFileBounds: Equatable, Sendable {
+    public var key: QueueFileKey
+    public var minOffset: UInt64
+    public var maxOffset: UInt64
+    public init(key: QueueFileKey, minOffset: UInt64, maxOffset: UInt64) {
+        self.key = key
+        self.minOffset = minOffset
+        self.maxOffset = maxOffset
+    }
+}
+
+public final class ConsumeQueueFiles {
+    public let device: any StorageDevice
+    public let directory: String
+    public let rowsPerFile: UInt64
+    /// Rows kept in memory per queue before they are written.
+    public let flushRows: Int
+    /// Files kept open at once, at most (the least recently used is closed first).
+    public let maxOpenFiles: Int
+
+    struct Queue {
+        var minOffset: UInt64
+        /// Rows below this are in the files.
+        var written: UInt64
+        /// Encoded rows from `written` on.
+        var tail: [UInt8] = []
+        var maxOffset: UInt64 { written + UInt64(tail.count / QueueRow.bytes) }
+    }
+    var queues: [QueueFileKey: Queue] = [:]
+    /// Open files by path, with their last use (a counter, so eviction is deterministic).
+    var open: [String: (file: DeviceFile, used: UInt64)] = [:]
+    var useCounter: UInt64 = 0
+    /// Files written since the last `sync`.
+    var unsynced: Set<String> = []
+    public private(set) var rowsWritten: UInt64 = 0
+
+    public init(device: any StorageDevice, directory: String, rowsPerFile: UInt64 = 1 << 18, flushRows: Int = 170, maxOpenFiles: Int = 64) throws(StorageError)
+    {
+        precondition(rowsPerFile > 0 && flushRows > 0 && maxOpenFiles > 0)
+        self.device = device
+        self.directory = directory
+        self.rowsPerFile = rowsPerFile
+        self.flushRows = flushRows
+        self.maxOpenFiles = maxOpenFiles
+        try device.createDirectory(directory)
+    }
+
+    deinit { for (_, f) in open { device.closeFile(f.file) } }
+
+    func path(_ key: QueueFileKey, base: UInt64) -> String {
+        func digits(_ v: UInt64, _ n: Int) -> String {
+            let s = String(v)
+            return String(repeating: "0", count: max(0, n - s.count)) + s
+        }
+        return "\(directory)/\(digits(key.created, 20))-\(digits(UInt64(key.queueID), 10))-\(digits(base, 20))"
+    }
+
+    static func parse(_ name: String) -> (key: QueueFileKey, base: UInt64)? {
+        let parts = name.split(separator: "-")
+        guard parts.count == 3, parts[0].count == 20, parts[1].count == 10, parts[2].count == 20,
+            let c = UInt64(parts[0]), let q = UInt32(parts[1]), let b = UInt64(parts[2])
+        else { return nil }
+        return (QueueFileKey(created: c, queueID: q), b)
+    }
+
+    private func handle(_ path: String, create: Bool) throws(StorageError) -> DeviceFile {
+        useCounter += 1
+        if let f = open[path] {
+            open[path]!.used = useCounter
+            return f.file
+        }
+        if open.count >= maxOpenFiles, let victim = open.min(by: { $0.value.used < $1.value.used }) {
+            device.closeFile(victim.value.file)
+            open[victim.key] = nil
+        }
+        let f = try device.openFile(path, create: create)
+        open[path] = (f, useCounter)
+        return f
+    }
+
+    private func close(_ path: String) {
+        if let f = open.removeValue(forKey: path) { device.closeFile(f.file) }
+    }
+
+    // MARK: Queues
+
+    /// A new, empty queue starting at `offset`.
+    public func create(_ key: QueueFileKey, at offset: UInt64 = 0) {
+        precondition(queues[key] == nil, "\(key) exists")
+        queues[key] = Queue(minOffset: offset, written: offset)
+    }
+
+    /// Forgets the queue. Its rows held in memory are written first, and its files stay until
+    /// `collect`: a snapshot not yet written, or one still kept, may name them.
+    public func remove(_ key: QueueFileKey) throws(StorageError) {
+        try flush(key)
+        queues[key] = nil
+    }
+
+    public func bounds(_ key: QueueFileKey) -> (min: UInt64, max: UInt64)? { queues[key].map { ($0.minOffset, $0.maxOffset) } }
+
+    public var allBounds: [QueueFileBounds] {
+        queues.keys.sorted().map { QueueFileBounds(key: $0, minOffset: queues[$0]!.minOffset, maxOffset: queues[$0]!.maxOffset) }
+    }
+
+    /// Appends a row; returns its offset.
+    @discardableResult
+    public func append(_ key: QueueFileKey, _ row: QueueRow) throws(StorageError) -> UInt64 {
+        guard queues[key] != nil else { preconditionFailure("append to unknown \(key)") }
+        let offset = queues[key]!.maxOffset
+        row.encode(into: &queues[key]!.tail)
+        if queues[key]!.tail.count >= flushRows * QueueRow.bytes { try flush(key) }
+        return offset
+    }
+
+    /// Writes the queue's rows held in memory.
+    func flush(_ key: QueueFileKey) throws(StorageError) {
+        guard var q = queues[key], !q.tail.isEmpty else { return }
+        var done = 0
+        while done < q.tail.count {
+            let offset = q.written + UInt64(done / QueueRow.bytes)
+            let base = offset - offset % rowsPerFile
+            let rows = min(Int(base + rowsPerFile - offset), (q.tail.count - done) / QueueRow.bytes)
+            let p = path(key, base: base)
+            let f = try handle(p, create: true)
+            let bytes = Array(q.tail[done..<(done + rows * QueueRow.bytes)])
+            try device.writeNow(f, at: Int(offset - base) * QueueRow.bytes, array: bytes)
+            unsynced.insert(p)
+            done += rows * QueueRow.bytes
+            rowsWritten += UInt64(rows)
+        }
+        q.written = q.maxOffset
+        q.tail = []
+        queues[key] = q
+    }
+
+    /// Writes every queue's rows held in memory and makes every file written since the last
+    /// call durable (before a snapshot names their bounds).
+    public func sync() throws(StorageError) {
+        for key in queues.keys.sorted() { try flush(key) }
+        for p in unsynced.sorted() {
+            try device.syncNow(try handle(p, create: false))
+        }
+        if !unsynced.isEmpty { try device.syncDirectory(directory) }
+        unsynced = []
+    }
+
+    /// `count` rows from `offset` (fewer at the queue's end). Throws `.corruption` for a row that
+    /// fails its checksum or is missing.
+    public func rows(_ key: QueueFileKey, from offset: UInt64, count: Int) throws(StorageError) -> [QueueRow] {
+        guard let q = queues[key], offset >= q.minOffset, offset < q.maxOffset, count > 0 else { return [] }
+        let end = min(q.maxOffset, offset + UInt64(count))
+        var out: [QueueRow] = []
+        out.reserveCapacity(Int(end - offset))
+        var at = offset
+        while at < min(end, q.written) {
+            let base = at - at % rowsPerFile
+            let n = Int(min(min(end, q.written), base + rowsPerFile) - at)
+            let p = path(key, base: base)
+            guard device.fileExists(p) else { throw StorageError(.corruption, "consume queue file \(p) is missing (rows \(at)..<\(at + UInt64(n)))") }
+            let bytes = try device.read(try handle(p, create: false), at: Int(at - base) * QueueRow.bytes, count: n * QueueRow.bytes)
+            var failed: UInt64?
+            bytes.withUnsafeBytes { b in
+                for k in 0..<(b.count / QueueRow.bytes) {
+                    guard let r = QueueRow.decode(b, at: k * QueueRow.bytes) else {
+                        failed = at + UInt64(k)
+                        return
+                    }
+                    out.append(r)
+                }
+            }
+            if let failed { throw StorageError(.corruption, "consume queue file \(p): row \(failed) fails its checksum") }
+            guard bytes.count == n * QueueRow.bytes else {
+                throw StorageError(.corruption, "consume queue file \(p) ends at row \(base + UInt64(bytes.count / QueueRow.bytes)), before \(at + UInt64(n))")
+            }
+            at += UInt64(n)
+        }
+        if at < end {
+            q.tail.withUnsafeBytes { b in
+                for o in at..<end {
+                    out.append(QueueRow.decode(b, at: Int(o - q.written) * QueueRow.bytes)!)
+                }
+            }
+        }
+        return out
+    }
+
+    public func row(_ key: QueueFileKey, at offset: UInt64) throws(StorageError) -> QueueRow? {
+        try rows(key, from: offset, count: 1).first
+    }
+
+    // MARK: Start-up and clean-up
+
+    /// Names of the files in the directory, parsed; other names are ignored.
+    func listed() throws(StorageError) -> [(name: String, key: QueueFileKey, base: UInt64)] {
+        try device.listDirectory(directory).compactMap { n in ConsumeQueueFiles.parse(n).map { (n, $0.key, $0.base) } }
+    }
+
+    /// Restores the queues a snapshot names: files past each queue's end are cut, and the last row
+    /// kept is checked. Returns what is wrong, or nil when every queue is whole; the caller then
+    /// falls back to an older snapshot or a rebuild.
+    public func restore(_ bounds: [QueueFileBounds]) throws(StorageError) -> String? {
+        for (_, f) in open { device.closeFile(f.file) }
+        open = [:]
+        queues = [:]
+        unsynced = []
+        let files = try listed()
+        for b in bounds {
+            queues[b.key] = Queue(minOffset: b.minOffset, written: b.maxOffset)
+            for f in files where f.key == b.key && f.base >= b.maxOffset { try device.removeFile(directory + "/" + f.name) }
+            guard b.maxOffset > b.minOffset else { continue }
+            let last = b.maxOffset - 1
+            let base = last - last % rowsPerFile
+            let p = path(b.key, base: base)
+            guard device.fileExists(p) else { return "consume queue file \(p) (\(b.key)) is missing" }
+            let f = try handle(p, create: false)
+            let want = Int(b.maxOffset - base) * QueueRow.bytes
+            let size = try device.fileSize(f)
+            guard size >= want else {
+                return "consume queue file \(p) holds \(size / QueueRow.bytes) rows, fewer than the \(want / QueueRow.bytes) the snapshot counts"
+            }
+            if size > want {
+                try device.truncate(f, bytes: want)
+                try device.syncNow(f)
+            }
+            let bytes = try device.read(f, at: want - QueueRow.bytes, count: QueueRow.bytes)
+            let ok = bytes.withUnsafeBytes { QueueRow.decode($0, at: 0) } != nil
+            if !ok { return "consume queue file \(p): its last row (\(last)) fails its checksum" }
+        }
+        return nil
+    }
+
+    /// Removes the files of queues in none of `keep` (queues deleted, or created after the
+    /// snapshot being restored) and files wholly below the lowest minimum `keep` gives their
+    /// queue. `keep` must include every live queue (the snapshots kept name them).
+    public func collect(keeping keep: [QueueFileBounds]) throws(StorageError) {
+        var lowest: [QueueFileKey: UInt64] = [:]
+        for b in keep { lowest[b.key] = min(lowest[b.key] ?? .max, b.minOffset) }
+        for f in try listed() {
+            if let low = lowest[f.key], f.base + rowsPerFile > low { continue }
+            precondition(queues[f.key] == nil || lowest[f.key] != nil, "collect would remove the files of live \(f.key)")
+            close(directory + "/" + f.name)
+            unsynced.remove(directory + "/" + f.name)
+            try device.removeFile(directory + "/" + f.name)
+        }
+    }
+
+    /// Removes every file (a rebuild from the log starts here).
+    public func wipe() throws(StorageError) {
+        for (_, f) in open { device.closeFile(f.file) }
+        open = [:]
+        queues = [:]
+        unsynced = []
+        for f in try listed() { try device.removeFile(directory + "/" + f.name) }
+        try device.syncDirectory(directory)
+    }
+}

@@ -1,0 +1,137 @@
+import Glibc
+import TernBroker
+import TernProtocol
+import TernRaft
+import TernStorage
+import Testing
+
+@testable import TernNode
+
+/// A single-node driver that snapshots every 5 entries, with consume-queue files of 4 rows.
+private func snapshotDriver(_ name: String, directory: String? = nil) throws -> Driver {
+    try Driver(name, directory: directory) { config in
+        config.snapshotEveryEntries = 5
+        config.queueFileRows = 4
+    }
+}
+
+/// The broker's state without its applied index (a leader's no-op changes only that).
+private func stateBytes(_ node: Node) -> [UInt8] {
+    let s = node.broker.snapshot()
+    return [s[0]] + s[9...]
+}
+
+private func files(_ directory: String) -> [String] {
+    guard let d = opendir(directory) else { return [] }
+    defer { closedir(d) }
+    var out: [String] = []
+    while let e = readdir(d) {
+        let name = withUnsafeBytes(of: e.pointee.d_name) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
+        if !name.hasPrefix(".") { out.append(name) }
+    }
+    return out.sorted()
+}
+
+/// Fills a node: a topic of 2 queues, 23 sends (one producer's with sequences), an offset
+/// commit, a delayed message not yet due.
+private func fill(_ d: Driver) throws -> [String] {
+    try d.elect()
+    _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 2))
+    var bodies: [String] = []
+    for k in 0..<23 {
+        bodies.append("m\(k)")
+        _ = try d.call(.send, sendRequest(["m\(k)"], queue: UInt32(k % 2), producer: 9, sequence: UInt64(k + 1)))
+    }
+    _ = try d.call(.commitOffset, CommitOffsetRequest(group: "g", offsets: [QueueRef(topic: "t", queueID: 0): 3]))
+    var later = WireMessage(tag: "x", body: Array("later".utf8))
+    later.properties[Delay.delayMillisProperty] = "3600000"
+    _ = try d.call(.send, SendRequest(topic: "t", queueID: 1, producerGroup: "pg", messages: [later]))
+    return bodies
+}
+
+private func pullAll(_ d: Driver, queue: UInt32) throws -> [String] {
+    let r = try PullResponse.decode(try d.call(.pull, PullRequest(topic: "t", queueID: queue, offset: 0, maxMessages: 100)))
+    return r.messages.map { String(decoding: $0.message.body, as: UTF8.self) }
+}
+
+@Suite("Node: snapshots and a restart that does not replay", .serialized)
+struct SnapshotTests {
+    @Test("a restart loads the newest snapshot and applies only the log after it; state, reads and dedupe are as before")
+    func restartFromSnapshot() throws {
+        let d = try snapshotDriver("snap")
+        _ = try fill(d)
+        let snapshotIndex = d.node.lastSnapshotIndex
+        #expect(snapshotIndex > 0 && snapshotIndex % 5 == 0)
+        let before = stateBytes(d.node)
+        let pulled = (try pullAll(d, queue: 0), try pullAll(d, queue: 1))
+        let last = d.node.replica.log.lastIndex
+        try d.close()
+        #expect(files(d.directory + "/snapshots").count == 2)
+
+        let again = try snapshotDriver("snap", directory: d.directory)
+        #expect(again.node.replica.raft.appliedIndex == snapshotIndex)
+        #expect(again.node.startReport.contains { $0.hasPrefix("loaded snapshot \(snapshotIndex)") })
+        try again.elect()
+        #expect(again.node.replica.raft.appliedIndex == last + 1)  // the new term's no-op
+        #expect(stateBytes(again.node) == before)
+        #expect(try pullAll(again, queue: 0) == pulled.0)
+        #expect(try pullAll(again, queue: 1) == pulled.1)
+        let retry = try SendResponse.decode(try again.call(.send, sendRequest(["m22"], queue: 0, producer: 9, sequence: 23)))
+        #expect(retry.duplicate)
+        try again.close()
+    }
+
+    @Test("a damaged newest snapshot is set aside for the older one; with none usable the broker is rebuilt from the whole log")
+    func damagedSnapshots() throws {
+        let d = try snapshotDriver("snapdamage")
+        _ = try fill(d)
+        let before = stateBytes(d.node)
+        try d.close()
+        let dir = d.directory + "/snapshots"
+        let names = files(dir)
+        #expect(names.count == 2)
+        func flip(_ path: String, at offset: Int) {
+            let fd = open(path, O_RDWR)
+            var b: UInt8 = 0
+            _ = pread(fd, &b, 1, off_t(offset))
+            b ^= 0x10
+            _ = pwrite(fd, &b, 1, off_t(offset))
+            close(fd)
+        }
+        flip(dir + "/" + names[1], at: 40)
+        let older = UInt64(names[0].dropFirst(9))!
+        let again = try snapshotDriver("snapdamage", directory: d.directory)
+        #expect(again.node.replica.raft.appliedIndex == older)
+        #expect(again.node.startReport.first?.contains("is damaged") == true)
+        #expect(again.node.startReport.last?.hasPrefix("loaded snapshot \(older)") == true)
+        try again.elect()
+        #expect(stateBytes(again.node) == before)
+        try again.close()
+        #expect(files(dir).contains { $0.hasSuffix(".unusable") })
+
+        // Remove every consume-queue file: the remaining snapshots cannot be used.
+        for name in files(d.directory + "/cq") { unlink(d.directory + "/cq/" + name) }
+        let rebuilt = try snapshotDriver("snapdamage", directory: d.directory)
+        #expect(rebuilt.node.replica.raft.appliedIndex == 0)
+        #expect(rebuilt.node.startReport.contains { $0.contains("cannot be used: consume queue file") })
+        #expect(rebuilt.node.startReport.last?.hasPrefix("no snapshot: the broker is rebuilt") == true)
+        try rebuilt.elect()
+        #expect(stateBytes(rebuilt.node) == before)
+        try rebuilt.close()
+    }
+
+    @Test("queue files of a deleted topic stay while a kept snapshot names them, then go")
+    func deletedTopicFilesCollected() throws {
+        let d = try snapshotDriver("snapcollect")
+        _ = try fill(d)
+        let created = files(d.directory + "/cq")
+        #expect(!created.isEmpty)
+        _ = try d.call(.deleteTopic, TopicRequest(name: "t", queues: 0))
+        // Two more snapshots (entries of offset commits): the snapshots kept no longer name "t".
+        for k in 0..<12 {
+            _ = try d.call(.createTopic, TopicRequest(name: "u\(k)", queues: 1))
+        }
+        #expect(files(d.directory + "/cq").allSatisfy { !created.contains($0) })
+        try d.close()
+    }
+}
