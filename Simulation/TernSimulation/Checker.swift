@@ -55,6 +55,23 @@ struct Checker {
         }
     }
 
+    /// Snapshot digests by index: replicas (and one replica again after a restart) that
+    /// snapshot the same index must write the same bytes.
+    var snapshots: [UInt64: (node: NodeID, digest: UInt64)] = [:]
+    var snapshotsCompared = 0
+
+    mutating func snapshot(node: SimNode, index: UInt64, digest: UInt64) {
+        if let s = snapshots[index] {
+            snapshotsCompared += 1
+            if s.digest != digest {
+                violations.append(
+                    "snapshot digests differ at index \(index): \(s.node) wrote \(String(s.digest, radix: 16)), \(node.id) \(String(digest, radix: 16))")
+            }
+        } else {
+            snapshots[index] = (node.id, digest)
+        }
+    }
+
     mutating func acknowledge(index: UInt64, at time: UInt64) {
         acknowledged += 1
         maxAckedIndex = max(maxAckedIndex, index)

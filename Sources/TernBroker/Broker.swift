@@ -70,6 +70,8 @@ public struct BrokerPlantedBugs: OptionSet, Sendable, Equatable {
     public static let deliverHalf = BrokerPlantedBugs(rawValue: 1 << 5)
     /// A received message counts as visible again two seconds before its invisible time ends.
     public static let redeliverEarly = BrokerPlantedBugs(rawValue: 1 << 6)
+    /// Snapshots leave out the dedupe windows.
+    public static let snapshotDropsDedupe = BrokerPlantedBugs(rawValue: 1 << 7)
 }
 
 /// What applying one entry produced, for the node to answer the request that proposed it.

@@ -53,8 +53,9 @@ extension Broker {
                 w.u64(m[q]!)
             }
         }
-        w.u32(UInt32(producers.count))
-        for id in producers.keys.sorted() {
+        let dropDedupe = config.plantedBugs.contains(.snapshotDropsDedupe)
+        w.u32(dropDedupe ? 0 : UInt32(producers.count))
+        for id in producers.keys.sorted() where !dropDedupe {
             w.u64(id)
             let windows = producers[id]!
             w.u32(UInt32(windows.count))

@@ -30,6 +30,7 @@ public struct ServeOptions: ParsableArguments {
     @Flag(help: "Create a topic (4 queues) on its first send.") public var autoCreateTopics = false
     @Option(help: "Largest message body in bytes.") public var maxMessageBytes: Int?
     @Option(help: "Commitlog segment size in MiB.") public var segmentMb: Int?
+    @Option(help: "Take a broker snapshot every this many log entries (0: never; default 100000).") public var snapshotEntries: UInt64?
     @Option(help: "An undecided transaction is first checked this long after it was stored (ms; default 6000).") public var transactionCheckFirstMs: UInt64?
     @Option(help: "... then checked again every this long (ms; default 30000).") public var transactionCheckIntervalMs: UInt64?
     @Option(help: "... at most this many times, then rolled back (default 15).") public var transactionMaxChecks: UInt32?
@@ -67,6 +68,10 @@ public struct ServeOptions: ParsableArguments {
         if let m = try segmentMb ?? file.value("segment-mb", as: { Int($0) }, expected: "a number of MiB") {
             guard m >= 8 && m <= 4096 else { throw ValidationError("segment-mb must be 8 to 4096 (got \(m))") }
             cfg.segmentBytes = m << 20
+        }
+        if let v = try snapshotEntries ?? file.value("snapshot-entries", as: { UInt64($0) }, expected: "a whole number of entries") {
+            guard v == 0 || v >= 100 else { throw ValidationError("snapshot-entries must be 0 (never) or at least 100 (got \(v))") }
+            cfg.snapshotEveryEntries = v
         }
         if let v = try transactionCheckFirstMs ?? file.value("transaction-check-first-ms", as: { UInt64($0) }, expected: "a number of milliseconds") {
             guard v >= 100 else { throw ValidationError("transaction-check-first-ms must be at least 100 (got \(v))") }
@@ -106,7 +111,7 @@ public func parseMembers(_ text: String, flag: String) throws -> [NodeID: String
 /// values that do not parse are refused with the file's path and the line number.
 public struct ConfigFile: Sendable {
     public static let known: Set<String> = [
-        "id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level",
+        "id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level", "snapshot-entries",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks",
     ]
     let path: String

@@ -158,7 +158,7 @@ public final class Node {
         let bugs: [(PlantedBugs, BrokerPlantedBugs)] = [
             (.dedupeOff, .dedupeOff), (.reverseBatch, .reverseBatch), (.readWrongSlot, .readWrongSlot),
             (.releaseTwice, .releaseTwice), (.sendBackTwice, .sendBackTwice), (.deliverHalf, .deliverHalf),
-            (.redeliverEarly, .redeliverEarly),
+            (.redeliverEarly, .redeliverEarly), (.snapshotDropsDedupe, .snapshotDropsDedupe),
         ]
         for (bug, brokerBug) in bugs where config.raft.plantedBugs.contains(bug) { brokerConfig.plantedBugs.insert(brokerBug) }
         self.brokerConfig = brokerConfig

@@ -193,6 +193,9 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// The simulator's network loses the last byte of every append that carries entries (a
     /// peer codec bug), for showing its codec checker.
     public static let truncatePeerFrames = PlantedBugs(rawValue: 1 << 19)
+    /// Broker snapshots leave out the producers' dedupe windows: a node restarted from one
+    /// stores an idempotent retry again.
+    public static let snapshotDropsDedupe = PlantedBugs(rawValue: 1 << 20)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -204,6 +207,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("lock-without-fence", .lockWithoutFence), ("send-back-twice", .sendBackTwice),
         ("dead-letter-early", .deadLetterEarly), ("deliver-half", .deliverHalf), ("redeliver-early", .redeliverEarly),
         ("heartbeat-commit-capped", .heartbeatCommitCapped), ("truncate-peer-frames", .truncatePeerFrames),
+        ("snapshot-drops-dedupe", .snapshotDropsDedupe),
     ]
 }
 

@@ -49,6 +49,8 @@ public struct ServerConfig: Sendable {
     public var lostDisk = false
     /// Cut a corrupt log at the damage instead of refusing to open.
     public var repairCorruption = false
+    /// A broker snapshot at every multiple of this many entries (0: none; docs/operations.md).
+    public var snapshotEveryEntries: UInt64 = 100_000
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -157,6 +159,7 @@ public final class TernServer: @unchecked Sendable {
         nodeConfig.broker.transactionCheckFirstMillis = config.transactionCheckFirstMillis
         nodeConfig.broker.transactionCheckIntervalMillis = config.transactionCheckIntervalMillis
         nodeConfig.broker.transactionMaxChecks = config.transactionMaxChecks
+        nodeConfig.snapshotEveryEntries = config.snapshotEveryEntries
 
         let log = logger
         var device = try makeStorageDevice(config.io, log: { log.notice("\($0)") })
@@ -173,12 +176,15 @@ public final class TernServer: @unchecked Sendable {
         let started = monotonicMillis()
         let node = try Node(config: nodeConfig, device: device, directory: config.dataDirectory, logOptions: options, seed: seed, lostDisk: config.lostDisk)
         for line in node.replica.log.recoveryReport { logger.info("recovery: \(line)") }
-        // The broker state is rebuilt by applying the log again, as the commit index (which a
-        // leader tells) reaches each entry.
+        for line in node.startReport { logger.info("start: \(line)") }
+        // The broker state after the snapshot loaded (or all of it, with none) is rebuilt by
+        // applying the log, as the commit index (which a leader tells) reaches each entry.
         // Join the group only once segment files are ready, so the first append does not stall
         // behind zero-filling a segment (docs/storage.md).
         device.waitForBackgroundWork()
-        logger.info("opened log \(node.replica.log.firstIndex)...\(node.replica.log.lastIndex) in \(monotonicMillis() - started) ms")
+        logger.info(
+            "opened log \(node.replica.log.firstIndex)...\(node.replica.log.lastIndex), applied \(node.replica.raft.appliedIndex) from the snapshot, in \(monotonicMillis() - started) ms"
+        )
 
         for (peer, endpoint) in config.peers where peer != config.id {
             links[peer] = PeerLink(peer: peer, endpoint: config.dial[peer] ?? endpoint, group: group, logger: logger)
@@ -375,6 +381,7 @@ public final class TernServer: @unchecked Sendable {
     }
 
     private func send(_ out: NodeOutput) {
+        for n in out.notices { logger.warning("\(n)") }
         if !out.messages.isEmpty {
             var byPeer: [NodeID: ByteBuffer] = [:]
             for m in out.messages {

@@ -103,6 +103,9 @@ public final class ConsumeQueueFiles {
     var useCounter: UInt64 = 0
     /// Files written since the last `sync`.
     var unsynced: Set<String> = []
+    /// The files that exist, by queue: their first offsets, ascending (listed once at start,
+    /// then kept up to date, so clean-up never lists the directory).
+    var fileBases: [QueueFileKey: [UInt64]] = [:]
     public private(set) var rowsWritten: UInt64 = 0
 
     public init(device: any StorageDevice, directory: String, rowsPerFile: UInt64 = 1 << 18, flushRows: Int = 170, maxOpenFiles: Int = 64) throws(StorageError)
@@ -194,6 +197,7 @@ public final class ConsumeQueueFiles {
             let rows = min(Int(base + rowsPerFile - offset), (q.tail.count - done) / QueueRow.bytes)
             let p = path(key, base: base)
             let f = try handle(p, create: true)
+            if fileBases[key]?.last.map({ $0 < base }) ?? true { fileBases[key, default: []].append(base) }
             let bytes = Array(q.tail[done..<(done + rows * QueueRow.bytes)])
             try device.writeNow(f, at: Int(offset - base) * QueueRow.bytes, array: bytes)
             unsynced.insert(p)
@@ -276,9 +280,13 @@ public final class ConsumeQueueFiles {
         queues = [:]
         unsynced = []
         let files = try listed()
+        fileBases = [:]
+        for f in files { fileBases[f.key, default: []].append(f.base) }
+        for key in fileBases.keys { fileBases[key]!.sort() }
         for b in bounds {
             queues[b.key] = Queue(minOffset: b.minOffset, written: b.maxOffset)
             for f in files where f.key == b.key && f.base >= b.maxOffset { try device.removeFile(directory + "/" + f.name) }
+            fileBases[b.key]?.removeAll { $0 >= b.maxOffset }
             guard b.maxOffset > b.minOffset else { continue }
             let last = b.maxOffset - 1
             let base = last - last % rowsPerFile
@@ -307,12 +315,17 @@ public final class ConsumeQueueFiles {
     public func collect(keeping keep: [QueueFileBounds]) throws(StorageError) {
         var lowest: [QueueFileKey: UInt64] = [:]
         for b in keep { lowest[b.key] = min(lowest[b.key] ?? .max, b.minOffset) }
-        for f in try listed() {
-            if let low = lowest[f.key], f.base + rowsPerFile > low { continue }
-            precondition(queues[f.key] == nil || lowest[f.key] != nil, "collect would remove the files of live \(f.key)")
-            close(directory + "/" + f.name)
-            unsynced.remove(directory + "/" + f.name)
-            try device.removeFile(directory + "/" + f.name)
+        for key in fileBases.keys.sorted() {
+            let low = lowest[key] ?? .max
+            precondition(queues[key] == nil || lowest[key] != nil, "collect would remove the files of live \(key)")
+            for base in fileBases[key]! where base + rowsPerFile <= low {
+                let p = path(key, base: base)
+                close(p)
+                unsynced.remove(p)
+                try device.removeFile(p)
+            }
+            fileBases[key]!.removeAll { $0 + rowsPerFile <= low }
+            if fileBases[key]!.isEmpty { fileBases[key] = nil }
         }
     }
 
@@ -322,6 +335,7 @@ public final class ConsumeQueueFiles {
         open = [:]
         queues = [:]
         unsynced = []
+        fileBases = [:]
         for f in try listed() { try device.removeFile(directory + "/" + f.name) }
         try device.syncDirectory(directory)
     }
