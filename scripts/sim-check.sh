@@ -61,6 +61,8 @@ commit-earlier-term 1-1200 20
 heartbeat-commit-capped 1-10 30
 truncate-peer-frames 1-3 10
 snapshot-drops-dedupe 1-10 30
+compact-past-applied 1-10 30
+trim-ignores-pins 1-40 30
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -53,6 +53,14 @@ extension World {
         // NodeTests shows the give-up rule itself.
         nodeConfig.broker.transactionGiveUpOverrideMillis = UInt64((options.seconds + options.livenessBoundSeconds) * 1000) + 30_000
         (nodeConfig.snapshotEveryEntries, nodeConfig.queueFileRows) = storageShape
+        nodeConfig.snapshotEveryBytes = nodeConfig.snapshotEveryEntries == 0 ? 0 : (options.seed % 2 == 0 ? 96 << 10 : 0)
+        if nodeConfig.snapshotEveryEntries > 0, let bytes = retentionShape {
+            // Short retention: the log's front goes while members are down or partitioned away,
+            // so that they come back to a leader without their next entries (a snapshot install).
+            nodeConfig.retentionBytes = bytes
+            nodeConfig.retentionMillis = 20_000
+            nodeConfig.retentionCheckMillis = 500
+        }
         do {
             node.node = try Node(
                 config: nodeConfig, device: node.device, directory: "/\(node.id)",
@@ -62,7 +70,7 @@ extension World {
             node.lostDisk = false
             // A restart from a snapshot applies from after it: the applied sequence continues
             // from the chain recorded when the snapshot's entry was first applied.
-            let restored = node.node!.replica.raft.appliedIndex
+            let restored = node.node!.broker.appliedIndex
             if restored > 0 {
                 guard let c = checker.committed[restored] else { preconditionFailure("\(node.id) restored a snapshot at \(restored), never applied") }
                 node.appliedIndex = restored
@@ -92,6 +100,8 @@ extension World {
         case .timeoutNow: return 12
         case .termQuery: return 13
         case .termQueryResponse: return 14
+        case .snapshotChunk(let i, let o, _, _): return 15 &+ i << 8 &+ o << 32
+        case .snapshotChunkResponse(let i, let o): return 16 &+ i << 8 &+ o << 32
         }
     }
 
@@ -139,9 +149,24 @@ extension World {
             }
         }
         for m in out.messages { send(m) }
-        for e in out.applied { apply(node, e) }
+        let jump = out.installed?.afterApplied ?? out.applied.count
+        for e in out.applied[..<jump] { apply(node, e) }
+        if let s = out.installed?.index {
+            // The applied state jumped to the installed snapshot's index: the applied sequence
+            // continues from the chain recorded when that entry was first applied.
+            guard let c = checker.committed[s] else { preconditionFailure("\(node.id) installed a snapshot at \(s), never applied") }
+            trace("\(node.id) installed snapshot \(s) (applied \(node.appliedIndex) before)")
+            count("snapshot install")
+            node.appliedIndex = s
+            node.chain = c.chain
+        }
+        for e in out.applied[jump...] { apply(node, e) }
         for snap in out.snapshots { checker.snapshot(node: node, index: snap.index, digest: snap.digest) }
         for n in out.notices { trace("\(node.id) notice: \(n)") }
+        if let first = out.compacted {
+            count("log compacted")
+            trace("\(node.id) compacted its log: it starts at \(first)")
+        }
         for r in out.replies { sendToClient(r) }
     }
 
@@ -174,16 +199,26 @@ extension World {
 
     func apply(_ node: SimNode, _ e: LogEntry) {
         if options.trace { trace("\(node.id) applies \(e.index) t\(e.term) type \(e.type)") }
-        if e.type == BrokerEntryType.release, let n = node.node, let list = try? MessageIDList.decode(e.body) {
+        var releasedIDs: [MessageID]?
+        if e.type == BrokerEntryType.release { releasedIDs = (try? MessageIDList.decode(e.body))?.ids }
+        if e.type == BrokerEntryType.releaseCopies { releasedIDs = (try? ReleaseCopies.decode(e.body))?.map(\.id) }
+        if let ids = releasedIDs, let n = node.node {
             // Never early: a release applies no sooner than the leader's clock said it was due
             // (every clock here is the virtual one; apply follows the proposal).
-            for id in list.ids {
+            for id in ids {
                 guard let m = try? n.broker.message(id), let delay = m.message.properties["TIMER_DELAY_MS"].flatMap(UInt64.init) else { continue }
                 if millis < m.storeTimestamp + delay {
                     messages.fail(
                         "delayed message \(String(decoding: m.message.body, as: UTF8.self)) (\(id)) released at \(millis) ms on \(node.id), due at \(m.storeTimestamp + delay) ms"
                     )
                 }
+            }
+        }
+        if e.type == BrokerEntryType.trim, let n = node.node {
+            // Retention never deletes what a message still needs: every pending delayed or half
+            // message and every invisible delivery is stored at or after the trim index.
+            if let pinned = try? n.broker.oldestPinnedEntry(), pinned < n.broker.trimIndex {
+                messages.fail("retention: \(node.id) applied trim \(n.broker.trimIndex) (entry \(e.index)) past entry \(pinned), which a message still needs")
             }
         }
         checker.applied(node: node, entry: e)
@@ -194,6 +229,16 @@ extension World {
     /// Snapshot interval and consume-queue file rows for this seed: a function of the seed, not
     /// a draw, so that every other choice of a seed stays as it was. A quarter of the seeds
     /// never snapshot (the whole log is replayed at every restart, as before).
+    /// Whether this seed's nodes delete old log entries (the checkers allow for it).
+    var retentionOn: Bool { storageShape.0 > 0 && retentionShape != nil }
+
+    /// The log's size limit in half of the seeds that snapshot (a function of the seed): 3 to 10
+    /// segments of 64 KiB.
+    var retentionShape: UInt64? {
+        let h = (options.seed &+ 0x7E7E).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15).low
+        return h >> 63 == 0 ? nil : (3 + (h >> 40) % 8) * (64 << 10)
+    }
+
     var storageShape: (UInt64, UInt64) {
         let h = (options.seed &+ 0x5EED).multipliedFullWidth(by: 0x9E37_79B9_7F4A_7C15).low
         let every: [UInt64] = [0, 20, 100, 500]

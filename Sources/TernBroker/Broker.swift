@@ -121,7 +121,7 @@ public final class Broker {
     var sendBacks: [String: (keys: [String: SendResponse], order: [String], head: Int)] = [:]
     /// Queue offsets of released delayed messages and committed half messages (out of entry
     /// order in their queue, so the binary search by id does not find them).
-    var lateOffsets: [MessageID: UInt64] = [:]
+    var lateOffsets: [MessageID: (queue: QueueRef, offset: UInt64)] = [:]
     /// Delayed and scheduled messages not yet released.
     public internal(set) var timers = TimerIndex()
     /// Undecided half messages: id -> producer group, checks so far, store time (ms).
@@ -138,6 +138,11 @@ public final class Broker {
     var keyIndex: [String: [String: [MessageID]]] = [:]
     static let keyIndexDepth = 64
     public internal(set) var appliedIndex: UInt64 = 0
+    /// Entries before this index are gone by retention (Retention.swift).
+    public internal(set) var trimIndex: UInt64 = 0
+    /// Bytes of every entry body applied so far (snapshots are taken by it, at the same points
+    /// on every replica).
+    public internal(set) var appliedBytes: UInt64 = 0
     /// Highest store timestamp applied: the broker's notion of "now" for the log.
     public internal(set) var lastStoreTimestamp: UInt64 = 0
     var cachedEntry: (index: UInt64, body: [UInt8])?

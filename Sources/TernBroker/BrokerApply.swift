@@ -14,6 +14,7 @@ extension Broker {
     public func apply(index: UInt64, type: UInt8, body: [UInt8]) throws -> ApplyOutcome {
         precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
         appliedIndex = index
+        appliedBytes += UInt64(body.count)
         do {
             switch type {
             case BrokerEntryType.admin: return try applyAdmin(try AdminCommand.decode(body), index: index)
@@ -35,10 +36,12 @@ extension Broker {
                     for (q, o) in commit.groups[g]! where topics[q.topic] != nil { offsets[g, default: [:]][q] = o }
                 }
                 return .done
-            case BrokerEntryType.transactionEnd: return try applyTransactionEnd(try TransactionEnd.decode(body))
+            case BrokerEntryType.transactionEnd: return try applyTransactionEnd(try TransactionEnd.decode(body), index: index)
             case BrokerEntryType.transactionCheck: return try applyTransactionCheck(try TransactionCheck.decode(body))
             case BrokerEntryType.receive: return applyReceive(try ReceiveEntry.decode(body), index: index)
             case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body))
+            case BrokerEntryType.trim: return applyTrim(try TrimEntry.decode(body))
+            case BrokerEntryType.releaseCopies: return try applyReleaseCopies(try ReleaseCopies.decode(body), index: index)
             case BrokerEntryType.offsets:
                 let commit = try OffsetCommit.decode(body)
                 for g in commit.groups.keys.sorted() {
@@ -259,9 +262,12 @@ extension Broker {
 
     /// Indexes a message stored earlier at the end of its queue now (a released delayed message,
     /// a committed half message). Nothing when its topic is gone.
-    func indexLate(_ t: PendingTimer) throws(StorageError) {
+    func indexLate(_ t: PendingTimer, copy: (index: UInt64, position: UInt32)? = nil) throws(StorageError) {
         guard queues[t.queue] != nil else { return }
-        lateOffsets[t.id] = try appendRow(t.queue, QueueRow(entryIndex: t.id.entryIndex, position: t.position, slot: t.id.slot, tagHash: t.tagHash))
+        let row = QueueRow(
+            entryIndex: t.id.entryIndex, storedIndex: copy?.index ?? t.storedIndex, position: copy?.position ?? t.position, slot: t.id.slot,
+            tagHash: t.tagHash)
+        lateOffsets[t.id] = (t.queue, try appendRow(t.queue, row))
     }
 
     private func forgetLeastRecentProducer() {

@@ -57,7 +57,10 @@ extension Broker {
             scanned += 1
             if filter.matches(hash: row.tagHash) {
                 let wrong = config.plantedBugs.contains(.readWrongSlot) && nextRow?.entryIndex == row.entryIndex
-                let m = try readMessage(entryIndex: row.entryIndex, position: wrong ? nextRow!.position : row.position)
+                guard let m = try readRetained(wrong ? QueueRow(entryIndex: row.entryIndex, position: nextRow!.position, slot: 0, tagHash: 0) : row) else {
+                    offset += 1  // its entry was deleted by retention: gone
+                    continue
+                }
                 if filter.matches(tag: m.1.tag) && (sql?.matches(properties: m.1.properties, tag: m.1.tag) ?? true) {
                     if !out.isEmpty && bytes + m.1.body.count > Int(request.maxBytes) { break }
                     bytes += m.1.body.count
@@ -75,28 +78,32 @@ extension Broker {
     /// The message with this id, when it is applied here and still indexed in its queue.
     public func message(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
         guard id.entryIndex <= appliedIndex else { return nil }
-        let body: [UInt8]
-        do {
-            body = try source.entryBody(at: id.entryIndex)
-        } catch  where error.code == .invalidArgument {
-            return nil  // compacted away
-        }
-        var r = WireReader(body)
-        guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
-        let ref = QueueRef(topic: header.topic, queueID: header.queueID)
-        guard let q = queue(ref) else { return nil }
-        // Released delayed messages are found by their recorded offset; the others ascend by id
-        // along the queue (released ones interleaved): binary search, stepping over those.
+        // Released delayed and committed half messages are found by their recorded place (their
+        // first entry may be gone; a copy is read); the others ascend by id along the queue
+        // (released ones interleaved): binary search, stepping over those.
+        let ref: QueueRef
         var found: (offset: UInt64, row: QueueRow)?
-        if let offset = lateOffsets[id] {
-            if offset >= q.baseOffset && offset < q.maxOffset, let r = try row(ref, at: offset) { found = (offset, r) }
+        if let late = lateOffsets[id] {
+            ref = late.queue
+            guard let q = queue(ref) else { return nil }
+            if late.offset >= q.baseOffset && late.offset < q.maxOffset, let r = try row(ref, at: late.offset) { found = (late.offset, r) }
         } else {
+            let body: [UInt8]
+            do {
+                body = try source.entryBody(at: id.entryIndex)
+            } catch  where error.code == .invalidArgument {
+                return nil  // deleted by retention
+            }
+            var r = WireReader(body)
+            guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
+            ref = QueueRef(topic: header.topic, queueID: header.queueID)
+            guard let q = queue(ref) else { return nil }
             var lo = q.baseOffset, hi = q.maxOffset
             while lo < hi {
                 let mid = lo + (hi - lo) / 2
                 var probe = mid
                 var r = try row(ref, at: probe)!
-                while lateOffsets[MessageID(entryIndex: r.entryIndex, slot: r.slot)] == probe {
+                while lateOffsets[MessageID(entryIndex: r.entryIndex, slot: r.slot)]?.offset == probe {
                     probe += 1
                     if probe == hi { break }
                     r = try row(ref, at: probe)!
@@ -113,10 +120,11 @@ extension Broker {
                 if key < (id.entryIndex, id.slot) { lo = probe + 1 } else { hi = mid }
             }
         }
-        guard let f = found, f.row.entryIndex == id.entryIndex, f.row.slot == id.slot else { return nil }
-        let m = try readMessage(entryIndex: id.entryIndex, position: f.row.position)
+        guard let f = found, f.row.entryIndex == id.entryIndex, f.row.slot == id.slot,
+            let m = try readRetained(f.row)
+        else { return nil }
         return ReceivedMessage(
-            id: id, topic: header.topic, queueID: header.queueID, queueOffset: f.offset, storeTimestamp: m.0.timestamp,
+            id: id, topic: ref.topic, queueID: ref.queueID, queueOffset: f.offset, storeTimestamp: m.0.timestamp,
             producerGroup: m.0.group, message: m.1)
     }
 
@@ -137,14 +145,30 @@ extension Broker {
         var lo = q.baseOffset, hi = q.maxOffset
         while lo < hi {
             let mid = lo + (hi - lo) / 2
-            let body = try source.entryBody(at: try row(queue, at: mid)!.entryIndex)
+            let body: [UInt8]
+            do { body = try source.entryBody(at: try row(queue, at: mid)!.entryIndex) } catch  where error.code == .invalidArgument { body = [] }
             let stamp = body.count >= 8 ? body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) } : 0
             if stamp < timestamp { lo = mid + 1 } else { hi = mid }
         }
         return lo
     }
 
-    func readMessage(entryIndex: UInt64, position: UInt32) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage) {
+    /// The message a row names, or nil when retention deleted the entry holding it.
+    func readRetained(_ row: QueueRow) throws(StorageError) -> ((timestamp: UInt64, group: String), WireMessage)? {
+        do {
+            return try readMessage(entryIndex: row.storedIndex, position: row.position, carried: row.carried)
+        } catch  where error.code == .invalidArgument {
+            return nil
+        }
+    }
+
+    /// The message at `position` of entry `entryIndex`: in a send (the entry starts with the
+    /// store time and the send's header), or `carried`: a copy item (`Broker.carryItem`).
+    func readMessage(
+        entryIndex: UInt64, position: UInt32, carried: Bool = false
+    ) throws(StorageError) -> (
+        (timestamp: UInt64, group: String), WireMessage
+    ) {
         let body: [UInt8]
         if let c = cachedEntry, c.index == entryIndex {
             body = c.body
@@ -153,6 +177,12 @@ extension Broker {
             cachedEntry = (entryIndex, body)
         }
         do {
+            if carried {
+                var c = WireReader(body, at: Int(position))
+                let ts = try c.u64("store timestamp")
+                let group = try c.string("producer group")
+                return ((ts, group), try WireMessage(from: &c))
+            }
             var r = WireReader(body)
             let ts = try r.u64("store timestamp")
             let header = try SendHeader(from: &r)

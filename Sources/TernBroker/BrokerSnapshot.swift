@@ -5,13 +5,13 @@
 // Caches (the last entry read, parsed SQL filters) are not state and are not written.
 //
 // Layout (version 1, WireWriter encodings): version u8; applied index u64; last store timestamp
-// u64; queues (first, so a reader can find the files a snapshot needs without the rest): count
+// u64; trim index u64; applied bytes u64; queues (first, so a reader can find the files a snapshot needs without the rest): count
 // u32, then per queue in (topic, queue) order: topic, queue u32, created u64, min u64, max u64;
 // topics: count, (name, queues u32); offsets: groups, (group, count, (topic, queue u32, offset
 // u64)); producers: count, (id u64, queues, (topic, queue u32, forgotten max u64, last used u64,
 // results, (sequence u64, response))); give-backs: topics, (topic, count, (key, response));
-// late offsets: count, (id, offset u64); delay timers, released timers, check timers: count,
-// (at u64, id, topic, queue u32, position u32, tag hash u32); half messages: count, (id, group,
+// late offsets: count, (id, topic, queue u32, offset u64); delay timers, released timers, check timers: count,
+// (at u64, id, topic, queue u32, stored index u64, position u32, tag hash u32); half messages: count, (id, group,
 // checks u32, stored at u64); decided: count, (id, decision u8); receive groups: count, (group,
 // queues, (topic, queue u32, next u64, invisible, (offset u64, until u64, receive index u64,
 // attempt u32))); key index: topics, (topic, keys, (key, ids, (id))).
@@ -27,6 +27,8 @@ extension Broker {
         w.u8(Broker.snapshotVersion)
         w.u64(appliedIndex)
         w.u64(lastStoreTimestamp)
+        w.u64(trimIndex)
+        w.u64(appliedBytes)
         let refs = queues.keys.sorted()
         w.u32(UInt32(refs.count))
         for ref in refs {
@@ -76,7 +78,9 @@ extension Broker {
         for topic in sendBacks.keys.sorted() {
             let book = sendBacks[topic]!
             w.string(topic)
-            let live = book.order[book.head...]
+            // Present keys only: the sendBackTwice planted bug can list a key twice.
+            var seen = Set<String>()
+            let live = book.order[book.head...].filter { book.keys[$0] != nil && seen.insert($0).inserted }
             w.u32(UInt32(live.count))
             for key in live {
                 w.string(key)
@@ -86,7 +90,8 @@ extension Broker {
         w.u32(UInt32(lateOffsets.count))
         for id in lateOffsets.keys.sorted() {
             w.messageID(id)
-            w.u64(lateOffsets[id]!)
+            w.queueRef(lateOffsets[id]!.queue)
+            w.u64(lateOffsets[id]!.offset)
         }
         for index in [timers.pending, timers.released, checkTimers.pending] {
             w.u32(UInt32(index.count))
@@ -140,6 +145,15 @@ extension Broker {
         return w.bytes
     }
 
+    /// The trim index a snapshot holds (entries before it were gone by retention then).
+    public static func trimIndex(inSnapshot body: [UInt8]) throws(WireError) -> UInt64 {
+        var r = WireReader(body)
+        _ = try r.u8("snapshot version")
+        _ = try r.u64("applied index")
+        _ = try r.u64("last store timestamp")
+        return try r.u64("trim index")
+    }
+
     /// The queue bounds a snapshot names (its first section), for keeping their files.
     public static func queueBounds(inSnapshot body: [UInt8]) throws(WireError) -> [QueueFileBounds] {
         var r = WireReader(body)
@@ -151,6 +165,8 @@ extension Broker {
         guard version == snapshotVersion else { throw WireError("snapshot version \(version) is not \(snapshotVersion)") }
         _ = try r.u64("applied index")
         _ = try r.u64("last store timestamp")
+        _ = try r.u64("trim index")
+        _ = try r.u64("applied bytes")
         var out: [(QueueRef, QueueFileBounds)] = []
         for _ in 0..<(try r.u32("queues")) {
             let ref = try r.queueRef()
@@ -176,6 +192,8 @@ extension Broker {
             _ = try header.u8()
             appliedIndex = try header.u64()
             lastStoreTimestamp = try header.u64()
+            trimIndex = try header.u64()
+            appliedBytes = try header.u64()
             try restoreRest(&r)
         } catch {
             return "the snapshot does not decode: \(error)"
@@ -223,7 +241,7 @@ extension Broker {
             }
             sendBacks[topic] = book
         }
-        for _ in 0..<(try r.u32("late offsets")) { lateOffsets[try r.messageID()] = try r.u64("offset") }
+        for _ in 0..<(try r.u32("late offsets")) { lateOffsets[try r.messageID()] = (try r.queueRef(), try r.u64("offset")) }
         for _ in 0..<(try r.u32("timers")) { timers.schedule(try r.timer()) }
         for _ in 0..<(try r.u32("released timers")) {
             let t = try r.timer()
@@ -280,6 +298,7 @@ extension WireWriter {
         u64(t.deliverAt)
         messageID(t.id)
         queueRef(t.queue)
+        u64(t.storedIndex)
         u32(t.position)
         u32(t.tagHash)
     }
@@ -293,6 +312,7 @@ extension WireReader {
     mutating func timer() throws(WireError) -> PendingTimer {
         let at = try u64("due time")
         let id = try messageID()
-        return PendingTimer(deliverAt: at, id: id, queue: try queueRef(), position: try u32("position"), tagHash: try u32("tag hash"))
+        return PendingTimer(
+            deliverAt: at, id: id, queue: try queueRef(), storedIndex: try u64("stored index"), position: try u32("position"), tagHash: try u32("tag hash"))
     }
 }

@@ -54,8 +54,18 @@ public struct PendingTimer: Equatable, Sendable {
     public var deliverAt: UInt64
     public var id: MessageID
     public var queue: QueueRef
+    /// The entry holding the message's bytes, and where in it (the send that stored it).
+    public internal(set) var storedIndex: UInt64
     var position: UInt32
     var tagHash: UInt32
+    init(deliverAt: UInt64, id: MessageID, queue: QueueRef, storedIndex: UInt64? = nil, position: UInt32, tagHash: UInt32) {
+        self.deliverAt = deliverAt
+        self.id = id
+        self.queue = queue
+        self.storedIndex = storedIndex ?? id.entryIndex
+        self.position = position
+        self.tagHash = tagHash
+    }
 }
 
 /// Pending delayed messages: by id, and in a min-heap on (time, id) for finding the due ones.

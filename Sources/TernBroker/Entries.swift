@@ -26,23 +26,34 @@ public enum BrokerEntryType {
     public static let receive: UInt8 = 24
     /// An acknowledgement or a changed invisible time of one delivery: `ReceiptEntry`.
     public static let receipt: UInt8 = 25
+    /// Retention: the first log index kept and each queue's new minimum offset: `TrimEntry`.
+    public static let trim: UInt8 = 26
+    /// Delayed messages the leader found due, each with a copy of the message: `ReleaseCopies`
+    /// (Copies.swift). Type 20 (ids only) is still applied, from logs written before.
+    public static let releaseCopies: UInt8 = 27
 }
 
-/// Layout: group, decision u8, message id.
+/// Layout: group, decision u8, message id, and for a commit, optionally, a copy item of the half
+/// message (Copies.swift) as a blob, from which its queue delivers it.
 public struct TransactionEnd: Equatable, Sendable {
     public var group: String
     public var id: MessageID
     public var decision: TransactionDecision
-    public init(group: String, id: MessageID, decision: TransactionDecision) {
+    public var copy: [UInt8]?
+    /// Where the copy item starts in the encoded entry (set by `decode`).
+    public var copyPosition: UInt32 = 0
+    public init(group: String, id: MessageID, decision: TransactionDecision, copy: [UInt8]? = nil) {
         self.group = group
         self.id = id
         self.decision = decision
+        self.copy = copy
     }
     public func encoded() -> [UInt8] {
         var w = WireWriter()
         w.string(group)
         w.u8(decision.rawValue)
         w.messageID(id)
+        if let copy { w.blob(copy) }
         return w.bytes
     }
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> TransactionEnd {
@@ -51,8 +62,14 @@ public struct TransactionEnd: Equatable, Sendable {
         let d = try r.u8("decision")
         guard let decision = TransactionDecision(rawValue: d) else { throw WireError("transaction decision \(d) is unknown") }
         let id = try r.messageID()
+        var end = TransactionEnd(group: group, id: id, decision: decision)
+        if !r.atEnd {
+            let (start, count) = try r.skipBlob("copy item")
+            end.copy = Array(bytes[start..<(start + count)])
+            end.copyPosition = UInt32(start)
+        }
         try r.finish("transaction end")
-        return TransactionEnd(group: group, id: id, decision: decision)
+        return end
     }
 }
 

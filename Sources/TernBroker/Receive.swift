@@ -66,7 +66,7 @@ extension Broker {
                 let row = try cursor.row(at: next).0
                 scanned += 1
                 if filter.matches(hash: row.tagHash) {
-                    let exact = filter.tags == nil ? true : filter.matches(tag: try readMessage(entryIndex: row.entryIndex, position: row.position).1.tag)
+                    let exact = try filter.tags == nil ? true : readRetained(row).map { filter.matches(tag: $0.1.tag) } ?? false
                     if exact {
                         offsets.append(next)
                         left -= 1
@@ -142,7 +142,7 @@ extension Broker {
     /// The message at `offset` of `queue`, if the queue still holds it.
     public func message(at offset: UInt64, in ref: QueueRef) throws(StorageError) -> ReceivedMessage? {
         guard let q = queue(ref), offset >= q.baseOffset, offset < q.maxOffset, let row = try row(ref, at: offset) else { return nil }
-        let (meta, m) = try readMessage(entryIndex: row.entryIndex, position: row.position)
+        guard let (meta, m) = try readRetained(row) else { return nil }
         return ReceivedMessage(
             id: MessageID(entryIndex: row.entryIndex, slot: row.slot), topic: ref.topic, queueID: ref.queueID, queueOffset: offset,
             storeTimestamp: meta.timestamp, producerGroup: meta.group, message: m)

@@ -24,13 +24,13 @@ extension Broker {
     /// How a transaction ended, if it did and is still remembered.
     public func decision(_ id: MessageID) -> TransactionDecision? { decided[id] }
 
-    func applyTransactionEnd(_ end: TransactionEnd) throws(StorageError) -> ApplyOutcome {
+    func applyTransactionEnd(_ end: TransactionEnd, index: UInt64) throws(StorageError) -> ApplyOutcome {
         if let half = halfMessages[end.id] {
             guard half.group == end.group else {
                 return .failed(
                     ErrorBody(code: ErrorCode.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
             }
-            try decide(end.id, end.decision)
+            try decide(end.id, end.decision, copy: end.copy == nil ? nil : (index, end.copyPosition))
             return .done
         }
         if let earlier = decided[end.id] {
@@ -63,11 +63,11 @@ extension Broker {
         return .checks(ask)
     }
 
-    private func decide(_ id: MessageID, _ decision: TransactionDecision) throws(StorageError) {
+    private func decide(_ id: MessageID, _ decision: TransactionDecision, copy: (index: UInt64, position: UInt32)? = nil) throws(StorageError) {
         halfMessages[id] = nil
         if let t = checkTimers.pending[id] {
             checkTimers.recall(id)
-            if decision == .commit { try indexLate(t) }
+            if decision == .commit { try indexLate(t, copy: copy) }
         }
         decided[id] = decision
         decidedOrder.append(id)
@@ -84,7 +84,7 @@ extension Broker {
     /// An undecided half message as its producer sees it in a check (with `TRANSACTION_CHECK_TIMES`).
     public func halfMessage(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
         guard let half = halfMessages[id], let t = checkTimers.pending[id] else { return nil }
-        let (meta, message) = try readMessage(entryIndex: id.entryIndex, position: t.position)
+        let (meta, message) = try readMessage(entryIndex: t.storedIndex, position: t.position, carried: t.storedIndex != t.id.entryIndex)
         var m = ReceivedMessage(
             id: id, topic: t.queue.topic, queueID: t.queue.queueID, queueOffset: 0, storeTimestamp: meta.timestamp, producerGroup: meta.group, message: message)
         m.message.properties[TransactionProperty.checkTimes] = String(half.checks)

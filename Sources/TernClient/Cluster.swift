@@ -233,6 +233,20 @@ public final class TernCluster: Sendable {
         return t
     }
 
+    /// Asks every member to take a broker snapshot now: each member's answer, or why it failed.
+    public func takeSnapshots() async throws -> [(node: String, result: Result<SnapshotTaken, any Error>)] {
+        let route = try await queryRoute()
+        var out: [(node: String, result: Result<SnapshotTaken, any Error>)] = []
+        for n in route.nodes {
+            do {
+                out.append((n.id, .success(try SnapshotTaken.decode(try await connection(n.endpoint).call(.takeSnapshot, [], timeoutMillis: 10_000)))))
+            } catch {
+                out.append((n.id, .failure(error)))
+            }
+        }
+        return out
+    }
+
     /// Status of every member: asks each known endpoint (learned from a route query first).
     /// A node that does not answer appears with role "unreachable".
     public func status() async throws -> [NodeStatus] {

@@ -31,6 +31,12 @@ public struct ServeOptions: ParsableArguments {
     @Option(help: "Largest message body in bytes.") public var maxMessageBytes: Int?
     @Option(help: "Commitlog segment size in MiB.") public var segmentMb: Int?
     @Option(help: "Take a broker snapshot every this many log entries (0: never; default 100000).") public var snapshotEntries: UInt64?
+    @Option(help: "... and every this many bytes of entries applied: bytes or with a unit (0: never; default 256MiB).") public var snapshotBytes: String?
+    @Option(help: "Log segments whose newest message is older than this many hours are deleted (default 72).") public var retentionHours: Double?
+    @Option(help: "The oldest log segments are deleted while the log is larger than this: bytes, or with a unit (256MiB, 2GiB).")
+    public var retentionBytes: String?
+    @Option(help: "Disk use (percent) above which retention deletes the oldest segments early (default 75).") public var diskSoftLimit: String?
+    @Option(help: "Disk use (percent) above which the leader refuses sends, STORAGE_FULL (default 90).") public var diskHardLimit: String?
     @Option(help: "An undecided transaction is first checked this long after it was stored (ms; default 6000).") public var transactionCheckFirstMs: UInt64?
     @Option(help: "... then checked again every this long (ms; default 30000).") public var transactionCheckIntervalMs: UInt64?
     @Option(help: "... at most this many times, then rolled back (default 15).") public var transactionMaxChecks: UInt32?
@@ -73,6 +79,34 @@ public struct ServeOptions: ParsableArguments {
             guard v == 0 || v >= 100 else { throw ValidationError("snapshot-entries must be 0 (never) or at least 100 (got \(v))") }
             cfg.snapshotEveryEntries = v
         }
+        if let text = snapshotBytes ?? file.string("snapshot-bytes") {
+            guard let v = parseByteSize(text), v == 0 || v >= 1 << 20 else {
+                throw ValidationError("snapshot-bytes must be 0 (never) or a size of at least 1MiB, such as 256MiB (got \(text))")
+            }
+            cfg.snapshotEveryBytes = v
+        }
+        if let v = try retentionHours ?? file.value("retention-hours", as: { Double($0) }, expected: "a number of hours") {
+            guard v > 0 && v <= 24 * 365 * 10 else { throw ValidationError("retention-hours must be above 0 and at most 87600 (got \(v))") }
+            cfg.retentionHours = v
+        }
+        if let text = retentionBytes ?? file.string("retention-bytes") {
+            guard let v = parseByteSize(text), v >= 1 << 20 else {
+                throw ValidationError("retention-bytes must be a size of at least 1MiB: bytes, or a number with KiB, MiB, GiB or TiB (got \(text))")
+            }
+            cfg.retentionBytes = v
+        }
+        for (flag, value) in [
+            ("disk-soft-limit", diskSoftLimit ?? file.string("disk-soft-limit")), ("disk-hard-limit", diskHardLimit ?? file.string("disk-hard-limit")),
+        ] {
+            guard let text = value else { continue }
+            guard let p = Double(text.hasSuffix("%") ? String(text.dropLast()) : text), p > 0, p <= 100 else {
+                throw ValidationError("\(flag) must be a percentage above 0 and at most 100, such as 75 or 75% (got \(text))")
+            }
+            if flag == "disk-soft-limit" { cfg.diskSoftLimit = p / 100 } else { cfg.diskHardLimit = p / 100 }
+        }
+        guard cfg.diskSoftLimit < cfg.diskHardLimit else {
+            throw ValidationError("disk-soft-limit (\(Int(cfg.diskSoftLimit * 100))%) must be below disk-hard-limit (\(Int(cfg.diskHardLimit * 100))%)")
+        }
         if let v = try transactionCheckFirstMs ?? file.value("transaction-check-first-ms", as: { UInt64($0) }, expected: "a number of milliseconds") {
             guard v >= 100 else { throw ValidationError("transaction-check-first-ms must be at least 100 (got \(v))") }
             cfg.transactionCheckFirstMillis = v
@@ -112,6 +146,8 @@ public func parseMembers(_ text: String, flag: String) throws -> [NodeID: String
 public struct ConfigFile: Sendable {
     public static let known: Set<String> = [
         "id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level", "snapshot-entries",
+        "snapshot-bytes", "retention-hours", "retention-bytes",
+        "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks",
     ]
     let path: String
@@ -171,4 +207,20 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
     } catch {
         throw ExitCode(1)
     }
+}
+
+/// A size in bytes: a whole number, or one with a unit (KiB, MiB, GiB, TiB; also KB, MB, GB, TB
+/// and K, M, G, T, all meaning powers of 1024). nil when it does not parse.
+public func parseByteSize(_ text: String) -> UInt64? {
+    let t = text.trimmingCharacters(in: .whitespaces)
+    let units: [(String, UInt64)] = [
+        ("TiB", 1 << 40), ("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("TB", 1 << 40), ("GB", 1 << 30), ("MB", 1 << 20), ("KB", 1 << 10),
+        ("T", 1 << 40), ("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10), ("B", 1),
+    ]
+    for (suffix, factor) in units where t.uppercased().hasSuffix(suffix.uppercased()) {
+        guard let n = UInt64(t.dropLast(suffix.count).trimmingCharacters(in: .whitespaces)) else { return nil }
+        let (v, overflow) = n.multipliedReportingOverflow(by: factor)
+        return overflow ? nil : v
+    }
+    return UInt64(t)
 }

@@ -38,8 +38,21 @@ public struct NodeConfig: Sendable {
     /// A broker snapshot is taken after applying each entry whose index is a multiple of this
     /// (0: never), so that every replica snapshots at the same indexes (NodeSnapshots.swift).
     public var snapshotEveryEntries: UInt64 = 100_000
+    /// ... and after the entry with which the bytes of all entries applied cross a multiple of
+    /// this (0: never), the same points on every replica too.
+    public var snapshotEveryBytes: UInt64 = 256 << 20
     /// Rows per consume-queue file.
     public var queueFileRows: UInt64 = 1 << 18
+    /// Retention (NodeRetention.swift): log segments whose newest message is older than this go
+    /// (72 h, RocketMQ's fileReservedTime), and the oldest go while the log is larger than
+    /// `retentionBytes` (nil: no size limit). Checked by the leader every `retentionCheckMillis`.
+    public var retentionMillis: UInt64 = 72 * 3600 * 1000
+    public var retentionBytes: UInt64?
+    public var retentionCheckMillis: UInt64 = 1_000
+    /// Disk use (a fraction, told by the shell) above which retention deletes the oldest
+    /// eligible segments early, and above which the leader refuses sends.
+    public var diskSoftLimit = 0.75
+    public var diskHardLimit = 0.90
 
     public init(raft: RaftConfig, endpoints: [NodeID: String]) {
         self.raft = raft
@@ -74,8 +87,13 @@ public struct NodeOutput: Sendable {
     public var votedNow = false
     /// Snapshots taken during this input: index and a digest of the body (replicas must agree).
     public var snapshots: [(index: UInt64, digest: UInt64)] = []
-    /// Things the node wants logged (a snapshot that could not be written).
+    /// Things the node wants logged (a snapshot that could not be written, an install).
     public var notices: [String] = []
+    /// A snapshot was installed from the leader: the applied state jumped to `index` after the
+    /// first `afterApplied` entries of `applied`.
+    public var installed: (index: UInt64, afterApplied: Int)?
+    /// Log segments were deleted: the log now starts here.
+    public var compacted: UInt64?
     public init() {}
 }
 
@@ -143,15 +161,32 @@ public final class Node {
     var pendingSnapshot: SnapshotFile?
     /// The queue bounds each snapshot on disk names (their files are kept).
     var keptSnapshotBounds: [UInt64: [QueueFileBounds]] = [:]
+    /// The trim index each snapshot on disk holds: the log is compacted only below the oldest's.
+    var keptSnapshotTrims: [UInt64: UInt64] = [:]
     public internal(set) var lastSnapshotIndex: UInt64 = 0
     /// What start-up loaded, for the log.
     public internal(set) var startReport: [String] = []
+    /// Snapshot installs in progress (NodeInstall.swift): sent, as leader, and being received.
+    var installsOut: [NodeID: OutgoingInstall] = [:]
+    var installIn: IncomingInstall?
+    var lastInstall: (leader: NodeID, index: UInt64, total: UInt64)?
+    /// The fraction of the data disk in use, and the bytes of this node's data directory, as the
+    /// shell last measured them (0 in the simulator).
+    public var diskUsedFraction = 0.0
+    public var diskBytes: UInt64 = 0
+    var nextRetentionCheck: UInt64 = 0
+    /// Index of the trim or carry entry in flight; the next decision waits for it.
+    var retentionInFlight: UInt64?
+    let device: any StorageDevice
+    let directory: String
 
     public init(
         config: NodeConfig, device: any StorageDevice, directory: String, logOptions: CommitlogOptions = CommitlogOptions(), seed: UInt64,
         lostDisk: Bool = false
     ) throws(StorageError) {
         self.config = config
+        self.device = device
+        self.directory = directory
         replica = try Replica(config: config.raft, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
         groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
         var brokerConfig = config.broker
@@ -180,6 +215,9 @@ public final class Node {
             appliedIndex: r.appliedIndex, durableIndex: replica.log.durableIndex)
         s.syncedBatches = UInt64(replica.log.stats.batches)
         s.bytesWritten = UInt64(replica.log.stats.bytesWritten)
+        s.firstIndex = replica.log.firstIndex
+        s.snapshotIndex = lastSnapshotIndex
+        s.diskBytes = diskBytes
         return s
     }
 
@@ -196,6 +234,8 @@ public final class Node {
         try checkTransactions(into: &out)
         try serveParkedReceives(into: &out)
         expireParked(into: &out)
+        retryInstalls(into: &out)
+        try proposeRetention(into: &out)
         return out
     }
 
@@ -270,6 +310,9 @@ public final class Node {
 
 extension Node: EntrySource {
     public func entryBody(at index: UInt64) throws(StorageError) -> [UInt8] {
+        if index < replica.log.firstIndex {
+            throw StorageError(.invalidArgument, "entry \(index) was deleted by retention (the log starts at \(replica.log.firstIndex))")
+        }
         guard let e = try replica.log.read(from: index, maxBytes: 1).first, e.index == index else {
             throw StorageError(.corruption, "entry \(index) is not in the log (first \(replica.log.firstIndex), last \(replica.log.lastIndex))")
         }

@@ -8,12 +8,16 @@ import TernStorage
 extension Node {
     func absorb(_ r: ReplicaOutput, into out: inout NodeOutput) throws(StorageError) {
         out.messages += r.messages
-        out.applied += r.apply
+        // Entries up to the applied state's index are not applied again: after a snapshot
+        // install (or a restart from a snapshot the log did not reach) the log refills entries
+        // whose effect the snapshot holds.
+        let fresh = r.apply.filter { $0.index > broker.appliedIndex }
+        out.applied += fresh
         if let role = r.role { out.role = role }
         if r.votedNow { out.votedNow = true }
         var touched = false
         var checksQueued = false
-        for entry in r.apply {
+        for entry in fresh {
             lastAppliedTerm = entry.term
             let outcome: ApplyOutcome
             do {
@@ -24,8 +28,11 @@ extension Node {
                 throw StorageError(.corruption, "\(error); the node stops rather than skip it")
             }
             snapshotIfDue(entry, into: &out)
+            if entry.type == BrokerEntryType.trim { trimApplied(entry, into: &out) }
             if case .sent = outcome { touched = true }
-            if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.transactionEnd { touched = true }
+            if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.releaseCopies || entry.type == BrokerEntryType.transactionEnd {
+                touched = true
+            }
             if case .checks(let ids) = outcome, isLeader {
                 for id in ids {
                     guard let group = broker.halfMessages[id]?.group else { continue }
@@ -84,6 +91,7 @@ extension Node {
             pending = [:]
             releaseInFlight = nil
             checkInFlight = nil
+            retentionInFlight = nil
             checkOutbox = [:]
             for p in checkPolls { out.replies.append(Reply(to: p.client, opcode: Opcode.pollTransactionChecks.rawValue, result: .failure(e))) }
             checkPolls = []
@@ -97,6 +105,10 @@ extension Node {
             groups.reset()
         }
         wasLeader = leaderNow
+        if !leaderNow { installsOut = [:] }
+        for peer in r.snapshotRequests { startInstall(to: peer, into: &out) }
+        for p in r.snapshotProgress { installProgress(p, into: &out) }
+        for c in r.snapshotChunks { try receiveChunk(c, into: &out) }
         writePendingSnapshot(into: &out)
         if touched { try wakeParked(into: &out) }
         if checksQueued { try deliverChecks(into: &out) }

@@ -50,6 +50,7 @@ extension Node {
     /// Answers the held pulls whose queue grew. One that the tag filter left empty stays held,
     /// from where its scan stopped, until its deadline.
     func wakeParked(into out: inout NodeOutput) throws(StorageError) {
+        guard stateReadable else { return }
         var keep: [Parked] = []
         for var p in parked {
             let ref = QueueRef(topic: p.request.topic, queueID: p.request.queueID)

@@ -40,6 +40,22 @@ extension Node {
                 return fail(ErrorBody(code: ErrorCode.busy, message: "\(pending.count) writes are waiting to commit; retry later"))
             }
         }
+        if op == .send || op == .sendBack, diskUsedFraction > config.diskHardLimit {
+            return fail(
+                ErrorBody(
+                    code: ErrorCode.storageFull,
+                    message:
+                        "the leader's disk is \(Int(diskUsedFraction * 100))% full, above its hard limit of \(Int(config.diskHardLimit * 100))%: sends are refused until retention frees space; retry later"
+                ))
+        }
+        if op == .pull || op == .queryMessage, !stateReadable {
+            return fail(
+                ErrorBody(
+                    code: ErrorCode.busy,
+                    message:
+                        "\(id) installed a snapshot at \(broker.appliedIndex) and its log is committed only to \(replica.raft.commitIndex): catching up; retry")
+            )
+        }
         switch op {
         case .queryRoute:
             let topic = try NameRequest.decode(body).name
@@ -212,6 +228,14 @@ extension Node {
         case .clusterStatus:
             _ = try Empty.decode(body)
             reply(status)
+        case .takeSnapshot:
+            _ = try Empty.decode(body)
+            guard broker.appliedIndex > 0 else { return fail(ErrorBody(code: ErrorCode.badRequest, message: "\(id) has applied nothing to snapshot")) }
+            if lastSnapshotIndex != broker.appliedIndex {
+                takeSnapshot(LogEntry(index: broker.appliedIndex, term: lastAppliedTerm, type: 0, body: []), into: &out)
+                writePendingSnapshot(into: &out)
+            }
+            reply(SnapshotTaken(index: broker.appliedIndex, written: lastSnapshotIndex == broker.appliedIndex))
         case .transferLeader:
             let target = NodeID(try NameRequest.decode(body).name)
             guard config.raft.members.contains(target) else {
@@ -223,7 +247,11 @@ extension Node {
             reply(Empty())
         case .endTransaction:
             let request = try EndTransactionRequest.decode(body)
-            proposals.append((BrokerEntryType.transactionEnd, TransactionEnd(group: request.group, id: request.id, decision: request.decision).encoded()))
+            var end = TransactionEnd(group: request.group, id: request.id, decision: request.decision)
+            if request.decision == .commit, let t = broker.checkTimers.pending[request.id] {
+                end.copy = try broker.carryItem(t)  // delivered from this copy (Copies.swift)
+            }
+            proposals.append((BrokerEntryType.transactionEnd, end.encoded()))
             owners.append(.answer(client, op, []))
         case .pollTransactionChecks:
             let request = try TransactionCheckPoll.decode(body)

@@ -19,20 +19,29 @@ extension Node {
     func restoreState() throws(StorageError) {
         let log = replica.log
         var report: [String] = []
+        if let r = replica.resetReport { report.append(r) }
         for index in try snapshots.indexes() {
             let file: SnapshotFile
-            do {
-                file = try snapshots.read(index)
+            do throws(StorageError) {
+                // A second read before giving up: a read error need not be in the file.
+                if let first = try? snapshots.read(index) { file = first } else { file = try snapshots.read(index) }
             } catch  where error.code == .corruption {
                 report.append("snapshot \(index) is damaged (\(error.message)); set aside")
                 try snapshots.setAside(index)
                 continue
             }
-            let term = index >= log.firstIndex ? try log.term(at: index) : nil
-            guard term == file.term else {
-                report.append(
-                    "snapshot \(index) (term \(file.term)) does not match the log (entry \(index): \(term.map { "term \($0)" } ?? "absent"), log \(log.firstIndex)...\(log.lastIndex)); set aside"
-                )
+            // The log must continue the snapshot: start at or before the entry after it. Where
+            // the log holds the snapshot's entry with its term, everything up to it is the
+            // committed history; otherwise (after an interrupted install, or a log cut back by
+            // a crash) only the log's base is known committed, and Raft learns the rest again.
+            guard log.firstIndex <= index + 1 else {
+                report.append("snapshot \(index) is older than the log's first entry \(log.firstIndex); set aside")
+                try snapshots.setAside(index)
+                continue
+            }
+            let term = index >= log.firstIndex && index <= log.lastIndex ? try log.term(at: index) : nil
+            if term != nil && term != file.term {
+                report.append("snapshot \(index) (term \(file.term)) does not match the log's entry \(index) (term \(term!)); set aside")
                 try snapshots.setAside(index)
                 continue
             }
@@ -43,33 +52,65 @@ extension Node {
                 continue
             }
             broker = candidate
-            replica.raft.restoredSnapshot(at: index)
+            let committed = term != nil ? index : log.firstIndex - 1
+            replica.raft.restoredSnapshot(at: committed)
             lastAppliedTerm = file.term
             lastSnapshotIndex = index
             keptSnapshotBounds = [:]
+            keptSnapshotTrims = [:]
+            var othersKnown = true
             for other in try snapshots.indexes() {
                 if other == index {
                     keptSnapshotBounds[other] = (try? Broker.queueBounds(inSnapshot: file.body)) ?? []
-                } else if let f = try? snapshots.read(other), let b = try? Broker.queueBounds(inSnapshot: f.body) {
+                    keptSnapshotTrims[other] = broker.trimIndex
+                } else if let f = try? snapshots.read(other), let b = try? Broker.queueBounds(inSnapshot: f.body),
+                    let t = try? Broker.trimIndex(inSnapshot: f.body)
+                {
                     keptSnapshotBounds[other] = b
+                    keptSnapshotTrims[other] = t
+                } else {
+                    othersKnown = false
                 }
             }
-            try collectQueueFiles()
+            // Clean up only when every kept snapshot's files are known (one that did not read
+            // now may read later, and must still find its files).
+            if othersKnown { try collectQueueFiles() }
             report.append(
-                "loaded snapshot \(index) (term \(file.term), \(file.body.count) bytes, \(broker.topics.count) topics); the log after it holds \(log.lastIndex - index) entries to apply"
+                term != nil
+                    ? "loaded snapshot \(index) (term \(file.term), \(file.body.count) bytes, \(broker.topics.count) topics); the log after it holds \(log.lastIndex - index) entries to apply"
+                    : "loaded snapshot \(index) (term \(file.term), \(file.body.count) bytes); the log (\(log.firstIndex)...\(log.lastIndex)) does not reach it yet: reads wait until the leader's entries do"
             )
             startReport = report
             return
         }
         try queueFiles.wipe()
-        report.append(
-            "no snapshot: the broker is rebuilt from the whole log (\(log.lastIndex >= log.firstIndex ? log.lastIndex - log.firstIndex + 1 : 0) entries)")
+        if log.firstIndex > 1 {
+            // The log was compacted and no snapshot covers its start: nothing here can rebuild
+            // the state. Drop the log and rejoin as after a lost disk; the leader installs a
+            // snapshot.
+            report.append(
+                "no usable snapshot and the log starts at \(log.firstIndex), compacted: the log is dropped and this member rejoins as after a lost disk (the leader sends a snapshot)"
+            )
+            _ = try replica.dropLogAndRejoin()
+        } else {
+            report.append(
+                "no snapshot: the broker is rebuilt from the whole log (\(log.lastIndex >= log.firstIndex ? log.lastIndex - log.firstIndex + 1 : 0) entries)")
+        }
         startReport = report
     }
 
     /// After applying `entry`: a snapshot when its index is due.
     func snapshotIfDue(_ entry: LogEntry, into out: inout NodeOutput) {
-        guard config.snapshotEveryEntries > 0, entry.index % config.snapshotEveryEntries == 0 else { return }
+        let byEntries = config.snapshotEveryEntries > 0 && entry.index % config.snapshotEveryEntries == 0
+        let every = config.snapshotEveryBytes, after = broker.appliedBytes
+        let byBytes = every > 0 && after / every != (after - UInt64(entry.body.count)) / every
+        guard byEntries || byBytes else { return }
+        takeSnapshot(entry, into: &out)
+    }
+
+    /// A snapshot of the state just after applying `entry`, written once the log is durable
+    /// through it.
+    func takeSnapshot(_ entry: LogEntry, into out: inout NodeOutput) {
         let body = broker.snapshot()
         pendingSnapshot = SnapshotFile(index: entry.index, term: entry.term, body: body)
         out.snapshots.append((entry.index, Node.digest(body)))
@@ -82,11 +123,18 @@ extension Node {
         pendingSnapshot = nil
         do {
             try queueFiles.sync()
-            let removed = try snapshots.write(s)
+            // Named as kept before the file exists: a failure after its rename must not let a
+            // clean-up remove files it needs.
             keptSnapshotBounds[s.index] = (try? Broker.queueBounds(inSnapshot: s.body)) ?? []
-            for r in removed { keptSnapshotBounds[r] = nil }
+            keptSnapshotTrims[s.index] = (try? Broker.trimIndex(inSnapshot: s.body)) ?? 0
+            let removed = try snapshots.write(s)
+            for r in removed {
+                keptSnapshotBounds[r] = nil
+                keptSnapshotTrims[r] = nil
+            }
             lastSnapshotIndex = s.index
             try collectQueueFiles()
+            compactLog(into: &out)
         } catch {
             out.notices.append("snapshot \(s.index) was not written: \(error)")
         }

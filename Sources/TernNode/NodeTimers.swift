@@ -17,7 +17,19 @@ extension Node {
         guard next <= clock else { return }
         let due = broker.timers.due(now: clock, max: 1024)
         guard !due.isEmpty else { return }
-        let (result, output) = try replica.propose([(BrokerEntryType.release, MessageIDList(ids: due.map(\.id)).encoded())])
+        // Each with a copy (Copies.swift), about 1 MiB of them per entry.
+        var items: [(id: MessageID, item: [UInt8])] = []
+        var bytes = 0
+        for t in due where items.isEmpty || bytes < 1 << 20 {
+            guard let item = try broker.carryItem(t) else {
+                out.notices.append("delayed message \(t.id) is due but its entry \(t.storedIndex) is gone")
+                continue
+            }
+            items.append((t.id, item))
+            bytes += item.count
+        }
+        guard !items.isEmpty else { return }
+        let (result, output) = try replica.propose([(BrokerEntryType.releaseCopies, ReleaseCopies(items: items).encoded())])
         if case .accepted(let first, _) = result {
             releaseInFlight = first
             pending[first] = .internalWrite

@@ -119,6 +119,11 @@ public struct NodeStatus: WireCodable, Equatable {
     /// it started. Absent (0) from nodes older than these fields.
     public var syncedBatches: UInt64 = 0
     public var bytesWritten: UInt64 = 0
+    /// The log's first index (retention moves it), the newest snapshot written, and the bytes
+    /// of the data directory as the node last measured them. Absent (0) from older nodes.
+    public var firstIndex: UInt64 = 0
+    public var snapshotIndex: UInt64 = 0
+    public var diskBytes: UInt64 = 0
     public init(id: String, role: String, term: UInt64, leader: String, commitIndex: UInt64, lastIndex: UInt64, appliedIndex: UInt64, durableIndex: UInt64) {
         self.id = id
         self.role = role
@@ -140,6 +145,9 @@ public struct NodeStatus: WireCodable, Equatable {
         w.u64(durableIndex)
         w.u64(syncedBatches)
         w.u64(bytesWritten)
+        w.u64(firstIndex)
+        w.u64(snapshotIndex)
+        w.u64(diskBytes)
     }
     public init(from r: inout WireReader) throws(WireError) {
         id = try r.string("id")
@@ -153,6 +161,11 @@ public struct NodeStatus: WireCodable, Equatable {
         if !r.atEnd {
             syncedBatches = try r.u64("synced batches")
             bytesWritten = try r.u64("bytes written")
+        }
+        if !r.atEnd {
+            firstIndex = try r.u64("first index")
+            snapshotIndex = try r.u64("snapshot index")
+            diskBytes = try r.u64("disk bytes")
         }
     }
 }
@@ -213,5 +226,24 @@ public struct MessageList: WireCodable, Equatable {
         var list: [ReceivedMessage] = []
         for _ in 0..<(try r.u32("count")) { list.append(try ReceivedMessage(from: &r)) }
         messages = list
+    }
+}
+
+/// The answer to `takeSnapshot`: the applied index the snapshot holds, and whether it is on disk
+/// already (it is written once the node's log is durable through that index).
+public struct SnapshotTaken: WireCodable, Equatable {
+    public var index: UInt64
+    public var written: Bool
+    public init(index: UInt64, written: Bool) {
+        self.index = index
+        self.written = written
+    }
+    public func encode(into w: inout WireWriter) {
+        w.u64(index)
+        w.bool(written)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        index = try r.u64("index")
+        written = try r.bool("written")
     }
 }

@@ -46,12 +46,15 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let transactionDecided = ErrorCode(111)
     /// A receipt handle no longer names an invisible message (acknowledged, or delivered again since).
     public static let receiptExpired = ErrorCode(112)
+    /// The leader's disk is above its hard limit: sends are refused until retention frees
+    /// space; reads, consumption, acknowledgements and offset commits go on.
+    public static let storageFull = ErrorCode(113)
 
     /// Every code this build knows, in order (docs/protocol.md lists the same).
     public static let all: [ErrorCode] = [
         .badFrame, .unknownOpcode, .badBody,
         .notLeader, .topicNotFound, .topicExists, .messageTooLarge, .sequenceTooOld, .busy, .badRequest,
-        .storageFailed, .queueNotFound, .filterSyntax, .messageNotFound, .transactionDecided, .receiptExpired,
+        .storageFailed, .queueNotFound, .filterSyntax, .messageNotFound, .transactionDecided, .receiptExpired, .storageFull,
     ]
 
     public var name: String {
@@ -72,6 +75,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .messageNotFound: "MESSAGE_NOT_FOUND"
         case .transactionDecided: "TRANSACTION_DECIDED"
         case .receiptExpired: "RECEIPT_EXPIRED"
+        case .storageFull: "STORAGE_FULL"
         default: "unknown"
         }
     }
@@ -79,7 +83,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public var action: Action {
         switch self {
         case .notLeader, .storageFailed: .retryElsewhere
-        case .busy: .retryLater
+        case .busy, .storageFull: .retryLater
         default: .fail
         }
     }

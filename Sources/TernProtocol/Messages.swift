@@ -42,6 +42,8 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case receive = 23
     case ack = 24
     case changeInvisible = 25
+    /// Take a broker snapshot of the applied state now (any node; answered with `SnapshotTaken`).
+    case takeSnapshot = 26
     /// A Raft message between members (one way, no response).
     case raft = 100
 }

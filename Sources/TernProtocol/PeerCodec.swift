@@ -1,5 +1,6 @@
 // Raft messages on the wire between members (opcode `raft`, one way). Layout: from, to (strings),
-// term u64, kind u8, then the kind's fields; entries as index u64, term u64, type u8, body blob.
+// term u64, kind u8, then the kind's fields; entries as index u64, term u64, type u8, body blob;
+// a snapshot chunk as index u64, offset u64, total u64, data blob.
 import TernRaft
 
 public enum PeerCodec {
@@ -35,6 +36,10 @@ public enum PeerCodec {
             w.u8(10)
         case .termQueryResponse:
             w.u8(11)
+        case .snapshotChunk(let index, let offset, let total, let data):
+            w.u8(12); w.u64(index); w.u64(offset); w.u64(total); w.blob(data)
+        case .snapshotChunkResponse(let index, let next):
+            w.u8(13); w.u64(index); w.u64(next)
         }
         return w.bytes
     }
@@ -65,6 +70,8 @@ public enum PeerCodec {
         case 9: kind = .timeoutNow
         case 10: kind = .termQuery
         case 11: kind = .termQueryResponse
+        case 12: kind = .snapshotChunk(index: try r.u64(), offset: try r.u64(), total: try r.u64(), data: try r.blob("snapshot chunk"))
+        case 13: kind = .snapshotChunkResponse(index: try r.u64(), nextOffset: try r.u64())
         case let k: throw WireError("Raft message kind \(k) is unknown")
         }
         try r.finish("Raft message")

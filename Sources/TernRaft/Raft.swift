@@ -66,6 +66,11 @@ struct Progress {
     var echoedTick: UInt64 = 0
     /// Leader tick of the last acknowledgement that moved `match`.
     var progressTick: UInt64 = 0
+    /// The follower needs entries this log no longer has: the node is sending it a snapshot
+    /// (RaftSnapshots.swift); no appends until it installed it.
+    var installing = false
+    /// Leader tick of the last sign of progress of the install.
+    var installTick: UInt64 = 0
 }
 
 public final class Raft {
@@ -82,7 +87,7 @@ public final class Raft {
     public internal(set) var leader: NodeID?
     /// Invariant: commitIndex <= log.lastIndex.
     public internal(set) var commitIndex: UInt64
-    public private(set) var appliedIndex: UInt64
+    public internal(set) var appliedIndex: UInt64
 
     var rng: SplitMix64
     var ticks: UInt64 = 0
@@ -161,6 +166,7 @@ public final class Raft {
                 try resendVoteRequests()
             }
         case .leader:
+            expireInstalls()
             try tickLeader(count)
         }
         return finish()
@@ -206,11 +212,12 @@ public final class Raft {
         return finish()
     }
 
-    /// The state machine was restored from a snapshot taken at `index` (committed, and in the
-    /// log), before this replica took any input: as if it had been started with that applied index.
+    /// The state machine was restored from a snapshot covering entries up to `index` at least
+    /// (committed, in the log or its base), before this replica took any input: as if it had
+    /// been started with that applied index.
     public func restoredSnapshot(at index: UInt64) {
         precondition(appliedIndex == 0 && commitIndex == 0, "a snapshot restored after entries were applied")
-        precondition(index <= log.lastIndex, "snapshot at \(index) beyond the log's last index \(log.lastIndex)")
+        precondition(index <= log.lastIndex && index + 1 >= log.firstIndex, "restored at \(index) outside the log \(log.firstIndex)...\(log.lastIndex)")
         commitIndex = index
         appliedIndex = index
         reportedCommit = index
@@ -245,14 +252,14 @@ public final class Raft {
                 break  // a pre-vote or a term query changes nothing here
             case .preVoteResponse(let granted) where granted:
                 break  // carries the term the sender would vote in
-            case .append, .heartbeat, .timeoutNow:
+            case .append, .heartbeat, .timeoutNow, .snapshotChunk:
                 becomeFollower(term: m.term, leader: m.from)
             default:
                 becomeFollower(term: m.term, leader: nil)
             }
         } else if m.term < term {
             switch m.kind {
-            case .append, .heartbeat:
+            case .append, .heartbeat, .snapshotChunk:
                 // A deposed leader: tell it the current term so it steps down.
                 send(to: m.from, .heartbeatResponse(context: 0))
             case .preVote:
@@ -291,6 +298,12 @@ public final class Raft {
             try handleAppendResponse(m, success: success, index: index, hintIndex: hintIndex, hintTerm: hintTerm)
         case .heartbeatResponse(let context):
             try handleHeartbeatResponse(m, context: context)
+        case .snapshotChunk(let index, let offset, let total, let data):
+            if role != .follower || leader != m.from { becomeFollower(term: term, leader: m.from) }
+            electionElapsed = 0
+            out.snapshotChunks.append(SnapshotChunk(from: m.from, index: index, offset: offset, total: total, data: data))
+        case .snapshotChunkResponse(let index, let nextOffset):
+            handleSnapshotChunkResponse(m, index: index, nextOffset: nextOffset)
         }
     }
 

@@ -31,4 +31,20 @@ extension Raft {
         if vote == nil { vote = id }
         out.hardState = hardState
     }
+
+    /// The node found nothing usable on its disk after a start (its log dropped): from now on it
+    /// behaves as a member that lost its disk, persisted.
+    public func beginRejoin() -> Effects {
+        precondition(log.lastIndex == 0, "rejoin with a log that ends at \(log.lastIndex)")
+        rejoining = true
+        rejoinFloor = nil
+        heardTerms = [:]
+        leaderCommitSeen = 0
+        commitIndex = 0
+        appliedIndex = 0
+        reportedCommit = 0
+        verifiedIndex = 0
+        out.hardState = hardState
+        return finish()
+    }
 }

@@ -89,6 +89,9 @@ extension Raft {
         guard role == .leader, var pr = progress[m.from] else { return }
         pr.recentActive = true
         if success {
+            if pr.installing && index > pr.match {
+                pr.installing = false  // installed: appends continue after its new base
+            }
             if index > pr.match {
                 pr.match = index
                 pr.next = max(pr.next, index + 1)
@@ -109,6 +112,10 @@ extension Raft {
             try maybeCommit()
             if m.from == transferTarget && pr.match == log.lastIndex { send(to: m.from, .timeoutNow) }
         } else {
+            if pr.installing {
+                progress[m.from] = pr
+                return  // an append's rejection from before the install: the install decides
+            }
             if hintTerm == Message.lostLogHintTerm && hintIndex <= pr.match {
                 // The follower's log ends before what it once acknowledged: it lost its disk
                 // and is rejoining (it says so explicitly: an ordinary rejection of a reordered
@@ -179,8 +186,13 @@ extension Raft {
         while true {
             if pr.probing && pr.probeSent { return }
             if !pr.probing && pr.inflight.count >= config.maxInflightAppends { return }
+            if pr.installing { return }
             let prevIndex = pr.next - 1
-            guard let prevTerm = try termAt(prevIndex) else { return }  // compacted: needs a snapshot (not built yet)
+            guard pr.next >= log.firstIndex, let prevTerm = try termAt(prevIndex) else {
+                // The entries this follower needs were compacted away: it gets a snapshot.
+                startInstall(&pr, peer)
+                return
+            }
             let entries = pr.next <= log.lastIndex ? try log.read(from: pr.next, maxBytes: config.maxAppendBytes) : []
             if !pr.probing && entries.isEmpty { return }
             send(to: peer, .append(prevIndex: prevIndex, prevTerm: prevTerm, entries: entries, commit: commitIndex))

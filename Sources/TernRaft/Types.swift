@@ -84,6 +84,12 @@ public struct Message: Equatable, Sendable, CustomStringConvertible {
         /// From a member rejoining after a lost disk: "what is your term?" The answer's `term` is it.
         case termQuery
         case termQueryResponse
+        /// Bytes `offset..<offset + data.count` of the snapshot stream at `index` (`total` bytes
+        /// in all), for a follower that needs entries the leader no longer has. The stream's
+        /// content is the node's business (NodeInstall.swift).
+        case snapshotChunk(index: UInt64, offset: UInt64, total: UInt64, data: [UInt8])
+        /// The follower holds the stream at `index` up to `nextOffset`, durably once it is whole.
+        case snapshotChunkResponse(index: UInt64, nextOffset: UInt64)
     }
 
     public var from: NodeID
@@ -139,9 +145,32 @@ public struct Effects: Equatable, Sendable {
     public var commitIndex: UInt64?
     /// Set when the role changed during the step.
     public var role: Role?
+    /// Leader: peers that need a snapshot (their next entry was compacted away); the node starts
+    /// sending one. Follower: chunks of a snapshot from the leader, for the node to store.
+    public var snapshotRequests: [NodeID] = []
+    public var snapshotChunks: [SnapshotChunk] = []
+    /// Leader: how far followers hold the snapshot streams sent to them.
+    public var snapshotProgress: [SnapshotProgress] = []
 
     public init() {}
-    public var isEmpty: Bool { hardState == nil && messages.isEmpty && commitIndex == nil && role == nil }
+    public var isEmpty: Bool {
+        hardState == nil && messages.isEmpty && commitIndex == nil && role == nil && snapshotRequests.isEmpty && snapshotChunks.isEmpty
+            && snapshotProgress.isEmpty
+    }
+}
+
+public struct SnapshotChunk: Equatable, Sendable {
+    public var from: NodeID
+    public var index: UInt64
+    public var offset: UInt64
+    public var total: UInt64
+    public var data: [UInt8]
+}
+
+public struct SnapshotProgress: Equatable, Sendable {
+    public var peer: NodeID
+    public var index: UInt64
+    public var nextOffset: UInt64
 }
 
 /// Deliberate bugs for the simulator's checkers to catch. SPI: never set in production.
@@ -196,6 +225,12 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// Broker snapshots leave out the producers' dedupe windows: a node restarted from one
     /// stores an idempotent retry again.
     public static let snapshotDropsDedupe = PlantedBugs(rawValue: 1 << 20)
+    /// Each member deletes log segments up to what it has on disk, not only below what its
+    /// snapshots and the replicated trim cover: entries not yet applied can go.
+    public static let compactPastApplied = PlantedBugs(rawValue: 1 << 21)
+    /// The leader's trim ignores messages that still need their entries (delayed messages not
+    /// yet released, undecided half messages, invisible deliveries).
+    public static let trimIgnoresPins = PlantedBugs(rawValue: 1 << 22)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -207,7 +242,8 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("lock-without-fence", .lockWithoutFence), ("send-back-twice", .sendBackTwice),
         ("dead-letter-early", .deadLetterEarly), ("deliver-half", .deliverHalf), ("redeliver-early", .redeliverEarly),
         ("heartbeat-commit-capped", .heartbeatCommitCapped), ("truncate-peer-frames", .truncatePeerFrames),
-        ("snapshot-drops-dedupe", .snapshotDropsDedupe),
+        ("snapshot-drops-dedupe", .snapshotDropsDedupe), ("compact-past-applied", .compactPastApplied),
+        ("trim-ignores-pins", .trimIgnoresPins),
     ]
 }
 

@@ -51,6 +51,15 @@ public struct ServerConfig: Sendable {
     public var repairCorruption = false
     /// A broker snapshot at every multiple of this many entries (0: none; docs/operations.md).
     public var snapshotEveryEntries: UInt64 = 100_000
+    /// ... and every this many bytes of entries applied (0: none).
+    public var snapshotEveryBytes: UInt64 = 256 << 20
+    /// Retention (docs/operations.md): log segments older than this go; the oldest go while the
+    /// log is larger than `retentionBytes` (nil: no size limit).
+    public var retentionHours: Double = 72
+    public var retentionBytes: UInt64?
+    /// Disk use above which retention deletes early, and above which sends are refused.
+    public var diskSoftLimit = 0.75
+    public var diskHardLimit = 0.90
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -134,6 +143,7 @@ public final class TernServer: @unchecked Sendable {
     /// Ticks are counted on the monotonic clock from here; `ticksDelivered` of them reached the node.
     private var tickOrigin: UInt64 = 0
     private var ticksDelivered: UInt64 = 0
+    private var nextDiskMeasure: UInt64 = 0
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -160,6 +170,11 @@ public final class TernServer: @unchecked Sendable {
         nodeConfig.broker.transactionCheckIntervalMillis = config.transactionCheckIntervalMillis
         nodeConfig.broker.transactionMaxChecks = config.transactionMaxChecks
         nodeConfig.snapshotEveryEntries = config.snapshotEveryEntries
+        nodeConfig.snapshotEveryBytes = config.snapshotEveryBytes
+        nodeConfig.retentionMillis = UInt64(config.retentionHours * 3_600_000)
+        nodeConfig.retentionBytes = config.retentionBytes
+        nodeConfig.diskSoftLimit = config.diskSoftLimit
+        nodeConfig.diskHardLimit = config.diskHardLimit
 
         let log = logger
         var device = try makeStorageDevice(config.io, log: { log.notice("\($0)") })
@@ -295,10 +310,29 @@ public final class TernServer: @unchecked Sendable {
         guard due > ticksDelivered else { return }
         let count = due - ticksDelivered
         ticksDelivered = due
+        measureDisk()
         if count > UInt64(config.electionTicks) {
             logger.notice("\(count) ticks (\(count * config.tickMillis) ms) fell due at once: the process was paused or stalled")
         }
         step { () throws(StorageError) in try self.node.tick(now: wallMillis(), ticks: Int(count)) }
+    }
+
+    /// Tells the node how full its disk is and how large its data directory is, every 2 s.
+    private func measureDisk() {
+        let t = monotonicMillis()
+        guard t >= nextDiskMeasure else { return }
+        nextDiskMeasure = t + 2_000
+        var fs = statvfs()
+        if statvfs(config.dataDirectory, &fs) == 0, fs.f_blocks > 0 {
+            let used = Double(fs.f_blocks - fs.f_bavail) / Double(fs.f_blocks)
+            if used > node.config.diskHardLimit && node.diskUsedFraction <= node.config.diskHardLimit {
+                logger.warning("disk \(Int(used * 100))% used, above the hard limit \(Int(node.config.diskHardLimit * 100))%: sends are refused")
+            } else if used <= node.config.diskHardLimit && node.diskUsedFraction > node.config.diskHardLimit {
+                logger.notice("disk \(Int(used * 100))% used, below the hard limit again: sends are accepted")
+            }
+            node.diskUsedFraction = used
+        }
+        node.diskBytes = directoryBytes(config.dataDirectory)
     }
 
     private func turn() {
@@ -509,4 +543,15 @@ final class CompletionHandler: ChannelInboundHandler, @unchecked Sendable {
     func channelReadComplete(context: ChannelHandlerContext) {
         server.diskReady()
     }
+}
+
+/// Bytes of the regular files under `path` (what they occupy on disk).
+func directoryBytes(_ path: String) -> UInt64 {
+    guard let e = FileManager.default.enumerator(atPath: path) else { return 0 }
+    var total: UInt64 = 0
+    while let name = e.nextObject() as? String {
+        var st = stat()
+        if lstat(path + "/" + name, &st) == 0, (st.st_mode & S_IFMT) == S_IFREG { total += UInt64(st.st_blocks) * 512 }
+    }
+    return total
 }

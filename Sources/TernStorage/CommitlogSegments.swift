@@ -56,6 +56,41 @@ extension Commitlog {
         return count
     }
 
+    /// The last index of the last segment that `deleteSegments(through: index)` would delete
+    /// (whole, durable, not the segment being written); nil when none would go.
+    public func lastIndexOfSegments(through index: UInt64) -> UInt64? {
+        var found: UInt64?
+        for s in segments.dropLast() {
+            guard s.entryCount > 0, s.lastIndex <= index, s.lastIndex <= durableIndex else { break }
+            found = s.lastIndex
+        }
+        return found
+    }
+
+    /// Each segment's first and last index, oldest first (a segment being written included).
+    public var segmentRanges: [(first: UInt64, last: UInt64)] { segments.map { ($0.firstIndex, $0.lastIndex) } }
+
+    /// Drops every entry and file of the log; the next entry appended is `nextIndex`. For a
+    /// snapshot install, whose state covers everything before `nextIndex`. Waits for the batch
+    /// in flight first; the files are gone, and the directory synced, when it returns.
+    public func reset(nextIndex: UInt64) throws(StorageError) {
+        precondition(nextIndex > 0)
+        if let failure { throw StorageError(.failed, "log failed earlier: \(failure)") }
+        while !inFlight.isEmpty { try pump(wait: true) }
+        staged.reset()
+        for s in segments { dropSegmentFiles(s) }
+        segments.removeAll()
+        try device.removeFile(directory + "/checkpoint")
+        for name in try device.listDirectory(directory) where name.count == 20 || name.hasSuffix(".index") {
+            try device.removeFile(directory + "/" + name)
+        }
+        try device.syncDirectory(directory)
+        checkpointSegmentBase = nil
+        lastIndex = nextIndex - 1
+        durableIndex = nextIndex - 1
+        device.prepareFile(directory + "/" + Commitlog.segmentName(0), bytes: options.segmentSizeBytes)
+    }
+
     /// Puts segment bookkeeping back to "the log ends at `index`". Reads the entry's index record
     /// when it is not in memory, so it can fail like any read (a damaged record).
     func rewindLogicalEnd(to index: UInt64) throws(StorageError) {

@@ -13,46 +13,60 @@
 // (a topic's creation, or the update that added queues), so that a topic deleted and created
 // again never shares files with its earlier self, and names need no escaping.
 //
-// Row (24 bytes, little-endian): entry index u64, position of the message in the entry's body
-// u32, slot u16, zero u16, tag hash u32, CRC32C of bytes 0..<20 u32. An all-zero row fails its
-// CRC, so a row never written reads as damage, not as a message.
+// Row (32 bytes, little-endian): entry index u64 and slot (the message's id), stored index u64
+// (the entry holding its bytes), position in that entry's body u32, slot u16, zero u16, tag hash
+// u32, CRC32C of bytes 0..<28 u32. An all-zero row fails its CRC, so a row never written reads
+// as damage, not as a message.
 
-/// One row of a consume queue.
+/// One row of a consume queue. `entryIndex` and `slot` are the message's id; `storedIndex` is
+/// the entry that holds its bytes now: the same entry, or, for a message delivered later than it
+/// was stored (a released delayed message, a committed half message), the entry that released it
+/// with a copy (`carried`), so that retention judges the bytes by when they were last written.
 public struct QueueRow: Equatable, Sendable {
     public var entryIndex: UInt64
+    public var storedIndex: UInt64
     public var position: UInt32
     public var slot: UInt16
     public var tagHash: UInt32
-    public init(entryIndex: UInt64, position: UInt32, slot: UInt16, tagHash: UInt32) {
+    public init(entryIndex: UInt64, storedIndex: UInt64? = nil, position: UInt32, slot: UInt16, tagHash: UInt32) {
         self.entryIndex = entryIndex
+        self.storedIndex = storedIndex ?? entryIndex
         self.position = position
         self.slot = slot
         self.tagHash = tagHash
     }
-    public static let bytes = 24
+    public var carried: Bool { storedIndex != entryIndex }
+
+    /// Whether every row encoded in `bytes` (whole rows) passes its checksum.
+    public static func allValid(_ bytes: [UInt8]) -> Bool {
+        bytes.withUnsafeBytes { b in (0..<(b.count / QueueRow.bytes)).allSatisfy { QueueRow.decode(b, at: $0 * QueueRow.bytes) != nil } }
+    }
+    public static let bytes = 32
 
     func encode(into b: inout [UInt8]) {
         var r = [UInt8](repeating: 0, count: QueueRow.bytes)
         r.withUnsafeMutableBytes { p in
             p.storeBytes(of: entryIndex.littleEndian, toByteOffset: 0, as: UInt64.self)
-            p.storeBytes(of: position.littleEndian, toByteOffset: 8, as: UInt32.self)
-            p.storeBytes(of: slot.littleEndian, toByteOffset: 12, as: UInt16.self)
-            p.storeBytes(of: tagHash.littleEndian, toByteOffset: 16, as: UInt32.self)
-            let crc = crc32c(UnsafeRawBufferPointer(rebasing: p[0..<20]))
-            p.storeBytes(of: crc.littleEndian, toByteOffset: 20, as: UInt32.self)
+            p.storeBytes(of: storedIndex.littleEndian, toByteOffset: 8, as: UInt64.self)
+            p.storeBytes(of: position.littleEndian, toByteOffset: 16, as: UInt32.self)
+            p.storeBytes(of: slot.littleEndian, toByteOffset: 20, as: UInt16.self)
+            p.storeBytes(of: tagHash.littleEndian, toByteOffset: 24, as: UInt32.self)
+            let crc = crc32c(UnsafeRawBufferPointer(rebasing: p[0..<28]))
+            p.storeBytes(of: crc.littleEndian, toByteOffset: 28, as: UInt32.self)
         }
         b.append(contentsOf: r)
     }
 
     /// The row at `at` in `b`, nil when its checksum fails.
     static func decode(_ b: UnsafeRawBufferPointer, at: Int) -> QueueRow? {
-        let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[at..<(at + 20)]))
-        guard UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 20, as: UInt32.self)) == crc else { return nil }
+        let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[at..<(at + 28)]))
+        guard UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 28, as: UInt32.self)) == crc else { return nil }
         return QueueRow(
             entryIndex: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: at, as: UInt64.self)),
-            position: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self)),
-            slot: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: at + 12, as: UInt16.self)),
-            tagHash: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 16, as: UInt32.self)))
+            storedIndex: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: at + 8, as: UInt64.self)),
+            position: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 16, as: UInt32.self)),
+            slot: UInt16(littleEndian: b.loadUnaligned(fromByteOffset: at + 20, as: UInt16.self)),
+            tagHash: UInt32(littleEndian: b.loadUnaligned(fromByteOffset: at + 24, as: UInt32.self)))
     }
 }
 
@@ -171,6 +185,13 @@ public final class ConsumeQueueFiles {
         queues[key] = nil
     }
 
+    /// Rows below `offset` are gone (retention); their files go at the next `collect` that no
+    /// kept snapshot stops.
+    public func raiseMinimum(_ key: QueueFileKey, to offset: UInt64) {
+        guard let q = queues[key] else { return }
+        queues[key]!.minOffset = min(max(q.minOffset, offset), q.maxOffset)
+    }
+
     public func bounds(_ key: QueueFileKey) -> (min: UInt64, max: UInt64)? { queues[key].map { ($0.minOffset, $0.maxOffset) } }
 
     public var allBounds: [QueueFileBounds] {
@@ -260,6 +281,44 @@ public final class ConsumeQueueFiles {
         return out
     }
 
+    /// Rows `offset..<offset + count` of a queue's files, as encoded there, whether or not the
+    /// queue is still live: for sending a snapshot's queues to a follower (every row a snapshot
+    /// counts was synced before it was written). Throws `.corruption` when they are not there.
+    public func storedRows(_ key: QueueFileKey, from offset: UInt64, count: Int) throws(StorageError) -> [UInt8] {
+        var out: [UInt8] = []
+        var at = offset
+        let end = offset + UInt64(count)
+        while at < end {
+            let base = at - at % rowsPerFile
+            let n = Int(min(end, base + rowsPerFile) - at)
+            let p = path(key, base: base)
+            guard device.fileExists(p) else { throw StorageError(.corruption, "consume queue file \(p) is missing") }
+            let bytes = try device.read(try handle(p, create: false), at: Int(at - base) * QueueRow.bytes, count: n * QueueRow.bytes)
+            guard bytes.count == n * QueueRow.bytes else { throw StorageError(.corruption, "consume queue file \(p) ends before row \(at + UInt64(n))") }
+            out += bytes
+            at += UInt64(n)
+        }
+        return out
+    }
+
+    /// Adds encoded rows (checked) to a queue created for them (a snapshot install).
+    public func importRows(_ key: QueueFileKey, _ encoded: [UInt8]) throws(StorageError) {
+        guard encoded.count % QueueRow.bytes == 0 else { throw StorageError(.corruption, "\(encoded.count) bytes are not whole rows") }
+        var rows: [QueueRow] = []
+        var bad = false
+        encoded.withUnsafeBytes { b in
+            for k in 0..<(b.count / QueueRow.bytes) {
+                guard let r = QueueRow.decode(b, at: k * QueueRow.bytes) else {
+                    bad = true
+                    return
+                }
+                rows.append(r)
+            }
+        }
+        if bad { throw StorageError(.corruption, "a row of \(key) fails its checksum") }
+        for r in rows { try append(key, r) }
+    }
+
     public func row(_ key: QueueFileKey, at offset: UInt64) throws(StorageError) -> QueueRow? {
         try rows(key, from: offset, count: 1).first
     }
@@ -283,11 +342,25 @@ public final class ConsumeQueueFiles {
         fileBases = [:]
         for f in files { fileBases[f.key, default: []].append(f.base) }
         for key in fileBases.keys { fileBases[key]!.sort() }
+        if let odd = files.first(where: { $0.base % rowsPerFile != 0 }) {
+            return "consume queue file \(odd.name) does not start at a multiple of \(rowsPerFile) rows (written with another file size?)"
+        }
         for b in bounds {
             queues[b.key] = Queue(minOffset: b.minOffset, written: b.maxOffset)
             for f in files where f.key == b.key && f.base >= b.maxOffset { try device.removeFile(directory + "/" + f.name) }
             fileBases[b.key]?.removeAll { $0 >= b.maxOffset }
             guard b.maxOffset > b.minOffset else { continue }
+            // Every file the queue's rows need is there and whole up to where the next begins.
+            var at = b.minOffset - b.minOffset % rowsPerFile
+            while at + rowsPerFile < b.maxOffset {
+                let p = path(b.key, base: at)
+                guard device.fileExists(p) else { return "consume queue file \(p) (\(b.key)) is missing" }
+                let size = try device.fileSize(try handle(p, create: false))
+                guard size >= Int(rowsPerFile) * QueueRow.bytes else {
+                    return "consume queue file \(p) holds \(size / QueueRow.bytes) of its \(rowsPerFile) rows"
+                }
+                at += rowsPerFile
+            }
             let last = b.maxOffset - 1
             let base = last - last % rowsPerFile
             let p = path(b.key, base: base)

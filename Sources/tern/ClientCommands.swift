@@ -39,7 +39,7 @@ func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) asy
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Topics, cluster status, leadership.",
-        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self])
+        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self, SnapshotNow.self])
 
     struct Topic: ParsableCommand {
         static let configuration = CommandConfiguration(
@@ -107,7 +107,7 @@ struct Admin: ParsableCommand {
                 if json {
                     struct Node: Encodable {
                         var id, role, leader: String
-                        var term, commitIndex, lastIndex, appliedIndex, durableIndex: UInt64
+                        var term, commitIndex, lastIndex, appliedIndex, durableIndex, firstIndex, snapshotIndex, diskBytes: UInt64
                     }
                     struct Report: Encodable { var nodes: [Node] }
                     try printJSON(
@@ -115,14 +115,18 @@ struct Admin: ParsableCommand {
                             nodes: nodes.map {
                                 Node(
                                     id: $0.id, role: $0.role, leader: $0.leader, term: $0.term, commitIndex: $0.commitIndex,
-                                    lastIndex: $0.lastIndex, appliedIndex: $0.appliedIndex, durableIndex: $0.durableIndex)
+                                    lastIndex: $0.lastIndex, appliedIndex: $0.appliedIndex, durableIndex: $0.durableIndex, firstIndex: $0.firstIndex,
+                                    snapshotIndex: $0.snapshotIndex, diskBytes: $0.diskBytes)
                             }))
                 } else {
-                    print("node  role         term  commitIndex  lastIndex  leader")
+                    print("node  role         term  commitIndex  firstIndex  lastIndex  snapshotIndex  disk MiB  leader")
                     for n in nodes {
-                        print(
-                            "\(n.id.padding(4))  \(n.role.padding(11))  \(String(n.term).padding(4))  \(String(n.commitIndex).padding(11))  \(String(n.lastIndex).padding(9))  \(n.leader)"
-                        )
+                        let cells = [
+                            n.id.padding(4), n.role.padding(11), String(n.term).padding(4), String(n.commitIndex).padding(11),
+                            String(n.firstIndex).padding(10), String(n.lastIndex).padding(9), String(n.snapshotIndex).padding(13),
+                            String(n.diskBytes >> 20).padding(8), n.leader,
+                        ]
+                        print(cells.joined(separator: "  "))
                     }
                 }
             }
@@ -468,5 +472,28 @@ final class Counter: @unchecked Sendable {
         lock.lock()
         n += 1
         lock.unlock()
+    }
+}
+
+extension Admin {
+    struct SnapshotNow: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "snapshot",
+            abstract: "Every member takes a broker snapshot of what it applied, now (docs/operations.md).")
+        @OptionGroup var endpoints: Endpoints
+        func run() async throws {
+            let answers = try await withCluster(endpoints) { try await $0.takeSnapshots() }
+            var failed = false
+            for a in answers {
+                switch a.result {
+                case .success(let s):
+                    print("\(a.node): snapshot at \(s.index)\(s.written ? "" : " (written once the log is on disk through it)")")
+                case .failure(let e):
+                    failed = true
+                    print("\(a.node): no snapshot: \(e)")
+                }
+            }
+            if failed { throw ExitCode(1) }
+        }
     }
 }

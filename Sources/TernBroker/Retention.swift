@@ -1,0 +1,96 @@
+// Retention, the broker's part. The leader decides which old log entries go (by age, by the
+// log's size, by disk use) and proposes it as a trim entry: the first index kept, and each
+// queue's new minimum offset. Every replica applies the same entry, so every replica reports the
+// same queue minimums, and a consumer sees the same minimum after a failover. Each member then
+// deletes whole log segments below the trim index once its own snapshots cover them
+// (NodeRetention.swift).
+//
+// A trim never passes a message that must still be delivered once: the leader's trim index is at
+// most the oldest entry still holding a delayed message not yet due, an undecided half
+// message, or a received message whose invisible time has not ended (`oldestPinnedEntry`).
+// Rows below a queue's new minimum are gone for consumers; a row at or above it whose entry was
+// deleted anyway (a released delayed message, indexed late at the queue's end while its entry
+// is old) reads as gone and is passed over.
+import TernProtocol
+import TernStorage
+
+/// Layout: first index kept u64, count u32, then (topic, queue u32, new minimum offset u64).
+public struct TrimEntry: Equatable, Sendable {
+    public var index: UInt64
+    public var minimums: [(queue: QueueRef, offset: UInt64)]
+    public init(index: UInt64, minimums: [(queue: QueueRef, offset: UInt64)]) {
+        self.index = index
+        self.minimums = minimums
+    }
+    public static func == (a: TrimEntry, b: TrimEntry) -> Bool {
+        a.index == b.index && a.minimums.map(\.queue) == b.minimums.map(\.queue) && a.minimums.map(\.offset) == b.minimums.map(\.offset)
+    }
+    public func encoded() -> [UInt8] {
+        var w = WireWriter()
+        w.u64(index)
+        w.u32(UInt32(minimums.count))
+        for m in minimums {
+            w.queueRef(m.queue)
+            w.u64(m.offset)
+        }
+        return w.bytes
+    }
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> TrimEntry {
+        var r = WireReader(bytes)
+        let index = try r.u64("trim index")
+        var minimums: [(queue: QueueRef, offset: UInt64)] = []
+        for _ in 0..<(try r.u32("count")) { minimums.append((try r.queueRef(), try r.u64("minimum offset"))) }
+        try r.finish("trim entry")
+        return TrimEntry(index: index, minimums: minimums)
+    }
+}
+
+extension Broker {
+    func applyTrim(_ t: TrimEntry) -> ApplyOutcome {
+        trimIndex = max(trimIndex, t.index)
+        for m in t.minimums {
+            guard let key = queues[m.queue] else { continue }
+            queueFiles.raiseMinimum(key, to: m.offset)
+        }
+        // Late places below their queue's minimum are gone with their rows.
+        lateOffsets = lateOffsets.filter { _, late in queue(late.queue).map { late.offset >= $0.baseOffset } ?? false }
+        return .done
+    }
+
+    /// The oldest log entry that must stay for a message still to be delivered once: a delayed
+    /// message not yet released, an undecided half message, a delivery still invisible. nil when
+    /// nothing is pinned.
+    public func oldestPinnedEntry() throws(StorageError) -> UInt64? {
+        var oldest: UInt64?
+        func note(_ i: UInt64) { oldest = Swift.min(oldest ?? i, i) }
+        for t in timers.pending.values { note(t.id.entryIndex) }
+        for t in checkTimers.pending.values { note(t.id.entryIndex) }
+        for g in receiveGroups.keys.sorted() {
+            for (q, state) in receiveGroups[g]! where !state.invisible.isEmpty {
+                for o in state.invisible.keys.sorted() {
+                    if let r = try row(q, at: o) { note(r.storedIndex) }
+                }
+            }
+        }
+        return oldest
+    }
+
+    /// Each queue's new minimum for trimming below `index`: the first offset, from the current
+    /// minimum on, whose row's entry is at or after `index`, looking at most `maxScan` rows per
+    /// queue (a later trim goes on from there). Queues in topic order.
+    public func trimMinimums(below index: UInt64, maxScan: Int = 1 << 20) throws(StorageError) -> [(queue: QueueRef, offset: UInt64)] {
+        var out: [(queue: QueueRef, offset: UInt64)] = []
+        for ref in queues.keys.sorted() {
+            guard let q = queue(ref) else { continue }
+            var cursor = RowCursor(queueFiles, q.key)
+            var at = q.baseOffset
+            var scanned = 0
+            while at < q.maxOffset, scanned < maxScan, try cursor.row(at: at).0.storedIndex < index {
+                at += 1
+                scanned += 1
+            }
+            if at > q.baseOffset { out.append((ref, at)) }
+        }
+        return out
+    }
+}

@@ -1,0 +1,88 @@
+// Retention, the node's part (the broker's: Retention.swift). The leader decides, every
+// `retentionCheckMillis`, how far the log may go: whole segments, oldest first, never the one
+// being written, while the segment's newest message is older than `retentionMillis`, or the log
+// is larger than `retentionBytes`, or the disk is above `diskSoftLimit`; never past the oldest
+// entry a message still needs (`Broker.oldestPinnedEntry`), nor past what is applied. It
+// proposes that as a trim entry with each queue's new minimum. Each member (the leader too)
+// deletes segments below a trim index only once the older of its two kept snapshots holds that
+// trim: whichever snapshot a restart loads (a damaged newest one falls back to the older), its
+// queues start past every deleted entry. A trim past the newest snapshot takes one at the
+// trim's own index on every replica.
+import TernBroker
+import TernProtocol
+import TernStorage
+
+extension Node {
+    /// Leader, on each tick: a trim entry when retention allows the log's front to go.
+    func proposeRetention(into out: inout NodeOutput) throws(StorageError) {
+        guard isReadyLeader, retentionInFlight == nil, now >= nextRetentionCheck else { return }
+        nextRetentionCheck = now + config.retentionCheckMillis
+        let log = replica.log
+        let ranges = log.segmentRanges
+        guard ranges.count > 1 else { return }
+        let segmentBytes = UInt64(log.options.segmentSizeBytes)
+        var logBytes = UInt64(ranges.count) * segmentBytes
+        var target = broker.trimIndex
+        var early = diskUsedFraction > config.diskSoftLimit
+        for r in ranges.dropLast() where r.last >= r.first {
+            guard r.last <= broker.appliedIndex else { break }
+            let tooBig = config.retentionBytes.map { logBytes > $0 } ?? false
+            var tooOld = false
+            if let newest = try newestStoreTimestamp(first: r.first, last: r.last), newest + config.retentionMillis <= broker.lastStoreTimestamp {
+                tooOld = true
+            }
+            guard tooBig || tooOld || early else { break }
+            early = false  // one segment early per check, above the soft limit
+            target = max(target, r.last + 1)
+            logBytes -= segmentBytes
+        }
+        if let pinned = try broker.oldestPinnedEntry(), !config.raft.plantedBugs.contains(.trimIgnoresPins) { target = min(target, pinned) }
+        guard target > broker.trimIndex else { return }
+        let minimums = try broker.trimMinimums(below: target)
+        try propose([(BrokerEntryType.trim, TrimEntry(index: target, minimums: minimums).encoded())], owners: [.internalWrite], into: &out)
+        if isLeader && broker.appliedIndex < replica.log.lastIndex { retentionInFlight = replica.log.lastIndex }
+    }
+
+    /// The store time of the newest messages entry among the segment's last entries, if any.
+    func newestStoreTimestamp(first: UInt64, last: UInt64) throws(StorageError) -> UInt64? {
+        var i = last
+        while i >= first && last - i < 64 {
+            if let e = try replica.log.read(from: i, maxBytes: 1).first, e.index == i, e.type == BrokerEntryType.messages, e.body.count >= 8 {
+                return e.body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+            }
+            if i == 0 { break }
+            i -= 1
+        }
+        return nil
+    }
+
+    /// After a trim entry applied: a snapshot at its index when the newest one is older than the
+    /// trim (so that segments can go once another follows), and the log compacted.
+    func trimApplied(_ entry: LogEntry, into out: inout NodeOutput) {
+        if retentionInFlight == entry.index { retentionInFlight = nil }
+        let newest = max(keptSnapshotBounds.keys.max() ?? 0, pendingSnapshot?.index ?? 0)
+        if broker.trimIndex > 0, newest + 1 < broker.trimIndex, pendingSnapshot?.index != entry.index {
+            takeSnapshot(entry, into: &out)
+        }
+    }
+
+    /// Deletes log segments below the trim index that the older kept snapshot holds: whichever
+    /// snapshot a restart loads, its queues' minimums then lie past every deleted entry (a
+    /// restart from a snapshot older than the trim served rows whose entries were gone:
+    /// simulator seed 77).
+    func compactLog(into out: inout NodeOutput) {
+        var through: UInt64
+        if config.raft.plantedBugs.contains(.compactPastApplied) {
+            through = replica.log.durableIndex
+        } else {
+            guard keptSnapshotTrims.count >= 2, let older = keptSnapshotTrims.keys.min(), let trim = keptSnapshotTrims[older], trim > 1 else { return }
+            through = min(trim - 1, older)
+        }
+        do {
+            let removed = try replica.compact(through: through)
+            if removed > 0 { out.compacted = replica.log.firstIndex }
+        } catch {
+            out.notices.append("could not delete log segments through \(through): \(error)")
+        }
+    }
+}
