@@ -31,7 +31,7 @@ public struct ServeOptions: ParsableArguments {
     @Option(help: "Largest message body in bytes.") public var maxMessageBytes: Int?
     @Option(help: "Commitlog segment size in MiB.") public var segmentMb: Int?
     @Option(help: "Take a broker snapshot every this many log entries (0: never; default 100000).") public var snapshotEntries: UInt64?
-    @Option(help: "... and every this many bytes of entries applied: bytes or with a unit (0: never; default 256MiB).") public var snapshotBytes: String?
+    @Option(help: "... and every this many bytes of entries applied: bytes or with a unit (0: never; default 64MiB).") public var snapshotBytes: String?
     @Option(help: "Log segments whose newest message is older than this many hours are deleted (default 72).") public var retentionHours: Double?
     @Option(help: "The oldest log segments are deleted while the log is larger than this: bytes, or with a unit (256MiB, 2GiB).")
     public var retentionBytes: String?

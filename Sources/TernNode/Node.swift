@@ -40,7 +40,7 @@ public struct NodeConfig: Sendable {
     public var snapshotEveryEntries: UInt64 = 100_000
     /// ... and after the entry with which the bytes of all entries applied cross a multiple of
     /// this (0: never), the same points on every replica too.
-    public var snapshotEveryBytes: UInt64 = 256 << 20
+    public var snapshotEveryBytes: UInt64 = 64 << 20
     /// Rows per consume-queue file.
     public var queueFileRows: UInt64 = 1 << 18
     /// Retention (NodeRetention.swift): log segments whose newest message is older than this go

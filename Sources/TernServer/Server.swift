@@ -52,7 +52,7 @@ public struct ServerConfig: Sendable {
     /// A broker snapshot at every multiple of this many entries (0: none; docs/operations.md).
     public var snapshotEveryEntries: UInt64 = 100_000
     /// ... and every this many bytes of entries applied (0: none).
-    public var snapshotEveryBytes: UInt64 = 256 << 20
+    public var snapshotEveryBytes: UInt64 = 64 << 20
     /// Retention (docs/operations.md): log segments older than this go; the oldest go while the
     /// log is larger than `retentionBytes` (nil: no size limit).
     public var retentionHours: Double = 72

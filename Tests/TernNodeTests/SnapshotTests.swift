@@ -135,3 +135,77 @@ struct SnapshotTests {
         try d.close()
     }
 }
+
+@Suite("Node: retention", .serialized)
+struct RetentionTests {
+    /// One node, 1 MiB segments, at most 2 MiB of log, a snapshot every 10 entries.
+    private func retentionDriver(_ name: String, directory: String? = nil) throws -> Driver {
+        try Driver(name, directory: directory) { config in
+            config.snapshotEveryEntries = 10
+            config.queueFileRows = 16
+            config.retentionBytes = 2 << 20
+            config.retentionCheckMillis = 10
+        }
+    }
+
+    @Test("retention trims the log's front by size: queue minimums rise, segments go, a released delayed message survives as its copy, a restart agrees")
+    func trimsBySize() throws {
+        let d = try retentionDriver("retention")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        var delayed = WireMessage(tag: "x", body: Array("later".utf8))
+        delayed.properties[Delay.delayMillisProperty] = "2000"
+        let delayedSend = try SendResponse.decode(try d.call(.send, SendRequest(topic: "t", queueID: 0, producerGroup: "pg", messages: [delayed])))
+        let big = String(repeating: "b", count: 20_000)
+        for k in 0..<300 {
+            _ = try d.call(.send, sendRequest(["\(k)" + big]))
+            if k % 10 == 0 { try d.tick() }  // retention is checked on ticks
+        }
+        try d.tick(200)  // 2 s: the delayed message is released, with a copy, at the queue's end
+        for k in 300..<340 {
+            _ = try d.call(.send, sendRequest(["\(k)" + big]))
+            if k % 10 == 0 { try d.tick() }
+        }
+        let node = d.node
+        #expect(node.broker.trimIndex > delayedSend.entryIndex)
+        #expect(node.replica.log.firstIndex > delayedSend.entryIndex)  // the delayed message's first entry is gone
+        #expect(node.replica.log.segmentRanges.count <= 5)
+        guard let bounds = node.broker.bounds(QueueRef(topic: "t", queueID: 0)) else { return }
+        #expect(bounds.min > 0)
+        // A pull from 0 answers from the minimum, and everything from there is readable.
+        let r = try PullResponse.decode(try d.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0, maxMessages: 1000, maxBytes: UInt32.max)))
+        #expect(r.minOffset == bounds.min)
+        #expect(r.messages.first?.queueOffset == bounds.min)
+        #expect(r.messages.map(\.queueOffset) == Array(bounds.min..<bounds.max))
+        let later = r.messages.first { $0.message.body == Array("later".utf8) }
+        #expect(later?.id == MessageID(entryIndex: delayedSend.entryIndex, slot: 0))  // its id, read from its copy
+        #expect(try node.broker.message(MessageID(entryIndex: delayedSend.entryIndex, slot: 0))?.message.body == Array("later".utf8))
+        let before = r.messages.map(\.id)
+        try d.close()
+
+        let again = try retentionDriver("retention", directory: d.directory)
+        try again.elect()
+        let r2 = try PullResponse.decode(try again.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0, maxMessages: 1000, maxBytes: UInt32.max)))
+        #expect(r2.messages.map(\.id) == before)
+        try again.close()
+    }
+
+    @Test("a trim never passes a delayed message that is not due yet")
+    func pinnedByDelayed() throws {
+        let d = try retentionDriver("retentionpin")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        var delayed = WireMessage(tag: "x", body: Array("much later".utf8))
+        delayed.properties[Delay.delayMillisProperty] = "3600000"
+        let sent = try SendResponse.decode(try d.call(.send, SendRequest(topic: "t", queueID: 0, producerGroup: "pg", messages: [delayed])))
+        let big = String(repeating: "b", count: 20_000)
+        for k in 0..<300 {
+            _ = try d.call(.send, sendRequest(["\(k)" + big]))
+            if k % 10 == 0 { try d.tick() }
+        }
+        #expect(d.node.broker.trimIndex > 0)
+        #expect(d.node.broker.trimIndex <= sent.entryIndex)
+        #expect(d.node.replica.log.firstIndex <= sent.entryIndex)
+        try d.close()
+    }
+}
