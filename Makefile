@@ -23,13 +23,14 @@ bench-compare: setup
 	bench/compare.sh
 
 # Checks the format, builds with warnings as errors (debug), runs every test, then the simulator's checks
-# (a 100-seed sweep, determinism across processes, planted bugs caught), then a short chaos run
-# on real processes (60 s of faults; docs/chaos.md).
+# (a 100-seed sweep, determinism across processes, planted bugs caught), then short chaos runs
+# on real processes (60 s of faults, then 30 s with retention stress; docs/chaos.md).
 test: setup lint
 	swift build --build-tests
 	swift test
 	scripts/sim-check.sh
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci
+	.build/debug/tern chaos --duration 30 --every 5 --seed 2 --retention-stress --out .build/chaos-ci-retention
 
 # The toolchain's formatter with the checked-in .swift-format; `make test` fails on a difference.
 lint:

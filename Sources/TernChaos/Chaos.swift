@@ -30,6 +30,13 @@ public struct ChaosRun: AsyncParsableCommand {
     @Option(help: "Storage backend of the nodes: auto, uring or posix.") var io: IOBackendChoice = .auto
     @Flag(help: "Keep the nodes' data when the run passes (it is always kept when it fails).") var keepData = false
     @Option(help: "Run the nodes with a planted bug (dedupe-off, deliver-half, release-early, ...), to see the checker catch it.") var plant: [String] = []
+    @Flag(
+        help:
+            "Retention stress: 256 KiB segments, the log kept to 2 MiB, snapshots every 1 MiB or 500 entries, so that snapshots, deletions and installs happen during the faults; messages retention deleted are counted, not lost."
+    ) var retentionStress = false
+
+    /// What `--retention-stress` gives every node.
+    static let retentionStressArgs = ["--segment-kb", "256", "--retention-bytes", "2MiB", "--snapshot-entries", "500", "--snapshot-bytes", "1MiB"]
 
     public init() {}
 
@@ -47,7 +54,10 @@ public struct ChaosRun: AsyncParsableCommand {
         print("tern chaos: seed \(seed), \(duration) s of faults (one every ~\(fmt(every)) s), output in \(folder)")
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let cluster = try ChaosCluster(folder: folder, io: io, group: group, extraArgs: plant.flatMap { ["--plant", $0] })
+        let cluster = try ChaosCluster(
+            folder: folder, io: io, group: group, extraArgs: plant.flatMap { ["--plant", $0] } + (retentionStress ? ChaosRun.retentionStressArgs : []),
+            segmentMb: 64)
+        if retentionStress { print("retention stress: \(ChaosRun.retentionStressArgs.joined(separator: " "))") }
         if !plant.isEmpty { print("planted bugs on every node: \(plant.joined(separator: ", ")) (the run should fail)") }
         let history = ChaosHistory(path: folder + "/history.jsonl")
         defer { cluster.stopAll() }
@@ -81,7 +91,10 @@ public struct ChaosRun: AsyncParsableCommand {
         await transactions.value
         for s in stopConsumers { await s() }
 
-        let report = try await ChaosChecker(client: client, history: history, workloads: workloads, cliAcked: cliAcked, seed: seed, duration: duration).check()
+        let trim = retentionStress ? ((try? await client.status())?.map(\.trimIndex).max() ?? 0) : 0
+        let report = try await ChaosChecker(
+            client: client, history: history, workloads: workloads, cliAcked: cliAcked, seed: seed, duration: duration, trimIndex: trim
+        ).check()
         try report.text.write(toFile: folder + "/report.txt", atomically: true, encoding: .utf8)
         try report.recoveryCSV.write(toFile: folder + "/recovery.csv", atomically: true, encoding: .utf8)
         history.close()
@@ -118,7 +131,8 @@ public struct ChaosRun: AsyncParsableCommand {
         try await Task.sleep(for: .seconds(8))
         let consumersDeadline = clock.now + .seconds(60)
         while clock.now < consumersDeadline {
-            let backlog = try await ChaosChecker.backlog(client: client, workloads: workloads)
+            let trim = retentionStress ? ((try? await client.status())?.map(\.trimIndex).max() ?? 0) : 0
+            let backlog = try await ChaosChecker.backlog(client: client, workloads: workloads, trimIndex: trim)
             if backlog == 0 { break }
             try await Task.sleep(for: .milliseconds(500))
         }
@@ -138,8 +152,10 @@ public final class ChaosCluster: @unchecked Sendable {
 
     /// Three `tern-chaos serve` nodes (this executable, or `executable`) with relays on every
     /// peer link and a fault file each; not started yet.
-    public init(folder: String, io: IOBackendChoice, group: MultiThreadedEventLoopGroup, extraArgs: [String] = [], executable: String = ternExecutable()) throws
-    {
+    public init(
+        folder: String, io: IOBackendChoice, group: MultiThreadedEventLoopGroup, extraArgs: [String] = [], segmentMb: Int = 64,
+        executable: String = ternExecutable()
+    ) throws {
         self.folder = folder
         let ids = ["n1", "n2", "n3"]
         let ports = ids.map { _ in freeLoopbackPort() }
@@ -156,7 +172,7 @@ public final class ChaosCluster: @unchecked Sendable {
         nodes = LocalCluster(
             nodes: 3, basePort: 0, dataRoot: folder + "/data",
             extraArgs: [
-                "--io", "\(io)", "--segment-mb", "64", "--transaction-check-first-ms", "1000",
+                "--io", "\(io)", "--segment-mb", "\(segmentMb)", "--transaction-check-first-ms", "1000",
                 "--transaction-check-interval-ms", "2000", "--transaction-max-checks", "30",
             ] + extraArgs,
             ports: ports, logDirectory: folder + "/logs", executable: executable, serveCommand: ["serve"],

@@ -22,6 +22,11 @@ struct ChaosChecker {
     let cliAcked: [String: String]
     let seed: UInt64
     let duration: Int
+    /// The group's trim index (retention stress; 0 otherwise): an acknowledged message stored
+    /// before it may be gone by retention, and is counted apart, not as lost.
+    var trimIndex: UInt64 = 0
+
+    func retained(_ id: MessageID?) -> Bool { id.map { $0.entryIndex < trimIndex } ?? false }
 
     /// Every message of `topic`, in queue order per queue.
     static func read(_ client: TernCluster, topic: String, queues: UInt32) async throws -> [ReceivedMessage] {
@@ -39,8 +44,8 @@ struct ChaosChecker {
     }
 
     /// Acknowledged messages the live consumers have not seen yet.
-    static func backlog(client: TernCluster, workloads: ChaosWorkloads) async throws -> Int {
-        let sends = workloads.history.allSends.filter(\.acked)
+    static func backlog(client: TernCluster, workloads: ChaosWorkloads, trimIndex: UInt64 = 0) async throws -> Int {
+        let sends = workloads.history.allSends.filter { $0.acked && !($0.id.map { $0.entryIndex < trimIndex } ?? false) }
         let idempotent = Set(sends.filter { $0.workload == "idempotent" }.map(\.body))
         let plain = Set(sends.filter { $0.workload == "plain" }.map(\.body))
         let delayed = Set(sends.filter { $0.workload == "delayed" }.map(\.body))
@@ -52,6 +57,7 @@ struct ChaosChecker {
     func check() async throws -> ChaosReport {
         var failures: [String] = []
         var lines: [String] = []
+        var retainedAway = 0
         func fail(_ s: String) { failures.append(s) }
         let sends = history.allSends
         let faults = history.allFaults
@@ -77,10 +83,15 @@ struct ChaosChecker {
             let list = byWorkload[w]!
             let ackedBodies = Set(list.filter(\.acked).map(\.body))
             var lost = 0, duplicated = 0
+            let ackedIDs = Dictionary(list.filter(\.acked).map { ($0.body, $0.id) }, uniquingKeysWith: { a, _ in a })
             let attemptsOf = Dictionary(list.map { ($0.body, 1) }, uniquingKeysWith: +)
             for body in ackedBodies.sorted() {
                 if w == "transactional" { continue }  // judged below, by its decision
                 if (stored[body] ?? []).isEmpty {
+                    if retained(ackedIDs[body] ?? nil) {
+                        retainedAway += 1
+                        continue
+                    }
                     lost += 1
                     fail(
                         "lost: \(w) message \(body) was acknowledged (\(list.first { $0.body == body && $0.acked }?.id.map { "\($0)" } ?? "")) and is not stored"
@@ -128,7 +139,7 @@ struct ChaosChecker {
             if visible && !committed {
                 torn += 1
                 fail("torn: transaction \(body) is visible although its local transaction \(decisions[body] == nil ? "never ran" : "rolled back")")
-            } else if !visible && committed && txAcked.contains(body) {
+            } else if !visible && committed && txAcked.contains(body) && !retained(sends.first { $0.body == body && $0.acked }?.id) {
                 torn += 1
                 fail("torn: transaction \(body) committed locally (half message acknowledged) but is not visible")
             }
@@ -157,6 +168,10 @@ struct ChaosChecker {
         for (id, label) in cliAcked.sorted(by: { $0.key < $1.key }) {
             let prefix = label.split(separator: " ").first.map(String.init) ?? label
             guard let m = byID[id], String(decoding: m.message.body, as: UTF8.self).hasPrefix(prefix + " ") else {
+                if retained(MessageID(id)) {
+                    retainedAway += 1
+                    continue
+                }
                 cliLost += 1
                 fail("lost: \(id), acknowledged to the killed client \(prefix), is not stored")
                 continue
@@ -164,7 +179,7 @@ struct ChaosChecker {
         }
 
         // Consumer groups: everything acknowledged reached them.
-        let backlogMissing = try await ChaosChecker.backlog(client: client, workloads: workloads)
+        let backlogMissing = try await ChaosChecker.backlog(client: client, workloads: workloads, trimIndex: trimIndex)
         if backlogMissing > 0 { fail("consumers: \(backlogMissing) acknowledged messages never reached a live consumer group that should have had them") }
 
         // Recovery: from each fault to the first acknowledged write that started after it.
@@ -186,6 +201,10 @@ struct ChaosChecker {
         lines.append(
             "sent \(totalSent), acknowledged \(totalAcked), lost \(counts.values.map(\.lost).reduce(0, +) + cliLost), unexpected \(unexpected), out of order \(outOfOrder), torn \(torn), early \(early)"
         )
+        if trimIndex > 0 {
+            lines.append(
+                "retention stress: trim index \(trimIndex); \(retainedAway) acknowledged messages before it were deleted by retention (not counted as lost)")
+        }
         lines.append("")
         lines.append("workload        sent   acked   lost   duplicated")
         for w in counts.keys.sorted() {

@@ -16,6 +16,7 @@ public struct ChaosServe: ParsableCommand {
     @Option(help: "Dial these peers elsewhere than their --peers endpoint, as id=host:port (relays).") var dial: String?
     @Option(help: "A control file that can make this node's disk slow (\"slow MS\") or full (\"full\").") var faultFile: String?
     @Option(help: "A deliberate bug to plant (see PlantedBugs.all), to show a checker catching it.") var plant: [String] = []
+    @Option(help: "Commitlog segments of this many KiB (smaller than tern serve allows: retention stress).") var segmentKb: Int?
 
     public init() {}
 
@@ -29,6 +30,10 @@ public struct ChaosServe: ParsableCommand {
             }
         }
         cfg.faultFile = faultFile
+        if let kb = segmentKb {
+            guard kb >= 64 && kb % 4 == 0 else { throw ValidationError("--segment-kb must be a multiple of 4, at least 64 (got \(kb))") }
+            cfg.segmentBytes = kb << 10
+        }
         for name in plant {
             guard let bug = PlantedBugs.all.first(where: { $0.0 == name })?.1 else { throw ValidationError("--plant \(name) is unknown") }
             cfg.plantedBugs.insert(bug)

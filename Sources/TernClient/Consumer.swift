@@ -56,8 +56,25 @@ public final class PullConsumer: Sendable {
         var lastHeartbeat: ContinuousClock.Instant?
         var rotation = 0
         var started = false
+        var retentionSkips: [RetentionSkip] = []
     }
     private let state = NIOLockedValueBox(State())
+
+    /// A queue position that fell below the queue's minimum: those messages were deleted by
+    /// retention before this consumer read them, and it resumed at the minimum.
+    public struct RetentionSkip: Sendable, Equatable {
+        public var queue: QueueRef
+        public var from: UInt64
+        public var resumedAt: UInt64
+    }
+
+    /// The retention skips since the last call (the `tern consume` command prints them).
+    public func takeRetentionSkips() -> [RetentionSkip] {
+        state.withLockedValue { s in
+            defer { s.retentionSkips = [] }
+            return s.retentionSkips
+        }
+    }
 
     public init(
         cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering,
@@ -162,6 +179,7 @@ public final class PullConsumer: Sendable {
             if s.positions[q] == offset {
                 s.positions[q] = r.nextOffset
                 s.consumed[q] = r.nextOffset
+                if offset < r.minOffset { s.retentionSkips.append(RetentionSkip(queue: q, from: offset, resumedAt: r.minOffset)) }
             }
         }
         return r.messages

@@ -218,6 +218,7 @@ public final class Node {
         s.firstIndex = replica.log.firstIndex
         s.snapshotIndex = lastSnapshotIndex
         s.diskBytes = diskBytes
+        s.trimIndex = broker.trimIndex
         return s
     }
 

@@ -293,7 +293,8 @@ extension Node {
             }
             try queueFiles.sync()
             let snapshot = SnapshotFile(index: index, term: term, body: body)
-            for old in try snapshots.indexes() where old != index { try snapshots.setAside(old) }
+            // The snapshots here name queue files that were just replaced: they go.
+            for old in try snapshots.indexes() where old != index { try snapshots.remove(old) }
             try snapshots.write(snapshot)
             keptSnapshotBounds = [index: queues]
             keptSnapshotTrims = [index: (try? Broker.trimIndex(inSnapshot: body)) ?? 0]

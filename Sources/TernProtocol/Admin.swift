@@ -124,6 +124,8 @@ public struct NodeStatus: WireCodable, Equatable {
     public var firstIndex: UInt64 = 0
     public var snapshotIndex: UInt64 = 0
     public var diskBytes: UInt64 = 0
+    /// Entries before this index were deleted by retention's decision (the replicated trim).
+    public var trimIndex: UInt64 = 0
     public init(id: String, role: String, term: UInt64, leader: String, commitIndex: UInt64, lastIndex: UInt64, appliedIndex: UInt64, durableIndex: UInt64) {
         self.id = id
         self.role = role
@@ -148,6 +150,7 @@ public struct NodeStatus: WireCodable, Equatable {
         w.u64(firstIndex)
         w.u64(snapshotIndex)
         w.u64(diskBytes)
+        w.u64(trimIndex)
     }
     public init(from r: inout WireReader) throws(WireError) {
         id = try r.string("id")
@@ -166,6 +169,7 @@ public struct NodeStatus: WireCodable, Equatable {
             firstIndex = try r.u64("first index")
             snapshotIndex = try r.u64("snapshot index")
             diskBytes = try r.u64("disk bytes")
+            trimIndex = try r.u64("trim index")
         }
     }
 }

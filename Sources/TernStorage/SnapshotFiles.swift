@@ -118,4 +118,10 @@ extension SnapshotFiles {
         try device.renameFile(path(index), to: path(index) + ".unusable")
         try device.syncDirectory(directory)
     }
+
+    /// Removes a snapshot that no longer fits this node's files (a newer state was installed).
+    public func remove(_ index: UInt64) throws(StorageError) {
+        try device.removeFile(path(index))
+        try device.syncDirectory(directory)
+    }
 }

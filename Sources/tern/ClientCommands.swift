@@ -444,6 +444,12 @@ struct Consume: AsyncParsableCommand {
                 FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
                 continue
             }
+            for skip in consumer.takeRetentionSkips() {
+                FileHandle.standardError.write(
+                    Data(
+                        "tern: \(skip.queue): offsets \(skip.from)..<\(skip.resumedAt) were deleted by retention before they were read; resumed at \(skip.resumedAt)\n"
+                            .utf8))
+            }
             for m in batch {
                 printMessage(m)
                 got += 1
