@@ -63,6 +63,7 @@ truncate-peer-frames 1-3 10
 snapshot-drops-dedupe 1-10 30
 compact-past-applied 1-10 30
 trim-ignores-pins 1-40 30
+install-before-durable 1-30 30
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -396,7 +396,9 @@ final class SimConsumer: SimClient {
         guard case .success(let body) = r.result else {
             if case .failure(let e) = r.result, e.code == ErrorCode.notLeader {
                 leaderGuess = world.leaderHint(e)
-            } else if case .failure(let e) = r.result, case .giveBack(let id) = o.kind, e.code == ErrorCode.messageNotFound, world.retentionOn {
+            } else if case .failure(let e) = r.result, case .giveBack(let id) = o.kind, e.code == ErrorCode.messageNotFound,
+                world.nodes.contains(where: { ($0.node?.broker.trimIndex ?? 0) > id.entryIndex })
+            {
                 giveBacks.removeAll { $0.id == id }  // deleted by retention before it was given back
                 world.count("give-back of a message retention deleted")
             } else if case .failure(let e) = r.result, e.code != ErrorCode.busy && e.code != ErrorCode.topicNotFound {

@@ -125,7 +125,10 @@ public final class SimDevice: StorageDevice {
 
     public func createDirectory(_ path: String) throws(StorageError) {}
 
-    public func removeFile(_ path: String) throws(StorageError) { files[path] = nil }
+    public func removeFile(_ path: String) throws(StorageError) {
+        if files[path] != nil { traceHook?("remove \(path)") }
+        files[path] = nil
+    }
 
     public func renameFile(_ from: String, to: String) throws(StorageError) {
         guard let f = files[from] else { throw StorageError(.invalidArgument, "rename \(from): no such file", errno: 2) }

@@ -4,7 +4,7 @@
 // replicas that applied the same entries produce the same bytes (the simulator compares them).
 // Caches (the last entry read, parsed SQL filters) are not state and are not written.
 //
-// Layout (version 1, WireWriter encodings): version u8; applied index u64; last store timestamp
+// Layout (version 2, WireWriter encodings): version u8; applied index u64; last store timestamp
 // u64; trim index u64; applied bytes u64; queues (first, so a reader can find the files a snapshot needs without the rest): count
 // u32, then per queue in (topic, queue) order: topic, queue u32, created u64, min u64, max u64;
 // topics: count, (name, queues u32); offsets: groups, (group, count, (topic, queue u32, offset
@@ -19,7 +19,7 @@ import TernProtocol
 import TernStorage
 
 extension Broker {
-    static let snapshotVersion: UInt8 = 1
+    static let snapshotVersion: UInt8 = 2
 
     /// The state at `appliedIndex`, encoded.
     public func snapshot() -> [UInt8] {

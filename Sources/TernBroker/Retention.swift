@@ -14,16 +14,20 @@
 import TernProtocol
 import TernStorage
 
-/// Layout: first index kept u64, count u32, then (topic, queue u32, new minimum offset u64).
+/// Layout: first index kept u64, count u32, then (topic, queue u32, the index of the entry that
+/// created the queue u64, new minimum offset u64). A minimum for a queue created by another
+/// entry (its topic was deleted and created again meanwhile) does not apply.
 public struct TrimEntry: Equatable, Sendable {
+    public struct Minimum: Equatable, Sendable {
+        public var queue: QueueRef
+        public var created: UInt64
+        public var offset: UInt64
+    }
     public var index: UInt64
-    public var minimums: [(queue: QueueRef, offset: UInt64)]
-    public init(index: UInt64, minimums: [(queue: QueueRef, offset: UInt64)]) {
+    public var minimums: [Minimum]
+    public init(index: UInt64, minimums: [Minimum]) {
         self.index = index
         self.minimums = minimums
-    }
-    public static func == (a: TrimEntry, b: TrimEntry) -> Bool {
-        a.index == b.index && a.minimums.map(\.queue) == b.minimums.map(\.queue) && a.minimums.map(\.offset) == b.minimums.map(\.offset)
     }
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -31,6 +35,7 @@ public struct TrimEntry: Equatable, Sendable {
         w.u32(UInt32(minimums.count))
         for m in minimums {
             w.queueRef(m.queue)
+            w.u64(m.created)
             w.u64(m.offset)
         }
         return w.bytes
@@ -38,8 +43,10 @@ public struct TrimEntry: Equatable, Sendable {
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> TrimEntry {
         var r = WireReader(bytes)
         let index = try r.u64("trim index")
-        var minimums: [(queue: QueueRef, offset: UInt64)] = []
-        for _ in 0..<(try r.u32("count")) { minimums.append((try r.queueRef(), try r.u64("minimum offset"))) }
+        var minimums: [Minimum] = []
+        for _ in 0..<(try r.u32("count")) {
+            minimums.append(Minimum(queue: try r.queueRef(), created: try r.u64("created"), offset: try r.u64("minimum offset")))
+        }
         try r.finish("trim entry")
         return TrimEntry(index: index, minimums: minimums)
     }
@@ -49,8 +56,16 @@ extension Broker {
     func applyTrim(_ t: TrimEntry) -> ApplyOutcome {
         trimIndex = max(trimIndex, t.index)
         for m in t.minimums {
-            guard let key = queues[m.queue] else { continue }
+            guard let key = queues[m.queue], key.created == m.created else { continue }
             queueFiles.raiseMinimum(key, to: m.offset)
+            // Deliveries below the minimum are gone with their messages.
+            for g in receiveGroups.keys.sorted() {
+                guard var state = receiveGroups[g]?[m.queue] else { continue }
+                let low = queue(m.queue)!.baseOffset
+                state.invisible = state.invisible.filter { $0.key >= low }
+                state.next = Swift.max(state.next, low)
+                receiveGroups[g]![m.queue] = state
+            }
         }
         // Late places below their queue's minimum are gone with their rows.
         lateOffsets = lateOffsets.filter { _, late in queue(late.queue).map { late.offset >= $0.baseOffset } ?? false }
@@ -78,19 +93,27 @@ extension Broker {
     /// Each queue's new minimum for trimming below `index`: the first offset, from the current
     /// minimum on, whose row's entry is at or after `index`, looking at most `maxScan` rows per
     /// queue (a later trim goes on from there). Queues in topic order.
-    public func trimMinimums(below index: UInt64, maxScan: Int = 1 << 20) throws(StorageError) -> [(queue: QueueRef, offset: UInt64)] {
-        var out: [(queue: QueueRef, offset: UInt64)] = []
+    ///
+    /// Returns the minimums and the first entry index the scans did not pass: where a scan hit
+    /// its bound, the trim must stop there, or rows above a minimum would lose their entries.
+    public func trimMinimums(below index: UInt64, maxScan: Int = 1 << 20) throws(StorageError) -> ([TrimEntry.Minimum], reached: UInt64) {
+        var out: [TrimEntry.Minimum] = []
+        var reached = index
         for ref in queues.keys.sorted() {
             guard let q = queue(ref) else { continue }
             var cursor = RowCursor(queueFiles, q.key)
             var at = q.baseOffset
             var scanned = 0
-            while at < q.maxOffset, scanned < maxScan, try cursor.row(at: at).0.storedIndex < index {
+            while at < q.maxOffset, try cursor.row(at: at).0.storedIndex < index {
+                if scanned == maxScan {
+                    reached = Swift.min(reached, try cursor.row(at: at).0.storedIndex)
+                    break
+                }
                 at += 1
                 scanned += 1
             }
-            if at > q.baseOffset { out.append((ref, at)) }
+            if at > q.baseOffset { out.append(TrimEntry.Minimum(queue: ref, created: q.key.created, offset: at)) }
         }
-        return out
+        return (out, reached)
     }
 }

@@ -169,7 +169,7 @@ public final class Node {
     /// Snapshot installs in progress (NodeInstall.swift): sent, as leader, and being received.
     var installsOut: [NodeID: OutgoingInstall] = [:]
     var installIn: IncomingInstall?
-    var lastInstall: (leader: NodeID, index: UInt64, total: UInt64)?
+    var lastInstall: (leader: NodeID, index: UInt64, total: UInt64, base: LogBase)?
     /// The fraction of the data disk in use, and the bytes of this node's data directory, as the
     /// shell last measured them (0 in the simulator).
     public var diskUsedFraction = 0.0
@@ -200,6 +200,9 @@ public final class Node {
         queueFiles = try ConsumeQueueFiles(device: device, directory: directory + "/cq", rowsPerFile: config.queueFileRows)
         snapshots = try SnapshotFiles(device: device, directory: directory + "/snapshots")
         broker = Broker(config: brokerConfig, source: self, queueFiles: queueFiles)
+        // A partial install stream from before a restart cannot be trusted (which of its bytes
+        // reached the disk is unknown): a new one starts from the beginning.
+        try device.removeFile(directory + "/install-stream")
         try restoreState()
     }
 

@@ -12,7 +12,7 @@
 // Stream (little-endian): magic "TINS" u32, version 1 u8, 3 zero bytes, snapshot index u64,
 // snapshot term u64, base index u64, base term u64, body length u64, body CRC32C u32, queue
 // count u32, per queue (created u64, queue u32, min u64, max u64), header CRC32C u32 (of the
-// header before it); then the snapshot body; then each queue's rows min..<max (24 bytes each,
+// header before it); then the snapshot body; then each queue's rows min..<max (32 bytes each,
 // each with its own CRC), in header order.
 //
 // The leader sends chunks of `installChunkBytes`, at most `installWindow` ahead of what the
@@ -27,6 +27,8 @@ import TernStorage
 
 struct OutgoingInstall {
     var index: UInt64
+    /// The log base the stream carries: compaction stays below it while the stream is out.
+    var base: UInt64
     var header: [UInt8]
     var body: [UInt8]
     var queues: [QueueFileBounds]
@@ -94,7 +96,7 @@ extension Node {
             withUnsafeBytes(of: crc.littleEndian) { header.append(contentsOf: $0) }
             let rows = queues.reduce(UInt64(0)) { $0 + ($1.maxOffset - $1.minOffset) * UInt64(QueueRow.bytes) }
             let install = OutgoingInstall(
-                index: file.index, header: header, body: file.body, queues: queues, total: UInt64(header.count + file.body.count) + rows,
+                index: file.index, base: base, header: header, body: file.body, queues: queues, total: UInt64(header.count + file.body.count) + rows,
                 lastProgress: now)
             installsOut[peer] = install
             out.notices.append(
@@ -175,6 +177,12 @@ extension Node {
     /// Leader, every tick: resend from what a follower acknowledged when a second passed
     /// without progress; forget everything when no longer leader.
     func retryInstalls(into out: inout NodeOutput) {
+        if let i = installIn, replica.raft.leader != i.leader || isLeader {
+            // The leader sending it is gone: its stream will not complete.
+            device.closeFile(i.file)
+            installIn = nil
+            try? device.removeFile(installPath)
+        }
         guard isLeader else {
             installsOut = [:]
             return
@@ -199,8 +207,12 @@ extension Node {
                 installIn = i
             }
         } else if let done = lastInstall, done.leader == c.from, done.index == c.index, done.total == c.total {
-            // A chunk of the stream installed already (sent before its last answer arrived).
+            // The stream installed already: a chunk sent before the last answer arrived, or the
+            // leader asking again because Raft's acknowledgement of the install was lost. Both
+            // answers again: the stream's, and Raft's acknowledgement of the base (helper review:
+            // without it the leader stayed `installing` and the follower was shut out).
             try absorb(replica.acknowledgeSnapshotChunk(to: c.from, index: c.index, nextOffset: c.total), into: &out)
+            if replica.log.lastIndex >= done.base.index { try absorb(replica.installedSnapshot(base: done.base), into: &out) }
             return
         } else if c.offset == 0 {
             if let old = installIn { device.closeFile(old.file) }
@@ -224,7 +236,6 @@ extension Node {
                 try absorb(replica.acknowledgeSnapshotChunk(to: c.from, index: c.index, nextOffset: 0), into: &out)
                 return
             }
-            lastInstall = (i.leader, i.index, i.total)
             try absorb(replica.acknowledgeSnapshotChunk(to: c.from, index: c.index, nextOffset: i.total), into: &out)
         } else {
             try absorb(replica.acknowledgeSnapshotChunk(to: c.from, index: c.index, nextOffset: i.stored), into: &out)
@@ -291,11 +302,13 @@ extension Node {
                     left -= n
                 }
             }
-            try queueFiles.sync()
+            let durably = !config.raft.plantedBugs.contains(.installBeforeDurable)
+            try queueFiles.sync(durably: durably)
             let snapshot = SnapshotFile(index: index, term: term, body: body)
             // The snapshots here name queue files that were just replaced: they go.
             for old in try snapshots.indexes() where old != index { try snapshots.remove(old) }
-            try snapshots.write(snapshot)
+            try snapshots.write(snapshot, durably: durably)
+            pendingSnapshot = nil  // taken before the install: its queue files are gone
             keptSnapshotBounds = [index: queues]
             keptSnapshotTrims = [index: (try? Broker.trimIndex(inSnapshot: body)) ?? 0]
             lastSnapshotIndex = index
@@ -322,6 +335,7 @@ extension Node {
         out.notices.append(
             "installed snapshot \(index) from \(i.leader)\(takeState ? "" : " (its log base only: the state here was already at \(broker.appliedIndex))"); the log continues after \(base)"
         )
+        lastInstall = (i.leader, i.index, i.total, LogBase(index: base, term: baseTerm))
         try absorb(replica.installedSnapshot(base: LogBase(index: base, term: baseTerm)), into: &out)
         return nil
     }

@@ -24,11 +24,14 @@ extension Node {
         var logBytes = UInt64(ranges.count) * segmentBytes
         var target = broker.trimIndex
         var early = diskUsedFraction > config.diskSoftLimit
+        // Ages by the leader's clock (the store times are the leaders' clocks too), so that
+        // messages age out of an idle group as well.
+        let clock = max(now, broker.lastStoreTimestamp)
         for r in ranges.dropLast() where r.last >= r.first {
             guard r.last <= broker.appliedIndex else { break }
             let tooBig = config.retentionBytes.map { logBytes > $0 } ?? false
             var tooOld = false
-            if let newest = try newestStoreTimestamp(first: r.first, last: r.last), newest + config.retentionMillis <= broker.lastStoreTimestamp {
+            if let newest = try newestStoreTimestamp(first: r.first, last: r.last), newest + config.retentionMillis <= clock {
                 tooOld = true
             }
             guard tooBig || tooOld || early else { break }
@@ -38,20 +41,39 @@ extension Node {
         }
         if let pinned = try broker.oldestPinnedEntry(), !config.raft.plantedBugs.contains(.trimIgnoresPins) { target = min(target, pinned) }
         guard target > broker.trimIndex else { return }
-        let minimums = try broker.trimMinimums(below: target)
-        try propose([(BrokerEntryType.trim, TrimEntry(index: target, minimums: minimums).encoded())], owners: [.internalWrite], into: &out)
-        if isLeader && broker.appliedIndex < replica.log.lastIndex { retentionInFlight = replica.log.lastIndex }
+        // The scan for each queue's new minimum is bounded; where it stops short, the trim stops
+        // at the first entry it did not pass (a later trim goes on).
+        let (minimums, reached) = try broker.trimMinimums(below: target)
+        target = min(target, reached)
+        guard target > broker.trimIndex else { return }
+        let (result, output) = try replica.propose([(BrokerEntryType.trim, TrimEntry(index: target, minimums: minimums).encoded())])
+        if case .accepted(let first, _) = result {
+            retentionInFlight = first
+            pending[first] = .internalWrite
+        }
+        try absorb(output, into: &out)
     }
 
-    /// The store time of the newest messages entry among the segment's last entries, if any.
+    /// An upper bound on the store times of the segment's messages: the newest send among its
+    /// last 64 entries, else the oldest among the next 64 entries after it (store times never
+    /// go back along the log); nil when neither has a send.
     func newestStoreTimestamp(first: UInt64, last: UInt64) throws(StorageError) -> UInt64? {
+        func stamp(_ i: UInt64) throws(StorageError) -> UInt64? {
+            guard let e = try replica.log.read(from: i, maxBytes: 1).first, e.index == i, e.type == BrokerEntryType.messages, e.body.count >= 8 else {
+                return nil
+            }
+            return e.body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
+        }
         var i = last
         while i >= first && last - i < 64 {
-            if let e = try replica.log.read(from: i, maxBytes: 1).first, e.index == i, e.type == BrokerEntryType.messages, e.body.count >= 8 {
-                return e.body.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)) }
-            }
+            if let t = try stamp(i) { return t }
             if i == 0 { break }
             i -= 1
+        }
+        var j = last + 1
+        while j <= replica.log.lastIndex && j - last <= 64 {
+            if let t = try stamp(j) { return t }
+            j += 1
         }
         return nil
     }
@@ -77,6 +99,8 @@ extension Node {
         } else {
             guard keptSnapshotTrims.count >= 2, let older = keptSnapshotTrims.keys.min(), let trim = keptSnapshotTrims[older], trim > 1 else { return }
             through = min(trim - 1, older)
+            // Not past the base of a stream being sent: its follower continues after that base.
+            for t in installsOut.values { through = min(through, t.base) }
         }
         do {
             let removed = try replica.compact(through: through)

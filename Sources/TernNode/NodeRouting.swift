@@ -248,6 +248,10 @@ extension Node {
         case .endTransaction:
             let request = try EndTransactionRequest.decode(body)
             var end = TransactionEnd(group: request.group, id: request.id, decision: request.decision)
+            if request.decision == .commit && !isReadyLeader {
+                // Its state may lack the half message yet: a commit must carry the copy.
+                return fail(ErrorBody(code: ErrorCode.busy, message: "\(id) took over and has not applied its own term's entry yet; retry"))
+            }
             if request.decision == .commit, let t = broker.checkTimers.pending[request.id] {
                 end.copy = try broker.carryItem(t)  // delivered from this copy (Copies.swift)
             }

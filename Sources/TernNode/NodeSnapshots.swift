@@ -132,11 +132,16 @@ extension Node {
                 keptSnapshotBounds[r] = nil
                 keptSnapshotTrims[r] = nil
             }
-            lastSnapshotIndex = s.index
+            lastSnapshotIndex = max(lastSnapshotIndex, s.index)
             try collectQueueFiles()
             compactLog(into: &out)
         } catch {
             out.notices.append("snapshot \(s.index) was not written: \(error)")
+            if !device.fileExists(snapshots.directory + "/snapshot-" + String(repeating: "0", count: 20 - String(s.index).count) + String(s.index)) {
+                // Not on disk after all: it must not hold back compaction, nor keep files.
+                keptSnapshotBounds[s.index] = nil
+                keptSnapshotTrims[s.index] = nil
+            }
         }
     }
 

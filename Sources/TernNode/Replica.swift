@@ -89,6 +89,7 @@ public final class Replica {
     let device: any StorageDevice
     let stateFile: RaftStateFile
     let raftLog: CommitlogRaftLog
+    var reportedCommit: UInt64 = 0
     /// Set when the log was reset at start to continue its base (an install was interrupted).
     public private(set) var resetReport: String?
     public var base: LogBase { raftLog.base }
@@ -143,6 +144,7 @@ public final class Replica {
     public func resetLog(to newBase: LogBase) throws(StorageError) {
         try persistBase(newBase)
         try log.reset(nextIndex: newBase.index + 1)
+        reportedCommit = min(reportedCommit, newBase.index)
     }
 
     private func persistBase(_ b: LogBase) throws(StorageError) {
@@ -207,7 +209,10 @@ public final class Replica {
         //    `applyBytesPerInput` per input, so a long replay (a restart, a follower far
         //    behind) holds a bounded amount in memory and lets other inputs in between; the
         //    rest is applied on the next inputs (ticks come every few tens of milliseconds).
-        let commit = raft.commitIndex
+        // What Raft reported committed (the same as its commit index, but for the
+        // `applyUncommitted` planted bug, which reports more).
+        if let c = effects.commitIndex { reportedCommit = max(reportedCommit, c) }
+        let commit = min(max(raft.commitIndex, reportedCommit), log.lastIndex)
         var next = raft.appliedIndex + 1
         var bytes = 0
         while next <= commit && bytes < Replica.applyBytesPerInput {

@@ -231,6 +231,9 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// The leader's trim ignores messages that still need their entries (delayed messages not
     /// yet released, undecided half messages, invisible deliveries).
     public static let trimIgnoresPins = PlantedBugs(rawValue: 1 << 22)
+    /// A follower installs a snapshot (resets its log to the base, loads the state) without
+    /// first syncing the queue files and the snapshot it wrote: a crash then loses them.
+    public static let installBeforeDurable = PlantedBugs(rawValue: 1 << 23)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -243,7 +246,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("dead-letter-early", .deadLetterEarly), ("deliver-half", .deliverHalf), ("redeliver-early", .redeliverEarly),
         ("heartbeat-commit-capped", .heartbeatCommitCapped), ("truncate-peer-frames", .truncatePeerFrames),
         ("snapshot-drops-dedupe", .snapshotDropsDedupe), ("compact-past-applied", .compactPastApplied),
-        ("trim-ignores-pins", .trimIgnoresPins),
+        ("trim-ignores-pins", .trimIgnoresPins), ("install-before-durable", .installBeforeDurable),
     ]
 }
 

@@ -75,7 +75,7 @@ public final class SnapshotFiles {
     /// Writes a snapshot durably, then removes the oldest beyond `keep`. Returns the indexes
     /// removed.
     @discardableResult
-    public func write(_ s: SnapshotFile) throws(StorageError) -> [UInt64] {
+    public func write(_ s: SnapshotFile, durably: Bool = true) throws(StorageError) -> [UInt64] {
         var bytes = [UInt8](repeating: 0, count: SnapshotFiles.headerBytes)
         bytes.withUnsafeMutableBytes { p in
             p.storeBytes(of: SnapshotFiles.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
@@ -92,7 +92,7 @@ public final class SnapshotFiles {
         do {
             try device.truncate(file, bytes: 0)
             try device.writeNow(file, at: 0, array: bytes)
-            try device.syncNow(file)
+            if durably { try device.syncNow(file) }
         } catch {
             device.closeFile(file)
             try? device.removeFile(p + ".tmp")

@@ -99,10 +99,11 @@ struct SimulationBrokerTests {
     // The idle phase (after the checks: clients silent, a follower killed and restarted) found
     // that a follower restarted on an idle group stayed at commit 0 until the next write: a
     // heartbeat's commit was capped at what it had verified since its restart. The planted bug
-    // keeps that rule.
-    @Test("idle phase: a follower restarted with nothing written reaches the leader's commit index (seed 1)")
+    // keeps that rule. (Seed 1 showed it until 2026-12-04; since then its restarted follower
+    // loads a snapshot at the group's last entry and has nothing left to learn, so seed 2.)
+    @Test("idle phase: a follower restarted with nothing written reaches the leader's commit index (seed 2)")
     func idleFollowerCatchesUp() {
-        var options = SimulationOptions(seed: 1)
+        var options = SimulationOptions(seed: 2)
         options.seconds = 30
         let fixed = Simulation.run(options)
         #expect(fixed.ok, "\(fixed.violations)")
