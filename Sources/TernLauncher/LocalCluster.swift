@@ -96,7 +96,30 @@ public final class LocalCluster: @unchecked Sendable {
 }
 
 /// A port nothing listens on now (bind to 0, read it, close).
+/// A loopback port free now, never handed out before by this process: the kernel may give a
+/// port just released to the next `bind(0)`, and two clusters started side by side (the
+/// integration suites run in parallel) once got the same port; the node that could not bind it
+/// left its cluster's client talking to the other cluster.
 public func freeLoopbackPort() -> Int {
+    while true {
+        let port = probeLoopbackPort()
+        if handedOutPorts.claim(port) { return port }
+    }
+}
+
+private final class PortLedger: @unchecked Sendable {
+    private let lock = NSLock()
+    private var ports: Set<Int> = []
+    func claim(_ port: Int) -> Bool {
+        lock.lock()
+        defer { lock.unlock() }
+        return ports.insert(port).inserted
+    }
+}
+
+private let handedOutPorts = PortLedger()
+
+private func probeLoopbackPort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()
