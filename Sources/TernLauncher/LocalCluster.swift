@@ -95,31 +95,45 @@ public final class LocalCluster: @unchecked Sendable {
     }
 }
 
-/// A port nothing listens on now (bind to 0, read it, close).
-/// A loopback port free now, never handed out before by this process: the kernel may give a
-/// port just released to the next `bind(0)`, and two clusters started side by side (the
-/// integration suites run in parallel) once got the same port; the node that could not bind it
-/// left its cluster's client talking to the other cluster.
+/// A loopback port free now, never handed out before by this process, and below the kernel's
+/// ephemeral range (32768 and up here), so that no outgoing connection takes it before the node
+/// binds it. Candidates start at a point drawn from the process id and go up. (A port from
+/// `bind(0)`, released and handed out again, once went to two clusters started side by side:
+/// the node that could not bind it left its test's client talking to the other cluster.)
 public func freeLoopbackPort() -> Int {
-    while true {
-        let port = probeLoopbackPort()
-        if handedOutPorts.claim(port) { return port }
+    for _ in 0..<2_000 {
+        let port = portLedger.next()
+        if canBindLoopback(port) { return port }
     }
+    return kernelChosenPort()  // the whole range busy: let the kernel choose
 }
 
 private final class PortLedger: @unchecked Sendable {
     private let lock = NSLock()
-    private var ports: Set<Int> = []
-    func claim(_ port: Int) -> Bool {
+    private var cursor = Int(getpid()) &* 7919 % 12_000
+    /// The next candidate, never the same twice in this process.
+    func next() -> Int {
         lock.lock()
         defer { lock.unlock() }
-        return ports.insert(port).inserted
+        cursor += 1
+        return 20_000 + cursor % 12_000
     }
 }
 
-private let handedOutPorts = PortLedger()
+private let portLedger = PortLedger()
 
-private func probeLoopbackPort() -> Int {
+private func canBindLoopback(_ port: Int) -> Bool {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(fd) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+    addr.sin_port = UInt16(port).bigEndian
+    let len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    return withUnsafePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) } } == 0
+}
+
+private func kernelChosenPort() -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     defer { close(fd) }
     var addr = sockaddr_in()
