@@ -74,7 +74,8 @@ for line in open(sys.argv[1]):
     if label in rates and rate:
         rates[label].append(float(rate))
 b, a = statistics.median(rates["before"]), statistics.median(rates["after"])
+rounds = [x / y for x, y in zip(rates["after"], rates["before"])]
 print(f"before: {rates['before']} msg/s, median {b:,.0f}")
 print(f"after:  {rates['after']} msg/s, median {a:,.0f}")
-print(f"after / before: {a / b:.3f}")
+print(f"after / before: medians {a / b:.3f}; per round {[round(r, 3) for r in rounds]}, median {statistics.median(rounds):.3f}")
 EOF

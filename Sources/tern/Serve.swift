@@ -41,12 +41,13 @@ struct ClusterUp: AsyncParsableCommand {
     @Option(help: "Data directory (one subdirectory per node).") var data = "./tern-data"
     @Option(help: "Port of n1; the others follow.") var basePort = 9001
     @Option(help: "Storage backend for every node: auto, uring or posix.") var io: IOBackendChoice = .auto
+    @Option(help: "A tern serve flag for every node, as one argument (repeatable): --node-arg=--disk-soft-limit=95.") var nodeArg: [String] = []
     @Flag(help: "Run a short demo (create a topic, send, consume, kill the leader, send again), then stop.") var demo = false
 
     func run() async throws {
         tern_stdout_line_buffered()  // progress lines appear as they happen, also in a pipe
         guard nodes >= 1 && nodes <= 9 else { throw ValidationError("--nodes must be 1 to 9") }
-        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"])
+        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + nodeArg)
         // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
         // stops the nodes too, never leaves them running without this process.
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
