@@ -324,7 +324,10 @@ public final class TernServer: @unchecked Sendable {
         nextDiskMeasure = t + 2_000
         var fs = statvfs()
         if statvfs(config.dataDirectory, &fs) == 0, fs.f_blocks > 0 {
-            let used = Double(fs.f_blocks - fs.f_bavail) / Double(fs.f_blocks)
+            // What this process can still write: the free blocks for root (which may use the
+            // blocks reserved for it), the available ones otherwise.
+            let free = geteuid() == 0 ? fs.f_bfree : fs.f_bavail
+            let used = Double(fs.f_blocks - min(free, fs.f_blocks)) / Double(fs.f_blocks)
             if used > node.config.diskHardLimit && node.diskUsedFraction <= node.config.diskHardLimit {
                 logger.warning("disk \(Int(used * 100))% used, above the hard limit \(Int(node.config.diskHardLimit * 100))%: sends are refused")
             } else if used <= node.config.diskHardLimit && node.diskUsedFraction > node.config.diskHardLimit {
