@@ -209,3 +209,28 @@ struct RetentionTests {
         try d.close()
     }
 }
+
+@Suite("Node: disk watermarks", .serialized)
+struct DiskLimitTests {
+    @Test("above the hard limit the leader refuses sends with STORAGE_FULL; pulls and offset commits go on; below it sends are taken again")
+    func hardLimitRefusesSends() throws {
+        let d = try Driver("disklimit")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 1))
+        _ = try d.call(.send, sendRequest(["before"]))
+        d.node.diskUsedFraction = 0.95
+        let refused = d.reply(try d.request(.send, sendRequest(["refused"]).encoded()))
+        guard case .failure(let e)? = refused else {
+            Issue.record("a send above the hard limit was not refused: \(String(describing: refused))")
+            return
+        }
+        #expect(e.code == ErrorCode.storageFull)
+        #expect(e.code.action == .retryLater)
+        let pulled = try PullResponse.decode(try d.call(.pull, PullRequest(topic: "t", queueID: 0, offset: 0)))
+        #expect(pulled.messages.map { String(decoding: $0.message.body, as: UTF8.self) } == ["before"])
+        _ = try d.call(.commitOffset, CommitOffsetRequest(group: "g", offsets: [QueueRef(topic: "t", queueID: 0): 1]))
+        d.node.diskUsedFraction = 0.5
+        _ = try d.call(.send, sendRequest(["after"]))
+        try d.close()
+    }
+}
