@@ -21,7 +21,12 @@ extension Node {
         let ranges = log.segmentRanges
         guard ranges.count > 1 else { return }
         let segmentBytes = UInt64(log.options.segmentSizeBytes)
-        var logBytes = UInt64(ranges.count) * segmentBytes
+        // The log's files on disk: its segments and the retired ones kept for reuse (a deleted
+        // segment joins those until they are `recycledSegmentsMax`; only then does deleting
+        // free space). Without the recycled ones a 2 GiB limit held 2.9 GiB of files.
+        var live = UInt64(ranges.count), recycled = UInt64(log.recycledSegmentCount)
+        let recycleMax = UInt64(log.options.recycledSegmentsMax)
+        var logBytes: UInt64 { (live + recycled) * segmentBytes }
         var target = broker.trimIndex
         var early = diskUsedFraction > config.diskSoftLimit
         // Ages by the leader's clock (the store times are the leaders' clocks too), so that
@@ -37,7 +42,8 @@ extension Node {
             guard tooBig || tooOld || early else { break }
             early = false  // one segment early per check, above the soft limit
             target = max(target, r.last + 1)
-            logBytes -= segmentBytes
+            live -= 1
+            recycled = min(recycleMax, recycled + 1)
         }
         if let pinned = try broker.oldestPinnedEntry(), !config.raft.plantedBugs.contains(.trimIgnoresPins) { target = min(target, pinned) }
         guard target > broker.trimIndex else { return }

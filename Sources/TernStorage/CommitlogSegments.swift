@@ -67,6 +67,9 @@ extension Commitlog {
         return found
     }
 
+    /// Retired segment files kept for reuse (each `segmentSizeBytes` on disk), and at most how many.
+    public var recycledSegmentCount: Int { recyclePool.count }
+
     /// Each segment's first and last index, oldest first (a segment being written included).
     public var segmentRanges: [(first: UInt64, last: UInt64)] { segments.map { ($0.firstIndex, $0.lastIndex) } }
 

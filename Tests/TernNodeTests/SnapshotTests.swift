@@ -138,12 +138,13 @@ struct SnapshotTests {
 
 @Suite("Node: retention", .serialized)
 struct RetentionTests {
-    /// One node, 1 MiB segments, at most 2 MiB of log, a snapshot every 10 entries.
+    /// One node, 1 MiB segments, at most 6 MiB of log files (up to 4 retired segments kept for
+    /// reuse count too), a snapshot every 10 entries.
     private func retentionDriver(_ name: String, directory: String? = nil) throws -> Driver {
         try Driver(name, directory: directory) { config in
             config.snapshotEveryEntries = 10
             config.queueFileRows = 16
-            config.retentionBytes = 2 << 20
+            config.retentionBytes = 6 << 20
             config.retentionCheckMillis = 10
         }
     }
@@ -199,7 +200,7 @@ struct RetentionTests {
         delayed.properties[Delay.delayMillisProperty] = "3600000"
         let sent = try SendResponse.decode(try d.call(.send, SendRequest(topic: "t", queueID: 0, producerGroup: "pg", messages: [delayed])))
         let big = String(repeating: "b", count: 20_000)
-        for k in 0..<300 {
+        for k in 0..<450 {
             _ = try d.call(.send, sendRequest(["\(k)" + big]))
             if k % 10 == 0 { try d.tick() }
         }
