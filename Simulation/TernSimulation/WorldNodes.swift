@@ -243,9 +243,6 @@ extension World {
     /// Snapshot interval and consume-queue file rows for this seed: a function of the seed, not
     /// a draw, so that every other choice of a seed stays as it was. A quarter of the seeds
     /// never snapshot (the whole log is replayed at every restart, as before).
-    /// Whether this seed's nodes delete old log entries (the checkers allow for it).
-    var retentionOn: Bool { storageShape.0 > 0 && retentionShape != nil }
-
     /// The log's size limit in half of the seeds that snapshot (a function of the seed): 3 to 10
     /// segments of 64 KiB.
     var retentionShape: UInt64? {

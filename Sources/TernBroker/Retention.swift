@@ -8,9 +8,10 @@
 // A trim never passes a message that must still be delivered once: the leader's trim index is at
 // most the oldest entry still holding a delayed message not yet due, an undecided half
 // message, or a received message whose invisible time has not ended (`oldestPinnedEntry`).
-// Rows below a queue's new minimum are gone for consumers; a row at or above it whose entry was
-// deleted anyway (a released delayed message, indexed late at the queue's end while its entry
-// is old) reads as gone and is passed over.
+// Rows below a queue's new minimum are gone for consumers. A message delivered later than it was
+// stored (a released delayed message, a committed half message) is read from the copy its
+// release or commit carries (Copies.swift), so the entries rows point at rise along each queue;
+// a row whose entry is gone anyway (an old log's release by ids) reads as gone and is passed over.
 import TernProtocol
 import TernStorage
 

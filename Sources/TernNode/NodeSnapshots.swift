@@ -137,7 +137,7 @@ extension Node {
             compactLog(into: &out)
         } catch {
             out.notices.append("snapshot \(s.index) was not written: \(error)")
-            if !device.fileExists(snapshots.directory + "/snapshot-" + String(repeating: "0", count: 20 - String(s.index).count) + String(s.index)) {
+            if !snapshots.exists(s.index) {
                 // Not on disk after all: it must not hold back compaction, nor keep files.
                 keptSnapshotBounds[s.index] = nil
                 keptSnapshotTrims[s.index] = nil

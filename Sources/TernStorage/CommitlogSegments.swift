@@ -139,10 +139,7 @@ extension Commitlog {
         try? device.removeFile(s.path + ".index")
     }
 
-    static func segmentName(_ base: UInt64) -> String {
-        let digits = String(base)
-        return String(repeating: "0", count: max(0, 20 - digits.count)) + digits
-    }
+    static func segmentName(_ base: UInt64) -> String { zeroPadded(base, 20) }
 
     /// Opens the segment at `base`, zero-filled and synced, then starts preparing the one after it
     /// in the background, so a roll-over normally finds its file ready.
@@ -282,4 +279,10 @@ extension Commitlog {
             )
         }
     }
+}
+
+/// `value` in decimal, zero-padded to `width` digits (file names that sort by number).
+func zeroPadded(_ value: UInt64, _ width: Int) -> String {
+    let digits = String(value)
+    return String(repeating: "0", count: max(0, width - digits.count)) + digits
 }

@@ -43,9 +43,12 @@ public struct QueueRow: Equatable, Sendable {
     }
     public static let bytes = 32
 
+    /// Appends the encoded row to `b` (in place: no allocation per row).
     func encode(into b: inout [UInt8]) {
-        var r = [UInt8](repeating: 0, count: QueueRow.bytes)
-        r.withUnsafeMutableBytes { p in
+        let at = b.count
+        b.append(contentsOf: repeatElement(0, count: QueueRow.bytes))
+        b.withUnsafeMutableBytes { whole in
+            let p = UnsafeMutableRawBufferPointer(rebasing: whole[at..<(at + QueueRow.bytes)])
             p.storeBytes(of: entryIndex.littleEndian, toByteOffset: 0, as: UInt64.self)
             p.storeBytes(of: storedIndex.littleEndian, toByteOffset: 8, as: UInt64.self)
             p.storeBytes(of: position.littleEndian, toByteOffset: 16, as: UInt32.self)
@@ -54,7 +57,6 @@ public struct QueueRow: Equatable, Sendable {
             let crc = crc32c(UnsafeRawBufferPointer(rebasing: p[0..<28]))
             p.storeBytes(of: crc.littleEndian, toByteOffset: 28, as: UInt32.self)
         }
-        b.append(contentsOf: r)
     }
 
     /// The row at `at` in `b`, nil when its checksum fails.
@@ -120,7 +122,6 @@ public final class ConsumeQueueFiles {
     /// The files that exist, by queue: their first offsets, ascending (listed once at start,
     /// then kept up to date, so clean-up never lists the directory).
     var fileBases: [QueueFileKey: [UInt64]] = [:]
-    public private(set) var rowsWritten: UInt64 = 0
 
     public init(device: any StorageDevice, directory: String, rowsPerFile: UInt64 = 1 << 18, flushRows: Int = 170, maxOpenFiles: Int = 64) throws(StorageError)
     {
@@ -136,11 +137,7 @@ public final class ConsumeQueueFiles {
     deinit { for (_, f) in open { device.closeFile(f.file) } }
 
     func path(_ key: QueueFileKey, base: UInt64) -> String {
-        func digits(_ v: UInt64, _ n: Int) -> String {
-            let s = String(v)
-            return String(repeating: "0", count: max(0, n - s.count)) + s
-        }
-        return "\(directory)/\(digits(key.created, 20))-\(digits(UInt64(key.queueID), 10))-\(digits(base, 20))"
+        "\(directory)/\(zeroPadded(key.created, 20))-\(zeroPadded(UInt64(key.queueID), 10))-\(zeroPadded(base, 20))"
     }
 
     static func parse(_ name: String) -> (key: QueueFileKey, base: UInt64)? {
@@ -223,7 +220,6 @@ public final class ConsumeQueueFiles {
             try device.writeNow(f, at: Int(offset - base) * QueueRow.bytes, array: bytes)
             unsynced.insert(p)
             done += rows * QueueRow.bytes
-            rowsWritten += UInt64(rows)
         }
         q.written = q.maxOffset
         q.tail = []

@@ -38,10 +38,10 @@ public final class SnapshotFiles {
         }
     }
 
-    func path(_ index: UInt64) -> String {
-        let s = String(index)
-        return "\(directory)/snapshot-\(String(repeating: "0", count: max(0, 20 - s.count)))\(s)"
-    }
+    func path(_ index: UInt64) -> String { "\(directory)/snapshot-\(zeroPadded(index, 20))" }
+
+    /// Whether snapshot `index` is on disk (whole or not).
+    public func exists(_ index: UInt64) -> Bool { device.fileExists(path(index)) }
 
     /// Indexes of the snapshot files present, newest first (whether valid or not).
     public func indexes() throws(StorageError) -> [UInt64] {
