@@ -110,7 +110,8 @@ public final class Broker {
     unowned let source: any EntrySource
     /// Topic name -> queue count.
     public internal(set) var topics: [String: UInt32] = [:]
-    /// Each queue's files (BrokerQueues.swift); the rows are on disk, in `queueFiles`.
+    /// Each queue's files (BrokerQueues.swift); the rows are on disk, in `queueFiles`. The key
+    /// index's buckets are queues of the reserved topic `#keys` (KeyIndex.swift).
     var queues: [QueueRef: QueueFileKey] = [:]
     public let queueFiles: ConsumeQueueFiles
     /// Group -> queue -> next offset to consume.
@@ -134,9 +135,6 @@ public final class Broker {
     var decidedHead = 0
     /// Receive/ack groups: group -> queue -> next fresh offset and the invisible deliveries.
     var receiveGroups: [String: [QueueRef: ReceiveQueue]] = [:]
-    /// (topic, key) -> ids of the most recent messages with that key (at most `keyIndexDepth`).
-    var keyIndex: [String: [String: [MessageID]]] = [:]
-    static let keyIndexDepth = 64
     public internal(set) var appliedIndex: UInt64 = 0
     /// Entries before this index are gone by retention (Retention.swift).
     public internal(set) var trimIndex: UInt64 = 0

@@ -89,7 +89,6 @@ extension Broker {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             for q in 0..<n { try removeQueue(QueueRef(topic: name, queueID: q)) }
-            keyIndex[name] = nil
             for g in receiveGroups.keys.sorted() {
                 receiveGroups[g] = receiveGroups[g]!.filter { $0.key.topic != name }
                 if receiveGroups[g]!.isEmpty { receiveGroups[g] = nil }
@@ -216,10 +215,7 @@ extension Broker {
         }
         for (k, list) in keys.enumerated() {
             for key in list where !key.isEmpty {
-                var ids = keyIndex[header.topic]?[key] ?? []
-                ids.append(MessageID(entryIndex: index, slot: UInt16(k)))
-                if ids.count > Broker.keyIndexDepth { ids.removeFirst(ids.count - Broker.keyIndexDepth) }
-                keyIndex[header.topic, default: [:]][key] = ids
+                try indexKey(key, topic: header.topic, id: MessageID(entryIndex: index, slot: UInt16(k)), index: index)
             }
         }
         if half {

@@ -38,7 +38,14 @@ struct RowCursor {
 }
 
 extension Broker {
+    /// A topic's queue (never one of the key index's buckets: their topic is reserved).
     func queue(_ ref: QueueRef) -> QueueView? {
+        guard ref.topic != Broker.keyIndexTopic else { return nil }
+        return storedQueue(ref)
+    }
+
+    /// Any queue in the files: a topic's, or a bucket of the key index.
+    func storedQueue(_ ref: QueueRef) -> QueueView? {
         guard let key = queues[ref], let b = queueFiles.bounds(key) else { return nil }
         return QueueView(key: key, baseOffset: b.min, maxOffset: b.max)
     }

@@ -128,15 +128,6 @@ extension Broker {
             producerGroup: m.0.group, message: m.1)
     }
 
-    /// The most recent messages of `topic` with `key`, oldest first.
-    public func messages(topic: String, key: String, max: Int) throws(StorageError) -> [ReceivedMessage] {
-        var out: [ReceivedMessage] = []
-        for id in (keyIndex[topic]?[key] ?? []).suffix(max) {
-            if let m = try message(id) { out.append(m) }
-        }
-        return out
-    }
-
     /// The first offset of `queue` whose message was stored at or after `timestamp` (the queue's
     /// end when none was). Binary search over store timestamps, which ascend along a queue
     /// because the leader's clock as applied is made monotonic.

@@ -4,7 +4,7 @@
 // replicas that applied the same entries produce the same bytes (the simulator compares them).
 // Caches (the last entry read, parsed SQL filters) are not state and are not written.
 //
-// Layout (version 2, WireWriter encodings): version u8; applied index u64; last store timestamp
+// Layout (version 3, WireWriter encodings): version u8; applied index u64; last store timestamp
 // u64; trim index u64; applied bytes u64; queues (first, so a reader can find the files a snapshot needs without the rest): count
 // u32, then per queue in (topic, queue) order: topic, queue u32, created u64, min u64, max u64;
 // topics: count, (name, queues u32); offsets: groups, (group, count, (topic, queue u32, offset
@@ -14,12 +14,12 @@
 // (at u64, id, topic, queue u32, stored index u64, position u32, tag hash u32); half messages: count, (id, group,
 // checks u32, stored at u64); decided: count, (id, decision u8); receive groups: count, (group,
 // queues, (topic, queue u32, next u64, invisible, (offset u64, until u64, receive index u64,
-// attempt u32))); key index: topics, (topic, keys, (key, ids, (id))).
+// attempt u32))). The key index is in the queues (KeyIndex.swift).
 import TernProtocol
 import TernStorage
 
 extension Broker {
-    static let snapshotVersion: UInt8 = 2
+    static let snapshotVersion: UInt8 = 3
 
     /// The state at `appliedIndex`, encoded.
     public func snapshot() -> [UInt8] {
@@ -128,18 +128,6 @@ extension Broker {
                     w.u64(inv.receiveIndex)
                     w.u32(inv.attempt)
                 }
-            }
-        }
-        w.u32(UInt32(keyIndex.count))
-        for topic in keyIndex.keys.sorted() {
-            w.string(topic)
-            let keys = keyIndex[topic]!
-            w.u32(UInt32(keys.count))
-            for key in keys.keys.sorted() {
-                w.string(key)
-                let ids = keys[key]!
-                w.u32(UInt32(ids.count))
-                for id in ids { w.messageID(id) }
             }
         }
         return w.bytes
@@ -272,17 +260,6 @@ extension Broker {
                 m[q] = state
             }
             receiveGroups[g] = m
-        }
-        for _ in 0..<(try r.u32("key index topics")) {
-            let topic = try r.string("topic")
-            var keys: [String: [MessageID]] = [:]
-            for _ in 0..<(try r.u32("keys")) {
-                let key = try r.string("key")
-                var ids: [MessageID] = []
-                for _ in 0..<(try r.u32("ids")) { ids.append(try r.messageID()) }
-                keys[key] = ids
-            }
-            keyIndex[topic] = keys
         }
         try r.finish("broker snapshot")
     }

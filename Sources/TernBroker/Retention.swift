@@ -101,7 +101,7 @@ extension Broker {
         var out: [TrimEntry.Minimum] = []
         var reached = index
         for ref in queues.keys.sorted() {
-            guard let q = queue(ref) else { continue }
+            guard let q = storedQueue(ref) else { continue }
             var cursor = RowCursor(queueFiles, q.key)
             var at = q.baseOffset
             var scanned = 0

@@ -159,7 +159,8 @@ struct RetentionTests {
         let delayedSend = try SendResponse.decode(try d.call(.send, SendRequest(topic: "t", queueID: 0, producerGroup: "pg", messages: [delayed])))
         let big = String(repeating: "b", count: 20_000)
         for k in 0..<300 {
-            _ = try d.call(.send, sendRequest(["\(k)" + big]))
+            let keyed = WireMessage(tag: "x", keys: ["k"], body: Array(("\(k)" + big).utf8))
+            _ = try d.call(.send, SendRequest(topic: "t", queueID: 0, producerGroup: "pg", messages: [keyed]))
             if k % 10 == 0 { try d.tick() }  // retention is checked on ticks
         }
         try d.tick(200)  // 2 s: the delayed message is released, with a copy, at the queue's end
@@ -181,6 +182,10 @@ struct RetentionTests {
         let later = r.messages.first { $0.message.body == Array("later".utf8) }
         #expect(later?.id == MessageID(entryIndex: delayedSend.entryIndex, slot: 0))  // its id, read from its copy
         #expect(try node.broker.message(MessageID(entryIndex: delayedSend.entryIndex, slot: 0))?.message.body == Array("later".utf8))
+        // The key index's bucket was trimmed with the queue: a lookup finds what is still stored.
+        #expect(node.broker.queueFiles.allBounds.count == 2 && node.broker.queueFiles.allBounds.allSatisfy { $0.minOffset > 0 })
+        let byKey = try MessageList.decode(try d.call(.queryMessage, QueryMessageRequest(topic: "t", key: "k", max: 1000)))
+        #expect(!byKey.messages.isEmpty && byKey.messages.map(\.id) == r.messages.filter { $0.message.keys == ["k"] }.map(\.id))
         let before = r.messages.map(\.id)
         try d.close()
 

@@ -1,0 +1,60 @@
+// The key index on disk: a hash index of (topic, key) -> message id, kept in the consume-queue
+// files. A message's keys are hashed (CRC32C of topic, a zero byte, key) into one of
+// `keyBuckets` buckets; each bucket is a queue of the reserved topic `#keys` (a name no user
+// topic can have), and each key adds a row to its bucket as the send applies: the message's id,
+// the entry holding it, and the full hash in the tag-hash field. So the index is written,
+// synced, named in snapshots, cut back at restart, sent in installs and trimmed by retention
+// exactly as the consume queues are, and memory holds only each bucket's few unwritten rows.
+//
+// A lookup reads its bucket from the newest row back, a chunk at a time, keeps rows whose hash
+// matches, and checks each candidate against the message itself (topic and keys), so hash
+// collisions and messages of a deleted topic never show. A lookup that finds fewer than asked
+// reads the whole bucket: about 1/64 of the retained keyed messages' rows (32 bytes each).
+import TernProtocol
+import TernStorage
+
+extension Broker {
+    /// The reserved topic whose queues are the key index's buckets.
+    public static let keyIndexTopic = "#keys"
+    /// Buckets of the key index. Part of the format: changing it needs a rebuild.
+    public static let keyBuckets: UInt32 = 64
+    static let keyLookupChunk = 256
+
+    static func keyHash(topic: String, key: String) -> UInt32 {
+        var bytes = Array(topic.utf8)
+        bytes.append(0)
+        bytes += key.utf8
+        return bytes.withUnsafeBytes { crc32c($0) }
+    }
+
+    static func keyBucket(_ hash: UInt32) -> QueueRef { QueueRef(topic: keyIndexTopic, queueID: hash % keyBuckets) }
+
+    /// Indexes `key` of the message `id` of `topic` (applied at `index`).
+    func indexKey(_ key: String, topic: String, id: MessageID, index: UInt64) throws(StorageError) {
+        let hash = Broker.keyHash(topic: topic, key: key)
+        let bucket = Broker.keyBucket(hash)
+        if queues[bucket] == nil { createQueue(bucket, created: index) }
+        try appendRow(bucket, QueueRow(entryIndex: id.entryIndex, position: 0, slot: id.slot, tagHash: hash))
+    }
+
+    /// The most recent messages of `topic` with `key` (at most `max`), oldest first.
+    public func messages(topic: String, key: String, max: Int) throws(StorageError) -> [ReceivedMessage] {
+        let hash = Broker.keyHash(topic: topic, key: key)
+        guard max > 0, let file = queues[Broker.keyBucket(hash)], let b = queueFiles.bounds(file) else { return [] }
+        var found: [ReceivedMessage] = []
+        var seen: Set<MessageID> = []
+        var end = b.max
+        while end > b.min && found.count < max {
+            let start = end - Swift.min(UInt64(Broker.keyLookupChunk), end - b.min)
+            let rows = try queueFiles.rows(file, from: start, count: Int(end - start))
+            for r in rows.reversed() where r.tagHash == hash {
+                let id = MessageID(entryIndex: r.entryIndex, slot: r.slot)
+                guard seen.insert(id).inserted, let m = try message(id), m.topic == topic, m.message.keys.contains(key) else { continue }
+                found.append(m)
+                if found.count == max { break }
+            }
+            end = start
+        }
+        return found.reversed()
+    }
+}
