@@ -123,8 +123,15 @@ public final class Broker {
     /// Queue offsets of released delayed messages and committed half messages (out of entry
     /// order in their queue, so the binary search by id does not find them).
     var lateOffsets: [MessageID: (queue: QueueRef, offset: UInt64)] = [:]
-    /// Delayed and scheduled messages not yet released.
+    /// Delayed messages loaded into memory and not yet released (DelaySchedule.swift).
     public internal(set) var timers = TimerIndex()
+    /// The delay schedule on disk: minute of due time -> its bucket in the timer log.
+    var delayBuckets: [UInt64: DelayBucket] = [:]
+    var firstDelayBucket: UInt64?
+    /// The latest minute loaded into memory: later delays into it or before go to memory.
+    var delayLoadedThrough: UInt64?
+    /// Delayed messages on disk recalled before their bucket was loaded.
+    var delayRecalled: Set<MessageID> = []
     /// Undecided half messages: id -> producer group, checks so far, store time (ms).
     public internal(set) var halfMessages: [MessageID: (group: String, checks: UInt32, storedAt: UInt64)] = [:]
     /// Undecided half messages by when they are next checked.

@@ -23,12 +23,12 @@ extension Broker {
                 return try applyRelease(try MessageIDList.decode(body).ids)
             case BrokerEntryType.recall:
                 let ids = try MessageIDList.decode(body).ids
-                for id in ids where timers.pending[id] == nil {
+                for id in ids where !(try isDelayPending(id)) {
                     return .failed(
                         ErrorBody(
                             code: ErrorCode.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
                 }
-                for id in ids { timers.recall(id) }
+                for id in ids { try recallDelayed(id) }
                 return .done
             case BrokerEntryType.offsetReset:
                 let commit = try OffsetCommit.decode(body)
@@ -232,7 +232,7 @@ extension Broker {
             // Scheduled: into the timer, not the queue; a release entry indexes it when due.
             for (slot, f) in found.enumerated() {
                 let id = MessageID(entryIndex: index, slot: UInt16(slot))
-                timers.schedule(PendingTimer(deliverAt: at, id: id, queue: ref, position: f.position, tagHash: f.hash))
+                try scheduleDelayed(PendingTimer(deliverAt: at, id: id, queue: ref, position: f.position, tagHash: f.hash), index: index)
             }
             return .sent(
                 SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
@@ -248,6 +248,7 @@ extension Broker {
     /// recalled, or its topic deleted) is skipped: a release never delivers twice.
     func applyRelease(_ ids: [MessageID]) throws(StorageError) -> ApplyOutcome {
         for id in ids {
+            try loadDelayBucket(holding: id)
             let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[id] ?? timers.released[id]) : timers.pending[id]
             guard let t = pending else { continue }
             timers.release(id)

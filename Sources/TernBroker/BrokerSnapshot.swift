@@ -14,7 +14,9 @@
 // (at u64, id, topic, queue u32, stored index u64, position u32, tag hash u32); half messages: count, (id, group,
 // checks u32, stored at u64); decided: count, (id, decision u8); receive groups: count, (group,
 // queues, (topic, queue u32, next u64, invisible, (offset u64, until u64, receive index u64,
-// attempt u32))). The key index is in the queues (KeyIndex.swift).
+// attempt u32))); delay schedule: loaded flag u8, loaded through u64, buckets: count, (minute u64,
+// head u64, first u64, first entry u64, earliest due u64, count u32), recalled: count, (id). The
+// key index and the delay schedule's rows are in the queues (KeyIndex.swift, DelaySchedule.swift).
 import TernProtocol
 import TernStorage
 
@@ -130,6 +132,20 @@ extension Broker {
                 }
             }
         }
+        w.u8(delayLoadedThrough == nil ? 0 : 1)
+        w.u64(delayLoadedThrough ?? 0)
+        w.u32(UInt32(delayBuckets.count))
+        for key in delayBuckets.keys.sorted() {
+            let b = delayBuckets[key]!
+            w.u64(key)
+            w.u64(b.head)
+            w.u64(b.first)
+            w.u64(b.firstEntry)
+            w.u64(b.minDue)
+            w.u32(b.count)
+        }
+        w.u32(UInt32(delayRecalled.count))
+        for id in delayRecalled.sorted() { w.messageID(id) }
         return w.bytes
     }
 
@@ -261,6 +277,17 @@ extension Broker {
             }
             receiveGroups[g] = m
         }
+        let loaded = try r.u8("delay loaded flag")
+        let through = try r.u64("delay loaded through")
+        delayLoadedThrough = loaded == 0 ? nil : through
+        for _ in 0..<(try r.u32("delay buckets")) {
+            let key = try r.u64("bucket")
+            delayBuckets[key] = DelayBucket(
+                head: try r.u64("head"), first: try r.u64("first"), firstEntry: try r.u64("first entry"), minDue: try r.u64("earliest due"),
+                count: try r.u32("count"))
+        }
+        firstDelayBucket = delayBuckets.keys.min()
+        for _ in 0..<(try r.u32("recalled")) { delayRecalled.insert(try r.messageID()) }
         try r.finish("broker snapshot")
     }
 }

@@ -71,6 +71,7 @@ extension Broker {
     /// Releases the delayed messages the entry carries copies of, indexing each copy.
     func applyReleaseCopies(_ items: [(id: MessageID, position: UInt32)], index: UInt64) throws(StorageError) -> ApplyOutcome {
         for item in items {
+            try loadDelayBucket(holding: item.id)
             let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[item.id] ?? timers.released[item.id]) : timers.pending[item.id]
             guard let t = pending else { continue }
             timers.release(item.id)

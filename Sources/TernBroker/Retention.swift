@@ -80,6 +80,7 @@ extension Broker {
         var oldest: UInt64?
         func note(_ i: UInt64) { oldest = Swift.min(oldest ?? i, i) }
         for t in timers.pending.values { note(t.id.entryIndex) }
+        for b in delayBuckets.values { note(b.firstEntry) }
         for t in checkTimers.pending.values { note(t.id.entryIndex) }
         for g in receiveGroups.keys.sorted() {
             for (q, state) in receiveGroups[g]! where !state.invisible.isEmpty {
@@ -100,7 +101,8 @@ extension Broker {
     public func trimMinimums(below index: UInt64, maxScan: Int = 1 << 20) throws(StorageError) -> ([TrimEntry.Minimum], reached: UInt64) {
         var out: [TrimEntry.Minimum] = []
         var reached = index
-        for ref in queues.keys.sorted() {
+        // The timer log's minimum follows its buckets (DelaySchedule.swift), not entries.
+        for ref in queues.keys.sorted() where ref.topic != Broker.delayTopic {
             guard let q = storedQueue(ref) else { continue }
             var cursor = RowCursor(queueFiles, q.key)
             var at = q.baseOffset

@@ -12,10 +12,10 @@ extension Node {
     func releaseDue(into out: inout NodeOutput) throws(StorageError) {
         if let r = releaseInFlight, broker.appliedIndex >= r { releaseInFlight = nil }
         let twice = config.raft.plantedBugs.contains(.releaseTwice)
-        guard isReadyLeader, releaseInFlight == nil || twice, let next = broker.timers.next else { return }
+        guard isReadyLeader, releaseInFlight == nil || twice, let next = broker.nextDelayDue else { return }
         let clock = config.raft.plantedBugs.contains(.releaseEarly) ? now + 2_000 : now
         guard next <= clock else { return }
-        let due = broker.timers.due(now: clock, max: 1024)
+        let due = try broker.dueTimers(now: clock, max: 1024)
         guard !due.isEmpty else { return }
         // Each with a copy (Copies.swift), about 1 MiB of them per entry.
         var items: [(id: MessageID, item: [UInt8])] = []

@@ -19,7 +19,8 @@ private func lookup(_ d: Driver, _ key: String, max: UInt32 = 1024) throws -> [S
 
 @Suite("Node: the key index on disk", .serialized)
 struct KeyIndexTests {
-    @Test("lookups by key read the on-disk buckets: newest first up to max, exact keys only, the same after a restart from a snapshot, gone with a deleted topic")
+    @Test(
+        "lookups by key read the on-disk buckets: newest first up to max, exact keys only, the same after a restart from a snapshot, gone with a deleted topic")
     func keysOnDisk() throws {
         let d = try keyDriver("keys")
         try d.elect()
