@@ -120,9 +120,6 @@ public final class Broker {
     /// Give-backs applied, per retry or dead-letter topic: retry key -> stored (bounded FIFO of
     /// 100,000 per topic).
     var sendBacks: [String: (keys: [String: SendResponse], order: [String], head: Int)] = [:]
-    /// Queue offsets of released delayed messages and committed half messages (out of entry
-    /// order in their queue, so the binary search by id does not find them).
-    var lateOffsets: [MessageID: (queue: QueueRef, offset: UInt64)] = [:]
     /// Delayed messages loaded into memory and not yet released (DelaySchedule.swift).
     public internal(set) var timers = TimerIndex()
     /// The delay schedule on disk: minute of due time -> its bucket in the timer log.

@@ -264,7 +264,8 @@ extension Broker {
         let row = QueueRow(
             entryIndex: t.id.entryIndex, storedIndex: copy?.index ?? t.storedIndex, position: copy?.position ?? t.position, slot: t.id.slot,
             tagHash: t.tagHash)
-        lateOffsets[t.id] = (t.queue, try appendRow(t.queue, row))
+        try appendRow(t.queue, row)
+        try indexLatePlace(t.id, queue: t.queue, storedIndex: row.storedIndex)
     }
 
     private func forgetLeastRecentProducer() {

@@ -38,13 +38,13 @@ struct RowCursor {
 }
 
 extension Broker {
-    /// A topic's queue (never the key index's buckets nor the timer log: their topics are reserved).
+    /// A topic's queue (never a queue of a reserved topic, `#...`: the key and late-place indexes, the timer log).
     func queue(_ ref: QueueRef) -> QueueView? {
-        guard ref.topic != Broker.keyIndexTopic && ref.topic != Broker.delayTopic else { return nil }
+        guard !ref.topic.hasPrefix("#") else { return nil }
         return storedQueue(ref)
     }
 
-    /// Any queue in the files: a topic's, a bucket of the key index, the timer log.
+    /// Any queue in the files: a topic's, or one of a reserved topic.
     func storedQueue(_ ref: QueueRef) -> QueueView? {
         guard let key = queues[ref], let b = queueFiles.bounds(key) else { return nil }
         return QueueView(key: key, baseOffset: b.min, maxOffset: b.max)

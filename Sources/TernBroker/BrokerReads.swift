@@ -76,56 +76,51 @@ extension Broker {
     }
 
     /// The message with this id, when it is applied here and still indexed in its queue.
+    ///
+    /// Rows' stored indexes never fall along a queue (a row is appended while its stored entry
+    /// applies: the send, or the release or commit that carries a copy), so a message is found by
+    /// binary search for its stored entry: its own, read from the entry; or, for a message
+    /// delivered later than stored, the copy's, from the late-place index (KeyIndex.swift).
     public func message(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
         guard id.entryIndex <= appliedIndex else { return nil }
-        // Released delayed and committed half messages are found by their recorded place (their
-        // first entry may be gone; a copy is read); the others ascend by id along the queue
-        // (released ones interleaved): binary search, stepping over those.
-        let ref: QueueRef
-        var found: (offset: UInt64, row: QueueRow)?
-        if let late = lateOffsets[id] {
-            ref = late.queue
-            guard let q = queue(ref) else { return nil }
-            if late.offset >= q.baseOffset && late.offset < q.maxOffset, let r = try row(ref, at: late.offset) { found = (late.offset, r) }
-        } else {
-            let body: [UInt8]
-            do {
-                body = try source.entryBody(at: id.entryIndex)
-            } catch  where error.code == .invalidArgument {
-                return nil  // deleted by retention
-            }
+        if let body = try? source.entryBody(at: id.entryIndex) {
             var r = WireReader(body)
-            guard (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count else { return nil }
-            ref = QueueRef(topic: header.topic, queueID: header.queueID)
-            guard let q = queue(ref) else { return nil }
-            var lo = q.baseOffset, hi = q.maxOffset
-            while lo < hi {
-                let mid = lo + (hi - lo) / 2
-                var probe = mid
-                var r = try row(ref, at: probe)!
-                while lateOffsets[MessageID(entryIndex: r.entryIndex, slot: r.slot)]?.offset == probe {
-                    probe += 1
-                    if probe == hi { break }
-                    r = try row(ref, at: probe)!
-                }
-                if probe == hi {
-                    hi = mid
-                    continue
-                }
-                let key = (r.entryIndex, r.slot)
-                if key == (id.entryIndex, id.slot) {
-                    found = (probe, r)
-                    break
-                }
-                if key < (id.entryIndex, id.slot) { lo = probe + 1 } else { hi = mid }
+            if (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count,
+                let m = try message(id, in: QueueRef(topic: header.topic, queueID: header.queueID), storedIndex: id.entryIndex)
+            {
+                return m
             }
         }
-        guard let f = found, f.row.entryIndex == id.entryIndex, f.row.slot == id.slot,
-            let m = try readRetained(f.row)
-        else { return nil }
-        return ReceivedMessage(
-            id: id, topic: ref.topic, queueID: ref.queueID, queueOffset: f.offset, storeTimestamp: m.0.timestamp,
-            producerGroup: m.0.group, message: m.1)
+        // A late message: in the live topic whose name hashes as recorded (the search confirms).
+        guard let late = try latePlace(id) else { return nil }
+        for topic in topics.keys.sorted() where Broker.topicHash(topic) == late.topicHash {
+            if let m = try message(id, in: QueueRef(topic: topic, queueID: late.queueID), storedIndex: late.storedIndex) { return m }
+        }
+        return nil
+    }
+
+    /// The message `id` in queue `ref`, whose row names `storedIndex`.
+    func message(_ id: MessageID, in ref: QueueRef, storedIndex: UInt64) throws(StorageError) -> ReceivedMessage? {
+        guard let q = queue(ref) else { return nil }
+        var lo = q.baseOffset, hi = q.maxOffset
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if try row(ref, at: mid)!.storedIndex < storedIndex { lo = mid + 1 } else { hi = mid }
+        }
+        var cursor = RowCursor(queueFiles, q.key)
+        var offset = lo
+        while offset < q.maxOffset {
+            let r = try cursor.row(at: offset).0
+            guard r.storedIndex == storedIndex else { return nil }
+            if r.entryIndex == id.entryIndex && r.slot == id.slot {
+                guard let m = try readRetained(r) else { return nil }
+                return ReceivedMessage(
+                    id: id, topic: ref.topic, queueID: ref.queueID, queueOffset: offset, storeTimestamp: m.0.timestamp, producerGroup: m.0.group,
+                    message: m.1)
+            }
+            offset += 1
+        }
+        return nil
     }
 
     /// The first offset of `queue` whose message was stored at or after `timestamp` (the queue's

@@ -10,7 +10,7 @@
 // topics: count, (name, queues u32); offsets: groups, (group, count, (topic, queue u32, offset
 // u64)); producers: count, (id u64, queues, (topic, queue u32, forgotten max u64, last used u64,
 // results, (sequence u64, response))); give-backs: topics, (topic, count, (key, response));
-// late offsets: count, (id, topic, queue u32, offset u64); delay timers, released timers, check timers: count,
+// delay timers, released timers, check timers: count,
 // (at u64, id, topic, queue u32, stored index u64, position u32, tag hash u32); half messages: count, (id, group,
 // checks u32, stored at u64); decided: count, (id, decision u8); receive groups: count, (group,
 // queues, (topic, queue u32, next u64, invisible, (offset u64, until u64, receive index u64,
@@ -88,12 +88,6 @@ extension Broker {
                 w.string(key)
                 book.keys[key]!.encode(into: &w)
             }
-        }
-        w.u32(UInt32(lateOffsets.count))
-        for id in lateOffsets.keys.sorted() {
-            w.messageID(id)
-            w.queueRef(lateOffsets[id]!.queue)
-            w.u64(lateOffsets[id]!.offset)
         }
         for index in [timers.pending, timers.released, checkTimers.pending] {
             w.u32(UInt32(index.count))
@@ -245,7 +239,6 @@ extension Broker {
             }
             sendBacks[topic] = book
         }
-        for _ in 0..<(try r.u32("late offsets")) { lateOffsets[try r.messageID()] = (try r.queueRef(), try r.u64("offset")) }
         for _ in 0..<(try r.u32("timers")) { timers.schedule(try r.timer()) }
         for _ in 0..<(try r.u32("released timers")) {
             let t = try r.timer()

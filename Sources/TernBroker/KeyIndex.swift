@@ -58,3 +58,45 @@ extension Broker {
         return found.reversed()
     }
 }
+
+// The late-place index: where a message delivered later than it was stored (a released delayed
+// message, a committed half message) went. Its row in its queue names the entry carrying its
+// copy, not its own, so a lookup by id cannot derive it from the id. Hashed by id into 64
+// buckets of the reserved topic `#late`; a row holds the id, the copy's entry as stored index
+// (so retention trims these buckets as it does queues), the queue number in the position field
+// and the CRC32C of the topic's name in the tag-hash field.
+extension Broker {
+    public static let lateIndexTopic = "#late"
+
+    static func lateBucket(_ id: MessageID) -> QueueRef {
+        var bytes: [UInt8] = []
+        withUnsafeBytes(of: id.entryIndex.littleEndian) { bytes += $0 }
+        withUnsafeBytes(of: id.slot.littleEndian) { bytes += $0 }
+        return QueueRef(topic: lateIndexTopic, queueID: bytes.withUnsafeBytes { crc32c($0) } % keyBuckets)
+    }
+
+    static func topicHash(_ topic: String) -> UInt32 { Array(topic.utf8).withUnsafeBytes { crc32c($0) } }
+
+    func indexLatePlace(_ id: MessageID, queue: QueueRef, storedIndex: UInt64) throws(StorageError) {
+        let bucket = Broker.lateBucket(id)
+        if queues[bucket] == nil { createQueue(bucket, created: appliedIndex) }
+        try appendRow(
+            bucket,
+            QueueRow(entryIndex: id.entryIndex, storedIndex: storedIndex, position: queue.queueID, slot: id.slot, tagHash: Broker.topicHash(queue.topic)))
+    }
+
+    /// Where the late message `id` was indexed: its queue number, its topic's name hash and the
+    /// entry its row names. nil when it was not (or retention passed it).
+    func latePlace(_ id: MessageID) throws(StorageError) -> (queueID: UInt32, topicHash: UInt32, storedIndex: UInt64)? {
+        guard let file = queues[Broker.lateBucket(id)], let b = queueFiles.bounds(file) else { return nil }
+        var end = b.max
+        while end > b.min {
+            let start = end - Swift.min(UInt64(Broker.keyLookupChunk), end - b.min)
+            for r in try queueFiles.rows(file, from: start, count: Int(end - start)).reversed() where r.entryIndex == id.entryIndex && r.slot == id.slot {
+                return (r.position, r.tagHash, r.storedIndex)
+            }
+            end = start
+        }
+        return nil
+    }
+}

@@ -68,8 +68,6 @@ extension Broker {
                 receiveGroups[g]![m.queue] = state
             }
         }
-        // Late places below their queue's minimum are gone with their rows.
-        lateOffsets = lateOffsets.filter { _, late in queue(late.queue).map { late.offset >= $0.baseOffset } ?? false }
         return .done
     }
 

@@ -30,6 +30,14 @@ extension Broker {
                 return .failed(
                     ErrorBody(code: ErrorCode.badRequest, message: "half message \(end.id) was sent by producer group \(half.group), not \(end.group)"))
             }
+            // A commit carries a copy of the half message (the leader adds it when it holds the
+            // half message pending): the row then names this entry, and rows' entries never fall
+            // along a queue (BrokerReads.swift). One proposed while the half message's own send
+            // was not applied yet has none, and is sent back to be retried.
+            guard end.decision == .rollback || end.copy != nil else {
+                return .failed(
+                    ErrorBody(code: ErrorCode.busy, message: "the commit of \(end.id) was proposed before its half message was applied; retry"))
+            }
             try decide(end.id, end.decision, copy: end.copy == nil ? nil : (index, end.copyPosition))
             return .done
         }

@@ -18,6 +18,12 @@ extension Harness {
         return append(BrokerEntryType.messages, w.bytes + request.encoded())
     }
 
+    /// The body of a commit entry, with the copy of the half message a leader adds.
+    func commit(_ id: MessageID, group: String = "pg") -> [UInt8] {
+        let copy = broker.checkTimers.pending[id].flatMap { try? broker.carryItem($0) }
+        return TransactionEnd(group: group, id: id, decision: .commit, copy: copy).encoded()
+    }
+
     func bodies(_ topic: String, queue: UInt32 = 0) throws -> [String] {
         try broker.pull(PullRequest(topic: topic, queueID: queue, offset: 0, maxMessages: 100)).get().messages.map {
             String(decoding: $0.message.body, as: UTF8.self)
@@ -37,12 +43,19 @@ struct TransactionTests {
         h.send("t")
         #expect(try h.bodies("t").count == 1)
         #expect(try h.broker.message(id) == nil)
-        #expect(h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "other", id: id, decision: .commit).encoded()) != .done)
-        #expect(h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) == .done)
+        #expect(h.append(BrokerEntryType.transactionEnd, h.commit(id, group: "other")) != .done)
+        // A commit without its copy (proposed before the half message applied) is sent back.
+        guard case .failed(let busy) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()),
+            busy.code == ErrorCode.busy
+        else {
+            Issue.record("a commit without a copy was applied")
+            return
+        }
+        #expect(h.append(BrokerEntryType.transactionEnd, h.commit(id)) == .done)
         #expect(try h.bodies("t").last == "half")
         #expect(try h.broker.message(id)?.queueOffset == 1)
         // Repeating the decision is answered the same; the opposite one is refused.
-        #expect(h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) == .done)
+        #expect(h.append(BrokerEntryType.transactionEnd, h.commit(id)) == .done)
         guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .rollback).encoded()) else {
             Issue.record("rollback after commit accepted"); return
         }
@@ -86,7 +99,7 @@ struct TransactionTests {
         #expect(h.append(BrokerEntryType.transactionCheck, TransactionCheck(now: now, ids: [id]).encoded()) == .checks([]))
         #expect(h.broker.decision(id) == .rollback)
         #expect(h.broker.checkTimers.next == nil)
-        guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, TransactionEnd(group: "pg", id: id, decision: .commit).encoded()) else {
+        guard case .failed(let e) = h.append(BrokerEntryType.transactionEnd, h.commit(id)) else {
             Issue.record("late commit accepted"); return
         }
         #expect(e.code == ErrorCode.transactionDecided)
