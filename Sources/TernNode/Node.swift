@@ -48,7 +48,7 @@ public struct NodeConfig: Sendable {
     /// `retentionBytes` (nil: no size limit). Checked by the leader every `retentionCheckMillis`.
     public var retentionMillis: UInt64 = 72 * 3600 * 1000
     public var retentionBytes: UInt64?
-    public var retentionCheckMillis: UInt64 = 1_000
+    public var retentionCheckMillis: UInt64 = 250
     /// Disk use (a fraction, told by the shell) above which retention deletes the oldest
     /// eligible segments early, and above which the leader refuses sends.
     public var diskSoftLimit = 0.75
