@@ -250,7 +250,10 @@ public final class ConsumeQueueFiles {
             let base = at - at % rowsPerFile
             let n = Int(min(min(end, q.written), base + rowsPerFile) - at)
             let p = path(key, base: base)
-            guard device.fileExists(p) else { throw StorageError(.corruption, "consume queue file \(p) is missing (rows \(at)..<\(at + UInt64(n)))") }
+            // An open file exists (no stat per read on the pull path).
+            guard open[p] != nil || device.fileExists(p) else {
+                throw StorageError(.corruption, "consume queue file \(p) is missing (rows \(at)..<\(at + UInt64(n)))")
+            }
             let bytes = try device.read(try handle(p, create: false), at: Int(at - base) * QueueRow.bytes, count: n * QueueRow.bytes)
             var failed: UInt64?
             bytes.withUnsafeBytes { b in
