@@ -83,7 +83,13 @@ extension Broker {
     /// delivered later than stored, the copy's, from the late-place index (KeyIndex.swift).
     public func message(_ id: MessageID) throws(StorageError) -> ReceivedMessage? {
         guard id.entryIndex <= appliedIndex else { return nil }
-        if let body = try? source.entryBody(at: id.entryIndex) {
+        var stored: [UInt8]?
+        do {
+            stored = try source.entryBody(at: id.entryIndex)
+        } catch where error.code == .invalidArgument {
+            stored = nil  // deleted by retention: a late message may live on in a copy
+        }
+        if let body = stored {
             var r = WireReader(body)
             if (try? r.u64()) != nil, let header = try? SendHeader(from: &r), id.slot < header.count,
                 let m = try message(id, in: QueueRef(topic: header.topic, queueID: header.queueID), storedIndex: id.entryIndex)
