@@ -86,7 +86,7 @@ extension Broker {
         var stored: [UInt8]?
         do {
             stored = try source.entryBody(at: id.entryIndex)
-        } catch where error.code == .invalidArgument {
+        } catch  where error.code == .invalidArgument {
             stored = nil  // deleted by retention: a late message may live on in a copy
         }
         if let body = stored {

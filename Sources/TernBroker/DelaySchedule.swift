@@ -1,6 +1,6 @@
 // The delay schedule on disk. A delayed message is scheduled into a bucket of one minute of due
 // time (`delayBucketMillis`), not into memory: a row in the timer log (the reserved queue
-// `#timers` 0 of the consume-queue files) links it to the bucket's previous row, and memory
+// `#timers` 128 of the consume-queue files) links it to the bucket's previous row, and memory
 // holds per bucket only its newest and oldest row, its oldest entry and its earliest due time.
 // So memory grows with the number of minutes that hold delayed messages (at most the maximum
 // delay's worth), not with the messages.
@@ -36,7 +36,9 @@ extension Broker {
     public static let delayTopic = "#timers"
     /// Due times per bucket. Part of the format.
     public static let delayBucketMillis: UInt64 = 60_000
-    static var timerLog: QueueRef { QueueRef(topic: delayTopic, queueID: 0) }
+    /// Numbered after the key and late-place buckets (files are named by the creating entry and
+    /// the queue's number, and a delayed send with keys creates a key bucket and the timer log).
+    static var timerLog: QueueRef { QueueRef(topic: delayTopic, queueID: 2 * keyBuckets) }
 
     /// Delayed messages not yet released or recalled, in memory and on disk.
     public var delayedCount: Int {

@@ -72,7 +72,9 @@ extension Broker {
         var bytes: [UInt8] = []
         withUnsafeBytes(of: id.entryIndex.littleEndian) { bytes += $0 }
         withUnsafeBytes(of: id.slot.littleEndian) { bytes += $0 }
-        return QueueRef(topic: lateIndexTopic, queueID: bytes.withUnsafeBytes { crc32c($0) } % keyBuckets)
+        // Numbered after the key index's buckets: a queue's files are named by the entry that
+        // created it and its number, and one entry may create buckets of both.
+        return QueueRef(topic: lateIndexTopic, queueID: keyBuckets + bytes.withUnsafeBytes { crc32c($0) } % keyBuckets)
     }
 
     static func topicHash(_ topic: String) -> UInt32 { Array(topic.utf8).withUnsafeBytes { crc32c($0) } }

@@ -85,4 +85,38 @@ struct DelayScheduleTests {
         #expect(log.maxOffset - log.baseOffset == 1)
         #expect(try restored.dueTimers(now: start + 1000 * Self.minute, max: 10).map(\.id) == c)
     }
+
+    @Test("one send may create the timer log and a key bucket: their files never collide (both are named by that entry)")
+    func timerLogBesideKeyBucket() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        // A key in bucket 0, the number the timer log had when it collided.
+        let key = try #require((0..<10_000).map { "k\($0)" }.first { Broker.keyHash(topic: "t", key: $0) % Broker.keyBuckets == 0 })
+        let due = 200 * Self.minute
+        let request = SendRequest(
+            topic: "t", queueID: 0, messages: [WireMessage(keys: [key], properties: [Delay.deliverAtProperty: String(due)], body: [1])])
+        var w = WireWriter()
+        w.u64(100 * Self.minute)
+        guard case .sent = h.append(BrokerEntryType.messages, w.bytes + request.encoded()) else {
+            Issue.record("not stored")
+            return
+        }
+        let id = MessageID(entryIndex: h.log.next - 1, slot: 0)
+        #expect(try h.broker.dueTimers(now: due, max: 10).map(\.id) == [id])
+        h.append(BrokerEntryType.release, MessageIDList(ids: [id]).encoded())
+        #expect(try h.broker.messages(topic: "t", key: key, max: 10).map(\.id) == [id])
+        #expect(try h.broker.message(id)?.message.body == [1], "found through the late-place index")
+    }
+
+    @Test("a lookup by id that cannot read its entry throws; only an entry retention deleted reads as no message")
+    func readErrorsAreNotMissingMessages() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        h.send("t")
+        let id = MessageID(entryIndex: h.log.next - 1, slot: 0)
+        #expect(try h.broker.message(id) != nil)
+        // The test log answers a missing entry with a corruption error (a failed checksum).
+        h.log.bodies[id.entryIndex] = nil
+        #expect(throws: StorageError.self) { try h.broker.message(id) }
+    }
 }
