@@ -189,6 +189,16 @@ public final class ConsumeQueueFiles {
         queues[key]!.minOffset = min(max(q.minOffset, offset), q.maxOffset)
     }
 
+    /// Bytes of the queue files on disk: each file of a live queue up to the rows written into
+    /// it, each file of a removed queue (kept until `collect`) counted whole.
+    public var storedBytes: UInt64 {
+        var rows: UInt64 = 0
+        for (key, bases) in fileBases {
+            for base in bases { rows += queues[key].map { min(rowsPerFile, $0.written > base ? $0.written - base : 0) } ?? rowsPerFile }
+        }
+        return rows * UInt64(QueueRow.bytes)
+    }
+
     public func bounds(_ key: QueueFileKey) -> (min: UInt64, max: UInt64)? { queues[key].map { ($0.minOffset, $0.maxOffset) } }
 
     public var allBounds: [QueueFileBounds] {

@@ -49,6 +49,9 @@ struct KeyIndexTests {
         let files = d.node.broker.queueFiles.allBounds
         #expect(files.count > 2 && files.count <= 2 + Int(Broker.keyBuckets))
         #expect(files.reduce(0) { $0 + $1.maxOffset } == 400 + 2 * 320)
+        // What retention counts for them: every row written, once all are.
+        try d.node.broker.queueFiles.sync(durably: false)
+        #expect(d.node.broker.queueFiles.storedBytes == UInt64((400 + 2 * 320) * QueueRow.bytes))
         // The buckets are not a topic anyone can read.
         #expect(throws: ErrorBody.self) { try d.call(.pull, PullRequest(topic: Broker.keyIndexTopic, queueID: 0, offset: 0)) }
         _ = try d.call(.send, SendRequest(topic: "t", queueID: 0, producerGroup: "pg", messages: [WireMessage(keys: ["tail"], body: Array("after".utf8))]))

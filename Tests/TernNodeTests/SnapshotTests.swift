@@ -138,13 +138,13 @@ struct SnapshotTests {
 
 @Suite("Node: retention", .serialized)
 struct RetentionTests {
-    /// One node, 1 MiB segments, at most 6 MiB of log files (up to 4 retired segments kept for
+    /// One node, 1 MiB segments, at most 6 MiB of log files and 64 KiB of queue files (up to 4 retired segments kept for
     /// reuse count too), a snapshot every 10 entries.
     private func retentionDriver(_ name: String, directory: String? = nil) throws -> Driver {
         try Driver(name, directory: directory) { config in
             config.snapshotEveryEntries = 10
             config.queueFileRows = 16
-            config.retentionBytes = 6 << 20
+            config.retentionBytes = (6 << 20) + (64 << 10)  // six segments and the queue files beside them
             config.retentionCheckMillis = 10
         }
     }
