@@ -189,13 +189,13 @@ public final class ConsumeQueueFiles {
         queues[key]!.minOffset = min(max(q.minOffset, offset), q.maxOffset)
     }
 
-    /// Bytes of the queue files on disk: each file of a live queue up to the rows written into
-    /// it, each file of a removed queue (kept until `collect`) counted whole.
+    /// Bytes of the rows the queues hold (minimum to maximum), and of the files of removed
+    /// queues (kept until `collect`), counted whole. What retention can shrink: rows below a
+    /// queue's minimum go with whole files, later, and are not counted.
     public var storedBytes: UInt64 {
         var rows: UInt64 = 0
-        for (key, bases) in fileBases {
-            for base in bases { rows += queues[key].map { min(rowsPerFile, $0.written > base ? $0.written - base : 0) } ?? rowsPerFile }
-        }
+        for q in queues.values { rows += q.maxOffset - q.minOffset }
+        for (key, bases) in fileBases where queues[key] == nil { rows += UInt64(bases.count) * rowsPerFile }
         return rows * UInt64(QueueRow.bytes)
     }
 
