@@ -20,11 +20,13 @@ extension Broker {
     public static let keyBuckets: UInt32 = 64
     static let keyLookupChunk = 256
 
+    /// CRC32C of the topic's bytes, a zero byte and the key's, without building them (the
+    /// apply path hashes every key of every message).
     static func keyHash(topic: String, key: String) -> UInt32 {
-        var bytes = Array(topic.utf8)
-        bytes.append(0)
-        bytes += key.utf8
-        return bytes.withUnsafeBytes { crc32c($0) }
+        var crc = topicHash(topic)
+        crc = withUnsafeBytes(of: UInt8(0)) { crc32c($0, continuing: crc) }
+        var k = key
+        return k.withUTF8 { crc32c(UnsafeRawBufferPointer($0), continuing: crc) }
     }
 
     static func keyBucket(_ hash: UInt32) -> QueueRef { QueueRef(topic: keyIndexTopic, queueID: hash % keyBuckets) }
@@ -77,7 +79,10 @@ extension Broker {
         return QueueRef(topic: lateIndexTopic, queueID: keyBuckets + bytes.withUnsafeBytes { crc32c($0) } % keyBuckets)
     }
 
-    static func topicHash(_ topic: String) -> UInt32 { Array(topic.utf8).withUnsafeBytes { crc32c($0) } }
+    static func topicHash(_ topic: String) -> UInt32 {
+        var t = topic
+        return t.withUTF8 { crc32c(UnsafeRawBufferPointer($0)) }
+    }
 
     func indexLatePlace(_ id: MessageID, queue: QueueRef, storedIndex: UInt64) throws(StorageError) {
         let bucket = Broker.lateBucket(id)

@@ -119,4 +119,13 @@ struct DelayScheduleTests {
         h.log.bodies[id.entryIndex] = nil
         #expect(throws: StorageError.self) { try h.broker.message(id) }
     }
+
+    @Test("the key hash is the CRC32C of the topic, a zero byte and the key, as docs/storage.md says")
+    func keyHashIsDocumented() {
+        for (topic, key) in [("t", "k"), ("orders", ""), ("", "x"), ("topic-é", "clé 42")] {
+            let bytes = Array(topic.utf8) + [0] + Array(key.utf8)
+            #expect(Broker.keyHash(topic: topic, key: key) == bytes.withUnsafeBytes { crc32c($0) })
+            #expect(Broker.topicHash(topic) == Array(topic.utf8).withUnsafeBytes { crc32c($0) })
+        }
+    }
 }
