@@ -9,6 +9,8 @@ struct Checker {
     var plantedBugs: PlantedBugs = []
     var violations: [String] = []
     var leaderOfTerm: [UInt64: NodeID] = [:]
+    /// The highest term any node reached: terms beyond `leaderOfTerm.count` had no leader.
+    var highestTerm: UInt64 = 0
     /// Index -> (term, body digest, chain) of the entry applied there; every node must agree.
     var committed: [UInt64: (term: UInt64, digest: UInt64, chain: UInt64)] = [:]
     var maxCommitted: UInt64 = 0

@@ -57,6 +57,10 @@ public struct SimulationResult: Sendable {
     /// Receive/ack deliveries, and those that were a later attempt.
     public var received: Int
     public var redelivered: Int
+    /// The highest term reached, and how many terms had a leader (the rest were split votes,
+    /// candidates cut off or crashed, and terms a rejoining member skipped to).
+    public var terms: UInt64
+    public var termsLed: Int
     public var ok: Bool { violations.isEmpty }
 }
 
@@ -282,7 +286,8 @@ public final class World {
             messagesAcknowledged: messages.acked.count, messagesDelayed: messages.delayed.count, messagesDelivered: messages.delivered,
             orderedProcessed: order.processed, deadLettered: messages.deadLettered,
             transactionsCommitted: transactions.endedCommit.count, transactionsRolledBack: transactions.endedRollback.count,
-            received: receives.received, redelivered: receives.redelivered)
+            received: receives.received, redelivered: receives.redelivered,
+            terms: checker.highestTerm, termsLed: checker.leaderOfTerm.count)
     }
 
     /// Virtual seconds within which every live member must reach the leader's commit index in

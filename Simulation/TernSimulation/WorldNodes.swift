@@ -141,6 +141,7 @@ extension World {
     func carryOut(_ node: SimNode, _ out: NodeOutput) {
         guard let replica = node.replica else { return }
         if node.amnesiac && !replica.raft.rejoining { node.amnesiac = false }
+        checker.highestTerm = max(checker.highestTerm, replica.raft.term)
         if faultsOn && out.votedNow && chance(mix.crashAfterVoteRate) {
             schedule(.crashNow(node.index), after: below(1_000))
         }

@@ -45,6 +45,8 @@ struct TernSim: ParsableCommand {
         }
         let started = Date()
         var virtual = 0.0
+        var terms: UInt64 = 0
+        var termsLed = 0
         var failures = 0
         for s in range {
             var options = SimulationOptions(seed: s)
@@ -55,6 +57,8 @@ struct TernSim: ParsableCommand {
             options.faults = !noFaults
             let result = Simulation.run(options)
             virtual += result.virtualSeconds
+            terms += result.terms
+            termsLed += result.termsLed
             if !result.ok {
                 failures += 1
                 print("seed \(s) FAILED: \(result.violations.joined(separator: "; "))")
@@ -72,7 +76,7 @@ struct TernSim: ParsableCommand {
         }
         let wall = Date().timeIntervalSince(started)
         print(
-            "\(range.count) seeds, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall (\(String(format: "%.0f", virtual / max(wall, 1e-9)))x)"
+            "\(range.count) seeds, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall (\(String(format: "%.0f", virtual / max(wall, 1e-9)))x); \(termsLed) of \(terms) terms had a leader"
         )
         if let plant {
             print("planted bug \(plant) escaped every checker over seeds \(range.lowerBound)-\(range.upperBound)")

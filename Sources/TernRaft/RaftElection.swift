@@ -89,7 +89,16 @@ extension Raft {
 
     func handlePreVote(_ m: Message, lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) {
         let upToDate = try isUpToDate(lastIndex: lastIndex, lastTerm: lastTerm)
-        let granted = m.term > term && upToDate && !rejoining
+        var granted = m.term > term && upToDate && !rejoining
+        if granted && role == .preCandidate {
+            // Two members whose timers ran out together would grant each other, both become
+            // candidates in the next term, vote for themselves and split it (one more election
+            // timeout lost). A pre-candidate yields only to a longer log or, logs equal, to the
+            // lower id. Pre-votes decide nothing about safety; this decides who goes first.
+            let (myIndex, myTerm) = try lastEntry()
+            let longer = lastTerm > myTerm || (lastTerm == myTerm && lastIndex > myIndex)
+            granted = longer || (lastTerm == myTerm && lastIndex == myIndex && m.from < id)
+        }
         send(to: m.from, term: granted ? m.term : term, .preVoteResponse(granted: granted))
     }
 

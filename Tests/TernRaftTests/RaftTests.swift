@@ -52,6 +52,38 @@ struct ElectionTests {
         #expect(net["n1"].role == .leader && net["n1"].term == 1)
     }
 
+    @Test("two members whose timers run out together: the lower id (logs equal) wins the next term, no split vote")
+    func simultaneousPreCandidates() {
+        let net = Network(3)
+        net.elect("n1")
+        net.isolate("n1")
+        for name in ["n3", "n2"] {  // both campaign before either hears the other
+            while net[name].role == .follower { net.absorb(NodeID(name), try! net[name].tick()) }
+        }
+        net.settle()
+        #expect(net["n2"].role == .leader && net["n2"].term == 2)
+        #expect(net["n3"].leader == "n2" && net["n3"].term == 2, "one term, one election")
+    }
+
+    @Test("a pre-candidate grants a pre-vote to a longer log, or to a lower id with an equal log, and to no one else")
+    func preCandidateYields() throws {
+        let log = MemoryLog(terms: [1, 1])
+        let raft = Raft(config: RaftConfig(id: "n2", members: ["n1", "n2", "n3"]), log: log, hardState: HardState(term: 1), seed: 1)
+        while raft.role == .follower { _ = try raft.tick() }
+        #expect(raft.role == .preCandidate)
+        func answer(_ from: NodeID, _ lastIndex: UInt64, _ lastTerm: UInt64) throws -> Bool? {
+            let effects = try raft.step(Message(from: from, to: "n2", term: 2, kind: .preVote(lastIndex: lastIndex, lastTerm: lastTerm)))
+            guard case .preVoteResponse(let granted)? = effects.messages.first(where: { $0.to == from })?.kind else { return nil }
+            return granted
+        }
+        #expect(try answer("n3", 2, 1) == false, "equal log, higher id")
+        #expect(try answer("n1", 2, 1) == true, "equal log, lower id")
+        #expect(try answer("n3", 3, 1) == true, "longer log")
+        #expect(try answer("n3", 1, 2) == true, "later last term")
+        #expect(try answer("n1", 1, 1) == false, "shorter log")
+        #expect(raft.role == .preCandidate && raft.term == 1, "pre-votes change neither role nor term")
+    }
+
     @Test("a candidate rejected by a majority goes back to follower")
     func rejectedCandidateStepsDown() {
         let net = Network(3, logs: [[1], [1, 1], [1, 1]]) { $0.preVote = false }
