@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
         .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/apple/swift-crypto", from: "3.12.3"),
     ],
     targets: [
         // Opaque wrapper over liburing plus CRC32C. liburing.h is included only by the .c file.
@@ -51,8 +52,10 @@ let package = Package(
         .target(name: "TernServer", dependencies: [
             "TernNode", "TernProtocol", "TernProtocolNIO", "TernStorage", "TernRaft", "CTernIO",
             .product(name: "NIOCore", package: "swift-nio"),
+            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
             .product(name: "Logging", package: "swift-log"),
+            .product(name: "Crypto", package: "swift-crypto"),
         ], swiftSettings: strict),
         // The Swift SDK: producers, consumers, leader discovery.
         .target(name: "TernClient", dependencies: [
@@ -109,9 +112,12 @@ let package = Package(
         .testTarget(name: "TernNodeTests", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"], swiftSettings: strict),
         // Three real `tern serve` processes; needs the `tern` executable built next to the tests.
         .testTarget(name: "TernIntegrationTests", dependencies: [
-            "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft",
+            "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft", "TernServer",
             .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             .product(name: "NIOPosix", package: "swift-nio"),
+        ], swiftSettings: strict),
+        .testTarget(name: "TernServerTests", dependencies: [
+            "TernServer", "TernProtocol", "TernRaft", .product(name: "Logging", package: "swift-log"),
         ], swiftSettings: strict),
         .testTarget(name: "TernLauncherTests", dependencies: [
             "TernLauncher", "TernServer", .product(name: "Logging", package: "swift-log"),

@@ -6,6 +6,7 @@
 #
 #   bench/before-after.sh BEFORE_TERN AFTER_TERN            # e.g. a worktree's build and this one
 #   ROUNDS=3 INFLIGHT=128 SIZE=1024 DURATION=10 bench/before-after.sh ...
+#   BEFORE_ARGS=--node-arg=--insecure-peers bench/before-after.sh T T   # one build, a setting apart
 #
 # Each build runs its own `tern cluster up` and its own `tern bench produce`.
 set -euo pipefail
@@ -16,6 +17,8 @@ INFLIGHT=${INFLIGHT:-128}
 SIZE=${SIZE:-1024}
 DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
+BEFORE_ARGS=${BEFORE_ARGS:-}
+AFTER_ARGS=${AFTER_ARGS:-}
 PORT=${PORT:-9301}
 OUT=${OUT:-.build/before-after}
 DATA="$OUT/data"
@@ -35,9 +38,10 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-run() {  # binary label
+run() {  # binary label [extra cluster up arguments, split on spaces]
     rm -rf "$DATA"
-    "$1" cluster up --data "$DATA" --base-port "$PORT" > "$OUT/cluster-$2.log" 2>&1 &
+    # shellcheck disable=SC2086
+    "$1" cluster up --data "$DATA" --base-port "$PORT" ${3:-} > "$OUT/cluster-$2.log" 2>&1 &
     CLUSTER_PID=$!
     for _ in $(seq 1 150); do
         if "$1" admin cluster status --endpoints "$ENDPOINTS" 2>/dev/null | grep -q leader; then break; fi
@@ -51,14 +55,14 @@ run() {  # binary label
     stop_cluster
 }
 
-log "before=$BEFORE after=$AFTER rounds=$ROUNDS inflight=$INFLIGHT size=$SIZE duration=${DURATION}s nproc=$(nproc)"
+log "before=$BEFORE $BEFORE_ARGS after=$AFTER $AFTER_ARGS rounds=$ROUNDS inflight=$INFLIGHT size=$SIZE duration=${DURATION}s nproc=$(nproc)"
 for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) -eq 1 ]; then
-        run "$BEFORE" before
-        run "$AFTER" after
+        run "$BEFORE" before "$BEFORE_ARGS"
+        run "$AFTER" after "$AFTER_ARGS"
     else
-        run "$AFTER" after
-        run "$BEFORE" before
+        run "$AFTER" after "$AFTER_ARGS"
+        run "$BEFORE" before "$BEFORE_ARGS"
     fi
 done
 rm -rf "$DATA"

@@ -5,6 +5,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernClient
+import TernServer
 
 /// The executable `name` in the same folder as this one (`tern-chaos` next to `tern`), if there.
 public func siblingExecutable(_ name: String) -> String? {
@@ -48,12 +49,37 @@ public final class LocalCluster: @unchecked Sendable {
 
     public var peers: String { zip(ids, endpoints).map { "\($0)=\($1)" }.joined(separator: ",") }
 
+    /// The cluster secret every node is given, created on first start unless the arguments name
+    /// one or turn authentication off (docs/security.md).
+    public var peerSecretPath: String { dataRoot + "/peer-secret" }
+
+    private var peerArgs: [String] {
+        let given = (extraArgs + nodeArgs(ids[0])).contains { $0.hasPrefix("--peer-secret") || $0.hasPrefix("--insecure-peers") }
+        return ids.count > 1 && !given ? ["--peer-secret", peerSecretPath] : []
+    }
+
+    /// Writes a new random secret (mode 0600) unless the file exists.
+    public func ensurePeerSecret() throws {
+        guard !peerArgs.isEmpty, !FileManager.default.fileExists(atPath: peerSecretPath) else { return }
+        try FileManager.default.createDirectory(atPath: dataRoot, withIntermediateDirectories: true)
+        let text = "# Tern cluster secret (docs/security.md): every member holds the same file, mode 0600.\n\(PeerSecrets.generate())\n"
+        let fd = open(peerSecretPath, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+        guard fd >= 0 else { throw ValidationError("cannot create the peer secret file \(peerSecretPath): \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        let bytes = Array(text.utf8)
+        guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
+            throw ValidationError("cannot write the peer secret file \(peerSecretPath): \(String(cString: strerror(errno)))")
+        }
+    }
+
     public func start(_ id: String) throws {
         let k = ids.firstIndex(of: id)!
+        try ensurePeerSecret()
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = serveCommand + ["--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + extraArgs + nodeArgs(id)
+        p.arguments =
+            serveCommand + ["--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + peerArgs + extraArgs + nodeArgs(id)
         let logPath = "\(logDirectory)/\(id).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

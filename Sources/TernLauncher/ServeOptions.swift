@@ -42,6 +42,9 @@ public struct ServeOptions: ParsableArguments {
     @Option(help: "... at most this many times, then rolled back (default 15).") public var transactionMaxChecks: UInt32?
     @Option(help: "A config file of `name = value` lines (the long flag names without dashes).") public var config: String?
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical (default info).") public var logLevel: String?
+    @Option(help: "The cluster secret file every member holds (docs/security.md); needed by a group of more than one member.")
+    public var peerSecret: String?
+    @Flag(help: "Accept Raft traffic from unauthenticated connections (never on a network others can reach).") public var insecurePeers = false
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public
         var repair = false
@@ -119,6 +122,9 @@ public struct ServeOptions: ParsableArguments {
             guard v >= 1 && v <= 1000 else { throw ValidationError("transaction-max-checks must be 1 to 1000 (got \(v))") }
             cfg.transactionMaxChecks = v
         }
+        cfg.peerSecretPath = peerSecret ?? file.string("peer-secret")
+        cfg.insecurePeers = try insecurePeers || (file.value("insecure-peers", as: Bool.init, expected: "true or false") ?? false)
+        if cfg.peerSecretPath != nil && cfg.insecurePeers { throw ValidationError("--peer-secret and --insecure-peers exclude each other") }
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = logLevel ?? file.string("log-level") ?? "info"
@@ -148,7 +154,7 @@ public struct ConfigFile: Sendable {
         "id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level", "snapshot-entries",
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
-        "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks",
+        "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]

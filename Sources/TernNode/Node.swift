@@ -277,7 +277,7 @@ public final class Node {
         var proposals: [(type: UInt8, body: [UInt8])] = []
         var owners: [Pending] = []
         for (client, frame) in requests {
-            guard let op = Opcode(rawValue: frame.opcode), op != .raft else {
+            guard let op = Opcode(rawValue: frame.opcode), op.rawValue < Opcode.raft.rawValue else {
                 out.replies.append(
                     Reply(
                         to: client, opcode: frame.opcode,

@@ -298,8 +298,8 @@ extension Node {
                     (BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis).encoded()))
                 owners.append(.changeInvisible(client))
             }
-        case .raft:
-            preconditionFailure("peer messages do not reach the client router")
+        case .raft, .peerHello, .peerProof:
+            preconditionFailure("peer frames do not reach the client router")
         }
     }
 

@@ -24,6 +24,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let unknownOpcode = ErrorCode(2)
     /// The body does not decode as the opcode's request.
     public static let badBody = ErrorCode(3)
+    /// A peer frame on a connection that has not proved it holds the cluster's secret, or a
+    /// failed proof or frame tag; the node closes the connection (docs/security.md).
+    public static let unauthenticated = ErrorCode(4)
 
     // Broker.
     /// This node is not the leader; the detail names the leader it knows (`NotLeaderDetail`).
@@ -52,7 +55,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
 
     /// Every code this build knows, in order (docs/protocol.md lists the same).
     public static let all: [ErrorCode] = [
-        .badFrame, .unknownOpcode, .badBody,
+        .badFrame, .unknownOpcode, .badBody, .unauthenticated,
         .notLeader, .topicNotFound, .topicExists, .messageTooLarge, .sequenceTooOld, .busy, .badRequest,
         .storageFailed, .queueNotFound, .filterSyntax, .messageNotFound, .transactionDecided, .receiptExpired, .storageFull,
     ]
@@ -62,6 +65,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .badFrame: "BAD_FRAME"
         case .unknownOpcode: "UNKNOWN_OPCODE"
         case .badBody: "BAD_BODY"
+        case .unauthenticated: "UNAUTHENTICATED"
         case .notLeader: "NOT_LEADER"
         case .topicNotFound: "TOPIC_NOT_FOUND"
         case .topicExists: "TOPIC_EXISTS"

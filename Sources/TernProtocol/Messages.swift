@@ -44,8 +44,13 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case changeInvisible = 25
     /// Take a broker snapshot of the applied state now (any node; answered with `SnapshotTaken`).
     case takeSnapshot = 26
-    /// A Raft message between members (one way, no response).
+    /// A Raft message between members (one way, no response). With peer authentication on, only
+    /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100
+    /// Peer handshake (docs/security.md): the connecting member's hello (answered with the
+    /// responder's proof), then its own proof (answered with an empty body).
+    case peerHello = 101
+    case peerProof = 102
 }
 
 /// Error codes of the broker's operations (codes below 100 are the frame layer's, `ErrorBody`).

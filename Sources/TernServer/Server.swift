@@ -8,7 +8,9 @@
 // commit without a timer). One thread, no hand-offs: a request, a peer's message and a disk
 // completion each cost one wake-up of this thread, and replies leave from the thread that read
 // the request (docs/architecture.md).
-// Clients and peers use the same listening port; a frame's opcode tells them apart.
+// Clients and peers use the same listening port; a frame's opcode tells them apart, and a peer's
+// Raft frames are taken only once its connection proved it holds the cluster secret
+// (PeerAuth.swift, docs/security.md).
 import Foundation
 import Logging
 import NIOCore
@@ -60,6 +62,11 @@ public struct ServerConfig: Sendable {
     /// Disk use above which retention deletes early, and above which sends are refused.
     public var diskSoftLimit = 0.75
     public var diskHardLimit = 0.90
+    /// The cluster secret file (docs/security.md). A group of more than one member needs it
+    /// unless `insecurePeers` says otherwise.
+    public var peerSecretPath: String?
+    /// Accept Raft traffic from any connection, unauthenticated (said in the log).
+    public var insecurePeers = false
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -124,6 +131,9 @@ public final class TernServer: @unchecked Sendable {
     let loop: EventLoop
     let connections = Connections()
     var links: [NodeID: PeerLink] = [:]
+    /// The cluster secret; nil when peers are not authenticated (a group of one, or
+    /// `--insecure-peers`). Set in `start`, before any connection.
+    private(set) var peerSecrets: PeerSecretSource?
     var serverChannel: Channel?
     private let finished = NSCondition()
     private var done = false
@@ -157,6 +167,7 @@ public final class TernServer: @unchecked Sendable {
         guard let (host, port) = parseEndpoint(config.listen) else { throw ServerError("--listen \(config.listen) is not host:port") }
         let members = config.peers.keys.sorted()
         guard members.contains(config.id) else { throw ServerError("--peers does not name this node (\(config.id))") }
+        peerSecrets = try peerAuthentication(members: members)
         var raft = RaftConfig(id: config.id, members: members)
         raft.electionTimeoutTicks = config.electionTicks
         raft.electionJitterTicks = config.electionTicks
@@ -202,7 +213,8 @@ public final class TernServer: @unchecked Sendable {
         )
 
         for (peer, endpoint) in config.peers where peer != config.id {
-            links[peer] = PeerLink(peer: peer, endpoint: config.dial[peer] ?? endpoint, group: group, logger: logger)
+            links[peer] = PeerLink(
+                id: config.id, peer: peer, endpoint: config.dial[peer] ?? endpoint, secrets: peerSecrets, group: group, logger: logger)
         }
         // The node goes onto the loop (with its tick and disk completions) before any socket can
         // deliver to it.
@@ -420,11 +432,9 @@ public final class TernServer: @unchecked Sendable {
     private func send(_ out: NodeOutput) {
         for n in out.notices { logger.warning("\(n)") }
         if !out.messages.isEmpty {
-            var byPeer: [NodeID: ByteBuffer] = [:]
-            for m in out.messages {
-                byPeer[m.to, default: ByteBuffer()].writeFrame(Frame(opcode: Opcode.raft.rawValue, requestID: 0, body: PeerCodec.encode(m)))
-            }
-            for (peer, buffer) in byPeer { links[peer]?.send(buffer) }
+            var byPeer: [NodeID: [Message]] = [:]
+            for m in out.messages { byPeer[m.to, default: []].append(m) }
+            for (peer, messages) in byPeer { links[peer]?.send(messages) }
         }
         if !out.replies.isEmpty {
             var byConnection: [UInt64: ByteBuffer] = [:]
@@ -458,80 +468,6 @@ extension UInt64 {
 
 func monotonicMillis() -> UInt64 { DispatchTime.now().uptimeNanoseconds / 1_000_000 }
 func wallMillis() -> UInt64 { UInt64(Date().timeIntervalSince1970 * 1000) }
-
-/// Decoded frames of one connection to the node; a bad frame gets an error response and the
-/// connection is closed.
-final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
-    typealias InboundIn = Frame
-    typealias OutboundOut = ByteBuffer
-    unowned let server: TernServer
-    let connections: Connections
-    let logger: Logger
-    var id: UInt64 = 0
-
-    init(server: TernServer, connections: Connections, logger: Logger) {
-        self.server = server
-        self.connections = connections
-        self.logger = logger
-    }
-
-    func channelActive(context: ChannelHandlerContext) {
-        id = connections.add(context.channel)
-        context.fireChannelActive()
-    }
-
-    func channelInactive(context: ChannelHandlerContext) {
-        connections.remove(id)
-        server.enqueue(.closed(id))
-        context.fireChannelInactive()
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        let frame = unwrapInboundIn(data)
-        if frame.flags.contains(.response) { return }
-        if frame.opcode == Opcode.raft.rawValue {
-            do {
-                let message = try PeerCodec.decode(frame.body)
-                // Only messages to this node from another member reach Raft (a message for
-                // another id tripped Raft's precondition: any connection could stop a node).
-                // Peers are not authenticated yet (the security issue): this only keeps a
-                // malformed or misdirected frame from stopping the node.
-                guard message.to == server.config.id, message.from != server.config.id, server.config.peers[message.from] != nil else {
-                    logger.warning(
-                        "dropping a Raft message from \(message.from) to \(message.to) on \(context.remoteAddress?.description ?? "?"): not from another member to \(server.config.id)"
-                    )
-                    return
-                }
-                server.enqueue(.peer(message))
-            } catch {
-                logger.warning("dropping a malformed Raft message from \(context.remoteAddress?.description ?? "?"): \(error)")
-                refuse(
-                    context: context,
-                    Frame(
-                        opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID,
-                        body: ErrorBody(code: ErrorCode.badBody, message: "\(error)").encode()))
-            }
-            return
-        }
-        server.enqueue(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: Error) {
-        if let e = error as? FrameError {
-            logger.warning("closing \(context.remoteAddress?.description ?? "?"): \(e)")
-            refuse(context: context, ErrorBody.badFrameResponse(e))
-        } else {
-            context.close(promise: nil)
-        }
-    }
-
-    private func refuse(context: ChannelHandlerContext, _ frame: Frame) {
-        var buffer = context.channel.allocator.buffer(capacity: 64)
-        buffer.writeFrame(frame)
-        let channel = context.channel
-        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
-    }
-}
 
 /// Reads of the device's completion eventfd (the read resets it), each followed by a look at the
 /// device: the loop reaps what finished.

@@ -237,7 +237,8 @@ func exchange(_ endpoint: String, _ bytes: [UInt8], stopAfterFrames: Int = Int.m
     var buffer = [UInt8](repeating: 0, count: 4096)
     while true {
         let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        if n > 0 { out += buffer[0..<n] } else { return (out, n == 0) }
+        // A reset (the server closed with bytes of ours unread) is a close too.
+        if n > 0 { out += buffer[0..<n] } else { return (out, n == 0 || errno == ECONNRESET) }
         var frames = 0
         var rest = out[...]
         while case .success(.frame(_, let used)) = FrameCodec().decode(Array(rest)) {

@@ -11,8 +11,8 @@ struct ErrorCodeTests {
         #expect(Set(all.map(\.rawValue)).count == all.count)
         #expect(Set(all.map(\.name)).count == all.count)
         #expect(all.allSatisfy { $0.name != "unknown" })
-        #expect([ErrorCode.badFrame, .unknownOpcode, .badBody].allSatisfy { $0.rawValue < 100 })
-        #expect(all.filter { $0.rawValue >= 100 }.count == all.count - 3)
+        #expect([ErrorCode.badFrame, .unknownOpcode, .badBody, .unauthenticated].allSatisfy { $0.rawValue < 100 })
+        #expect(all.filter { $0.rawValue >= 100 }.count == all.count - 4)
     }
 
     @Test("what a client does: NOT_LEADER and STORAGE_FAILED go elsewhere, BUSY waits, the rest fail")

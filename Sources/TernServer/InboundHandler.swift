@@ -1,0 +1,92 @@
+// One inbound connection: client requests go to the node; peer frames pass the connection's
+// `PeerGate` (the handshake, then each Raft frame's tag and sender) first.
+import Logging
+import NIOCore
+import TernNode
+import TernProtocol
+import TernProtocolNIO
+
+/// Decoded frames of one connection to the node; a bad frame gets an error response and the
+/// connection is closed.
+final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = Frame
+    typealias OutboundOut = ByteBuffer
+    unowned let server: TernServer
+    let connections: Connections
+    let logger: Logger
+    var id: UInt64 = 0
+    var gate: PeerGate
+    /// Refused: answered with an error and closing; nothing more read from it is looked at.
+    var closing = false
+
+    init(server: TernServer, connections: Connections, logger: Logger) {
+        self.server = server
+        self.connections = connections
+        self.logger = logger
+        gate = PeerGate(id: server.config.id, members: server.config.peers, secrets: server.peerSecrets)
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        id = connections.add(context.channel)
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        connections.remove(id)
+        server.enqueue(.closed(id))
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if frame.flags.contains(.response) || closing { return }
+        guard (Opcode.raft.rawValue...Opcode.peerProof.rawValue).contains(frame.opcode) else {
+            server.enqueue(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
+            return
+        }
+        // Peer frames: only a connection that proved it holds the cluster secret reaches Raft.
+        let from = context.remoteAddress?.description ?? "?"
+        switch gate.accept(frame) {
+        case .deliver(let message):
+            server.enqueue(.peer(message))
+        case .reply(let answer):
+            if frame.opcode == Opcode.peerProof.rawValue { logger.info("peer \(gate.authenticatedPeer?.description ?? "?") authenticated from \(from)") }
+            if frame.opcode == Opcode.peerHello.rawValue {
+                // A handshake that does not finish in time ends the connection.
+                let channel = context.channel
+                context.eventLoop.scheduleTask(in: PeerLink.handshakeTimeout) { [self] in
+                    guard gate.authenticatedPeer == nil, !closing else { return }
+                    closing = true
+                    logger.warning("closing \(from): the peer handshake did not finish within 5 s")
+                    channel.close(promise: nil)
+                }
+            }
+            var buffer = context.channel.allocator.buffer(capacity: 128)
+            buffer.writeFrame(answer)
+            context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        case .refuse(let answer, let why):
+            closing = true
+            logger.warning("closing \(from): \(why)")
+            refuse(context: context, answer)
+        case .drop(let why):
+            if !why.isEmpty { logger.warning("dropping a frame from \(from): \(why)") }
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let e = error as? FrameError {
+            closing = true
+            logger.warning("closing \(context.remoteAddress?.description ?? "?"): \(e)")
+            refuse(context: context, ErrorBody.badFrameResponse(e))
+        } else {
+            context.close(promise: nil)
+        }
+    }
+
+    private func refuse(context: ChannelHandlerContext, _ frame: Frame) {
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        buffer.writeFrame(frame)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
