@@ -53,6 +53,10 @@ public final class LocalCluster: @unchecked Sendable {
     /// one or turn authentication off (docs/security.md).
     public var peerSecretPath: String { dataRoot + "/peer-secret" }
 
+    /// True when the nodes are given the cluster secret (more than one node, and the arguments
+    /// neither name a secret nor turn authentication off).
+    public var usesGeneratedSecret: Bool { !peerArgs.isEmpty }
+
     private var peerArgs: [String] {
         let given = (extraArgs + nodeArgs(ids[0])).contains { $0.hasPrefix("--peer-secret") || $0.hasPrefix("--insecure-peers") }
         return ids.count > 1 && !given ? ["--peer-secret", peerSecretPath] : []

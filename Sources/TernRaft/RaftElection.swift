@@ -95,9 +95,9 @@ extension Raft {
             // candidates in the next term, vote for themselves and split it (one more election
             // timeout lost). A pre-candidate yields only to a longer log or, logs equal, to the
             // lower id. Pre-votes decide nothing about safety; this decides who goes first.
+            // `upToDate` holds here: the candidate's log is at least this one; yield unless equal.
             let (myIndex, myTerm) = try lastEntry()
-            let longer = lastTerm > myTerm || (lastTerm == myTerm && lastIndex > myIndex)
-            granted = longer || (lastTerm == myTerm && lastIndex == myIndex && m.from < id)
+            granted = (lastIndex, lastTerm) != (myIndex, myTerm) || m.from < id
         }
         send(to: m.from, term: granted ? m.term : term, .preVoteResponse(granted: granted))
     }

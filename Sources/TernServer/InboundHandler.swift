@@ -69,7 +69,9 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
             logger.warning("closing \(from): \(why)")
             refuse(context: context, answer)
         case .drop(let why):
-            if !why.isEmpty { logger.warning("dropping a frame from \(from): \(why)") }
+            logger.warning("dropping a frame from \(from): \(why)")
+        case .ignore:
+            break
         }
     }
 

@@ -22,43 +22,37 @@ public struct PeerSecrets: Sendable, Equatable {
     public let secrets: [[UInt8]]
     public static let minimumLength = 32
 
-    public init(secrets: [[UInt8]]) throws(PeerAuthError) {
-        guard !secrets.isEmpty else { throw PeerAuthError("the peer secret file holds no secret") }
+    public init(secrets: [[UInt8]]) throws(ServerError) {
+        guard !secrets.isEmpty else { throw ServerError("the peer secret file holds no secret") }
         for (k, s) in secrets.enumerated() where s.count < PeerSecrets.minimumLength {
-            throw PeerAuthError(
+            throw ServerError(
                 "peer secret \(k + 1) has \(s.count) characters; at least \(PeerSecrets.minimumLength) are needed (tern cluster up writes 64 hex digits)")
         }
         self.secrets = secrets
     }
 
-    public init(text: String) throws(PeerAuthError) {
+    public init(text: String) throws(ServerError) {
         let lines = text.split(whereSeparator: \.isNewline).map { $0.trimmingCharacters(in: .whitespaces) }
         try self.init(secrets: lines.filter { !$0.isEmpty && !$0.hasPrefix("#") }.map { Array($0.utf8) })
     }
 
     /// Reads a peer-secret file; refused when others than its owner may read it (as ssh refuses a
     /// private key), or when it holds no usable secret.
-    public static func load(path: String) throws(PeerAuthError) -> PeerSecrets {
+    public static func load(path: String) throws(ServerError) -> PeerSecrets {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw PeerAuthError("cannot read the peer secret file \(path): \(String(cString: strerror(errno)))") }
+        guard stat(path, &st) == 0 else { throw ServerError("cannot read the peer secret file \(path): \(String(cString: strerror(errno)))") }
         guard st.st_mode & 0o077 == 0 else {
-            throw PeerAuthError(
+            throw ServerError(
                 "the peer secret file \(path) may be read by others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 \(path)")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw PeerAuthError("cannot read the peer secret file \(path)") }
+        guard let data = FileManager.default.contents(atPath: path) else { throw ServerError("cannot read the peer secret file \(path)") }
         return try PeerSecrets(text: String(decoding: data, as: UTF8.self))
     }
 
     /// 64 random hex digits, for a new group's secret file.
     public static func generate() -> String {
-        var rng = SystemRandomNumberGenerator()
-        return (0..<32).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+        PeerHandshake.nonce().map { String(format: "%02x", $0) }.joined()
     }
-}
-
-public struct PeerAuthError: Error, Equatable, Sendable, CustomStringConvertible {
-    public var description: String
-    public init(_ d: String) { description = d }
 }
 
 /// Initiator to responder: who is connecting to whom, and the initiator's nonce.

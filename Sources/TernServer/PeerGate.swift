@@ -16,7 +16,7 @@ final class PeerSecretSource: Sendable {
     let logger: Logger
     private let state: NIOLockedValueBox<(secrets: PeerSecrets, modified: Date?)>
 
-    init(path: String, logger: Logger) throws(PeerAuthError) {
+    init(path: String, logger: Logger) throws(ServerError) {
         self.path = path
         self.logger = logger
         let modified = PeerSecretSource.modified(path)  // before reading: a change meanwhile is read next time
@@ -60,13 +60,9 @@ extension TernServer {
                 "a group of \(members.count) members needs --peer-secret FILE, the cluster secret every member holds (tern cluster up writes one; docs/security.md), or --insecure-peers"
             )
         }
-        do {
-            let source = try PeerSecretSource(path: path, logger: logger)
-            logger.info("peers authenticated with the cluster secret in \(path) (\(source.current.secrets.count) secret(s))")
-            return source
-        } catch {
-            throw ServerError("\(error)")
-        }
+        let source = try PeerSecretSource(path: path, logger: logger)
+        logger.info("peers authenticated with the cluster secret in \(path) (\(source.current.secrets.count) secret(s))")
+        return source
     }
 }
 
@@ -94,6 +90,8 @@ struct PeerGate {
         case refuse(Frame, String)
         /// Ignore the frame, log the reason, keep the connection.
         case drop(String)
+        /// The connection was refused already: nothing to do or log.
+        case ignore
     }
 
     init(id: NodeID, members: [NodeID: String], secrets: PeerSecretSource?) {
@@ -119,7 +117,7 @@ struct PeerGate {
     }
 
     mutating func accept(_ frame: Frame) -> Outcome {
-        if case .closed = state { return .drop("") }
+        if case .closed = state { return .ignore }
         guard let secrets else {
             if frame.opcode == Opcode.raft.rawValue { return open(frame.body) }
             return refuse(frame, .unauthenticated, "peer authentication is off on \(id) (--insecure-peers); the peers must agree")

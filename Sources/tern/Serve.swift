@@ -62,7 +62,7 @@ struct ClusterUp: AsyncParsableCommand {
         print("tern: \(nodes) nodes starting (data in \(data), logs in \(cluster.logDirectory))")
         for (id, e) in zip(cluster.ids, cluster.endpoints) { print("  \(id)  \(e)") }
         print("endpoints: \(cluster.endpoints.joined(separator: ","))")
-        if nodes > 1 && !nodeArg.contains(where: { $0.hasPrefix("--peer-secret") || $0.hasPrefix("--insecure-peers") }) {
+        if cluster.usesGeneratedSecret {
             print("peers authenticate with the cluster secret in \(cluster.peerSecretPath) (docs/security.md)")
         }
         let client: TernCluster

@@ -41,18 +41,18 @@ func gate(_ secret: String?) throws -> PeerGate {
 }
 
 /// Runs the initiator's side against a gate: the session to seal with, or the refusal.
-func handshake(_ g: inout PeerGate, from: NodeID = "n2", secrets: PeerSecrets) -> Result<PeerSession, PeerAuthError> {
+func handshake(_ g: inout PeerGate, from: NodeID = "n2", secrets: PeerSecrets) -> Result<PeerSession, ServerError> {
     let hello = PeerHello(from: from, to: "n1", nonce: PeerHandshake.nonce())
     guard case .reply(let answer) = g.accept(Frame(opcode: Opcode.peerHello.rawValue, requestID: 1, body: hello.encoded())) else {
-        return .failure(PeerAuthError("hello refused"))
+        return .failure(ServerError("hello refused"))
     }
     guard let a = try? PeerProof.decode(answer.body), let (proof, session) = PeerHandshake.verifyAnswer(a, hello: hello, secrets: secrets) else {
-        return .failure(PeerAuthError("answer not verified"))
+        return .failure(ServerError("answer not verified"))
     }
     switch g.accept(Frame(opcode: Opcode.peerProof.rawValue, requestID: 2, body: proof.encoded())) {
     case .reply: return .success(session)
-    case .refuse(_, let why): return .failure(PeerAuthError(why))
-    default: return .failure(PeerAuthError("unexpected"))
+    case .refuse(_, let why): return .failure(ServerError(why))
+    default: return .failure(ServerError("unexpected"))
     }
 }
 
@@ -113,7 +113,7 @@ struct PeerAuthTests {
         // ... and frames sealed under B's session key, in the same batch after the refusal, are not looked at.
         var sessionB: PeerSession? = PeerSession(key: PeerHandshake.mac(secretB, "session", transcript))
         for m in everyKind(from: "n2", to: "n1", term: 9) {
-            guard case .drop = g2.accept(raftFrame(m, sealedBy: &sessionB)) else {
+            guard case .ignore = g2.accept(raftFrame(m, sealedBy: &sessionB)) else {
                 Issue.record("a frame after the refusal was looked at: \(m.kind)")
                 continue
             }
@@ -159,7 +159,7 @@ struct PeerAuthTests {
                 first.body[3] ^= 1
                 #expect(refusedUnauthenticated(g.accept(first)), "\(attack)")
                 // The connection is done: even the untouched next frame is not delivered.
-                guard case .drop = g.accept(second) else { Issue.record("a frame after a failed tag was looked at"); continue }
+                guard case .ignore = g.accept(second) else { Issue.record("a frame after a failed tag was looked at"); continue }
             case "replay":
                 guard case .deliver = g.accept(first) else { Issue.record("first frame refused"); continue }
                 #expect(refusedUnauthenticated(g.accept(first)), "\(attack)")
@@ -223,10 +223,10 @@ struct PeerAuthTests {
     func secretFileChecks() throws {
         let good = String(repeating: "x", count: 32)
         #expect(try PeerSecrets.load(path: secretFile(good)).secrets == [Array(good.utf8)])
-        #expect(throws: PeerAuthError.self) { try PeerSecrets.load(path: try secretFile(good, mode: 0o644)) }
-        #expect(throws: PeerAuthError.self) { try PeerSecrets.load(path: try secretFile("short\n")) }
-        #expect(throws: PeerAuthError.self) { try PeerSecrets.load(path: try secretFile("# only a comment\n\n")) }
-        #expect(throws: PeerAuthError.self) { try PeerSecrets.load(path: "/nonexistent/peer-secret") }
+        #expect(throws: ServerError.self) { try PeerSecrets.load(path: try secretFile(good, mode: 0o644)) }
+        #expect(throws: ServerError.self) { try PeerSecrets.load(path: try secretFile("short\n")) }
+        #expect(throws: ServerError.self) { try PeerSecrets.load(path: try secretFile("# only a comment\n\n")) }
+        #expect(throws: ServerError.self) { try PeerSecrets.load(path: "/nonexistent/peer-secret") }
         #expect(PeerSecrets.generate().count == 64)
     }
 
