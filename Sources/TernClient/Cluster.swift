@@ -30,6 +30,8 @@ public final class TernCluster: Sendable {
         /// First pause between retries; doubles up to `maxBackoffMillis`.
         public var backoffMillis: Int64 = 20
         public var maxBackoffMillis: Int64 = 100
+        /// TLS to the nodes (nodes started with `--tls-cert`); nil: plain TCP.
+        public var tls: ClientTLS?
         public init() {}
     }
 
@@ -46,12 +48,14 @@ public final class TernCluster: Sendable {
     let group: EventLoopGroup
     private let ownsGroup: Bool
     private let state: NIOLockedValueBox<State>
+    private let tls: TLSContext?
 
     public init(endpoints: [String], options: Options = Options()) throws {
         let list = endpoints.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
         guard !list.isEmpty else { throw ClientError.invalidArgument("no endpoints given") }
         for e in list where e.lastIndex(of: ":") == nil { throw ClientError.invalidArgument("endpoint \(e) is not host:port") }
         self.options = options
+        tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         ownsGroup = true
         state = NIOLockedValueBox(State(endpoints: list))
@@ -75,7 +79,7 @@ public final class TernCluster: Sendable {
     func connection(_ endpoint: String) async throws -> Connection {
         if state.withLockedValue({ $0.closed }) { throw ClientError.invalidArgument("the cluster client was shut down") }
         if let c = state.withLockedValue({ $0.connections[endpoint] }), c.isActive { return c }
-        let c = try await Connection.connect(to: endpoint, group: group)
+        let c = try await Connection.connect(to: endpoint, group: group, tls: tls)
         let old = state.withLockedValue { s -> Connection? in
             let old = s.connections[endpoint]
             s.connections[endpoint] = c
@@ -140,7 +144,7 @@ public final class TernCluster: Sendable {
                 if e.code == ErrorCode.storageFailed { target = nextEndpoint(after: target) }
             } catch let e as ClientError {
                 switch e {
-                case .broker, .invalidArgument: throw e
+                case .broker, .invalidArgument, .tls: throw e
                 default:
                     lastError = e
                     target = nextEndpoint(after: target)

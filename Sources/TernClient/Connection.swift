@@ -2,6 +2,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import NIOSSL
 import TernProtocol
 import TernProtocolNIO
 
@@ -24,6 +25,9 @@ public enum ClientError: Error, Sendable, CustomStringConvertible, Equatable {
     case timedOut(String)
     case badResponse(String)
     case invalidArgument(String)
+    /// The TLS handshake failed in a way a retry will not mend (a certificate not trusted, or not
+    /// naming the node).
+    case tls(endpoint: String, reason: String)
 
     public var description: String {
         switch self {
@@ -33,6 +37,7 @@ public enum ClientError: Error, Sendable, CustomStringConvertible, Equatable {
         case .timedOut(let what): return "timed out: \(what)"
         case .badResponse(let what): return "bad response: \(what)"
         case .invalidArgument(let what): return what
+        case .tls(let endpoint, let reason): return "TLS to \(endpoint): \(reason)"
         }
     }
 
@@ -41,6 +46,13 @@ public enum ClientError: Error, Sendable, CustomStringConvertible, Equatable {
         if case .broker(let e) = self { return e.code }
         return nil
     }
+}
+
+/// The client's TLS context, built once per cluster client.
+struct TLSContext: Sendable {
+    let context: NIOSSLContext
+    /// The trust is a CA file of the user's, not the system's.
+    let customCA: Bool
 }
 
 /// A request waiting for its answer.
@@ -74,36 +86,59 @@ final class Connection: Sendable {
         self.state = state
     }
 
-    static func connect(to endpoint: String, group: EventLoopGroup, timeoutMillis: Int64 = 1000) async throws -> Connection {
+    /// Connects, and when `tls` is given, completes the TLS handshake before returning.
+    static func connect(to endpoint: String, group: EventLoopGroup, tls: TLSContext? = nil, timeoutMillis: Int64 = 1000) async throws -> Connection {
         guard let colon = endpoint.lastIndex(of: ":"), let port = Int(endpoint[endpoint.index(after: colon)...]) else {
             throw ClientError.invalidArgument("endpoint \(endpoint) is not host:port")
         }
         let host = String(endpoint[..<colon])
         let state = NIOLockedValueBox(ConnectionState())
+        let handshake = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.milliseconds(timeoutMillis))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    if let tls {
+                        let done = channel.eventLoop.makePromise(of: Void.self)
+                        handshake.withLockedValue { $0 = done }
+                        try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: ClientTLS.serverName(host)))
+                        try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(done: done, endpoint: endpoint, usesCustomCA: tls.customCA))
+                    }
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(ResponseHandler(endpoint: endpoint, state: state))
                 }
             }
+        let channel: Channel
         do {
-            let channel = try await bootstrap.connect(host: host, port: port).get()
-            let sweep = channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(sweepMillis), delay: .milliseconds(sweepMillis)) { _ in
-                let now = NIODeadline.now()
-                let expired = state.withLockedValue { s -> [Waiting] in
-                    let ids = s.waiting.compactMap { $0.value.deadline <= now ? $0.key : nil }
-                    return ids.compactMap { s.waiting.removeValue(forKey: $0) }
-                }
-                for w in expired { w.promise.fail(ClientError.timedOut("\(w.op) to \(endpoint) after \(w.timeoutMillis) ms")) }
-            }
-            channel.closeFuture.whenComplete { _ in sweep.cancel() }
-            return Connection(endpoint: endpoint, channel: channel, state: state)
+            channel = try await bootstrap.connect(host: host, port: port).get()
         } catch {
-            throw ClientError.connectionFailed(endpoint: endpoint, reason: "\(error)")
+            let failure = ClientError.connectionFailed(endpoint: endpoint, reason: "\(error)")
+            handshake.withLockedValue { $0 }?.fail(failure)
+            throw failure
         }
+        if let done = handshake.withLockedValue({ $0 }) {
+            let timer = channel.eventLoop.scheduleTask(in: .milliseconds(timeoutMillis * 5)) {
+                done.fail(ClientError.timedOut("TLS handshake with \(endpoint) after \(timeoutMillis * 5) ms"))
+            }
+            defer { timer.cancel() }
+            do {
+                try await done.futureResult.get()
+            } catch {
+                channel.close(promise: nil)
+                throw error as? ClientError ?? HandshakeWatcher.classify(error, endpoint: endpoint, customCA: tls?.customCA ?? false)
+            }
+        }
+        let sweep = channel.eventLoop.scheduleRepeatedTask(initialDelay: .milliseconds(sweepMillis), delay: .milliseconds(sweepMillis)) { _ in
+            let now = NIODeadline.now()
+            let expired = state.withLockedValue { s -> [Waiting] in
+                let ids = s.waiting.compactMap { $0.value.deadline <= now ? $0.key : nil }
+                return ids.compactMap { s.waiting.removeValue(forKey: $0) }
+            }
+            for w in expired { w.promise.fail(ClientError.timedOut("\(w.op) to \(endpoint) after \(w.timeoutMillis) ms")) }
+        }
+        channel.closeFuture.whenComplete { _ in sweep.cancel() }
+        return Connection(endpoint: endpoint, channel: channel, state: state)
     }
 
     var isActive: Bool { channel.isActive }

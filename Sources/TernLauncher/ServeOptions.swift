@@ -45,6 +45,8 @@ public struct ServeOptions: ParsableArguments {
     @Option(help: "The cluster secret file every member holds (docs/security.md); needed by a group of more than one member.")
     public var peerSecret: String?
     @Flag(help: "Accept Raft traffic from unauthenticated connections (never on a network others can reach).") public var insecurePeers = false
+    @Option(help: "Certificate chain (PEM) served to clients, who then connect over TLS (docs/security.md); with --tls-key.") public var tlsCert: String?
+    @Option(help: "The private key (PEM, unencrypted) of --tls-cert.") public var tlsKey: String?
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public
         var repair = false
@@ -125,6 +127,9 @@ public struct ServeOptions: ParsableArguments {
         cfg.peerSecretPath = peerSecret ?? file.string("peer-secret")
         cfg.insecurePeers = try insecurePeers || (file.value("insecure-peers", as: Bool.init, expected: "true or false") ?? false)
         if cfg.peerSecretPath != nil && cfg.insecurePeers { throw ValidationError("--peer-secret and --insecure-peers exclude each other") }
+        cfg.tlsCertPath = tlsCert ?? file.string("tls-cert")
+        cfg.tlsKeyPath = tlsKey ?? file.string("tls-key")
+        if (cfg.tlsCertPath == nil) != (cfg.tlsKeyPath == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = logLevel ?? file.string("log-level") ?? "info"
@@ -155,6 +160,7 @@ public struct ConfigFile: Sendable {
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
+        "tls-cert", "tls-key",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]

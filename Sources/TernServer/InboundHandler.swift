@@ -2,6 +2,7 @@
 // `PeerGate` (the handshake, then each Raft frame's tag and sender) first.
 import Logging
 import NIOCore
+import NIOSSL
 import TernNode
 import TernProtocol
 import TernProtocolNIO
@@ -18,6 +19,8 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
     var gate: PeerGate
     /// Refused: answered with an error and closing; nothing more read from it is looked at.
     var closing = false
+    /// A plain connection to a node that serves clients over TLS: peer frames only.
+    var clientsRefused = false
 
     init(server: TernServer, connections: Connections, logger: Logger) {
         self.server = server
@@ -41,6 +44,17 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         let frame = unwrapInboundIn(data)
         if frame.flags.contains(.response) || closing { return }
         guard (Opcode.raft.rawValue...Opcode.peerProof.rawValue).contains(frame.opcode) else {
+            if clientsRefused {
+                closing = true
+                logger.notice("closing \(context.remoteAddress?.description ?? "?"): a client request without TLS")
+                let why = "this node serves clients over TLS only: connect with --tls (and --tls-ca FILE when a private CA signed its certificate)"
+                refuse(
+                    context: context,
+                    Frame(
+                        opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID,
+                        body: ErrorBody(code: .unauthenticated, message: why).encode()))
+                return
+            }
             server.enqueue(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
             return
         }
@@ -81,6 +95,9 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
             logger.warning("closing \(context.remoteAddress?.description ?? "?"): \(e)")
             refuse(context: context, ErrorBody.badFrameResponse(e))
         } else {
+            if error is NIOSSLError || error is BoringSSLError || error is NIOSSLExtraError {
+                logger.notice("closing \(context.remoteAddress?.description ?? "?"): TLS: \(error)")
+            }
             context.close(promise: nil)
         }
     }

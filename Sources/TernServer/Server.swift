@@ -67,6 +67,10 @@ public struct ServerConfig: Sendable {
     public var peerSecretPath: String?
     /// Accept Raft traffic from any connection, unauthenticated (said in the log).
     public var insecurePeers = false
+    /// The certificate chain and private key (PEM) served to clients over TLS; clients connect
+    /// without TLS when these are nil (docs/security.md).
+    public var tlsCertPath: String?
+    public var tlsKeyPath: String?
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -168,6 +172,12 @@ public final class TernServer: @unchecked Sendable {
         let members = config.peers.keys.sorted()
         guard members.contains(config.id) else { throw ServerError("--peers does not name this node (\(config.id))") }
         peerSecrets = try peerAuthentication(members: members)
+        let tls: ServerTLS?
+        switch (config.tlsCertPath, config.tlsKeyPath) {
+        case (let cert?, let key?): tls = try ServerTLS(certPath: cert, keyPath: key, logger: logger)
+        case (nil, nil): tls = nil
+        default: throw ServerError("--tls-cert and --tls-key go together")
+        }
         var raft = RaftConfig(id: config.id, members: members)
         raft.electionTimeoutTicks = config.electionTicks
         raft.electionJitterTicks = config.electionTicks
@@ -259,8 +269,10 @@ public final class TernServer: @unchecked Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let inbound = InboundHandler(server: self, connections: connections, logger: log)
+                    try channel.pipeline.syncOperations.addHandler(TLSSniffer(tls: tls, inbound: inbound, logger: log))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: codec)))
-                    try channel.pipeline.syncOperations.addHandler(InboundHandler(server: self, connections: connections, logger: log))
+                    try channel.pipeline.syncOperations.addHandler(inbound)
                 }
             }
         do {
@@ -268,7 +280,9 @@ public final class TernServer: @unchecked Sendable {
         } catch {
             throw abandonStart("cannot listen on \(config.listen): \(error)")
         }
-        logger.info("\(config.id) listening on \(config.listen); members \(members.map { "\($0)=\(config.peers[$0]!)" }.joined(separator: ","))")
+        logger.info(
+            "\(config.id) listening on \(config.listen)\(tls == nil ? "" : " (clients over TLS)"); members \(members.map { "\($0)=\(config.peers[$0]!)" }.joined(separator: ","))"
+        )
         for link in links.values { link.start() }
     }
 

@@ -9,12 +9,24 @@ import TernProtocol
 struct Endpoints: ParsableArguments {
     @Option(help: "Any of the cluster's nodes, host:port, comma separated, in any order.")
     var endpoints = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
+    @Flag(help: "Connect over TLS (to nodes started with --tls-cert), trusting the system's CAs unless --tls-ca is given.")
+    var tls = false
+    @Option(help: "PEM file of the CA that signed the nodes' certificates (implies --tls).")
+    var tlsCa: String?
+
+    /// The client options these flags ask for.
+    var options: TernCluster.Options {
+        var o = TernCluster.Options()
+        if tls || tlsCa != nil { o.tls = ClientTLS(caFile: tlsCa) }
+        return o
+    }
 
     func cluster() throws -> TernCluster {
         do {
-            return try TernCluster(endpoints: [endpoints])
-        } catch {
-            throw ValidationError("--endpoints: \(error)")
+            return try TernCluster(endpoints: [endpoints], options: options)
+        } catch let e as ClientError {
+            if case .invalidArgument(let why) = e, why.hasPrefix("--tls") { throw ValidationError(why) }
+            throw ValidationError("--endpoints: \(e)")
         }
     }
 }

@@ -42,12 +42,21 @@ struct ClusterUp: AsyncParsableCommand {
     @Option(help: "Port of n1; the others follow.") var basePort = 9001
     @Option(help: "Storage backend for every node: auto, uring or posix.") var io: IOBackendChoice = .auto
     @Option(help: "A tern serve flag for every node, as one argument (repeatable): --node-arg=--disk-soft-limit=95.") var nodeArg: [String] = []
+    @Option(help: "Certificate chain (PEM) every node serves to clients over TLS; it must name 127.0.0.1.") var tlsCert: String?
+    @Option(help: "The certificate's private key (PEM).") var tlsKey: String?
+    @Option(help: "PEM file of the CA that signed --tls-cert, for this command's own client (default: the system's CAs).") var tlsCa: String?
     @Flag(help: "Run a short demo (create a topic, send, consume, kill the leader, send again), then stop.") var demo = false
 
     func run() async throws {
         tern_stdout_line_buffered()  // progress lines appear as they happen, also in a pipe
         guard nodes >= 1 && nodes <= 9 else { throw ValidationError("--nodes must be 1 to 9") }
-        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + nodeArg)
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca is for a cluster started with --tls-cert") }
+        let absolute = { (path: String) in path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path }
+        let tlsArgs = tlsCert.map { ["--tls-cert", absolute($0), "--tls-key", absolute(tlsKey!)] } ?? []
+        var clientOptions = TernCluster.Options()
+        if tlsCert != nil { clientOptions.tls = ClientTLS(caFile: tlsCa) }
+        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + nodeArg)
         // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
         // stops the nodes too, never leaves them running without this process.
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
@@ -67,7 +76,7 @@ struct ClusterUp: AsyncParsableCommand {
         }
         let client: TernCluster
         do {
-            client = try TernCluster(endpoints: cluster.endpoints)
+            client = try TernCluster(endpoints: cluster.endpoints, options: clientOptions)
             print("leader: \(try await waitForLeader(client))")
         } catch {
             cluster.stopAll()
@@ -87,10 +96,12 @@ struct ClusterUp: AsyncParsableCommand {
             print("cluster stopped")
             return
         }
-        print("Try:  tern admin topic create demo --queues 4")
-        print("      tern send --topic demo --count 10")
-        print("      tern consume --topic demo --group g1 --count 10")
-        print("      tern admin cluster status")
+        let flags = tlsCert == nil ? "" : tlsCa.map { " --tls-ca \($0)" } ?? " --tls"
+        if tlsCert != nil { print("clients connect over TLS (add\(flags) to every client command)") }
+        print("Try:  tern admin topic create demo --queues 4\(flags)")
+        print("      tern send --topic demo --count 10\(flags)")
+        print("      tern consume --topic demo --group g1 --count 10\(flags)")
+        print("      tern admin cluster status\(flags)")
         print("Ctrl-C stops the cluster.")
         await client.shutdown()
         for await _ in stopRequests { break }

@@ -27,13 +27,13 @@ final class TestCluster: @unchecked Sendable {
     var ids: [String] { nodes.ids }
     var endpoints: [String] { nodes.endpoints }
 
-    init(binary: String) throws {
+    init(binary: String, extraArgs: [String] = [], nodes count: Int = 3) throws {
         var ports: Set<Int> = []
-        while ports.count < 3 { ports.insert(freeLoopbackPort()) }
+        while ports.count < count { ports.insert(freeLoopbackPort()) }
         root = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         nodes = LocalCluster(
-            nodes: 3, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"], ports: ports.sorted(),
+            nodes: count, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"] + extraArgs, ports: ports.sorted(),
             logDirectory: root, executable: binary)
     }
 
