@@ -5,7 +5,7 @@
 import PackageDescription
 
 let strict: [SwiftSetting] = [
-    .unsafeFlags(["-warnings-as-errors"], .when(configuration: .debug)),
+    .unsafeFlags(["-warnings-as-errors"], .when(configuration: .debug))
 ]
 
 let package = Package(
@@ -50,51 +50,68 @@ let package = Package(
         // Raft + commitlog + broker + request routing: what the server and the simulator both drive.
         .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage", "TernBroker", "TernProtocol"], swiftSettings: strict),
         // The real shell: NIO sockets, the storage thread, timers, peer links, config.
-        .target(name: "TernServer", dependencies: [
-            "TernNode", "TernProtocol", "TernProtocolNIO", "TernStorage", "TernRaft", "CTernIO",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Crypto", package: "swift-crypto"),
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-        ], swiftSettings: strict),
+        .target(
+            name: "TernServer",
+            dependencies: [
+                "TernNode", "TernProtocol", "TernProtocolNIO", "TernStorage", "TernRaft", "CTernIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+            ], swiftSettings: strict),
         // The Swift SDK: producers, consumers, leader discovery.
-        .target(name: "TernClient", dependencies: [
-            "TernProtocol", "TernProtocolNIO",
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-            .product(name: "NIOSSL", package: "swift-nio-ssl"),
-            .product(name: "NIOTLS", package: "swift-nio"),
-        ], swiftSettings: strict),
+        .target(
+            name: "TernClient",
+            dependencies: [
+                "TernProtocol", "TernProtocolNIO",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ], swiftSettings: strict),
         // The deterministic simulator: the real node code on a simulated disk, network and clock.
-        .target(name: "TernSimulation", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage",
-                                                      .product(name: "HeapModule", package: "swift-collections")],
-                path: "Simulation/TernSimulation", swiftSettings: strict),
-        .executableTarget(name: "tern-sim", dependencies: [
-            "TernSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], path: "Simulation/tern-sim", swiftSettings: strict),
+        .target(
+            name: "TernSimulation",
+            dependencies: [
+                "TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage",
+                .product(name: "HeapModule", package: "swift-collections"),
+            ],
+            path: "Simulation/TernSimulation", swiftSettings: strict),
+        .executableTarget(
+            name: "tern-sim",
+            dependencies: [
+                "TernSimulation", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ], path: "Simulation/tern-sim", swiftSettings: strict),
         // What the commands share: `tern serve`'s flags and config file, starting nodes as child
         // processes, quantiles, the log format, signal handling.
-        .target(name: "TernLauncher", dependencies: [
-            "TernServer", "TernClient", "TernRaft", "TernStorage",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "Logging", package: "swift-log"),
-            .product(name: "Histogram", package: "hdrhistogram-swift"),
-        ], swiftSettings: strict),
+        .target(
+            name: "TernLauncher",
+            dependencies: [
+                "TernServer", "TernClient", "TernRaft", "TernStorage",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ], swiftSettings: strict),
         // Test tooling, out of the product binary: the chaos harness, its relays and checker, and
         // the node with test hooks (`tern-chaos serve`). `tern chaos` runs the `tern-chaos` binary.
-        .target(name: "TernChaos", dependencies: [
-            "TernLauncher", "TernServer", "TernClient", "TernProtocol", "TernRaft", "TernStorage", "CTernIO",
-            .product(name: "ArgumentParser", package: "swift-argument-parser"),
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "NIOCore", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-        ], swiftSettings: strict),
-        .executableTarget(name: "tern-chaos", dependencies: [
-            "TernChaos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
-        ], swiftSettings: strict),
+        .target(
+            name: "TernChaos",
+            dependencies: [
+                "TernLauncher", "TernServer", "TernClient", "TernProtocol", "TernRaft", "TernStorage", "CTernIO",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ], swiftSettings: strict),
+        .executableTarget(
+            name: "tern-chaos",
+            dependencies: [
+                "TernChaos", .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ], swiftSettings: strict),
         .executableTarget(
             name: "tern",
             dependencies: [
@@ -115,17 +132,23 @@ let package = Package(
         .testTarget(name: "TernBrokerTests", dependencies: ["TernBroker", "TernProtocol", "TernStorage"], swiftSettings: strict),
         .testTarget(name: "TernNodeTests", dependencies: ["TernNode", "TernBroker", "TernProtocol", "TernRaft", "TernStorage"], swiftSettings: strict),
         // Three real `tern serve` processes; needs the `tern` executable built next to the tests.
-        .testTarget(name: "TernIntegrationTests", dependencies: [
-            "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft", "TernServer",
-            .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
-            .product(name: "NIOPosix", package: "swift-nio"),
-        ], swiftSettings: strict),
-        .testTarget(name: "TernServerTests", dependencies: [
-            "TernServer", "TernProtocol", "TernRaft", .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: strict),
-        .testTarget(name: "TernLauncherTests", dependencies: [
-            "TernLauncher", "TernServer", .product(name: "Logging", package: "swift-log"),
-        ], swiftSettings: strict),
+        .testTarget(
+            name: "TernIntegrationTests",
+            dependencies: [
+                "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft", "TernServer",
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ], swiftSettings: strict),
+        .testTarget(
+            name: "TernServerTests",
+            dependencies: [
+                "TernServer", "TernProtocol", "TernRaft", .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: strict),
+        .testTarget(
+            name: "TernLauncherTests",
+            dependencies: [
+                "TernLauncher", "TernServer", .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: strict),
         .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

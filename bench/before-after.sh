@@ -7,6 +7,7 @@
 #   bench/before-after.sh BEFORE_TERN AFTER_TERN            # e.g. a worktree's build and this one
 #   ROUNDS=3 INFLIGHT=128 SIZE=1024 DURATION=10 bench/before-after.sh ...
 #   BEFORE_ARGS=--node-arg=--insecure-peers bench/before-after.sh T T   # one build, a setting apart
+#   AFTER_ARGS="--tls-cert C --tls-key K" AFTER_CLIENT_ARGS="--tls-ca CA" ...  # and the client's flags
 #
 # Each build runs its own `tern cluster up` and its own `tern bench produce`.
 set -euo pipefail
@@ -19,6 +20,8 @@ DURATION=${DURATION:-10}
 WARMUP=${WARMUP:-2}
 BEFORE_ARGS=${BEFORE_ARGS:-}
 AFTER_ARGS=${AFTER_ARGS:-}
+BEFORE_CLIENT_ARGS=${BEFORE_CLIENT_ARGS:-}
+AFTER_CLIENT_ARGS=${AFTER_CLIENT_ARGS:-}
 PORT=${PORT:-9301}
 OUT=${OUT:-.build/before-after}
 DATA="$OUT/data"
@@ -38,31 +41,33 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-run() {  # binary label [extra cluster up arguments, split on spaces]
+run() {  # binary label [extra cluster up arguments] [extra client arguments], split on spaces
     rm -rf "$DATA"
     # shellcheck disable=SC2086
     "$1" cluster up --data "$DATA" --base-port "$PORT" ${3:-} > "$OUT/cluster-$2.log" 2>&1 &
     CLUSTER_PID=$!
     for _ in $(seq 1 150); do
-        if "$1" admin cluster status --endpoints "$ENDPOINTS" 2>/dev/null | grep -q leader; then break; fi
+        # shellcheck disable=SC2086
+        if "$1" admin cluster status --endpoints "$ENDPOINTS" ${4:-} 2>/dev/null | grep -q leader; then break; fi
         sleep 0.2
     done
     local pids
     pids=$(pgrep -f "tern serve .*--data $DATA/" | paste -sd, -)
     [ -n "$pids" ] || { log "the $2 cluster did not start (see $OUT/cluster-$2.log)"; exit 1; }
-    "$1" bench produce --endpoints "$ENDPOINTS" --size "$SIZE" --inflight "$INFLIGHT" --warmup "$WARMUP" \
+    # shellcheck disable=SC2086
+    "$1" bench produce --endpoints "$ENDPOINTS" ${4:-} --size "$SIZE" --inflight "$INFLIGHT" --warmup "$WARMUP" \
         --duration "$DURATION" --pids "$pids" --label "$2" --result-line 2>/dev/null | tee -a "$RESULTS"
     stop_cluster
 }
 
-log "before=$BEFORE $BEFORE_ARGS after=$AFTER $AFTER_ARGS rounds=$ROUNDS inflight=$INFLIGHT size=$SIZE duration=${DURATION}s nproc=$(nproc)"
+log "before=$BEFORE $BEFORE_ARGS $BEFORE_CLIENT_ARGS after=$AFTER $AFTER_ARGS $AFTER_CLIENT_ARGS rounds=$ROUNDS inflight=$INFLIGHT size=$SIZE duration=${DURATION}s nproc=$(nproc)"
 for r in $(seq 1 "$ROUNDS"); do
     if [ $((r % 2)) -eq 1 ]; then
-        run "$BEFORE" before "$BEFORE_ARGS"
-        run "$AFTER" after "$AFTER_ARGS"
+        run "$BEFORE" before "$BEFORE_ARGS" "$BEFORE_CLIENT_ARGS"
+        run "$AFTER" after "$AFTER_ARGS" "$AFTER_CLIENT_ARGS"
     else
-        run "$AFTER" after "$AFTER_ARGS"
-        run "$BEFORE" before "$BEFORE_ARGS"
+        run "$AFTER" after "$AFTER_ARGS" "$AFTER_CLIENT_ARGS"
+        run "$BEFORE" before "$BEFORE_ARGS" "$BEFORE_CLIENT_ARGS"
     fi
 done
 rm -rf "$DATA"

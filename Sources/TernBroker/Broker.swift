@@ -139,6 +139,8 @@ public final class Broker {
     var decidedHead = 0
     /// Receive/ack groups: group -> queue -> next fresh offset and the invisible deliveries.
     var receiveGroups: [String: [QueueRef: ReceiveQueue]] = [:]
+    /// Accounts for access control, by access key (docs/security.md).
+    public internal(set) var accounts: [String: Account] = [:]
     public internal(set) var appliedIndex: UInt64 = 0
     /// Entries before this index are gone by retention (Retention.swift).
     public internal(set) var trimIndex: UInt64 = 0

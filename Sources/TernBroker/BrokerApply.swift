@@ -42,6 +42,7 @@ extension Broker {
             case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body))
             case BrokerEntryType.trim: return applyTrim(try TrimEntry.decode(body))
             case BrokerEntryType.releaseCopies: return try applyReleaseCopies(try ReleaseCopies.decode(body), index: index)
+            case BrokerEntryType.acl: return applyAcl(try AclCommand.decode(body))
             case BrokerEntryType.offsets:
                 let commit = try OffsetCommit.decode(body)
                 for g in commit.groups.keys.sorted() {
@@ -61,6 +62,27 @@ extension Broker {
             throw error
         } catch {
             throw CorruptEntry(index: index, type: type, reason: "\(error)")
+        }
+    }
+
+    /// Accounts change in log order on every replica; a put without a secret keeps the stored one.
+    func applyAcl(_ command: AclCommand) -> ApplyOutcome {
+        switch command {
+        case .put(var account):
+            if let problem = account.validate() { return .failed(ErrorBody(code: ErrorCode.badRequest, message: problem)) }
+            if account.secret.isEmpty {
+                guard let stored = accounts[account.accessKey] else {
+                    return .failed(ErrorBody(code: ErrorCode.badRequest, message: "account \(account.accessKey) does not exist: a new account needs a secret"))
+                }
+                account.secret = stored.secret
+            }
+            accounts[account.accessKey] = account
+            return .done
+        case .delete(let key):
+            guard accounts.removeValue(forKey: key) != nil else {
+                return .failed(ErrorBody(code: ErrorCode.badRequest, message: "account \(key) does not exist"))
+            }
+            return .done
         }
     }
 

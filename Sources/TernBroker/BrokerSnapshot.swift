@@ -4,7 +4,7 @@
 // replicas that applied the same entries produce the same bytes (the simulator compares them).
 // Caches (the last entry read, parsed SQL filters) are not state and are not written.
 //
-// Layout (version 3, WireWriter encodings): version u8; applied index u64; last store timestamp
+// Layout (version 4, WireWriter encodings): version u8; applied index u64; last store timestamp
 // u64; trim index u64; applied bytes u64; queues (first, so a reader can find the files a snapshot needs without the rest): count
 // u32, then per queue in (topic, queue) order: topic, queue u32, created u64, min u64, max u64;
 // topics: count, (name, queues u32); offsets: groups, (group, count, (topic, queue u32, offset
@@ -15,13 +15,15 @@
 // checks u32, stored at u64); decided: count, (id, decision u8); receive groups: count, (group,
 // queues, (topic, queue u32, next u64, invisible, (offset u64, until u64, receive index u64,
 // attempt u32))); delay schedule: loaded flag u8, loaded through u64, buckets: count, (minute u64,
-// head u64, first u64, first entry u64, earliest due u64, count u32), recalled: count, (id). The
+// head u64, first u64, first entry u64, earliest due u64, count u32), recalled: count, (id);
+// accounts (version 4; version 3 has none and is still read): count, (`Account` with its secret)
+// in access key order. The
 // key index and the delay schedule's rows are in the queues (KeyIndex.swift, DelaySchedule.swift).
 import TernProtocol
 import TernStorage
 
 extension Broker {
-    static let snapshotVersion: UInt8 = 3
+    static let snapshotVersion: UInt8 = 4
 
     /// The state at `appliedIndex`, encoded.
     public func snapshot() -> [UInt8] {
@@ -140,6 +142,8 @@ extension Broker {
         }
         w.u32(UInt32(delayRecalled.count))
         for id in delayRecalled.sorted() { w.messageID(id) }
+        w.u32(UInt32(accounts.count))
+        for key in accounts.keys.sorted() { accounts[key]!.encode(into: &w) }
         return w.bytes
     }
 
@@ -160,7 +164,7 @@ extension Broker {
 
     private static func readQueues(_ r: inout WireReader) throws(WireError) -> [(QueueRef, QueueFileBounds)] {
         let version = try r.u8("snapshot version")
-        guard version == snapshotVersion else { throw WireError("snapshot version \(version) is not \(snapshotVersion)") }
+        guard version == 3 || version == snapshotVersion else { throw WireError("snapshot version \(version) is not 3 or \(snapshotVersion)") }
         _ = try r.u64("applied index")
         _ = try r.u64("last store timestamp")
         _ = try r.u64("trim index")
@@ -187,12 +191,12 @@ extension Broker {
         do {
             bounds = try Broker.readQueues(&r)
             var header = WireReader(body)
-            _ = try header.u8()
+            let version = try header.u8()
             appliedIndex = try header.u64()
             lastStoreTimestamp = try header.u64()
             trimIndex = try header.u64()
             appliedBytes = try header.u64()
-            try restoreRest(&r)
+            try restoreRest(&r, version: version)
         } catch {
             return "the snapshot does not decode: \(error)"
         }
@@ -201,7 +205,7 @@ extension Broker {
         return nil
     }
 
-    private func restoreRest(_ r: inout WireReader) throws(WireError) {
+    private func restoreRest(_ r: inout WireReader, version: UInt8) throws(WireError) {
         for _ in 0..<(try r.u32("topics")) {
             let name = try r.string("topic")
             topics[name] = try r.u32("queue count")
@@ -281,6 +285,12 @@ extension Broker {
         }
         firstDelayBucket = delayBuckets.keys.min()
         for _ in 0..<(try r.u32("recalled")) { delayRecalled.insert(try r.messageID()) }
+        if version >= 4 {
+            for _ in 0..<(try r.u32("accounts")) {
+                let a = try Account(from: &r)
+                accounts[a.accessKey] = a
+            }
+        }
         try r.finish("broker snapshot")
     }
 }

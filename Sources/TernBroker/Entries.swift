@@ -31,6 +31,8 @@ public enum BrokerEntryType {
     /// Delayed messages the leader found due, each with a copy of the message: `ReleaseCopies`
     /// (Copies.swift). Type 20 (ids only) is still applied, from logs written before.
     public static let releaseCopies: UInt8 = 27
+    /// An account created, replaced or deleted: `AclCommand`.
+    public static let acl: UInt8 = 28
 }
 
 /// Layout: group, decision u8, message id, and for a commit, optionally, a copy item of the half

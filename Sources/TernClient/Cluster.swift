@@ -32,6 +32,8 @@ public final class TernCluster: Sendable {
         public var maxBackoffMillis: Int64 = 100
         /// TLS to the nodes (nodes started with `--tls-cert`); nil: plain TCP.
         public var tls: ClientTLS?
+        /// The account every connection speaks for (nodes started with `--acl`); nil: none.
+        public var credentials: Credentials?
         public init() {}
     }
 
@@ -80,6 +82,14 @@ public final class TernCluster: Sendable {
         if state.withLockedValue({ $0.closed }) { throw ClientError.invalidArgument("the cluster client was shut down") }
         if let c = state.withLockedValue({ $0.connections[endpoint] }), c.isActive { return c }
         let c = try await Connection.connect(to: endpoint, group: group, tls: tls)
+        if let credentials = options.credentials {
+            do {
+                try await c.authenticate(credentials, timeoutMillis: options.requestTimeoutMillis)
+            } catch {
+                c.close()
+                throw error
+            }
+        }
         let old = state.withLockedValue { s -> Connection? in
             let old = s.connections[endpoint]
             s.connections[endpoint] = c

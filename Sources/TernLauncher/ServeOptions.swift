@@ -47,6 +47,9 @@ public struct ServeOptions: ParsableArguments {
     @Flag(help: "Accept Raft traffic from unauthenticated connections (never on a network others can reach).") public var insecurePeers = false
     @Option(help: "Certificate chain (PEM) served to clients, who then connect over TLS (docs/security.md); with --tls-key.") public var tlsCert: String?
     @Option(help: "The private key (PEM, unencrypted) of --tls-cert.") public var tlsKey: String?
+    @Flag(help: "Check every client request against the replicated accounts (docs/security.md).") public var acl = false
+    @Option(help: "Credentials file (access-key = ..., secret-key = ...) of an account with every right on this node; with --acl.")
+    public var aclAdmin: String?
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public
         var repair = false
@@ -130,6 +133,9 @@ public struct ServeOptions: ParsableArguments {
         cfg.tlsCertPath = tlsCert ?? file.string("tls-cert")
         cfg.tlsKeyPath = tlsKey ?? file.string("tls-key")
         if (cfg.tlsCertPath == nil) != (cfg.tlsKeyPath == nil) { throw ValidationError("--tls-cert and --tls-key go together") }
+        cfg.acl = try acl || (file.value("acl", as: Bool.init, expected: "true or false") ?? false)
+        cfg.aclAdminPath = aclAdmin ?? file.string("acl-admin")
+        if cfg.aclAdminPath != nil && !cfg.acl { throw ValidationError("--acl-admin is for a node started with --acl") }
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = logLevel ?? file.string("log-level") ?? "info"
@@ -160,7 +166,7 @@ public struct ConfigFile: Sendable {
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
-        "tls-cert", "tls-key",
+        "tls-cert", "tls-key", "acl", "acl-admin",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]

@@ -23,6 +23,8 @@ public struct NodeConfig: Sendable {
     public var broker = BrokerConfig()
     /// Writes waiting for their entry to commit, at most; more are refused with `busy`.
     public var maxPendingWrites = 100_000
+    /// Check every client request against the replicated accounts (docs/security.md).
+    public var aclEnabled = false
     /// Long polls held at once, at most.
     public var maxParkedPulls = 10_000
     /// Longest a pull is held (milliseconds).
@@ -119,6 +121,8 @@ public final class Node {
         case changeInvisible(ClientRef)
     }
     var pending: [UInt64: Pending] = [:]
+    /// Whom each authenticated client connection speaks for (NodeAccess.swift).
+    var principals: [UInt64: Principal] = [:]
     struct Parked {
         var client: ClientRef
         var request: PullRequest
@@ -265,6 +269,7 @@ public final class Node {
 
     /// The connection is gone: forget its long polls (replies to it would go nowhere).
     public func connectionClosed(_ connection: UInt64) {
+        principals[connection] = nil
         parked.removeAll { $0.client.connection == connection }
         parkedReceives.removeAll { $0.client.connection == connection }
         checkPolls.removeAll { $0.client.connection == connection }
@@ -308,7 +313,7 @@ public final class Node {
     static let leaderOnly: Set<Opcode> = [
         .send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
         .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
-        .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible,
+        .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible, .aclChange,
     ]
 }
 

@@ -34,6 +34,7 @@ extension Node {
     ) throws {
         func reply(_ v: some WireCodable) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(v.encoded()))) }
         func fail(_ e: ErrorBody) { out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e))) }
+        if let e = try authorize(op, body: body, client: client) { return fail(e) }
         if Node.leaderOnly.contains(op) {
             if let e = notLeader() { return fail(e) }
             if pending.count + proposals.count >= config.maxPendingWrites {
@@ -118,6 +119,22 @@ extension Node {
                 return fail(ErrorBody(code: ErrorCode.busy, message: "the leader is still applying earlier entries or has no lease; retry"))
             }
             reply(QueryOffsetResponse(offset: broker.committedOffset(group: request.group, queue: request.queue)))
+        case .aclChange:
+            let command = try AclCommand.decode(body)
+            if case .put(let account) = command, let problem = account.validate() {
+                return fail(ErrorBody(code: ErrorCode.badRequest, message: problem))
+            }
+            proposals.append((BrokerEntryType.acl, command.encoded()))
+            owners.append(.answer(client, op, []))
+        case .aclList:
+            let list = broker.accounts.keys.sorted().map { key -> Account in
+                var a = broker.accounts[key]!
+                a.secret = []
+                return a
+            }
+            reply(AccountList(accounts: list))
+        case .authHello, .authProof:
+            return fail(ErrorBody(code: ErrorCode.badRequest, message: "\(op) is answered by the connection, not the node"))
         case .createTopic:
             let request = try TopicRequest.decode(body)
             if let e = Broker.validateTopicName(request.name) { return fail(e) }

@@ -25,7 +25,9 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// The body does not decode as the opcode's request.
     public static let badBody = ErrorCode(3)
     /// A peer frame on a connection that has not proved it holds the cluster's secret, or a
-    /// failed proof or frame tag; the node closes the connection (docs/security.md).
+    /// failed proof or frame tag; the node closes the connection (docs/security.md). Also: a
+    /// client request without TLS to a node that requires it, a failed client proof, or a
+    /// request without an account to a node that checks access.
     public static let unauthenticated = ErrorCode(4)
 
     // Broker.
@@ -52,12 +54,15 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// The leader's disk is above its hard limit: sends are refused until retention frees
     /// space; reads, consumption, acknowledgements and offset commits go on.
     public static let storageFull = ErrorCode(113)
+    /// The connection's account may not do this (access control, docs/security.md).
+    public static let permissionDenied = ErrorCode(114)
 
     /// Every code this build knows, in order (docs/protocol.md lists the same).
     public static let all: [ErrorCode] = [
         .badFrame, .unknownOpcode, .badBody, .unauthenticated,
         .notLeader, .topicNotFound, .topicExists, .messageTooLarge, .sequenceTooOld, .busy, .badRequest,
         .storageFailed, .queueNotFound, .filterSyntax, .messageNotFound, .transactionDecided, .receiptExpired, .storageFull,
+        .permissionDenied,
     ]
 
     public var name: String {
@@ -80,6 +85,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .transactionDecided: "TRANSACTION_DECIDED"
         case .receiptExpired: "RECEIPT_EXPIRED"
         case .storageFull: "STORAGE_FULL"
+        case .permissionDenied: "PERMISSION_DENIED"
         default: "unknown"
         }
     }

@@ -44,6 +44,14 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     case changeInvisible = 25
     /// Take a broker snapshot of the applied state now (any node; answered with `SnapshotTaken`).
     case takeSnapshot = 26
+    /// Client authentication (docs/security.md): `AuthHello`, answered with `AuthChallenge`;
+    /// then `AuthProof`, answered with an empty body. The connection then speaks for the account.
+    case authHello = 27
+    case authProof = 28
+    /// Accounts (admin right): `AclCommand` (put or delete), answered empty once applied; the
+    /// list (`AccountList`, secrets left out).
+    case aclChange = 29
+    case aclList = 30
     /// A Raft message between members (one way, no response). With peer authentication on, only
     /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100

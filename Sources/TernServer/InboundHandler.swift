@@ -21,6 +21,8 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
     var closing = false
     /// A plain connection to a node that serves clients over TLS: peer frames only.
     var clientsRefused = false
+    /// The client handshake (access control), when the connection authenticates.
+    var clientAuth = ClientAuthGate()
 
     init(server: TernServer, connections: Connections, logger: Logger) {
         self.server = server
@@ -48,11 +50,16 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 closing = true
                 logger.notice("closing \(context.remoteAddress?.description ?? "?"): a client request without TLS")
                 let why = "this node serves clients over TLS only: connect with --tls (and --tls-ca FILE when a private CA signed its certificate)"
-                refuse(
-                    context: context,
-                    Frame(
-                        opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID,
-                        body: ErrorBody(code: .unauthenticated, message: why).encode()))
+                refuse(context: context, Self.unauthenticated(frame, why))
+                return
+            }
+            if frame.opcode == Opcode.authHello.rawValue || frame.opcode == Opcode.authProof.rawValue {
+                authenticate(context: context, frame)
+                return
+            }
+            if clientAuth.isChallenged {
+                closing = true
+                refuse(context: context, Self.unauthenticated(frame, "a request in the middle of authentication"))
                 return
             }
             server.enqueue(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
@@ -100,6 +107,32 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
             }
             context.close(promise: nil)
         }
+    }
+
+    /// One step of the client handshake.
+    private func authenticate(context: ChannelHandlerContext, _ frame: Frame) {
+        let from = context.remoteAddress?.description ?? "?"
+        let answer: [UInt8]
+        switch clientAuth.accept(Opcode(rawValue: frame.opcode)!, frame.body, secretOf: server.secret(of:)) {
+        case .reply(let body):
+            answer = body
+        case .authenticated(let principal):
+            logger.info("client \(from) authenticated as \(principal)")
+            server.enqueue(.authenticated(id, principal))
+            answer = []
+        case .refuse(let why):
+            closing = true
+            logger.warning("closing \(from): \(why)")
+            refuse(context: context, Self.unauthenticated(frame, why))
+            return
+        }
+        var buffer = context.channel.allocator.buffer(capacity: 64)
+        buffer.writeFrame(Frame(opcode: frame.opcode, flags: [.response], requestID: frame.requestID, body: answer))
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    static func unauthenticated(_ frame: Frame, _ why: String) -> Frame {
+        Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .unauthenticated, message: why).encode())
     }
 
     private func refuse(context: ChannelHandlerContext, _ frame: Frame) {

@@ -71,6 +71,11 @@ public struct ServerConfig: Sendable {
     /// without TLS when these are nil (docs/security.md).
     public var tlsCertPath: String?
     public var tlsKeyPath: String?
+    /// Check every client request against the replicated accounts (docs/security.md).
+    public var acl = false
+    /// A credentials file whose account has every right on this node (the first accounts are
+    /// made with it).
+    public var aclAdminPath: String?
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -91,6 +96,7 @@ enum Input {
     case request(ClientRef, Frame)
     case peer(Message)
     case closed(UInt64)
+    case authenticated(UInt64, Principal)
 }
 
 /// Open client and peer connections by id, for the node's replies.
@@ -138,13 +144,16 @@ public final class TernServer: @unchecked Sendable {
     /// The cluster secret; nil when peers are not authenticated (a group of one, or
     /// `--insecure-peers`). Set in `start`, before any connection.
     private(set) var peerSecrets: PeerSecretSource?
+    /// The `--acl-admin` account. Set in `start`, before any connection.
+    private(set) var rootAccount: RootAccount?
     var serverChannel: Channel?
     private let finished = NSCondition()
     private var done = false
     private var exitError: Error?
 
     // Touched only on `loop`, after `start`.
-    private var node: Node!
+    /// Touched only on `loop` (inbound connections run on it too).
+    var node: Node!
     private var device: (any StorageDevice)!
     private var pending: [Input] = []
     private var turnScheduled = false
@@ -178,6 +187,17 @@ public final class TernServer: @unchecked Sendable {
         case (nil, nil): tls = nil
         default: throw ServerError("--tls-cert and --tls-key go together")
         }
+        rootAccount = try config.aclAdminPath.map { try RootAccount.load(path: $0) }
+        if config.acl {
+            logger.notice(
+                "access control on: every client request is checked against the replicated accounts\(rootAccount.map { "; \($0.accessKey) (--acl-admin) has every right" } ?? "")"
+            )
+            if tls == nil {
+                logger.warning("access control without client TLS (--tls-cert): secrets never cross the wire, but a connection can be taken over on the path")
+            }
+        } else if rootAccount != nil {
+            throw ServerError("--acl-admin is for a node started with --acl")
+        }
         var raft = RaftConfig(id: config.id, members: members)
         raft.electionTimeoutTicks = config.electionTicks
         raft.electionJitterTicks = config.electionTicks
@@ -196,6 +216,7 @@ public final class TernServer: @unchecked Sendable {
         nodeConfig.retentionBytes = config.retentionBytes
         nodeConfig.diskSoftLimit = config.diskSoftLimit
         nodeConfig.diskHardLimit = config.diskHardLimit
+        nodeConfig.aclEnabled = config.acl
 
         let log = logger
         var device = try makeStorageDevice(config.io, log: { log.notice("\($0)") })
@@ -377,6 +398,7 @@ public final class TernServer: @unchecked Sendable {
             case .request(let c, let f): requests.append((c, f))
             case .peer(let m): messages.append(m)
             case .closed(let c): node.connectionClosed(c)
+            case .authenticated(let c, let p): node.authenticated(c, as: p)
             }
         }
         let now = wallMillis()

@@ -13,17 +13,27 @@ struct Endpoints: ParsableArguments {
     var tls = false
     @Option(help: "PEM file of the CA that signed the nodes' certificates (implies --tls).")
     var tlsCa: String?
+    @Option(help: "Credentials file of the account to speak for (nodes started with --acl); default: $TERN_CREDENTIALS.")
+    var credentials: String?
 
     /// The client options these flags ask for.
-    var options: TernCluster.Options {
+    func options() throws -> TernCluster.Options {
         var o = TernCluster.Options()
         if tls || tlsCa != nil { o.tls = ClientTLS(caFile: tlsCa) }
+        if let path = credentials ?? ProcessInfo.processInfo.environment["TERN_CREDENTIALS"].flatMap({ $0.isEmpty ? nil : $0 }) {
+            do {
+                o.credentials = try Credentials(file: path)
+            } catch {
+                throw ValidationError("\(error)")
+            }
+        }
         return o
     }
 
     func cluster() throws -> TernCluster {
+        let o = try options()
         do {
-            return try TernCluster(endpoints: [endpoints], options: options)
+            return try TernCluster(endpoints: [endpoints], options: o)
         } catch let e as ClientError {
             if case .invalidArgument(let why) = e, why.hasPrefix("--tls") { throw ValidationError(why) }
             throw ValidationError("--endpoints: \(e)")
@@ -51,7 +61,9 @@ func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) asy
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Topics, cluster status, leadership.",
-        subcommands: [Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self, SnapshotNow.self])
+        subcommands: [
+            Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self, SnapshotNow.self, Acl.self,
+        ])
 
     struct Topic: ParsableCommand {
         static let configuration = CommandConfiguration(

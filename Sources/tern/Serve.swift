@@ -45,6 +45,8 @@ struct ClusterUp: AsyncParsableCommand {
     @Option(help: "Certificate chain (PEM) every node serves to clients over TLS; it must name 127.0.0.1.") var tlsCert: String?
     @Option(help: "The certificate's private key (PEM).") var tlsKey: String?
     @Option(help: "PEM file of the CA that signed --tls-cert, for this command's own client (default: the system's CAs).") var tlsCa: String?
+    @Flag(help: "Access control: every node checks client requests against the accounts; DATA/admin.credentials holds an account with every right.")
+    var acl = false
     @Flag(help: "Run a short demo (create a topic, send, consume, kill the leader, send again), then stop.") var demo = false
 
     func run() async throws {
@@ -56,7 +58,19 @@ struct ClusterUp: AsyncParsableCommand {
         let tlsArgs = tlsCert.map { ["--tls-cert", absolute($0), "--tls-key", absolute(tlsKey!)] } ?? []
         var clientOptions = TernCluster.Options()
         if tlsCert != nil { clientOptions.tls = ClientTLS(caFile: tlsCa) }
-        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + nodeArg)
+        var aclArgs: [String] = []
+        if acl {
+            let path = absolute(data) + "/admin.credentials"
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: path) {
+                var rng = SystemRandomNumberGenerator()
+                let secret = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+                try writeCredentials(path: path, accessKey: "admin", secret: secret)
+            }
+            clientOptions.credentials = try Credentials(file: path)
+            aclArgs = ["--acl", "--acl-admin", path]
+        }
+        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + aclArgs + nodeArg)
         // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
         // stops the nodes too, never leaves them running without this process.
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
@@ -96,8 +110,12 @@ struct ClusterUp: AsyncParsableCommand {
             print("cluster stopped")
             return
         }
-        let flags = tlsCert == nil ? "" : tlsCa.map { " --tls-ca \($0)" } ?? " --tls"
+        var flags = tlsCert == nil ? "" : tlsCa.map { " --tls-ca \($0)" } ?? " --tls"
         if tlsCert != nil { print("clients connect over TLS (add\(flags) to every client command)") }
+        if acl {
+            print("access control is on: \(data)/admin.credentials holds the admin account (add --credentials to client commands)")
+            flags += " --credentials \(data)/admin.credentials"
+        }
         print("Try:  tern admin topic create demo --queues 4\(flags)")
         print("      tern send --topic demo --count 10\(flags)")
         print("      tern consume --topic demo --group g1 --count 10\(flags)")

@@ -64,8 +64,12 @@ struct TestPKI {
 
 /// Runs the tern command; its exit status and its standard output and error together.
 func runTern(_ binary: String, _ args: [String]) throws -> (status: Int32, output: String) {
+    try runCommand(binary, args)
+}
+
+func runCommand(_ path: String, _ args: [String]) throws -> (status: Int32, output: String) {
     let p = Process()
-    p.executableURL = URL(fileURLWithPath: binary)
+    p.executableURL = URL(fileURLWithPath: path)
     p.arguments = args
     let out = Pipe()
     p.standardOutput = out
