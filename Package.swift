@@ -125,6 +125,12 @@ let package = Package(
             ],
             swiftSettings: strict
         ),
+        // Fuzz targets over the decoders, the SQL92 parser and commitlog recovery (docs/security.md);
+        // `tern-fuzz` replays inputs, or is the libFuzzer binary when built with -DFUZZING.
+        .target(name: "TernFuzz", dependencies: ["TernProtocol", "TernBroker", "TernStorage", "TernRaft"], path: "Fuzz/TernFuzz", swiftSettings: strict),
+        .executableTarget(
+            name: "tern-fuzz", dependencies: ["TernFuzz"], path: "Fuzz/tern-fuzz", swiftSettings: strict + [.unsafeFlags(["-parse-as-library"])]),
+        .testTarget(name: "TernFuzzTests", dependencies: ["TernFuzz"], swiftSettings: strict),
         .testTarget(name: "CTernIOTests", dependencies: ["CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernStorageTests", dependencies: ["TernStorage", "CTernIO"], swiftSettings: strict),
         .testTarget(name: "TernRaftTests", dependencies: ["TernRaft"], swiftSettings: strict),

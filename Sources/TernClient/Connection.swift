@@ -93,7 +93,9 @@ final class Connection: Sendable {
         }
         let host = String(endpoint[..<colon])
         let state = NIOLockedValueBox(ConnectionState())
-        let handshake = NIOLockedValueBox<EventLoopPromise<Void>?>(nil)
+        // One handshake per channel the bootstrap tries (it may try several addresses of a name
+        // at once); the winner's is awaited, and every watcher fails its own when torn down.
+        let handshakes = NIOLockedValueBox<[ObjectIdentifier: EventLoopPromise<Void>]>([:])
         let bootstrap = ClientBootstrap(group: group)
             .channelOption(.socketOption(.tcp_nodelay), value: 1)
             .connectTimeout(.milliseconds(timeoutMillis))
@@ -101,7 +103,7 @@ final class Connection: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     if let tls {
                         let done = channel.eventLoop.makePromise(of: Void.self)
-                        handshake.withLockedValue { $0 = done }
+                        handshakes.withLockedValue { $0[ObjectIdentifier(channel)] = done }
                         try channel.pipeline.syncOperations.addHandler(NIOSSLClientHandler(context: tls.context, serverHostname: ClientTLS.serverName(host)))
                         try channel.pipeline.syncOperations.addHandler(HandshakeWatcher(done: done, endpoint: endpoint, usesCustomCA: tls.customCA))
                     }
@@ -114,10 +116,13 @@ final class Connection: Sendable {
             channel = try await bootstrap.connect(host: host, port: port).get()
         } catch {
             let failure = ClientError.connectionFailed(endpoint: endpoint, reason: "\(error)")
-            handshake.withLockedValue { $0 }?.fail(failure)
+            for p in handshakes.withLockedValue({ Array($0.values) }) { p.fail(failure) }
             throw failure
         }
-        if let done = handshake.withLockedValue({ $0 }) {
+        if tls != nil {
+            guard let done = handshakes.withLockedValue({ $0[ObjectIdentifier(channel)] }) else {
+                preconditionFailure("a TLS channel without its handshake watcher")
+            }
             let timer = channel.eventLoop.scheduleTask(in: .milliseconds(timeoutMillis * 5)) {
                 done.fail(ClientError.timedOut("TLS handshake with \(endpoint) after \(timeoutMillis * 5) ms"))
             }

@@ -85,6 +85,12 @@ final class HandshakeWatcher: ChannelInboundHandler, RemovableChannelHandler {
         context.fireChannelInactive()
     }
 
+    /// Removed after the handshake (nothing to do), or torn down with a channel that never got
+    /// there, such as an address attempt that lost the race.
+    func handlerRemoved(context: ChannelHandlerContext) {
+        done.fail(ClientError.connectionFailed(endpoint: endpoint, reason: "the connection ended before its TLS handshake"))
+    }
+
     static let closedDuringHandshake =
         "the node closed the connection during the TLS handshake: it serves clients without TLS (no --tls-cert), or it is stopping"
 

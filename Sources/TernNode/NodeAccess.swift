@@ -6,18 +6,41 @@ import TernBroker
 import TernProtocol
 
 /// Whom a client connection speaks for.
-public enum Principal: Equatable, Sendable {
+public enum Principal: Equatable, Sendable, CustomStringConvertible {
     /// The account of the node's `--acl-admin` file: every right, on this node only.
     case root(String)
-    /// A replicated account, by access key (looked up at each request: a deleted account or a
-    /// withdrawn right takes effect at once).
-    case account(String)
+    /// A replicated account, by access key, with the secret the connection proved it holds.
+    /// Looked up at each request: a deleted account, a withdrawn right or a changed secret
+    /// takes effect at once, also for connections already open.
+    case account(String, secret: [UInt8])
+
+    /// The access key; never the secret.
+    public var description: String {
+        switch self {
+        case .root(let key): "\(key) (--acl-admin)"
+        case .account(let key, _): key
+        }
+    }
 }
 
 extension Node {
     /// The connection proved it holds `principal`'s secret.
     public func authenticated(_ connection: UInt64, as principal: Principal) {
         principals[connection] = principal
+    }
+
+    /// Held requests (long polls, receives, transaction check polls) of connections whose
+    /// account no longer allows them are answered with why, once an account change applied.
+    func recheckHeld(into out: inout NodeOutput) {
+        guard config.aclEnabled else { return }
+        func refused(_ op: Opcode, _ body: [UInt8], _ client: ClientRef) -> Bool {
+            guard let e = (try? authorize(op, body: body, client: client)) ?? nil else { return false }
+            out.replies.append(Reply(to: client, opcode: op.rawValue, result: .failure(e)))
+            return true
+        }
+        parked.removeAll { refused(.pull, $0.request.encoded(), $0.client) }
+        parkedReceives.removeAll { refused(.receive, $0.request.encoded(), $0.client) }
+        checkPolls.removeAll { refused(.pollTransactionChecks, TransactionCheckPoll(group: $0.group, clientID: "", maxWaitMillis: 0).encoded(), $0.client) }
     }
 
     /// Why the connection may not make this request; nil when it may (or access control is off).
@@ -28,16 +51,23 @@ extension Node {
                 code: ErrorCode.unauthenticated,
                 message: "this group checks access: connect with an account's credentials (--credentials FILE; docs/security.md)")
         }
-        guard case .account(let key) = principal else { return nil }
+        guard case .account(let key, let proved) = principal else { return nil }
         guard let account = broker.accounts[key] else {
             return ErrorBody(code: ErrorCode.unauthenticated, message: "account \(key) no longer exists")
+        }
+        guard account.secret == proved else {
+            return ErrorBody(code: ErrorCode.unauthenticated, message: "account \(key) has a new secret: connect again with it")
         }
         if account.admin { return nil }
         func refuse(_ what: String) -> ErrorBody {
             ErrorBody(code: ErrorCode.permissionDenied, message: "account \(key) may not \(what)")
         }
+        // A group's retry and dead-letter topics belong to the group: its rights are theirs.
         func topic(_ name: String, _ need: Rights, _ verb: String) -> ErrorBody? {
-            account.rights(topic: name).isSuperset(of: need) ? nil : refuse("\(verb) topic \(name)")
+            for prefix in ["%RETRY%", "%DLQ%"] where name.hasPrefix(prefix) {
+                return account.rights(group: String(name.dropFirst(prefix.count))).isSuperset(of: need) ? nil : refuse("\(verb) topic \(name)")
+            }
+            return account.rights(topic: name).isSuperset(of: need) ? nil : refuse("\(verb) topic \(name)")
         }
         func group(_ name: String, _ need: Rights, _ verb: String) -> ErrorBody? {
             account.rights(group: name).isSuperset(of: need) ? nil : refuse("\(verb) group \(name)")
@@ -70,7 +100,12 @@ extension Node {
         case .unregister:
             return group(try UnregisterRequest.decode(body).group, .subscribe, "consume as")
         case .sendBack:
-            return group(try SendBackRequest.decode(body).group, .subscribe, "consume as")
+            // The message given back is copied into the group's retry topic: the account must
+            // be able to consume it where it is.
+            let request = try SendBackRequest.decode(body)
+            if let e = group(request.group, .subscribe, "consume as") { return e }
+            guard let m = try? broker.message(request.id) else { return nil }
+            return topic(m.topic, .subscribe, "give back a message of")
         case .receive:
             let q = try ReceiveRequest.decode(body)
             return consume(q.group, [q.topic])

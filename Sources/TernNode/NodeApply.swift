@@ -29,6 +29,7 @@ extension Node {
             }
             snapshotIfDue(entry, into: &out)
             if entry.type == BrokerEntryType.trim { trimApplied(entry, into: &out) }
+            if entry.type == BrokerEntryType.acl { recheckHeld(into: &out) }
             if case .sent = outcome { touched = true }
             if entry.type == BrokerEntryType.release || entry.type == BrokerEntryType.releaseCopies || entry.type == BrokerEntryType.transactionEnd {
                 touched = true

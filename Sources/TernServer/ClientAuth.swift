@@ -40,6 +40,8 @@ struct ClientAuthGate {
         case authenticated(Principal)
     }
     private(set) var state = State.open
+    /// The key an unknown account's proof is checked under: random, never told.
+    static let nobody = PeerHandshake.nonce()
 
     enum Outcome {
         case reply([UInt8])
@@ -65,12 +67,15 @@ struct ClientAuthGate {
             state = .challenged(accessKey: hello.accessKey, clientNonce: hello.nonce, serverNonce: mine)
             return .reply(AuthChallenge(nonce: mine).encoded())
         case (.authProof, .challenged(let key, let clientNonce, let serverNonce)):
-            // Unknown accounts and wrong secrets get the same answer.
-            guard let proof = try? AuthProof.decode(body).proof, let (principal, secret) = secretOf(key),
-                HMAC<SHA256>.isValidAuthenticationCode(
-                    proof, authenticating: ClientAuth.transcript(accessKey: key, clientNonce: clientNonce, serverNonce: serverNonce),
-                    using: SymmetricKey(data: secret))
-            else { return .refuse("the access key \(key) or its secret is wrong") }
+            // Unknown accounts and wrong secrets get the same answer, after the same work (an
+            // unknown account is checked against a key nobody holds).
+            let found = secretOf(key)
+            let transcript = ClientAuth.transcript(accessKey: key, clientNonce: clientNonce, serverNonce: serverNonce)
+            let valid =
+                (try? AuthProof.decode(body).proof).map {
+                    HMAC<SHA256>.isValidAuthenticationCode($0, authenticating: transcript, using: SymmetricKey(data: found?.1 ?? ClientAuthGate.nobody))
+                } ?? false
+            guard valid, let (principal, _) = found else { return .refuse("the access key \(key) or its secret is wrong") }
             state = .authenticated(principal)
             return .authenticated(principal)
         case (.authHello, _), (.authProof, _):
@@ -86,6 +91,6 @@ extension TernServer {
     func secret(of key: String) -> (Principal, [UInt8])? {
         if let root = rootAccount, root.accessKey == key { return (.root(key), root.secret) }
         guard let account = node?.broker.accounts[key] else { return nil }
-        return (.account(key), account.secret)
+        return (.account(key, secret: account.secret), account.secret)
     }
 }

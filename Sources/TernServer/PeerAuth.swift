@@ -55,62 +55,9 @@ public struct PeerSecrets: Sendable, Equatable {
     }
 }
 
-/// Initiator to responder: who is connecting to whom, and the initiator's nonce.
-public struct PeerHello: WireCodable, Equatable {
-    public static let version: UInt8 = 1
-    public var from: NodeID
-    public var to: NodeID
-    public var nonce: [UInt8]
-
-    public init(from: NodeID, to: NodeID, nonce: [UInt8]) {
-        self.from = from
-        self.to = to
-        self.nonce = nonce
-    }
-
-    public func encode(into w: inout WireWriter) {
-        w.u8(PeerHello.version)
-        w.string(from.name)
-        w.string(to.name)
-        w.blob(nonce)
-    }
-
-    public init(from r: inout WireReader) throws(WireError) {
-        let v = try r.u8("peer hello version")
-        guard v == PeerHello.version else { throw WireError("peer hello version \(v) is not supported (this side speaks \(PeerHello.version))") }
-        from = NodeID(try r.string("from"))
-        to = NodeID(try r.string("to"))
-        nonce = try r.blob("nonce", limit: PeerHandshake.nonceBytes)
-        guard nonce.count == PeerHandshake.nonceBytes else { throw WireError("a nonce of \(nonce.count) bytes, not \(PeerHandshake.nonceBytes)") }
-    }
-}
-
-/// A proof of holding the secret: the responder's answer to a hello (with its nonce), or the
-/// initiator's own proof after it.
-public struct PeerProof: WireCodable, Equatable {
-    public var nonce: [UInt8]
-    public var proof: [UInt8]
-
-    public init(nonce: [UInt8], proof: [UInt8]) {
-        self.nonce = nonce
-        self.proof = proof
-    }
-
-    public func encode(into w: inout WireWriter) {
-        w.blob(nonce)
-        w.blob(proof)
-    }
-
-    public init(from r: inout WireReader) throws(WireError) {
-        nonce = try r.blob("nonce", limit: PeerHandshake.nonceBytes)
-        proof = try r.blob("proof", limit: 32)
-        guard proof.count == 32 else { throw WireError("a proof of \(proof.count) bytes, not 32") }
-    }
-}
-
 /// The handshake's computations, shared by both sides.
 public enum PeerHandshake {
-    public static let nonceBytes = 32
+    public static let nonceBytes = PeerHello.nonceBytes
 
     public static func nonce() -> [UInt8] {
         var rng = SystemRandomNumberGenerator()

@@ -72,7 +72,13 @@ struct Acl: ParsableCommand {
                 // Written before the account exists, so that a secret in use is never lost.
                 try writeCredentials(path: path, accessKey: accessKey, secret: generated)
             }
-            try await withCluster(endpoints) { try await $0.putAccount(account) }
+            do {
+                try await withCluster(endpoints) { try await $0.putAccount(account) }
+            } catch {
+                // Not stored: the new secret is of no use, and a rerun may write the file again.
+                if let path = newCredentials { unlink(path) }
+                throw error
+            }
             print("account \(accessKey) stored\(newCredentials.map { "; its credentials are in \($0)" } ?? "")")
         }
     }

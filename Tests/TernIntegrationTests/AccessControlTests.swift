@@ -7,6 +7,8 @@ import TernLauncher
 import TernProtocol
 import Testing
 
+@testable import TernClient
+
 @Suite("Integration: access control", .serialized)
 struct AccessControlTests {
     @Test("each right allowed and refused, before and after a leader kill; wrong secrets, no account and a deleted account refused", .timeLimit(.minutes(4)))
@@ -138,7 +140,52 @@ struct AccessControlTests {
         #expect(await code { _ = try await p.send(message("deleted")) } == .unauthenticated, "a deleted account")
         try await root.putAccount(Account(accessKey: "producer", secret: secret("producer"), topics: ["orders": .publish]))
         #expect(await code { _ = try await p.send(message("restored")) } == nil, "the account put back")
+        // A new secret ends the connections that proved the old one.
+        try await root.putAccount(Account(accessKey: "producer", secret: Array("a-new-secret-0123456789".utf8), topics: ["orders": .publish]))
+        do {
+            _ = try await p.send(message("old secret"))
+            Issue.record("a connection that proved the old secret still sends")
+        } catch {
+            #expect("\(error)".contains("has a new secret"), "old secret: \(error)")
+        }
         await producer.shutdown()
+
+        // Give-backs: a consumer may give back what it may consume, not a message of a topic it
+        // has no right on (the copy would land in its retry topic); its group's retry topic is
+        // the group's to consume.
+        let consumer = try client("consumer")
+        let audit = try await Producer(cluster: root, group: "p").send(TernClient.Message(topic: "audit", body: Array("secret".utf8)))
+        let ordersMessage = try await Producer(cluster: root, group: "p").send(message("to retry"))
+        func giveBack(_ id: MessageID) async -> ErrorCode? {
+            await code {
+                _ = try await consumer.leaderCall(.sendBack, SendBackRequest(group: "billing", id: id, delayMillis: 0, maxReconsumeTimes: 3).encoded())
+            }
+        }
+        #expect(await giveBack(audit.messageID) == .permissionDenied, "giving back a message of audit")
+        #expect(await giveBack(ordersMessage.messageID) == nil, "giving back a message of orders")
+        #expect(await code { try await PullConsumer(cluster: consumer, group: "billing", topic: "%RETRY%billing").start() } == nil, "the retry topic")
+        let outsider = try client("producer", "a-new-secret-0123456789")
+        #expect(
+            await code { _ = try await outsider.pull(topic: "%RETRY%billing", queue: 0, offset: 0) } == .permissionDenied, "another account's retry topic")
+        await outsider.shutdown()
+
+        // A held long poll is answered once the account is deleted, not when its wait ends.
+        let end = try await root.pull(topic: "orders", queue: 0, offset: 0).maxOffset
+        let held = Task {
+            let clock = ContinuousClock()
+            let start = clock.now
+            let result = await code {
+                _ = try await consumer.anyCall(
+                    .pull, PullRequest(topic: "orders", queueID: 0, offset: end, maxWaitMillis: 20_000).encoded(), timeoutMillis: 25_000)
+            }
+            return (result, clock.now - start)
+        }
+        try await Task.sleep(for: .milliseconds(500))
+        try await root.deleteAccount("consumer")
+        let (heldResult, waited) = await held.value
+        #expect(heldResult == .unauthenticated, "the held pull: \(String(describing: heldResult))")
+        #expect(waited < .seconds(10), "answered after \(waited), not at the end of its 20 s wait")
+        await consumer.shutdown()
 
         // The CLI: an account made with --new-credentials sends with --credentials.
         let joined = cluster.endpoints.joined(separator: ",")
