@@ -34,10 +34,10 @@ test: setup lint
 
 # The toolchain's formatter with the checked-in .swift-format; `make test` fails on a difference.
 lint:
-	swift format lint --strict -r --configuration .swift-format Sources Simulation Tests
+	swift format lint --strict -r --configuration .swift-format Sources Simulation Tests Fuzz
 
 format:
-	swift format format -i -r --configuration .swift-format Sources Simulation Tests
+	swift format format -i -r --configuration .swift-format Sources Simulation Tests Fuzz
 
 # The simulator over many seeds, outside CI (60 virtual seconds each; about 1.7 s a seed here).
 # A failing seed prints its replay command. docs/simulation.md records the runs.

@@ -14,7 +14,8 @@ extension Fuzz {
         let q = QueueRef(topic: "orders", queueID: 3)
         let id = MessageID(entryIndex: 42, slot: 1)
         let message = WireMessage(tag: "red", keys: ["k1", "k2"], properties: ["a": "5", "region": "eu"], body: Array("hello".utf8))
-        let account = Account(accessKey: "app", secret: Array("0123456789abcdef".utf8), defaultTopic: .subscribe, topics: ["orders": .all], groups: ["g": .deny])
+        let account = Account(
+            accessKey: "app", secret: Array("0123456789abcdef".utf8), defaultTopic: .subscribe, topics: ["orders": .all], groups: ["g": .deny])
         return [
             (0, NameRequest(name: "orders").encoded()),
             (1, SendRequest(topic: "orders", queueID: 1, producerGroup: "pg", producerID: 7, sequence: 9, messages: [message, message]).encoded()),
@@ -92,7 +93,9 @@ extension Fuzz {
             var options = CommitlogOptions(segmentSizeBytes: segmentBytes, maxEntryBodyBytes: segmentBytes)
             options.recycledSegmentsMax = 0
             guard let log = try? Commitlog(directory: scratch.path, device: scratch.device, options: options) else { continue }
-            let entries = (1...UInt64(count)).map { LogEntry(index: $0, term: 1 + $0 / 10, type: UInt8(16 + $0 % 3), body: [UInt8](repeating: UInt8($0), count: size)) }
+            let entries = (1...UInt64(count)).map {
+                LogEntry(index: $0, term: 1 + $0 / 10, type: UInt8(16 + $0 % 3), body: [UInt8](repeating: UInt8($0), count: size))
+            }
             for e in entries {
                 try? log.append([e])
                 while log.durableIndex < e.index { _ = try? log.pump(wait: true) }

@@ -72,7 +72,8 @@ public struct Account: WireCodable, Equatable {
     /// Why this account cannot be stored; nil when it can.
     public func validate() -> String? {
         let key = Array(accessKey.utf8)
-        guard !key.isEmpty, key.count <= Account.maxKeyBytes, key.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") && $0 != UInt8(ascii: "#") }) else {
+        guard !key.isEmpty, key.count <= Account.maxKeyBytes, key.allSatisfy({ $0 > 32 && $0 < 127 && $0 != UInt8(ascii: ":") && $0 != UInt8(ascii: "#") })
+        else {
             return "an access key is 1 to \(Account.maxKeyBytes) printable ASCII characters without spaces, ':' or '#'"
         }
         guard secret.count <= Account.maxSecretBytes, secret.isEmpty || secret.count >= 16 else {
