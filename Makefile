@@ -1,5 +1,5 @@
 # The two commands a fresh machine needs (README.md): `make demo` and `make test`.
-.PHONY: setup demo test lint format release bench-storage bench-compare chaos sim-sweep
+.PHONY: setup demo test lint format release bench-storage bench-compare chaos sim-sweep fuzz
 
 setup:
 	@scripts/setup.sh
@@ -23,14 +23,21 @@ bench-compare: setup
 	bench/compare.sh
 
 # Checks the format, builds with warnings as errors (debug), runs every test, then the simulator's checks
-# (a 100-seed sweep, determinism across processes, planted bugs caught), then short chaos runs
-# on real processes (60 s of faults, then 30 s with retention stress; docs/chaos.md).
+# (a 100-seed sweep, determinism across processes, planted bugs caught), then every fuzz target
+# for 10 s from its corpus (docs/security.md), then short chaos runs on real processes (60 s of
+# faults, then 30 s with retention stress; docs/chaos.md).
 test: setup lint
 	swift build --build-tests
 	swift test
 	scripts/sim-check.sh
+	FUZZ_SECONDS=10 scripts/fuzz.sh
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci
 	.build/debug/tern chaos --duration 30 --every 5 --seed 2 --retention-stress --out .build/chaos-ci-retention
+
+# Every fuzz target under libFuzzer and AddressSanitizer, 60 s each from the checked-in corpus
+# (about 6 minutes with the build; docs/security.md). FUZZ_SECONDS=N changes the time per target.
+fuzz: setup
+	scripts/fuzz.sh
 
 # The toolchain's formatter with the checked-in .swift-format; `make test` fails on a difference.
 lint:

@@ -50,6 +50,8 @@ public struct ServeOptions: ParsableArguments {
     @Flag(help: "Check every client request against the replicated accounts (docs/security.md).") public var acl = false
     @Option(help: "Credentials file (access-key = ..., secret-key = ...) of an account with every right on this node; with --acl.")
     public var aclAdmin: String?
+    @Option(help: "Client connections at once; one more is refused with BUSY (default 1000; peers are not counted).") public var maxConnections: Int?
+    @Option(help: "Requests of one connection waiting for their answers; more are answered BUSY (default 4096).") public var maxRequestsPerConnection: Int?
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public
         var repair = false
@@ -136,6 +138,14 @@ public struct ServeOptions: ParsableArguments {
         cfg.acl = try acl || (file.value("acl", as: Bool.init, expected: "true or false") ?? false)
         cfg.aclAdminPath = aclAdmin ?? file.string("acl-admin")
         if cfg.aclAdminPath != nil && !cfg.acl { throw ValidationError("--acl-admin is for a node started with --acl") }
+        if let v = try maxConnections ?? file.value("max-connections", as: { Int($0) }, expected: "a whole number") {
+            guard v >= 1 && v <= 1_000_000 else { throw ValidationError("max-connections must be 1 to 1000000 (got \(v))") }
+            cfg.limits.maxClients = v
+        }
+        if let v = try maxRequestsPerConnection ?? file.value("max-requests-per-connection", as: { Int($0) }, expected: "a whole number") {
+            guard v >= 1 && v <= 1_000_000 else { throw ValidationError("max-requests-per-connection must be 1 to 1000000 (got \(v))") }
+            cfg.limits.maxOutstanding = v
+        }
         cfg.lostDisk = lostDisk
         cfg.repairCorruption = repair
         let levelText = logLevel ?? file.string("log-level") ?? "info"
@@ -166,7 +176,7 @@ public struct ConfigFile: Sendable {
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
-        "tls-cert", "tls-key", "acl", "acl-admin",
+        "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]

@@ -23,6 +23,11 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
     var clientsRefused = false
     /// The client handshake (access control), when the connection authenticates.
     var clientAuth = ClientAuthGate()
+    /// When bytes of a frame not yet delivered began to arrive (set by `ByteWatcher`).
+    var partialSince: NIODeadline?
+    var opened = NIODeadline.now()
+    var framesSeen = 0
+    var watchdog: RepeatedTask?
 
     init(server: TernServer, connections: Connections, logger: Logger) {
         self.server = server
@@ -32,11 +37,35 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
     }
 
     func channelActive(context: ChannelHandlerContext) {
-        id = connections.add(context.channel)
+        let (id, evicted) = connections.add(context.channel)
+        self.id = id
+        for c in evicted {
+            logger.warning("closing \(c.remoteAddress?.description ?? "?"): more than \(connections.limits.maxUnclassified) connections have not sent a frame yet")
+            c.close(promise: nil)
+        }
+        opened = .now()
+        let limits = connections.limits
+        let channel = context.channel
+        let from = context.remoteAddress?.description ?? "?"
+        watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] task in
+            let now = NIODeadline.now()
+            var why: String?
+            if framesSeen == 0 && now - opened > .milliseconds(limits.firstFrameMillis) {
+                why = "no frame within \(limits.firstFrameMillis / 1000) s of connecting"
+            } else if let since = partialSince, now - since > .milliseconds(limits.frameMillis) {
+                why = "a frame begun \(limits.frameMillis / 1000) s ago is still not complete"
+            }
+            guard let why, !closing else { return }
+            closing = true
+            task.cancel()
+            logger.warning("closing \(from): \(why)")
+            channel.close(promise: nil)
+        }
         context.fireChannelActive()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        watchdog?.cancel()
         connections.remove(id)
         server.enqueue(.closed(id))
         context.fireChannelInactive()
@@ -44,6 +73,8 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
+        partialSince = nil
+        framesSeen += 1
         if frame.flags.contains(.response) || closing { return }
         guard (Opcode.raft.rawValue...Opcode.peerProof.rawValue).contains(frame.opcode) else {
             if clientsRefused {
@@ -51,6 +82,13 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 logger.notice("closing \(context.remoteAddress?.description ?? "?"): a client request without TLS")
                 let why = "this node serves clients over TLS only: connect with --tls (and --tls-ca FILE when a private CA signed its certificate)"
                 refuse(context: context, Self.unauthenticated(frame, why))
+                return
+            }
+            guard connections.becomeClient(id) else {
+                closing = true
+                let why = "this node serves \(connections.limits.maxClients) client connections already (--max-connections); retry later or at another node"
+                logger.warning("closing \(context.remoteAddress?.description ?? "?"): \(why)")
+                refuse(context: context, Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
                 return
             }
             if frame.opcode == Opcode.authHello.rawValue || frame.opcode == Opcode.authProof.rawValue {
@@ -62,11 +100,19 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 refuse(context: context, Self.unauthenticated(frame, "a request in the middle of authentication"))
                 return
             }
+            guard connections.startRequest(id) else {
+                let why = "\(connections.limits.maxOutstanding) requests on this connection are waiting for their answers (--max-requests-per-connection); wait for some"
+                var buffer = context.channel.allocator.buffer(capacity: 128)
+                buffer.writeFrame(Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
+                context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+                return
+            }
             server.enqueue(.request(ClientRef(connection: id, requestID: frame.requestID), frame))
             return
         }
         // Peer frames: only a connection that proved it holds the cluster secret reaches Raft.
         let from = context.remoteAddress?.description ?? "?"
+        if frame.opcode == Opcode.peerHello.rawValue { connections.becomePeer(id) }
         switch gate.accept(frame) {
         case .deliver(let message):
             server.enqueue(.peer(message))
@@ -94,6 +140,13 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         case .ignore:
             break
         }
+    }
+
+    /// A client that does not read its answers: stop reading its requests until they drain.
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        context.channel.setOption(ChannelOptions.autoRead, value: context.channel.isWritable).whenFailure { _ in }
+        if context.channel.isWritable { context.read() }
+        context.fireChannelWritabilityChanged()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

@@ -76,6 +76,8 @@ public struct ServerConfig: Sendable {
     /// A credentials file whose account has every right on this node (the first accounts are
     /// made with it).
     public var aclAdminPath: String?
+    /// Connections, outstanding requests per connection, slow senders (docs/operations.md).
+    public var limits = ConnectionLimits()
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -99,47 +101,13 @@ enum Input {
     case authenticated(UInt64, Principal)
 }
 
-/// Open client and peer connections by id, for the node's replies.
-final class Connections: @unchecked Sendable {
-    private let lock = NSLock()
-    private var channels: [UInt64: Channel] = [:]
-    private var next: UInt64 = 1
-
-    func add(_ c: Channel) -> UInt64 {
-        lock.lock()
-        defer { lock.unlock() }
-        let id = next
-        next += 1
-        channels[id] = c
-        return id
-    }
-
-    func remove(_ id: UInt64) {
-        lock.lock()
-        channels[id] = nil
-        lock.unlock()
-    }
-
-    func get(_ id: UInt64) -> Channel? {
-        lock.lock()
-        defer { lock.unlock() }
-        return channels[id]
-    }
-
-    var all: [Channel] {
-        lock.lock()
-        defer { lock.unlock() }
-        return Array(channels.values)
-    }
-}
-
 public final class TernServer: @unchecked Sendable {
     public let config: ServerConfig
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     /// The one loop everything runs on.
     let loop: EventLoop
-    let connections = Connections()
+    let connections: Connections
     var links: [NodeID: PeerLink] = [:]
     /// The cluster secret; nil when peers are not authenticated (a group of one, or
     /// `--insecure-peers`). Set in `start`, before any connection.
@@ -171,6 +139,7 @@ public final class TernServer: @unchecked Sendable {
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
         self.logger = logger
+        connections = Connections(limits: config.limits)
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
     }
@@ -181,6 +150,7 @@ public final class TernServer: @unchecked Sendable {
         let members = config.peers.keys.sorted()
         guard members.contains(config.id) else { throw ServerError("--peers does not name this node (\(config.id))") }
         peerSecrets = try peerAuthentication(members: members)
+        raiseOpenFileLimit()
         let tls: ServerTLS?
         switch (config.tlsCertPath, config.tlsKeyPath) {
         case (let cert?, let key?): tls = try ServerTLS(certPath: cert, keyPath: key, logger: logger)
@@ -288,10 +258,13 @@ public final class TernServer: @unchecked Sendable {
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelOption(
+                .writeBufferWaterMark, value: .init(low: config.limits.writeBufferBytes / 4, high: config.limits.writeBufferBytes))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let inbound = InboundHandler(server: self, connections: connections, logger: log)
                     try channel.pipeline.syncOperations.addHandler(TLSSniffer(tls: tls, inbound: inbound, logger: log))
+                    try channel.pipeline.syncOperations.addHandler(ByteWatcher(inbound: inbound))
                     try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: codec)))
                     try channel.pipeline.syncOperations.addHandler(inbound)
                 }
@@ -473,16 +446,17 @@ public final class TernServer: @unchecked Sendable {
             for (peer, messages) in byPeer { links[peer]?.send(messages) }
         }
         if !out.replies.isEmpty {
-            var byConnection: [UInt64: ByteBuffer] = [:]
+            var byConnection: [UInt64: (buffer: ByteBuffer, count: Int)] = [:]
             for r in out.replies {
                 let frame: Frame
                 switch r.result {
                 case .success(let body): frame = Frame(opcode: r.opcode, flags: .response, requestID: r.to.requestID, body: body)
                 case .failure(let e): frame = Frame(opcode: r.opcode, flags: [.response, .error], requestID: r.to.requestID, body: e.encode())
                 }
-                byConnection[r.to.connection, default: ByteBuffer()].writeFrame(frame)
+                byConnection[r.to.connection, default: (ByteBuffer(), 0)].buffer.writeFrame(frame)
+                byConnection[r.to.connection]!.count += 1
             }
-            for (id, buffer) in byConnection { connections.get(id)?.writeAndFlush(buffer, promise: nil) }
+            for (id, batch) in byConnection { connections.answered(id, count: batch.count)?.writeAndFlush(batch.buffer, promise: nil) }
         }
     }
 }
