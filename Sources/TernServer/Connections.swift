@@ -134,7 +134,8 @@ extension TernServer {
         let needed = UInt64(config.limits.maxClients + config.limits.maxUnclassified + config.peers.count * 2 + 1_024)
         if UInt64(limit.rlim_cur) < needed {
             logger.warning(
-                "open files limit \(limit.rlim_cur) is below the \(needed) that --max-connections \(config.limits.maxClients) and the log's files may need (ulimit -n)")
+                "open files limit \(limit.rlim_cur) is below the \(needed) that --max-connections \(config.limits.maxClients) and the log's files may need (ulimit -n)"
+            )
         }
     }
 }

@@ -40,7 +40,8 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         let (id, evicted) = connections.add(context.channel)
         self.id = id
         for c in evicted {
-            logger.warning("closing \(c.remoteAddress?.description ?? "?"): more than \(connections.limits.maxUnclassified) connections have not sent a frame yet")
+            logger.warning(
+                "closing \(c.remoteAddress?.description ?? "?"): more than \(connections.limits.maxUnclassified) connections have not sent a frame yet")
             c.close(promise: nil)
         }
         opened = .now()
@@ -88,7 +89,9 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 closing = true
                 let why = "this node serves \(connections.limits.maxClients) client connections already (--max-connections); retry later or at another node"
                 logger.warning("closing \(context.remoteAddress?.description ?? "?"): \(why)")
-                refuse(context: context, Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
+                refuse(
+                    context: context,
+                    Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
                 return
             }
             if frame.opcode == Opcode.authHello.rawValue || frame.opcode == Opcode.authProof.rawValue {
@@ -101,9 +104,11 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 return
             }
             guard connections.startRequest(id) else {
-                let why = "\(connections.limits.maxOutstanding) requests on this connection are waiting for their answers (--max-requests-per-connection); wait for some"
+                let why =
+                    "\(connections.limits.maxOutstanding) requests on this connection are waiting for their answers (--max-requests-per-connection); wait for some"
                 var buffer = context.channel.allocator.buffer(capacity: 128)
-                buffer.writeFrame(Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
+                buffer.writeFrame(
+                    Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
                 context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
                 return
             }

@@ -259,7 +259,8 @@ public final class TernServer: @unchecked Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelOption(
-                .writeBufferWaterMark, value: .init(low: config.limits.writeBufferBytes / 4, high: config.limits.writeBufferBytes))
+                .writeBufferWaterMark, value: .init(low: config.limits.writeBufferBytes / 4, high: config.limits.writeBufferBytes)
+            )
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
                     let inbound = InboundHandler(server: self, connections: connections, logger: log)

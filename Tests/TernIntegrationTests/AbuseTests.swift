@@ -120,7 +120,10 @@ struct AbuseTests {
 
         // Mutated requests (valid frames, bodies damaged): every one answered, none fatal.
         let seeds: [(Opcode, [UInt8])] = [
-            (.send, SendRequest(topic: "abuse", queueID: 0, messages: [WireMessage(tag: "t", keys: ["k"], properties: ["a": "1"], body: [1, 2, 3])]).encoded()),
+            (
+                .send,
+                SendRequest(topic: "abuse", queueID: 0, messages: [WireMessage(tag: "t", keys: ["k"], properties: ["a": "1"], body: [1, 2, 3])]).encoded()
+            ),
             (.pull, PullRequest(topic: "abuse", queueID: 0, offset: 0, sqlFilter: "a > 0").encoded()),
             (.heartbeat, HeartbeatRequest(group: "g", clientID: "c", mode: .clustering, topics: ["abuse"]).encoded()),
             (.commitOffset, CommitOffsetRequest(group: "g", offsets: [QueueRef(topic: "abuse", queueID: 0): 1]).encoded()),
@@ -182,7 +185,9 @@ struct AbuseTests {
             var batch: [UInt8] = []
             for k in 0..<100 {
                 batch += codec.encode(
-                    Frame(opcode: Opcode.pull.rawValue, requestID: UInt64(k + 1), body: PullRequest(topic: "held", queueID: 0, offset: 0, maxWaitMillis: 3000).encoded()))
+                    Frame(
+                        opcode: Opcode.pull.rawValue, requestID: UInt64(k + 1),
+                        body: PullRequest(topic: "held", queueID: 0, offset: 0, maxWaitMillis: 3000).encoded()))
             }
             c.send(batch)
             let frames = RawConnection.frames(in: c.read(seconds: 2, until: 68).bytes)
