@@ -27,11 +27,11 @@ counters() {
     TERN_FUZZ_TARGET=frame "$BUILD/release/tern-fuzz" -runs=1 2>&1 | grep -o "([0-9]* inline 8-bit counters)" | grep -o "[0-9]*" | head -1
 }
 build
-if [ "$(counters)" -lt 10000 ]; then
+if [ "$(counters)" -lt 20000 ]; then
     echo "fuzz: only $(counters) coverage counters: rebuilding $BUILD from scratch"
     rm -rf "$BUILD"
     build
-    [ "$(counters)" -ge 10000 ] || { echo "fuzz: the build is not instrumented for coverage ($(counters) counters)"; exit 1; }
+    [ "$(counters)" -ge 20000 ] || { echo "fuzz: the build is not instrumented for coverage ($(counters) counters)"; exit 1; }
 fi
 echo "fuzz: $(counters) coverage counters"
 mkdir -p "$WORK"
