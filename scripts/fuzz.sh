@@ -24,7 +24,9 @@ build() {
 # The coverage counters libFuzzer finds: the decoders' modules must be instrumented, or the
 # fuzzer runs blind (seen once after an incremental build: 243 counters, not about 25,000).
 counters() {
-    TERN_FUZZ_TARGET=frame "$BUILD/release/tern-fuzz" -runs=1 2>&1 | grep -o "([0-9]* inline 8-bit counters)" | grep -o "[0-9]*" | head -1
+    local c
+    c=$(TERN_FUZZ_TARGET=frame "$BUILD/release/tern-fuzz" -runs=1 2>&1 | grep -o "([0-9]* inline 8-bit counters)" | grep -o "[0-9]*" | head -1 || true)
+    echo "${c:-0}"
 }
 build
 if [ "$(counters)" -lt 20000 ]; then

@@ -82,6 +82,9 @@ extension Node {
         case .pull:
             var request = try PullRequest.decode(body)
             request.maxMessages = max(1, min(request.maxMessages, 1024))
+            // What one answer may carry: a client's wish above it would let a few pipelined
+            // pulls make the node build gigabytes of answers.
+            request.maxBytes = min(request.maxBytes, UInt32(max(4 << 20, config.broker.maxMessageBytes)))
             let result = try broker.pull(request)
             if case .success(let response) = result, response.messages.isEmpty, request.maxWaitMillis > 0, response.nextOffset >= response.maxOffset {
                 guard parked.count < config.maxParkedPulls else {
@@ -175,7 +178,7 @@ extension Node {
                 }
                 reply(MessageList(messages: [m]))
             } else {
-                reply(MessageList(messages: try broker.messages(topic: request.topic, key: request.key, max: Int(min(request.max, 1024)))))
+                reply(MessageList(messages: try broker.messages(topic: request.topic, key: request.key, max: Int(min(request.max, 64)))))
             }
         case .lockQueues:
             let request = try LockRequest.decode(body)

@@ -27,16 +27,20 @@ public struct ConnectionLimits: Sendable, Equatable {
 
 /// Open client and peer connections by id, for the node's replies, and what the limits count.
 final class Connections: @unchecked Sendable {
-    enum Kind { case unclassified, client, peer }
+    enum Kind { case unclassified, client, peer, evicted }
     struct Entry {
         var channel: Channel
         var kind = Kind.unclassified
-        var opened: UInt64
         var outstanding = 0
     }
     private let lock = NSLock()
     private var entries: [UInt64: Entry] = [:]
     private var next: UInt64 = 1
+    /// Ids of connections not yet classified, oldest first (some classified or gone since;
+    /// skipped when met), and how many of them are still unclassified.
+    private var waiting: [UInt64] = []
+    private var waitingHead = 0
+    private var waitingCount = 0
     private(set) var clients = 0
     let limits: ConnectionLimits
 
@@ -49,16 +53,32 @@ final class Connections: @unchecked Sendable {
         defer { lock.unlock() }
         let id = next
         next += 1
-        entries[id] = Entry(channel: c, opened: id)
-        let waiting = entries.filter { $0.value.kind == .unclassified }
-        guard waiting.count > limits.maxUnclassified else { return (id, []) }
-        let oldest = waiting.keys.sorted().prefix(waiting.count - limits.maxUnclassified)
-        return (id, oldest.compactMap { entries[$0]?.channel })
+        entries[id] = Entry(channel: c)
+        waiting.append(id)
+        waitingCount += 1
+        var evicted: [Channel] = []
+        while waitingCount > limits.maxUnclassified, waitingHead < waiting.count {
+            let oldest = waiting[waitingHead]
+            waitingHead += 1
+            guard let e = entries[oldest], e.kind == .unclassified else { continue }
+            entries[oldest]!.kind = .evicted
+            waitingCount -= 1
+            evicted.append(e.channel)
+        }
+        if waitingHead > 1_024 && waitingHead * 2 > waiting.count {
+            waiting.removeFirst(waitingHead)
+            waitingHead = 0
+        }
+        return (id, evicted)
     }
 
     func remove(_ id: UInt64) {
         lock.lock()
-        if entries[id]?.kind == .client { clients -= 1 }
+        switch entries[id]?.kind {
+        case .client: clients -= 1
+        case .unclassified: waitingCount -= 1
+        default: break
+        }
         entries[id] = nil
         lock.unlock()
     }
@@ -69,15 +89,20 @@ final class Connections: @unchecked Sendable {
         defer { lock.unlock() }
         guard let e = entries[id] else { return false }
         if e.kind == .client { return true }
-        guard clients < limits.maxClients else { return false }
+        guard clients < limits.maxClients, e.kind == .unclassified else { return false }
         entries[id]!.kind = .client
         clients += 1
+        waitingCount -= 1
         return true
     }
 
+    /// An authenticated peer (or, with `--insecure-peers`, one that delivered a Raft frame).
     func becomePeer(_ id: UInt64) {
         lock.lock()
-        if entries[id]?.kind == .unclassified { entries[id]!.kind = .peer }
+        if entries[id]?.kind == .unclassified {
+            entries[id]!.kind = .peer
+            waitingCount -= 1
+        }
         lock.unlock()
     }
 

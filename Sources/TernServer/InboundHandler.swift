@@ -28,6 +28,7 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
     var opened = NIODeadline.now()
     var framesSeen = 0
     var watchdog: RepeatedTask?
+    var closingSince: NIODeadline?
 
     init(server: TernServer, connections: Connections, logger: Logger) {
         self.server = server
@@ -50,13 +51,24 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         let from = context.remoteAddress?.description ?? "?"
         watchdog = context.eventLoop.scheduleRepeatedTask(initialDelay: .seconds(1), delay: .seconds(1)) { [self] task in
             let now = NIODeadline.now()
+            if closing {
+                // Refused, and its answer not taken in 5 s: close without waiting for the write.
+                if let since = closingSince, now - since > .seconds(5) {
+                    task.cancel()
+                    channel.close(promise: nil)
+                }
+                closingSince = closingSince ?? now
+                return
+            }
             var why: String?
-            if framesSeen == 0 && now - opened > .milliseconds(limits.firstFrameMillis) {
+            // With --insecure-peers a member's idle link looks like an idle connection: only
+            // the cap on unclassified connections applies to it.
+            if framesSeen == 0 && server.peerSecrets != nil && now - opened > .milliseconds(limits.firstFrameMillis) {
                 why = "no frame within \(limits.firstFrameMillis / 1000) s of connecting"
-            } else if let since = partialSince, now - since > .milliseconds(limits.frameMillis) {
+            } else if let since = partialSince, channel.isWritable, now - since > .milliseconds(limits.frameMillis) {
                 why = "a frame begun \(limits.frameMillis / 1000) s ago is still not complete"
             }
-            guard let why, !closing else { return }
+            guard let why else { return }
             closing = true
             task.cancel()
             logger.warning("closing \(from): \(why)")
@@ -103,9 +115,11 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
                 refuse(context: context, Self.unauthenticated(frame, "a request in the middle of authentication"))
                 return
             }
-            guard connections.startRequest(id) else {
+            guard context.channel.isWritable, connections.startRequest(id) else {
                 let why =
-                    "\(connections.limits.maxOutstanding) requests on this connection are waiting for their answers (--max-requests-per-connection); wait for some"
+                    context.channel.isWritable
+                    ? "\(connections.limits.maxOutstanding) requests on this connection are waiting for their answers (--max-requests-per-connection); wait for some"
+                    : "answers to this connection are waiting to be read; read them first"
                 var buffer = context.channel.allocator.buffer(capacity: 128)
                 buffer.writeFrame(
                     Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: ErrorBody(code: .busy, message: why).encode()))
@@ -117,12 +131,16 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         // Peer frames: only a connection that proved it holds the cluster secret reaches Raft.
         let from = context.remoteAddress?.description ?? "?"
-        if frame.opcode == Opcode.peerHello.rawValue { connections.becomePeer(id) }
         switch gate.accept(frame) {
         case .deliver(let message):
+            if server.peerSecrets == nil { connections.becomePeer(id) }  // --insecure-peers
             server.enqueue(.peer(message))
         case .reply(let answer):
-            if frame.opcode == Opcode.peerProof.rawValue { logger.info("peer \(gate.authenticatedPeer?.description ?? "?") authenticated from \(from)") }
+            if frame.opcode == Opcode.peerProof.rawValue {
+                logger.info("peer \(gate.authenticatedPeer?.description ?? "?") authenticated from \(from)")
+                // Counted as a peer only now: a hello alone proves nothing.
+                if gate.authenticatedPeer != nil { connections.becomePeer(id) }
+            }
             if frame.opcode == Opcode.peerHello.rawValue {
                 // A handshake that does not finish in time ends the connection.
                 let channel = context.channel

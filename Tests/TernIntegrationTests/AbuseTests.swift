@@ -102,8 +102,12 @@ struct AbuseTests {
         let codec = FrameCodec()
         var rng = SystemRandomNumberGenerator()
         // Slow senders: half a header, then nothing; closed within the first-frame deadline.
+        // To the followers: the leader gets the connection flood below, whose evictions would
+        // close them first.
+        let firstLeader = try await leader(of: client)
+        let followers = zip(cluster.ids, cluster.endpoints).filter { $0.0 != firstLeader }.map(\.1)
         let slow = (0..<20).compactMap { k -> RawConnection? in
-            let c = RawConnection(cluster.endpoints[k % 3])
+            let c = RawConnection(followers[k % followers.count])
             c?.send(Array(codec.encode(Frame(opcode: 1, requestID: 1, body: [])).prefix(10)))
             return c
         }
@@ -179,6 +183,15 @@ struct AbuseTests {
         let evicted = idle.prefix(40).filter { $0.read(seconds: 0.2).closed }.count
         #expect(evicted >= 30, "the oldest idle connections were closed: \(evicted) of the first 40")
         clients.removeAll()
+        // The leader has seen those clients go once a new client is served again.
+        var served = false
+        for k in 0..<100 where !served {
+            guard let c = RawConnection(leaderEndpoint) else { continue }
+            c.send(codec.encode(Frame(opcode: Opcode.queryRoute.rawValue, requestID: UInt64(k), body: NameRequest(name: "").encoded())))
+            served = RawConnection.frames(in: c.read(seconds: 2, until: 1).bytes).first.map { !$0.flags.contains(.error) } ?? false
+            if !served { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(served, "a client is served again once the flood's clients are gone")
 
         // Request flood: long polls pipelined on one connection, more than it may hold.
         if let c = RawConnection(leaderEndpoint) {
