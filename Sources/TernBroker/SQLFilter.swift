@@ -243,6 +243,23 @@ struct Parser {
     let tokens: [Token]
     let length: Int
     var k = 0
+    /// Parentheses and NOTs open around the current token, and AND, OR and NOT seen: the parser,
+    /// the evaluator and the tree's own destruction recurse that deep, so both are bounded (a
+    /// 4 KiB filter of parentheses overflowed a debug build's stack; fuzz corpus `sql`).
+    var nesting = 0
+    var operators = 0
+    static let maxNesting = 32
+    static let maxOperators = 256
+
+    mutating func enter() throws(SQLSyntaxError) {
+        nesting += 1
+        guard nesting <= Parser.maxNesting else { throw error("the expression nests parentheses and NOT deeper than \(Parser.maxNesting)") }
+    }
+
+    mutating func countOperator() throws(SQLSyntaxError) {
+        operators += 1
+        guard operators <= Parser.maxOperators else { throw error("the expression has more than \(Parser.maxOperators) AND, OR and NOT") }
+    }
 
     init(tokens: [Token], length: Int) {
         self.tokens = tokens
@@ -283,6 +300,7 @@ struct Parser {
     mutating func parseOr() throws(SQLSyntaxError) -> SQLFilter.Node {
         var left = try parseAnd()
         while isKeyword("OR") {
+            try countOperator()
             k += 1
             left = .or(left, try parseAnd())
         }
@@ -292,6 +310,7 @@ struct Parser {
     mutating func parseAnd() throws(SQLSyntaxError) -> SQLFilter.Node {
         var left = try parseNot()
         while isKeyword("AND") {
+            try countOperator()
             k += 1
             left = .and(left, try parseNot())
         }
@@ -300,7 +319,10 @@ struct Parser {
 
     mutating func parseNot() throws(SQLSyntaxError) -> SQLFilter.Node {
         if isKeyword("NOT") {
+            try countOperator()
+            try enter()
             k += 1
+            defer { nesting -= 1 }
             return .not(try parseNot())
         }
         return try parsePredicate()
@@ -308,7 +330,9 @@ struct Parser {
 
     mutating func parsePredicate() throws(SQLSyntaxError) -> SQLFilter.Node {
         if isSymbol("(") {
+            try enter()
             k += 1
+            defer { nesting -= 1 }
             let inner = try parseOr()
             try expect(symbol: ")")
             return inner

@@ -10,6 +10,20 @@ struct SQLFilterTests {
         try SQLFilter(e).matches(properties: props, tag: tag)
     }
 
+    @Test("nesting and operators are bounded: deep parentheses, NOT chains and long AND chains are refused, not a stack overflow (fuzz corpus sql)")
+    func bounded() throws {
+        let deep = String(repeating: "(", count: 5_000) + "a = 1" + String(repeating: ")", count: 5_000)
+        #expect { try SQLFilter(deep) } throws: { "\($0)".contains("deeper than 32") }
+        #expect { try SQLFilter(String(repeating: "NOT ", count: 5_000) + "a = 1") } throws: { "\($0)".contains("deeper than 32") }
+        let chain = (0..<300).map { "a = \($0)" }.joined(separator: " AND ")
+        #expect { try SQLFilter(chain) } throws: { "\($0)".contains("more than 256 AND, OR and NOT") }
+        // Just inside the bounds: parses and evaluates.
+        let nested = String(repeating: "(", count: 31) + "a = 1" + String(repeating: ")", count: 31)
+        #expect(try SQLFilter("NOT " + nested).matches(properties: ["a": "2"], tag: ""))
+        let wide = (0..<256).map { "a = \($0)" }.joined(separator: " OR ")
+        #expect(try SQLFilter(wide).matches(properties: ["a": "255"], tag: ""))
+    }
+
     @Test("comparisons, numeric and string")
     func comparisons() throws {
         #expect(try match("a > 3"))
