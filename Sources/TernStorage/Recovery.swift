@@ -57,8 +57,8 @@ extension Commitlog {
         for name in names where name.hasPrefix("recycle-") {
             let path = directory + "/" + name
             let file = try device.openFile(path, create: false)
+            defer { device.closeFile(file) }
             let size = try device.fileSize(file)
-            device.closeFile(file)
             if size == options.segmentSizeBytes && recyclePool.count < options.recycledSegmentsMax {
                 recyclePool.append(path)
             } else {
@@ -84,7 +84,13 @@ extension Commitlog {
             }
             let path = directory + "/" + Commitlog.segmentName(base)
             let file = try device.openFile(path, create: false)
-            let indexFile = try device.openFile(path + ".index", create: true)
+            let indexFile: DeviceFile
+            do {
+                indexFile = try device.openFile(path + ".index", create: true)
+            } catch {
+                device.closeFile(file)
+                throw error
+            }
             let s = Segment(base: base, path: path, file: file, indexFile: indexFile, firstIndex: (segments.last?.lastIndex ?? 0) + 1)
             segments.append(s)
             if try device.fileSize(file) > segmentSize {
