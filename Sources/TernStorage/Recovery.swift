@@ -138,7 +138,15 @@ extension Commitlog {
         }
         if let last = segments.last {
             lastIndex = last.lastIndex
-            try device.preallocate(last.file, bytes: segmentSize)
+            do {
+                try device.preallocate(last.file, bytes: segmentSize)
+            } catch let e where e.code == .noSpace {
+                // A log that filled its disk must still open (to serve reads, and to let
+                // retention free space): its last segment then grows as it is written, as one
+                // written before its zero-filling finished does. Seen when such a segment was
+                // the last one at a disk-full stop (RecoveryTests.diskFull, under load).
+                recoveryReport.append("the last segment \(last.path) could not be preallocated (\(e)); it grows as it is written")
+            }
         }
         durableIndex = lastIndex
         writeCheckpointIfPossible()

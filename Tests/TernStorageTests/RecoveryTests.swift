@@ -375,3 +375,40 @@ struct DescriptorTests {
         #expect(DescriptorTests.openDescriptors() <= afterFirst, "after 20 more refused opens")
     }
 }
+
+@Suite("Commitlog: opening on a full disk")
+struct FullDiskOpenTests {
+    @Test("a log whose last segment cannot be preallocated (the disk is full) still opens, reads back, and takes appends as a growing file")
+    func opensWhenFull() throws {
+        let dir = temporaryDirectory("fullopen")
+        defer { removeTree(dir) }
+        let control = dir + ".fault"
+        defer { unlink(control) }
+        var random = TestRandom(seed: 21)
+        // Segments written as growing files (preparation reported unfinished), as on a loaded
+        // machine; then the disk is full at the next open.
+        try "unprepared\n".write(toFile: control, atomically: true, encoding: .utf8)
+        let device = FaultHookDevice(PosixDevice(), controlPath: control)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        let entries = makeEntries(1...40, term: 1, random: &random)
+        try log.append(entries)
+        try log.flush()
+        try log.close()
+        device.waitForBackgroundWork()
+        try "full\n".write(toFile: control, atomically: true, encoding: .utf8)
+        let full = FaultHookDevice(PosixDevice(), controlPath: control)
+        let reopened = try Commitlog(directory: dir, device: full, options: tinyOptions)
+        #expect(try reopened.read(from: 1, maxBytes: .max) == entries)
+        #expect(reopened.recoveryReport.contains { $0.contains("could not be preallocated") }, "\(reopened.recoveryReport)")
+        try "\n".write(toFile: control, atomically: true, encoding: .utf8)
+        try? reopened.close()
+        full.waitForBackgroundWork()
+        // Space again: the log opens and appends after what it had.
+        let again = try Commitlog(directory: dir, device: PosixDevice(), options: tinyOptions)
+        let more = makeEntries(41...60, term: 1, random: &random)
+        try again.append(more)
+        try again.flush()
+        #expect(try again.read(from: 1, maxBytes: .max) == entries + more)
+        try again.close()
+    }
+}
