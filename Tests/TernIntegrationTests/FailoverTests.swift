@@ -219,34 +219,10 @@ final class Acked: @unchecked Sendable {
 /// Connects a blocking socket to `endpoint`, writes `bytes`, and reads until the peer closes
 /// (or 5 s pass).
 func exchange(_ endpoint: String, _ bytes: [UInt8], stopAfterFrames: Int = Int.max) -> (reply: [UInt8], closed: Bool) {
-    let parts = endpoint.split(separator: ":")
-    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(fd) }
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr(String(parts[0]))
-    addr.sin_port = UInt16(parts[1])!.bigEndian
-    let ok = withUnsafePointer(to: &addr) {
-        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-    }
-    guard ok == 0 else { return ([], false) }
-    var tv = timeval(tv_sec: 5, tv_usec: 0)
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-    _ = bytes.withUnsafeBytes { write(fd, $0.baseAddress, $0.count) }
-    var out: [UInt8] = []
-    var buffer = [UInt8](repeating: 0, count: 4096)
-    while true {
-        let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
-        // A reset (the server closed with bytes of ours unread) is a close too.
-        if n > 0 { out += buffer[0..<n] } else { return (out, n == 0 || errno == ECONNRESET) }
-        var frames = 0
-        var rest = out[...]
-        while case .success(.frame(_, let used)) = FrameCodec().decode(Array(rest)) {
-            frames += 1
-            rest = rest.dropFirst(used)
-        }
-        if frames >= stopAfterFrames { return (out, false) }
-    }
+    guard let c = RawConnection(endpoint) else { return ([], false) }
+    c.send(bytes)
+    let (reply, closed) = c.read(seconds: 5, until: stopAfterFrames)
+    return (reply, closed)
 }
 
 @Suite("Integration: a server facing bad input", .serialized)
