@@ -19,6 +19,8 @@ struct Checker {
     var reads = 0
     var livenessStart: UInt64 = 0
     var livenessAckIndex: UInt64?
+    /// The latest configuration entry applied by any node (so committed), and its index.
+    var committedMembership: (index: UInt64, membership: Membership)?
 
     mutating func leaderElected(_ id: NodeID, term: UInt64) {
         if let other = leaderOfTerm[term], other != id {
@@ -54,6 +56,9 @@ struct Checker {
         } else {
             committed[e.index] = (e.term, digest, chain)
             maxCommitted = max(maxCommitted, e.index)
+            if e.type == RaftEntryType.membership, e.index > (committedMembership?.index ?? 0), let m = Membership.decode(e.body) {
+                committedMembership = (e.index, m)
+            }
         }
     }
 

@@ -108,6 +108,14 @@ final class SimNode {
     var committedInTerm: UInt64 = 0
     var appliedIndex: UInt64 = 0
     var chain: UInt64 = 0xCBF2_9CE4_8422_2325
+    /// Started empty to be added (not a founding member).
+    var joiner = false
+    /// Removed from the group and stopped for good.
+    var retired = false
+    /// The incarnation its replica runs as (nil before the first start).
+    var raftIncarnation: UInt64?
+    /// The configuration entry in effect at its last output (for crashes right after one).
+    var lastMembershipIndex: UInt64 = 0
     init(index: Int) {
         self.index = index
         self.id = NodeID("n\(index + 1)")
@@ -143,6 +151,8 @@ public final class World {
     var order = OrderChecker()
     var transactions = TransactionChecker()
     var receives = ReceiveChecker()
+    /// Membership changes (Membership.swift).
+    var op: SimOperator!
     /// The idle phase: clients are silent (see `idlePhase`).
     var idle = false
 
@@ -162,6 +172,8 @@ public final class World {
         clients.append(SimProducer(index: clients.count, producerID: 4000, topic: ReceiveChecker.topic))
         clients.append(SimReceiveConsumer(index: clients.count))
         clients.append(SimReceiveConsumer(index: clients.count))
+        op = SimOperator(index: clients.count)
+        clients.append(op)
     }
 
     // MARK: Randomness
@@ -272,9 +284,9 @@ public final class World {
             )
         }
         if checker.violations.isEmpty && !live {
-            let applied = nodes.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
+            let applied = liveMembers.map { "\($0.id) applied \($0.appliedIndex)" }.joined(separator: ", ")
             checker.violations.append(
-                "liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged or not every node applied every acknowledged one (acknowledged through \(checker.maxAckedIndex); \(applied))"
+                "liveness: within \(options.livenessBoundSeconds)s after the faults stopped, no proposal was acknowledged, not every member applied every acknowledged one, or the operator's change did not complete (acknowledged through \(checker.maxAckedIndex); \(applied); operator plan \(op.plan))"
             )
         }
         if checker.violations.isEmpty && live { idlePhase() }
@@ -297,7 +309,7 @@ public final class World {
     /// A proposal acknowledged after the faults stopped, and every acknowledged one applied everywhere.
     /// Transactions decided and the receive group drained (after the faults).
     func settled() -> Bool {
-        nodes.allSatisfy { $0.node.map { $0.broker.halfMessages.isEmpty } ?? false }
+        liveMembers.allSatisfy { $0.node.map { $0.broker.halfMessages.isEmpty } ?? false }
             && receives.expected.allSatisfy { body in
                 if receives.acked[body] != nil { return true }
                 // An acknowledgement in flight when its consumer crashed: consumed if the leader says so.
@@ -308,6 +320,6 @@ public final class World {
     }
 
     func livenessMet() -> Bool {
-        checker.livenessAckIndex != nil && nodes.allSatisfy { $0.replica != nil && $0.appliedIndex >= checker.maxAckedIndex }
+        checker.livenessAckIndex != nil && op.plan.isEmpty && liveMembers.allSatisfy { $0.replica != nil && $0.appliedIndex >= checker.maxAckedIndex }
     }
 }

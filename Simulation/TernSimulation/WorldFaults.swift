@@ -176,7 +176,7 @@ extension World {
             schedule(.restart(k), after: 100 + below(2_000))  // back before the messages in flight land
         case .restart(let k):
             let node = nodes[k]
-            guard node.replica == nil else { return }
+            guard node.replica == nil, !node.retired else { return }
             mixDigest(5, now, UInt64(k))
             trace("restart \(node.id)")
             start(node)
@@ -268,7 +268,7 @@ extension World {
                 node.pausedUntil = 0
                 node.device.full = false
                 node.device.readFlipProbability = 0
-                if node.replica == nil { schedule(.restart(node.index), after: 1) }
+                if node.replica == nil && !node.retired { schedule(.restart(node.index), after: 1) }
             }
             checker.livenessStart = now
             receives.expected = Set(messages.acked.filter { $0.value.topic == ReceiveChecker.topic }.keys)
@@ -276,7 +276,8 @@ extension World {
                 "faults end; liveness phase; "
                     + nodes.map { n in
                         guard let r = n.replica?.raft else { return "\(n.id) down" }
-                        return "\(n.id) \(r.role) t\(r.term) last \(n.replica!.log.lastIndex) commit \(r.commitIndex)\(r.rejoining ? " rejoining" : "")"
+                        return
+                            "\(n.id) \(r.role) t\(r.term) last \(n.replica!.log.lastIndex) commit \(r.commitIndex)\(r.rejoining ? " rejoining" : "")\(n.retired ? " retired" : "") membership \(r.membership) at \(r.membershipIndex)"
                     }.joined(separator: ", "))
         }
     }

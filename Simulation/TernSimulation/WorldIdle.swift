@@ -32,7 +32,7 @@ extension World {
             checker.violations.append("idle phase: no leader after the liveness phase")
             return
         }
-        let followers = nodes.filter { $0 !== leader && $0.node != nil }
+        let followers = liveMembers.filter { $0 !== leader && $0.node != nil }
         guard !followers.isEmpty else { return }
         let victim = followers[Int(below(UInt64(followers.count)))]
         trace("idle phase: clients silent; crash and restart \(victim.id)")
@@ -43,7 +43,7 @@ extension World {
         let deadline = start + restartAfter + World.idleCatchUpMicros
         func caughtUp() -> Bool {
             guard let target = nodes.compactMap({ $0.node }).first(where: { $0.isLeader })?.replica.raft.commitIndex else { return false }
-            return nodes.allSatisfy { ($0.replica?.raft.commitIndex ?? 0) >= target && $0.appliedIndex >= target }
+            return liveMembers.allSatisfy { ($0.replica?.raft.commitIndex ?? 0) >= target && $0.appliedIndex >= target }
         }
         while checker.violations.isEmpty, let (time, event) = popEvent() {
             if time > deadline { break }

@@ -9,7 +9,8 @@ import TernStorage
 
 extension World {
     func config(for node: SimNode) -> RaftConfig {
-        var c = RaftConfig(id: node.id, members: nodes.map(\.id))
+        // Founding members know each other (`--peers`); a node added later knows nobody (`--join`).
+        var c = RaftConfig(id: node.id, members: node.joiner ? [] : nodes.prefix(options.nodes).map(\.id))
         c.plantedBugs = options.plantedBugs
         c.maxAppendBytes = mix.maxAppendBytes
         c.electionJitterTicks = mix.electionJitterTicks
@@ -71,6 +72,8 @@ extension World {
                 lostDisk: node.lostDisk)
             let wiped = node.lostDisk
             node.lostDisk = false
+            node.raftIncarnation = node.replica!.raft.incarnation
+            node.lastMembershipIndex = node.replica!.raft.membershipIndex
             // Crashes alone never cost a node its own state: without a bit flip or a full disk
             // (in the incarnation that ended, or during this start) or a wiped disk, every
             // snapshot it kept is usable and its log is kept. (A flip read during an install
@@ -182,6 +185,7 @@ extension World {
             count("log compacted")
             trace("\(node.id) compacted its log: it starts at \(first)")
         }
+        checkMembership(node, out)
         for r in out.replies { sendToClient(r) }
     }
 

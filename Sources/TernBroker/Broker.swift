@@ -141,6 +141,8 @@ public final class Broker {
     var receiveGroups: [String: [QueueRef: ReceiveQueue]] = [:]
     /// Accounts for access control, by access key (docs/security.md).
     public internal(set) var accounts: [String: Account] = [:]
+    /// The last Raft configuration entry applied (its index and body), carried in snapshots.
+    public internal(set) var membership: (index: UInt64, body: [UInt8])?
     public internal(set) var appliedIndex: UInt64 = 0
     /// Entries before this index are gone by retention (Retention.swift).
     public internal(set) var trimIndex: UInt64 = 0

@@ -51,6 +51,9 @@ extension Broker {
                     }
                 }
                 return .done
+            case BrokerEntryType.raftMembership:
+                membership = (index, body)
+                return .done
             case let t where t < BrokerEntryType.firstBrokerType:
                 return .none  // Raft's own entries (the no-op of each term)
             default:

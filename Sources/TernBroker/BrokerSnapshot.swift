@@ -17,13 +17,14 @@
 // attempt u32))); delay schedule: loaded flag u8, loaded through u64, buckets: count, (minute u64,
 // head u64, first u64, first entry u64, earliest due u64, count u32), recalled: count, (id);
 // accounts (version 4; version 3 has none and is still read): count, (`Account` with its secret)
-// in access key order. The
+// in access key order; the last Raft configuration applied (version 5): present u8, index u64,
+// body blob. The
 // key index and the delay schedule's rows are in the queues (KeyIndex.swift, DelaySchedule.swift).
 import TernProtocol
 import TernStorage
 
 extension Broker {
-    static let snapshotVersion: UInt8 = 4
+    static let snapshotVersion: UInt8 = 5
 
     /// The state at `appliedIndex`, encoded.
     public func snapshot() -> [UInt8] {
@@ -144,6 +145,9 @@ extension Broker {
         for id in delayRecalled.sorted() { w.messageID(id) }
         w.u32(UInt32(accounts.count))
         for key in accounts.keys.sorted() { accounts[key]!.encode(into: &w) }
+        w.u8(membership == nil ? 0 : 1)
+        w.u64(membership?.index ?? 0)
+        w.blob(membership?.body ?? [])
         return w.bytes
     }
 
@@ -164,7 +168,7 @@ extension Broker {
 
     private static func readQueues(_ r: inout WireReader) throws(WireError) -> [(QueueRef, QueueFileBounds)] {
         let version = try r.u8("snapshot version")
-        guard version == 3 || version == snapshotVersion else { throw WireError("snapshot version \(version) is not 3 or \(snapshotVersion)") }
+        guard (3...snapshotVersion).contains(version) else { throw WireError("snapshot version \(version) is not 3 to \(snapshotVersion)") }
         _ = try r.u64("applied index")
         _ = try r.u64("last store timestamp")
         _ = try r.u64("trim index")
@@ -290,6 +294,12 @@ extension Broker {
                 let a = try Account(from: &r)
                 accounts[a.accessKey] = a
             }
+        }
+        if version >= 5 {
+            let present = try r.u8("membership present")
+            let index = try r.u64("membership index")
+            let body = try r.blob("membership")
+            if present == 1 { membership = (index, body) }
         }
         try r.finish("broker snapshot")
     }

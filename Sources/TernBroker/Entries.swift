@@ -7,6 +7,9 @@ public enum BrokerEntryType {
     /// Topic create / delete: `AdminCommand`.
     /// Types below this are Raft's own (docs/raft.md); the broker applies none of them.
     public static let firstBrokerType: UInt8 = 16
+    /// Raft's configuration entry (RaftEntryType.membership): the broker keeps the last one
+    /// applied, for snapshots (the node decodes it).
+    public static let raftMembership: UInt8 = 2
     public static let admin: UInt8 = 16
     /// Messages for one queue: store timestamp u64, then a send request body as the client sent it.
     public static let messages: UInt8 = 17

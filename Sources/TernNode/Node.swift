@@ -30,6 +30,8 @@ public struct NodeConfig: Sendable {
     /// Longest a pull is held (milliseconds).
     public var maxPullWaitMillis: UInt32 = 30_000
     public var sessionTimeoutMillis: UInt64 = 10_000
+    /// Milliseconds per Raft tick (for reporting how long ago a member was heard from).
+    public var tickMillis: UInt64 = 50
     /// Queue locks for orderly consumption last this long unless renewed; a new leader grants
     /// none until this long after it took over (its predecessor's may still be held).
     public var lockLeaseMillis: UInt64 = 3_000
@@ -191,7 +193,11 @@ public final class Node {
         self.config = config
         self.device = device
         self.directory = directory
-        replica = try Replica(config: config.raft, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
+        var raftConfig = config.raft
+        if raftConfig.founding.members.allSatisfy({ $0.endpoint.isEmpty }) {
+            raftConfig.founding = Membership(voters: raftConfig.members, endpoints: config.endpoints)
+        }
+        replica = try Replica(config: raftConfig, device: device, directory: directory, logOptions: logOptions, seed: seed, lostDisk: lostDisk)
         groups = ConsumerGroups(sessionTimeoutMillis: config.sessionTimeoutMillis)
         var brokerConfig = config.broker
         let bugs: [(PlantedBugs, BrokerPlantedBugs)] = [
@@ -313,7 +319,7 @@ public final class Node {
     static let leaderOnly: Set<Opcode> = [
         .send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
         .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
-        .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible, .aclChange,
+        .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible, .aclChange, .memberChange,
     ]
 }
 

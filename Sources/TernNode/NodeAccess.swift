@@ -119,7 +119,7 @@ extension Node {
         case .queryMessage:
             let q = try QueryMessageRequest.decode(body)
             return q.id == nil ? topic(q.topic, .subscribe, "look up messages of") : refuse("look messages up by id (admin right)")
-        case .createTopic, .deleteTopic, .updateTopic, .transferLeader, .resetOffset, .recall, .takeSnapshot, .aclChange, .aclList:
+        case .createTopic, .deleteTopic, .updateTopic, .transferLeader, .resetOffset, .recall, .takeSnapshot, .aclChange, .aclList, .memberChange, .memberList:
             return refuse("\(op) (admin right)")
         case .raft, .peerHello, .peerProof:
             return refuse("send peer frames")

@@ -148,7 +148,7 @@ extension Node {
                 out.messages.append(
                     Message(
                         from: id, to: peer, term: replica.raft.term,
-                        kind: .snapshotChunk(index: t.index, offset: t.sent, total: t.total, data: data)))
+                        kind: .snapshotChunk(index: t.index, offset: t.sent, total: t.total, data: data), incarnation: replica.raft.incarnation))
                 t.sent += UInt64(data.count)
             }
             installsOut[peer] = t
@@ -336,7 +336,8 @@ extension Node {
             "installed snapshot \(index) from \(i.leader)\(takeState ? "" : " (its log base only: the state here was already at \(broker.appliedIndex))"); the log continues after \(base)"
         )
         lastInstall = (i.leader, i.index, i.total, LogBase(index: base, term: baseTerm))
-        try absorb(replica.installedSnapshot(base: LogBase(index: base, term: baseTerm)), into: &out)
+        // The configuration the state holds (or, when the state here was ahead, the one it applied).
+        try absorb(replica.installedSnapshot(base: LogBase(index: base, term: baseTerm), membership: appliedMembership), into: &out)
         return nil
     }
 }

@@ -60,7 +60,7 @@ extension Node {
         switch op {
         case .queryRoute:
             let topic = try NameRequest.decode(body).name
-            let nodes = config.raft.members.map { (id: $0.name, endpoint: config.endpoints[$0] ?? "") }
+            let nodes = replica.raft.membership.voters.map { (id: $0.name, endpoint: endpoint(of: $0) ?? "") }
             reply(RouteResponse(leader: replica.raft.leader?.name ?? "", term: replica.raft.term, nodes: nodes, topicQueues: broker.topics[topic] ?? 0))
         case .send:
             var r = WireReader(body)
@@ -136,6 +136,11 @@ extension Node {
                 return a
             }
             reply(AccountList(accounts: list))
+        case .memberList:
+            _ = try Empty.decode(body)
+            reply(memberList())
+        case .memberChange:
+            if let e = try changeMembership(try MemberChangeRequest.decode(body), client: client, out: &out) { return fail(e) }
         case .authHello, .authProof:
             return fail(ErrorBody(code: ErrorCode.badRequest, message: "\(op) is answered by the connection, not the node"))
         case .createTopic:
@@ -258,10 +263,10 @@ extension Node {
             reply(SnapshotTaken(index: broker.appliedIndex, written: lastSnapshotIndex == broker.appliedIndex))
         case .transferLeader:
             let target = NodeID(try NameRequest.decode(body).name)
-            guard config.raft.members.contains(target) else {
+            let voters = replica.raft.membership.voters
+            guard voters.contains(target) else {
                 return fail(
-                    ErrorBody(
-                        code: ErrorCode.badRequest, message: "\(target) is not a member (members: \(config.raft.members.map(\.name).joined(separator: ", ")))"))
+                    ErrorBody(code: ErrorCode.badRequest, message: "\(target) is not a voter (voters: \(voters.map(\.name).joined(separator: ", ")))"))
             }
             try absorb(replica.transferLeadership(to: target), into: &out)
             reply(Empty())
@@ -333,7 +338,7 @@ extension Node {
     func notLeader() -> ErrorBody? {
         guard !isLeader else { return nil }
         let leader = replica.raft.leader
-        let detail = NotLeaderDetail(leader: leader?.name ?? "", endpoint: leader.flatMap { config.endpoints[$0] } ?? "", term: replica.raft.term)
+        let detail = NotLeaderDetail(leader: leader?.name ?? "", endpoint: leader.flatMap { endpoint(of: $0) } ?? "", term: replica.raft.term)
         let text = leader.map { "not the leader; \($0) leads term \(replica.raft.term)" } ?? "not the leader; no leader is known in term \(replica.raft.term)"
         return ErrorBody(code: ErrorCode.notLeader, message: text, detail: detail.encoded())
     }

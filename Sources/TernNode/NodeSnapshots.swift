@@ -81,6 +81,7 @@ extension Node {
                     : "loaded snapshot \(index) (term \(file.term), \(file.body.count) bytes); the log (\(log.firstIndex)...\(log.lastIndex)) does not reach it yet: reads wait until the leader's entries do"
             )
             startReport = report
+            try restoreMembership()
             return
         }
         try queueFiles.wipe()
@@ -97,6 +98,7 @@ extension Node {
                 "no snapshot: the broker is rebuilt from the whole log (\(log.lastIndex >= log.firstIndex ? log.lastIndex - log.firstIndex + 1 : 0) entries)")
         }
         startReport = report
+        try restoreMembership()
     }
 
     /// After applying `entry`: a snapshot when its index is due.

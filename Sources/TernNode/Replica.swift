@@ -111,6 +111,13 @@ public final class Replica {
             hardState.rejoining = true
             try stateFile.write(hardState, base: base)
         }
+        if hardState.incarnation == 0 {
+            // A new replica (or a state file from before incarnations): it draws its incarnation,
+            // kept for good (docs/raft.md, "Membership").
+            var rng = SplitMix64(seed: seed ^ 0x1CA7_7A71_0BAD_5EED)
+            repeat { hardState.incarnation = rng.next() } while hardState.incarnation == 0
+            try stateFile.write(hardState, base: base)
+        }
         if base.index > 0 {
             // The log must start right after the base or hold the base entry itself. Otherwise a
             // reset to the base (a snapshot install) was interrupted before the log's files
@@ -165,6 +172,11 @@ public final class Replica {
         return (result, try process(effects))
     }
 
+    public func proposeMembership(_ change: MembershipChange) throws(StorageError) -> (Result<UInt64, MembershipRefusal>, ReplicaOutput) {
+        let (result, effects) = try storage { () throws(LogFailure) in try raft.proposeMembership(change) }
+        return (result, try process(effects))
+    }
+
     public func transferLeadership(to target: NodeID) throws(StorageError) -> ReplicaOutput {
         try process(storage { () throws(LogFailure) in try raft.transferLeadership(to: target) })
     }
@@ -181,8 +193,8 @@ public final class Replica {
     }
 
     /// Follower: a snapshot was installed; the log was reset to continue after `base`.
-    public func installedSnapshot(base: LogBase) throws(StorageError) -> ReplicaOutput {
-        try process(raft.installedSnapshot(base: base.index))
+    public func installedSnapshot(base: LogBase, membership: (index: UInt64, membership: Membership)? = nil) throws(StorageError) -> ReplicaOutput {
+        try process(raft.installedSnapshot(base: base.index, membership: membership))
     }
 
     /// Nothing usable was found at start (no snapshot that fits a log compacted past its
@@ -227,11 +239,12 @@ public final class Replica {
     }
 }
 
-/// Term, vote and the log's base, written atomically: to a temporary file, synced, renamed over
-/// the old one, directory synced. Layout (version 2): magic "TRST" u32, version u8, vote length
-/// u8 (0 = no vote), rejoining u8 (1 while rejoining after a lost disk), a zero byte, term u64,
-/// base index u64, base term u64, vote name (UTF-8, at most 255 bytes), CRC32C of everything
-/// before it u32. Version 1 (no base fields) is still read.
+/// Term, vote, incarnation and the log's base, written atomically: to a temporary file, synced,
+/// renamed over the old one, directory synced. Layout (version 3): magic "TRST" u32, version u8,
+/// vote length u8 (0 = no vote), rejoining u8 (1 while rejoining after a lost disk), a zero
+/// byte, term u64, base index u64, base term u64, incarnation u64, vote name (UTF-8, at most 255
+/// bytes), CRC32C of everything before it u32. Versions 1 (no base fields) and 2 (no
+/// incarnation) are still read.
 public struct RaftStateFile {
     let device: any StorageDevice
     let path: String
@@ -249,34 +262,36 @@ public struct RaftStateFile {
         let b = try device.read(file, at: 0, count: try device.fileSize(file))
         func u32(_ at: Int) -> UInt32 { (0..<4).reduce(0) { $0 | UInt32(b[at + $1]) << (8 * $1) } }
         func u64(_ at: Int) -> UInt64 { (0..<8).reduce(0) { $0 | UInt64(b[at + $1]) << (8 * $1) } }
-        guard b.count >= 20, u32(0) == RaftStateFile.magic, b[4] == 1 || b[4] == 2, b[6] <= 1 else {
+        guard b.count >= 20, u32(0) == RaftStateFile.magic, (1...3).contains(b[4]), b[6] <= 1 else {
             throw StorageError(.corruption, "\(path) is not a Raft state file (\(b.count) bytes)")
         }
-        let header = b[4] == 1 ? 16 : 32
+        let header = [1: 16, 2: 32, 3: 40][Int(b[4])]!
         let voteLength = Int(b[5])
         guard b.count == header + voteLength + 4 else { throw StorageError(.corruption, "\(path) is \(b.count) bytes, not a Raft state file") }
         let crc = b.withUnsafeBytes { crc32c(UnsafeRawBufferPointer(rebasing: $0[0..<(header + voteLength)])) }
         guard u32(header + voteLength) == crc else { throw StorageError(.corruption, "\(path) fails its checksum") }
         let vote = voteLength == 0 ? nil : NodeID(String(decoding: b[header..<(header + voteLength)], as: UTF8.self))
-        let base = header == 32 ? LogBase(index: u64(16), term: u64(24)) : LogBase()
-        return (HardState(term: u64(8), vote: vote, rejoining: b[6] == 1), base)
+        let base = header >= 32 ? LogBase(index: u64(16), term: u64(24)) : LogBase()
+        let incarnation = header >= 40 ? u64(32) : 0
+        return (HardState(term: u64(8), vote: vote, rejoining: b[6] == 1, incarnation: incarnation), base)
     }
 
     public func write(_ state: HardState, base: LogBase) throws(StorageError) {
         let name = Array((state.vote?.name ?? "").utf8)
         precondition(name.count <= 255, "node id longer than 255 bytes")
-        var bytes = [UInt8](repeating: 0, count: 32 + name.count + 4)
+        var bytes = [UInt8](repeating: 0, count: 40 + name.count + 4)
         bytes.withUnsafeMutableBytes { b in
             b.storeBytes(of: RaftStateFile.magic.littleEndian, toByteOffset: 0, as: UInt32.self)
-            b[4] = 2
+            b[4] = 3
             b[5] = UInt8(name.count)
             b[6] = state.rejoining ? 1 : 0
             b.storeBytes(of: state.term.littleEndian, toByteOffset: 8, as: UInt64.self)
             b.storeBytes(of: base.index.littleEndian, toByteOffset: 16, as: UInt64.self)
             b.storeBytes(of: base.term.littleEndian, toByteOffset: 24, as: UInt64.self)
-            for (k, c) in name.enumerated() { b[32 + k] = c }
-            let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[0..<(32 + name.count)]))
-            b.storeBytes(of: crc.littleEndian, toByteOffset: 32 + name.count, as: UInt32.self)
+            b.storeBytes(of: state.incarnation.littleEndian, toByteOffset: 32, as: UInt64.self)
+            for (k, c) in name.enumerated() { b[40 + k] = c }
+            let crc = crc32c(UnsafeRawBufferPointer(rebasing: b[0..<(40 + name.count)]))
+            b.storeBytes(of: crc.littleEndian, toByteOffset: 40 + name.count, as: UInt32.self)
         }
         let temporary = path + ".tmp"
         let file = try device.openFile(temporary, create: true)

@@ -52,6 +52,12 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     /// list (`AccountList`, secrets left out).
     case aclChange = 29
     case aclList = 30
+    /// Membership (docs/raft.md, "Membership"): the configuration with each member's progress
+    /// as the leader sees it (`MemberList`, any node; only the leader knows progress); a change
+    /// (`MemberChangeRequest`, admin right, the leader), answered with `MemberChangeDone` once
+    /// the configuration entry is applied.
+    case memberList = 31
+    case memberChange = 32
     /// A Raft message between members (one way, no response). With peer authentication on, only
     /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100

@@ -1,5 +1,5 @@
 // Raft messages on the wire between members (opcode `raft`, one way). Layout: from, to (strings),
-// term u64, kind u8, then the kind's fields; entries as index u64, term u64, type u8, body blob;
+// term u64, the sender's incarnation u64, kind u8, then the kind's fields; entries as index u64, term u64, type u8, body blob;
 // a snapshot chunk as index u64, offset u64, total u64, data blob.
 import TernRaft
 
@@ -9,6 +9,7 @@ public enum PeerCodec {
         w.string(m.from.name)
         w.string(m.to.name)
         w.u64(m.term)
+        w.u64(m.incarnation)
         switch m.kind {
         case .preVote(let i, let t):
             w.u8(1); w.u64(i); w.u64(t)
@@ -49,6 +50,7 @@ public enum PeerCodec {
         let from = NodeID(try r.string("from"))
         let to = NodeID(try r.string("to"))
         let term = try r.u64("term")
+        let incarnation = try r.u64("incarnation")
         let kind: Message.Kind
         switch try r.u8("kind") {
         case 1: kind = .preVote(lastIndex: try r.u64(), lastTerm: try r.u64())
@@ -75,6 +77,6 @@ public enum PeerCodec {
         case let k: throw WireError("Raft message kind \(k) is unknown")
         }
         try r.finish("Raft message")
-        return Message(from: from, to: to, term: term, kind: kind)
+        return Message(from: from, to: to, term: term, kind: kind, incarnation: incarnation)
     }
 }

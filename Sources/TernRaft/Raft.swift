@@ -18,8 +18,11 @@
 
 public struct RaftConfig: Sendable {
     public var id: NodeID
-    /// Every voting member, this node included.
+    /// The voters of a new group (`--peers`), and with their endpoints the first configuration
+    /// (`founding`). Once a configuration is in the log or a snapshot, that one counts
+    /// (RaftMembership.swift). Empty for a node that waits to be added.
     public var members: [NodeID]
+    public var founding: Membership
     public var electionTimeoutTicks = 10
     /// The randomized timeout is drawn from [timeout, timeout + jitter). Smaller jitter means
     /// more split votes (the simulator draws it to make elections collide).
@@ -36,10 +39,10 @@ public struct RaftConfig: Sendable {
     /// Deliberate bugs for the simulator. Never set outside tests.
     public var plantedBugs: PlantedBugs = []
 
-    public init(id: NodeID, members: [NodeID]) {
-        precondition(members.contains(id), "a node must be one of the members")
+    public init(id: NodeID, members: [NodeID], endpoints: [NodeID: String] = [:]) {
         self.id = id
         self.members = members.sorted()
+        self.founding = Membership(voters: members, endpoints: endpoints)
     }
 }
 
@@ -62,6 +65,8 @@ struct Progress {
     var inflight: [UInt64] = []
     /// Heard from since the last check-quorum.
     var recentActive = false
+    /// Leader tick of the last message from this follower.
+    var heardTick: UInt64 = 0
     /// Highest leader tick this follower echoed in a heartbeat response.
     var echoedTick: UInt64 = 0
     /// Leader tick of the last acknowledgement that moved `match`.
@@ -77,8 +82,23 @@ public final class Raft {
     public private(set) var config: RaftConfig
     public let id: NodeID
     let log: any RaftLog
-    let peers: [NodeID]
-    let quorum: Int
+    /// Every other member, voters and learners (replicated to).
+    var peers: [NodeID] = []
+    /// The other voters: whose answers count in quorums.
+    var counted: [NodeID] = []
+    /// Votes needed, out of the voters of the active configuration.
+    var quorum = 1
+    /// This node votes in the active configuration (as its incarnation).
+    public internal(set) var isVoter = false
+    public let incarnation: UInt64
+    /// Configurations in the log, oldest first. The first is committed (or the founding one, at
+    /// index 0); the last is in effect: a configuration takes effect when appended.
+    var configs: [(index: UInt64, membership: Membership)]
+    /// Leader: incarnations heard from members the configuration does not know one of yet.
+    var heardIncarnations: [NodeID: UInt64] = [:]
+    /// Leader: its last index at the last two check-quorum points (one election timeout apart):
+    /// a learner caught up holds at least `latest`.
+    var endMarks: (previous: UInt64, latest: UInt64) = (0, 0)
     var bugs: PlantedBugs { config.plantedBugs }
 
     public internal(set) var term: UInt64
@@ -125,8 +145,8 @@ public final class Raft {
         self.config = config
         self.id = config.id
         self.log = log
-        self.peers = config.members.filter { $0 != config.id }
-        self.quorum = config.members.count / 2 + 1
+        self.incarnation = hardState.incarnation
+        self.configs = [(0, config.founding)]
         self.term = hardState.term
         self.vote = hardState.vote
         self.rejoining = hardState.rejoining
@@ -134,10 +154,11 @@ public final class Raft {
         self.appliedIndex = appliedIndex
         self.reportedCommit = self.commitIndex
         self.rng = SplitMix64(seed: seed)
+        membershipChanged()
         resetElectionTimer()
     }
 
-    public var hardState: HardState { HardState(term: term, vote: vote, rejoining: rejoining) }
+    public var hardState: HardState { HardState(term: term, vote: vote, rejoining: rejoining, incarnation: incarnation) }
 
     // MARK: Inputs
 
@@ -154,11 +175,13 @@ public final class Raft {
             electionElapsed += count
             let heartbeatDue = crossed(before, electionElapsed, every: config.heartbeatIntervalTicks)
             if rejoining && rejoinFloor == nil && heartbeatDue {
-                for peer in peers where heardTerms[peer] == nil { send(to: peer, .termQuery) }
+                for peer in counted where heardTerms[peer] == nil { send(to: peer, .termQuery) }
             }
             if electionElapsed >= randomizedElectionTimeout {
-                if rejoining {
-                    resetElectionTimer()  // a node without its old disk does not campaign
+                if rejoining || !isVoter {
+                    // A node without its old disk, a learner, a removed or not yet added node
+                    // does not campaign.
+                    resetElectionTimer()
                 } else {
                     try campaign(transfer: false)
                 }
@@ -232,6 +255,7 @@ public final class Raft {
     // MARK: Messages
 
     private func handle(_ m: Message) throws(LogFailure) {
+        guard admit(m) else { return }
         if rejoining { noteTermHeard(m) }
         // Votes: a member that heard from a leader within the election timeout ignores them
         // (unless the leader itself asked for the election by TimeoutNow), so a partitioned
@@ -311,13 +335,15 @@ public final class Raft {
 
     func appendToLog(_ entries: [Entry]) throws(LogFailure) {
         try log.append(entries)
+        noteConfigurations(in: entries)
     }
 
     func send(to peer: NodeID, term: UInt64? = nil, _ kind: Message.Kind) {
-        out.messages.append(Message(from: id, to: peer, term: term ?? self.term, kind: kind))
+        out.messages.append(Message(from: id, to: peer, term: term ?? self.term, kind: kind, incarnation: incarnation))
     }
 
     func finish() -> Effects {
+        settleMembership()
         var target = commitIndex
         if bugs.contains(.applyUncommitted) { target = max(target, log.lastIndex) }
         if target > reportedCommit {

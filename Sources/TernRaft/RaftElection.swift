@@ -37,9 +37,9 @@ extension Raft {
             leader = nil
             votes = [id: true]
             resetElectionTimer()
-            if votes.count >= quorum { return try becomeCandidate(transfer: false) }
+            if grantedVotes >= quorum { return try becomeCandidate(transfer: false) }
             let (lastIndex, lastTerm) = try lastEntry()
-            for peer in peers { send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm)) }
+            for peer in counted { send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm)) }
         } else {
             try becomeCandidate(transfer: transfer)
         }
@@ -54,16 +54,16 @@ extension Raft {
         leader = nil
         votes = [id: true]
         resetElectionTimer()
-        if votes.count >= quorum { return try becomeLeader() }
+        if grantedVotes >= quorum { return try becomeLeader() }
         let (lastIndex, lastTerm) = try lastEntry()
-        for peer in peers { send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: transfer)) }
+        for peer in counted { send(to: peer, .vote(lastIndex: lastIndex, lastTerm: lastTerm, transfer: transfer)) }
     }
 
     /// A (pre-)candidate asks again the members that have not answered: requests get lost, and
     /// the paper's RPCs are retried. Same term, so a member that already voted answers the same.
     func resendVoteRequests() throws(LogFailure) {
         let (lastIndex, lastTerm) = try lastEntry()
-        for peer in peers where votes[peer] == nil {
+        for peer in counted where votes[peer] == nil {
             if role == .preCandidate {
                 send(to: peer, term: term + 1, .preVote(lastIndex: lastIndex, lastTerm: lastTerm))
             } else {
@@ -81,6 +81,8 @@ extension Raft {
         electionElapsed = 0
         progress = [:]
         for peer in peers { progress[peer] = Progress(next: log.lastIndex + 1) }
+        heardIncarnations = [:]
+        endMarks = (log.lastIndex, log.lastIndex)
         termStartIndex = log.lastIndex + 1
         try appendToLog([Entry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
         try broadcastAppend()
@@ -117,9 +119,9 @@ extension Raft {
     func handlePreVoteResponse(_ m: Message, granted: Bool) throws(LogFailure) {
         guard role == .preCandidate, m.term == term + 1 || !granted else { return }
         votes[m.from] = granted
-        if votes.values.filter({ $0 }).count >= quorum {
+        if grantedVotes >= quorum {
             try becomeCandidate(transfer: false)
-        } else if votes.values.filter({ !$0 }).count >= quorum {
+        } else if refusedVotes >= quorum {
             becomeFollower(term: term, leader: nil)
         }
     }
@@ -127,12 +129,16 @@ extension Raft {
     func handleVoteResponse(_ m: Message, granted: Bool) throws(LogFailure) {
         guard role == .candidate else { return }
         votes[m.from] = granted
-        if votes.values.filter({ $0 }).count >= quorum {
+        if grantedVotes >= quorum {
             try becomeLeader()
-        } else if votes.values.filter({ !$0 }).count >= quorum {
+        } else if refusedVotes >= quorum {
             becomeFollower(term: term, leader: nil)
         }
     }
+
+    /// Votes that count: this node's own (when it votes) and the other voters'.
+    var grantedVotes: Int { (isVoter ? 1 : 0) + counted.filter { votes[$0] == true }.count }
+    var refusedVotes: Int { counted.filter { votes[$0] == false }.count }
 
     func isUpToDate(lastIndex: UInt64, lastTerm: UInt64) throws(LogFailure) -> Bool {
         if bugs.contains(.voteWithoutLogCheck) { return true }

@@ -5,7 +5,7 @@ extension Raft {
     /// Hands leadership to `target`: replicate until it is caught up, then tell it to campaign.
     /// Proposals are refused meanwhile; the transfer is abandoned after an election timeout.
     public func transferLeadership(to target: NodeID) throws(LogFailure) -> Effects {
-        guard role == .leader, target != id, progress[target] != nil else { return finish() }
+        guard role == .leader, target != id, progress[target] != nil, counted.contains(target) else { return finish() }
         transferTarget = target
         transferElapsed = 0
         if progress[target]!.match == log.lastIndex {
@@ -25,8 +25,9 @@ extension Raft {
         guard role == .leader, commitIndex >= termStartIndex else { return false }
         if bugs.contains(.noCheckQuorum) { return true }
         let horizon = ticks >= UInt64(config.electionTimeoutTicks) ? ticks - UInt64(config.electionTimeoutTicks) + 1 : 0
-        var fresh = 1
-        for peer in peers where progress[peer]!.echoedTick >= horizon && progress[peer]!.echoedTick > 0 { fresh += 1 }
+        // Only the voters of the active configuration count (RaftMembership.swift).
+        var fresh = isVoter ? 1 : 0
+        for peer in counted where progress[peer]!.echoedTick >= horizon && progress[peer]!.echoedTick > 0 { fresh += 1 }
         return fresh >= quorum
     }
 
@@ -47,18 +48,21 @@ extension Raft {
             let windows = electionElapsed / config.electionTimeoutTicks
             electionElapsed %= config.electionTimeoutTicks
             if config.checkQuorum && !bugs.contains(.noCheckQuorum) {
-                let active = windows > 1 ? 1 : 1 + peers.filter { progress[$0]!.recentActive }.count
+                let own = isVoter ? 1 : 0
+                let active = windows > 1 ? own : own + counted.filter { progress[$0]!.recentActive }.count
                 if active < quorum {
                     becomeFollower(term: term, leader: nil)
                     return
                 }
             }
             for peer in peers { progress[peer]!.recentActive = false }
+            endMarks = (endMarks.latest, log.lastIndex)
         }
+        try maybeStamp()
         if transferTarget != nil {
             transferElapsed += count
             if transferElapsed >= config.electionTimeoutTicks { transferTarget = nil }
-        } else if let preferred = config.preferredLeader, preferred != id, let pr = progress[preferred],
+        } else if let preferred = config.preferredLeader, preferred != id, counted.contains(preferred), let pr = progress[preferred],
             pr.recentActive, pr.match == log.lastIndex
         {
             transferTarget = preferred

@@ -8,8 +8,8 @@ extension Raft {
     /// could have voted in before it lost its disk.
     func noteTermHeard(_ m: Message) {
         heardTerms[m.from] = max(heardTerms[m.from] ?? 0, m.term)
-        if rejoinFloor == nil && peers.allSatisfy({ heardTerms[$0] != nil }) {
-            rejoinFloor = peers.map { heardTerms[$0]! }.max()
+        if rejoinFloor == nil && counted.allSatisfy({ heardTerms[$0] != nil }) {
+            rejoinFloor = counted.map { heardTerms[$0]! }.max() ?? term
         }
     }
 

@@ -33,7 +33,7 @@ extension Raft {
                 if bugs.contains(.skipTruncation) {
                     start = entries.firstIndex { $0.index > log.lastIndex } ?? entries.count
                 } else {
-                    try log.truncate(after: e.index - 1)
+                    try truncateLog(after: e.index - 1)
                     start = k
                 }
                 break
@@ -88,6 +88,7 @@ extension Raft {
     func handleAppendResponse(_ m: Message, success: Bool, index: UInt64, hintIndex: UInt64, hintTerm: UInt64) throws(LogFailure) {
         guard role == .leader, var pr = progress[m.from] else { return }
         pr.recentActive = true
+        pr.heardTick = ticks
         if success {
             if pr.installing && index > pr.match {
                 pr.installing = false  // installed: appends continue after its new base
@@ -161,6 +162,7 @@ extension Raft {
     func handleHeartbeatResponse(_ m: Message, context: UInt64) throws(LogFailure) {
         guard role == .leader, var pr = progress[m.from] else { return }
         pr.recentActive = true
+        pr.heardTick = ticks
         pr.echoedTick = max(pr.echoedTick, context)
         if pr.match < log.lastIndex && (pr.probing || ticks - pr.progressTick >= UInt64(2 * config.heartbeatIntervalTicks)) {
             // Behind and not moving: appends were lost (nothing tells us otherwise).
@@ -208,8 +210,10 @@ extension Raft {
     func maybeCommit() throws(LogFailure) {
         guard role == .leader else { return }
         let own = bugs.contains(.ackBeforeFsync) ? log.lastIndex : log.durableIndex
-        var matches = peers.map { progress[$0]!.match }
-        matches.append(own)
+        // Only voters of the active configuration count; a leader being removed counts itself no more.
+        var matches = counted.map { progress[$0]!.match }
+        if isVoter { matches.append(own) }
+        guard matches.count >= quorum else { return }
         matches.sort(by: >)
         let candidate = matches[quorum - 1]
         guard candidate > commitIndex else { return }

@@ -29,6 +29,7 @@ extension Raft {
     func handleSnapshotChunkResponse(_ m: Message, index: UInt64, nextOffset: UInt64) {
         guard role == .leader, var pr = progress[m.from] else { return }
         pr.recentActive = true
+        pr.heardTick = ticks
         pr.installTick = ticks
         progress[m.from] = pr
         out.snapshotProgress.append(SnapshotProgress(peer: m.from, index: index, nextOffset: nextOffset))
@@ -55,10 +56,17 @@ extension Raft {
     /// entry the leader compacted away; the log was reset to it unless it held it already).
     /// Everything up to the base is committed; the leader learns where this log stands as from an
     /// append's acknowledgement.
-    public func installedSnapshot(base: UInt64) -> Effects {
+    /// `membership`: the configuration the snapshot holds (at its index); nil when it holds none
+    /// (a snapshot from before configurations were replicated: the founding one stays).
+    public func installedSnapshot(base: UInt64, membership: (index: UInt64, membership: Membership)? = nil) -> Effects {
         // Committed: the leader's base, and this log's own front when compacted further.
         let known = max(base, log.firstIndex - 1)
         precondition(log.lastIndex >= known, "installed at \(base) but the log is \(log.firstIndex)...\(log.lastIndex)")
+        if let m = membership {
+            // Configurations in the log after the snapshot stay; those before it give way to it.
+            configs = [m] + configs.filter { $0.index > m.index && $0.index <= log.lastIndex }
+            membershipChanged()
+        }
         commitIndex = max(commitIndex, known)
         appliedIndex = max(appliedIndex, known)
         reportedCommit = max(reportedCommit, commitIndex)

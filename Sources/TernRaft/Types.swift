@@ -43,10 +43,14 @@ public struct HardState: Equatable, Sendable {
     /// The node lost its disk and has not yet rejoined as a voter (docs/raft.md, "Rejoining
     /// after a lost disk"). Persisted, so a crash meanwhile does not end the abstention.
     public var rejoining: Bool
-    public init(term: UInt64 = 0, vote: NodeID? = nil, rejoining: Bool = false) {
+    /// This replica's incarnation (Membership.swift): drawn when its state file was first
+    /// written, never changed after. 0 in tests that do not care.
+    public var incarnation: UInt64
+    public init(term: UInt64 = 0, vote: NodeID? = nil, rejoining: Bool = false, incarnation: UInt64 = 0) {
         self.term = term
         self.vote = vote
         self.rejoining = rejoining
+        self.incarnation = incarnation
     }
 }
 
@@ -55,6 +59,8 @@ public enum RaftEntryType {
     /// Appended by a new leader at the start of its term (the paper's Figure 8 rule: a leader
     /// commits earlier-term entries only by committing one of its own).
     public static let noop: UInt8 = 1
+    /// A whole configuration (`Membership.encode`); it takes effect when appended (RaftMembership.swift).
+    public static let membership: UInt8 = 2
 }
 
 public enum Role: String, Sendable, Equatable {
@@ -96,16 +102,19 @@ public struct Message: Equatable, Sendable, CustomStringConvertible {
     public var to: NodeID
     public var term: UInt64
     public var kind: Kind
+    /// The sender's incarnation: a member that lost its disk is not taken for what it was.
+    public var incarnation: UInt64
 
     /// `hintTerm` of a rejection from a member rejoining after a lost disk: "my log ends at
     /// `hintIndex - 1`, before what I acknowledged to you earlier".
     public static let lostLogHintTerm = UInt64.max
 
-    public init(from: NodeID, to: NodeID, term: UInt64, kind: Kind) {
+    public init(from: NodeID, to: NodeID, term: UInt64, kind: Kind, incarnation: UInt64 = 0) {
         self.from = from
         self.to = to
         self.term = term
         self.kind = kind
+        self.incarnation = incarnation
     }
 
     public var description: String {
@@ -234,6 +243,15 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     /// A follower installs a snapshot (resets its log to the base, loads the state) without
     /// first syncing the queue files and the snapshot it wrote: a crash then loses them.
     public static let installBeforeDurable = PlantedBugs(rawValue: 1 << 23)
+    /// A leader proposes a membership change before an entry of its own term committed (the
+    /// single-server change bug reported on raft-dev in 2015).
+    public static let changeBeforeTermCommit = PlantedBugs(rawValue: 1 << 24)
+    /// A leader proposes a membership change while the previous one is not committed.
+    public static let twoChangesPending = PlantedBugs(rawValue: 1 << 25)
+    /// Learners count in quorums (commit, elections, check-quorum, the lease) as voters do.
+    public static let learnerInQuorum = PlantedBugs(rawValue: 1 << 26)
+    /// A leader whose removal committed keeps leading.
+    public static let removedLeaderKeepsLeading = PlantedBugs(rawValue: 1 << 27)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -247,6 +265,8 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("heartbeat-commit-capped", .heartbeatCommitCapped), ("truncate-peer-frames", .truncatePeerFrames),
         ("snapshot-drops-dedupe", .snapshotDropsDedupe), ("compact-past-applied", .compactPastApplied),
         ("trim-ignores-pins", .trimIgnoresPins), ("install-before-durable", .installBeforeDurable),
+        ("change-before-term-commit", .changeBeforeTermCommit), ("two-changes-pending", .twoChangesPending),
+        ("learner-in-quorum", .learnerInQuorum), ("removed-leader-keeps-leading", .removedLeaderKeepsLeading),
     ]
 }
 

@@ -86,6 +86,7 @@ final class Network {
             precondition(steps < limit, "network did not settle")
             let m = queue.removeFirst()
             if isolated.contains(m.from) || isolated.contains(m.to) || cut.contains([m.from, m.to]) { continue }
+            if nodes[m.to] == nil { continue }  // a member added but not started
             delivered.append(m)
             absorb(m.to, try! nodes[m.to]!.step(m))
         }
