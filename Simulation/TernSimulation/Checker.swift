@@ -21,6 +21,8 @@ struct Checker {
     var livenessAckIndex: UInt64?
     /// The latest configuration entry applied by any node (so committed), and its index.
     var committedMembership: (index: UInt64, membership: Membership)?
+    /// The first committed index of each term (for the membership change rules).
+    var firstCommittedInTerm: [UInt64: UInt64] = [:]
 
     mutating func leaderElected(_ id: NodeID, term: UInt64) {
         if let other = leaderOfTerm[term], other != id {
@@ -56,6 +58,7 @@ struct Checker {
         } else {
             committed[e.index] = (e.term, digest, chain)
             maxCommitted = max(maxCommitted, e.index)
+            firstCommittedInTerm[e.term] = min(firstCommittedInTerm[e.term] ?? e.index, e.index)
             if e.type == RaftEntryType.membership, e.index > (committedMembership?.index ?? 0), let m = Membership.decode(e.body) {
                 committedMembership = (e.index, m)
             }

@@ -193,7 +193,7 @@ struct SendRetrier {
     mutating func retryIfDue(_ world: World) -> Bool {
         guard let o = outstanding else { return false }
         guard o.retryNow || world.now >= o.sentAt + SimProducer.timeoutMicros else { return true }
-        if !o.retryNow { guess = Int(world.below(UInt64(world.nodes.count))) }
+        if !o.retryNow { guess = world.randomNode() }
         start(o.request, world)
         return true
     }
@@ -345,7 +345,7 @@ final class SimConsumer: SimClient {
         world.schedule(.client(index), after: 5_000 + world.below(30_000))
         if let o = outstanding {
             guard world.now >= o.sentAt + SimConsumer.timeoutMicros else { return }
-            leaderGuess = Int(world.below(UInt64(world.nodes.count)))
+            leaderGuess = world.randomNode()
             outstanding = nil
         }
         if world.faultsOn && world.chance(0.01) {
@@ -374,7 +374,7 @@ final class SimConsumer: SimClient {
         }
         rotation = (rotation + 1) % queues.count
         let q = queues[rotation]
-        let node = Int(world.below(UInt64(world.nodes.count)))
+        let node = world.randomNode()
         let offset = positions[q]!
         let wait: UInt32 = world.chance(0.3) ? 100 : 0
         request(

@@ -44,6 +44,13 @@ extension World {
         return nodes.filter { !$0.retired && m.member($0.id) != nil && !isStranger($0) }
     }
 
+    /// A node not retired, at random: where clients send (the SDK learns the members from
+    /// routes) and where faults strike.
+    func randomNode() -> Int {
+        let live = nodes.indices.filter { !nodes[$0].retired }
+        return live.isEmpty ? 0 : live[Int(below(UInt64(live.count)))]
+    }
+
     /// A new, empty node that waits to be added (`tern serve --join`).
     func addNode() -> SimNode {
         let node = SimNode(index: nodes.count)
@@ -116,13 +123,46 @@ extension World {
                 "removed leader: \(node.id) leads term \(raft.term) with commit \(raft.commitIndex), past its removal at entry \(c.index) (members \(c.membership.ids))"
             )
         }
-        guard faultsOn, membershipShape.crashAfterConfig > 0 else { return }
         let appended = raft.membershipIndex > node.lastMembershipIndex
+        if appended && raft.role == .leader { checkChangeRules(node, raft, previous: node.lastMembershipIndex) }
         node.lastMembershipIndex = raft.membershipIndex
+        guard faultsOn, membershipShape.crashAfterConfig > 0 else { return }
         let applied = out.applied.contains { $0.type == RaftEntryType.membership }
         if (appended || applied) && chance(membershipShape.crashAfterConfig) {
             count(applied ? "crash after a configuration applied" : "crash after a configuration appended")
             schedule(.crashNow(node.index), after: below(500))
+        }
+    }
+}
+
+extension World {
+    /// The rules of single-server changes, checked from outside on every configuration a leader
+    /// appends in its own term (the leader's log and what the world saw committed):
+    ///  - an entry of the leader's term was committed before it (the raft-dev fix of 2015);
+    ///  - it is the only configuration entry since the one in effect before, which was committed;
+    ///  - the voters differ from the previous configuration's by at most one.
+    func checkChangeRules(_ node: SimNode, _ raft: Raft, previous: UInt64) {
+        guard let log = node.replica?.log, raft.membershipIndex > previous,
+            let entries = try? log.read(from: previous + 1, maxBytes: Int.max).filter({ $0.index <= raft.membershipIndex })
+        else { return }
+        let configs = entries.filter { $0.type == RaftEntryType.membership }
+        guard let last = configs.last, last.term == raft.term else { return }  // not appended by this leader
+        var problems: [String] = []
+        if !(checker.firstCommittedInTerm[raft.term].map { $0 < last.index } ?? false) {
+            problems.append("no entry of term \(raft.term) was committed before it")
+        }
+        if configs.count > 1 { problems.append("\(configs.count) configuration entries were appended at once") }
+        if previous > 0 && checker.committed[previous] == nil && raft.commitIndex < previous {
+            problems.append("the configuration before it (entry \(previous)) was not committed")
+        }
+        var before: Membership? = previous == 0 ? Membership(voters: nodes.prefix(options.nodes).map(\.id)) : nil
+        if previous > 0, let e = try? log.read(from: previous, maxBytes: 1).first, e.index == previous { before = Membership.decode(e.body) }
+        if let before, let now = Membership.decode(last.body) {
+            let a = Set(before.voters), b = Set(now.voters)
+            if a.symmetricDifference(b).count > 1 { problems.append("its voters \(now.voters) differ from \(before.voters) by more than one") }
+        }
+        if !problems.isEmpty {
+            checker.violations.append("membership change rule: \(node.id) appended configuration entry \(last.index) in term \(raft.term), but " + problems.joined(separator: "; "))
         }
     }
 }
@@ -146,7 +186,7 @@ final class SimOperator: SimClient {
         if let f = inFlight {
             if world.now - f.sentAt < 1_000_000 { return }
             // No answer: the node is down or the request was lost; try another (as the SDK does).
-            target = Int(world.below(UInt64(world.nodes.count)))
+            target = world.randomNode()
             inFlight = nil
         }
         if case .promote(let k) = plan.first, world.isStranger(world.nodes[k]) {
@@ -195,7 +235,7 @@ final class SimOperator: SimClient {
                     world.messages.fail("operator: \(step) refused: \(e.message)")
                 }
             }
-            // BUSY (not caught up, a change pending, the term's entry not committed): the next timer retries.
+            // BUSY (a change pending, the term's entry not committed) and NOT_CAUGHT_UP: the next timer retries.
         }
     }
 

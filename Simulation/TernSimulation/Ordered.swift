@@ -134,7 +134,7 @@ final class SimOrderlyConsumer: SimClient {
         if let o = outstanding {
             guard world.now >= o.sentAt + SimConsumer.timeoutMicros else { return startNext(world) }
             outstanding = nil
-            leaderGuess = Int(world.below(UInt64(world.nodes.count)))
+            leaderGuess = world.randomNode()
         }
         if world.now >= lastRefresh + SimOrderlyConsumer.refreshMicros {
             lastRefresh = world.now

@@ -299,7 +299,7 @@ final class SimReceiveConsumer: SimClient {
                 if let k = inHand.firstIndex(where: { $0.body == body && $0.attempt == attempt }) { inHand[k].busy = false }
             }
             outstanding[id] = nil
-            leaderGuess = Int(world.below(UInt64(world.nodes.count)))
+            leaderGuess = world.randomNode()
         }
         if world.faultsOn && world.options.faults && world.chance(0.002) {
             world.count("receive consumer crash")

@@ -231,12 +231,12 @@ public final class World {
         for node in nodes { schedule(.tick(node.index), after: 1 + below(World.tickMicros)) }
         for c in clients { schedule(.client(c.index), after: 1000 + below(10_000)) }
         schedule(.read, after: 5000)
-        if mix.crashEverySeconds > 0 { schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds)) }
+        if mix.crashEverySeconds > 0 { schedule(.crash(randomNode()), after: exponentialMicros(meanSeconds: mix.crashEverySeconds)) }
         if mix.partitionEverySeconds > 0 { schedule(.partition, after: exponentialMicros(meanSeconds: mix.partitionEverySeconds)) }
         if mix.diskFullEverySeconds > 0 {
-            schedule(.diskFull(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds))
+            schedule(.diskFull(randomNode()), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds))
         }
-        if mix.pauseEverySeconds > 0 { schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds)) }
+        if mix.pauseEverySeconds > 0 { schedule(.pause(randomNode()), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds)) }
         let faultEnd = UInt64(options.seconds * 1e6)
         schedule(.endFaults, after: faultEnd)
         let deadline = faultEnd + UInt64(options.livenessBoundSeconds * 1e6)

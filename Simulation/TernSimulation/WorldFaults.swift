@@ -164,7 +164,7 @@ extension World {
                     }
                     schedule(.restart(k), after: 10_000 + below(3_000_000))
                 }
-                schedule(.crash(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.crashEverySeconds))
+                schedule(.crash(randomNode()), after: exponentialMicros(meanSeconds: mix.crashEverySeconds))
             }
         case .crashNow(let k):
             let node = nodes[k]
@@ -218,7 +218,7 @@ extension World {
             schedule(.resume(k), after: node.pausedUntil - now)
             count("pause")
             trace("pause \(node.id) until \(Double(node.pausedUntil) / 1e6)s")
-            schedule(.pause(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds))
+            schedule(.pause(randomNode()), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds))
         case .resume(let k):
             let node = nodes[k]
             let owed = node.ticksOwed
@@ -235,7 +235,7 @@ extension World {
             count("disk full")
             trace("disk full on \(nodes[k].id)")
             schedule(.diskFreed(k), after: 200_000 + below(2_000_000))
-            schedule(.diskFull(Int(below(UInt64(nodes.count)))), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds) + 500_000)
+            schedule(.diskFull(randomNode()), after: exponentialMicros(meanSeconds: mix.diskFullEverySeconds) + 500_000)
         case .diskFreed(let k):
             nodes[k].device.full = false
             trace("disk freed on \(nodes[k].id)")

@@ -125,7 +125,7 @@ extension World {
     /// The node a NOT_LEADER answer names, or a random one when it names none (as the SDK does).
     func leaderHint(_ e: ErrorBody) -> Int {
         if let d = try? NotLeaderDetail.decode(e.detail), let k = nodes.firstIndex(where: { $0.id.name == d.leader }) { return k }
-        return Int(below(UInt64(nodes.count)))
+        return randomNode()
     }
 
     /// Milliseconds of virtual time: the node's clock.

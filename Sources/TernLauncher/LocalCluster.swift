@@ -78,12 +78,23 @@ public final class LocalCluster: @unchecked Sendable {
 
     public func start(_ id: String) throws {
         let k = ids.firstIndex(of: id)!
+        try launch(id, ["--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + peerArgs + extraArgs + nodeArgs(id))
+    }
+
+    /// Starts a node that is not one of `ids`: empty, it waits to be added to the group
+    /// (`tern serve --join`; docs/operations.md, "Replacing a member"). Its data goes under
+    /// the same root; `kill`, `pid` and `stopAll` know it by its id.
+    public func startJoining(_ id: String, listen: String, join: String) throws {
+        let secret = ids.count > 1 && !peerArgs.isEmpty ? ["--peer-secret", peerSecretPath] : []
+        try launch(id, ["--id", id, "--listen", listen, "--join", join, "--data", "\(dataRoot)/\(id)"] + secret + extraArgs)
+    }
+
+    private func launch(_ id: String, _ arguments: [String]) throws {
         try ensurePeerSecret()
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments =
-            serveCommand + ["--id", id, "--listen", endpoints[k], "--peers", peers, "--data", "\(dataRoot)/\(id)"] + peerArgs + extraArgs + nodeArgs(id)
+        p.arguments = serveCommand + arguments
         let logPath = "\(logDirectory)/\(id).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -21,9 +21,11 @@ extension IOBackendChoice: ExpressibleByArgument {
 }
 
 public struct ServeOptions: ParsableArguments {
-    @Option(help: "This node's id; must appear in --peers.") public var id: String?
+    @Option(help: "This node's id; must appear in --peers (a new group) or be new (--join).") public var id: String?
     @Option(help: "host:port to listen on, for clients and peers.") public var listen: String?
-    @Option(help: "Every member as id=host:port, comma separated.") public var peers: String?
+    @Option(help: "A new group's members as id=host:port, comma separated (once the group runs, its configuration decides).")
+    public var peers: String?
+    @Option(help: "host:port of a current member: start empty and wait to be added (tern admin member add).") public var join: String?
     @Option(help: "Data directory.") public var data: String?
     @Option(help: "Storage backend: auto (io_uring, else POSIX, said in the log), uring or posix.") public var io: IOBackendChoice?
     @Option(help: "Raft tick in milliseconds (election timeout: 10 to 20 ticks; heartbeat: 2).") public var tickMs: UInt64?
@@ -63,12 +65,21 @@ public struct ServeOptions: ParsableArguments {
         let file = try config.map { try ConfigFile(path: $0) } ?? ConfigFile()
         guard let id = id ?? file.string("id") else { throw ValidationError("--id is required") }
         guard let listen = listen ?? file.string("listen") else { throw ValidationError("--listen is required") }
-        guard let peerText = peers ?? file.string("peers") else { throw ValidationError("--peers is required") }
+        let joinAt = join ?? file.string("join")
+        let peerText = peers ?? file.string("peers")
         guard let data = data ?? file.string("data") else { throw ValidationError("--data is required") }
         guard parseEndpoint(listen) != nil else { throw ValidationError("--listen \(listen) is not host:port") }
-        let members = try parseMembers(peerText, flag: "--peers")
-        guard let own = members[NodeID(id)] else { throw ValidationError("--peers does not name this node (\(id))") }
-        guard own == listen else { throw ValidationError("--peers gives \(id) as \(own), but --listen is \(listen)") }
+        var members: [NodeID: String] = [:]
+        switch (peerText, joinAt) {
+        case (nil, nil): throw ValidationError("--peers (a new group's members) or --join (a member of a running group) is required")
+        case (.some, .some): throw ValidationError("--peers and --join exclude each other")
+        case (let text?, nil):
+            members = try parseMembers(text, flag: "--peers")
+            guard let own = members[NodeID(id)] else { throw ValidationError("--peers does not name this node (\(id))") }
+            guard own == listen else { throw ValidationError("--peers gives \(id) as \(own), but --listen is \(listen)") }
+        case (nil, let at?):
+            guard parseEndpoint(at) != nil else { throw ValidationError("--join \(at) is not host:port") }
+        }
 
         var cfg = ServerConfig(id: NodeID(id), listen: listen, peers: members, dataDirectory: data)
         if let v = try io ?? file.value("io", as: IOBackendChoice.init(argument:), expected: "auto, uring or posix") { cfg.io = v }
@@ -147,6 +158,7 @@ public struct ServeOptions: ParsableArguments {
             cfg.limits.maxOutstanding = v
         }
         cfg.lostDisk = lostDisk
+        cfg.join = joinAt
         cfg.repairCorruption = repair
         let levelText = logLevel ?? file.string("log-level") ?? "info"
         guard let level = Logger.Level(rawValue: levelText) else {
@@ -172,7 +184,7 @@ public func parseMembers(_ text: String, flag: String) throws -> [NodeID: String
 /// values that do not parse are refused with the file's path and the line number.
 public struct ConfigFile: Sendable {
     public static let known: Set<String> = [
-        "id", "listen", "peers", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level", "snapshot-entries",
+        "id", "listen", "peers", "join", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level", "snapshot-entries",
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",

@@ -90,7 +90,8 @@ extension Node {
             if case .notLeader = refusal { return notLeader() }
             let code: ErrorCode
             switch refusal {
-            case .termNotCommitted, .changePending, .notCaughtUp: code = ErrorCode.busy
+            case .termNotCommitted, .changePending: code = ErrorCode.busy
+            case .notCaughtUp: code = ErrorCode.notCaughtUp
             default: code = ErrorCode.badRequest
             }
             return ErrorBody(code: code, message: refusal.description)

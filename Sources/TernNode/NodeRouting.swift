@@ -60,7 +60,7 @@ extension Node {
         switch op {
         case .queryRoute:
             let topic = try NameRequest.decode(body).name
-            let nodes = replica.raft.membership.voters.map { (id: $0.name, endpoint: endpoint(of: $0) ?? "") }
+            let nodes = replica.raft.membership.ids.map { (id: $0.name, endpoint: endpoint(of: $0) ?? "") }
             reply(RouteResponse(leader: replica.raft.leader?.name ?? "", term: replica.raft.term, nodes: nodes, topicQueues: broker.topics[topic] ?? 0))
         case .send:
             var r = WireReader(body)

@@ -56,13 +56,16 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     public static let storageFull = ErrorCode(113)
     /// The connection's account may not do this (access control, docs/security.md).
     public static let permissionDenied = ErrorCode(114)
+    /// A learner may not be promoted yet: it has not caught up with the leader (docs/raft.md).
+    /// Final for the request; ask again once `tern admin member list` shows it caught up.
+    public static let notCaughtUp = ErrorCode(115)
 
     /// Every code this build knows, in order (docs/protocol.md lists the same).
     public static let all: [ErrorCode] = [
         .badFrame, .unknownOpcode, .badBody, .unauthenticated,
         .notLeader, .topicNotFound, .topicExists, .messageTooLarge, .sequenceTooOld, .busy, .badRequest,
         .storageFailed, .queueNotFound, .filterSyntax, .messageNotFound, .transactionDecided, .receiptExpired, .storageFull,
-        .permissionDenied,
+        .permissionDenied, .notCaughtUp,
     ]
 
     public var name: String {
@@ -86,6 +89,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .receiptExpired: "RECEIPT_EXPIRED"
         case .storageFull: "STORAGE_FULL"
         case .permissionDenied: "PERMISSION_DENIED"
+        case .notCaughtUp: "NOT_CAUGHT_UP"
         default: "unknown"
         }
     }

@@ -34,7 +34,7 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         self.server = server
         self.connections = connections
         self.logger = logger
-        gate = PeerGate(id: server.config.id, members: server.config.peers, secrets: server.peerSecrets)
+        gate = PeerGate(id: server.config.id, secrets: server.peerSecrets)
     }
 
     func channelActive(context: ChannelHandlerContext) {
@@ -138,6 +138,7 @@ final class InboundHandler: ChannelInboundHandler, @unchecked Sendable {
         case .reply(let answer):
             if frame.opcode == Opcode.peerProof.rawValue {
                 logger.info("peer \(gate.authenticatedPeer?.description ?? "?") authenticated from \(from)")
+                if let peer = gate.authenticatedPeer, !gate.announcedEndpoint.isEmpty { server.enqueue(.peerEndpoint(peer, gate.announcedEndpoint)) }
                 // Counted as a peer only now: a hello alone proves nothing.
                 if gate.authenticatedPeer != nil { connections.becomePeer(id) }
             }

@@ -48,7 +48,8 @@ extension TernServer {
     /// The cluster secret for a group of several members, or nil with `--insecure-peers` (said in
     /// the log) or alone. A group without either does not start.
     func peerAuthentication(members: [NodeID]) throws -> PeerSecretSource? {
-        guard members.count > 1 else { return nil }
+        // Alone and without a secret: nobody to authenticate (a member added later needs one).
+        guard members.count > 1 || config.peerSecretPath != nil || config.join != nil else { return nil }
         if config.insecurePeers {
             if config.peerSecretPath != nil { throw ServerError("--peer-secret and --insecure-peers exclude each other") }
             logger.warning(
@@ -66,12 +67,17 @@ extension TernServer {
     }
 }
 
+/// Which peers may send Raft messages is not the gate's business: any holder of the cluster
+/// secret is a peer, and Raft decides what a message from a non-member counts for (nothing: its
+/// votes and acknowledgements are not counted; RaftMembership.swift). The gate checks only that
+/// a message is from another node to this one.
 struct PeerGate {
     let id: NodeID
-    let members: [NodeID: String]
     /// nil: peers are not authenticated (`--insecure-peers`).
     let secrets: PeerSecretSource?
     private(set) var state = State.open
+    /// The endpoint the authenticated peer's hello announced (empty when none).
+    private(set) var announcedEndpoint = ""
 
     enum State {
         case open
@@ -94,9 +100,8 @@ struct PeerGate {
         case ignore
     }
 
-    init(id: NodeID, members: [NodeID: String], secrets: PeerSecretSource?) {
+    init(id: NodeID, secrets: PeerSecretSource?) {
         self.id = id
-        self.members = members
         self.secrets = secrets
     }
 
@@ -127,9 +132,10 @@ struct PeerGate {
             guard case .open = state else { return refuse(frame, .unauthenticated, "a second peer hello on one connection") }
             let hello: PeerHello
             do { hello = try PeerHello.decode(frame.body) } catch { return refuse(frame, .badBody, "peer hello: \(error)") }
-            guard hello.to == id, hello.from != id, members[hello.from] != nil else {
-                return refuse(frame, .unauthenticated, "peer hello from \(hello.from) to \(hello.to): not another member of \(id)'s group")
+            guard hello.to == id, hello.from != id, !hello.from.name.isEmpty else {
+                return refuse(frame, .unauthenticated, "peer hello from \(hello.from) to \(hello.to): not from another node to \(id)")
             }
+            announcedEndpoint = hello.endpoint
             let (answer, pending) = PeerHandshake.answer(hello, secrets: secrets.current)
             state = .challenged(pending)
             return .reply(Frame(opcode: frame.opcode, flags: .response, requestID: frame.requestID, body: answer.encoded()))
@@ -167,8 +173,8 @@ struct PeerGate {
             return refuse(Frame(opcode: Opcode.raft.rawValue, requestID: 0, body: []), .badBody, "a malformed Raft message: \(error)")
         }
         // A message for another id tripped Raft's precondition: any connection could stop a node.
-        guard message.to == id, message.from != id, members[message.from] != nil else {
-            return .drop("a Raft message from \(message.from) to \(message.to): not from another member to \(id)")
+        guard message.to == id, message.from != id else {
+            return .drop("a Raft message from \(message.from) to \(message.to): not from another node to \(id)")
         }
         return .deliver(message)
     }

@@ -34,8 +34,12 @@ final class PeerLink: @unchecked Sendable {
     /// A handshake that has not finished within this long is abandoned and retried.
     static let handshakeTimeout = TimeAmount.seconds(5)
 
-    init(id: NodeID, peer: NodeID, endpoint: String, secrets: PeerSecretSource?, group: EventLoopGroup, logger: Logger) {
+    /// This node's own endpoint, announced in the handshake.
+    let advertise: String
+
+    init(id: NodeID, peer: NodeID, endpoint: String, advertise: String, secrets: PeerSecretSource?, group: EventLoopGroup, logger: Logger) {
         self.id = id
+        self.advertise = advertise
         self.peer = peer
         self.endpoint = endpoint
         self.secrets = secrets
@@ -128,7 +132,7 @@ final class PeerLink: @unchecked Sendable {
     private var pendingSession: PeerSession?
 
     private func hello(on c: Channel, secrets: PeerSecretSource) {
-        let hello = PeerHello(from: id, to: peer, nonce: PeerHandshake.nonce())
+        let hello = PeerHello(from: id, to: peer, nonce: PeerHandshake.nonce(), endpoint: advertise)
         lock.lock()
         let isStopped = stopped
         if !isStopped { handshaking = c }

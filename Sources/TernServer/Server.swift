@@ -49,6 +49,9 @@ public struct ServerConfig: Sendable {
     public var transactionMaxChecks: UInt32 = 15
     public var segmentBytes = 256 << 20
     public var lostDisk = false
+    /// `--join HOST:PORT`: a new node that waits to be added (it has no founding configuration;
+    /// `peers` is empty). The address of a current member, asked for the group's members at start.
+    public var join: String?
     /// Cut a corrupt log at the damage instead of refusing to open.
     public var repairCorruption = false
     /// A broker snapshot at every multiple of this many entries (0: none; docs/operations.md).
@@ -99,6 +102,8 @@ enum Input {
     case peer(Message)
     case closed(UInt64)
     case authenticated(UInt64, Principal)
+    /// A peer authenticated and announced where it listens.
+    case peerEndpoint(NodeID, String)
 }
 
 public final class TernServer: @unchecked Sendable {
@@ -109,6 +114,12 @@ public final class TernServer: @unchecked Sendable {
     let loop: EventLoop
     let connections: Connections
     var links: [NodeID: PeerLink] = [:]
+    /// Peers' endpoints announced in their handshakes (loop only): a node not yet in its own
+    /// configuration answers them there. The configuration links to its members.
+    var announced: [NodeID: String] = [:]
+    /// The configuration the links were last made for (loop only).
+    var linkedMembership: Membership?
+    var linkedLeader: NodeID?
     /// The cluster secret; nil when peers are not authenticated (a group of one, or
     /// `--insecure-peers`). Set in `start`, before any connection.
     private(set) var peerSecrets: PeerSecretSource?
@@ -148,7 +159,14 @@ public final class TernServer: @unchecked Sendable {
     public func start() throws {
         guard let (host, port) = parseEndpoint(config.listen) else { throw ServerError("--listen \(config.listen) is not host:port") }
         let members = config.peers.keys.sorted()
-        guard members.contains(config.id) else { throw ServerError("--peers does not name this node (\(config.id))") }
+        if config.join != nil {
+            guard members.isEmpty else { throw ServerError("--join and --peers exclude each other: a joining node learns its group's members") }
+            if config.insecurePeers {
+                throw ServerError("--join needs peer authentication (--peer-secret): a joining node learns its peers' addresses from their authenticated handshakes")
+            }
+        } else {
+            guard members.contains(config.id) else { throw ServerError("--peers does not name this node (\(config.id))") }
+        }
         peerSecrets = try peerAuthentication(members: members)
         raiseOpenFileLimit()
         let tls: ServerTLS?
@@ -199,7 +217,8 @@ public final class TernServer: @unchecked Sendable {
         options.segmentSizeBytes = config.segmentBytes
         options.repairCorruption = config.repairCorruption
         options.maxEntryBodyBytes = max(options.maxEntryBodyBytes, config.maxMessageBytes + (1 << 20))
-        let seed = UInt64(truncatingIfNeeded: DispatchTime.now().uptimeNanoseconds) ^ UInt64(truncatingIfNeeded: config.id.name.hashValue)
+        // Election timeouts and a new replica's incarnation (docs/raft.md) come from this seed.
+        let seed = UInt64.random(in: 1...UInt64.max)
         let started = monotonicMillis()
         let node = try Node(config: nodeConfig, device: device, directory: config.dataDirectory, logOptions: options, seed: seed, lostDisk: config.lostDisk)
         for line in node.replica.log.recoveryReport { logger.info("recovery: \(line)") }
@@ -213,10 +232,6 @@ public final class TernServer: @unchecked Sendable {
             "opened log \(node.replica.log.firstIndex)...\(node.replica.log.lastIndex), applied \(node.replica.raft.appliedIndex) from the snapshot, in \(monotonicMillis() - started) ms"
         )
 
-        for (peer, endpoint) in config.peers where peer != config.id {
-            links[peer] = PeerLink(
-                id: config.id, peer: peer, endpoint: config.dial[peer] ?? endpoint, secrets: peerSecrets, group: group, logger: logger)
-        }
         // The node goes onto the loop (with its tick and disk completions) before any socket can
         // deliver to it.
         let owned = Owned(node: node, device: device)
@@ -275,10 +290,18 @@ public final class TernServer: @unchecked Sendable {
         } catch {
             throw abandonStart("cannot listen on \(config.listen): \(error)")
         }
-        logger.info(
-            "\(config.id) listening on \(config.listen)\(tls == nil ? "" : " (clients over TLS)"); members \(members.map { "\($0)=\(config.peers[$0]!)" }.joined(separator: ","))"
-        )
-        for link in links.values { link.start() }
+        try loop.submit { [self] in
+            let m = self.node.replica.raft.membership
+            logger.info(
+                "\(config.id) listening on \(config.listen)\(tls == nil ? "" : " (clients over TLS)"); members \(m.members.map { "\($0.id)=\($0.endpoint)\($0.isLearner ? " (learner)" : "")" }.joined(separator: ","))"
+            )
+            if m.member(config.id) == nil {
+                logger.notice(
+                    "\(config.id) is not a member of its configuration yet: it waits to be added (tern admin member add \(config.id) --endpoint \(config.listen))")
+            }
+            syncLinks()
+        }.wait()
+        if let join = config.join { describeGroup(at: join) }
     }
 
     /// A start that failed after the node went onto the loop: stops it (closing its log) and
@@ -373,6 +396,11 @@ public final class TernServer: @unchecked Sendable {
             case .peer(let m): messages.append(m)
             case .closed(let c): node.connectionClosed(c)
             case .authenticated(let c, let p): node.authenticated(c, as: p)
+            case .peerEndpoint(let peer, let endpoint):
+                if announced[peer] != endpoint {
+                    announced[peer] = endpoint
+                    syncLinks()
+                }
             }
         }
         let now = wallMillis()
@@ -441,6 +469,7 @@ public final class TernServer: @unchecked Sendable {
 
     private func send(_ out: NodeOutput) {
         for n in out.notices { logger.warning("\(n)") }
+        if node.replica.raft.membership != linkedMembership || node.replica.raft.leader != linkedLeader { syncLinks() }
         if !out.messages.isEmpty {
             var byPeer: [NodeID: [Message]] = [:]
             for m in out.messages { byPeer[m.to, default: []].append(m) }
