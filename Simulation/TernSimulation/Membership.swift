@@ -162,7 +162,8 @@ extension World {
             if a.symmetricDifference(b).count > 1 { problems.append("its voters \(now.voters) differ from \(before.voters) by more than one") }
         }
         if !problems.isEmpty {
-            checker.violations.append("membership change rule: \(node.id) appended configuration entry \(last.index) in term \(raft.term), but " + problems.joined(separator: "; "))
+            checker.violations.append(
+                "membership change rule: \(node.id) appended configuration entry \(last.index) in term \(raft.term), but " + problems.joined(separator: "; "))
         }
     }
 }
@@ -235,7 +236,7 @@ final class SimOperator: SimClient {
                     world.messages.fail("operator: \(step) refused: \(e.message)")
                 }
             }
-            // BUSY (a change pending, the term's entry not committed) and NOT_CAUGHT_UP: the next timer retries.
+        // BUSY (a change pending, the term's entry not committed) and NOT_CAUGHT_UP: the next timer retries.
         }
     }
 

@@ -155,7 +155,8 @@ public enum MembershipRefusal: Error, Equatable, Sendable, CustomStringConvertib
         case .alreadyMember(let id): return "\(id) is already a member"
         case .notLearner(let id): return "\(id) is a voter already"
         case .notCaughtUp(let id, let m, let t):
-            return "\(id) has not caught up: it holds the log through \(m), and must reach \(t) (the leader's end an election timeout ago) and answer within an election timeout"
+            return
+                "\(id) has not caught up: it holds the log through \(m), and must reach \(t) (the leader's end an election timeout ago) and answer within an election timeout"
         case .lastVoter(let id): return "\(id) is the only voter; add and promote another member first"
         case .invalid(let why): return why
         }

@@ -162,7 +162,8 @@ public final class TernServer: @unchecked Sendable {
         if config.join != nil {
             guard members.isEmpty else { throw ServerError("--join and --peers exclude each other: a joining node learns its group's members") }
             if config.insecurePeers {
-                throw ServerError("--join needs peer authentication (--peer-secret): a joining node learns its peers' addresses from their authenticated handshakes")
+                throw ServerError(
+                    "--join needs peer authentication (--peer-secret): a joining node learns its peers' addresses from their authenticated handshakes")
             }
         } else {
             guard members.contains(config.id) else { throw ServerError("--peers does not name this node (\(config.id))") }
@@ -297,7 +298,8 @@ public final class TernServer: @unchecked Sendable {
             )
             if m.member(config.id) == nil {
                 logger.notice(
-                    "\(config.id) is not a member of its configuration yet: it waits to be added (tern admin member add \(config.id) --endpoint \(config.listen))")
+                    "\(config.id) is not a member of its configuration yet: it waits to be added (tern admin member add \(config.id) --endpoint \(config.listen))"
+                )
             }
             syncLinks()
         }.wait()

@@ -62,7 +62,8 @@ struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Topics, cluster status, leadership.",
         subcommands: [
-            Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self, SnapshotNow.self, Acl.self, MemberAdmin.self,
+            Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self, SnapshotNow.self, Acl.self,
+            MemberAdmin.self,
         ])
 
     struct Topic: ParsableCommand {

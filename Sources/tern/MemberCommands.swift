@@ -117,15 +117,19 @@ struct MemberAdmin: ParsableCommand {
                         if Date().timeIntervalSince(lastPrint) >= 2 {
                             lastPrint = Date()
                             let pct = list.lastIndex > 0 ? Double(m.match) * 100 / Double(list.lastIndex) : 0
-                            let rate = first.map { f -> String in
-                                let s = Date().timeIntervalSince(f.at)
-                                return s > 0.5 ? String(format: ", %.0f entries/s", Double(m.match - min(m.match, f.match)) / s) : ""
-                            } ?? ""
+                            let rate =
+                                first.map { f -> String in
+                                    let s = Date().timeIntervalSince(f.at)
+                                    return s > 0.5 ? String(format: ", %.0f entries/s", Double(m.match - min(m.match, f.match)) / s) : ""
+                                } ?? ""
                             let heard = m.heardMillisAgo == .max ? "not heard from yet" : "heard \(m.heardMillisAgo) ms ago"
-                            print("\(elapsed())     \(new) holds the log through \(m.match) of \(list.lastIndex) (\(String(format: "%.1f", pct))%\(rate)); \(heard)")
+                            print(
+                                "\(elapsed())     \(new) holds the log through \(m.match) of \(list.lastIndex) (\(String(format: "%.1f", pct))%\(rate)); \(heard)"
+                            )
                         }
                         if Date().timeIntervalSince(start) > catchUpTimeout {
-                            throw ValidationError("\(new) has not caught up within \(Int(catchUpTimeout)) s; it stays a learner (remove it with tern admin member remove \(new))")
+                            throw ValidationError(
+                                "\(new) has not caught up within \(Int(catchUpTimeout)) s; it stays a learner (remove it with tern admin member remove \(new))")
                         }
                         try await Task.sleep(for: .milliseconds(250))
                     }

@@ -103,7 +103,11 @@ struct BenchReplace: AsyncParsableCommand {
             var next = 0
         }
         let state = NIOLockedValueBox(State())
-        func claim() -> Int { state.withLockedValue { s in defer { s.next += 1 }; return s.next } }
+        func claim() -> Int {
+            state.withLockedValue { s in
+                defer { s.next += 1 }; return s.next
+            }
+        }
         func add(_ i: Int, _ r: SendReceipt, at t: ContinuousClock.Instant) {
             state.withLockedValue { s in
                 s.receipts[i] = r

@@ -33,7 +33,6 @@ func secretFile(_ text: String, mode: Int = 0o600) throws -> String {
     return path
 }
 
-
 func gate(_ secret: String?) throws -> PeerGate {
     let source = try secret.map { try PeerSecretSource(path: try secretFile($0), logger: Logger(label: "test")) }
     return PeerGate(id: "n1", secrets: source)
