@@ -25,7 +25,8 @@ bench-compare: setup
 # Checks the format, builds with warnings as errors (debug), runs every test, then the simulator's checks
 # (a 100-seed sweep, determinism across processes, planted bugs caught), then every fuzz target
 # for 10 s from its corpus (docs/security.md), then short chaos runs on real processes (60 s of
-# faults, then 30 s with retention stress; docs/chaos.md).
+# faults, 30 s with retention stress, and 40 s of member replacements among leader kills and
+# isolations; docs/chaos.md).
 test: setup lint
 	swift build --build-tests
 	swift test
@@ -33,6 +34,7 @@ test: setup lint
 	FUZZ_SECONDS=10 scripts/fuzz.sh
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci
 	.build/debug/tern chaos --duration 30 --every 5 --seed 2 --retention-stress --out .build/chaos-ci-retention
+	.build/debug/tern chaos --duration 40 --every 5 --seed 3 --kinds replace-node,kill-leader,isolate-leader --out .build/chaos-ci-replace
 
 # Every fuzz target under libFuzzer and AddressSanitizer, 60 s each from the checked-in corpus
 # (about 6 minutes with the build; docs/security.md). FUZZ_SECONDS=N changes the time per target.

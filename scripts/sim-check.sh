@@ -12,6 +12,9 @@ SIM=.build/release/tern-sim
 echo "sim-check: sweep of seeds 1-100, 60 virtual seconds each"
 $SIM --seeds 1-100 --seconds 60
 
+echo "sim-check: five-member groups, seeds 1-30, 60 virtual seconds each"
+$SIM --seeds 1-30 --seconds 60 --nodes 5
+
 echo "sim-check: seeds that found bugs (docs/simulation.md), 60 virtual seconds each"
 for seed in 17 22 30 38 40 45 54 59 181 235 290 1085 1240 1703; do
     out=$($SIM --seed "$seed" --seconds 60)
@@ -64,6 +67,10 @@ snapshot-drops-dedupe 1-10 30
 compact-past-applied 1-10 30
 trim-ignores-pins 1-40 30
 install-before-durable 1-30 30
+change-before-term-commit 1-10 30
+two-changes-pending 1-10 30
+learner-in-quorum 1-60 30
+removed-leader-keeps-leading 1-20 30
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]

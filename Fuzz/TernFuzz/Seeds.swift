@@ -43,6 +43,15 @@ extension Fuzz {
             (21, AclCommand.delete(accessKey: "app").encoded()),
             (31, NotLeaderDetail(leader: "n2", endpoint: "127.0.0.1:9002", term: 4).encoded()),
             (38, ErrorBody(code: .notLeader, message: "not the leader", detail: [1, 2]).encode()),
+            (39, MemberChangeRequest(kind: .addLearner, id: "n4", endpoint: "10.0.0.4:9001").encoded()),
+            (40, MemberChangeDone(index: 77).encoded()),
+            (
+                41,
+                MemberList(
+                    node: "n1", leader: "n1", term: 3, configurationIndex: 12, committed: true, lastIndex: 40, catchUpTarget: 38,
+                    members: [MemberInfo(id: "n1", endpoint: "10.0.0.1:9001", learner: false, incarnation: 9)]
+                ).encoded()
+            ),
         ]
     }
 
@@ -68,9 +77,13 @@ extension Fuzz {
     }
 
     static func peerSeeds() -> [[UInt8]] {
-        let messages = raftKinds().map { [0] + PeerCodec.encode(Message(from: NodeID("n1"), to: NodeID("n2"), term: 2, kind: $0)) }
+        let messages = raftKinds().map { [0] + PeerCodec.encode(Message(from: NodeID("n1"), to: NodeID("n2"), term: 2, kind: $0, incarnation: 0xABCD)) }
+        let configuration = Membership([
+            Member(id: NodeID("n1"), endpoint: "10.0.0.1:9001", incarnation: 7), Member(id: NodeID("n4"), endpoint: "10.0.0.4:9001", isLearner: true),
+        ])
         return messages + [
-            [3] + PeerHello(from: NodeID("n1"), to: NodeID("n2"), nonce: [UInt8](repeating: 1, count: 32)).encoded(),
+            [3] + PeerHello(from: NodeID("n1"), to: NodeID("n2"), nonce: [UInt8](repeating: 1, count: 32), endpoint: "10.0.0.1:9001").encoded(),
+            [6] + configuration.encode(),
             [4] + PeerProof(nonce: [UInt8](repeating: 2, count: 32), proof: [UInt8](repeating: 3, count: 32)).encoded(),
             [5] + AuthHello(accessKey: "app", nonce: [UInt8](repeating: 4, count: 32)).encoded(),
         ]

@@ -91,13 +91,15 @@ public enum Fuzz {
         { roundTrip(NotLeaderDetail.self, $0) }, { roundTrip(QueryOffsetResponse.self, $0) }, { roundTrip(OffsetList.self, $0) },
         { roundTrip(LockResponse.self, $0) }, { roundTrip(ChangeInvisibleResponse.self, $0) }, { roundTrip(SnapshotTaken.self, $0) },
         { roundTrip(AuthChallenge.self, $0) }, { _ = ErrorBody.decode($0) },
+        // Membership administration (39-41).
+        { roundTrip(MemberChangeRequest.self, $0) }, { roundTrip(MemberChangeDone.self, $0) }, { roundTrip(MemberList.self, $0) },
     ]
 
     /// Raft messages and the handshake bodies: the first byte picks which.
     public static func peer(_ bytes: [UInt8]) {
         guard let selector = bytes.first else { return }
         let body = Array(bytes.dropFirst())
-        switch selector % 6 {
+        switch selector % 7 {
         case 0, 1, 2:
             guard let m = try? PeerCodec.decode(body) else { return }
             guard let again = try? PeerCodec.decode(PeerCodec.encode(m)), again == m else {
@@ -105,6 +107,10 @@ public enum Fuzz {
             }
         case 3: roundTrip(PeerHello.self, body)
         case 4: roundTrip(PeerProof.self, body)
+        case 6:
+            // A configuration entry's body, as every member decodes it from the log.
+            guard let m = Membership.decode(body) else { return }
+            guard Membership.decode(m.encode()) == m else { fatalError("a configuration does not survive encode and decode") }
         default: roundTrip(AuthHello.self, body)
         }
     }

@@ -51,6 +51,12 @@ extension World {
         return live.isEmpty ? 0 : live[Int(below(UInt64(live.count)))]
     }
 
+    /// The next node after `k` not retired, round the list (the SDK trying the next member).
+    func nextNode(after k: Int) -> Int {
+        for step in 1...max(1, nodes.count) where !nodes[(k + step) % nodes.count].retired { return (k + step) % nodes.count }
+        return k
+    }
+
     /// A new, empty node that waits to be added (`tern serve --join`).
     func addNode() -> SimNode {
         let node = SimNode(index: nodes.count)
@@ -123,6 +129,11 @@ extension World {
                 "removed leader: \(node.id) leads term \(raft.term) with commit \(raft.commitIndex), past its removal at entry \(c.index) (members \(c.membership.ids))"
             )
         }
+        if raft.membershipIndex != node.lastMembershipIndex {
+            trace(
+                "\(node.id) configuration \(node.lastMembershipIndex) -> \(raft.membershipIndex) (\(raft.role), commit \(raft.commitIndex)): \(raft.membership)"
+            )
+        }
         let appended = raft.membershipIndex > node.lastMembershipIndex
         if appended && raft.role == .leader { checkChangeRules(node, raft, previous: node.lastMembershipIndex) }
         node.lastMembershipIndex = raft.membershipIndex
@@ -151,7 +162,9 @@ extension World {
         if !(checker.firstCommittedInTerm[raft.term].map { $0 < last.index } ?? false) {
             problems.append("no entry of term \(raft.term) was committed before it")
         }
-        if configs.count > 1 { problems.append("\(configs.count) configuration entries were appended at once") }
+        if configs.count > 1 {
+            problems.append("\(configs.count) configuration entries (\(configs.map(\.index))) were appended since the one in effect before (entry \(previous))")
+        }
         if previous > 0 && checker.committed[previous] == nil && raft.commitIndex < previous {
             problems.append("the configuration before it (entry \(previous)) was not committed")
         }

@@ -116,7 +116,7 @@ final class SimTransactionProducer: SimClient {
         }
         if poll.map({ world.now >= $0.sentAt + 2_000_000 }) ?? true {
             // No answer (a poll waits at most 1 s): that node may be down. Try the next, as the SDK does.
-            if poll != nil { leaderGuess = (leaderGuess + 1) % world.nodes.count }
+            if poll != nil { leaderGuess = world.nextNode(after: leaderGuess) }
             poll = (
                 request(
                     .pollTransactionChecks, TransactionCheckPoll(group: TransactionChecker.group, clientID: "tp\(index)-\(incarnation)", maxWaitMillis: 1_000),
@@ -125,7 +125,7 @@ final class SimTransactionProducer: SimClient {
         }
         if let e = endRequest {
             if world.now < e.sentAt + SimProducer.timeoutMicros { return }
-            if e.node == leaderGuess { leaderGuess = (leaderGuess + 1) % world.nodes.count }  // no answer: try the next node
+            if e.node == leaderGuess { leaderGuess = world.nextNode(after: leaderGuess) }  // no answer: try the next node
         }
         endRequest = nil
         if toEnd == nil, let a = answers.first {

@@ -27,6 +27,7 @@ public struct ChaosRun: AsyncParsableCommand {
     @Option(help: "Seed of the fault schedule (default: drawn, and printed).") var seed: UInt64?
     @Option(help: "Folder for the history, the report and the nodes' data and logs (default: ./tern-chaos/SEED).") var out: String?
     @Option(help: "Mean seconds between faults.") var every: Double = 8
+    @Option(help: "Only these fault kinds, comma separated (default: all; see docs/chaos.md).") var kinds: String?
     @Option(help: "Storage backend of the nodes: auto, uring or posix.") var io: IOBackendChoice = .auto
     @Flag(help: "Keep the nodes' data when the run passes (it is always kept when it fails).") var keepData = false
     @Option(help: "Run the nodes with a planted bug (dedupe-off, deliver-half, release-early, ...), to see the checker catch it.") var plant: [String] = []
@@ -44,6 +45,10 @@ public struct ChaosRun: AsyncParsableCommand {
         tern_stdout_line_buffered()
         guard duration >= 10 && duration <= 86_400 else { throw ValidationError("--duration must be 10 to 86400 seconds") }
         guard every >= 1 else { throw ValidationError("--every must be at least 1 second") }
+        let chosen = kinds.map { $0.split(separator: ",").map(String.init) } ?? ChaosNemesis.kinds
+        for k in chosen where !ChaosNemesis.kinds.contains(k) {
+            throw ValidationError("--kinds: \(k) is not a fault kind (\(ChaosNemesis.kinds.joined(separator: ", ")))")
+        }
         guard siblingExecutable("tern") != nil else {
             throw ValidationError("the tern executable must be next to tern-chaos (its killed-client workload runs `tern send`); build both")
         }
@@ -74,7 +79,7 @@ public struct ChaosRun: AsyncParsableCommand {
         let until = Double(duration)
         let cliKills = Task { await ChaosNemesis.killClients(cluster: cluster, history: history, seed: seed, until: until) }
 
-        var nemesis = ChaosNemesis(cluster: cluster, client: client, history: history, seed: seed, every: every)
+        var nemesis = ChaosNemesis(cluster: cluster, client: client, history: history, seed: seed, every: every, kinds: chosen)
         await nemesis.run(seconds: Double(duration))
         let cliAcked = await cliKills.value
 
@@ -144,8 +149,11 @@ public struct ChaosRun: AsyncParsableCommand {
 public final class ChaosCluster: @unchecked Sendable {
     public let folder: String
     public let nodes: LocalCluster
-    public var ids: [String] { nodes.ids }
+    /// The member in each slot: n1, n2, n3 at first; a `replace-node` fault puts a new id in a
+    /// slot (same endpoint, same relays, same fault file; a new data directory).
+    public private(set) var ids: [String]
     public var endpoints: [String] { nodes.endpoints }
+    private var nextID = 4
     /// relays["n1>n2"]: how n1 reaches n2.
     private(set) var relays: [String: LinkProxy] = [:]
     private var paused: Set<String> = []
@@ -158,6 +166,7 @@ public final class ChaosCluster: @unchecked Sendable {
     ) throws {
         self.folder = folder
         let ids = ["n1", "n2", "n3"]
+        self.ids = ids
         let ports = ids.map { _ in freeLoopbackPort() }
         var relays: [String: LinkProxy] = [:]
         for (a, from) in ids.enumerated() {
@@ -178,22 +187,60 @@ public final class ChaosCluster: @unchecked Sendable {
             ports: ports, logDirectory: folder + "/logs", executable: executable, serveCommand: ["serve"],
             nodeArgs: { id in
                 [
-                    "--dial", ids.filter { $0 != id }.map { "\($0)=127.0.0.1:\(dialPorts["\(id)>\($0)"]!)" }.joined(separator: ","),
+                    // By endpoint: a member replaced by a new id in the same slot keeps the relays.
+                    "--dial",
+                    ids.filter { $0 != id }.map { "127.0.0.1:\(ports[ids.firstIndex(of: $0)!])=127.0.0.1:\(dialPorts["\(id)>\($0)"]!)" }.joined(separator: ","),
                     "--fault-file", "\(folder)/faults/\(id)",
                 ]
             })
     }
 
-    func faultFile(_ id: String) -> String { "\(folder)/faults/\(id)" }
+    /// The slot's original id (relays and fault files are named by it).
+    func slotName(_ id: String) -> String { ids.firstIndex(of: id).map { nodes.ids[$0] } ?? id }
+
+    func faultFile(_ id: String) -> String { "\(folder)/faults/\(slotName(id))" }
 
     public func start(_ id: String) throws {
         nodes.reap(id)
-        try nodes.start(id)
+        guard let slot = ids.firstIndex(of: id) else { return }
+        if id == nodes.ids[slot] {
+            try nodes.start(id)
+        } else {
+            try nodes.startJoining(id, listen: endpoints[slot], join: endpoints[(slot + 1) % ids.count], extra: nodes.nodeArgs(nodes.ids[slot]))
+        }
+    }
+
+    /// Replaces the member `old` by a new id in its slot, as docs/operations.md says: the old
+    /// node is stopped and its data wiped, the new one started empty (`--join`), then
+    /// `tern admin member replace` adds it, waits until it caught up, promotes it and removes
+    /// the old one. Returns the new id and the command's output.
+    public func replace(_ old: String) throws -> (String, String) {
+        guard let slot = ids.firstIndex(of: old), let tern = siblingExecutable("tern") else { throw ValidationError("cannot replace \(old)") }
+        kill(old)
+        try? FileManager.default.removeItem(atPath: "\(nodes.dataRoot)/\(old)")
+        let new = "n\(nextID)"
+        nextID += 1
+        ids[slot] = new
+        try start(new)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: tern)
+        p.arguments = [
+            "admin", "member", "replace", old, "--with", new, "--endpoint", endpoints[slot], "--endpoints",
+            endpoints.enumerated().filter { $0.offset != slot }.map(\.element).joined(separator: ","),
+        ]
+        let pipe = Pipe()
+        p.standardOutput = pipe
+        p.standardError = pipe
+        try p.run()
+        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        p.waitUntilExit()
+        guard p.terminationStatus == 0 else { throw ValidationError("tern admin member replace \(old) --with \(new) failed:\n\(out)") }
+        return (new, out)
     }
 
     public func startAll() throws { try nodes.startAll() }
 
-    public var running: [String] { nodes.running }
+    public var running: [String] { ids.filter { nodes.isRunning($0) } }
 
     public func kill(_ id: String) {
         if paused.remove(id) != nil { nodes.signal(id, SIGCONT) }
@@ -211,7 +258,12 @@ public final class ChaosCluster: @unchecked Sendable {
     }
 
     /// Cuts (or heals) the directed links listed as "a>b".
-    public func cut(_ links: [String], _ value: Bool = true) { for l in links { relays[l]?.set(cut: value) } }
+    public func cut(_ links: [String], _ value: Bool = true) {
+        for l in links {
+            let ends = l.split(separator: ">").map { slotName(String($0)) }
+            relays[ends.joined(separator: ">")]?.set(cut: value)
+        }
+    }
 
     public func setDisk(_ id: String, _ fault: String) {
         _ = FileManager.default.createFile(atPath: faultFile(id), contents: Data((fault + "\n").utf8))
@@ -240,15 +292,17 @@ public final class ChaosCluster: @unchecked Sendable {
 struct ChaosNemesis {
     static let kinds = [
         "kill-leader", "kill-follower", "kill-random", "kill-two", "pause-leader", "isolate-leader",
-        "isolate-follower", "bridge", "one-way-leader-out", "slow-disk", "disk-full",
+        "isolate-follower", "bridge", "one-way-leader-out", "slow-disk", "disk-full", "replace-node",
     ]
     let cluster: ChaosCluster
     let client: TernCluster
     let history: ChaosHistory
     let every: Double
+    let kinds: [String]
     var rng: SplitMix
 
-    init(cluster: ChaosCluster, client: TernCluster, history: ChaosHistory, seed: UInt64, every: Double) {
+    init(cluster: ChaosCluster, client: TernCluster, history: ChaosHistory, seed: UInt64, every: Double, kinds: [String] = ChaosNemesis.kinds) {
+        self.kinds = kinds
         self.cluster = cluster
         self.client = client
         self.history = history
@@ -273,7 +327,7 @@ struct ChaosNemesis {
             let wait = rng.between(0.5, 1.5) * every
             try? await Task.sleep(for: .milliseconds(Int64(min(wait, max(0, seconds - history.now)) * 1000)))
             guard history.now < seconds else { break }
-            let kind = ChaosNemesis.kinds[rng.below(ChaosNemesis.kinds.count)]
+            let kind = kinds[rng.below(kinds.count)]
             let hold = rng.between(1.5, 5.0)
             let pickA = rng.below(3), pickB = rng.below(2)
             n += 1
@@ -336,6 +390,21 @@ struct ChaosNemesis {
                 // A node whose disk filled stops itself (fail-stop); the operator restarts it.
                 if !cluster.running.contains(target) { try cluster.start(target) }
             }
+        case "replace-node":
+            // Permanent: the member's machine is gone; a new member takes its place while the
+            // workloads go on. The leader half of the time.
+            let old = pickB == 0 ? (leader ?? random) : follower
+            print("[\(fmt(started)) s] fault \(number): replace-node \(old) (its data wiped)")
+            do {
+                let (new, out) = try cluster.replace(old)
+                target = "\(old) by \(new)"
+                for line in out.split(separator: "\n") { print("    \(line)") }
+            } catch {
+                target = old
+                history.problem("replace-node \(old) failed: \(error)")
+            }
+            history.fault(.init(kind: kind, target: target, started: started, healed: history.now))
+            return
         default:
             return
         }

@@ -59,6 +59,7 @@ struct ChaosChecker {
         var lines: [String] = []
         var retainedAway = 0
         func fail(_ s: String) { failures.append(s) }
+        for p in history.problems { fail(p) }
         let sends = history.allSends
         let faults = history.allFaults
         var stored: [String: [ReceivedMessage]] = [:]

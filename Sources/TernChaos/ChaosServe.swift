@@ -13,7 +13,7 @@ public struct ChaosServe: ParsableCommand {
         abstract: "A node for chaos tests: tern serve plus relays, disk faults and planted bugs (never for production).")
 
     @OptionGroup var options: ServeOptions
-    @Option(help: "Dial these peers elsewhere than their --peers endpoint, as id=host:port (relays).") var dial: String?
+    @Option(help: "Dial these peers elsewhere than their endpoint, as ID=host:port or HOST:PORT=host:port (relays).") var dial: String?
     @Option(help: "A control file that can make this node's disk slow (\"slow MS\") or full (\"full\").") var faultFile: String?
     @Option(help: "A deliberate bug to plant (see PlantedBugs.all), to show a checker catching it.") var plant: [String] = []
     @Option(help: "Commitlog segments of this many KiB (smaller than tern serve allows: retention stress).") var segmentKb: Int?
@@ -25,7 +25,7 @@ public struct ChaosServe: ParsableCommand {
         if let dial {
             let targets = try parseMembers(dial, flag: "--dial")
             for (peer, endpoint) in targets {
-                guard cfg.peers[peer] != nil, peer != cfg.id else { throw ValidationError("--dial: \(peer) is not another member") }
+                guard peer != cfg.id else { throw ValidationError("--dial: \(peer) is this node") }
                 cfg.dial[peer] = endpoint
             }
         }

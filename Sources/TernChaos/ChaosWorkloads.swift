@@ -31,6 +31,8 @@ final class ChaosHistory: @unchecked Sendable {
     private var sends: [Send] = []
     private var faults: [Fault] = []
     private var notes: [String] = []
+    /// Things the run did that failed (a membership change refused): each fails the run.
+    private var problemList: [String] = []
     private let file: FileHandle?
     let origin = ContinuousClock.now
 
@@ -85,6 +87,13 @@ final class ChaosHistory: @unchecked Sendable {
             write(Line(t: Self.ms(f.started), op: "fault", healed: Self.ms(f.healed), kind: f.kind, target: f.target))
         }
     }
+
+    /// A step of the nemesis that should have worked failed: noted, and the run fails.
+    func problem(_ text: String) {
+        lock.withLock { problemList.append(text) }
+        note(text)
+    }
+    var problems: [String] { lock.withLock { problemList } }
 
     func note(_ text: String) {
         lock.withLock {

@@ -84,10 +84,13 @@ public final class LocalCluster: @unchecked Sendable {
     /// Starts a node that is not one of `ids`: empty, it waits to be added to the group
     /// (`tern serve --join`; docs/operations.md, "Replacing a member"). Its data goes under
     /// the same root; `kill`, `pid` and `stopAll` know it by its id.
-    public func startJoining(_ id: String, listen: String, join: String) throws {
+    public func startJoining(_ id: String, listen: String, join: String, extra: [String] = []) throws {
         let secret = ids.count > 1 && !peerArgs.isEmpty ? ["--peer-secret", peerSecretPath] : []
-        try launch(id, ["--id", id, "--listen", listen, "--join", join, "--data", "\(dataRoot)/\(id)"] + secret + extraArgs)
+        try launch(id, ["--id", id, "--listen", listen, "--join", join, "--data", "\(dataRoot)/\(id)"] + secret + extraArgs + extra)
     }
+
+    /// Whether the node with this id (one of `ids` or started with `startJoining`) runs.
+    public func isRunning(_ id: String) -> Bool { processes[id]?.isRunning ?? false }
 
     private func launch(_ id: String, _ arguments: [String]) throws {
         try ensurePeerSecret()

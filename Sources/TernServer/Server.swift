@@ -37,7 +37,9 @@ public struct ServerConfig: Sendable {
     public var maxMessageBytes = 4 << 20
     // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
     // harness's `tern-chaos serve`); the production `tern serve` cannot set them.
-    /// Where this node dials each peer, when not at its `peers` endpoint (a chaos test's relays).
+    /// Where this node dials each peer, when not at its endpoint (a chaos test's relays), by the
+    /// peer's id or by its endpoint (as `NodeID("host:port")`: a member replaced by a new id at
+    /// the same address keeps its relay).
     @_spi(Testing) public var dial: [NodeID: String] = [:]
     /// Deliberate bugs, for showing that the chaos checker catches them.
     @_spi(Testing) public var plantedBugs: PlantedBugs = []

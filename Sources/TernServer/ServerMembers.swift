@@ -29,10 +29,10 @@ extension TernServer {
         if let leader = linkedLeader, leader != config.id, m.member(leader) == nil, let link = links[leader] { wanted[leader] = link.endpoint }
         for member in m.members where member.id != config.id {
             let e = member.endpoint.isEmpty ? (config.peers[member.id] ?? announced[member.id] ?? "") : member.endpoint
-            if !e.isEmpty { wanted[member.id] = config.dial[member.id] ?? e }
+            if !e.isEmpty { wanted[member.id] = config.dial[member.id] ?? config.dial[NodeID(e)] ?? e }
         }
         if m.member(config.id) == nil {
-            for (peer, e) in announced where wanted[peer] == nil && peer != config.id { wanted[peer] = config.dial[peer] ?? e }
+            for (peer, e) in announced where wanted[peer] == nil && peer != config.id { wanted[peer] = config.dial[peer] ?? config.dial[NodeID(e)] ?? e }
         }
         for peer in links.keys.sorted() where wanted[peer] != links[peer]!.endpoint {
             links.removeValue(forKey: peer)!.stop()

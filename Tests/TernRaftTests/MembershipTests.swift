@@ -177,6 +177,23 @@ struct MembershipTests {
         #expect(net.log("n1").entries.allSatisfy { $0.type != RaftEntryType.membership })
     }
 
+    @Test("entries refilled below the configuration a snapshot brought do not bring back an older one (simulator seed 38)")
+    func refillAfterInstall() throws {
+        let log = MemoryLog()
+        let raft = Raft(config: RaftConfig(id: "n2", members: ["n1", "n2", "n3"]), log: log, hardState: HardState(term: 1), seed: 1)
+        let older = Membership(voters: ["n1", "n2", "n3"])
+        var newer = older
+        newer.upsert(Member(id: "n4", endpoint: "h4:1", isLearner: true))
+        // As after an install whose snapshot applied the configuration at entry 3.
+        raft.restoreMembership([(3, newer)])
+        let entries = [
+            Entry(index: 1, term: 1, body: []), Entry(index: 2, term: 1, type: RaftEntryType.membership, body: older.encode()),
+            Entry(index: 3, term: 1, type: RaftEntryType.membership, body: newer.encode()), Entry(index: 4, term: 1, body: []),
+        ]
+        _ = try raft.step(Message(from: "n1", to: "n2", term: 1, kind: .append(prevIndex: 0, prevTerm: 0, entries: entries, commit: 4)))
+        #expect(raft.membership == newer && raft.membershipIndex == 3)
+    }
+
     @Test("the leader stamps incarnations, then drops messages from another incarnation of a member")
     func incarnations() {
         let net = Network(2)
