@@ -60,7 +60,7 @@ skip-truncation 1-60 30
 no-check-quorum 1-200 30
 apply-uncommitted 1-60 30
 lose-persisted-vote 1-800 10
-commit-earlier-term 1-300 60
+commit-earlier-term 1-20 30
 heartbeat-commit-capped 1-10 30
 truncate-peer-frames 1-3 10
 snapshot-drops-dedupe 1-10 30

@@ -99,6 +99,25 @@ struct Checker {
 }
 
 extension World {
+    /// The commitment rule (the Raft paper's section 5.4.2, Figure 8): a leader moves its commit
+    /// index only to an entry of its own term (earlier entries commit with it, never by being
+    /// counted on their own). Checked from outside on every output of a node that leads the same
+    /// term before and after it.
+    func checkCommitmentRule(_ node: SimNode) {
+        guard let replica = node.replica, replica.raft.role == .leader else {
+            node.leaderCommit = nil
+            return
+        }
+        let raft = replica.raft
+        defer { node.leaderCommit = (raft.term, raft.commitIndex) }
+        guard let before = node.leaderCommit, before.term == raft.term, raft.commitIndex > before.commit else { return }
+        if let t = try? replica.log.term(at: raft.commitIndex), t != raft.term {
+            checker.violations.append(
+                "commitment rule: \(node.id), leader of term \(raft.term), moved its commit index from \(before.commit) to \(raft.commitIndex), an entry of term \(t)"
+            )
+        }
+    }
+
     /// A linearizable read served by a leader under lease: it must reflect every write
     /// acknowledged before the read began.
     func read() {

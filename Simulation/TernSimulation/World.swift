@@ -116,6 +116,8 @@ final class SimNode {
     var raftIncarnation: UInt64?
     /// The configuration entry in effect at its last output (for crashes right after one).
     var lastMembershipIndex: UInt64 = 0
+    /// Its commit index and term as leader at its last output (the commitment rule's check).
+    var leaderCommit: (term: UInt64, commit: UInt64)?
     init(index: Int) {
         self.index = index
         self.id = NodeID("n\(index + 1)")

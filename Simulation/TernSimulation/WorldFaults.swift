@@ -79,6 +79,7 @@ extension World {
     /// was durable plus a torn prefix of what was in flight.
     func powerOff(_ node: SimNode) {
         node.node = nil
+        node.leaderCommit = nil
         node.incarnation += 1
         node.device.crash { [unowned self] n in Int(below(UInt64(n))) }
     }

@@ -186,6 +186,7 @@ extension World {
             trace("\(node.id) compacted its log: it starts at \(first)")
         }
         checkMembership(node, out)
+        checkCommitmentRule(node)
         for r in out.replies { sendToClient(r) }
     }
 

@@ -157,6 +157,26 @@ struct MembershipTests {
         }
     }
 
+    @Test("a member removed while partitioned away never learns it, campaigns, and disturbs nobody: pre-vote and the lease")
+    func removedWhilePartitioned() {
+        let net = Network(4)
+        net.elect("n1")
+        net.tickAll(times: 2)
+        net.isolate("n4")
+        #expect(net.change("n1", .remove("n4")).isSuccess)
+        net.tickAll(times: 2)
+        let term = net["n1"].term
+        // n4 still holds the old configuration and times out again and again.
+        net.tick("n4", times: 60)
+        #expect(net["n4"].membership.voters.contains("n4"), "it never heard of its removal")
+        net.heal()
+        net.tickAll(times: 60)
+        #expect(net["n1"].role == .leader && net["n1"].term == term, "the group kept its leader and its term")
+        #expect(net.leaders == ["n1"])
+        // n4 is not in the leader's configuration: nothing is sent to it, so it stays outside.
+        #expect(!net["n1"].membership.ids.contains("n4"))
+    }
+
     @Test("a configuration takes effect when appended and is undone when its entry is truncated")
     func revertOnTruncate() {
         let net = Network(3)

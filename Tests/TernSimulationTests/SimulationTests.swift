@@ -45,16 +45,34 @@ struct SimulationRegressionTests {
 
 @Suite("Simulation: rejoining after a lost disk, and pauses")
 struct SimulationRejoinTests {
-    // Seed 45 (before the fix): a member that lost its disk waited to hear from every peer, but a
-    // follower never writes to another follower, so it waited forever and, later, with a second
-    // member in the same state, no leader could be elected. Rejoining members now ask (termQuery).
-    @Test("seed 45: members rejoining after lost disks become voters again; liveness holds")
-    func seed45() {
-        var options = SimulationOptions(seed: 45)
+    // Seed 45 (before the fix, 2026-11-29): a member that lost its disk waited to hear from every
+    // peer, but a follower never writes to another follower, so it waited forever and, later, with
+    // a second member in the same state, no leader could be elected. Rejoining members now ask
+    // (termQuery). Since membership changes (2026-12-05) a member that lost its disk after the
+    // leader stamped its incarnation is a stranger the operator replaces; seed 48 now loses five
+    // disks and replaces five strangers, and seed 45 no longer wipes any.
+    @Test("seed 48: members that lost their disks are replaced (new ids, as an operator would); liveness holds")
+    func lostDisksReplaced() {
+        var options = SimulationOptions(seed: 48)
         options.seconds = 60
         let result = Simulation.run(options)
         #expect(result.ok, "\(result.violations)")
         #expect(result.faults["crash with a wiped disk", default: 0] > 0)
+        #expect(result.faults["membership: replace a stranger", default: 0] > 0)
+    }
+
+    // Seed 4 (2026-12-05, while membership changes were built; seed 9 after the worlds moved):
+    // snapshot-install chunks, made by the node and not by Raft's `send`, carried incarnation 0.
+    // Once a new member's configuration stamped the leader's incarnation it dropped every chunk,
+    // never caught up, and the operator's promotion never came (liveness). Without the fix seeds
+    // 9, 11, 20, 22 and 30 of 1-40 (30 s) fail.
+    @Test("seed 9: members added after the log's front was deleted catch up through installs")
+    func seed9InstallIncarnation() {
+        var options = SimulationOptions(seed: 9)
+        options.seconds = 30
+        let result = Simulation.run(options)
+        #expect(result.ok, "\(result.violations)")
+        #expect(result.faults["snapshot install", default: 0] > 0)
     }
 
     // Seed 290 (before the fix): a leader paused past its lease served a stale read on resume,
