@@ -46,7 +46,7 @@ let package = Package(
         .target(name: "TernProtocolNIO", dependencies: ["TernProtocol", .product(name: "NIOCore", package: "swift-nio")], swiftSettings: strict),
         // The broker: a pure state machine over committed entries (topics, consume queues,
         // offsets, producer dedupe, consumer groups).
-        .target(name: "TernBroker", dependencies: ["TernStorage", "TernProtocol"], swiftSettings: strict),
+        .target(name: "TernBroker", dependencies: ["TernRaft", "TernStorage", "TernProtocol"], swiftSettings: strict),
         // Raft + commitlog + broker + request routing: what the server and the simulator both drive.
         .target(name: "TernNode", dependencies: ["TernRaft", "TernStorage", "TernBroker", "TernProtocol"], swiftSettings: strict),
         // The real shell: NIO sockets, the storage thread, timers, peer links, config.

@@ -2,6 +2,7 @@
 // producer and indexed in their consume queues), releases and recalls of delayed messages,
 // offset commits and resets; transactions and receives go to their own files' appliers.
 import TernProtocol
+import TernRaft
 import TernStorage
 
 extension Broker {
@@ -52,7 +53,8 @@ extension Broker {
                 }
                 return .done
             case BrokerEntryType.raftMembership:
-                membership = (index, body)
+                // One that does not decode changes nothing, for Raft either.
+                if Membership.decode(body) != nil { membership = (index, body) }
                 return .done
             case let t where t < BrokerEntryType.firstBrokerType:
                 return .none  // Raft's own entries (the no-op of each term)

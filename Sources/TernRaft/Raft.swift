@@ -211,7 +211,10 @@ public final class Raft {
     /// Appends entries with the given types and bodies, if this node leads.
     public func propose(_ entries: [(type: UInt8, body: [UInt8])]) throws(LogFailure) -> (ProposeResult, Effects) {
         guard role == .leader else { return (.notLeader(leader: leader, term: term), finish()) }
-        guard transferTarget == nil else { return (.transferring, finish()) }
+        // Handing over: to a transfer's target, or, once this leader's own removal is appended,
+        // to the voter that will be caught up when the removal commits (helper review: under
+        // load no voter matched the log's end then, and the group waited out an election).
+        guard transferTarget == nil, isVoter else { return (.transferring, finish()) }
         let first = log.lastIndex + 1
         var index = first
         let made = entries.map { e -> Entry in
@@ -316,7 +319,8 @@ public final class Raft {
         case .termQueryResponse:
             break  // noted on arrival (noteTermHeard)
         case .timeoutNow:
-            guard role == .follower, leader == m.from else { return }
+            // Only a voter campaigns (a learner, or a member whose log lacks its promotion, not).
+            guard role == .follower, leader == m.from, isVoter, !rejoining else { return }
             try campaign(transfer: true)
         case .appendResponse(let success, let index, let hintIndex, let hintTerm):
             try handleAppendResponse(m, success: success, index: index, hintIndex: hintIndex, hintTerm: hintTerm)

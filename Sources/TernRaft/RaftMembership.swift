@@ -33,8 +33,17 @@ extension Raft {
     /// Index of the configuration in effect (0: the founding one).
     public var membershipIndex: UInt64 { configs.last!.index }
 
-    /// Drops a message from a member that the configuration knows under another incarnation.
+    /// Drops a message that would count for a member (a vote, an acknowledgement, an answer)
+    /// when it comes from another incarnation than the configuration names. A leader's own
+    /// messages (appends, heartbeats, snapshot chunks, TimeoutNow) pass: their authority is
+    /// their term, and a follower whose configuration is stale must still receive the newer one
+    /// (helper review: a member re-added with a new disk and elected was cut off from a follower
+    /// that missed the change).
     func admit(_ m: Message) -> Bool {
+        switch m.kind {
+        case .append, .heartbeat, .snapshotChunk, .timeoutNow: return true
+        default: break
+        }
         guard let member = membership.member(m.from) else { return true }
         if member.incarnation != 0 {
             return member.incarnation == m.incarnation
@@ -46,6 +55,9 @@ extension Raft {
     /// Recomputes what the configuration in effect decides: peers, voters, the quorum.
     func membershipChanged() {
         let m = membership
+        // An incarnation heard is kept only for a member still waiting for its stamp (one
+        // removed and added again must be heard anew).
+        heardIncarnations = heardIncarnations.filter { m.member($0.key)?.incarnation == 0 }
         peers = m.ids.filter { $0 != id }
         isVoter = m.isVoter(id, incarnation: incarnation)
         counted = bugs.contains(.learnerInQuorum) ? peers : m.voters.filter { $0 != id }

@@ -62,11 +62,14 @@ extension Raft {
         // Committed: the leader's base, and this log's own front when compacted further.
         let known = max(base, log.firstIndex - 1)
         precondition(log.lastIndex >= known, "installed at \(base) but the log is \(log.firstIndex)...\(log.lastIndex)")
-        if let m = membership {
-            // Configurations in the log after the snapshot stay; those before it give way to it.
-            configs = [m] + configs.filter { $0.index > m.index && $0.index <= log.lastIndex }
-            membershipChanged()
-        }
+        // Configurations in the log after the base and the snapshot's own stay; those at or
+        // below them give way to the snapshot's: every entry up to the base is committed (the
+        // snapshot's configuration covers it), and one this log held there was on a dead branch
+        // when the log was reset (helper review: kept, it became the committed base).
+        let above = max(membership?.index ?? 0, base)
+        let later = configs.filter { $0.index > above && $0.index <= log.lastIndex }
+        configs = [membership ?? configs[0]] + later
+        membershipChanged()
         commitIndex = max(commitIndex, known)
         appliedIndex = max(appliedIndex, known)
         reportedCommit = max(reportedCommit, commitIndex)

@@ -26,7 +26,9 @@ extension TernServer {
         var wanted: [NodeID: String] = [:]
         // The leader that is removing itself leads until the removal commits: its followers,
         // whose configuration no longer names it, keep answering it.
-        if let leader = linkedLeader, leader != config.id, m.member(leader) == nil, let link = links[leader] { wanted[leader] = link.endpoint }
+        if let leader = linkedLeader, leader != config.id, m.member(leader) == nil, let e = links[leader]?.endpoint ?? announced[leader] {
+            wanted[leader] = config.dial[leader] ?? config.dial[NodeID(e)] ?? e
+        }
         for member in m.members where member.id != config.id {
             let e = member.endpoint.isEmpty ? (config.peers[member.id] ?? announced[member.id] ?? "") : member.endpoint
             if !e.isEmpty { wanted[member.id] = config.dial[member.id] ?? config.dial[NodeID(e)] ?? e }

@@ -214,6 +214,60 @@ struct MembershipTests {
         #expect(raft.membership == newer && raft.membershipIndex == 3)
     }
 
+    @Test("an install that resets the log drops a configuration the old log held on a dead branch (helper review)")
+    func installDropsDeadBranchConfiguration() throws {
+        let log = MemoryLog()
+        let raft = Raft(config: RaftConfig(id: "n2", members: ["n1", "n2", "n3"]), log: log, hardState: HardState(term: 1), seed: 1)
+        let snapshotConfig = Membership(voters: ["n1", "n2", "n3"])
+        let deadBranch = Membership(voters: ["n2", "n3"])
+        // Entries 1-6 from a leader of term 1; entry 5 removes n1 and never commits.
+        var entries = (1...6).map { Entry(index: UInt64($0), term: 1, body: []) }
+        entries[4] = Entry(index: 5, term: 1, type: RaftEntryType.membership, body: deadBranch.encode())
+        _ = try raft.step(Message(from: "n1", to: "n2", term: 1, kind: .append(prevIndex: 0, prevTerm: 0, entries: entries, commit: 0)))
+        #expect(raft.membership == deadBranch)
+        // The leader of term 2 installs a snapshot (its configuration applied at entry 3, base 8):
+        // the node resets its log to continue after the base, then tells Raft.
+        log.reset(after: 8)
+        _ = raft.installedSnapshot(base: 8, membership: (3, snapshotConfig))
+        #expect(raft.membership == snapshotConfig, "the dead branch's configuration is gone with its entry")
+        #expect(raft.committedMembership.membership == snapshotConfig)
+    }
+
+    @Test("a leader whose removal is appended takes no more proposals, so its successor is caught up when it hands over (helper review)")
+    func removedLeaderRefusesProposals() {
+        let net = Network(3)
+        net.elect("n1")
+        net.tickAll(times: 2)
+        net.isolate("n2")
+        net.isolate("n3")
+        #expect(net.change("n1", .remove("n1")).isSuccess)
+        #expect(net.propose("n1", "late") == .transferring)
+        net.heal()
+        net.tickAll(times: 2)
+        #expect(net.leaders.count == 1 && net.leaders.first != "n1")
+    }
+
+    @Test("a follower whose configuration names an old incarnation of the leader still takes its appends (helper review)")
+    func staleIncarnationLeader() throws {
+        let log = MemoryLog()
+        let raft = Raft(config: RaftConfig(id: "n2", members: ["n1", "n2", "n3"]), log: log, hardState: HardState(term: 1, incarnation: 2), seed: 1)
+        raft.restoreMembership([
+            (
+                0,
+                Membership([Member(id: "n1", endpoint: "a", incarnation: 11), Member(id: "n2", endpoint: "b", incarnation: 2), Member(id: "n3", endpoint: "c")])
+            )
+        ])
+        // n1 came back with a new disk (incarnation 12), was added again and leads term 5.
+        let append = Message(
+            from: "n1", to: "n2", term: 5, kind: .append(prevIndex: 0, prevTerm: 0, entries: [Entry(index: 1, term: 5, body: [])], commit: 0), incarnation: 12)
+        let out = try raft.step(append)
+        #expect(raft.term == 5 && log.lastIndex == 1 && raft.leader == "n1")
+        #expect(out.messages.contains { if case .appendResponse(true, 1, _, _) = $0.kind { return true } else { return false } })
+        // Its votes still do not count as n1's: a vote request from incarnation 12 is dropped.
+        let vote = Message(from: "n1", to: "n2", term: 6, kind: .vote(lastIndex: 1, lastTerm: 5, transfer: false), incarnation: 12)
+        #expect(try raft.step(vote).messages.isEmpty)
+    }
+
     @Test("the leader stamps incarnations, then drops messages from another incarnation of a member")
     func incarnations() {
         let net = Network(2)

@@ -6,8 +6,17 @@ final class MemoryLog: RaftLog {
     var entries: [Entry] = []
     var durableIndex: UInt64 = 0
     var autoPersist = true
-    var firstIndex: UInt64 { 1 }
-    var lastIndex: UInt64 { entries.last?.index ?? 0 }
+    /// Entries before `base + 1` were dropped (`reset`, as after a snapshot install).
+    var base: UInt64 = 0
+    var firstIndex: UInt64 { base + 1 }
+    var lastIndex: UInt64 { entries.last?.index ?? base }
+
+    /// Drops every entry; the log continues after `index`.
+    func reset(after index: UInt64) {
+        entries = []
+        base = index
+        durableIndex = index
+    }
 
     init(terms: [UInt64] = []) {
         for (k, t) in terms.enumerated() { entries.append(Entry(index: UInt64(k + 1), term: t, body: [])) }
@@ -16,14 +25,14 @@ final class MemoryLog: RaftLog {
 
     func term(at index: UInt64) -> UInt64? {
         if index == 0 { return 0 }
-        guard index <= lastIndex else { return nil }
-        return entries[Int(index - 1)].term
+        guard index > base, index <= lastIndex else { return nil }
+        return entries[Int(index - base - 1)].term
     }
     func read(from index: UInt64, maxBytes: Int) -> [Entry] {
-        guard index >= 1, index <= lastIndex else { return [] }
+        guard index > base, index <= lastIndex else { return [] }
         var out: [Entry] = []
         var used = 0
-        for e in entries[Int(index - 1)...] {
+        for e in entries[Int(index - base - 1)...] {
             if !out.isEmpty && used + e.body.count + 40 > maxBytes { break }
             out.append(e)
             used += e.body.count + 40
@@ -38,7 +47,7 @@ final class MemoryLog: RaftLog {
         if autoPersist { durableIndex = lastIndex }
     }
     func truncate(after index: UInt64) {
-        entries.removeLast(entries.count - Int(index))
+        entries.removeLast(entries.count - Int(index - base))
         durableIndex = min(durableIndex, index)
     }
     func persist() { durableIndex = lastIndex }
