@@ -84,7 +84,12 @@ extension Commitlog {
         for s in segments { dropSegmentFiles(s) }
         segments.removeAll()
         try device.removeFile(directory + "/checkpoint")
-        for name in try device.listDirectory(directory) where name.count == 20 || name.hasSuffix(".index") {
+        // Recycled segments go too: positions start again at 0, so an old segment file renamed
+        // to a new segment's name could hold old entries at exactly the positions the new ones
+        // take, and recovery would take a torn write followed by one of them for corruption
+        // (simulator seed 64: a crash right after an install).
+        recyclePool.removeAll()
+        for name in try device.listDirectory(directory) where name.count == 20 || name.hasSuffix(".index") || name.hasPrefix("recycle-") {
             try device.removeFile(directory + "/" + name)
         }
         try device.syncDirectory(directory)

@@ -236,6 +236,45 @@ struct RecycleTests {
     }
 }
 
+@Suite("Commitlog: a reset drops recycled segments")
+struct ResetRecycleTests {
+    // Simulator seed 64 (2026-12-05): after an install reset the log, positions started again at
+    // 0 and a recycled file took a new segment's name holding the old entries at exactly the new
+    // ones' positions; a crash tore the last new entry, and recovery, finding a valid old entry
+    // after it, refused to open ("corruption") where it should cut a torn tail.
+    @Test("after a reset, a torn last entry is a torn tail: no old entry can follow it at its position", arguments: Backend.allCases)
+    func resetThenTear(_ backend: Backend) throws {
+        guard let device = backend.make() else { return }
+        defer { device.shutdown() }
+        let dir = temporaryDirectory("reset-recycle")
+        defer { removeTree(dir) }
+        var random = TestRandom(seed: 64)
+        let log = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        let old = makeEntries(1...300, term: 1, random: &random)
+        try log.append(old)
+        try log.flush()
+        #expect(try log.deleteSegments(through: 250) >= 3)
+        #expect(!log.recyclePool.isEmpty)
+        try log.reset(nextIndex: 1001)
+        #expect(log.recyclePool.isEmpty)
+        #expect(try device.listDirectory(dir).allSatisfy { !$0.hasPrefix("recycle-") })
+        device.waitForBackgroundWork()
+        // The same sizes as before: the new entries sit at the old ones' positions.
+        let new = old.prefix(200).enumerated().map { LogEntry(index: 1001 + UInt64($0.offset), term: 2, body: $0.element.body) }
+        try log.append(Array(new))
+        try log.flush()
+        let tail = log.segments.last!
+        let last = try log.readIndexRecords(tail, from: 1200, through: 1200)[0]
+        try log.close()
+        try device.removeFile(dir + "/checkpoint")
+        flipBit(dir + "/" + Commitlog.segmentName(tail.base), byte: Int(last.position - tail.base) + 20, bit: 1)
+        let torn = try Commitlog(directory: dir, device: device, options: tinyOptions)
+        #expect(torn.lastIndex == 1199)
+        #expect(torn.recoveryReport.contains { $0.contains("torn tail") }, "\(torn.recoveryReport)")
+        try torn.close()
+    }
+}
+
 @Suite("Commitlog: a batch torn across two segment files")
 struct CrossSegmentTearTests {
     /// Entries 1...k durable in segment A (the checkpoint says so), then one batch that fills
