@@ -93,7 +93,9 @@ public struct Membership: Equatable, Sendable, CustomStringConvertible {
         func string() -> String? {
             guard let n = byte(), at + Int(n) <= b.count else { return nil }
             defer { at += Int(n) }
-            return String(decoding: b[at..<(at + Int(n))], as: UTF8.self)
+            // Valid UTF-8 only: a replacement character would not encode back to these bytes
+            // (found by fuzzing: an id of 0xFF bytes re-encoded longer, and cut).
+            return String(validating: b[at..<(at + Int(n))], as: UTF8.self)
         }
         guard byte() == 1, let lo = byte(), let hi = byte() else { return nil }
         var members: [Member] = []

@@ -35,6 +35,10 @@ struct MembershipTests {
         #expect(Membership.decode([]) == nil)
         #expect(Membership.decode(m.encode() + [0]) == nil)
         #expect(Membership.decode(Array(m.encode().dropLast())) == nil)
+        // Invalid UTF-8 in an id does not decode (fuzzing found it re-encoding differently).
+        var bad = Membership([Member(id: "ab", endpoint: "h:1")]).encode()
+        bad[4] = 0xFF
+        #expect(Membership.decode(bad) == nil)
     }
 
     @Test("a learner receives the log, never campaigns and counts in no quorum; the planted learner-in-quorum bug counts it")
