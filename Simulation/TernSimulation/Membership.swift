@@ -26,10 +26,11 @@ extension World {
         return (2 + Double((h >> 40) % 8), (h >> 39) & 1 == 0 ? 0 : 0.3)
     }
 
+    /// The founding members' configuration (`--peers`).
+    var foundingMembership: Membership { Membership(voters: nodes.prefix(options.nodes).map(\.id)) }
+
     /// The latest configuration any node applied (committed), or the founding one.
-    var committedMembership: Membership {
-        checker.committedMembership?.membership ?? Membership(voters: nodes.prefix(options.nodes).map(\.id))
-    }
+    var committedMembership: Membership { checker.committedMembership?.membership ?? foundingMembership }
 
     /// A member of the committed configuration that came back as another incarnation.
     func isStranger(_ node: SimNode) -> Bool {
@@ -168,7 +169,7 @@ extension World {
         if previous > 0 && checker.committed[previous] == nil && raft.commitIndex < previous {
             problems.append("the configuration before it (entry \(previous)) was not committed")
         }
-        var before: Membership? = previous == 0 ? Membership(voters: nodes.prefix(options.nodes).map(\.id)) : nil
+        var before: Membership? = previous == 0 ? foundingMembership : nil
         if previous > 0, let e = try? log.read(from: previous, maxBytes: 1).first, e.index == previous { before = Membership.decode(e.body) }
         if let before, let now = Membership.decode(last.body) {
             let a = Set(before.voters), b = Set(now.voters)
@@ -191,7 +192,6 @@ final class SimOperator: SimClient {
     var target = 0
     var nextRequestID: UInt64 = 1
     var inFlight: (id: UInt64, sentAt: UInt64)?
-    var changesDone = 0
 
     init(index: Int) { self.index = index }
 
@@ -255,7 +255,6 @@ final class SimOperator: SimClient {
 
     private func done(_ step: Step, _ world: World) {
         plan.removeFirst()
-        changesDone += 1
         world.trace("operator: \(step) done")
         if case .remove(let k) = step { world.retire(k) }
     }

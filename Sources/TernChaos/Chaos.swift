@@ -222,20 +222,8 @@ public final class ChaosCluster: @unchecked Sendable {
         nextID += 1
         ids[slot] = new
         try start(new)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: tern)
-        p.arguments = [
-            "admin", "member", "replace", old, "--with", new, "--endpoint", endpoints[slot], "--endpoints",
-            endpoints.enumerated().filter { $0.offset != slot }.map(\.element).joined(separator: ","),
-        ]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("tern admin member replace \(old) --with \(new) failed:\n\(out)") }
-        return (new, out)
+        let via = endpoints.enumerated().filter { $0.offset != slot }.map(\.element)
+        return (new, try runMemberReplace(tern: tern, old: old, new: new, endpoint: endpoints[slot], via: via))
     }
 
     public func startAll() throws { try nodes.startAll() }

@@ -18,6 +18,22 @@ public func ternExecutable() -> String {
     (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe")) ?? CommandLine.arguments[0]
 }
 
+/// Runs `tern admin member replace OLD --with NEW --endpoint ENDPOINT` against the members at
+/// `via`, as an operator would (docs/operations.md); its printed steps, or why it failed.
+public func runMemberReplace(tern: String, old: String, new: String, endpoint: String, via: [String]) throws -> String {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: tern)
+    p.arguments = ["admin", "member", "replace", old, "--with", new, "--endpoint", endpoint, "--endpoints", via.joined(separator: ",")]
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+    p.waitUntilExit()
+    guard p.terminationStatus == 0 else { throw ValidationError("tern admin member replace \(old) --with \(new) failed (\(p.terminationStatus)):\n\(out)") }
+    return out
+}
+
 /// A local group of `tern serve` processes.
 public final class LocalCluster: @unchecked Sendable {
     public let ids: [String]

@@ -145,10 +145,7 @@ extension Node {
         do {
             while t.sent < t.total && t.sent < t.acked + window {
                 let data = try installBytes(t, at: t.sent, count: Node.installChunkBytes)
-                out.messages.append(
-                    Message(
-                        from: id, to: peer, term: replica.raft.term,
-                        kind: .snapshotChunk(index: t.index, offset: t.sent, total: t.total, data: data), incarnation: replica.raft.incarnation))
+                out.messages.append(replica.raft.message(to: peer, .snapshotChunk(index: t.index, offset: t.sent, total: t.total, data: data)))
                 t.sent += UInt64(data.count)
             }
             installsOut[peer] = t

@@ -186,7 +186,7 @@ struct BenchReplace: AsyncParsableCommand {
             if before > overall.0 { overall = (before, acks.state.withLockedValue { $0.longestAt }) }
             note("replacing \(old)\(old == leaderBefore ? " (the leader)" : "") by \(new) at \(endpoint)")
             let started = clock.now
-            let output = try runReplace(old: old, new: new, endpoint: endpoint, via: others)
+            let output = try runMemberReplace(tern: ternExecutable(), old: old, new: new, endpoint: endpoint, via: others)
             let seconds = (clock.now - started).seconds
             // What the new member's log wrote since it started: the catch-up, plus the load of
             // the moment since it caught up.
@@ -214,21 +214,6 @@ struct BenchReplace: AsyncParsableCommand {
         report.failedSends = acks.state.withLockedValue { $0.failed }
         report.lost = try await countLost(client, receipts)
         return report
-    }
-
-    /// Runs `tern admin member replace` as an operator would; its output, or why it failed.
-    func runReplace(old: String, new: String, endpoint: String, via: [String]) throws -> String {
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: ternExecutable())
-        p.arguments = ["admin", "member", "replace", old, "--with", new, "--endpoint", endpoint, "--endpoints", via.joined(separator: ",")]
-        let pipe = Pipe()
-        p.standardOutput = pipe
-        p.standardError = pipe
-        try p.run()
-        let out = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        guard p.terminationStatus == 0 else { throw ValidationError("tern admin member replace \(old) failed (\(p.terminationStatus)):\n\(out)") }
-        return out
     }
 
     /// Seconds from "1/4 adding" to "3/4 promoting" in the replace output (the new member
