@@ -24,6 +24,11 @@ struct BenchReplace: AsyncParsableCommand {
     @Option(help: "Steady load during the replacements: sends per second (0: as fast as --inflight allows).") var rate = 500
     @Option(help: "Seconds of steady load before and after each replacement.") var settle: Double = 2
     @Flag(help: "The short form for tests: 4 MiB, 200 sends a second.") var short = false
+    @Option(
+        help:
+            "Six loopback ports, comma separated (three members, then their replacements); default: free ones. A test picks them from its own ledger, so that clusters of tests running beside it never take the same."
+    )
+    var ports: String?
     @Flag(help: "Print one JSON object after the table.") var json = false
 
     struct Report: Encodable {
@@ -50,7 +55,12 @@ struct BenchReplace: AsyncParsableCommand {
         let fill = short ? 4 : fillMb
         let load = short ? 200 : rate
         let root = try makeFolder()
-        let ports = (0..<6).map { _ in freeLoopbackPort() }
+        let ports =
+            try ports.map { text -> [Int] in
+                let list = text.split(separator: ",").compactMap { Int($0) }
+                guard list.count == 6 else { throw ValidationError("--ports takes six ports, comma separated") }
+                return list
+            } ?? (0..<6).map { _ in freeLoopbackPort() }
         let cluster = LocalCluster(nodes: 3, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"], ports: Array(ports[0..<3]))
         let result: Result<Report, Error>
         do {
