@@ -166,6 +166,18 @@ public final class TernCluster: Sendable {
         throw lastError
     }
 
+    /// One request to the leader, with this client's retries (NOT_LEADER followed, BUSY and lost
+    /// connections retried until the timeout): for fronts that speak another protocol and build
+    /// native request bodies themselves (the RocketMQ 5 gRPC front).
+    public func leaderRequest(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64? = nil) async throws -> [UInt8] {
+        try await leaderCall(op, body, timeoutMillis: timeoutMillis)
+    }
+
+    /// A read that any node may answer (the leader when known), with retries.
+    public func anyRequest(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64? = nil) async throws -> [UInt8] {
+        try await anyCall(op, body, timeoutMillis: timeoutMillis)
+    }
+
     /// Calls one node, no retries.
     func call(endpoint: String, _ op: Opcode, _ body: [UInt8]) async throws -> [UInt8] {
         try await connection(endpoint).call(op, body, timeoutMillis: options.requestTimeoutMillis)

@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernRaft
+import TernRocketMQ
 import TernServer
 import TernStorage
 
@@ -50,6 +51,8 @@ public struct ServeOptions: ParsableArguments {
     @Option(help: "Certificate chain (PEM) served to clients, who then connect over TLS (docs/security.md); with --tls-key.") public var tlsCert: String?
     @Option(help: "The private key (PEM, unencrypted) of --tls-cert.") public var tlsKey: String?
     @Flag(help: "Check every client request against the replicated accounts (docs/security.md).") public var acl = false
+    @Option(help: "host:port for the RocketMQ 5 gRPC front (the official RocketMQ clients; docs/rocketmq.md). Off unless given.")
+    public var grpcListen: String?
     @Option(help: "Credentials file (access-key = ..., secret-key = ...) of an account with every right on this node; with --acl.")
     public var aclAdmin: String?
     @Option(help: "Client connections at once; one more is refused with BUSY (default 1000; peers are not counted).") public var maxConnections: Int?
@@ -157,6 +160,17 @@ public struct ServeOptions: ParsableArguments {
             guard v >= 1 && v <= 1_000_000 else { throw ValidationError("max-requests-per-connection must be 1 to 1000000 (got \(v))") }
             cfg.limits.maxOutstanding = v
         }
+        if let g = grpcListen ?? file.string("grpc-listen") {
+            guard let (host, port) = parseEndpoint(g) else { throw ValidationError("--grpc-listen \(g) is not host:port") }
+            guard g != listen else { throw ValidationError("--grpc-listen and --listen cannot share \(g)") }
+            if cfg.tlsCertPath != nil || cfg.acl {
+                throw ValidationError(
+                    "--grpc-listen with --tls-cert or --acl is not built yet: the gRPC front serves plaintext without access control (docs/rocketmq.md)")
+            }
+            cfg.grpcListen = g
+            let wildcard = host == "0.0.0.0" || host == "::" || host == "[::]"
+            cfg.grpcEndpoint = wildcard ? "\(parseEndpoint(listen)!.host):\(port)" : g
+        }
         cfg.lostDisk = lostDisk
         cfg.join = joinAt
         cfg.repairCorruption = repair
@@ -188,7 +202,7 @@ public struct ConfigFile: Sendable {
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
-        "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection",
+        "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection", "grpc-listen",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]
@@ -242,11 +256,52 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
         logger.critical("cannot start: \(error)")
         throw ExitCode(2)
     }
+    // The gRPC front, when asked for: a node that cannot open it stops rather than run without.
+    var front: RocketMQFront?
+    if let listen = cfg.grpcListen, let advertise = cfg.grpcEndpoint {
+        do {
+            var fc = FrontConfig(listen: listen, advertise: advertise, nodeEndpoints: [cfg.listen] + cfg.peers.values.filter { $0 != cfg.listen }.sorted())
+            fc.settings.maxBodyBytes = cfg.maxMessageBytes
+            let f = try RocketMQFront(config: fc, logger: Logger(label: "tern.\(cfg.id).grpc"))
+            front = f
+            let port = try blockingAwait { try await f.start() }
+            logger.notice("RocketMQ 5 gRPC front listening on \(hostOf(listen)):\(port), advertised as \(advertise)")
+        } catch {
+            logger.critical("cannot start the gRPC front: \(error)")
+            server.stop()
+            try? server.wait()
+            throw ExitCode(2)
+        }
+    }
+    defer {
+        if let front { _ = try? blockingAwait { await front.stop() } }
+    }
     do {
         try server.wait()
     } catch {
         throw ExitCode(1)
     }
+}
+
+private func hostOf(_ endpoint: String) -> String { parseEndpoint(endpoint)?.host ?? endpoint }
+
+/// Runs async work from synchronous code (the node's main thread) and waits for its result.
+func blockingAwait<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) throws -> T {
+    let done = DispatchSemaphore(value: 0)
+    let box = ResultBox<T>()
+    Task {
+        do { box.set(.success(try await work())) } catch { box.set(.failure(error)) }
+        done.signal()
+    }
+    done.wait()
+    return try box.get()
+}
+
+private final class ResultBox<T: Sendable>: @unchecked Sendable {
+    // Written once by the task before it signals; read after the wait.
+    private var result: Result<T, any Error>?
+    func set(_ r: Result<T, any Error>) { result = r }
+    func get() throws -> T { try result!.get() }
 }
 
 /// A size in bytes: a whole number, or one with a unit (KiB, MiB, GiB, TiB; also KB, MB, GB, TB

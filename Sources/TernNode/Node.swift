@@ -21,6 +21,9 @@ public struct NodeConfig: Sendable {
     /// Client endpoint ("host:port") of every member, for route answers and NOT_LEADER details.
     public var endpoints: [NodeID: String]
     public var broker = BrokerConfig()
+    /// This node's RocketMQ 5 gRPC front ("host:port"; "" when none), reported in its status so
+    /// that every front can list every node's in its route answers.
+    public var grpcEndpoint = ""
     /// Writes waiting for their entry to commit, at most; more are refused with `busy`.
     public var maxPendingWrites = 100_000
     /// Check every client request against the replicated accounts (docs/security.md).
@@ -232,6 +235,7 @@ public final class Node {
         s.snapshotIndex = lastSnapshotIndex
         s.diskBytes = diskBytes
         s.trimIndex = broker.trimIndex
+        s.grpcEndpoint = config.grpcEndpoint
         return s
     }
 

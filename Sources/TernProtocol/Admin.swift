@@ -126,6 +126,8 @@ public struct NodeStatus: WireCodable, Equatable {
     public var diskBytes: UInt64 = 0
     /// Entries before this index were deleted by retention's decision (the replicated trim).
     public var trimIndex: UInt64 = 0
+    /// Where this node's RocketMQ 5 gRPC front listens ("" when it has none; docs/rocketmq.md).
+    public var grpcEndpoint = ""
     public init(id: String, role: String, term: UInt64, leader: String, commitIndex: UInt64, lastIndex: UInt64, appliedIndex: UInt64, durableIndex: UInt64) {
         self.id = id
         self.role = role
@@ -151,6 +153,7 @@ public struct NodeStatus: WireCodable, Equatable {
         w.u64(snapshotIndex)
         w.u64(diskBytes)
         w.u64(trimIndex)
+        w.string(grpcEndpoint)
     }
     public init(from r: inout WireReader) throws(WireError) {
         id = try r.string("id")
@@ -171,6 +174,7 @@ public struct NodeStatus: WireCodable, Equatable {
             diskBytes = try r.u64("disk bytes")
             trimIndex = try r.u64("trim index")
         }
+        if !r.atEnd { grpcEndpoint = try r.string("grpc endpoint") }
     }
 }
 

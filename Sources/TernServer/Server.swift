@@ -35,6 +35,11 @@ public struct ServerConfig: Sendable {
     public var heartbeatTicks = 2
     public var autoCreateTopics = false
     public var maxMessageBytes = 4 << 20
+    /// `--grpc-listen`: where this node's RocketMQ 5 gRPC front listens (nil: no front), and
+    /// where clients are told to reach it. The front itself runs beside the server (the
+    /// TernRocketMQ target, started by the launcher); the server only reports it in its status.
+    public var grpcListen: String?
+    public var grpcEndpoint: String?
     // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
     // harness's `tern-chaos serve`); the production `tern serve` cannot set them.
     /// Where this node dials each peer, when not at its endpoint (a chaos test's relays), by the
@@ -198,6 +203,7 @@ public final class TernServer: @unchecked Sendable {
         var nodeConfig = NodeConfig(raft: raft, endpoints: config.peers)
         nodeConfig.broker.autoCreateTopics = config.autoCreateTopics
         nodeConfig.broker.maxMessageBytes = config.maxMessageBytes
+        nodeConfig.grpcEndpoint = config.grpcEndpoint ?? ""
         nodeConfig.broker.transactionCheckFirstMillis = config.transactionCheckFirstMillis
         nodeConfig.broker.transactionCheckIntervalMillis = config.transactionCheckIntervalMillis
         nodeConfig.broker.transactionMaxChecks = config.transactionMaxChecks

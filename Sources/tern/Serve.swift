@@ -40,6 +40,7 @@ struct ClusterUp: AsyncParsableCommand {
     @Option(help: "Nodes in the group.") var nodes = 3
     @Option(help: "Data directory (one subdirectory per node).") var data = "./tern-data"
     @Option(help: "Port of n1; the others follow.") var basePort = 9001
+    @Option(help: "Port of n1's RocketMQ 5 gRPC front (docs/rocketmq.md); the others follow. 0: no front.") var grpcBasePort = 8081
     @Option(help: "Storage backend for every node: auto, uring or posix.") var io: IOBackendChoice = .auto
     @Option(help: "A tern serve flag for every node, as one argument (repeatable): --node-arg=--disk-soft-limit=95.") var nodeArg: [String] = []
     @Option(help: "Certificate chain (PEM) every node serves to clients over TLS; it must name 127.0.0.1.") var tlsCert: String?
@@ -70,7 +71,14 @@ struct ClusterUp: AsyncParsableCommand {
             clientOptions.credentials = try Credentials(file: path)
             aclArgs = ["--acl", "--acl-admin", path]
         }
-        let cluster = LocalCluster(nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + aclArgs + nodeArg)
+        guard grpcBasePort == 0 || (grpcBasePort > 0 && grpcBasePort + nodes <= 65536) else { throw ValidationError("--grpc-base-port must be 0 or a port") }
+        // The gRPC front serves plaintext without access control so far: not with --tls-cert or --acl.
+        let grpcPorts = grpcBasePort == 0 || tlsCert != nil || acl ? [] : (0..<nodes).map { grpcBasePort + $0 }
+        let ids = (1...nodes).map { "n\($0)" }
+        let grpcListen = Dictionary(uniqueKeysWithValues: zip(ids, grpcPorts.map { "127.0.0.1:\($0)" }))
+        let cluster = LocalCluster(
+            nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + aclArgs + nodeArg,
+            nodeArgs: { id in grpcListen[id].map { ["--grpc-listen", $0] } ?? [] })
         // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
         // stops the nodes too, never leaves them running without this process.
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
@@ -85,6 +93,12 @@ struct ClusterUp: AsyncParsableCommand {
         print("tern: \(nodes) nodes starting (data in \(data), logs in \(cluster.logDirectory))")
         for (id, e) in zip(cluster.ids, cluster.endpoints) { print("  \(id)  \(e)") }
         print("endpoints: \(cluster.endpoints.joined(separator: ","))")
+        if !grpcPorts.isEmpty {
+            let list = ids.compactMap { grpcListen[$0] }
+            print("RocketMQ 5 gRPC (official RocketMQ clients): \(list.joined(separator: ";"))")
+        } else if grpcBasePort != 0 {
+            print("no RocketMQ 5 gRPC front: it does not serve TLS or access control yet (docs/rocketmq.md)")
+        }
         if cluster.usesGeneratedSecret {
             print("peers authenticate with the cluster secret in \(cluster.peerSecretPath) (docs/security.md)")
         }

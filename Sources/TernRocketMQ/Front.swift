@@ -1,0 +1,92 @@
+// The RocketMQ 5 gRPC front of one node (`tern serve --grpc-listen HOST:PORT`): a gRPC server on
+// its own event loop thread, and a native cluster client of the node's group. gRPC traffic never
+// runs on the node's event loop; it reaches the node as client requests, like any client's.
+import Foundation
+import GRPCCore
+import GRPCNIOTransportHTTP2Posix
+import Logging
+import NIOConcurrencyHelpers
+import NIOPosix
+import TernClient
+
+/// What a front needs: where to listen, the group's native endpoints and how to reach them.
+public struct FrontConfig: Sendable {
+    /// host:port of the gRPC listener.
+    public var listen: String
+    /// host:port clients are told to use for this node (the listen address, unless it is a
+    /// wildcard: then the node's client host with the gRPC port).
+    public var advertise: String
+    /// Native endpoints of the group, this node's first.
+    public var nodeEndpoints: [String]
+    public var cluster = TernCluster.Options()
+    public var settings = FrontSettings()
+    public init(listen: String, advertise: String, nodeEndpoints: [String]) {
+        self.listen = listen
+        self.advertise = advertise
+        self.nodeEndpoints = nodeEndpoints
+    }
+}
+
+public final class RocketMQFront: Sendable {
+    public let config: FrontConfig
+    let cluster: TernCluster
+    let service: MessagingFront
+    let server: GRPCServer<HTTP2ServerTransport.Posix>
+    let transport: HTTP2ServerTransport.Posix
+    let loops: MultiThreadedEventLoopGroup
+    let logger: Logger
+    private let tasks = NIOLockedValueBox<[Task<Void, Never>]>([])
+
+    public init(config: FrontConfig, logger: Logger) throws {
+        guard let colon = config.listen.lastIndex(of: ":"), let port = Int(config.listen[config.listen.index(after: colon)...]), (0...65535).contains(port)
+        else { throw ClientError.invalidArgument("--grpc-listen \(config.listen) is not host:port") }
+        let host = String(config.listen[..<colon])
+        self.config = config
+        self.logger = logger
+        var options = config.cluster
+        options.requestTimeoutMillis = 10_000
+        cluster = try TernCluster(endpoints: config.nodeEndpoints, options: options)
+        service = MessagingFront(cluster: cluster, settings: config.settings, advertise: config.advertise, logger: logger)
+        loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // Room for the largest body plus its properties and framing.
+        let limit = config.settings.maxBodyBytes + (1 << 20)
+        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
+        transport = HTTP2ServerTransport.Posix(
+            address: bare.contains(":") ? .ipv6(host: bare, port: port) : .ipv4(host: bare, port: port), transportSecurity: .plaintext,
+            config: .defaults { $0.rpc.maxRequestPayloadSize = limit }, eventLoopGroup: loops)
+        server = GRPCServer(transport: transport, services: [service])
+    }
+
+    /// Serves until `stop()`; returns once the listener is bound (the port it got), or throws
+    /// when it cannot bind.
+    public func start() async throws -> Int {
+        let serving = Task { [server, logger] in
+            do { try await server.serve() } catch { logger.error("rocketmq front stopped: \(error)") }
+        }
+        let address: GRPCNIOTransportCore.SocketAddress
+        do {
+            address = try await transport.listeningAddress
+        } catch {
+            serving.cancel()
+            throw ClientError.invalidArgument("cannot listen for gRPC on \(config.listen): \(error)")
+        }
+        let refresh = Task { [service] in
+            while !Task.isCancelled {
+                await service.refreshRouteEndpoints()
+                await service.renewals.renewDue(now: Int64(Date().timeIntervalSince1970 * 1000))
+                try? await Task.sleep(for: .seconds(5))
+            }
+        }
+        tasks.withLockedValue { $0 = [serving, refresh] }
+        return address.ipv4?.port ?? address.ipv6?.port ?? 0
+    }
+
+    public func stop() async {
+        server.beginGracefulShutdown()
+        let running = tasks.withLockedValue { $0 }
+        running[1...].forEach { $0.cancel() }
+        for t in running { await t.value }
+        await cluster.shutdown()
+        try? await loops.shutdownGracefully()
+    }
+}

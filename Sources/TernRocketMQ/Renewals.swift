@@ -1,0 +1,68 @@
+// Auto-renewal of invisible durations (a push consumer's receives ask for it): the front that
+// handed a message out keeps it invisible while the consumer works on it, as RocketMQ's proxy
+// does. Every 5 s it extends each delivery with 10 s or less left, by 1, 3, 5, 10, 30 and then
+// 60 minutes at a time, for at most 3 hours; an acknowledgement or a change by the client ends
+// the renewals. The schedule lives in this front's memory only: when its node stops, the
+// message becomes visible when its current duration ends, and is delivered again.
+import NIOConcurrencyHelpers
+import TernClient
+import TernProtocol
+
+final class Renewals: Sendable {
+    struct Entry {
+        var group: String
+        var handle: ReceiptHandle
+        var invisibleUntil: Int64
+        var givenUp: Int64
+        var step = 0
+    }
+
+    static let extensions: [Int64] = [1, 3, 5, 10, 30, 60].map { $0 * 60_000 }
+    static let renewWithin: Int64 = 10_000
+    static let maxMillis: Int64 = 3 * 3600 * 1000
+
+    private let entries = NIOLockedValueBox<[String: Entry]>([:])
+    let cluster: TernCluster
+
+    init(cluster: TernCluster) { self.cluster = cluster }
+
+    var count: Int { entries.withLockedValue { $0.count } }
+
+    func add(group: String, handle: ReceiptHandle, invisibleUntil: Int64, now: Int64) {
+        entries.withLockedValue {
+            $0[Receipt.encode(handle)] = Entry(group: group, handle: handle, invisibleUntil: invisibleUntil, givenUp: now + Self.maxMillis)
+        }
+    }
+
+    func remove(_ handle: String) { entries.withLockedValue { _ = $0.removeValue(forKey: handle) } }
+
+    /// Extends the deliveries that are due; drops those past their 3 hours or no longer held.
+    func renewDue(now: Int64) async {
+        let due = entries.withLockedValue { all -> [(String, Entry)] in
+            for (k, e) in all where e.givenUp <= now { all.removeValue(forKey: k) }
+            return all.filter { $0.value.invisibleUntil - now <= Self.renewWithin }.map { ($0.key, $0.value) }.sorted { $0.0 < $1.0 }
+        }
+        for (key, e) in due {
+            let step = Self.extensions[min(e.step, Self.extensions.count - 1)]
+            let ms = min(step, e.givenUp - now)
+            guard ms > 0 else {
+                remove(key)
+                continue
+            }
+            do {
+                let body = try await cluster.leaderRequest(
+                    .changeInvisible, ReceiptRequest(group: e.group, handle: e.handle, invisibleMillis: UInt64(ms)).encoded())
+                let until = Int64(try ChangeInvisibleResponse.decode(body).invisibleUntil)
+                entries.withLockedValue { all in
+                    guard all[key] != nil else { return }
+                    all[key]!.invisibleUntil = until
+                    all[key]!.step += 1
+                }
+            } catch ClientError.broker(let b) where b.code == .receiptExpired || b.code == .messageNotFound {
+                remove(key)  // acknowledged elsewhere, or delivered again: nothing to hold
+            } catch {
+                // Left for the next round (an election, a lost connection).
+            }
+        }
+    }
+}

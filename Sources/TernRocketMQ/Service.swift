@@ -1,0 +1,463 @@
+// apache.rocketmq.v2.MessagingService answered by calling the group over Tern's native protocol:
+// every node's front answers every RPC, the cluster client forwards writes to the leader and
+// follows it across elections. docs/rocketmq.md says RPC by RPC what is done and what is not.
+import Foundation
+import GRPCCore
+import Logging
+import NIOConcurrencyHelpers
+import SwiftProtobuf
+import TernClient
+import TernProtocol
+import TernRocketMQProto
+
+/// Settings of the front that RocketMQ clients see.
+public struct FrontSettings: Sendable {
+    /// Largest body a send may carry (the node's --max-message-bytes); told to producers.
+    public var maxBodyBytes = 4 << 20
+    /// Longest a receive is held when nothing is there; told to consumers.
+    public var longPollingMillis: Int64 = 20_000
+    /// Shortest and longest invisible duration a receive or change may ask for.
+    public var invisibleMillisRange: ClosedRange<Int64> = 10_000...(12 * 3600 * 1000)
+    /// Most messages one receive hands out.
+    public var maxReceiveBatch: Int32 = 32
+    /// Invisible duration of an auto-renewed receive (a push consumer's), renewed by the front
+    /// while it runs until the message is acknowledged or given back.
+    public var autoRenewMillis: Int64 = 60_000
+    /// The broker name in route answers (one Tern group: one broker).
+    public var brokerName = "tern"
+    /// The producer group Tern records for sends through the front (RocketMQ 5 has none).
+    public var producerGroup = "rocketmq-grpc"
+    public init() {}
+}
+
+final class MessagingFront: RMQMessagingService.ServiceProtocol {
+    let cluster: TernCluster
+    let settings: FrontSettings
+    let logger: Logger
+    let producer: Producer
+    /// This node's gRPC address first, then the other nodes' (refreshed from their status).
+    let routeEndpoints: NIOLockedValueBox<[String]>
+    let host: String
+    let renewals: Renewals
+
+    /// Half messages are recorded under their topic as the producer group (RocketMQ's proxy does
+    /// the same), so that checks go to producers publishing that topic.
+    private let transactionProducers = NIOLockedValueBox<[String: Producer]>([:])
+
+    func transactionProducer(_ topic: String) -> Producer {
+        transactionProducers.withLockedValue { all in
+            if let p = all[topic] { return p }
+            let p = Producer(cluster: cluster, group: topic, idempotent: true, sendTimeoutMillis: 10_000)
+            all[topic] = p
+            return p
+        }
+    }
+
+    init(cluster: TernCluster, settings: FrontSettings, advertise: String, logger: Logger) {
+        self.cluster = cluster
+        self.settings = settings
+        self.logger = logger
+        renewals = Renewals(cluster: cluster)
+        producer = Producer(cluster: cluster, group: settings.producerGroup, idempotent: true, sendTimeoutMillis: 10_000)
+        routeEndpoints = NIOLockedValueBox([advertise])
+        host = String(advertise[..<(advertise.lastIndex(of: ":") ?? advertise.endIndex)])
+    }
+
+    /// Learns the other nodes' gRPC addresses from their status answers.
+    func refreshRouteEndpoints() async {
+        guard let nodes = try? await cluster.status() else { return }
+        let own = routeEndpoints.withLockedValue { $0[0] }
+        let others = nodes.map(\.grpcEndpoint).filter { !$0.isEmpty && $0 != own }.sorted()
+        routeEndpoints.withLockedValue { $0 = [own] + others }
+    }
+
+    private func endpoints() -> RMQEndpoints {
+        var e = RMQEndpoints()
+        let list = routeEndpoints.withLockedValue { $0 }
+        e.scheme = list.allSatisfy { isIPv4(hostOf($0)) } ? .ipv4 : .domainName
+        // A domain-name endpoint list holds one address in the clients: this node's.
+        for item in e.scheme == .ipv4 ? list : [list[0]] {
+            var a = RMQAddress()
+            a.host = hostOf(item)
+            a.port = Int32(portOf(item))
+            e.addresses.append(a)
+        }
+        return e
+    }
+
+    private func queue(_ topic: String, _ id: Int32) -> RMQMessageQueue {
+        var q = RMQMessageQueue()
+        q.topic.name = topic
+        q.id = id
+        q.permission = .readWrite
+        q.broker.name = settings.brokerName
+        q.broker.id = 0
+        q.broker.endpoints = endpoints()
+        q.acceptMessageTypes = [.normal, .fifo, .delay, .transaction]
+        return q
+    }
+
+    private func queueCount(_ topic: String) async throws -> UInt32 {
+        let n = try await cluster.queryRoute(topic: topic).topicQueues
+        guard n > 0 else { throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))") }
+        return n
+    }
+
+    // MARK: Routes, heartbeats, settings
+
+    func queryRoute(request: ServerRequest<RMQQueryRouteRequest>, context: ServerContext) async throws -> ServerResponse<RMQQueryRouteResponse> {
+        var out = RMQQueryRouteResponse()
+        do {
+            let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
+            let n = try await queueCount(topic)
+            out.messageQueues = (0..<Int32(n)).map { queue(topic, $0) }
+            out.status = status(.ok)
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    func heartbeat(request: ServerRequest<RMQHeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<RMQHeartbeatResponse> {
+        var out = RMQHeartbeatResponse()
+        out.status = status(.ok)
+        if request.message.hasGroup {
+            do { _ = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup) } catch { out.status = status(for: error) }
+        }
+        return ServerResponse(message: out)
+    }
+
+    func notifyClientTermination(
+        request: ServerRequest<RMQNotifyClientTerminationRequest>, context: ServerContext
+    ) async throws -> ServerResponse<RMQNotifyClientTerminationResponse> {
+        var out = RMQNotifyClientTerminationResponse()
+        out.status = status(.ok)
+        return ServerResponse(message: out)
+    }
+
+    func telemetry(request: StreamingServerRequest<RMQTelemetryCommand>, context: ServerContext) async throws -> StreamingServerResponse<RMQTelemetryCommand> {
+        let clientID = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) ?? ""
+        return StreamingServerResponse { writer in
+            for try await command in request.messages {
+                guard case .settings(let theirs) = command.command else { continue }
+                var reply = RMQTelemetryCommand()
+                reply.status = status(.ok)
+                reply.settings = self.answer(theirs)
+                try await writer.write(reply)
+            }
+            self.logger.debug("telemetry stream of \(clientID) ended")
+            return [:]
+        }
+    }
+
+    /// The settings a client is told: RocketMQ's proxy answers with the client's own plus the
+    /// server's limits.
+    func answer(_ theirs: RMQSettings) -> RMQSettings {
+        var s = theirs
+        // A producer's retries: 3 attempts, 10 ms doubling to 1 s (what RocketMQ's proxy tells).
+        var backoff = RMQRetryPolicy()
+        backoff.maxAttempts = 3
+        var exponential = RMQExponentialBackoff()
+        exponential.initial = duration(millis: 10)
+        exponential.max = duration(millis: 1000)
+        exponential.multiplier = 2
+        backoff.exponentialBackoff = exponential
+        s.backoffPolicy = backoff
+        s.requestTimeout = duration(millis: 3000)
+        switch theirs.pubSub {
+        case .publishing(var p):
+            p.maxBodySize = Int32(settings.maxBodyBytes)
+            p.validateMessageType = true
+            s.publishing = p
+        case .subscription(var sub):
+            sub.fifo = false
+            sub.receiveBatchSize = settings.maxReceiveBatch
+            sub.longPollingTimeout = duration(millis: settings.longPollingMillis)
+            // A consumer's attempts: 17 (the first and 16 retries), each failure backing off by
+            // RocketMQ's schedule: 1 s, 5 s, 10 s, 30 s, 1 min ... 10 min, 20 min, 30 min, 1 h, 2 h.
+            var retry = RMQRetryPolicy()
+            retry.maxAttempts = 17
+            var custom = RMQCustomizedBackoff()
+            custom.next = [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200].map { duration(millis: $0 * 1000) }
+            retry.customizedBackoff = custom
+            s.backoffPolicy = retry
+            s.subscription = sub
+        case nil:
+            break
+        }
+        var metric = RMQMetric()
+        metric.on = false
+        s.metric = metric
+        return s
+    }
+
+    // MARK: Sending
+
+    func sendMessage(request: ServerRequest<RMQSendMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQSendMessageResponse> {
+        var out = RMQSendMessageResponse()
+        let messages = request.message.messages
+        guard !messages.isEmpty else {
+            out.status = status(.badRequest, "no messages to send")
+            return ServerResponse(message: out)
+        }
+        var failed: RMQStatus?
+        for m in messages {
+            var entry = RMQSendResultEntry()
+            do {
+                entry = try await send(m)
+            } catch {
+                entry.status = status(for: error)
+                entry.messageID = m.systemProperties.messageID
+                failed = failed ?? entry.status
+            }
+            out.entries.append(entry)
+        }
+        out.status = failed ?? status(.ok)
+        return ServerResponse(message: out)
+    }
+
+    private func send(_ m: RMQMessage) async throws -> RMQSendResultEntry {
+        let topic = try name(of: m.topic, what: "topic", code: .illegalTopic)
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        let (message, id) = try ternMessage(m, topic: topic, maxBodyBytes: settings.maxBodyBytes, now: now)
+        _ = try await queueCount(topic)
+        let sp = m.systemProperties
+        // The front picks the queue, as RocketMQ's proxy does (clients pick only an endpoint): a
+        // message group always maps to the same queue, sent one at a time; others rotate.
+        let sender = sp.messageType == .transaction ? transactionProducer(topic) : producer
+        let receipt = try await sender.send(batch: [message])[0]
+        var entry = RMQSendResultEntry()
+        entry.status = status(.ok)
+        entry.messageID = id.isEmpty ? receipt.messageID.description : id
+        entry.offset = Int64(receipt.queueOffset)
+        if sp.messageType == .transaction { entry.transactionID = receipt.messageID.description }
+        if receipt.scheduled { entry.recallHandle = receipt.messageID.description }
+        return entry
+    }
+
+    func endTransaction(request: ServerRequest<RMQEndTransactionRequest>, context: ServerContext) async throws -> ServerResponse<RMQEndTransactionResponse> {
+        var out = RMQEndTransactionResponse()
+        let r = request.message
+        do {
+            guard let id = MessageID(r.transactionID) else {
+                throw FrontError(.invalidTransactionID, "transaction id \"\(r.transactionID.prefix(40))\" is not one Tern issued")
+            }
+            let decision: TransactionDecision
+            switch r.resolution {
+            case .commit: decision = .commit
+            case .rollback: decision = .rollback
+            default: throw FrontError(.badRequest, "the resolution is neither COMMIT nor ROLLBACK")
+            }
+            let topic = try name(of: r.topic, what: "topic", code: .illegalTopic)
+            let body = EndTransactionRequest(group: topic, id: id, decision: decision, fromCheck: r.source == .sourceServerCheck)
+            _ = try await cluster.leaderRequest(.endTransaction, body.encoded())
+            out.status = status(.ok)
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    func recallMessage(request: ServerRequest<RMQRecallMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQRecallMessageResponse> {
+        var out = RMQRecallMessageResponse()
+        do {
+            _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
+            guard let id = MessageID(request.message.recallHandle) else {
+                throw FrontError(.badRequest, "recall handle \"\(request.message.recallHandle.prefix(40))\" is not one Tern issued")
+            }
+            try await cluster.recall([id])
+            out.messageID = id.description
+            out.status = status(.ok)
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    // MARK: Receiving
+
+    func queryAssignment(request: ServerRequest<RMQQueryAssignmentRequest>, context: ServerContext) async throws -> ServerResponse<RMQQueryAssignmentResponse> {
+        var out = RMQQueryAssignmentResponse()
+        do {
+            let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
+            _ = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
+            _ = try await queueCount(topic)
+            // Receives take from every queue of the topic, so one assignment covers it: queue -1
+            // ("any queue of this broker"), as RocketMQ's proxy answers for receive/ack groups.
+            var a = RMQAssignment()
+            a.messageQueue = queue(topic, -1)
+            out.assignments = [a]
+            out.status = status(.ok)
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    func receiveMessage(
+        request: ServerRequest<RMQReceiveMessageRequest>, context: ServerContext
+    ) async throws -> StreamingServerResponse<RMQReceiveMessageResponse> {
+        let r = request.message
+        return StreamingServerResponse { writer in
+            var statusReply = RMQReceiveMessageResponse()
+            do {
+                // As RocketMQ's proxy: the status, the messages, then when they were delivered.
+                let deliveries = try await self.receive(r)
+                statusReply.status = deliveries.isEmpty ? status(.messageNotFound, "no new message") : status(.ok)
+                try await writer.write(statusReply)
+                for m in deliveries {
+                    var one = RMQReceiveMessageResponse()
+                    one.message = m
+                    try await writer.write(one)
+                }
+            } catch {
+                statusReply.status = status(for: error)
+                try await writer.write(statusReply)
+            }
+            var when = RMQReceiveMessageResponse()
+            when.deliveryTimestamp = timestamp(millis: UInt64(Date().timeIntervalSince1970 * 1000))
+            try await writer.write(when)
+            return [:]
+        }
+    }
+
+    private func receive(_ r: RMQReceiveMessageRequest) async throws -> [RMQMessage] {
+        let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
+        let topic = try name(of: r.messageQueue.topic, what: "topic", code: .illegalTopic)
+        var filter = "*"
+        switch r.filterExpression.type {
+        case .tag, .unspecified:
+            let e = r.filterExpression.expression.trimmingCharacters(in: .whitespaces)
+            filter = e.isEmpty ? "*" : e
+        case .sql:
+            throw FrontError(.unsupported, "SQL92 filters in ReceiveMessage are not built yet (tag filters are)")
+        case .UNRECOGNIZED(let n):
+            throw FrontError(.illegalFilterExpression, "unknown filter type \(n)")
+        }
+        guard r.batchSize >= 1 else { throw FrontError(.badRequest, "batch size \(r.batchSize) is below 1") }
+        // RocketMQ's bounds: at most 32 a receive (more is cut), an invisible duration of 10 s to
+        // 12 h (auto-renewed receives: 60 s, renewed until acknowledged), a poll of 5 to 20 s.
+        let batch = min(r.batchSize, settings.maxReceiveBatch)
+        let invisible = r.autoRenew ? settings.autoRenewMillis : r.hasInvisibleDuration ? millis(r.invisibleDuration) : 30_000
+        guard settings.invisibleMillisRange.contains(invisible) else {
+            throw FrontError(
+                .illegalInvisibleTime,
+                "invisible duration \(invisible) ms is outside \(settings.invisibleMillisRange.lowerBound)...\(settings.invisibleMillisRange.upperBound) ms")
+        }
+        let asked = r.hasLongPollingTimeout ? millis(r.longPollingTimeout) : settings.longPollingMillis
+        let wait = min(max(asked, 5_000), settings.longPollingMillis)
+        let native = ReceiveRequest(
+            group: group, topic: topic, tagFilter: filter, maxMessages: UInt32(batch), invisibleMillis: UInt64(invisible),
+            maxWaitMillis: UInt32(wait))
+        let body = try await cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
+        let deliveries = try ReceiveResponse.decode(body).deliveries
+        if r.autoRenew {
+            let now = Int64(Date().timeIntervalSince1970 * 1000)
+            for d in deliveries { renewals.add(group: group, handle: d.handle, invisibleUntil: Int64(d.invisibleUntil), now: now) }
+        }
+        return deliveries.map { d in
+            rocketMessage(d.message, handle: Receipt.encode(d.handle), attempt: d.attempt, invisibleMillis: invisible, host: host)
+        }
+    }
+
+    func ackMessage(request: ServerRequest<RMQAckMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQAckMessageResponse> {
+        var out = RMQAckMessageResponse()
+        do {
+            let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
+            _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
+            guard !request.message.entries.isEmpty else { throw FrontError(.badRequest, "no entries to acknowledge") }
+            for e in request.message.entries {
+                var result = RMQAckMessageResultEntry()
+                result.messageID = e.messageID
+                result.receiptHandle = e.receiptHandle
+                do {
+                    let handle = try Receipt.decode(e.receiptHandle)
+                    renewals.remove(e.receiptHandle)
+                    _ = try await cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
+                    result.status = status(.ok)
+                } catch {
+                    result.status = status(for: error)
+                }
+                out.entries.append(result)
+            }
+            let codes = Set(out.entries.map(\.status.code))
+            out.status = codes.count == 1 ? out.entries[0].status : status(.multipleResults, "entries differ; see each entry's status")
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    func changeInvisibleDuration(
+        request: ServerRequest<RMQChangeInvisibleDurationRequest>, context: ServerContext
+    ) async throws -> ServerResponse<RMQChangeInvisibleDurationResponse> {
+        var out = RMQChangeInvisibleDurationResponse()
+        let r = request.message
+        do {
+            let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
+            _ = try name(of: r.topic, what: "topic", code: .illegalTopic)
+            let handle = try Receipt.decode(r.receiptHandle)
+            let ms = millis(r.invisibleDuration)
+            guard ms >= 0 && ms <= settings.invisibleMillisRange.upperBound else {
+                throw FrontError(.illegalInvisibleTime, "invisible duration \(ms) ms is outside 0...\(settings.invisibleMillisRange.upperBound) ms")
+            }
+            renewals.remove(r.receiptHandle)
+            // Tern's shortest invisible time is 100 ms: "visible now" becomes that.
+            _ = try await cluster.leaderRequest(.changeInvisible, ReceiptRequest(group: group, handle: handle, invisibleMillis: UInt64(max(ms, 100))).encoded())
+            out.receiptHandle = r.receiptHandle
+            out.status = status(.ok)
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    // MARK: Not built
+
+    func forwardMessageToDeadLetterQueue(
+        request: ServerRequest<RMQForwardMessageToDeadLetterQueueRequest>, context: ServerContext
+    ) async throws -> ServerResponse<RMQForwardMessageToDeadLetterQueueResponse> {
+        throw unimplemented("ForwardMessageToDeadLetterQueue", "receive/ack has no dead-letter queue in Tern yet")
+    }
+
+    func pullMessage(request: ServerRequest<RMQPullMessageRequest>, context: ServerContext) async throws -> StreamingServerResponse<RMQPullMessageResponse> {
+        throw unimplemented("PullMessage", "use receive/ack (SimpleConsumer, PushConsumer)")
+    }
+
+    func updateOffset(request: ServerRequest<RMQUpdateOffsetRequest>, context: ServerContext) async throws -> ServerResponse<RMQUpdateOffsetResponse> {
+        throw unimplemented("UpdateOffset", "offsets belong to pull consumption, not served over gRPC")
+    }
+
+    func getOffset(request: ServerRequest<RMQGetOffsetRequest>, context: ServerContext) async throws -> ServerResponse<RMQGetOffsetResponse> {
+        throw unimplemented("GetOffset", "offsets belong to pull consumption, not served over gRPC")
+    }
+
+    func queryOffset(request: ServerRequest<RMQQueryOffsetRequest>, context: ServerContext) async throws -> ServerResponse<RMQQueryOffsetResponse> {
+        throw unimplemented("QueryOffset", "offsets belong to pull consumption, not served over gRPC")
+    }
+
+    func syncLiteSubscription(
+        request: ServerRequest<RMQSyncLiteSubscriptionRequest>, context: ServerContext
+    ) async throws -> ServerResponse<RMQSyncLiteSubscriptionResponse> {
+        throw unimplemented("SyncLiteSubscription", "Tern has no lite topics")
+    }
+
+    private func unimplemented(_ method: String, _ why: String) -> RPCError {
+        RPCError(code: .unimplemented, message: "\(method) is not implemented by Tern: \(why) (docs/rocketmq.md)")
+    }
+}
+
+func hostOf(_ endpoint: String) -> String {
+    guard let i = endpoint.lastIndex(of: ":") else { return endpoint }
+    return String(endpoint[..<i])
+}
+
+func portOf(_ endpoint: String) -> Int {
+    guard let i = endpoint.lastIndex(of: ":") else { return 0 }
+    return Int(endpoint[endpoint.index(after: i)...]) ?? 0
+}
+
+func isIPv4(_ host: String) -> Bool {
+    let parts = host.split(separator: ".", omittingEmptySubsequences: false)
+    return parts.count == 4 && parts.allSatisfy { p in UInt8(p) != nil && !p.isEmpty }
+}

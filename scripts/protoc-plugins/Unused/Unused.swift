@@ -1,0 +1,1 @@
+// Placeholder: SwiftPM needs a target; the plugins come from the dependencies.
