@@ -22,7 +22,8 @@ bench-storage: release
 bench-compare: setup
 	bench/compare.sh
 
-# Checks the format, builds with warnings as errors (debug), runs every test, then the simulator's checks
+# Checks the format, builds with warnings as errors (debug), runs every test, then the official
+# RocketMQ 5 Python client against a three-node cluster's gRPC fronts (docs/rocketmq.md), then the simulator's checks
 # (a 100-seed sweep, determinism across processes, planted bugs caught), then every fuzz target
 # for 10 s from its corpus (docs/security.md), then short chaos runs on real processes (60 s of
 # faults, 30 s with retention stress, and 40 s of member replacements among leader kills and
@@ -30,6 +31,7 @@ bench-compare: setup
 test: setup lint
 	swift build --build-tests
 	swift test
+	scripts/rocketmq-interop.sh .build/debug/tern
 	scripts/sim-check.sh
 	FUZZ_SECONDS=10 scripts/fuzz.sh
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci

@@ -138,15 +138,61 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func telemetry(request: StreamingServerRequest<RMQTelemetryCommand>, context: ServerContext) async throws -> StreamingServerResponse<RMQTelemetryCommand> {
         let clientID = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) ?? ""
         return StreamingServerResponse { writer in
-            for try await command in request.messages {
-                guard case .settings(let theirs) = command.command else { continue }
-                var reply = RMQTelemetryCommand()
-                reply.status = status(.ok)
-                reply.settings = self.answer(theirs)
-                try await writer.write(reply)
+            // Replies to the client's settings and transaction checks share the one stream: both
+            // go through this mailbox, written in order by one task.
+            let (outbox, post) = AsyncStream<RMQTelemetryCommand>.makeStream()
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask {
+                    for await command in outbox { try await writer.write(command) }
+                }
+                var checks: [String: Task<Void, Never>] = [:]
+                defer { checks.values.forEach { $0.cancel() } }
+                do {
+                    for try await command in request.messages {
+                        guard case .settings(let theirs) = command.command else { continue }
+                        var reply = RMQTelemetryCommand()
+                        reply.status = status(.ok)
+                        reply.settings = self.answer(theirs)
+                        post.yield(reply)
+                        // A producer answers transaction checks for the topics it publishes.
+                        guard case .publishing(let p) = theirs.pubSub, !clientID.isEmpty else { continue }
+                        for t in p.topics {
+                            guard let topic = try? name(of: t, what: "topic", code: .illegalTopic), checks[topic] == nil else { continue }
+                            checks[topic] = Task { await self.forwardChecks(topic: topic, clientID: clientID, post: post) }
+                        }
+                    }
+                } catch {
+                    self.logger.debug("telemetry stream of \(clientID) failed: \(error)")
+                }
+                checks.values.forEach { $0.cancel() }
+                post.finish()
+                try await tasks.waitForAll()
             }
             self.logger.debug("telemetry stream of \(clientID) ended")
             return [:]
+        }
+    }
+
+    /// Holds the native check poll of a topic's half messages for one producer, and hands each
+    /// half message the leader asks about to the producer as RecoverOrphanedTransactionCommand;
+    /// the producer's answer comes back as EndTransaction (source SERVER_CHECK).
+    func forwardChecks(topic: String, clientID: String, post: AsyncStream<RMQTelemetryCommand>.Continuation) async {
+        let poll = TransactionCheckPoll(group: topic, clientID: clientID, maxWaitMillis: 20_000).encoded()
+        while !Task.isCancelled {
+            do {
+                let body = try await cluster.leaderRequest(.pollTransactionChecks, poll, timeoutMillis: 25_000)
+                for half in try MessageList.decode(body).messages {
+                    var command = RMQTelemetryCommand()
+                    var recover = RMQRecoverOrphanedTransactionCommand()
+                    recover.message = rocketMessage(half, handle: nil, attempt: nil, invisibleMillis: nil, host: host)
+                    recover.transactionID = half.id.description
+                    command.recoverOrphanedTransactionCommand = recover
+                    post.yield(command)
+                }
+            } catch {
+                if Task.isCancelled { return }
+                try? await Task.sleep(for: .seconds(1))
+            }
         }
     }
 
