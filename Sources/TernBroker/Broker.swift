@@ -110,6 +110,10 @@ public final class Broker {
     unowned let source: any EntrySource
     /// Topic name -> queue count.
     public internal(set) var topics: [String: UInt32] = [:]
+    /// Typed topics (`tern admin topic create --type`); a topic not here is mixed.
+    public internal(set) var topicTypes: [String: TopicType] = [:]
+    /// Consumer groups created with settings (`tern admin group create`): name -> fifo.
+    public internal(set) var groupSettings: [String: Bool] = [:]
     /// Each queue's files (BrokerQueues.swift); the rows are on disk, in `queueFiles`. The key
     /// index's buckets are queues of the reserved topic `#keys` (KeyIndex.swift).
     var queues: [QueueRef: QueueFileKey] = [:]

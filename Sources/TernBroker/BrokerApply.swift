@@ -93,11 +93,16 @@ extension Broker {
 
     func applyAdmin(_ command: AdminCommand, index: UInt64) throws(StorageError) -> ApplyOutcome {
         switch command {
-        case .createTopic(let name, let n):
+        case .createTopic(let name, let n, let type):
             if let existing = topics[name] {
+                let existingType = topicTypes[name] ?? .mixed
+                guard existingType == type else {
+                    return .failed(ErrorBody(code: ErrorCode.topicExists, message: "topic \(name) exists as a \(existingType) topic"))
+                }
                 return existing == n ? .done : .failed(ErrorBody(code: ErrorCode.topicExists, message: "topic \(name) exists with \(existing) queues"))
             }
             topics[name] = n
+            if type != .mixed { topicTypes[name] = type }
             for q in 0..<n { createQueue(QueueRef(topic: name, queueID: q), created: index) }
             return .done
         case .updateTopic(let name, let n):
@@ -111,10 +116,18 @@ extension Broker {
             for q in existing..<n { createQueue(QueueRef(topic: name, queueID: q), created: index) }
             topics[name] = n
             return .done
+        case .createGroup(let name, let fifo):
+            if let existing = groupSettings[name] {
+                return existing == fifo
+                    ? .done : .failed(ErrorBody(code: ErrorCode.topicExists, message: "group \(name) exists as a \(existing ? "fifo" : "non-fifo") group"))
+            }
+            groupSettings[name] = fifo
+            return .done
         case .deleteTopic(let name):
             guard let n = topics.removeValue(forKey: name) else {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
+            topicTypes[name] = nil
             for q in 0..<n { try removeQueue(QueueRef(topic: name, queueID: q)) }
             for g in receiveGroups.keys.sorted() {
                 receiveGroups[g] = receiveGroups[g]!.filter { $0.key.topic != name }
@@ -140,33 +153,50 @@ extension Broker {
                     ? ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(header.topic) does not exist")
                     : ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(header.topic) has no queue \(header.queueID)"))
         }
-        if header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"), header.count == 1 {
-            // A give-back: stored once per (origin, reconsume times).
+        // Keyed sends are stored once per (topic, key) among the topic's last 100,000 keyed sends,
+        // whichever producer, queue or node they come through: a give-back by its retry key
+        // (origin and reconsume count), any other single message by the id its client gave it
+        // (RocketMQ's UNIQ_KEY: a RocketMQ 5 client retries a send with the same id).
+        let giveBack = header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%")
+        var key: String?
+        if header.count == 1 {
             var peek = r
-            if let m = try? WireMessage.meta(from: &peek), let key = m.properties[RetryProperty.retryKey] {
-                if var earlier = sendBacks[header.topic]?.keys[key], !config.plantedBugs.contains(.sendBackTwice) {
-                    earlier.duplicate = true
-                    return .sent(earlier)
-                }
-                let result = try appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
-                if case .sent(let response) = result {
-                    // Out of the table while it changes, so the change does not copy it.
-                    var book = sendBacks.removeValue(forKey: header.topic) ?? ([:], [], 0)
-                    book.keys[key] = response
-                    book.order.append(key)
-                    if book.order.count - book.head > 100_000 {
-                        book.keys[book.order[book.head]] = nil
-                        book.head += 1
-                        if book.head > 50_000 {
-                            book.order.removeFirst(book.head)
-                            book.head = 0
-                        }
-                    }
-                    sendBacks[header.topic] = book
-                }
-                return result
+            if let m = try? WireMessage.meta(from: &peek) {
+                key = m.properties[giveBack ? RetryProperty.retryKey : DedupeProperty.clientMessageID]
             }
         }
+        guard let key else { return try appendDeduplicated(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp) }
+        let planted = config.plantedBugs.contains(giveBack ? .sendBackTwice : .dedupeOff)
+        if var earlier = sendBacks[header.topic]?.keys[key], !planted {
+            earlier.duplicate = true
+            return .sent(earlier)
+        }
+        let result =
+            giveBack
+            ? try appendMessages(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+            : try appendDeduplicated(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp)
+        if case .sent(let response) = result, !response.duplicate {
+            // Out of the table while it changes, so the change does not copy it.
+            var book = sendBacks.removeValue(forKey: header.topic) ?? ([:], [], 0)
+            book.keys[key] = response
+            book.order.append(key)
+            if book.order.count - book.head > 100_000 {
+                book.keys[book.order[book.head]] = nil
+                book.head += 1
+                if book.head > 50_000 {
+                    book.order.removeFirst(book.head)
+                    book.head = 0
+                }
+            }
+            sendBacks[header.topic] = book
+        }
+        return result
+    }
+
+    /// A send stored once per (producer, queue, sequence) when its producer numbers its sends.
+    private func appendDeduplicated(
+        index: UInt64, reader r: inout WireReader, header: SendHeader, ref: QueueRef, storeTimestamp: UInt64
+    ) throws(StorageError) -> ApplyOutcome {
         if header.producerID != 0 && !config.plantedBugs.contains(.dedupeOff) {
             if let window = producers[header.producerID]?[ref] {
                 if var earlier = window.results[header.sequence] {

@@ -18,13 +18,14 @@
 // head u64, first u64, first entry u64, earliest due u64, count u32), recalled: count, (id);
 // accounts (version 4; version 3 has none and is still read): count, (`Account` with its secret)
 // in access key order; the last Raft configuration applied (version 5): present u8, index u64,
-// body blob. The
+// body blob; topic types (version 6): count, (name, type u8) in name order; group settings
+// (version 6): count, (name, fifo u8) in name order. The
 // key index and the delay schedule's rows are in the queues (KeyIndex.swift, DelaySchedule.swift).
 import TernProtocol
 import TernStorage
 
 extension Broker {
-    static let snapshotVersion: UInt8 = 5
+    static let snapshotVersion: UInt8 = 6
 
     /// The state at `appliedIndex`, encoded.
     public func snapshot() -> [UInt8] {
@@ -148,6 +149,16 @@ extension Broker {
         w.u8(membership == nil ? 0 : 1)
         w.u64(membership?.index ?? 0)
         w.blob(membership?.body ?? [])
+        w.u32(UInt32(topicTypes.count))
+        for name in topicTypes.keys.sorted() {
+            w.string(name)
+            w.u8(topicTypes[name]!.rawValue)
+        }
+        w.u32(UInt32(groupSettings.count))
+        for name in groupSettings.keys.sorted() {
+            w.string(name)
+            w.u8(groupSettings[name]! ? 1 : 0)
+        }
         return w.bytes
     }
 
@@ -300,6 +311,16 @@ extension Broker {
             let index = try r.u64("membership index")
             let body = try r.blob("membership")
             if present == 1 { membership = (index, body) }
+        }
+        if version >= 6 {
+            for _ in 0..<(try r.u32("topic types")) {
+                let name = try r.string("typed topic")
+                topicTypes[name] = try TopicType.decode(r.u8("topic type"))
+            }
+            for _ in 0..<(try r.u32("group settings")) {
+                let name = try r.string("group")
+                groupSettings[name] = try r.u8("fifo") == 1
+            }
         }
         try r.finish("broker snapshot")
     }

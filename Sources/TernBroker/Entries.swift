@@ -184,9 +184,12 @@ public struct ReceiptEntry: Equatable, Sendable {
     }
 }
 
-/// A topic change. Layout: op u8 (1 create, 2 delete, 3 update), name, queues u32.
+/// A topic or group change. Layout: op u8 (1 create, 2 delete, 3 update, 4 create group), name,
+/// queues u32 (for a group: its flags, bit 0 fifo); a create of a typed topic adds its type u8.
 public enum AdminCommand: Equatable, Sendable {
-    case createTopic(name: String, queues: UInt32)
+    case createTopic(name: String, queues: UInt32, type: TopicType = .mixed)
+    /// A consumer group's settings (a group used before it is created has the defaults).
+    case createGroup(name: String, fifo: Bool)
     case deleteTopic(name: String)
     /// More queues for an existing topic (never fewer: messages in a queue stay where they are).
     case updateTopic(name: String, queues: UInt32)
@@ -194,10 +197,15 @@ public enum AdminCommand: Equatable, Sendable {
     public func encoded() -> [UInt8] {
         var w = WireWriter()
         switch self {
-        case .createTopic(let name, let queues):
+        case .createTopic(let name, let queues, let type):
             w.u8(1)
             w.string(name)
             w.u32(queues)
+            if type != .mixed { w.u8(type.rawValue) }
+        case .createGroup(let name, let fifo):
+            w.u8(4)
+            w.string(name)
+            w.u32(fifo ? 1 : 0)
         case .deleteTopic(let name):
             w.u8(2)
             w.string(name)
@@ -215,9 +223,14 @@ public enum AdminCommand: Equatable, Sendable {
         let op = try r.u8("admin op")
         let name = try r.string("topic")
         let queues = try r.u32("queues")
+        var type = TopicType.mixed
+        if op == 1 && !r.atEnd { type = try TopicType.decode(r.u8("topic type")) }
         try r.finish("admin command")
         switch op {
-        case 1: return .createTopic(name: name, queues: queues)
+        case 1: return .createTopic(name: name, queues: queues, type: type)
+        case 4:
+            guard queues <= 1 else { throw WireError("group flags \(queues) are unknown") }
+            return .createGroup(name: name, fifo: queues == 1)
         case 2: return .deleteTopic(name: name)
         case 3: return .updateTopic(name: name, queues: queues)
         default: throw WireError("admin op \(op) is unknown")

@@ -45,6 +45,14 @@ extension Broker {
             return .failure(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist"))
         }
         let filter = TagFilter(request.tagFilter)
+        var sql: SQLFilter?
+        if !request.sqlFilter.isEmpty {
+            switch sqlFilter(request.sqlFilter) {
+            case .success(let f): sql = f
+            case .failure(let e): return .failure(e)
+            }
+        }
+        let fifo = groupSettings[request.group] == true
         var left = Int(max(1, min(request.maxMessages, 1024)))
         var chosen: [ReceiveEntry.Queue] = []
         for k in 0..<n {
@@ -52,11 +60,23 @@ extension Broker {
             guard left > 0, let q = queue(ref) else { continue }
             var cursor = RowCursor(queueFiles, q.key)
             let state = receiveGroups[request.group]?[ref] ?? ReceiveQueue(next: q.baseOffset)
+            if fifo {
+                // A FIFO group's queue is blocked while a delivery of it is invisible, or one
+                // proposed is not applied yet; once all lapse, they go out again first, in order.
+                let inFlight =
+                    proposedNext[ref] != nil
+                    || state.invisible.keys.contains { proposedAgain.contains(DeliveryKey(group: request.group, queue: ref, offset: $0)) }
+                if inFlight || state.invisible.values.contains(where: { $0.until > now + earlyMillis }) { continue }
+            }
             var offsets: [UInt64] = []
             for o in state.invisible.keys.sorted() where left > 0 && state.invisible[o]!.until <= now + earlyMillis {
                 guard !proposedAgain.contains(DeliveryKey(group: request.group, queue: ref, offset: o)) else { continue }
                 offsets.append(o)
                 left -= 1
+            }
+            if fifo && !state.invisible.isEmpty {
+                if !offsets.isEmpty { chosen.append(ReceiveEntry.Queue(queueID: ref.queueID, next: state.next, offsets: offsets)) }
+                continue
             }
             let start = Swift.max(state.next, proposedNext[ref] ?? 0, q.baseOffset)
             var next = start
@@ -66,7 +86,10 @@ extension Broker {
                 let row = try cursor.row(at: next).0
                 scanned += 1
                 if filter.matches(hash: row.tagHash) {
-                    let exact = try filter.tags == nil ? true : readRetained(row).map { filter.matches(tag: $0.1.tag) } ?? false
+                    let exact =
+                        try filter.tags == nil && sql == nil
+                        ? true
+                        : readRetained(row).map { filter.matches(tag: $0.1.tag) && (sql?.matches(properties: $0.1.properties, tag: $0.1.tag) ?? true) } ?? false
                     if exact {
                         offsets.append(next)
                         left -= 1
@@ -86,13 +109,20 @@ extension Broker {
     /// else (taken meanwhile, acknowledged) is left out of the grant.
     func applyReceive(_ e: ReceiveEntry, index: UInt64) -> ApplyOutcome {
         var grants: [ReceivedGrant] = []
+        let fifo = groupSettings[e.group] == true
         for chosen in e.queues {
             let ref = QueueRef(topic: e.topic, queueID: chosen.queueID)
             guard let q = queue(ref) else { continue }
+            // A FIFO group's queue: nothing while a delivery is invisible by the entry's clock;
+            // only the lapsed deliveries while there are any; fresh messages only after.
+            if fifo, let held = receiveGroups[e.group]?[ref]?.invisible, !held.isEmpty {
+                if held.values.contains(where: { $0.until > e.now + earlyMillis }) { continue }
+            }
             // Out of the table while it changes, so the change does not copy its invisible map.
             var state = receiveGroups[e.group]?.removeValue(forKey: ref) ?? ReceiveQueue(next: q.baseOffset)
             let oldNext = Swift.max(state.next, q.baseOffset)
-            let newNext = Swift.min(Swift.max(chosen.next, oldNext), q.maxOffset)
+            let blocked = fifo && !state.invisible.isEmpty
+            let newNext = blocked ? oldNext : Swift.min(Swift.max(chosen.next, oldNext), q.maxOffset)
             for o in chosen.offsets {
                 if o >= oldNext && o < newNext {
                     guard state.invisible[o] == nil else { continue }

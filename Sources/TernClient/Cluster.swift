@@ -233,8 +233,19 @@ public final class TernCluster: Sendable {
         state.withLockedValue { _ = $0.topicQueues.removeValue(forKey: topic) }
     }
 
-    public func createTopic(_ name: String, queues: UInt32) async throws {
-        _ = try await leaderCall(.createTopic, TopicRequest(name: name, queues: queues).encoded())
+    public func createTopic(_ name: String, queues: UInt32, type: TopicType = .mixed) async throws {
+        _ = try await leaderCall(.createTopic, TopicRequest(name: name, queues: queues, type: type).encoded())
+    }
+
+    /// Creates a consumer group with its settings (a FIFO group, docs/rocketmq.md); other groups
+    /// need no creation. Repeating it with the same settings succeeds.
+    public func createGroup(_ name: String, fifo: Bool) async throws {
+        _ = try await leaderCall(.createGroup, GroupRequest(name: name, fifo: fifo).encoded())
+    }
+
+    /// A consumer group's settings (`created` false: never created, the defaults apply).
+    public func describeGroup(_ name: String) async throws -> GroupInfo {
+        try GroupInfo.decode(try await anyCall(.describeGroup, NameRequest(name: name).encoded()))
     }
 
     /// Adds queues to a topic (a topic's queues are never removed).

@@ -78,7 +78,7 @@ extension Node {
             return nil
         }
         switch op {
-        case .queryRoute, .clusterStatus, .listTopics, .describeTopic, .authHello, .authProof:
+        case .queryRoute, .clusterStatus, .listTopics, .describeTopic, .describeGroup, .authHello, .authProof:
             return nil
         case .send:
             var r = WireReader(body)
@@ -119,7 +119,8 @@ extension Node {
         case .queryMessage:
             let q = try QueryMessageRequest.decode(body)
             return q.id == nil ? topic(q.topic, .subscribe, "look up messages of") : refuse("look messages up by id (admin right)")
-        case .createTopic, .deleteTopic, .updateTopic, .transferLeader, .resetOffset, .recall, .takeSnapshot, .aclChange, .aclList, .memberChange, .memberList:
+        case .createTopic, .deleteTopic, .updateTopic, .transferLeader, .resetOffset, .recall, .takeSnapshot, .aclChange, .aclList, .memberChange, .memberList,
+            .createGroup:
             return refuse("\(op) (admin right)")
         case .raft, .peerHello, .peerProof:
             return refuse("send peer frames")

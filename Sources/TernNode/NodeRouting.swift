@@ -61,7 +61,9 @@ extension Node {
         case .queryRoute:
             let topic = try NameRequest.decode(body).name
             let nodes = replica.raft.membership.ids.map { (id: $0.name, endpoint: endpoint(of: $0) ?? "") }
-            reply(RouteResponse(leader: replica.raft.leader?.name ?? "", term: replica.raft.term, nodes: nodes, topicQueues: broker.topics[topic] ?? 0))
+            var route = RouteResponse(leader: replica.raft.leader?.name ?? "", term: replica.raft.term, nodes: nodes, topicQueues: broker.topics[topic] ?? 0)
+            route.topicType = broker.topicTypes[topic] ?? .mixed
+            reply(route)
         case .send:
             var r = WireReader(body)
             let header = try SendHeader(from: &r)
@@ -76,6 +78,14 @@ extension Node {
                 ensureTopic(header.topic, queues: config.broker.defaultQueues, proposals: &proposals, owners: &owners)
             } else if let e = broker.validate(header) {
                 return fail(e)
+            } else if let type = broker.topicTypes[header.topic] {
+                // A typed topic reads the messages' properties before proposing (mixed ones never).
+                for m in try SendRequest.decode(body).messages where TopicType.of(m.properties) != type {
+                    return fail(
+                        ErrorBody(
+                            code: ErrorCode.wrongMessageType,
+                            message: "topic \(header.topic) takes \(type) messages; this one is \(TopicType.of(m.properties))"))
+                }
             }
             proposals.append(messagesEntry(body))
             owners.append(.send(client, op))
@@ -152,8 +162,26 @@ extension Node {
             if let existing = broker.topics[request.name], existing != request.queues {
                 return fail(ErrorBody(code: ErrorCode.topicExists, message: "topic \(request.name) exists with \(existing) queues"))
             }
-            proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: request.name, queues: request.queues).encoded()))
+            let existingType = broker.topicTypes[request.name] ?? .mixed
+            if broker.topics[request.name] != nil, existingType != request.type {
+                return fail(ErrorBody(code: ErrorCode.topicExists, message: "topic \(request.name) exists as a \(existingType) topic"))
+            }
+            proposals.append((BrokerEntryType.admin, AdminCommand.createTopic(name: request.name, queues: request.queues, type: request.type).encoded()))
             owners.append(.answer(client, op, []))
+        case .createGroup:
+            let request = try GroupRequest.decode(body)
+            guard !request.name.isEmpty, request.name.utf8.count <= 255 else {
+                return fail(ErrorBody(code: ErrorCode.badRequest, message: "a group name has 1 to 255 bytes"))
+            }
+            if let fifo = broker.groupSettings[request.name], fifo != request.fifo {
+                return fail(ErrorBody(code: ErrorCode.topicExists, message: "group \(request.name) exists as a \(fifo ? "fifo" : "non-fifo") group"))
+            }
+            proposals.append((BrokerEntryType.admin, AdminCommand.createGroup(name: request.name, fifo: request.fifo).encoded()))
+            owners.append(.answer(client, op, []))
+        case .describeGroup:
+            let name = try NameRequest.decode(body).name
+            let fifo = broker.groupSettings[name]
+            reply(GroupInfo(name: name, created: fifo != nil, fifo: fifo ?? false))
         case .updateTopic:
             let request = try TopicRequest.decode(body)
             guard let existing = broker.topics[request.name] else {

@@ -5,17 +5,108 @@ public struct TopicRequest: WireCodable, Equatable {
     public var name: String
     /// Queues, for create; ignored otherwise.
     public var queues: UInt32
-    public init(name: String, queues: UInt32 = 0) {
+    /// The messages the topic takes, for create (absent from older clients: mixed).
+    public var type: TopicType
+    public init(name: String, queues: UInt32 = 0, type: TopicType = .mixed) {
         self.name = name
         self.queues = queues
+        self.type = type
     }
     public func encode(into w: inout WireWriter) {
         w.string(name)
         w.u32(queues)
+        if type != .mixed { w.u8(type.rawValue) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         name = try r.string("name")
         queues = try r.u32("queues")
+        type = .mixed
+        if !r.atEnd { type = try TopicType.decode(r.u8("topic type")) }
+    }
+}
+
+/// The messages a topic takes (RocketMQ 5's topic message type, the same numbers): a typed topic
+/// refuses a send of another type (`wrongMessageType`). Mixed (Tern's default, and every topic
+/// created before types existed) takes them all.
+public enum TopicType: UInt8, Sendable, CaseIterable, CustomStringConvertible {
+    case mixed = 0
+    case normal = 1
+    case fifo = 2
+    case delay = 3
+    case transaction = 4
+
+    public var description: String {
+        switch self {
+        case .mixed: "mixed"
+        case .normal: "normal"
+        case .fifo: "fifo"
+        case .delay: "delay"
+        case .transaction: "transaction"
+        }
+    }
+
+    public init?(name: String) {
+        guard let t = TopicType.allCases.first(where: { $0.description == name }) else { return nil }
+        self = t
+    }
+
+    public static func decode(_ raw: UInt8) throws(WireError) -> TopicType {
+        guard let t = TopicType(rawValue: raw) else { throw WireError("topic type \(raw) is unknown") }
+        return t
+    }
+
+    /// The type of one message, from its properties: a half message is a transaction's, one with
+    /// a delay or delivery time a delayed one, one with a sharding key (RocketMQ's message group)
+    /// a FIFO one; any other is normal.
+    public static func of(_ properties: [String: String]) -> TopicType {
+        if properties["TRAN_MSG"] == "true" { return .transaction }
+        if properties["TIMER_DELIVER_MS"] != nil || properties["TIMER_DELAY_MS"] != nil || properties["DELAY"] != nil { return .delay }
+        if properties["SHARDING_KEY"] != nil { return .fifo }
+        return .normal
+    }
+}
+
+/// A consumer group's settings, made before first use (`tern admin group create`); other groups
+/// come into being when first used, with the defaults. `fifo`: receive/ack hands out a queue's
+/// messages one batch at a time, the next only once every earlier one is acknowledged.
+public struct GroupRequest: WireCodable, Equatable {
+    public var name: String
+    public var fifo: Bool
+    public init(name: String, fifo: Bool = false) {
+        self.name = name
+        self.fifo = fifo
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(name)
+        w.u8(fifo ? 1 : 0)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        name = try r.string("name")
+        let flag = try r.u8("fifo")
+        guard flag <= 1 else { throw WireError("fifo flag \(flag) is not 0 or 1") }
+        fifo = flag == 1
+    }
+}
+
+/// What the group knows of a consumer group: whether it was created, and its settings.
+public struct GroupInfo: WireCodable, Equatable {
+    public var name: String
+    public var created: Bool
+    public var fifo: Bool
+    public init(name: String, created: Bool, fifo: Bool) {
+        self.name = name
+        self.created = created
+        self.fifo = fifo
+    }
+    public func encode(into w: inout WireWriter) {
+        w.string(name)
+        w.u8(created ? 1 : 0)
+        w.u8(fifo ? 1 : 0)
+    }
+    public init(from r: inout WireReader) throws(WireError) {
+        name = try r.string("name")
+        created = try r.u8("created") == 1
+        fifo = try r.u8("fifo") == 1
     }
 }
 
@@ -32,9 +123,11 @@ public struct TopicInfo: Equatable, Sendable {
     }
     public var name: String
     public var queues: [Queue]
-    public init(name: String, queues: [Queue]) {
+    public var type: TopicType
+    public init(name: String, queues: [Queue], type: TopicType = .mixed) {
         self.name = name
         self.queues = queues
+        self.type = type
     }
 }
 
@@ -52,6 +145,8 @@ public struct TopicList: WireCodable, Equatable {
                 w.u64(q.maxOffset)
             }
         }
+        // Types after the list, so that older readers stop before them.
+        for t in topics { w.u8(t.type.rawValue) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         var list: [TopicInfo] = []
@@ -62,6 +157,9 @@ public struct TopicList: WireCodable, Equatable {
                 queues.append(TopicInfo.Queue(queueID: try r.u32("queue"), minOffset: try r.u64("min"), maxOffset: try r.u64("max")))
             }
             list.append(TopicInfo(name: name, queues: queues))
+        }
+        if !r.atEnd {
+            for k in list.indices { list[k].type = try TopicType.decode(r.u8("topic type")) }
         }
         topics = list
     }
@@ -74,6 +172,8 @@ public struct RouteResponse: WireCodable, Equatable {
     public var term: UInt64
     public var nodes: [(id: String, endpoint: String)]
     public var topicQueues: UInt32
+    /// The topic's type (absent from older nodes: mixed).
+    public var topicType: TopicType = .mixed
 
     public init(leader: String, term: UInt64, nodes: [(id: String, endpoint: String)], topicQueues: UInt32) {
         self.leader = leader
@@ -82,7 +182,7 @@ public struct RouteResponse: WireCodable, Equatable {
         self.topicQueues = topicQueues
     }
     public static func == (a: RouteResponse, b: RouteResponse) -> Bool {
-        a.leader == b.leader && a.term == b.term && a.topicQueues == b.topicQueues
+        a.leader == b.leader && a.term == b.term && a.topicQueues == b.topicQueues && a.topicType == b.topicType
             && a.nodes.map(\.id) == b.nodes.map(\.id) && a.nodes.map(\.endpoint) == b.nodes.map(\.endpoint)
     }
     public func encode(into w: inout WireWriter) {
@@ -94,6 +194,7 @@ public struct RouteResponse: WireCodable, Equatable {
             w.string(n.endpoint)
         }
         w.u32(topicQueues)
+        w.u8(topicType.rawValue)
     }
     public init(from r: inout WireReader) throws(WireError) {
         leader = try r.string("leader")
@@ -102,6 +203,7 @@ public struct RouteResponse: WireCodable, Equatable {
         for _ in 0..<(try r.u16("nodes")) { list.append((try r.string("id"), try r.string("endpoint"))) }
         nodes = list
         topicQueues = try r.u32("topic queues")
+        if !r.atEnd { topicType = try TopicType.decode(r.u8("topic type")) }
     }
 }
 

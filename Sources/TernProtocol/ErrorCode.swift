@@ -59,13 +59,16 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// A learner may not be promoted yet: it has not caught up with the leader (docs/raft.md).
     /// Final for the request; ask again once `tern admin member list` shows it caught up.
     public static let notCaughtUp = ErrorCode(115)
+    /// A send's message is not of its topic's type (`tern admin topic create --type`), or a
+    /// topic or group exists already with another type.
+    public static let wrongMessageType = ErrorCode(116)
 
     /// Every code this build knows, in order (docs/protocol.md lists the same).
     public static let all: [ErrorCode] = [
         .badFrame, .unknownOpcode, .badBody, .unauthenticated,
         .notLeader, .topicNotFound, .topicExists, .messageTooLarge, .sequenceTooOld, .busy, .badRequest,
         .storageFailed, .queueNotFound, .filterSyntax, .messageNotFound, .transactionDecided, .receiptExpired, .storageFull,
-        .permissionDenied, .notCaughtUp,
+        .permissionDenied, .notCaughtUp, .wrongMessageType,
     ]
 
     public var name: String {
@@ -90,6 +93,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
         case .storageFull: "STORAGE_FULL"
         case .permissionDenied: "PERMISSION_DENIED"
         case .notCaughtUp: "NOT_CAUGHT_UP"
+        case .wrongMessageType: "WRONG_MESSAGE_TYPE"
         default: "unknown"
         }
     }

@@ -58,6 +58,9 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     /// the configuration entry is applied.
     case memberList = 31
     case memberChange = 32
+    /// Consumer groups with settings (`GroupRequest` -> `Empty`; `NameRequest` -> `GroupInfo`).
+    case createGroup = 33
+    case describeGroup = 34
     /// A Raft message between members (one way, no response). With peer authentication on, only
     /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100

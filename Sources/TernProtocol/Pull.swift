@@ -271,6 +271,12 @@ public struct SendBackRequest: WireCodable, Equatable {
     }
 }
 
+/// The id a client gave its message (RocketMQ's UNIQ_KEY). A single-message send carrying it is
+/// stored once per topic among the topic's last 100,000 keyed sends (docs/messaging.md).
+public enum DedupeProperty {
+    public static let clientMessageID = "UNIQ_KEY"
+}
+
 /// Property names of retried and dead-lettered messages (RocketMQ's meaning).
 public enum RetryProperty {
     /// How many times the message was given back before this copy.

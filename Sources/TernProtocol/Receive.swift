@@ -47,6 +47,9 @@ public struct ReceiveRequest: WireCodable, Equatable {
     public var maxMessages: UInt32
     public var invisibleMillis: UInt64
     public var maxWaitMillis: UInt32
+    /// A SQL92 filter over the messages' properties ("" for none), besides the tag filter.
+    /// Absent on the wire when empty (older nodes then read the request as before).
+    public var sqlFilter = ""
     public init(group: String, topic: String, tagFilter: String = "*", maxMessages: UInt32 = 16, invisibleMillis: UInt64 = 30_000, maxWaitMillis: UInt32 = 0) {
         self.group = group
         self.topic = topic
@@ -62,6 +65,7 @@ public struct ReceiveRequest: WireCodable, Equatable {
         w.u32(maxMessages)
         w.u64(invisibleMillis)
         w.u32(maxWaitMillis)
+        if !sqlFilter.isEmpty { w.string(sqlFilter) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         group = try r.string("group")
@@ -70,6 +74,7 @@ public struct ReceiveRequest: WireCodable, Equatable {
         maxMessages = try r.u32("max messages")
         invisibleMillis = try r.u64("invisible")
         maxWaitMillis = try r.u32("max wait")
+        if !r.atEnd { sqlFilter = try r.string("sql filter") }
     }
 }
 

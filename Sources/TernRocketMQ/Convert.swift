@@ -47,6 +47,7 @@ func status(for error: any Error) -> RMQStatus {
             case .permissionDenied: .forbidden
             case .unauthenticated: .unauthorized
             case .filterSyntax: .illegalFilterExpression
+            case .wrongMessageType: .messagePropertyConflictWithType
             case .transactionDecided: .invalidTransactionID
             case .badRequest, .badBody, .queueNotFound, .sequenceTooOld: .badRequest
             default: .internalError
@@ -67,6 +68,13 @@ struct FrontError: Error, CustomStringConvertible {
         self.message = message
     }
     var description: String { "\(code): \(message)" }
+}
+
+extension Optional {
+    func asyncMap<U>(_ transform: (Wrapped) async -> U?) async -> U? {
+        guard let v = self else { return nil }
+        return await transform(v)
+    }
 }
 
 /// A resource name: Tern has no namespaces, so a non-empty one is refused rather than ignored.

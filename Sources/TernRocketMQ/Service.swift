@@ -23,6 +23,9 @@ public struct FrontSettings: Sendable {
     /// Invisible duration of an auto-renewed receive (a push consumer's), renewed by the front
     /// while it runs until the message is acknowledged or given back.
     public var autoRenewMillis: Int64 = 60_000
+    /// Deliveries of one message to a group, at most; one due again after that goes to the
+    /// group's dead-letter queue (`%DLQ%<group>`). RocketMQ's default: 16 retries after the first.
+    public var maxDeliveryAttempts: Int32 = 17
     /// The broker name in route answers (one Tern group: one broker).
     public var brokerName = "tern"
     /// The producer group Tern records for sends through the front (RocketMQ 5 has none).
@@ -85,7 +88,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return e
     }
 
-    private func queue(_ topic: String, _ id: Int32) -> RMQMessageQueue {
+    private func queue(_ topic: String, _ id: Int32, type: TopicType) -> RMQMessageQueue {
         var q = RMQMessageQueue()
         q.topic.name = topic
         q.id = id
@@ -93,14 +96,22 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         q.broker.name = settings.brokerName
         q.broker.id = 0
         q.broker.endpoints = endpoints()
-        q.acceptMessageTypes = [.normal, .fifo, .delay, .transaction]
+        q.acceptMessageTypes =
+            switch type {
+            case .mixed: [.normal, .fifo, .delay, .transaction]
+            case .normal: [.normal]
+            case .fifo: [.fifo]
+            case .delay: [.delay]
+            case .transaction: [.transaction]
+            }
         return q
     }
 
-    private func queueCount(_ topic: String) async throws -> UInt32 {
-        let n = try await cluster.queryRoute(topic: topic).topicQueues
-        guard n > 0 else { throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))") }
-        return n
+    /// The topic's queue count and type, from the group (the topic must exist).
+    private func topicRoute(_ topic: String) async throws -> (queues: UInt32, type: TopicType) {
+        let route = try await cluster.queryRoute(topic: topic)
+        guard route.topicQueues > 0 else { throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))") }
+        return (route.topicQueues, route.topicType)
     }
 
     // MARK: Routes, heartbeats, settings
@@ -109,8 +120,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         var out = RMQQueryRouteResponse()
         do {
             let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
-            let n = try await queueCount(topic)
-            out.messageQueues = (0..<Int32(n)).map { queue(topic, $0) }
+            let (n, type) = try await topicRoute(topic)
+            out.messageQueues = (0..<Int32(n)).map { queue(topic, $0, type: type) }
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -152,7 +163,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                         guard case .settings(let theirs) = command.command else { continue }
                         var reply = RMQTelemetryCommand()
                         reply.status = status(.ok)
-                        reply.settings = self.answer(theirs)
+                        reply.settings = await self.answer(theirs)
                         post.yield(reply)
                         // A producer answers transaction checks for the topics it publishes.
                         guard case .publishing(let p) = theirs.pubSub, !clientID.isEmpty else { continue }
@@ -198,7 +209,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
 
     /// The settings a client is told: RocketMQ's proxy answers with the client's own plus the
     /// server's limits.
-    func answer(_ theirs: RMQSettings) -> RMQSettings {
+    func answer(_ theirs: RMQSettings) async -> RMQSettings {
         var s = theirs
         // A producer's retries: 3 attempts, 10 ms doubling to 1 s (what RocketMQ's proxy tells).
         var backoff = RMQRetryPolicy()
@@ -216,13 +227,15 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             p.validateMessageType = true
             s.publishing = p
         case .subscription(var sub):
-            sub.fifo = false
+            // FIFO when the group was created so (tern admin group create NAME --fifo).
+            let group = sub.hasGroup ? (try? name(of: sub.group, what: "group", code: .illegalConsumerGroup)) : nil
+            sub.fifo = await group.asyncMap { try? await self.cluster.describeGroup($0).fifo } ?? false
             sub.receiveBatchSize = settings.maxReceiveBatch
             sub.longPollingTimeout = duration(millis: settings.longPollingMillis)
             // A consumer's attempts: 17 (the first and 16 retries), each failure backing off by
             // RocketMQ's schedule: 1 s, 5 s, 10 s, 30 s, 1 min ... 10 min, 20 min, 30 min, 1 h, 2 h.
             var retry = RMQRetryPolicy()
-            retry.maxAttempts = 17
+            retry.maxAttempts = settings.maxDeliveryAttempts
             var custom = RMQCustomizedBackoff()
             custom.next = [1, 5, 10, 30, 60, 120, 180, 240, 300, 360, 420, 480, 540, 600, 1200, 1800, 3600, 7200].map { duration(millis: $0 * 1000) }
             retry.customizedBackoff = custom
@@ -266,7 +279,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         let topic = try name(of: m.topic, what: "topic", code: .illegalTopic)
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         let (message, id) = try ternMessage(m, topic: topic, maxBodyBytes: settings.maxBodyBytes, now: now)
-        _ = try await queueCount(topic)
+        _ = try await topicRoute(topic)
         let sp = m.systemProperties
         // The front picks the queue, as RocketMQ's proxy does (clients pick only an endpoint): a
         // message group always maps to the same queue, sent one at a time; others rotate.
@@ -326,13 +339,18 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         var out = RMQQueryAssignmentResponse()
         do {
             let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
-            _ = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
-            _ = try await queueCount(topic)
+            let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
+            let (n, type) = try await topicRoute(topic)
             // Receives take from every queue of the topic, so one assignment covers it: queue -1
             // ("any queue of this broker"), as RocketMQ's proxy answers for receive/ack groups.
-            var a = RMQAssignment()
-            a.messageQueue = queue(topic, -1)
-            out.assignments = [a]
+            // A FIFO group gets one per queue, as there, so that its consumer receives (and
+            // blocks) queue by queue in parallel.
+            let fifo = try await cluster.describeGroup(group).fifo
+            out.assignments = (fifo ? Array(0..<Int32(n)) : [-1]).map {
+                var a = RMQAssignment()
+                a.messageQueue = queue(topic, $0, type: type)
+                return a
+            }
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -371,12 +389,14 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
         let topic = try name(of: r.messageQueue.topic, what: "topic", code: .illegalTopic)
         var filter = "*"
+        var sql = ""
         switch r.filterExpression.type {
         case .tag, .unspecified:
             let e = r.filterExpression.expression.trimmingCharacters(in: .whitespaces)
             filter = e.isEmpty ? "*" : e
         case .sql:
-            throw FrontError(.unsupported, "SQL92 filters in ReceiveMessage are not built yet (tag filters are)")
+            sql = r.filterExpression.expression
+            guard !sql.trimmingCharacters(in: .whitespaces).isEmpty else { throw FrontError(.illegalFilterExpression, "an empty SQL92 filter") }
         case .UNRECOGNIZED(let n):
             throw FrontError(.illegalFilterExpression, "unknown filter type \(n)")
         }
@@ -392,11 +412,25 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         }
         let asked = r.hasLongPollingTimeout ? millis(r.longPollingTimeout) : settings.longPollingMillis
         let wait = min(max(asked, 5_000), settings.longPollingMillis)
-        let native = ReceiveRequest(
+        var native = ReceiveRequest(
             group: group, topic: topic, tagFilter: filter, maxMessages: UInt32(batch), invisibleMillis: UInt64(invisible),
             maxWaitMillis: UInt32(wait))
+        native.sqlFilter = sql
         let body = try await cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
-        let deliveries = try ReceiveResponse.decode(body).deliveries
+        var deliveries = try ReceiveResponse.decode(body).deliveries
+        // A message received more often than the group's attempts allow goes to the group's
+        // dead-letter queue instead of to the consumer (RocketMQ's broker does the same).
+        let spent = deliveries.filter { $0.attempt > UInt32(settings.maxDeliveryAttempts) }
+        if !spent.isEmpty {
+            deliveries.removeAll { $0.attempt > UInt32(settings.maxDeliveryAttempts) }
+            for d in spent {
+                do {
+                    try await deadLetter(group: group, handle: d.handle)
+                } catch {
+                    logger.warning("moving \(d.handle) to %DLQ%\(group) failed (it comes back when its invisible time ends): \(error)")
+                }
+            }
+        }
         if r.autoRenew {
             let now = Int64(Date().timeIntervalSince1970 * 1000)
             for d in deliveries { renewals.add(group: group, handle: d.handle, invisibleUntil: Int64(d.invisibleUntil), now: now) }
@@ -463,7 +497,31 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func forwardMessageToDeadLetterQueue(
         request: ServerRequest<RMQForwardMessageToDeadLetterQueueRequest>, context: ServerContext
     ) async throws -> ServerResponse<RMQForwardMessageToDeadLetterQueueResponse> {
-        throw unimplemented("ForwardMessageToDeadLetterQueue", "receive/ack has no dead-letter queue in Tern yet")
+        var out = RMQForwardMessageToDeadLetterQueueResponse()
+        do {
+            let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
+            _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
+            let handle = try Receipt.decode(request.message.receiptHandle)
+            renewals.remove(request.message.receiptHandle)
+            try await deadLetter(group: group, handle: handle)
+            out.status = status(.ok)
+        } catch {
+            out.status = status(for: error)
+        }
+        return ServerResponse(message: out)
+    }
+
+    /// Moves a received message to `%DLQ%<group>` and acknowledges it: the copy is a give-back
+    /// keyed by (origin, count), so a forward repeated after a lost answer or a crash between
+    /// the two steps stores one dead letter.
+    func deadLetter(group: String, handle: ReceiptHandle) async throws {
+        let at = try await cluster.pull(topic: handle.queue.topic, queue: handle.queue.queueID, offset: handle.offset, maxMessages: 1)
+        guard let m = at.messages.first, m.queueOffset == handle.offset else {
+            throw FrontError(.messageNotFound, "the message of receipt handle \(handle) is no longer stored")
+        }
+        let copy = SendBackRequest(group: group, id: m.id, delayMillis: 0, maxReconsumeTimes: 0)
+        _ = try await cluster.leaderRequest(.sendBack, copy.encoded())
+        _ = try await cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
     }
 
     func pullMessage(request: ServerRequest<RMQPullMessageRequest>, context: ServerContext) async throws -> StreamingServerResponse<RMQPullMessageResponse> {

@@ -63,7 +63,7 @@ struct Admin: ParsableCommand {
         abstract: "Topics, cluster status, leadership.",
         subcommands: [
             Topic.self, ClusterAdmin.self, TransferLeader.self, MessageAdmin.self, OffsetAdmin.self, DeadLetters.self, SnapshotNow.self, Acl.self,
-            MemberAdmin.self,
+            MemberAdmin.self, GroupAdmin.self,
         ])
 
     struct Topic: ParsableCommand {
@@ -75,9 +75,14 @@ struct Admin: ParsableCommand {
             @OptionGroup var endpoints: Endpoints
             @Argument(help: "Topic name.") var name: String
             @Option(help: "Queues.") var queues: UInt32 = 4
+            @Option(help: "The messages it takes: normal, fifo, delay, transaction, or mixed (all; the default). Others are refused.")
+            var type: String = "mixed"
             func run() async throws {
-                try await withCluster(endpoints) { try await $0.createTopic(name, queues: queues) }
-                print("created \(name) with \(queues) queues")
+                guard let t = TopicType(name: type) else {
+                    throw ValidationError("--type \(type) is not one of \(TopicType.allCases.map(\.description).joined(separator: ", "))")
+                }
+                try await withCluster(endpoints) { try await $0.createTopic(name, queues: queues, type: t) }
+                print("created \(name) with \(queues) queues" + (t == .mixed ? "" : ", for \(t) messages"))
             }
         }
 
@@ -94,7 +99,7 @@ struct Admin: ParsableCommand {
             @Argument(help: "Topic name.") var name: String
             func run() async throws {
                 let t = try await withCluster(endpoints) { try await $0.describeTopic(name) }
-                print("topic \(t.name): \(t.queues.count) queues")
+                print("topic \(t.name): \(t.queues.count) queues, \(t.type) messages")
                 print("queue  minOffset  maxOffset")
                 for q in t.queues { print("\(String(q.queueID).padding(5))  \(String(q.minOffset).padding(9))  \(q.maxOffset)") }
             }

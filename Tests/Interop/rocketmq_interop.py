@@ -127,16 +127,33 @@ def tag_filter(topic, group):
 
 
 def fifo(topic, group, groups=3, per_group=10):
-    log("fifo: %d message groups of %d; each group's order kept" % (groups, per_group))
+    log("fifo: %d message groups of %d into a FIFO topic, read by a FIFO group" % (groups, per_group))
     p = Producer(config(), (topic,))
     p.startup()
     for i in range(per_group):
         for g in range(groups):
             p.send(message(topic, "%d" % i, group="order-%d" % g))
+    try:
+        p.send(message(topic, "no group"))
+        check(False, "a message without a group is refused by a FIFO topic")
+    except Exception:  # noqa: BLE001
+        check(True, "a message without a group is refused by a FIFO topic")
     p.shutdown()
-    c = SimpleConsumer(config(), group, {topic: FilterExpression()}, await_duration=5)
+    c = SimpleConsumer(config(), group, {topic: FilterExpression()}, await_duration=3)
     c.startup()
-    got = drain(c, groups * per_group, 30)
+    # The first batch is not acknowledged: its queues hand out nothing more until it lapses.
+    first = c.receive(32, 10)
+    held = {m.message_group for m in first}
+    check(bool(first), "a first batch arrives")
+    blocked = drain(c, 1, 3, ack=False)
+    check(not any(m.message_group in held for m in blocked), "nothing more of those message groups while the batch is invisible")
+    got = list(first)
+    for m in first:
+        c.ack(m)
+    for m in blocked:
+        c.ack(m)
+    got += blocked
+    got += drain(c, groups * per_group - len(got), 30)
     c.shutdown()
     seqs = {}
     for m in got:
@@ -350,8 +367,10 @@ def main():
             if "Ctrl-C stops" in line:
                 break
         threading.Thread(target=lambda: [None for _ in up.stdout], daemon=True).start()
-        for t in ("normal", "tags", "fifo", "delay", "txn", "invisible", "push", "kill"):
-            tern("admin", "topic", "create", t, "--queues", "4")
+        for t, kind in (("normal", "normal"), ("tags", "normal"), ("fifo", "fifo"), ("delay", "delay"), ("txn", "transaction"),
+                        ("invisible", "normal"), ("push", "mixed"), ("kill", "normal")):
+            tern("admin", "topic", "create", t, "--queues", "4", "--type", kind)
+        tern("admin", "group", "create", "g-fifo", "--fifo")
         scenarios = [
             ("normal", lambda: normal("normal", "g-normal")),
             ("tags", lambda: tag_filter("tags", "g-tags")),

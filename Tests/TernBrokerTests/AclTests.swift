@@ -69,9 +69,10 @@ struct AclTests {
         plain.send("t")
         try plain.broker.queueFiles.sync()
         var v3 = plain.broker.snapshot()
-        // Version 5 ends with the membership section (absent: 13 zero bytes) after the accounts.
-        #expect(Array(v3.suffix(17)) == [UInt8](repeating: 0, count: 17), "an empty accounts section and no membership end the snapshot")
-        v3.removeLast(17)
+        // Version 6 ends with the membership section (absent: 13 zero bytes) after the accounts,
+        // then no topic types and no group settings (4 zero bytes each).
+        #expect(Array(v3.suffix(25)) == [UInt8](repeating: 0, count: 25), "an empty accounts section and no membership end the snapshot")
+        v3.removeLast(25)
         v3[0] = 3
         let old = Broker(config: BrokerConfig(), source: plain.log, queueFiles: plain.scratch.files)
         #expect(try old.restore(v3) == nil)

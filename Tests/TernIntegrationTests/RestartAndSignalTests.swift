@@ -73,18 +73,22 @@ struct RestartAndSignalTests {
             Issue.record("the tern executable was not found next to the tests")
             return
         }
-        // Three consecutive free ports for n1-n3.
-        var base = 0
-        for _ in 0..<50 {
-            let p = freeLoopbackPort()
-            if p + 2 < 65536 && isFree(p + 1) && isFree(p + 2) { base = p; break }
+        // Three consecutive free ports for n1-n3, and three for their gRPC fronts.
+        func threeFree(besides taken: Int = 0) -> Int {
+            for _ in 0..<50 {
+                let p = freeLoopbackPort()
+                if p + 2 < 65536 && isFree(p + 1) && isFree(p + 2) && abs(p - taken) > 2 { return p }
+            }
+            return 0
         }
-        #expect(base > 0, "no three consecutive free ports")
+        let base = threeFree()
+        let grpcBase = threeFree(besides: base)
+        #expect(base > 0 && grpcBase > 0, "no three consecutive free ports")
         let data = NSTemporaryDirectory() + "tern-up-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         defer { try? FileManager.default.removeItem(atPath: data) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["cluster", "up", "--data", data, "--base-port", "\(base)"]
+        process.arguments = ["cluster", "up", "--data", data, "--base-port", "\(base)", "--grpc-base-port", "\(grpcBase)"]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
@@ -100,6 +104,7 @@ struct RestartAndSignalTests {
             text += String(decoding: chunk, as: UTF8.self)
         }
         #expect(text.contains("Ctrl-C stops the cluster"), "cluster up did not come up: \(text)")
+        #expect(text.contains("RocketMQ 5 gRPC (official RocketMQ clients): 127.0.0.1:\(grpcBase);"), "the gRPC fronts are not printed: \(text)")
         // As a person would: a moment after the line that says how to stop it. (Sent at once,
         // it once found a second bug: a SIGINT before the handlers were installed killed cluster
         // up and left its nodes running; they are now installed before the first node starts.)

@@ -23,7 +23,7 @@ import Testing
             _ = try ternMessage(m, topic: "t", maxBodyBytes: maxBody, now: 1_000_000)
             return nil
         } catch {
-            return error.code
+            return error.frontCode
         }
     }
 
@@ -108,5 +108,5 @@ import Testing
 }
 
 extension Error {
-    fileprivate var code: RMQCode? { (self as? FrontError)?.code }
+    fileprivate var frontCode: RMQCode? { (self as? FrontError).map { $0.code } }
 }
