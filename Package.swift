@@ -168,7 +168,10 @@ let package = Package(
         .testTarget(
             name: "TernIntegrationTests",
             dependencies: [
-                "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft", "TernServer",
+                "TernClient", "TernProtocol", "TernLauncher", "TernChaos", "TernRaft", "TernServer", "TernRocketMQProto",
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
             ], swiftSettings: strict),

@@ -27,14 +27,14 @@ final class TestCluster: @unchecked Sendable {
     var ids: [String] { nodes.ids }
     var endpoints: [String] { nodes.endpoints }
 
-    init(binary: String, extraArgs: [String] = [], nodes count: Int = 3) throws {
+    init(binary: String, extraArgs: [String] = [], nodes count: Int = 3, nodeArgs: @escaping @Sendable (String) -> [String] = { _ in [] }) throws {
         var ports: Set<Int> = []
         while ports.count < count { ports.insert(freeLoopbackPort()) }
         root = NSTemporaryDirectory() + "tern-it-\(getpid())-\(UInt32.random(in: 0...UInt32.max))"
         try FileManager.default.createDirectory(atPath: root, withIntermediateDirectories: true)
         nodes = LocalCluster(
             nodes: count, basePort: 0, dataRoot: root, extraArgs: ["--segment-mb", "16"] + extraArgs, ports: ports.sorted(),
-            logDirectory: root, executable: binary)
+            logDirectory: root, executable: binary, nodeArgs: nodeArgs)
     }
 
     func start(_ id: String) throws { try nodes.start(id) }
