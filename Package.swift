@@ -142,8 +142,11 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher",
+                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher", "TernRocketMQProto",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "GRPCCore", package: "grpc-swift-2"),
+                .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
+                .product(name: "SwiftProtobuf", package: "swift-protobuf"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOCore", package: "swift-nio"),

@@ -63,6 +63,19 @@ public final class TernCluster: Sendable {
         state = NIOLockedValueBox(State(endpoints: list))
     }
 
+    /// A client on the caller's event loops (not shut down with it): a front that serves another
+    /// protocol on the same thread saves a hop per request.
+    public init(endpoints: [String], options: Options = Options(), eventLoopGroup: any EventLoopGroup) throws {
+        let list = endpoints.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
+        guard !list.isEmpty else { throw ClientError.invalidArgument("no endpoints given") }
+        for e in list where e.lastIndex(of: ":") == nil { throw ClientError.invalidArgument("endpoint \(e) is not host:port") }
+        self.options = options
+        tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
+        group = eventLoopGroup
+        ownsGroup = false
+        state = NIOLockedValueBox(State(endpoints: list))
+    }
+
     /// Closes every connection.
     public func shutdown() async {
         let conns = state.withLockedValue { s -> [Connection] in

@@ -114,8 +114,9 @@ func ternMessage(_ m: RMQMessage, topic: String, maxBodyBytes: Int, now: UInt64)
     if sp.hasDeliveryTimestamp {
         let at = sp.deliveryTimestamp
         guard at.seconds >= 0 else { throw FrontError(.illegalDeliveryTime, "delivery time before 1970") }
-        let ms = UInt64(at.seconds) * 1000 + UInt64(max(0, at.nanos) / 1_000_000)
-        guard ms <= now + 3 * 24 * 3600 * 1000 else {
+        let latest = now + 3 * 24 * 3600 * 1000
+        // Compared in seconds first: a huge value must not overflow the conversion to milliseconds.
+        guard UInt64(at.seconds) <= latest / 1000 + 1, case let ms = UInt64(at.seconds) * 1000 + UInt64(max(0, at.nanos) / 1_000_000), ms <= latest else {
             throw FrontError(.illegalDeliveryTime, "delivery time more than three days ahead (Tern's limit)")
         }
         properties[SystemProperty.deliverAt] = String(ms)

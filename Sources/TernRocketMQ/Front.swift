@@ -45,15 +45,22 @@ public final class RocketMQFront: Sendable {
         self.logger = logger
         var options = config.cluster
         options.requestTimeoutMillis = 10_000
-        cluster = try TernCluster(endpoints: config.nodeEndpoints, options: options)
-        service = MessagingFront(cluster: cluster, settings: config.settings, advertise: config.advertise, logger: logger)
+        // One thread for the gRPC connections and the front's connections to the group.
         loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        cluster = try TernCluster(endpoints: config.nodeEndpoints, options: options, eventLoopGroup: loops)
+        service = MessagingFront(cluster: cluster, settings: config.settings, advertise: config.advertise, logger: logger)
         // Room for the largest body plus its properties and framing.
         let limit = config.settings.maxBodyBytes + (1 << 20)
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         transport = HTTP2ServerTransport.Posix(
             address: bare.contains(":") ? .ipv6(host: bare, port: port) : .ipv4(host: bare, port: port), transportSecurity: .plaintext,
-            config: .defaults { $0.rpc.maxRequestPayloadSize = limit }, eventLoopGroup: loops)
+            config: .defaults {
+                $0.rpc.maxRequestPayloadSize = limit
+                // Windows of 8 MiB and frames of up to 1 MiB: fewer frames and window updates
+                // when many small requests share a connection.
+                $0.http2.targetWindowSize = 8 << 20
+                $0.http2.maxFrameSize = 1 << 20
+            }, eventLoopGroup: loops)
         server = GRPCServer(transport: transport, services: [service])
     }
 

@@ -107,10 +107,24 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return q
     }
 
-    /// The topic's queue count and type, from the group (the topic must exist).
+    /// Topics' queue counts and types as last asked, and when (ms): a send does not ask again
+    /// within a second. The node checks both again for every send, so a stale entry costs
+    /// at most a refused send.
+    private let routes = NIOLockedValueBox<[String: (queues: UInt32, type: TopicType, at: UInt64)]>([:])
+
+    /// The topic's queue count and type (the topic must exist).
     private func topicRoute(_ topic: String) async throws -> (queues: UInt32, type: TopicType) {
+        let now = UInt64(Date().timeIntervalSince1970 * 1000)
+        if let r = routes.withLockedValue({ $0[topic] }), now < r.at + 1000 { return (r.queues, r.type) }
         let route = try await cluster.queryRoute(topic: topic)
-        guard route.topicQueues > 0 else { throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))") }
+        guard route.topicQueues > 0 else {
+            routes.withLockedValue { _ = $0.removeValue(forKey: topic) }
+            throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))")
+        }
+        routes.withLockedValue { all in
+            if all.count >= 10_000 { all = [:] }
+            all[topic] = (route.topicQueues, route.topicType, now)
+        }
         return (route.topicQueues, route.topicType)
     }
 
