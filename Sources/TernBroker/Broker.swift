@@ -204,7 +204,10 @@ public final class Broker {
         if m.properties[RetryProperty.originTopic] == nil { m.properties[RetryProperty.originTopic] = message.topic }
         m.properties[RetryProperty.originMessageID] = origin
         m.properties[RetryProperty.reconsumeTimes] = String(times + 1)
-        m.properties[RetryProperty.retryKey] = "\(origin)/\(times + 1)"
+        // A dead letter sent back (`tern admin dlq resend`) counts its retries anew: its
+        // resend generation keeps those keys apart from the ones its earlier retries used.
+        let generation = m.properties[RetryProperty.resends].map { "r\($0)/" } ?? ""
+        m.properties[RetryProperty.retryKey] = "\(origin)/\(generation)\(times + 1)"
         m.properties["TIMER_DELAY_MS"] = nil
         m.properties["DELAY"] = nil
         m.properties["TIMER_DELIVER_MS"] = nil

@@ -128,6 +128,7 @@ extension Broker {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             topicTypes[name] = nil
+            sendBacks[name] = nil  // a topic created again under the name starts a new window
             for q in 0..<n { try removeQueue(QueueRef(topic: name, queueID: q)) }
             for g in receiveGroups.keys.sorted() {
                 receiveGroups[g] = receiveGroups[g]!.filter { $0.key.topic != name }

@@ -37,9 +37,12 @@ extension Broker {
     /// The leader's choice for a receive, nil when nothing is there: deliveries whose invisible
     /// time has passed by `now` first, then fresh messages matching the tag filter, queue by
     /// queue from `startQueue`. `proposedNext` and `proposedAgain` are what the leader proposed
-    /// and has not applied yet, so that two receives in flight do not choose the same message.
+    /// and has not applied yet, so that two receives in flight do not choose the same message;
+    /// `inFlight`, the group's queues named by a receive entry proposed and not yet applied (a
+    /// FIFO group's queue hands out nothing while one is).
     public func chooseForReceive(
-        _ request: ReceiveRequest, now: UInt64, startQueue: UInt32, proposedNext: [QueueRef: UInt64], proposedAgain: Set<DeliveryKey>
+        _ request: ReceiveRequest, now: UInt64, startQueue: UInt32, proposedNext: [QueueRef: UInt64], proposedAgain: Set<DeliveryKey>,
+        inFlight: Set<QueueRef> = []
     ) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
         guard let n = topics[request.topic] else {
             return .failure(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist"))
@@ -63,10 +66,7 @@ extension Broker {
             if fifo {
                 // A FIFO group's queue is blocked while a delivery of it is invisible, or one
                 // proposed is not applied yet; once all lapse, they go out again first, in order.
-                let inFlight =
-                    proposedNext[ref] != nil
-                    || state.invisible.keys.contains { proposedAgain.contains(DeliveryKey(group: request.group, queue: ref, offset: $0)) }
-                if inFlight || state.invisible.values.contains(where: { $0.until > now + earlyMillis }) { continue }
+                if inFlight.contains(ref) || state.invisible.values.contains(where: { $0.until > now + earlyMillis }) { continue }
             }
             var offsets: [UInt64] = []
             for o in state.invisible.keys.sorted() where left > 0 && state.invisible[o]!.until <= now + earlyMillis {

@@ -353,6 +353,7 @@ public final class TernCluster: Sendable {
         var props = dead.message.properties
         props[RetryProperty.reconsumeTimes] = nil
         props[RetryProperty.retryKey] = nil
+        props[RetryProperty.resends] = String((Int(props[RetryProperty.resends] ?? "0") ?? 0) + 1)
         let producer = Producer(cluster: self, group: "%DLQ-RESEND%")
         return try await producer.send(Message(topic: retry, tag: dead.message.tag, keys: dead.message.keys, properties: props, body: dead.message.body))
     }

@@ -168,8 +168,14 @@ public struct ServeOptions: ParsableArguments {
                     "--grpc-listen with --tls-cert or --acl is not built yet: the gRPC front serves plaintext without access control (docs/rocketmq.md)")
             }
             cfg.grpcListen = g
-            let wildcard = host == "0.0.0.0" || host == "::" || host == "[::]"
-            cfg.grpcEndpoint = wildcard ? "\(parseEndpoint(listen)!.host):\(port)" : g
+            // Clients are told a reachable address: the gRPC host, or, when it is a wildcard, this
+            // node's own host as the group knows it.
+            func wildcard(_ h: String) -> Bool { h == "0.0.0.0" || h == "::" || h == "[::]" }
+            let own = parseEndpoint(members[NodeID(id)] ?? listen)!.host
+            guard !wildcard(host) || !wildcard(own) else {
+                throw ValidationError("--grpc-listen \(g) and this node's address \(own) are both wildcards: give a host clients can reach")
+            }
+            cfg.grpcEndpoint = wildcard(host) ? "\(own):\(port)" : g
         }
         cfg.lostDisk = lostDisk
         cfg.join = joinAt

@@ -144,6 +144,10 @@ public final class Node {
     /// Receive choices proposed and not yet applied (leader soft state; see `chooseForReceive`).
     var receiveProposedNext: [String: [QueueRef: UInt64]] = [:]
     var receiveProposedAgain: Set<DeliveryKey> = []
+    /// Per group and queue: receive entries proposed and not yet applied that name the queue,
+    /// and when the last was proposed. A FIFO group's queue hands out nothing while one is in
+    /// flight (for at most 10 s: one refused by a transfer is never applied).
+    var receiveInFlight: [String: [QueueRef: (count: Int, at: UInt64)]] = [:]
     var receiveRotation: UInt32 = 0
     /// Transaction check polls of live producers, oldest first, and the checks each group has
     /// waiting for a poll (leader soft state).
@@ -324,6 +328,7 @@ public final class Node {
         .send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
         .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
         .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible, .aclChange, .memberChange,
+        .createGroup,
     ]
 }
 

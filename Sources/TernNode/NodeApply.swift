@@ -48,8 +48,11 @@ extension Node {
                 // It decoded a moment ago in `apply`.
                 guard let e = try? ReceiveEntry.decode(entry.body) else { preconditionFailure("receive entry \(entry.index) applied but does not decode") }
                 for q in e.queues {
-                    for o in q.offsets {
-                        receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: QueueRef(topic: e.topic, queueID: q.queueID), offset: o))
+                    let ref = QueueRef(topic: e.topic, queueID: q.queueID)
+                    for o in q.offsets { receiveProposedAgain.remove(DeliveryKey(group: e.group, queue: ref, offset: o)) }
+                    if let held = receiveInFlight[e.group]?[ref] {
+                        receiveInFlight[e.group]![ref] = held.count > 1 ? (held.count - 1, held.at) : nil
+                        if receiveInFlight[e.group]!.isEmpty { receiveInFlight[e.group] = nil }
                     }
                 }
             }
@@ -100,6 +103,7 @@ extension Node {
             parkedReceives = []
             receiveProposedNext = [:]
             receiveProposedAgain = []
+            receiveInFlight = [:]
             for c in offsetWaiters { out.replies.append(Reply(to: c, opcode: Opcode.commitOffset.rawValue, result: .failure(e))) }
             offsetWaiters = []
             offsetBuffer = OffsetCommit()

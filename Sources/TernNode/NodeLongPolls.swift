@@ -10,11 +10,14 @@ extension Node {
     /// (they are then in flight too).
     func chooseForReceive(_ request: ReceiveRequest) throws(StorageError) -> Result<ReceiveEntry?, ErrorBody> {
         receiveRotation &+= 1
+        let inFlight = Set((receiveInFlight[request.group] ?? [:]).filter { $0.value.count > 0 && now < $0.value.at + 10_000 }.keys)
         let result = try broker.chooseForReceive(
-            request, now: now, startQueue: receiveRotation, proposedNext: receiveProposedNext[request.group] ?? [:], proposedAgain: receiveProposedAgain)
+            request, now: now, startQueue: receiveRotation, proposedNext: receiveProposedNext[request.group] ?? [:], proposedAgain: receiveProposedAgain,
+            inFlight: inFlight)
         if case .success(let entry?) = result {
             for q in entry.queues {
                 let ref = QueueRef(topic: entry.topic, queueID: q.queueID)
+                receiveInFlight[entry.group, default: [:]][ref] = ((receiveInFlight[entry.group]?[ref]?.count ?? 0) + 1, now)
                 receiveProposedNext[entry.group, default: [:]][ref] = max(receiveProposedNext[entry.group]?[ref] ?? 0, q.next)
                 for o in q.offsets { receiveProposedAgain.insert(DeliveryKey(group: entry.group, queue: ref, offset: o)) }
             }

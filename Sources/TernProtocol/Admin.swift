@@ -145,8 +145,9 @@ public struct TopicList: WireCodable, Equatable {
                 w.u64(q.maxOffset)
             }
         }
-        // Types after the list, so that older readers stop before them.
-        for t in topics { w.u8(t.type.rawValue) }
+        // Types after the list, only when a topic is typed: readers older than types refuse
+        // trailing bytes, so a group without typed topics answers as before.
+        if topics.contains(where: { $0.type != .mixed }) { for t in topics { w.u8(t.type.rawValue) } }
     }
     public init(from r: inout WireReader) throws(WireError) {
         var list: [TopicInfo] = []
@@ -194,7 +195,8 @@ public struct RouteResponse: WireCodable, Equatable {
             w.string(n.endpoint)
         }
         w.u32(topicQueues)
-        w.u8(topicType.rawValue)
+        // Only when typed: readers older than types refuse trailing bytes.
+        if topicType != .mixed { w.u8(topicType.rawValue) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         leader = try r.string("leader")
@@ -255,7 +257,8 @@ public struct NodeStatus: WireCodable, Equatable {
         w.u64(snapshotIndex)
         w.u64(diskBytes)
         w.u64(trimIndex)
-        w.string(grpcEndpoint)
+        // Only with a front: readers older than this field refuse trailing bytes.
+        if !grpcEndpoint.isEmpty { w.string(grpcEndpoint) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         id = try r.string("id")

@@ -59,8 +59,7 @@ public struct ErrorCode: RawRepresentable, Hashable, Sendable, CustomStringConve
     /// A learner may not be promoted yet: it has not caught up with the leader (docs/raft.md).
     /// Final for the request; ask again once `tern admin member list` shows it caught up.
     public static let notCaughtUp = ErrorCode(115)
-    /// A send's message is not of its topic's type (`tern admin topic create --type`), or a
-    /// topic or group exists already with another type.
+    /// A send's message is not of its topic's type (`tern admin topic create --type`).
     public static let wrongMessageType = ErrorCode(116)
 
     /// Every code this build knows, in order (docs/protocol.md lists the same).

@@ -279,6 +279,9 @@ public enum DedupeProperty {
 
 /// Property names of retried and dead-lettered messages (RocketMQ's meaning).
 public enum RetryProperty {
+    /// How many times the message was sent back from the dead-letter queue (`tern admin dlq
+    /// resend`); part of its give-back keys, which would otherwise repeat earlier ones.
+    public static let resends = "DLQ_RESENDS"
     /// How many times the message was given back before this copy.
     public static let reconsumeTimes = "RECONSUME_TIMES"
     /// The first message's id and topic, kept through every retry.

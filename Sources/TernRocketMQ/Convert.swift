@@ -19,7 +19,7 @@ enum SystemProperty {
     static let half = TransactionProperty.half
     static let reserved: Set<String> = [
         messageID, messageGroup, deliverAt, delayMillis, delayLevel, half, TransactionProperty.checkTimes,
-        "RECONSUME_TIMES", "ORIGIN_MESSAGE_ID", "ORIGIN_TOPIC", "TAGS", "KEYS",
+        "RECONSUME_TIMES", "ORIGIN_MESSAGE_ID", "ORIGIN_TOPIC", "TAGS", "KEYS", "RETRY_KEY", "DLQ_RESENDS",
     ]
 }
 

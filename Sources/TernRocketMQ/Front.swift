@@ -80,19 +80,34 @@ public final class RocketMQFront: Sendable {
         let refresh = Task { [service] in
             while !Task.isCancelled {
                 await service.refreshRouteEndpoints()
-                await service.renewals.renewDue(now: Int64(Date().timeIntervalSince1970 * 1000))
                 try? await Task.sleep(for: .seconds(5))
             }
         }
-        tasks.withLockedValue { $0 = [serving, refresh] }
+        let renew = Task { [service] in
+            while !Task.isCancelled {
+                await service.renewals.renewDue(now: Int64(Date().timeIntervalSince1970 * 1000))
+                try? await Task.sleep(for: .seconds(1))
+            }
+        }
+        tasks.withLockedValue { $0 = [serving, refresh, renew] }
         return address.ipv4?.port ?? address.ipv6?.port ?? 0
     }
 
+    /// Stops taking calls, gives those running (a Telemetry stream lasts as long as its client)
+    /// two seconds to end, then closes what is left.
     public func stop() async {
         server.beginGracefulShutdown()
         let running = tasks.withLockedValue { $0 }
-        running[1...].forEach { $0.cancel() }
-        for t in running { await t.value }
+        running.dropFirst().forEach { $0.cancel() }
+        if let serving = running.first {
+            let timer = Task {
+                try? await Task.sleep(for: .seconds(2))
+                serving.cancel()
+            }
+            await serving.value
+            timer.cancel()
+        }
+        for t in running.dropFirst() { await t.value }
         await cluster.shutdown()
         try? await loops.shutdownGracefully()
     }

@@ -157,6 +157,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     ) async throws -> ServerResponse<RMQNotifyClientTerminationResponse> {
         var out = RMQNotifyClientTerminationResponse()
         out.status = status(.ok)
+        // A consumer going away: what it held and had not acknowledged is visible again now.
+        if let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) { await renewals.releaseAll(client: client) }
         return ServerResponse(message: out)
     }
 
@@ -165,7 +167,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return StreamingServerResponse { writer in
             // Replies to the client's settings and transaction checks share the one stream: both
             // go through this mailbox, written in order by one task.
-            let (outbox, post) = AsyncStream<RMQTelemetryCommand>.makeStream()
+            let (outbox, post) = AsyncStream<RMQTelemetryCommand>.makeStream(bufferingPolicy: .bufferingOldest(1024))
             try await withThrowingTaskGroup(of: Void.self) { tasks in
                 tasks.addTask {
                     for await command in outbox { try await writer.write(command) }
@@ -376,21 +378,35 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         request: ServerRequest<RMQReceiveMessageRequest>, context: ServerContext
     ) async throws -> StreamingServerResponse<RMQReceiveMessageResponse> {
         let r = request.message
+        let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) ?? ""
         return StreamingServerResponse { writer in
             var statusReply = RMQReceiveMessageResponse()
+            var received: (group: String, handles: [ReceiptHandle])?
             do {
                 // As RocketMQ's proxy: the status, the messages, then when they were delivered.
-                let deliveries = try await self.receive(r)
+                let (group, deliveries) = try await self.receive(r)
+                received = (group, deliveries.map(\.handle))
                 statusReply.status = deliveries.isEmpty ? status(.messageNotFound, "no new message") : status(.ok)
                 try await writer.write(statusReply)
-                for m in deliveries {
+                for d in deliveries {
                     var one = RMQReceiveMessageResponse()
-                    one.message = m
+                    one.message = rocketMessage(
+                        d.message, handle: Receipt.encode(d.handle), attempt: d.attempt, invisibleMillis: d.invisibleMillis, host: self.host)
                     try await writer.write(one)
                 }
+            } catch let e as RPCError {
+                // The stream failed (the client went away): what it did not get is visible again.
+                if let received, !received.handles.isEmpty { await self.renewals.release(group: received.group, handles: received.handles) }
+                throw e
             } catch {
                 statusReply.status = status(for: error)
                 try await writer.write(statusReply)
+            }
+            if r.autoRenew, let received {
+                let now = Int64(Date().timeIntervalSince1970 * 1000)
+                for h in received.handles {
+                    self.renewals.add(group: received.group, client: client, handle: h, invisibleUntil: now + self.settings.autoRenewMillis, now: now)
+                }
             }
             var when = RMQReceiveMessageResponse()
             when.deliveryTimestamp = timestamp(millis: UInt64(Date().timeIntervalSince1970 * 1000))
@@ -399,7 +415,15 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         }
     }
 
-    private func receive(_ r: RMQReceiveMessageRequest) async throws -> [RMQMessage] {
+    /// What one receive handed out: Tern's deliveries, with the invisible time asked.
+    struct Handed {
+        var message: ReceivedMessage
+        var handle: ReceiptHandle
+        var attempt: UInt32
+        var invisibleMillis: Int64
+    }
+
+    private func receive(_ r: RMQReceiveMessageRequest) async throws -> (group: String, deliveries: [Handed]) {
         let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
         let topic = try name(of: r.messageQueue.topic, what: "topic", code: .illegalTopic)
         var filter = "*"
@@ -445,13 +469,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                 }
             }
         }
-        if r.autoRenew {
-            let now = Int64(Date().timeIntervalSince1970 * 1000)
-            for d in deliveries { renewals.add(group: group, handle: d.handle, invisibleUntil: Int64(d.invisibleUntil), now: now) }
-        }
-        return deliveries.map { d in
-            rocketMessage(d.message, handle: Receipt.encode(d.handle), attempt: d.attempt, invisibleMillis: invisible, host: host)
-        }
+        return (group, deliveries.map { Handed(message: $0.message, handle: $0.handle, attempt: $0.attempt, invisibleMillis: invisible) })
     }
 
     func ackMessage(request: ServerRequest<RMQAckMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQAckMessageResponse> {

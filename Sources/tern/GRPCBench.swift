@@ -58,7 +58,11 @@ struct BenchGRPC: AsyncParsableCommand {
             nodes: 3, basePort: 0, dataRoot: root, extraArgs: [], ports: Array(list[0..<3]),
             nodeArgs: { id in ["--grpc-listen", "127.0.0.1:\(grpcPorts[id]!)"] })
         try cluster.startAll()
-        defer { cluster.stopAll() }
+        defer {
+            cluster.stopAll()
+            // Three nodes' logs of a few gigabytes: gone unless the caller named the folder.
+            if data == nil { try? FileManager.default.removeItem(atPath: root) }
+        }
         let client = try TernCluster(endpoints: cluster.endpoints)
         let leader = try await waitForLeader(client)
         try await client.createTopic("bench", queues: 8)

@@ -72,6 +72,48 @@ struct RocketMQSemanticsTests {
         #expect(later.duplicate && later.entryIndex == first.entryIndex)
     }
 
+    @Test("a dead letter resent and failing again is retried, not taken for its earlier retry (found in review: it vanished)")
+    func resentDeadLetterRetries() throws {
+        var h = Harness()
+        for t in ["t", "%RETRY%g", "%DLQ%g"] { h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: t, queues: 1).encoded()) }
+        h.sendKeyed("t", properties: [:], body: "m")
+        func last(_ topic: String) throws -> ReceivedMessage {
+            try #require(try h.broker.pull(PullRequest(topic: topic, queueID: 0, offset: 0, maxMessages: 100)).get().messages.last)
+        }
+        @discardableResult
+        func giveBack(_ m: ReceivedMessage) -> ApplyOutcome {
+            var w = WireWriter()
+            w.u64(1000)
+            return h.append(BrokerEntryType.messages, w.bytes + Broker.sendBack(m, group: "g", delayMillis: 0, maxReconsumeTimes: 1).encoded())
+        }
+        giveBack(try last("t"))  // retry 1
+        giveBack(try last("%RETRY%g"))  // past the maximum: dead
+        #expect(try h.stored("%RETRY%g") == 1 && h.stored("%DLQ%g") == 1)
+        // `tern admin dlq resend`: the dead letter's copy, counts cleared, one resend more.
+        let dead = try last("%DLQ%g")
+        var props = dead.message.properties
+        props[RetryProperty.reconsumeTimes] = nil
+        props[RetryProperty.retryKey] = nil
+        props[RetryProperty.resends] = "1"
+        h.sendKeyed("%RETRY%g", properties: props, body: "m")
+        #expect(try h.stored("%RETRY%g") == 2)
+        // It fails again: a new retry, not the first one's answer.
+        guard case .sent(let again) = giveBack(try last("%RETRY%g")) else { Issue.record("refused"); return }
+        #expect(!again.duplicate)
+        #expect(try h.stored("%RETRY%g") == 3)
+    }
+
+    @Test("a topic deleted and created again starts a new window of client message ids")
+    func recreatedTopicForgetsIDs() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        h.sendKeyed("t", properties: ["UNIQ_KEY": "A"])
+        h.append(BrokerEntryType.admin, AdminCommand.deleteTopic(name: "t").encoded())
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        guard case .sent(let r) = h.sendKeyed("t", properties: ["UNIQ_KEY": "A"]) else { Issue.record("refused"); return }
+        #expect(try !r.duplicate && h.stored("t") == 1)
+    }
+
     @Test("a typed topic keeps its type: repeated creates must match; snapshots carry it")
     func topicTypes() throws {
         var h = Harness()
@@ -108,11 +150,11 @@ struct RocketMQSemanticsTests {
         #expect(TopicType(name: "fifo") == .fifo && TopicType(name: "FIFO") == nil)
     }
 
-    func receive(_ h: inout Harness, group: String, now: UInt64, max: UInt32 = 10, next: [QueueRef: UInt64] = [:]) throws -> [UInt64] {
+    func receive(_ h: inout Harness, group: String, now: UInt64, max: UInt32 = 10, inFlight: Set<QueueRef> = []) throws -> [UInt64] {
         guard
             let entry = try h.broker.chooseForReceive(
-                ReceiveRequest(group: group, topic: "t", maxMessages: max, invisibleMillis: 1000), now: now, startQueue: 0, proposedNext: next,
-                proposedAgain: []
+                ReceiveRequest(group: group, topic: "t", maxMessages: max, invisibleMillis: 1000), now: now, startQueue: 0, proposedNext: [:],
+                proposedAgain: [], inFlight: inFlight
             ).get()
         else { return [] }
         guard case .received(let grants) = h.append(BrokerEntryType.receive, entry.encoded()) else { return [] }
@@ -142,8 +184,8 @@ struct RocketMQSemanticsTests {
         ack(&h, group: "fg", 2)
         ack(&h, group: "fg", 3)
         ack(&h, group: "fg", 4)
-        let pending = [QueueRef(topic: "t", queueID: 0): UInt64(6)]
-        #expect(try receive(&h, group: "fg", now: 2300, next: pending) == [])
+        #expect(try receive(&h, group: "fg", now: 2300, inFlight: [QueueRef(topic: "t", queueID: 0)]) == [])
+        #expect(try receive(&h, group: "fg", now: 2300) == [5])
         // A non-FIFO group takes everything at once and goes on while some are invisible.
         #expect(try receive(&h, group: "plain", now: 1000, max: 2) == [0, 1])
         #expect(try receive(&h, group: "plain", now: 1100) == [2, 3, 4, 5])
