@@ -144,7 +144,9 @@ public final class Broker {
     /// Receive/ack groups: group -> queue -> next fresh offset and the invisible deliveries.
     var receiveGroups: [String: [QueueRef: ReceiveQueue]] = [:]
     /// Accounts for access control, by access key (docs/security.md).
-    public internal(set) var accounts: [String: Account] = [:]
+    public internal(set) var accounts: [String: Account] = [:] { didSet { accountsVersion &+= 1 } }
+    /// Counts changes of `accounts` (not state: for the shell to notice a change).
+    public private(set) var accountsVersion: UInt64 = 0
     /// The last Raft configuration entry applied (its index and body), carried in snapshots.
     public internal(set) var membership: (index: UInt64, body: [UInt8])?
     public internal(set) var appliedIndex: UInt64 = 0

@@ -5,6 +5,7 @@
 import ArgumentParser
 import Foundation
 import Logging
+import TernClient
 import TernRaft
 import TernRocketMQ
 import TernServer
@@ -53,6 +54,8 @@ public struct ServeOptions: ParsableArguments {
     @Flag(help: "Check every client request against the replicated accounts (docs/security.md).") public var acl = false
     @Option(help: "host:port for the RocketMQ 5 gRPC front (the official RocketMQ clients; docs/rocketmq.md). Off unless given.")
     public var grpcListen: String?
+    @Option(help: "PEM file of the CA that signed the nodes' --tls-cert, which the gRPC front trusts to reach the group (default: the --tls-cert file itself).")
+    public var tlsCa: String?
     @Option(help: "Credentials file (access-key = ..., secret-key = ...) of an account with every right on this node; with --acl.")
     public var aclAdmin: String?
     @Option(help: "Client connections at once; one more is refused with BUSY (default 1000; peers are not counted).") public var maxConnections: Int?
@@ -152,6 +155,8 @@ public struct ServeOptions: ParsableArguments {
         cfg.acl = try acl || (file.value("acl", as: Bool.init, expected: "true or false") ?? false)
         cfg.aclAdminPath = aclAdmin ?? file.string("acl-admin")
         if cfg.aclAdminPath != nil && !cfg.acl { throw ValidationError("--acl-admin is for a node started with --acl") }
+        cfg.grpcTLSCAPath = tlsCa ?? file.string("tls-ca")
+        if cfg.grpcTLSCAPath != nil && cfg.tlsCertPath == nil { throw ValidationError("--tls-ca is for a node started with --tls-cert") }
         if let v = try maxConnections ?? file.value("max-connections", as: { Int($0) }, expected: "a whole number") {
             guard v >= 1 && v <= 1_000_000 else { throw ValidationError("max-connections must be 1 to 1000000 (got \(v))") }
             cfg.limits.maxClients = v
@@ -163,10 +168,6 @@ public struct ServeOptions: ParsableArguments {
         if let g = grpcListen ?? file.string("grpc-listen") {
             guard let (host, port) = parseEndpoint(g) else { throw ValidationError("--grpc-listen \(g) is not host:port") }
             guard g != listen else { throw ValidationError("--grpc-listen and --listen cannot share \(g)") }
-            if cfg.tlsCertPath != nil || cfg.acl {
-                throw ValidationError(
-                    "--grpc-listen with --tls-cert or --acl is not built yet: the gRPC front serves plaintext without access control (docs/rocketmq.md)")
-            }
             cfg.grpcListen = g
             // Clients are told a reachable address: the gRPC host, or, when it is a wildcard, this
             // node's own host as the group knows it.
@@ -208,7 +209,7 @@ public struct ConfigFile: Sendable {
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
-        "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection", "grpc-listen",
+        "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection", "grpc-listen", "tls-ca",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]
@@ -268,6 +269,18 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
         do {
             var fc = FrontConfig(listen: listen, advertise: advertise, nodeEndpoints: [cfg.listen] + cfg.peers.values.filter { $0 != cfg.listen }.sorted())
             fc.settings.maxBodyBytes = cfg.maxMessageBytes
+            // The node's TLS and access control hold for the front too: it serves gRPC over TLS
+            // with the node's certificate, reaches the group over TLS, and (with --acl) checks
+            // each call's signature against the replicated accounts.
+            if let cert = cfg.tlsCertPath, let key = cfg.tlsKeyPath {
+                fc.tls = (cert, key)
+                fc.settings.routeOwnAddressOnly = true
+                fc.cluster.tls = ClientTLS(caFile: cfg.grpcTLSCAPath ?? cert)
+            }
+            if cfg.acl {
+                fc.access = FrontAccess(secretOf: { [server] in server.accountSecret($0) })
+                if let admin = cfg.aclAdminPath { fc.cluster.credentials = try Credentials(file: admin) }
+            }
             let f = try RocketMQFront(config: fc, logger: Logger(label: "tern.\(cfg.id).grpc"))
             front = f
             let port = try blockingAwait { try await f.start() }

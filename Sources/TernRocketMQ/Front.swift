@@ -18,7 +18,14 @@ public struct FrontConfig: Sendable {
     public var advertise: String
     /// Native endpoints of the group, this node's first.
     public var nodeEndpoints: [String]
+    /// How the front reaches the group: TLS when the nodes serve it, and the account its own
+    /// background work speaks for under access control (`--acl-admin`'s; none: only this node's
+    /// front is listed in routes).
     public var cluster = TernCluster.Options()
+    /// Serve gRPC over TLS with this certificate chain and key (the node's `--tls-cert`).
+    public var tls: (certPath: String, keyPath: String)?
+    /// Access control: each call must be signed by an account (the node's `--acl`).
+    public var access: FrontAccess?
     public var settings = FrontSettings()
     public init(listen: String, advertise: String, nodeEndpoints: [String]) {
         self.listen = listen
@@ -30,6 +37,7 @@ public struct FrontConfig: Sendable {
 public final class RocketMQFront: Sendable {
     public let config: FrontConfig
     let cluster: TernCluster
+    let accounts: AccountClients?
     let service: MessagingFront
     let server: GRPCServer<HTTP2ServerTransport.Posix>
     let transport: HTTP2ServerTransport.Posix
@@ -46,14 +54,25 @@ public final class RocketMQFront: Sendable {
         var options = config.cluster
         options.requestTimeoutMillis = 10_000
         // One thread for the gRPC connections and the front's connections to the group.
-        loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        self.loops = loops
         cluster = try TernCluster(endpoints: config.nodeEndpoints, options: options, eventLoopGroup: loops)
-        service = MessagingFront(cluster: cluster, settings: config.settings, advertise: config.advertise, logger: logger)
+        var signedOut = options
+        signedOut.credentials = nil
+        accounts = config.access.map {
+            AccountClients(access: $0, endpoints: config.nodeEndpoints, options: signedOut, loops: loops, producerGroup: config.settings.producerGroup)
+        }
+        service = MessagingFront(
+            base: Clients(cluster: cluster, accessKey: "", producerGroup: config.settings.producerGroup), accounts: accounts, settings: config.settings,
+            advertise: config.advertise, logger: logger)
+        let security: HTTP2ServerTransport.Posix.TransportSecurity =
+            config.tls.map { .tls(certificateChain: [.file(path: $0.certPath, format: .pem)], privateKey: .file(path: $0.keyPath, format: .pem)) }
+            ?? .plaintext
         // Room for the largest body plus its properties and framing.
         let limit = config.settings.maxBodyBytes + (1 << 20)
         let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
         transport = HTTP2ServerTransport.Posix(
-            address: bare.contains(":") ? .ipv6(host: bare, port: port) : .ipv4(host: bare, port: port), transportSecurity: .plaintext,
+            address: bare.contains(":") ? .ipv6(host: bare, port: port) : .ipv4(host: bare, port: port), transportSecurity: security,
             config: .defaults {
                 $0.rpc.maxRequestPayloadSize = limit
                 // Windows of 8 MiB and frames of up to 1 MiB: fewer frames and window updates
@@ -108,6 +127,7 @@ public final class RocketMQFront: Sendable {
             timer.cancel()
         }
         for t in running.dropFirst() { await t.value }
+        await accounts?.shutdown()
         await cluster.shutdown()
         try? await loops.shutdownGracefully()
     }

@@ -14,6 +14,8 @@ final class Renewals: Sendable {
     struct Entry {
         var group: String
         var client: String
+        /// The cluster client of the account that received it.
+        var cluster: TernCluster
         var handle: ReceiptHandle
         var invisibleUntil: Int64
         var givenUp: Int64
@@ -27,44 +29,42 @@ final class Renewals: Sendable {
     static let parallel = 16
 
     private let entries = NIOLockedValueBox<[String: Entry]>([:])
-    let cluster: TernCluster
-
-    init(cluster: TernCluster) { self.cluster = cluster }
 
     var count: Int { entries.withLockedValue { $0.count } }
 
-    func add(group: String, client: String, handle: ReceiptHandle, invisibleUntil: Int64, now: Int64) {
+    func add(group: String, client: String, handle: ReceiptHandle, cluster: TernCluster, invisibleUntil: Int64, now: Int64) {
         entries.withLockedValue {
-            $0[Receipt.encode(handle)] = Entry(group: group, client: client, handle: handle, invisibleUntil: invisibleUntil, givenUp: now + Self.maxMillis)
+            $0[Receipt.encode(handle)] = Entry(
+                group: group, client: client, cluster: cluster, handle: handle, invisibleUntil: invisibleUntil, givenUp: now + Self.maxMillis)
         }
     }
 
     func remove(_ handle: String) { entries.withLockedValue { _ = $0.removeValue(forKey: handle) } }
 
     /// Stops renewing `handles` and makes them visible again (their consumer never got them).
-    func release(group: String, handles: [ReceiptHandle]) async {
+    func release(group: String, handles: [ReceiptHandle], cluster: TernCluster) async {
         for h in handles { remove(Receipt.encode(h)) }
-        await visibleAgain(handles.map { (group, $0) })
+        await visibleAgain(handles.map { (group, $0, cluster) })
     }
 
     /// A client that is going away: its deliveries are made visible again.
     func releaseAll(client: String) async {
-        let mine = entries.withLockedValue { all -> [(String, ReceiptHandle)] in
+        let mine = entries.withLockedValue { all -> [(String, ReceiptHandle, TernCluster)] in
             let keys = all.filter { $0.value.client == client }.keys.sorted()
             return keys.map { k in
                 let e = all.removeValue(forKey: k)!
-                return (e.group, e.handle)
+                return (e.group, e.handle, e.cluster)
             }
         }
         await visibleAgain(mine)
     }
 
-    private func visibleAgain(_ list: [(group: String, handle: ReceiptHandle)]) async {
+    private func visibleAgain(_ list: [(group: String, handle: ReceiptHandle, cluster: TernCluster)]) async {
         await withTaskGroup(of: Void.self) { tasks in
             for (k, item) in list.enumerated() {
                 if k >= Self.parallel { await tasks.next() }
                 tasks.addTask {
-                    _ = try? await self.cluster.leaderRequest(
+                    _ = try? await item.cluster.leaderRequest(
                         .changeInvisible, ReceiptRequest(group: item.group, handle: item.handle, invisibleMillis: 100).encoded())
                 }
             }
@@ -93,7 +93,7 @@ final class Renewals: Sendable {
             return
         }
         do {
-            let body = try await cluster.leaderRequest(
+            let body = try await e.cluster.leaderRequest(
                 .changeInvisible, ReceiptRequest(group: e.group, handle: e.handle, invisibleMillis: UInt64(ms)).encoded())
             let until = Int64(try ChangeInvisibleResponse.decode(body).invisibleUntil)
             entries.withLockedValue { all in

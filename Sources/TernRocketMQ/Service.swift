@@ -28,47 +28,44 @@ public struct FrontSettings: Sendable {
     public var maxDeliveryAttempts: Int32 = 17
     /// The broker name in route answers (one Tern group: one broker).
     public var brokerName = "tern"
+    /// Route answers name only this node's front (set when it serves TLS).
+    public var routeOwnAddressOnly = false
     /// The producer group Tern records for sends through the front (RocketMQ 5 has none).
     public var producerGroup = "rocketmq-grpc"
     public init() {}
 }
 
 final class MessagingFront: RMQMessagingService.ServiceProtocol {
-    let cluster: TernCluster
+    /// The front's own cluster client: every call's without access control; with it, the
+    /// background work's (signed in with `--acl-admin`'s account, or none).
+    let base: Clients
+    /// With access control: the clients of each account that signed a call.
+    let accounts: AccountClients?
     let settings: FrontSettings
     let logger: Logger
-    let producer: Producer
     /// This node's gRPC address first, then the other nodes' (refreshed from their status).
     let routeEndpoints: NIOLockedValueBox<[String]>
     let host: String
-    let renewals: Renewals
+    let renewals = Renewals()
 
-    /// Half messages are recorded under their topic as the producer group (RocketMQ's proxy does
-    /// the same), so that checks go to producers publishing that topic.
-    private let transactionProducers = NIOLockedValueBox<[String: Producer]>([:])
-
-    func transactionProducer(_ topic: String) -> Producer {
-        transactionProducers.withLockedValue { all in
-            if let p = all[topic] { return p }
-            let p = Producer(cluster: cluster, group: topic, idempotent: true, sendTimeoutMillis: 10_000)
-            all[topic] = p
-            return p
-        }
-    }
-
-    init(cluster: TernCluster, settings: FrontSettings, advertise: String, logger: Logger) {
-        self.cluster = cluster
+    init(base: Clients, accounts: AccountClients?, settings: FrontSettings, advertise: String, logger: Logger) {
+        self.base = base
+        self.accounts = accounts
         self.settings = settings
         self.logger = logger
-        renewals = Renewals(cluster: cluster)
-        producer = Producer(cluster: cluster, group: settings.producerGroup, idempotent: true, sendTimeoutMillis: 10_000)
         routeEndpoints = NIOLockedValueBox([advertise])
         host = String(advertise[..<(advertise.lastIndex(of: ":") ?? advertise.endIndex)])
     }
 
+    /// Whom a call speaks for: the front itself, or (access control on) the account that signed it.
+    func clients(_ metadata: Metadata) throws(FrontError) -> Clients {
+        guard let accounts else { return base }
+        return try accounts.clients(for: metadata)
+    }
+
     /// Learns the other nodes' gRPC addresses from their status answers.
     func refreshRouteEndpoints() async {
-        guard let nodes = try? await cluster.status() else { return }
+        guard let nodes = try? await base.cluster.status() else { return }
         let own = routeEndpoints.withLockedValue { $0[0] }
         let others = nodes.map(\.grpcEndpoint).filter { !$0.isEmpty && $0 != own }.sorted()
         routeEndpoints.withLockedValue { $0 = [own] + others }
@@ -76,7 +73,9 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
 
     private func endpoints() -> RMQEndpoints {
         var e = RMQEndpoints()
-        let list = routeEndpoints.withLockedValue { $0 }
+        // Over TLS only this node's address: clients name a channel by its whole address list,
+        // and a certificate cannot match a list (the Python client's hostname check fails).
+        let list = routeEndpoints.withLockedValue { settings.routeOwnAddressOnly ? [$0[0]] : $0 }
         e.scheme = list.allSatisfy { isIPv4(hostOf($0)) } ? .ipv4 : .domainName
         // A domain-name endpoint list holds one address in the clients: this node's.
         for item in e.scheme == .ipv4 ? list : [list[0]] {
@@ -113,10 +112,10 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     private let routes = NIOLockedValueBox<[String: (queues: UInt32, type: TopicType, at: UInt64)]>([:])
 
     /// The topic's queue count and type (the topic must exist).
-    private func topicRoute(_ topic: String) async throws -> (queues: UInt32, type: TopicType) {
+    private func topicRoute(_ topic: String, _ c: Clients) async throws -> (queues: UInt32, type: TopicType) {
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         if let r = routes.withLockedValue({ $0[topic] }), now < r.at + 1000 { return (r.queues, r.type) }
-        let route = try await cluster.queryRoute(topic: topic)
+        let route = try await c.cluster.queryRoute(topic: topic)
         guard route.topicQueues > 0 else {
             routes.withLockedValue { _ = $0.removeValue(forKey: topic) }
             throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))")
@@ -133,8 +132,9 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func queryRoute(request: ServerRequest<RMQQueryRouteRequest>, context: ServerContext) async throws -> ServerResponse<RMQQueryRouteResponse> {
         var out = RMQQueryRouteResponse()
         do {
+            let c = try clients(request.metadata)
             let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
-            let (n, type) = try await topicRoute(topic)
+            let (n, type) = try await topicRoute(topic, c)
             out.messageQueues = (0..<Int32(n)).map { queue(topic, $0, type: type) }
             out.status = status(.ok)
         } catch {
@@ -146,8 +146,11 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func heartbeat(request: ServerRequest<RMQHeartbeatRequest>, context: ServerContext) async throws -> ServerResponse<RMQHeartbeatResponse> {
         var out = RMQHeartbeatResponse()
         out.status = status(.ok)
-        if request.message.hasGroup {
-            do { _ = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup) } catch { out.status = status(for: error) }
+        do {
+            _ = try clients(request.metadata)
+            if request.message.hasGroup { _ = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup) }
+        } catch {
+            out.status = status(for: error)
         }
         return ServerResponse(message: out)
     }
@@ -157,14 +160,29 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     ) async throws -> ServerResponse<RMQNotifyClientTerminationResponse> {
         var out = RMQNotifyClientTerminationResponse()
         out.status = status(.ok)
-        // A consumer going away: what it held and had not acknowledged is visible again now.
-        if let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) { await renewals.releaseAll(client: client) }
+        do {
+            _ = try clients(request.metadata)
+            // A consumer going away: what it held and had not acknowledged is visible again now.
+            if let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) { await renewals.releaseAll(client: client) }
+        } catch {
+            out.status = status(for: error)
+        }
         return ServerResponse(message: out)
     }
 
     func telemetry(request: StreamingServerRequest<RMQTelemetryCommand>, context: ServerContext) async throws -> StreamingServerResponse<RMQTelemetryCommand> {
         let clientID = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) ?? ""
+        let signedIn: Result<Clients, FrontError>
+        do { signedIn = .success(try clients(request.metadata)) } catch { signedIn = .failure(error) }
         return StreamingServerResponse { writer in
+            guard case .success(let c) = signedIn else {
+                if case .failure(let e) = signedIn {
+                    var refusal = RMQTelemetryCommand()
+                    refusal.status = status(e.code, e.message)
+                    try await writer.write(refusal)
+                }
+                return [:]
+            }
             // Replies to the client's settings and transaction checks share the one stream: both
             // go through this mailbox, written in order by one task.
             let (outbox, post) = AsyncStream<RMQTelemetryCommand>.makeStream(bufferingPolicy: .bufferingOldest(1024))
@@ -179,13 +197,13 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                         guard case .settings(let theirs) = command.command else { continue }
                         var reply = RMQTelemetryCommand()
                         reply.status = status(.ok)
-                        reply.settings = await self.answer(theirs)
+                        reply.settings = await self.answer(theirs, c)
                         post.yield(reply)
                         // A producer answers transaction checks for the topics it publishes.
                         guard case .publishing(let p) = theirs.pubSub, !clientID.isEmpty else { continue }
                         for t in p.topics {
                             guard let topic = try? name(of: t, what: "topic", code: .illegalTopic), checks[topic] == nil else { continue }
-                            checks[topic] = Task { await self.forwardChecks(topic: topic, clientID: clientID, post: post) }
+                            checks[topic] = Task { await self.forwardChecks(topic: topic, clientID: clientID, c, post: post) }
                         }
                     }
                 } catch {
@@ -203,11 +221,11 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     /// Holds the native check poll of a topic's half messages for one producer, and hands each
     /// half message the leader asks about to the producer as RecoverOrphanedTransactionCommand;
     /// the producer's answer comes back as EndTransaction (source SERVER_CHECK).
-    func forwardChecks(topic: String, clientID: String, post: AsyncStream<RMQTelemetryCommand>.Continuation) async {
+    func forwardChecks(topic: String, clientID: String, _ c: Clients, post: AsyncStream<RMQTelemetryCommand>.Continuation) async {
         let poll = TransactionCheckPoll(group: topic, clientID: clientID, maxWaitMillis: 20_000).encoded()
         while !Task.isCancelled {
             do {
-                let body = try await cluster.leaderRequest(.pollTransactionChecks, poll, timeoutMillis: 25_000)
+                let body = try await c.cluster.leaderRequest(.pollTransactionChecks, poll, timeoutMillis: 25_000)
                 for half in try MessageList.decode(body).messages {
                     var command = RMQTelemetryCommand()
                     var recover = RMQRecoverOrphanedTransactionCommand()
@@ -225,7 +243,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
 
     /// The settings a client is told: RocketMQ's proxy answers with the client's own plus the
     /// server's limits.
-    func answer(_ theirs: RMQSettings) async -> RMQSettings {
+    func answer(_ theirs: RMQSettings, _ c: Clients) async -> RMQSettings {
         var s = theirs
         // A producer's retries: 3 attempts, 10 ms doubling to 1 s (what RocketMQ's proxy tells).
         var backoff = RMQRetryPolicy()
@@ -245,7 +263,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         case .subscription(var sub):
             // FIFO when the group was created so (tern admin group create NAME --fifo).
             let group = sub.hasGroup ? (try? name(of: sub.group, what: "group", code: .illegalConsumerGroup)) : nil
-            sub.fifo = await group.asyncMap { try? await self.cluster.describeGroup($0).fifo } ?? false
+            sub.fifo = await group.asyncMap { try? await c.cluster.describeGroup($0).fifo } ?? false
             sub.receiveBatchSize = settings.maxReceiveBatch
             sub.longPollingTimeout = duration(millis: settings.longPollingMillis)
             // A consumer's attempts: 17 (the first and 16 retries), each failure backing off by
@@ -275,11 +293,18 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             out.status = status(.badRequest, "no messages to send")
             return ServerResponse(message: out)
         }
+        let c: Clients
+        do {
+            c = try clients(request.metadata)
+        } catch {
+            out.status = status(for: error)
+            return ServerResponse(message: out)
+        }
         var failed: RMQStatus?
         for m in messages {
             var entry = RMQSendResultEntry()
             do {
-                entry = try await send(m)
+                entry = try await send(m, c)
             } catch {
                 entry.status = status(for: error)
                 entry.messageID = m.systemProperties.messageID
@@ -291,15 +316,15 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return ServerResponse(message: out)
     }
 
-    private func send(_ m: RMQMessage) async throws -> RMQSendResultEntry {
+    private func send(_ m: RMQMessage, _ c: Clients) async throws -> RMQSendResultEntry {
         let topic = try name(of: m.topic, what: "topic", code: .illegalTopic)
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         let (message, id) = try ternMessage(m, topic: topic, maxBodyBytes: settings.maxBodyBytes, now: now)
-        _ = try await topicRoute(topic)
+        _ = try await topicRoute(topic, c)
         let sp = m.systemProperties
         // The front picks the queue, as RocketMQ's proxy does (clients pick only an endpoint): a
         // message group always maps to the same queue, sent one at a time; others rotate.
-        let sender = sp.messageType == .transaction ? transactionProducer(topic) : producer
+        let sender = sp.messageType == .transaction ? c.transactionProducer(topic) : c.producer
         let receipt = try await sender.send(batch: [message])[0]
         var entry = RMQSendResultEntry()
         entry.status = status(.ok)
@@ -314,6 +339,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         var out = RMQEndTransactionResponse()
         let r = request.message
         do {
+            let c = try clients(request.metadata)
             guard let id = MessageID(r.transactionID) else {
                 throw FrontError(.invalidTransactionID, "transaction id \"\(r.transactionID.prefix(40))\" is not one Tern issued")
             }
@@ -325,7 +351,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             }
             let topic = try name(of: r.topic, what: "topic", code: .illegalTopic)
             let body = EndTransactionRequest(group: topic, id: id, decision: decision, fromCheck: r.source == .sourceServerCheck)
-            _ = try await cluster.leaderRequest(.endTransaction, body.encoded())
+            _ = try await c.cluster.leaderRequest(.endTransaction, body.encoded())
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -336,11 +362,12 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func recallMessage(request: ServerRequest<RMQRecallMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQRecallMessageResponse> {
         var out = RMQRecallMessageResponse()
         do {
+            let c = try clients(request.metadata)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             guard let id = MessageID(request.message.recallHandle) else {
                 throw FrontError(.badRequest, "recall handle \"\(request.message.recallHandle.prefix(40))\" is not one Tern issued")
             }
-            try await cluster.recall([id])
+            try await c.cluster.recall([id])
             out.messageID = id.description
             out.status = status(.ok)
         } catch {
@@ -354,14 +381,15 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func queryAssignment(request: ServerRequest<RMQQueryAssignmentRequest>, context: ServerContext) async throws -> ServerResponse<RMQQueryAssignmentResponse> {
         var out = RMQQueryAssignmentResponse()
         do {
+            let c = try clients(request.metadata)
             let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
-            let (n, type) = try await topicRoute(topic)
+            let (n, type) = try await topicRoute(topic, c)
             // Receives take from every queue of the topic, so one assignment covers it: queue -1
             // ("any queue of this broker"), as RocketMQ's proxy answers for receive/ack groups.
-            // A FIFO group gets one per queue, as there, so that its consumer receives (and
-            // blocks) queue by queue in parallel.
-            let fifo = try await cluster.describeGroup(group).fifo
+            // A FIFO group gets one per queue, as there (its consumer runs a receive per queue;
+            // each still takes from any queue that is not blocked).
+            let fifo = try await c.cluster.describeGroup(group).fifo
             out.assignments = (fifo ? Array(0..<Int32(n)) : [-1]).map {
                 var a = RMQAssignment()
                 a.messageQueue = queue(topic, $0, type: type)
@@ -379,13 +407,16 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     ) async throws -> StreamingServerResponse<RMQReceiveMessageResponse> {
         let r = request.message
         let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) ?? ""
+        let signedIn: Result<Clients, FrontError>
+        do { signedIn = .success(try clients(request.metadata)) } catch { signedIn = .failure(error) }
         return StreamingServerResponse { writer in
             var statusReply = RMQReceiveMessageResponse()
-            var received: (group: String, handles: [ReceiptHandle])?
+            var received: (group: String, handles: [ReceiptHandle], clients: Clients)?
             do {
+                let c = try signedIn.get()
                 // As RocketMQ's proxy: the status, the messages, then when they were delivered.
-                let (group, deliveries) = try await self.receive(r)
-                received = (group, deliveries.map(\.handle))
+                let (group, deliveries) = try await self.receive(r, c)
+                received = (group, deliveries.map(\.handle), c)
                 statusReply.status = deliveries.isEmpty ? status(.messageNotFound, "no new message") : status(.ok)
                 try await writer.write(statusReply)
                 for d in deliveries {
@@ -396,7 +427,9 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                 }
             } catch let e as RPCError {
                 // The stream failed (the client went away): what it did not get is visible again.
-                if let received, !received.handles.isEmpty { await self.renewals.release(group: received.group, handles: received.handles) }
+                if let received, !received.handles.isEmpty {
+                    await self.renewals.release(group: received.group, handles: received.handles, cluster: received.clients.cluster)
+                }
                 throw e
             } catch {
                 statusReply.status = status(for: error)
@@ -405,7 +438,9 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             if r.autoRenew, let received {
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 for h in received.handles {
-                    self.renewals.add(group: received.group, client: client, handle: h, invisibleUntil: now + self.settings.autoRenewMillis, now: now)
+                    self.renewals.add(
+                        group: received.group, client: client, handle: h, cluster: received.clients.cluster,
+                        invisibleUntil: now + self.settings.autoRenewMillis, now: now)
                 }
             }
             var when = RMQReceiveMessageResponse()
@@ -423,7 +458,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         var invisibleMillis: Int64
     }
 
-    private func receive(_ r: RMQReceiveMessageRequest) async throws -> (group: String, deliveries: [Handed]) {
+    private func receive(_ r: RMQReceiveMessageRequest, _ c: Clients) async throws -> (group: String, deliveries: [Handed]) {
         let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
         let topic = try name(of: r.messageQueue.topic, what: "topic", code: .illegalTopic)
         var filter = "*"
@@ -454,7 +489,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             group: group, topic: topic, tagFilter: filter, maxMessages: UInt32(batch), invisibleMillis: UInt64(invisible),
             maxWaitMillis: UInt32(wait))
         native.sqlFilter = sql
-        let body = try await cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
+        let body = try await c.cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
         var deliveries = try ReceiveResponse.decode(body).deliveries
         // A message received more often than the group's attempts allow goes to the group's
         // dead-letter queue instead of to the consumer (RocketMQ's broker does the same).
@@ -463,7 +498,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             deliveries.removeAll { $0.attempt > UInt32(settings.maxDeliveryAttempts) }
             for d in spent {
                 do {
-                    try await deadLetter(group: group, handle: d.handle)
+                    try await deadLetter(group: group, handle: d.handle, c.cluster)
                 } catch {
                     logger.warning("moving \(d.handle) to %DLQ%\(group) failed (it comes back when its invisible time ends): \(error)")
                 }
@@ -475,6 +510,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     func ackMessage(request: ServerRequest<RMQAckMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQAckMessageResponse> {
         var out = RMQAckMessageResponse()
         do {
+            let c = try clients(request.metadata)
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             guard !request.message.entries.isEmpty else { throw FrontError(.badRequest, "no entries to acknowledge") }
@@ -485,7 +521,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                 do {
                     let handle = try Receipt.decode(e.receiptHandle)
                     renewals.remove(e.receiptHandle)
-                    _ = try await cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
+                    _ = try await c.cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
                     result.status = status(.ok)
                 } catch {
                     result.status = status(for: error)
@@ -506,6 +542,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         var out = RMQChangeInvisibleDurationResponse()
         let r = request.message
         do {
+            let c = try clients(request.metadata)
             let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: r.topic, what: "topic", code: .illegalTopic)
             let handle = try Receipt.decode(r.receiptHandle)
@@ -515,7 +552,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             }
             renewals.remove(r.receiptHandle)
             // Tern's shortest invisible time is 100 ms: "visible now" becomes that.
-            _ = try await cluster.leaderRequest(.changeInvisible, ReceiptRequest(group: group, handle: handle, invisibleMillis: UInt64(max(ms, 100))).encoded())
+            _ = try await c.cluster.leaderRequest(
+                .changeInvisible, ReceiptRequest(group: group, handle: handle, invisibleMillis: UInt64(max(ms, 100))).encoded())
             out.receiptHandle = r.receiptHandle
             out.status = status(.ok)
         } catch {
@@ -524,18 +562,17 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return ServerResponse(message: out)
     }
 
-    // MARK: Not built
-
     func forwardMessageToDeadLetterQueue(
         request: ServerRequest<RMQForwardMessageToDeadLetterQueueRequest>, context: ServerContext
     ) async throws -> ServerResponse<RMQForwardMessageToDeadLetterQueueResponse> {
         var out = RMQForwardMessageToDeadLetterQueueResponse()
         do {
+            let c = try clients(request.metadata)
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             let handle = try Receipt.decode(request.message.receiptHandle)
             renewals.remove(request.message.receiptHandle)
-            try await deadLetter(group: group, handle: handle)
+            try await deadLetter(group: group, handle: handle, c.cluster)
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -546,7 +583,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     /// Moves a received message to `%DLQ%<group>` and acknowledges it: the copy is a give-back
     /// keyed by (origin, count), so a forward repeated after a lost answer or a crash between
     /// the two steps stores one dead letter.
-    func deadLetter(group: String, handle: ReceiptHandle) async throws {
+    func deadLetter(group: String, handle: ReceiptHandle, _ cluster: TernCluster) async throws {
         let at = try await cluster.pull(topic: handle.queue.topic, queue: handle.queue.queueID, offset: handle.offset, maxMessages: 1)
         guard let m = at.messages.first, m.queueOffset == handle.offset else {
             throw FrontError(.messageNotFound, "the message of receipt handle \(handle) is no longer stored")
@@ -555,6 +592,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         _ = try await cluster.leaderRequest(.sendBack, copy.encoded())
         _ = try await cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
     }
+
+    // MARK: Not built
 
     func pullMessage(request: ServerRequest<RMQPullMessageRequest>, context: ServerContext) async throws -> StreamingServerResponse<RMQPullMessageResponse> {
         throw unimplemented("PullMessage", "use receive/ack (SimpleConsumer, PushConsumer)")

@@ -13,6 +13,7 @@
 // (PeerAuth.swift, docs/security.md).
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import TernNode
@@ -39,6 +40,8 @@ public struct ServerConfig: Sendable {
     /// where clients are told to reach it. The front itself runs beside the server (the
     /// TernRocketMQ target, started by the launcher); the server only reports it in its status.
     public var grpcListen: String?
+    /// The CA the front trusts to reach the group over TLS (nil: the `tlsCertPath` file).
+    public var grpcTLSCAPath: String?
     public var grpcEndpoint: String?
     // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
     // harness's `tern-chaos serve`); the production `tern serve` cannot set them.
@@ -153,6 +156,10 @@ public final class TernServer: @unchecked Sendable {
     private var tickOrigin: UInt64 = 0
     private var ticksDelivered: UInt64 = 0
     private var nextDiskMeasure: UInt64 = 0
+    /// The accounts' secrets as of the last step (and the root account's), for the RocketMQ
+    /// front, which checks its clients' signatures off the loop.
+    private let publishedSecrets = NIOLockedValueBox<[String: [UInt8]]>([:])
+    private var publishedVersion: UInt64?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -249,6 +256,7 @@ public final class TernServer: @unchecked Sendable {
             self.device = owned.device
             self.waitsForDisk = owned.device.completionDescriptor < 0
             self.seen = (owned.node.replica.raft.role, owned.node.replica.raft.term, owned.node.replica.raft.leader)
+            if self.config.acl { self.publishSecrets() }
             self.tickOrigin = monotonicMillis()
             self.tickTask = loop.scheduleRepeatedTask(initialDelay: .milliseconds(Int64(config.tickMillis)), delay: .milliseconds(Int64(config.tickMillis))) {
                 [self] _ in
@@ -443,11 +451,28 @@ public final class TernServer: @unchecked Sendable {
             finish(error)
             return
         }
+        if config.acl, publishedVersion != node.broker.accountsVersion { publishSecrets() }
         let r = node.replica.raft
         if let s = seen, (r.role, r.term, r.leader) != s {
             seen = (r.role, r.term, r.leader)
             logger.notice("term \(r.term): \(r.role)\(r.role == .leader ? "" : ", leader \(r.leader?.name ?? "unknown")")")
         }
+    }
+
+    /// The secret of account `accessKey` (a replicated account's, or the `--acl-admin` one's),
+    /// as of the node's last step; nil when there is no such account or access control is off.
+    /// Safe from any thread: the RocketMQ front checks its clients' signatures with it.
+    public func accountSecret(_ accessKey: String) -> [UInt8]? {
+        publishedSecrets.withLockedValue { $0[accessKey] }
+    }
+
+    /// On the loop: copies the accounts' secrets for `accountSecret`.
+    private func publishSecrets() {
+        var all: [String: [UInt8]] = [:]
+        for (key, account) in node.broker.accounts { all[key] = account.secret }
+        if let root = rootAccount { all[root.accessKey] = root.secret }
+        publishedSecrets.withLockedValue { $0 = all }
+        publishedVersion = node.broker.accountsVersion
     }
 
     /// Stops feeding the node. Without an error, lets the disk batches in flight complete and

@@ -56,7 +56,7 @@ struct ClusterUp: AsyncParsableCommand {
         guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
         if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca is for a cluster started with --tls-cert") }
         let absolute = { (path: String) in path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path }
-        let tlsArgs = tlsCert.map { ["--tls-cert", absolute($0), "--tls-key", absolute(tlsKey!)] } ?? []
+        let tlsArgs = (tlsCert.map { ["--tls-cert", absolute($0), "--tls-key", absolute(tlsKey!)] } ?? []) + (tlsCa.map { ["--tls-ca", absolute($0)] } ?? [])
         var clientOptions = TernCluster.Options()
         if tlsCert != nil { clientOptions.tls = ClientTLS(caFile: tlsCa) }
         var aclArgs: [String] = []
@@ -72,8 +72,7 @@ struct ClusterUp: AsyncParsableCommand {
             aclArgs = ["--acl", "--acl-admin", path]
         }
         guard grpcBasePort == 0 || (grpcBasePort > 0 && grpcBasePort + nodes <= 65536) else { throw ValidationError("--grpc-base-port must be 0 or a port") }
-        // The gRPC front serves plaintext without access control so far: not with --tls-cert or --acl.
-        let grpcPorts = grpcBasePort == 0 || tlsCert != nil || acl ? [] : (0..<nodes).map { grpcBasePort + $0 }
+        let grpcPorts = grpcBasePort == 0 ? [] : (0..<nodes).map { grpcBasePort + $0 }
         let ids = (1...nodes).map { "n\($0)" }
         let grpcListen = Dictionary(uniqueKeysWithValues: zip(ids, grpcPorts.map { "127.0.0.1:\($0)" }))
         let cluster = LocalCluster(
@@ -95,9 +94,7 @@ struct ClusterUp: AsyncParsableCommand {
         print("endpoints: \(cluster.endpoints.joined(separator: ","))")
         if !grpcPorts.isEmpty {
             let list = ids.compactMap { grpcListen[$0] }
-            print("RocketMQ 5 gRPC (official RocketMQ clients): \(list.joined(separator: ";"))")
-        } else if grpcBasePort != 0 {
-            print("no RocketMQ 5 gRPC front: it does not serve TLS or access control yet (docs/rocketmq.md)")
+            print("RocketMQ 5 gRPC (official RocketMQ clients): \(list.joined(separator: ";"))" + (tlsCert == nil ? "" : " over TLS"))
         }
         if cluster.usesGeneratedSecret {
             print("peers authenticate with the cluster secret in \(cluster.peerSecretPath) (docs/security.md)")

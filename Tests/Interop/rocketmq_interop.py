@@ -382,6 +382,92 @@ def across_kill(topic, group, count=300):
     check(not lost, "every acknowledged message consumed (lost: %d)" % len(lost))
 
 
+SECURED_CLIENT = r"""
+import json, sys
+from rocketmq import *
+grpc, ak, sk, topic = sys.argv[1:5]
+cfg = ClientConfiguration(grpc, Credentials(ak, sk), request_timeout=5)
+out = {"sent": None, "got": [], "send_error": None, "receive_error": None}
+p = Producer(cfg, (topic,), tls_enable=True)
+p.startup()
+try:
+    m = Message(); m.topic = topic; m.body = b"over tls"
+    out["sent"] = p.send(m).message_id
+except Exception as e:
+    out["send_error"] = str(e)[:300]
+p.shutdown()
+c = SimpleConsumer(cfg, "g-secured", {topic: FilterExpression()}, await_duration=3, tls_enable=True)
+c.startup()
+try:
+    for _ in range(5):
+        for msg in c.receive(8, 15):
+            out["got"].append(msg.message_id); c.ack(msg)
+        if out["got"]:
+            break
+except Exception as e:
+    out["receive_error"] = str(e)[:300]
+c.shutdown()
+print("RESULT " + json.dumps(out))
+"""
+
+
+def secured(base_port, grpc_base_port):
+    log("TLS and access control: a second cluster with --tls-cert and --acl; signed clients over TLS")
+    work = tempfile.mkdtemp(prefix="tern-interop-tls-")
+    def openssl(*argv):
+        subprocess.run(["openssl", *argv], check=True, capture_output=True)
+    with open(work + "/ext.cnf", "w") as f:
+        f.write("subjectAltName = IP:127.0.0.1\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl("req", "-x509", *ec, "-keyout", work + "/ca.key", "-out", work + "/ca.pem", "-days", "30", "-subj", "/CN=tern interop ca")
+    openssl("req", *ec, "-keyout", work + "/node.key", "-out", work + "/node.csr", "-subj", "/CN=tern node")
+    openssl("x509", "-req", "-in", work + "/node.csr", "-CA", work + "/ca.pem", "-CAkey", work + "/ca.key", "-CAcreateserial",
+            "-out", work + "/node.pem", "-days", "30", "-extfile", work + "/ext.cnf")
+    data = work + "/data"
+    endpoints = ",".join("127.0.0.1:%d" % (base_port + k) for k in range(3))
+    up = subprocess.Popen([args.tern, "cluster", "up", "--data", data, "--base-port", str(base_port), "--grpc-base-port", str(grpc_base_port),
+                           "--tls-cert", work + "/node.pem", "--tls-key", work + "/node.key", "--tls-ca", work + "/ca.pem", "--acl"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for line in up.stdout:
+            if "Ctrl-C stops" in line:
+                break
+        threading.Thread(target=lambda: [None for _ in up.stdout], daemon=True).start()
+        admin = ["--endpoints", endpoints, "--tls-ca", work + "/ca.pem", "--credentials", data + "/admin.credentials"]
+        def tern_admin(*argv):
+            out = subprocess.run([args.tern, *argv, *admin], capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError("tern %s: %s %s" % (" ".join(argv), out.stdout, out.stderr))
+        tern_admin("admin", "topic", "create", "secure", "--queues", "2")
+        tern_admin("admin", "topic", "create", "closed", "--queues", "2")
+        with open(work + "/app.credentials", "w") as f:
+            f.write("access-key = app\nsecret-key = app-secret-0123456789\n")
+        os.chmod(work + "/app.credentials", 0o600)
+        tern_admin("admin", "acl", "put", "app", "--secret-from", work + "/app.credentials", "--topic", "secure=pub|sub", "--default-group", "sub")
+        env = dict(os.environ, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=work + "/ca.pem")
+        def client(ak, sk, topic):
+            out = subprocess.run([sys.executable, "-c", SECURED_CLIENT, "127.0.0.1:%d" % grpc_base_port, ak, sk, topic], capture_output=True,
+                                 text=True, timeout=120, env=env)
+            for line in out.stdout.splitlines():
+                if line.startswith("RESULT "):
+                    return json.loads(line[7:])
+            raise RuntimeError("secured client printed no result: %s" % out.stderr[-500:])
+        ok = client("app", "app-secret-0123456789", "secure")
+        check(ok["sent"] is not None and ok["got"] == [ok["sent"]], "a signed client sends and receives over TLS (%s)" % ok)
+        denied = client("app", "app-secret-0123456789", "closed")
+        check(denied["sent"] is None and "40300" in (denied["send_error"] or ""), "a topic the account has no right on: FORBIDDEN (%s)" % denied["send_error"])
+        wrong = client("app", "not-the-secret-0123456789", "secure")
+        check(wrong["sent"] is None and not wrong["got"], "a wrong secret sends and receives nothing (%s)" % wrong["send_error"])
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            up.kill()
+    if not failures:
+        subprocess.run(["rm", "-rf", work])
+
+
 def main():
     global args
     ap = argparse.ArgumentParser()
@@ -419,6 +505,7 @@ def main():
             ("invisible", lambda: invisible("invisible", "g-invisible")),
             ("push", lambda: push("push", "g-push")),
             ("kill", lambda: across_kill("kill", "g-kill")),
+            ("secured", lambda: secured(args.base_port + 10, args.grpc_base_port + 10)),
         ]
         for name, s in scenarios:
             if args.only and args.only not in name:

@@ -97,6 +97,28 @@ import Testing
         #expect(crc32Hex([]) == "00000000")
     }
 
+    @Test func signaturesAreRocketMQsHMACSHA1OfTheDate() throws {
+        // RFC 2202-style check value of HMAC-SHA1.
+        #expect(Signature.sign(date: "The quick brown fox jumps over the lazy dog", secret: Array("key".utf8)) == "de7c9b85b8b78aa6bc8a7a36f70a90701c9db4d9")
+        let header = "MQv2-HMAC-SHA1 Credential=app, SignedHeaders=x-mq-date-time, Signature=ABCDEF"
+        let parsed = try Signature.parse(header)
+        #expect(parsed.accessKey == "app" && parsed.signature == "ABCDEF")
+        let secret = Array("app-secret-0123456789".utf8)
+        let good = Signature.sign(date: "20261205T101010Z", secret: secret)
+        #expect(Signature.verify(good, date: "20261205T101010Z", secret: secret))
+        #expect(Signature.verify(good.uppercased(), date: "20261205T101010Z", secret: secret))
+        #expect(!Signature.verify(good, date: "20261205T101011Z", secret: secret))
+        #expect(!Signature.verify(good, date: "20261205T101010Z", secret: Array("other".utf8)))
+        #expect(!Signature.verify(String(good.dropLast()), date: "20261205T101010Z", secret: secret))
+        for bad in [
+            "", "Basic abc", "MQv2-HMAC-SHA1 Credential=, SignedHeaders=x-mq-date-time, Signature=ab",
+            "MQv2-HMAC-SHA1 Credential=app, SignedHeaders=host, Signature=ab", "MQv2-HMAC-SHA1 Credential=app, SignedHeaders=x-mq-date-time",
+            "MQv2-HMAC-SHA1 " + String(repeating: "x", count: 2000),
+        ] {
+            #expect(throws: FrontError.self) { try Signature.parse(bad) }
+        }
+    }
+
     @Test func ternErrorsMapToTheCodesClientsActOn() {
         func code(_ e: ErrorCode) -> RMQCode { status(for: ClientError.broker(ErrorBody(code: e, message: "m"))).code }
         #expect(code(.topicNotFound) == .topicNotFound)
