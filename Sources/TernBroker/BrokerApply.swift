@@ -255,7 +255,12 @@ extension Broker {
                     ErrorBody(code: ErrorCode.badRequest, message: "a message in the send is malformed or its body exceeds \(config.maxMessageBytes) bytes"))
             }
             found.append((start, tagHash(m.tag)))
-            keys.append(m.keys)
+            // A client's message id (UNIQ_KEY) is indexed as a key too: looked up like one.
+            if let id = m.properties[DedupeProperty.clientMessageID], !id.isEmpty, !m.keys.contains(id) {
+                keys.append(m.keys + [id])
+            } else {
+                keys.append(m.keys)
+            }
             if m.properties[TransactionProperty.half] == "true" { half = true }
             switch Delay.deliverAt(m.properties, storeTimestamp: storeTimestamp, maxDelayMillis: config.maxDelayMillis) {
             case .failure(let e): return .failed(e)

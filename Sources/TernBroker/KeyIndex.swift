@@ -51,7 +51,9 @@ extension Broker {
             let rows = try queueFiles.rows(file, from: start, count: Int(end - start))
             for r in rows.reversed() where r.tagHash == hash {
                 let id = MessageID(entryIndex: r.entryIndex, slot: r.slot)
-                guard seen.insert(id).inserted, let m = try message(id), m.topic == topic, m.message.keys.contains(key) else { continue }
+                guard seen.insert(id).inserted, let m = try message(id), m.topic == topic,
+                    m.message.keys.contains(key) || m.message.properties[DedupeProperty.clientMessageID] == key
+                else { continue }
                 found.append(m)
                 if found.count == max { break }
             }

@@ -205,13 +205,24 @@ extension Admin {
         struct Get: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Show a message by id, or the most recent ones with a key.")
             @OptionGroup var endpoints: Endpoints
-            @Option(help: "Message id (20 hex digits, as send prints it).") var id: String?
+            @Option(help: "Message id: Tern's (20 hex digits, as send prints it), or with --topic a RocketMQ client's (its UNIQ_KEY).") var id: String?
             @Option(help: "Message key.") var key: String?
-            @Option(help: "Topic (with --key).") var topic: String?
+            @Option(help: "Topic (with --key, or with a client's message id).") var topic: String?
             func run() async throws {
                 let found: [ReceivedMessage]
-                if let id {
-                    guard let mid = MessageID(id.uppercased()) else { throw ValidationError("--id \(id) is not a message id (20 hex digits)") }
+                if let id, let topic, MessageID(id.uppercased()) == nil {
+                    // A RocketMQ client's id is indexed like a key of its message.
+                    found = try await withCluster(endpoints) { try await $0.messages(topic: topic, key: id) }.filter {
+                        $0.message.properties[DedupeProperty.clientMessageID] == id
+                    }
+                    if found.isEmpty {
+                        FileHandle.standardError.write(Data("tern: no message with client id \(id) in \(topic)\n".utf8))
+                        throw ExitCode(1)
+                    }
+                } else if let id {
+                    guard let mid = MessageID(id.uppercased()) else {
+                        throw ValidationError("--id \(id) is not a Tern message id (20 hex digits); a RocketMQ client's id needs --topic")
+                    }
                     found = [try await withCluster(endpoints) { try await $0.message(id: mid) }]
                 } else if let key {
                     guard let topic else { throw ValidationError("--key needs --topic") }

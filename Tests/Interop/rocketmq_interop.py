@@ -107,6 +107,9 @@ def normal(topic, group, count=20):
     check(all(m.tag == ("even" if sent[i] % 2 == 0 else "odd") for i, m in by_id.items()), "tags intact")
     check(all("key%d" % sent[i] in m.keys for i, m in by_id.items()), "keys intact")
     check(all(m.delivery_attempt == 1 for m in got), "first deliveries are attempt 1")
+    some = next(iter(sent))
+    found = tern("admin", "message", "get", "--topic", topic, "--id", some)
+    check(("normal %d" % sent[some]) in found, "tern admin message get finds a message by the client's id")
 
 
 def tag_filter(topic, group):

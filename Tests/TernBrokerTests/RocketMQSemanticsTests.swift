@@ -48,6 +48,9 @@ struct RocketMQSemanticsTests {
         }
         #expect(again.duplicate && again.queueID == 0 && again.entryIndex == first.entryIndex)
         #expect(try h.stored("t") == 1)
+        // Found by the client's id, as by a key (the key index holds it).
+        #expect(try h.broker.messages(topic: "t", key: "A", max: 5).map(\.message.properties["UNIQ_KEY"]) == ["A"])
+        #expect(try h.broker.messages(topic: "t", key: "B", max: 5).isEmpty)
         // Another id, the same id in another topic, and batches (not keyed) are stored.
         h.sendKeyed("t", properties: ["UNIQ_KEY": "B"])
         h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "u", queues: 1).encoded())
