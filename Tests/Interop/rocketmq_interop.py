@@ -358,6 +358,10 @@ def across_kill(topic, group, count=300):
             except Exception as e:  # noqa: BLE001  (a send may fail during the election; it is not acknowledged)
                 errors.append(str(e)[:200])
 
+    # A push consumer of a second group reads the same topic through the kill.
+    pushed = Listener(set())
+    pc = PushConsumer(config(), group + "-push", pushed, {topic: FilterExpression()})
+    pc.startup()
     t = threading.Thread(target=produce)
     t.start()
     consumed = set()
@@ -378,7 +382,12 @@ def across_kill(topic, group, count=300):
     t.join()
     c.shutdown()
     p.shutdown()
+    deadline = time.time() + 60
+    while time.time() < deadline and not set(acked) <= set(pushed.seen):
+        time.sleep(0.2)
+    pc.shutdown()
     log("  killed %s; %d of %d sends acknowledged, %d failed during the election" % (victim, len(acked), count, len(errors)))
+    check(set(acked) <= set(pushed.seen), "every acknowledged message pushed to the push consumer too (missing: %d)" % len(set(acked) - set(pushed.seen)))
     check(bool(killed), "the leader was killed mid-run")
     check(len(acked) >= count * 0.9, "sends went on through the new leader")
     lost = set(acked) - consumed
