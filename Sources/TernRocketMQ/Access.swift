@@ -78,29 +78,37 @@ final class AccountClients: Sendable {
         guard Signature.verify(signed.signature, date: date, secret: secret) else {
             throw FrontError(.unauthorized, "the signature does not verify")
         }
-        return clients(accessKey: signed.accessKey, secret: secret)
+        return try clients(accessKey: signed.accessKey, secret: secret)
     }
 
-    private func clients(accessKey: String, secret: [UInt8]) -> Clients {
-        var retired: TernCluster?
+    private func clients(accessKey: String, secret: [UInt8]) throws(FrontError) -> Clients {
+        if let known = clients.withLockedValue({ $0[accessKey] }), known.secret == secret { return known.clients }
+        var options = self.options
+        var credentials = Credentials(accessKey: accessKey, secret: "")
+        credentials.secret = secret
+        options.credentials = credentials
+        let cluster: TernCluster
+        do {
+            cluster = try TernCluster(endpoints: endpoints, options: options, eventLoopGroup: loops)
+        } catch {
+            throw FrontError(.internalError, "cannot make a client of the group for \(accessKey): \(error)")
+        }
+        var retired: [TernCluster] = []
         let c = clients.withLockedValue { all -> Clients in
-            if let known = all[accessKey], known.secret == secret { return known.clients }
-            var options = self.options
-            var credentials = Credentials(accessKey: accessKey, secret: "")
-            credentials.secret = secret
-            options.credentials = credentials
-            // A client that cannot be made (never: the options were checked at start) would
-            // leave the call unanswered; the base options' client is made the same way.
-            let cluster = try! TernCluster(endpoints: endpoints, options: options, eventLoopGroup: loops)
+            // Another call of the same account may have made one meanwhile: keep that one.
+            if let known = all[accessKey], known.secret == secret {
+                retired.append(cluster)
+                return known.clients
+            }
             let made = Clients(cluster: cluster, accessKey: accessKey, producerGroup: producerGroup)
-            if let old = all[accessKey] { retired = old.clients.cluster }
-            if all.count >= Self.limit, let evict = all.keys.min() {
-                retired = all.removeValue(forKey: evict)?.clients.cluster
+            if let old = all.removeValue(forKey: accessKey) { retired.append(old.clients.cluster) }
+            if all.count >= Self.limit, let evict = all.keys.min(), let old = all.removeValue(forKey: evict) {
+                retired.append(old.clients.cluster)
             }
             all[accessKey] = (secret, made)
             return made
         }
-        if let retired { Task { await retired.shutdown() } }
+        for old in retired { Task { await old.shutdown() } }
         return c
     }
 
