@@ -54,7 +54,7 @@ public struct ServeOptions: ParsableArguments {
     @Flag(help: "Check every client request against the replicated accounts (docs/security.md).") public var acl = false
     @Option(help: "host:port for the RocketMQ 5 gRPC front (the official RocketMQ clients; docs/rocketmq.md). Off unless given.")
     public var grpcListen: String?
-    @Option(help: "PEM file of the CA that signed the nodes' --tls-cert, which the gRPC front trusts to reach the group (default: the --tls-cert file itself).")
+    @Option(help: "PEM file of the CA that signed the nodes' --tls-cert, which the gRPC front trusts to reach the group (default: the system's CAs).")
     public var tlsCa: String?
     @Option(help: "Credentials file (access-key = ..., secret-key = ...) of an account with every right on this node; with --acl.")
     public var aclAdmin: String?
@@ -275,9 +275,13 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
             if let cert = cfg.tlsCertPath, let key = cfg.tlsKeyPath {
                 fc.tls = (cert, key)
                 fc.settings.routeOwnAddressOnly = true
-                fc.cluster.tls = ClientTLS(caFile: cfg.grpcTLSCAPath ?? cert)
+                fc.cluster.tls = ClientTLS(caFile: cfg.grpcTLSCAPath)
             }
             if cfg.acl {
+                if cfg.tlsCertPath == nil {
+                    logger.warning(
+                        "gRPC front with access control but without TLS: a signed call seen on the wire can be replayed as its account (docs/security.md)")
+                }
                 fc.access = FrontAccess(secretOf: { [server] in server.accountSecret($0) })
                 if let admin = cfg.aclAdminPath { fc.cluster.credentials = try Credentials(file: admin) }
             }

@@ -52,8 +52,12 @@ final class AccountClients: Sendable {
     let options: TernCluster.Options
     let loops: any EventLoopGroup
     let producerGroup: String
-    static let limit = 256
+    static let limit = 4096
+    /// A client replaced (a changed secret) or evicted is shut down this much later, so that
+    /// calls, receives and renewals that hold it finish first.
+    static let retireAfter: Duration = .seconds(600)
     private let clients = NIOLockedValueBox<[String: (secret: [UInt8], clients: Clients)]>([:])
+    static let nobody: [UInt8] = (0..<32).map { _ in UInt8.random(in: 0...255) }
 
     init(access: FrontAccess, endpoints: [String], options: TernCluster.Options, loops: any EventLoopGroup, producerGroup: String) {
         self.access = access
@@ -72,12 +76,11 @@ final class AccountClients: Sendable {
             throw FrontError(.unauthorized, "the call carries no x-mq-date-time to check its signature against")
         }
         let signed = try Signature.parse(header)
-        guard let secret = access.secretOf(signed.accessKey) else {
-            throw FrontError(.unauthorized, "the signature does not verify")
-        }
-        guard Signature.verify(signed.signature, date: date, secret: secret) else {
-            throw FrontError(.unauthorized, "the signature does not verify")
-        }
+        // An unknown account is checked under a random key, so that it takes as long as a
+        // known one's wrong signature and the answers cannot tell accounts apart.
+        let secret = access.secretOf(signed.accessKey)
+        let verified = Signature.verify(signed.signature, date: date, secret: secret ?? AccountClients.nobody)
+        guard verified, let secret else { throw FrontError(.unauthorized, "the signature does not verify") }
         return try clients(accessKey: signed.accessKey, secret: secret)
     }
 
@@ -108,7 +111,12 @@ final class AccountClients: Sendable {
             all[accessKey] = (secret, made)
             return made
         }
-        for old in retired { Task { await old.shutdown() } }
+        for old in retired {
+            Task {
+                try? await Task.sleep(for: Self.retireAfter)
+                await old.shutdown()
+            }
+        }
         return c
     }
 

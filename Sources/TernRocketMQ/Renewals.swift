@@ -16,6 +16,7 @@ final class Renewals: Sendable {
         var client: String
         /// The cluster client of the account that received it.
         var cluster: TernCluster
+        var accessKey: String
         var handle: ReceiptHandle
         var invisibleUntil: Int64
         var givenUp: Int64
@@ -32,10 +33,11 @@ final class Renewals: Sendable {
 
     var count: Int { entries.withLockedValue { $0.count } }
 
-    func add(group: String, client: String, handle: ReceiptHandle, cluster: TernCluster, invisibleUntil: Int64, now: Int64) {
+    func add(group: String, client: String, handle: ReceiptHandle, clients: Clients, invisibleUntil: Int64, now: Int64) {
         entries.withLockedValue {
             $0[Receipt.encode(handle)] = Entry(
-                group: group, client: client, cluster: cluster, handle: handle, invisibleUntil: invisibleUntil, givenUp: now + Self.maxMillis)
+                group: group, client: client, cluster: clients.cluster, accessKey: clients.accessKey, handle: handle, invisibleUntil: invisibleUntil,
+                givenUp: now + Self.maxMillis)
         }
     }
 
@@ -47,10 +49,11 @@ final class Renewals: Sendable {
         await visibleAgain(handles.map { (group, $0, cluster) })
     }
 
-    /// A client that is going away: its deliveries are made visible again.
-    func releaseAll(client: String) async {
+    /// A client that is going away: its deliveries are made visible again (only by the account
+    /// that received them: another account cannot release them by naming the client).
+    func releaseAll(client: String, accessKey: String) async {
         let mine = entries.withLockedValue { all -> [(String, ReceiptHandle, TernCluster)] in
-            let keys = all.filter { $0.value.client == client }.keys.sorted()
+            let keys = all.filter { $0.value.client == client && $0.value.accessKey == accessKey }.keys.sorted()
             return keys.map { k in
                 let e = all.removeValue(forKey: k)!
                 return (e.group, e.handle, e.cluster)

@@ -161,9 +161,11 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         var out = RMQNotifyClientTerminationResponse()
         out.status = status(.ok)
         do {
-            _ = try clients(request.metadata)
+            let c = try clients(request.metadata)
             // A consumer going away: what it held and had not acknowledged is visible again now.
-            if let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) { await renewals.releaseAll(client: client) }
+            if let client = request.metadata[stringValues: "x-mq-client-id"].first(where: { _ in true }) {
+                await renewals.releaseAll(client: client, accessKey: c.accessKey)
+            }
         } catch {
             out.status = status(for: error)
         }
@@ -439,7 +441,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 for h in received.handles {
                     self.renewals.add(
-                        group: received.group, client: client, handle: h, cluster: received.clients.cluster,
+                        group: received.group, client: client, handle: h, clients: received.clients,
                         invisibleUntil: now + self.settings.autoRenewMillis, now: now)
                 }
             }
@@ -520,8 +522,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                 result.receiptHandle = e.receiptHandle
                 do {
                     let handle = try Receipt.decode(e.receiptHandle)
-                    renewals.remove(e.receiptHandle)
                     _ = try await c.cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
+                    renewals.remove(e.receiptHandle)
                     result.status = status(.ok)
                 } catch {
                     result.status = status(for: error)
@@ -550,8 +552,9 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             guard ms >= 0 && ms <= settings.invisibleMillisRange.upperBound else {
                 throw FrontError(.illegalInvisibleTime, "invisible duration \(ms) ms is outside 0...\(settings.invisibleMillisRange.upperBound) ms")
             }
+            // Renewals stop first, so that none lands after the client's own time. Tern's shortest
+            // invisible time is 100 ms: "visible now" becomes that.
             renewals.remove(r.receiptHandle)
-            // Tern's shortest invisible time is 100 ms: "visible now" becomes that.
             _ = try await c.cluster.leaderRequest(
                 .changeInvisible, ReceiptRequest(group: group, handle: handle, invisibleMillis: UInt64(max(ms, 100))).encoded())
             out.receiptHandle = r.receiptHandle
@@ -571,8 +574,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             let handle = try Receipt.decode(request.message.receiptHandle)
-            renewals.remove(request.message.receiptHandle)
             try await deadLetter(group: group, handle: handle, c.cluster)
+            renewals.remove(request.message.receiptHandle)
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)

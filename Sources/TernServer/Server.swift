@@ -40,7 +40,7 @@ public struct ServerConfig: Sendable {
     /// where clients are told to reach it. The front itself runs beside the server (the
     /// TernRocketMQ target, started by the launcher); the server only reports it in its status.
     public var grpcListen: String?
-    /// The CA the front trusts to reach the group over TLS (nil: the `tlsCertPath` file).
+    /// The CA the front trusts to reach the group over TLS (nil: the system's CAs).
     public var grpcTLSCAPath: String?
     public var grpcEndpoint: String?
     // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
@@ -159,7 +159,8 @@ public final class TernServer: @unchecked Sendable {
     /// The accounts' secrets as of the last step (and the root account's), for the RocketMQ
     /// front, which checks its clients' signatures off the loop.
     private let publishedSecrets = NIOLockedValueBox<[String: [UInt8]]>([:])
-    private var publishedVersion: UInt64?
+    /// Which broker (an install or restore replaces it) and which of its account versions.
+    private var publishedVersion: (broker: ObjectIdentifier, version: UInt64)?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -451,7 +452,9 @@ public final class TernServer: @unchecked Sendable {
             finish(error)
             return
         }
-        if config.acl, publishedVersion != node.broker.accountsVersion { publishSecrets() }
+        if config.acl, publishedVersion.map({ $0.broker != ObjectIdentifier(node.broker) || $0.version != node.broker.accountsVersion }) ?? true {
+            publishSecrets()
+        }
         let r = node.replica.raft
         if let s = seen, (r.role, r.term, r.leader) != s {
             seen = (r.role, r.term, r.leader)
@@ -472,7 +475,7 @@ public final class TernServer: @unchecked Sendable {
         for (key, account) in node.broker.accounts { all[key] = account.secret }
         if let root = rootAccount { all[root.accessKey] = root.secret }
         publishedSecrets.withLockedValue { $0 = all }
-        publishedVersion = node.broker.accountsVersion
+        publishedVersion = (ObjectIdentifier(node.broker), node.broker.accountsVersion)
     }
 
     /// Stops feeding the node. Without an error, lets the disk batches in flight complete and
