@@ -45,6 +45,19 @@ extension Fuzz {
             (38, ErrorBody(code: .notLeader, message: "not the leader", detail: [1, 2]).encode()),
             (39, MemberChangeRequest(kind: .addLearner, id: "n4", endpoint: "10.0.0.4:9001").encoded()),
             (40, MemberChangeDone(index: 77).encoded()),
+            (42, GroupRequest(name: "billing", fifo: true).encoded()),
+            (43, GroupInfo(name: "billing", created: true, fifo: true).encoded()),
+            (44, GroupList(names: ["billing", "shipping"]).encoded()),
+            (
+                45,
+                GroupProgress(
+                    group: "billing", created: false, fifo: false, members: [GroupProgress.Member(clientID: "c1", queues: [q])],
+                    queues: [
+                        GroupProgress.Queue(
+                            queue: q, committed: 4, minOffset: 0, maxOffset: 9, receiveNext: nil, invisible: 0, lastConsumedStored: 1_700_000_000_000)
+                    ]
+                ).encoded()
+            ),
             (
                 41,
                 MemberList(

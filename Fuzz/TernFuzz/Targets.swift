@@ -93,6 +93,12 @@ public enum Fuzz {
         { roundTrip(AuthChallenge.self, $0) }, { _ = ErrorBody.decode($0) },
         // Membership administration (39-41).
         { roundTrip(MemberChangeRequest.self, $0) }, { roundTrip(MemberChangeDone.self, $0) }, { roundTrip(MemberList.self, $0) },
+        // Consumer groups: settings and progress (42-45).
+        { roundTrip(GroupRequest.self, $0) }, { roundTrip(GroupInfo.self, $0) }, { roundTrip(GroupList.self, $0) },
+        {
+            if let g = try? GroupProgress.decode($0) { _ = g.totalLag }
+            roundTrip(GroupProgress.self, $0)
+        },
     ]
 
     /// Raft messages and the handshake bodies: the first byte picks which.

@@ -185,3 +185,37 @@ extension Broker {
         }
     }
 }
+
+extension Broker {
+    /// Every group with committed offsets, receive/ack state or settings, sorted.
+    public func groupNames() -> [String] {
+        Set(offsets.keys).union(receiveGroups.keys).union(groupSettings.keys).sorted()
+    }
+
+    /// A group's progress on every queue of the topics it committed an offset in, received from
+    /// or (`alsoTopics`) its members subscribe to, in queue order, with when the last message it
+    /// consumed there was stored. A queue it never consumed lags by all it holds.
+    public func progress(group: String, alsoTopics: Set<String> = []) throws(StorageError) -> [GroupProgress.Queue] {
+        let committed = offsets[group] ?? [:]
+        let received = receiveGroups[group] ?? [:]
+        let topicNames = Set(committed.keys.map(\.topic)).union(received.keys.map(\.topic)).union(alsoTopics)
+        var refs: [QueueRef] = []
+        for t in topicNames.sorted() { refs += (0..<(topics[t] ?? 0)).map { QueueRef(topic: t, queueID: $0) } }
+        var out: [GroupProgress.Queue] = []
+        for ref in refs {
+            guard let q = queue(ref) else { continue }
+            var row = GroupProgress.Queue(queue: ref, committed: committed[ref], minOffset: q.baseOffset, maxOffset: q.maxOffset)
+            if let r = received[ref] {
+                row.receiveNext = r.next
+                row.invisible = UInt32(min(r.invisible.count, Int(UInt32.max)))
+            }
+            // The last consumed: the message just below the committed (or handed-out) offset.
+            let consumedTo = row.committed ?? row.receiveNext ?? 0
+            if consumedTo > q.baseOffset, consumedTo <= q.maxOffset, let m = try message(at: consumedTo - 1, in: ref) {
+                row.lastConsumedStored = m.storeTimestamp
+            }
+            out.append(row)
+        }
+        return out
+    }
+}

@@ -52,6 +52,9 @@ public final class ConsumerGroups {
 
     public func members(of group: String) -> [String] { (groups[group] ?? [:]).keys.sorted() }
 
+    /// Groups with live members, sorted.
+    public func groupNames() -> [String] { groups.keys.sorted() }
+
     /// The queues `clientID` owns: in broadcasting mode all of each subscribed topic's; in
     /// clustering mode a contiguous share of each topic's queues, the members (subscribed to it,
     /// sorted by id) taking them in turn, the first ones one more when they do not divide evenly.

@@ -256,6 +256,17 @@ public final class TernCluster: Sendable {
         _ = try await leaderCall(.createGroup, GroupRequest(name: name, fifo: fifo).encoded())
     }
 
+    /// Every consumer group the leader knows of.
+    public func listGroups() async throws -> [String] {
+        try GroupList.decode(try await leaderCall(.listGroups, Empty().encoded())).names
+    }
+
+    /// A group's members, their queues, and per queue its committed offset, the queue's bounds
+    /// and the lag (`tern admin group describe`).
+    public func groupProgress(_ name: String) async throws -> GroupProgress {
+        try GroupProgress.decode(try await leaderCall(.groupProgress, NameRequest(name: name).encoded()))
+    }
+
     /// A consumer group's settings (`created` false: never created, the defaults apply).
     public func describeGroup(_ name: String) async throws -> GroupInfo {
         try GroupInfo.decode(try await anyCall(.describeGroup, NameRequest(name: name).encoded()))

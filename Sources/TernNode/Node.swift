@@ -328,7 +328,7 @@ public final class Node {
         .send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
         .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
         .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible, .aclChange, .memberChange,
-        .createGroup,
+        .createGroup, .listGroups, .groupProgress,
     ]
 }
 

@@ -178,6 +178,19 @@ extension Node {
             }
             proposals.append((BrokerEntryType.admin, AdminCommand.createGroup(name: request.name, fifo: request.fifo).encoded()))
             owners.append(.answer(client, op, []))
+        case .listGroups:
+            _ = try Empty.decode(body)
+            reply(GroupList(names: Set(broker.groupNames()).union(groups.groupNames()).sorted()))
+        case .groupProgress:
+            let name = try NameRequest.decode(body).name
+            let fifo = broker.groupSettings[name]
+            let members = groups.members(of: name).map { id in
+                GroupProgress.Member(clientID: id, queues: groups.assignment(group: name, clientID: id, queuesOf: { self.broker.topics[$0] }))
+            }
+            let subscribed = Set(members.flatMap { $0.queues.map(\.topic) })
+            reply(
+                GroupProgress(
+                    group: name, created: fifo != nil, fifo: fifo ?? false, members: members, queues: try broker.progress(group: name, alsoTopics: subscribed)))
         case .describeGroup:
             let name = try NameRequest.decode(body).name
             let fifo = broker.groupSettings[name]

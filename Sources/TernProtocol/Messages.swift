@@ -61,6 +61,9 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     /// Consumer groups with settings (`GroupRequest` -> `Empty`; `NameRequest` -> `GroupInfo`).
     case createGroup = 33
     case describeGroup = 34
+    /// Consumer progress (`Empty` -> `GroupList`; `NameRequest` -> `GroupProgress`).
+    case listGroups = 35
+    case groupProgress = 36
     /// A Raft message between members (one way, no response). With peer authentication on, only
     /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100

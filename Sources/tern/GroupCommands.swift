@@ -1,12 +1,94 @@
 // `tern admin group`: consumer groups with settings. Groups need no creation; one that should
 // consume in FIFO order (receive/ack, RocketMQ 5's FIFO groups) is created with --fifo first.
 import ArgumentParser
+import Foundation
 import TernClient
 import TernProtocol
 
 struct GroupAdmin: ParsableCommand {
     static let configuration = CommandConfiguration(
-        commandName: "group", abstract: "Consumer groups with settings (FIFO receive/ack groups).", subcommands: [Create.self, Show.self])
+        commandName: "group", abstract: "Consumer groups: their progress and lag, and settings (FIFO receive/ack groups).",
+        subcommands: [List.self, Describe.self, Create.self, Show.self])
+
+    struct List: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Every consumer group the group's leader knows, with its total lag.")
+        @OptionGroup var endpoints: Endpoints
+        func run() async throws {
+            let rows = try await withCluster(endpoints) { cluster -> [GroupProgress] in
+                var out: [GroupProgress] = []
+                for name in try await cluster.listGroups() { out.append(try await cluster.groupProgress(name)) }
+                return out
+            }
+            print("group                 members  queues  lag")
+            for g in rows {
+                print("\(g.group.padding(20))  \(String(g.members.count).padding(7))  \(String(g.queues.count).padding(6))  \(g.totalLag)")
+            }
+        }
+    }
+
+    struct Describe: AsyncParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract:
+                "A consumer group's members, their queues, and per queue its committed offset, the queue's bounds, the lag and when the last consumed message was stored.",
+            discussion: """
+                Lag is the queue's max offset minus the group's committed offset (for a receive/ack \
+                group: the messages not yet handed out plus those still unacknowledged), the \
+                same as `tern admin topic describe` minus the committed offsets; messages deleted \
+                by retention are not counted.
+                """)
+        @OptionGroup var endpoints: Endpoints
+        @Argument(help: "Group name.") var name: String
+        @Flag(help: "One JSON object.") var json = false
+        func run() async throws {
+            let g = try await withCluster(endpoints) { try await $0.groupProgress(name) }
+            if json {
+                struct Row: Encodable {
+                    var topic: String
+                    var queue: UInt32
+                    var committed: UInt64?
+                    var minOffset, maxOffset, lag: UInt64
+                    var receiveNext: UInt64?
+                    var invisible: UInt32
+                    var lastConsumedStored: UInt64
+                }
+                struct Member: Encodable {
+                    var clientID: String
+                    var queues: [String]
+                }
+                struct Out: Encodable {
+                    var group: String
+                    var fifo: Bool
+                    var lag: UInt64
+                    var members: [Member]
+                    var queues: [Row]
+                }
+                let out = Out(
+                    group: g.group, fifo: g.fifo, lag: g.totalLag,
+                    members: g.members.map { Member(clientID: $0.clientID, queues: $0.queues.map(\.description)) },
+                    queues: g.queues.map {
+                        Row(
+                            topic: $0.queue.topic, queue: $0.queue.queueID, committed: $0.committed, minOffset: $0.minOffset, maxOffset: $0.maxOffset,
+                            lag: $0.lag,
+                            receiveNext: $0.receiveNext, invisible: $0.invisible, lastConsumedStored: $0.lastConsumedStored)
+                    })
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.sortedKeys]
+                print(String(decoding: try encoder.encode(out), as: UTF8.self))
+                return
+            }
+            print("group \(g.group): \(g.members.count) live members, lag \(g.totalLag)\(g.fifo ? " (fifo)" : "")")
+            for m in g.members { print("  member \(m.clientID): \(m.queues.map(\.description).joined(separator: ", "))") }
+            print("queue                 committed  min        max        lag        last consumed (stored)")
+            for q in g.queues {
+                let committed = q.committed.map(String.init) ?? (q.receiveNext.map { "next \($0)" } ?? "-")
+                let last =
+                    q.lastConsumedStored == 0 ? "-" : ISO8601DateFormatter().string(from: Date(timeIntervalSince1970: Double(q.lastConsumedStored) / 1000))
+                print(
+                    "\(q.queue.description.padding(20))  \(committed.padding(9))  \(String(q.minOffset).padding(9))  \(String(q.maxOffset).padding(9))  \(String(q.lag).padding(9))  \(last)"
+                )
+            }
+        }
+    }
 
     struct Create: AsyncParsableCommand {
         static let configuration = CommandConfiguration(

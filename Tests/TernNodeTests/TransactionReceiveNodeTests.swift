@@ -94,6 +94,29 @@ struct TransactionReceiveNodeTests {
         #expect(d.node.receiveInFlight.isEmpty, "receive entries applied but still counted in flight: \(d.node.receiveInFlight)")
     }
 
+    @Test("consumer progress: members and their queues, committed offsets, lag per queue (topic's max minus committed), receive groups' unacknowledged")
+    func groupProgress() throws {
+        let d = try Driver("progress")
+        try d.elect()
+        _ = try d.call(.createTopic, TopicRequest(name: "t", queues: 2))
+        _ = try d.call(.send, sendRequest(["a", "b", "c", "d", "e"], queue: 0))
+        _ = try d.call(.send, sendRequest(["f", "g", "h"], queue: 1))
+        _ = try d.call(.commitOffset, CommitOffsetRequest(group: "g", offsets: [QueueRef(topic: "t", queueID: 0): 2]))
+        _ = try d.call(.heartbeat, HeartbeatRequest(group: "g", clientID: "c1", mode: .clustering, topics: ["t"]))
+        let p = try GroupProgress.decode(try d.call(.groupProgress, NameRequest(name: "g")))
+        #expect(p.members.map(\.clientID) == ["c1"] && p.members[0].queues.count == 2)
+        #expect(p.queues.map(\.queue.queueID) == [0, 1])
+        #expect(p.queues[0].committed == 2 && p.queues[0].maxOffset == 5 && p.queues[0].lag == 3 && p.queues[0].lastConsumedStored > 0)
+        #expect(p.queues[1].committed == nil && p.queues[1].lag == 3)
+        #expect(p.totalLag == 6)
+        // A receive/ack group: two handed out and not acknowledged still count.
+        _ = try d.call(.receive, ReceiveRequest(group: "rg", topic: "t", maxMessages: 2, invisibleMillis: 60_000))
+        let r = try GroupProgress.decode(try d.call(.groupProgress, NameRequest(name: "rg")))
+        #expect(r.totalLag == 8, "\(r.queues)")
+        #expect(r.queues.map(\.invisible).reduce(0, +) == 2)
+        #expect(try GroupList.decode(try d.call(.listGroups, Empty())).names == ["g", "rg"])
+    }
+
     @Test("receive, invisible until its time, received again with the attempt counted; ack ends it; long polling")
     func receiveAck() throws {
         let d = try Driver("receive")
