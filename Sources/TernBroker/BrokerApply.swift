@@ -159,13 +159,7 @@ extension Broker {
         // (origin and reconsume count), any other single message by the id its client gave it
         // (RocketMQ's UNIQ_KEY: a RocketMQ 5 client retries a send with the same id).
         let giveBack = header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%")
-        var key: String?
-        if header.count == 1 {
-            var peek = r
-            if let m = try? WireMessage.meta(from: &peek) {
-                key = m.properties[giveBack ? RetryProperty.retryKey : DedupeProperty.clientMessageID]
-            }
-        }
+        let key = header.count == 1 ? WireMessage.property(named: giveBack ? RetryProperty.retryKey : DedupeProperty.clientMessageID, at: r) : nil
         guard let key else { return try appendDeduplicated(index: index, reader: &r, header: header, ref: ref, storeTimestamp: storeTimestamp) }
         let planted = config.plantedBugs.contains(giveBack ? .sendBackTwice : .dedupeOff)
         if var earlier = sendBacks[header.topic]?.keys[key], !planted {

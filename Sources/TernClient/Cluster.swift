@@ -52,27 +52,25 @@ public final class TernCluster: Sendable {
     private let state: NIOLockedValueBox<State>
     private let tls: TLSContext?
 
-    public init(endpoints: [String], options: Options = Options()) throws {
-        let list = endpoints.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
-        guard !list.isEmpty else { throw ClientError.invalidArgument("no endpoints given") }
-        for e in list where e.lastIndex(of: ":") == nil { throw ClientError.invalidArgument("endpoint \(e) is not host:port") }
-        self.options = options
-        tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
-        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        ownsGroup = true
-        state = NIOLockedValueBox(State(endpoints: list))
+    public convenience init(endpoints: [String], options: Options = Options()) throws {
+        try self.init(endpoints: endpoints, options: options, group: nil)
     }
 
     /// A client on the caller's event loops (not shut down with it): a front that serves another
     /// protocol on the same thread saves a hop per request.
-    public init(endpoints: [String], options: Options = Options(), eventLoopGroup: any EventLoopGroup) throws {
+    public convenience init(endpoints: [String], options: Options = Options(), eventLoopGroup: any EventLoopGroup) throws {
+        try self.init(endpoints: endpoints, options: options, group: eventLoopGroup)
+    }
+
+    /// `group` nil: a one-thread group of its own, shut down with the client.
+    private init(endpoints: [String], options: Options, group given: (any EventLoopGroup)?) throws {
         let list = endpoints.flatMap { $0.split(separator: ",").map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
         guard !list.isEmpty else { throw ClientError.invalidArgument("no endpoints given") }
         for e in list where e.lastIndex(of: ":") == nil { throw ClientError.invalidArgument("endpoint \(e) is not host:port") }
         self.options = options
         tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
-        group = eventLoopGroup
-        ownsGroup = false
+        group = given ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        ownsGroup = given == nil
         state = NIOLockedValueBox(State(endpoints: list))
     }
 

@@ -50,6 +50,26 @@ public struct WireMessage: Equatable, Sendable {
         return Meta(tag: tag, keys: keys, properties: properties)
     }
 
+    /// The value of one property of the message at `r`, found without decoding the others (the
+    /// apply path asks every single-message send for its dedupe key). nil: absent or malformed.
+    public static func property(named name: String, at r: WireReader) -> String? {
+        var r = r
+        let target = Array(name.utf8)
+        do throws(WireError) {
+            try r.skipString("tag")
+            for _ in 0..<Int(try r.u16("keys")) { try r.skipString("key") }
+            for _ in 0..<Int(try r.u16("property count")) {
+                let n = Int(try r.u16("property name"))
+                let at = try r.take(n, "property name")
+                if n == target.count && r.bytes[at..<(at + n)].elementsEqual(target) { return try r.string("property value") }
+                try r.skipString("property value")
+            }
+        } catch {
+            return nil
+        }
+        return nil
+    }
+
     static func readProperties(_ r: inout WireReader) throws(WireError) -> [String: String] {
         let n = Int(try r.u16("property count"))
         var props: [String: String] = [:]

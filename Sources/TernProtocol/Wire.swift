@@ -105,6 +105,10 @@ public struct WireReader {
         return String(decoding: bytes[at..<(at + n)], as: UTF8.self)
     }
 
+    mutating func skipString(_ what: String = "string") throws(WireError) {
+        _ = try take(Int(try u16(what)), what)
+    }
+
     public mutating func blob(_ what: String = "bytes", limit: Int = Int(Int32.max)) throws(WireError) -> [UInt8] {
         let n = Int(try u32(what))
         guard n <= limit else { throw WireError("\(what) of \(n) bytes exceeds the limit of \(limit)") }

@@ -131,13 +131,18 @@ def tag_filter(topic, group):
     check({m.message_id for m in got} == keep and len(got) == 5, "exactly the five tagged 'keep'")
 
 
+def send_groups(p, topic, prefix, groups, per_group):
+    """Sends 0..per_group-1 to each of `groups` message groups, interleaved."""
+    for i in range(per_group):
+        for g in range(groups):
+            p.send(message(topic, "%d" % i, group="%s-%d" % (prefix, g)))
+
+
 def fifo(topic, group, groups=3, per_group=10):
     log("fifo: %d message groups of %d into a FIFO topic, read by a FIFO group" % (groups, per_group))
     p = Producer(config(), (topic,))
     p.startup()
-    for i in range(per_group):
-        for g in range(groups):
-            p.send(message(topic, "%d" % i, group="order-%d" % g))
+    send_groups(p, topic, "order", groups, per_group)
     try:
         p.send(message(topic, "no group"))
         check(False, "a message without a group is refused by a FIFO topic")
@@ -189,9 +194,7 @@ def fifo_push(topic, group, groups=3, per_group=20):
     log("fifo push consumer: %d message groups of %d, consumed in order by a FIFO group's push consumer" % (groups, per_group))
     p = Producer(config(), (topic,))
     p.startup()
-    for i in range(per_group):
-        for g in range(groups):
-            p.send(message(topic, "%d" % i, group="push-order-%d" % g))
+    send_groups(p, topic, "push-order", groups, per_group)
     p.shutdown()
     listener = OrderListener()
     c = PushConsumer(config(), group, listener, {topic: FilterExpression()})

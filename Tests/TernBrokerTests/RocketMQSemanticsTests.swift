@@ -143,6 +143,20 @@ struct RocketMQSemanticsTests {
         #expect(h.broker.topicTypes.isEmpty)
     }
 
+    @Test("one property is read from an encoded message without decoding the rest; truncated input gives nil")
+    func propertyLookup() {
+        var w = WireWriter()
+        WireMessage(tag: "t", keys: ["k1", "UNIQ_KEY"], properties: ["A": "1", "UNIQ_KEY": "X9", "Z": "2"], body: [1, 2]).encode(into: &w)
+        let bytes = w.bytes
+        #expect(WireMessage.property(named: "UNIQ_KEY", at: WireReader(bytes)) == "X9")
+        #expect(WireMessage.property(named: "Z", at: WireReader(bytes)) == "2")
+        #expect(WireMessage.property(named: "UNIQ", at: WireReader(bytes)) == nil)
+        for cut in 0..<bytes.count {
+            let found = WireMessage.property(named: "Z", at: WireReader(Array(bytes[0..<cut])))
+            #expect(found == nil || found == "2")
+        }
+    }
+
     @Test("a message's type comes from its properties")
     func messageTypes() {
         #expect(TopicType.of([:]) == .normal)
