@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.2
 // Tern: a Raft-replicated message broker. The target list mirrors docs/architecture.md:
 // a C shim over liburing, the storage layer, and the `tern` command; Raft, the broker,
 // the node, the server and the SDK arrive as their own targets.
@@ -32,6 +32,11 @@ let package = Package(
         .package(url: "https://github.com/grpc/grpc-swift-nio-transport", from: "2.9.2"),
         .package(url: "https://github.com/grpc/grpc-swift-protobuf", from: "2.4.1"),
         .package(url: "https://github.com/apple/swift-protobuf", from: "1.39.0"),
+        // Metrics (swift-metrics, exposed by swift-prometheus) and the HTTP listener with the
+        // admin API and console (Hummingbird, without its optional traits; docs/operations.md).
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
     ],
     targets: [
         // Opaque wrapper over liburing plus CRC32C. liburing.h is included only by the .c file.
@@ -65,6 +70,8 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Crypto", package: "swift-crypto"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "DequeModule", package: "swift-collections"),
             ], swiftSettings: strict),
         // The Swift SDK: producers, consumers, leader discovery.
         .target(
@@ -100,6 +107,23 @@ let package = Package(
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
             ], swiftSettings: strict),
+        // A node's HTTP listener: Prometheus metrics, health, the JSON admin API and the web
+        // console (docs/operations.md), on a thread of its own.
+        .target(
+            name: "TernOps",
+            dependencies: [
+                "TernServer", "TernClient", "TernProtocol", "TernNode", "TernBroker",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "CoreMetrics", package: "swift-metrics"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ], swiftSettings: strict),
         // The deterministic simulator: the real node code on a simulated disk, network and clock.
         .target(
             name: "TernSimulation",
@@ -118,7 +142,7 @@ let package = Package(
         .target(
             name: "TernLauncher",
             dependencies: [
-                "TernServer", "TernClient", "TernRaft", "TernStorage", "TernRocketMQ",
+                "TernServer", "TernClient", "TernRaft", "TernStorage", "TernRocketMQ", "TernOps",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
@@ -142,7 +166,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher", "TernRocketMQProto",
+                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher", "TernRocketMQProto", "TernOps",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),

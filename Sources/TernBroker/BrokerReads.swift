@@ -195,7 +195,8 @@ extension Broker {
     /// A group's progress on every queue of the topics it committed an offset in, received from
     /// or (`alsoTopics`) its members subscribe to, in queue order, with when the last message it
     /// consumed there was stored. A queue it never consumed lags by all it holds.
-    public func progress(group: String, alsoTopics: Set<String> = []) throws(StorageError) -> [GroupProgress.Queue] {
+    /// Without `storeTimes`, nothing is read from the log (`lastConsumedStored` stays 0).
+    public func progress(group: String, alsoTopics: Set<String> = [], storeTimes: Bool = true) throws(StorageError) -> [GroupProgress.Queue] {
         let committed = offsets[group] ?? [:]
         let received = receiveGroups[group] ?? [:]
         let topicNames = Set(committed.keys.map(\.topic)).union(received.keys.map(\.topic)).union(alsoTopics)
@@ -211,7 +212,7 @@ extension Broker {
             }
             // The last consumed: the message just below the committed (or handed-out) offset.
             let consumedTo = row.committed ?? row.receiveNext ?? 0
-            if consumedTo > q.baseOffset, consumedTo <= q.maxOffset, let m = try message(at: consumedTo - 1, in: ref) {
+            if storeTimes, consumedTo > q.baseOffset, consumedTo <= q.maxOffset, let m = try message(at: consumedTo - 1, in: ref) {
                 row.lastConsumedStored = m.storeTimestamp
             }
             out.append(row)

@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernClient
+import TernOps
 import TernRaft
 import TernRocketMQ
 import TernServer
@@ -54,6 +55,11 @@ public struct ServeOptions: ParsableArguments {
     @Flag(help: "Check every client request against the replicated accounts (docs/security.md).") public var acl = false
     @Option(help: "host:port for the RocketMQ 5 gRPC front (the official RocketMQ clients; docs/rocketmq.md). Off unless given.")
     public var grpcListen: String?
+    @Option(
+        help:
+            "host:port for the HTTP listener: Prometheus metrics at /metrics, /health and /ready, the admin API under /api and the web console at / (docs/operations.md). Off unless given; keep it on loopback unless --acl (and --tls-cert) guard it."
+    )
+    public var httpListen: String?
     @Option(help: "PEM file of the CA that signed the nodes' --tls-cert, which the gRPC front trusts to reach the group (default: the system's CAs).")
     public var tlsCa: String?
     @Option(help: "Credentials file (access-key = ..., secret-key = ...) of an account with every right on this node; with --acl.")
@@ -82,7 +88,13 @@ public struct ServeOptions: ParsableArguments {
         case (let text?, nil):
             members = try parseMembers(text, flag: "--peers")
             guard let own = members[NodeID(id)] else { throw ValidationError("--peers does not name this node (\(id))") }
-            guard own == listen else { throw ValidationError("--peers gives \(id) as \(own), but --listen is \(listen)") }
+            // --listen is the address in --peers, or a wildcard on its port (a pod binds 0.0.0.0
+            // while its peers dial its stable name).
+            let (listenHost, listenPort) = parseEndpoint(listen)!
+            let wildcard = ["0.0.0.0", "::", "[::]"].contains(listenHost) && parseEndpoint(own)?.port == listenPort
+            guard own == listen || wildcard else {
+                throw ValidationError("--peers gives \(id) as \(own), but --listen is \(listen) (give the same address, or a wildcard host on its port)")
+            }
         case (nil, let at?):
             guard parseEndpoint(at) != nil else { throw ValidationError("--join \(at) is not host:port") }
         }
@@ -178,6 +190,11 @@ public struct ServeOptions: ParsableArguments {
             }
             cfg.grpcEndpoint = wildcard(host) ? "\(own):\(port)" : g
         }
+        if let h = httpListen ?? file.string("http-listen") {
+            guard parseEndpoint(h) != nil else { throw ValidationError("--http-listen \(h) is not host:port") }
+            guard h != listen, h != cfg.grpcListen else { throw ValidationError("--http-listen \(h) is already this node's --listen or --grpc-listen") }
+            cfg.httpListen = h
+        }
         cfg.lostDisk = lostDisk
         cfg.join = joinAt
         cfg.repairCorruption = repair
@@ -210,6 +227,7 @@ public struct ConfigFile: Sendable {
         "disk-soft-limit", "disk-hard-limit",
         "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
         "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection", "grpc-listen", "tls-ca",
+        "http-listen",
     ]
     let path: String
     var entries: [String: (value: String, line: Int)] = [:]
@@ -250,6 +268,9 @@ public struct ConfigFile: Sendable {
 public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
     LoggingSystem.bootstrap { label in LineLogHandler(label: label, logLevel: level) }
     let logger = Logger(label: "tern.\(cfg.id)")
+    var cfg = cfg
+    let metrics = cfg.httpListen == nil ? nil : OpsServer.makeMetrics()
+    cfg.metrics = metrics?.factory
     let server = TernServer(config: cfg, logger: logger)
     signal(SIGPIPE, SIG_IGN)
     let signals = StopSignals([SIGTERM, SIGINT]) { sig in
@@ -267,7 +288,7 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
     var front: RocketMQFront?
     if let listen = cfg.grpcListen, let advertise = cfg.grpcEndpoint {
         do {
-            var fc = FrontConfig(listen: listen, advertise: advertise, nodeEndpoints: [cfg.listen] + cfg.peers.values.filter { $0 != cfg.listen }.sorted())
+            var fc = FrontConfig(listen: listen, advertise: advertise, nodeEndpoints: groupEndpoints(cfg))
             fc.settings.maxBodyBytes = cfg.maxMessageBytes
             // The node's TLS and access control hold for the front too: it serves gRPC over TLS
             // with the node's certificate, reaches the group over TLS, and (with --acl) checks
@@ -299,11 +320,53 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
     defer {
         if let front { _ = try? blockingAwait { await front.stop() } }
     }
+    var ops: OpsServer?
+    if let listen = cfg.httpListen, let metrics {
+        do {
+            ops = try startOps(cfg, listen: listen, server: server, metrics: metrics, logger: logger)
+        } catch {
+            logger.critical("cannot start the HTTP listener: \(error)")
+            server.stop()
+            try? server.wait()
+            throw ExitCode(2)
+        }
+    }
+    defer {
+        if let ops { _ = try? blockingAwait { await ops.stop() } }
+    }
     do {
         try server.wait()
     } catch {
         throw ExitCode(1)
     }
+}
+
+/// The HTTP listener beside the node: the node's TLS and access control hold for it too.
+private func startOps(_ cfg: ServerConfig, listen: String, server: TernServer, metrics: OpsMetricsHandle, logger: Logger) throws -> OpsServer {
+    var oc = OpsConfig(listen: listen, nodeEndpoints: groupEndpoints(cfg))
+    if let cert = cfg.tlsCertPath, let key = cfg.tlsKeyPath {
+        oc.tls = (cert, key)
+        oc.cluster.tls = ClientTLS(caFile: cfg.grpcTLSCAPath)
+    }
+    if cfg.acl {
+        oc.secretOf = { [server] in server.accountSecret($0) }
+        if cfg.tlsCertPath == nil {
+            logger.warning("HTTP listener with access control but without TLS: passwords cross the wire in the clear (basic authentication)")
+        }
+    } else if let host = parseEndpoint(listen)?.host, !["127.0.0.1", "::1", "[::1]", "localhost"].contains(host) {
+        logger.warning("HTTP listener on \(listen) without access control: anyone who reaches it reads the group's topics, groups and messages")
+    }
+    let ops = try OpsServer(config: oc, server: server, metrics: metrics, logger: Logger(label: "tern.\(cfg.id).http"))
+    let port = try blockingAwait { try await ops.start() }
+    logger.notice("HTTP listener on \(hostOf(listen)):\(port)\(cfg.tlsCertPath == nil ? "" : " (HTTPS)"): console at /, metrics at /metrics")
+    return ops
+}
+
+/// The group's endpoints for a side service's client, this node's first, as its peers dial it
+/// (its --peers address, not a wildcard --listen; TLS checks the name).
+private func groupEndpoints(_ cfg: ServerConfig) -> [String] {
+    let own = cfg.peers[cfg.id] ?? cfg.listen
+    return [own] + cfg.peers.values.filter { $0 != own }.sorted()
 }
 
 private func hostOf(_ endpoint: String) -> String { parseEndpoint(endpoint)?.host ?? endpoint }

@@ -134,6 +134,8 @@ public final class Node {
         var deadline: UInt64
     }
     var parked: [Parked] = []
+    /// Client traffic through this node, per topic (the shell's metrics read it).
+    public internal(set) var traffic = Traffic()
     struct ParkedReceive {
         var client: ClientRef
         var request: ReceiveRequest
@@ -177,6 +179,9 @@ public final class Node {
     /// The trim index each snapshot on disk holds: the log is compacted only below the oldest's.
     var keptSnapshotTrims: [UInt64: UInt64] = [:]
     public internal(set) var lastSnapshotIndex: UInt64 = 0
+    /// When (the node's clock, ms) this process wrote or installed its latest snapshot; 0 when
+    /// it has not since it started (the one it loaded at start is older).
+    public internal(set) var lastSnapshotWrittenAt: UInt64 = 0
     /// What start-up loaded, for the log.
     public internal(set) var startReport: [String] = []
     /// Snapshot installs in progress (NodeInstall.swift): sent, as leader, and being received.
@@ -224,6 +229,11 @@ public final class Node {
     }
 
     public var role: Role { replica.raft.role }
+    /// Long polls held now: pulls waiting for messages, receives waiting for deliveries.
+    public var heldPolls: (pulls: Int, receives: Int) { (parked.count, parkedReceives.count) }
+    /// Whether reads of the broker state answer: not while a snapshot installed ahead of the
+    /// commit index is being caught up to.
+    public var brokerReadable: Bool { stateReadable }
     public var isLeader: Bool { replica.raft.role == .leader }
     /// Leader with every earlier-term committed entry applied.
     public var isReadyLeader: Bool { isLeader && lastAppliedTerm == replica.raft.term }

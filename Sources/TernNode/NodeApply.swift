@@ -70,7 +70,9 @@ extension Node {
                     guard let m = try broker.message(at: g.handle.offset, in: g.handle.queue) else { continue }
                     deliveries.append(ReceivedDelivery(handle: g.handle, invisibleUntil: g.until, attempt: g.attempt, message: m))
                 }
-                out.replies.append(Reply(to: c, opcode: Opcode.receive.rawValue, result: .success(ReceiveResponse(deliveries: deliveries).encoded())))
+                let encoded = ReceiveResponse(deliveries: deliveries).encoded()
+                if let topic = deliveries.first?.handle.queue.topic { traffic.delivered(topic, messages: deliveries.count, bytes: encoded.count) }
+                out.replies.append(Reply(to: c, opcode: Opcode.receive.rawValue, result: .success(encoded)))
             case (.changeInvisible(let c), .invisibleUntil(let until)):
                 out.replies.append(
                     Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .success(ChangeInvisibleResponse(invisibleUntil: until).encoded())))

@@ -309,6 +309,7 @@ extension Node {
             keptSnapshotBounds = [index: queues]
             keptSnapshotTrims = [index: (try? Broker.trimIndex(inSnapshot: body)) ?? 0]
             lastSnapshotIndex = index
+            lastSnapshotWrittenAt = now
         }
         // 2. The log continues after the leader's base (recorded before the files go) when it
         //    ends before the base or holds another entry there (not committed, then). A log

@@ -67,7 +67,11 @@ extension Node {
                 keep.append(p)
                 continue
             }
-            out.replies.append(Reply(to: p.client, opcode: Opcode.pull.rawValue, result: result.map { $0.encoded() }))
+            let encoded = result.map { $0.encoded() }
+            if case .success(let response) = result, case .success(let bytes) = encoded {
+                traffic.delivered(p.request.topic, messages: response.messages.count, bytes: bytes.count)
+            }
+            out.replies.append(Reply(to: p.client, opcode: Opcode.pull.rawValue, result: encoded))
         }
         parked = keep
     }

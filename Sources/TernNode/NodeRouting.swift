@@ -89,6 +89,7 @@ extension Node {
             }
             proposals.append(messagesEntry(body))
             owners.append(.send(client, op))
+            traffic.sent(header.topic, bytes: body.count)
         case .pull:
             var request = try PullRequest.decode(body)
             request.maxMessages = max(1, min(request.maxMessages, 1024))
@@ -105,7 +106,10 @@ extension Node {
                 return
             }
             switch result {
-            case .success(let response): reply(response)
+            case .success(let response):
+                let encoded = response.encoded()
+                traffic.delivered(request.topic, messages: response.messages.count, bytes: encoded.count)
+                out.replies.append(Reply(to: client, opcode: op.rawValue, result: .success(encoded)))
             case .failure(let e): fail(e)
             }
         case .heartbeat:

@@ -135,6 +135,7 @@ extension Node {
                 keptSnapshotTrims[r] = nil
             }
             lastSnapshotIndex = max(lastSnapshotIndex, s.index)
+            lastSnapshotWrittenAt = now
             try collectQueueFiles()
             compactLog(into: &out)
         } catch {

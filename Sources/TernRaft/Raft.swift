@@ -105,6 +105,10 @@ public final class Raft {
     public internal(set) var vote: NodeID?
     public internal(set) var role: Role = .follower
     public internal(set) var leader: NodeID?
+    /// Since this process started: elections this member started (as a candidate, pre-votes not
+    /// counted) and won (metrics read them; docs/operations.md).
+    public internal(set) var electionsStarted: UInt64 = 0
+    public internal(set) var leadershipsWon: UInt64 = 0
     /// Invariant: commitIndex <= log.lastIndex.
     public internal(set) var commitIndex: UInt64
     public internal(set) var appliedIndex: UInt64

@@ -51,6 +51,7 @@ extension Raft {
         out.hardState = hardState
         role = .candidate
         out.role = .candidate
+        electionsStarted += 1
         leader = nil
         votes = [id: true]
         resetElectionTimer()
@@ -74,6 +75,7 @@ extension Raft {
 
     func becomeLeader() throws(LogFailure) {
         role = .leader
+        leadershipsWon += 1
         out.role = .leader
         leader = id
         transferTarget = nil

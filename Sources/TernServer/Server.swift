@@ -11,6 +11,7 @@
 // Clients and peers use the same listening port; a frame's opcode tells them apart, and a peer's
 // Raft frames are taken only once its connection proved it holds the cluster secret
 // (PeerAuth.swift, docs/security.md).
+import CoreMetrics
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -43,6 +44,9 @@ public struct ServerConfig: Sendable {
     /// The CA the front trusts to reach the group over TLS (nil: the system's CAs).
     public var grpcTLSCAPath: String?
     public var grpcEndpoint: String?
+    /// `--http-listen`: where this node's HTTP listener (metrics, health, admin API, console)
+    /// listens; nil: none. Started beside the server by the launcher (the TernOps target).
+    public var httpListen: String?
     // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
     // harness's `tern-chaos serve`); the production `tern serve` cannot set them.
     /// Where this node dials each peer, when not at its endpoint (a chaos test's relays), by the
@@ -91,6 +95,8 @@ public struct ServerConfig: Sendable {
     public var aclAdminPath: String?
     /// Connections, outstanding requests per connection, slow senders (docs/operations.md).
     public var limits = ConnectionLimits()
+    /// Where the loop's latencies and batch sizes are recorded (swift-metrics); nil: not measured.
+    public var metrics: (any MetricsFactory)?
 
     public init(id: NodeID, listen: String, peers: [NodeID: String], dataDirectory: String) {
         self.id = id
@@ -161,11 +167,13 @@ public final class TernServer: @unchecked Sendable {
     private let publishedSecrets = NIOLockedValueBox<[String: [UInt8]]>([:])
     /// Which broker (an install or restore replaces it) and which of its account versions.
     private var publishedVersion: (broker: ObjectIdentifier, version: UInt64)?
+    private let meter: LoopMeter?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
         self.logger = logger
         connections = Connections(limits: config.limits)
+        meter = config.metrics.map { LoopMeter(factory: $0) }
         group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         loop = group.next()
     }
@@ -455,6 +463,7 @@ public final class TernServer: @unchecked Sendable {
         if config.acl, publishedVersion.map({ $0.broker != ObjectIdentifier(node.broker) || $0.version != node.broker.accountsVersion }) ?? true {
             publishSecrets()
         }
+        meter?.observe(node, batchesInFlight: device.batchesInFlight)
         let r = node.replica.raft
         if let s = seen, (r.role, r.term, r.leader) != s {
             seen = (r.role, r.term, r.leader)
@@ -467,6 +476,20 @@ public final class TernServer: @unchecked Sendable {
     /// Safe from any thread: the RocketMQ front checks its clients' signatures with it.
     public func accountSecret(_ accessKey: String) -> [UInt8]? {
         publishedSecrets.withLockedValue { $0[accessKey] }
+    }
+
+    /// Runs `body` on the node's loop with the node and what the shell knows beside it (for the
+    /// metrics and health endpoints); fails when the node is not running.
+    public func inspect<T: Sendable>(_ body: @escaping @Sendable (Node, ShellState) -> T) -> EventLoopFuture<T> {
+        loop.submit { [self] in
+            guard let node, !stopping else { throw ServerError("the node is not running") }
+            let commits = meter?.commits ?? (count: 0, nanos: 0)
+            return body(
+                node,
+                ShellState(
+                    clientConnections: connections.clients, batchesInFlight: device.batchesInFlight, ioBackend: device.backendName, commitsTimed: commits.count,
+                    commitNanos: commits.nanos))
+        }
     }
 
     /// On the loop: copies the accounts' secrets for `accountSecret`.
@@ -527,6 +550,16 @@ public final class TernServer: @unchecked Sendable {
             for (id, batch) in byConnection { connections.answered(id, count: batch.count)?.writeAndFlush(batch.buffer, promise: nil) }
         }
     }
+}
+
+/// What the shell knows about its node beside the node itself.
+public struct ShellState: Sendable {
+    public var clientConnections: Int
+    public var batchesInFlight: Int
+    public var ioBackend: String
+    /// Leader commits timed since start (with metrics on), and their total latency.
+    public var commitsTimed: UInt64
+    public var commitNanos: UInt64
 }
 
 /// Hands the node and its device to the event loop, which alone uses them from then on.

@@ -27,17 +27,6 @@ struct BenchGRPC: AsyncParsableCommand {
     @Option(help: "Six loopback ports, comma separated (three nodes, then their gRPC fronts); default: free ones.") var ports: String?
     @Flag(help: "Print a JSON summary.") var json = false
 
-    struct Round: Codable {
-        var path: String
-        var messages: Int
-        var seconds: Double
-        var perSecond: Double
-        var cpuMicrosPerMessage: Double
-        /// Of which the three node processes (their fronts included).
-        var serverMicrosPerMessage: Double
-        var failed: Int
-    }
-
     func run() async throws {
         guard duration > 0, rounds >= 1, inflight >= 1 else { throw ValidationError("--duration, --rounds and --inflight must be positive") }
         let list =
@@ -80,15 +69,19 @@ struct BenchGRPC: AsyncParsableCommand {
                 $0.http2.targetWindowSize = 8 << 20
                 $0.http2.maxFrameSize = 1 << 20
             }, eventLoopGroup: clientLoops)
-        var results: [Round] = []
+        var results: [BenchRound] = []
         try await withGRPCClient(transport: transport) { grpc in
             let front = RMQMessagingService.Client(wrapping: grpc)
             // A short warm-up of each path: connections, the topic's route, first allocations.
-            _ = try await measure("warm-up", seconds: 1, pids: pids) { _ = try await producer.send(Message(topic: "bench", body: body)) }
-            _ = try await measure("warm-up", seconds: 1, pids: pids) { try await Self.send(front, body: body) }
+            _ = try await measureRound(inflight: inflight, "warm-up", seconds: 1, pids: pids) {
+                _ = try await producer.send(Message(topic: "bench", body: body))
+            }
+            _ = try await measureRound(inflight: inflight, "warm-up", seconds: 1, pids: pids) { try await Self.send(front, body: body) }
             for round in 1...rounds {
-                let native = try await measure("native", seconds: duration, pids: pids) { _ = try await producer.send(Message(topic: "bench", body: body)) }
-                let viaGRPC = try await measure("grpc", seconds: duration, pids: pids) { try await Self.send(front, body: body) }
+                let native = try await measureRound(inflight: inflight, "native", seconds: duration, pids: pids) {
+                    _ = try await producer.send(Message(topic: "bench", body: body))
+                }
+                let viaGRPC = try await measureRound(inflight: inflight, "grpc", seconds: duration, pids: pids) { try await Self.send(front, body: body) }
                 results += [native, viaGRPC]
                 if !json {
                     print(
@@ -109,7 +102,7 @@ struct BenchGRPC: AsyncParsableCommand {
         let grpcCPU = median(results.filter { $0.path == "grpc" }.map(\.cpuMicrosPerMessage))
         if json {
             struct Summary: Encodable {
-                var rounds: [Round]
+                var rounds: [BenchRound]
                 var nativePerSecond, grpcPerSecond, ratio, nativeCPUMicros, grpcCPUMicros: Double
                 var inflight, size: Int
             }
@@ -138,36 +131,5 @@ struct BenchGRPC: AsyncParsableCommand {
         request.messages = [m]
         let response = try await front.sendMessage(request)
         guard response.status.code == .ok else { throw ClientError.badResponse("\(response.status.code): \(response.status.message)") }
-    }
-
-    /// Runs `send` from `inflight` tasks for `seconds`; counts acknowledgements and CPU.
-    func measure(_ path: String, seconds: Double, pids: [Int32], _ send: @escaping @Sendable () async throws -> Void) async throws -> Round {
-        let counts = NIOLockedValueBox((ok: 0, failed: 0))
-        let before = ProcessSample(pids)
-        let clock = ContinuousClock()
-        let end = clock.now + .seconds(seconds)
-        await withTaskGroup(of: Void.self) { group in
-            for _ in 0..<inflight {
-                group.addTask {
-                    while clock.now < end {
-                        do {
-                            try await send()
-                            counts.withLockedValue { $0.ok += 1 }
-                        } catch {
-                            counts.withLockedValue { $0.failed += 1 }
-                        }
-                    }
-                }
-            }
-        }
-        let after = ProcessSample(pids)
-        let wall = (after.at - before.at).seconds
-        let servers = zip(after.servers, before.servers).map { $0 - $1 }.reduce(0, +)
-        let cpu = servers + (after.me - before.me)
-        let c = counts.withLockedValue { $0 }
-        let per = { (seconds: Double) in c.ok > 0 ? seconds / Double(c.ok) * 1e6 : 0 }
-        return Round(
-            path: path, messages: c.ok, seconds: wall, perSecond: Double(c.ok) / wall, cpuMicrosPerMessage: per(cpu), serverMicrosPerMessage: per(servers),
-            failed: c.failed)
     }
 }

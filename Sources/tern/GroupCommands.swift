@@ -3,6 +3,8 @@
 import ArgumentParser
 import Foundation
 import TernClient
+import TernLauncher
+import TernOps
 import TernProtocol
 
 struct GroupAdmin: ParsableCommand {
@@ -42,38 +44,7 @@ struct GroupAdmin: ParsableCommand {
         func run() async throws {
             let g = try await withCluster(endpoints) { try await $0.groupProgress(name) }
             if json {
-                struct Row: Encodable {
-                    var topic: String
-                    var queue: UInt32
-                    var committed: UInt64?
-                    var minOffset, maxOffset, lag: UInt64
-                    var receiveNext: UInt64?
-                    var invisible: UInt32
-                    var lastConsumedStored: UInt64
-                }
-                struct Member: Encodable {
-                    var clientID: String
-                    var queues: [String]
-                }
-                struct Out: Encodable {
-                    var group: String
-                    var fifo: Bool
-                    var lag: UInt64
-                    var members: [Member]
-                    var queues: [Row]
-                }
-                let out = Out(
-                    group: g.group, fifo: g.fifo, lag: g.totalLag,
-                    members: g.members.map { Member(clientID: $0.clientID, queues: $0.queues.map(\.description)) },
-                    queues: g.queues.map {
-                        Row(
-                            topic: $0.queue.topic, queue: $0.queue.queueID, committed: $0.committed, minOffset: $0.minOffset, maxOffset: $0.maxOffset,
-                            lag: $0.lag,
-                            receiveNext: $0.receiveNext, invisible: $0.invisible, lastConsumedStored: $0.lastConsumedStored)
-                    })
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.sortedKeys]
-                print(String(decoding: try encoder.encode(out), as: UTF8.self))
+                try printJSON(GroupView(g))
                 return
             }
             print("group \(g.group): \(g.members.count) live members, lag \(g.totalLag)\(g.fifo ? " (fifo)" : "")")

@@ -41,6 +41,8 @@ struct ClusterUp: AsyncParsableCommand {
     @Option(help: "Data directory (one subdirectory per node).") var data = "./tern-data"
     @Option(help: "Port of n1; the others follow.") var basePort = 9001
     @Option(help: "Port of n1's RocketMQ 5 gRPC front (docs/rocketmq.md); the others follow. 0: no front.") var grpcBasePort = 8081
+    @Option(help: "Port of n1's HTTP listener (metrics, admin API, web console; docs/operations.md); the others follow. 0: none.")
+    var httpBasePort = 8101
     @Option(help: "Storage backend for every node: auto, uring or posix.") var io: IOBackendChoice = .auto
     @Option(help: "A tern serve flag for every node, as one argument (repeatable): --node-arg=--disk-soft-limit=95.") var nodeArg: [String] = []
     @Option(help: "Certificate chain (PEM) every node serves to clients over TLS; it must name 127.0.0.1.") var tlsCert: String?
@@ -75,9 +77,11 @@ struct ClusterUp: AsyncParsableCommand {
         let grpcPorts = grpcBasePort == 0 ? [] : (0..<nodes).map { grpcBasePort + $0 }
         let ids = (1...nodes).map { "n\($0)" }
         let grpcListen = Dictionary(uniqueKeysWithValues: zip(ids, grpcPorts.map { "127.0.0.1:\($0)" }))
+        guard httpBasePort == 0 || (httpBasePort > 0 && httpBasePort + nodes <= 65536) else { throw ValidationError("--http-base-port must be 0 or a port") }
+        let httpListen = Dictionary(uniqueKeysWithValues: zip(ids, (httpBasePort == 0 ? [] : (0..<nodes).map { httpBasePort + $0 }).map { "127.0.0.1:\($0)" }))
         let cluster = LocalCluster(
             nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + aclArgs + nodeArg,
-            nodeArgs: { id in grpcListen[id].map { ["--grpc-listen", $0] } ?? [] })
+            nodeArgs: { id in (grpcListen[id].map { ["--grpc-listen", $0] } ?? []) + (httpListen[id].map { ["--http-listen", $0] } ?? []) })
         // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
         // stops the nodes too, never leaves them running without this process.
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
@@ -95,6 +99,12 @@ struct ClusterUp: AsyncParsableCommand {
         if !grpcPorts.isEmpty {
             let list = ids.compactMap { grpcListen[$0] }
             print("RocketMQ 5 gRPC (official RocketMQ clients): \(list.joined(separator: ";"))" + (tlsCert == nil ? "" : " over TLS"))
+        }
+        if !httpListen.isEmpty {
+            let scheme = tlsCert == nil ? "http" : "https"
+            print(
+                "web console and metrics: \(ids.compactMap { httpListen[$0] }.map { "\(scheme)://\($0)/" }.joined(separator: " "))"
+                    + (acl ? " (sign in with the admin credentials)" : ""))
         }
         if cluster.usesGeneratedSecret {
             print("peers authenticate with the cluster secret in \(cluster.peerSecretPath) (docs/security.md)")

@@ -13,5 +13,8 @@ struct Tern: AsyncParsableCommand {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Benchmarks that print figures next to a baseline measured in the same run.",
-        subcommands: [StorageBench.self, BenchProduce.self, BenchConsume.self, BenchFailover.self, BenchRestart.self, BenchReplace.self, BenchGRPC.self])
+        subcommands: [
+            StorageBench.self, BenchProduce.self, BenchConsume.self, BenchFailover.self, BenchRestart.self, BenchReplace.self, BenchGRPC.self,
+            BenchMetrics.self,
+        ])
 }

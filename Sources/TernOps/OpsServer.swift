@@ -1,0 +1,272 @@
+// A node's HTTP listener (`tern serve --http-listen`; docs/operations.md): Prometheus metrics at
+// /metrics, health at /health and /ready, the JSON admin API under /api, and the web console at
+// /. Hummingbird serves it on a thread of its own, never the node's. Metrics and health read the
+// local node on its loop; the admin API asks the group over the native protocol, as any client
+// does, so that answers that only the leader has (groups and their lag) come from the leader
+// whichever node's console is open.
+//
+// With the node's TLS (`--tls-cert`) the listener serves HTTPS with the same certificate. With
+// access control (`--acl`) every path but /health and /ready needs HTTP basic authentication
+// with an account's access key and secret, and the API's requests then run as that account, so
+// that the nodes check its rights (the admin right) as for any client.
+import CoreMetrics
+import Foundation
+import Hummingbird
+import HummingbirdCore
+import HummingbirdTLS
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import TernClient
+import TernProtocol
+import TernServer
+
+public struct OpsConfig: Sendable {
+    /// host:port to listen on.
+    public var listen: String
+    /// The group's nodes, this one first.
+    public var nodeEndpoints: [String]
+    /// How the API's client reaches the group (TLS, and the account it speaks for when no
+    /// caller's account does).
+    public var cluster = TernCluster.Options()
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    public var tls: (certPath: String, keyPath: String)?
+    /// Access control: the secret of an account (nil: no such account); nil: no authentication.
+    public var secretOf: (@Sendable (String) -> [UInt8]?)?
+
+    public init(listen: String, nodeEndpoints: [String]) {
+        self.listen = listen
+        self.nodeEndpoints = nodeEndpoints
+    }
+}
+
+public final class OpsServer: Sendable {
+    let config: OpsConfig
+    let server: TernServer
+    let metrics: OpsMetrics
+    let logger: Logger
+    let loops: MultiThreadedEventLoopGroup
+    let clusters: AccountClusters
+    let history = History()
+    private let running = NIOLockedValueBox<[Task<Void, Never>]>([])
+
+    /// The factory the node's server records its latencies into; pass it as
+    /// `ServerConfig.metrics` before the server starts.
+    public static func makeMetrics() -> OpsMetricsHandle { OpsMetricsHandle(metrics: OpsMetrics()) }
+
+    public init(config: OpsConfig, server: TernServer, metrics: OpsMetricsHandle, logger: Logger) throws {
+        guard parseEndpoint(config.listen) != nil else { throw ClientError.invalidArgument("--http-listen \(config.listen) is not host:port") }
+        self.config = config
+        self.server = server
+        self.metrics = metrics.metrics
+        self.logger = logger
+        var options = config.cluster
+        options.requestTimeoutMillis = 5_000
+        loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        clusters = AccountClusters(endpoints: config.nodeEndpoints, options: options, loops: loops)
+    }
+
+    /// Serves until `stop()`; returns the port once listening, or throws when it cannot bind.
+    public func start() async throws -> Int {
+        let (host, port) = parseEndpoint(config.listen)!
+        let router = Router(context: BasicRequestContext.self)
+        routes(router)
+        let serverBuilder: HTTPServerBuilder
+        if let tls = config.tls {
+            let chain = try NIOSSLCertificate.fromPEMFile(tls.certPath).map { NIOSSLCertificateSource.certificate($0) }
+            let key = try NIOSSLPrivateKey(file: tls.keyPath, format: .pem)
+            serverBuilder = try .tls(
+                .http1(), tlsConfiguration: TLSConfiguration.makeServerConfiguration(certificateChain: chain, privateKey: .privateKey(key)))
+        } else {
+            serverBuilder = .http1()
+        }
+        let bound = NIOLockedValueBox<CheckedContinuation<Int, any Error>?>(nil)
+        let app = Application(
+            router: router, server: serverBuilder, configuration: .init(address: .hostname(host, port: port), serverName: "tern"),
+            onServerRunning: { channel in
+                let port = channel.localAddress?.port ?? 0
+                bound.withLockedValue {
+                    $0?.resume(returning: port)
+                    $0 = nil
+                }
+            }, eventLoopGroupProvider: .shared(loops), logger: logger)
+        return try await withCheckedThrowingContinuation { continuation in
+            bound.withLockedValue { $0 = continuation }
+            let task = Task { [logger] in
+                do {
+                    try await app.run()
+                } catch {
+                    logger.error("HTTP listener stopped: \(error)")
+                    bound.withLockedValue {
+                        $0?.resume(throwing: ClientError.invalidArgument("cannot listen for HTTP on \(self.config.listen): \(error)"))
+                        $0 = nil
+                    }
+                }
+            }
+            let sampling = Task { await self.history.run(server: self.server) }
+            running.withLockedValue { $0 = [task, sampling] }
+        }
+    }
+
+    public func stop() async {
+        running.withLockedValue { $0 }.forEach { $0.cancel() }
+        await clusters.shutdown()
+        try? await loops.shutdownGracefully()
+    }
+
+    // MARK: Routes
+
+    func routes(_ router: Router<BasicRequestContext>) {
+        router.get("/health") { _, _ in try await self.health(ready: false) }
+        router.get("/ready") { _, _ in try await self.health(ready: true) }
+        router.get("/metrics") { request, _ in
+            _ = try self.account(request)
+            let reading = try await self.server.inspect { node, shell in NodeReading(node: node, shell: shell) }.get()
+            var headers = HTTPFields()
+            headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.render(reading))))
+        }
+        router.get("/") { request, _ in
+            _ = try self.account(request)
+            var headers = HTTPFields()
+            headers[.contentType] = "text/html; charset=utf-8"
+            headers[.cacheControl] = "no-store"
+            return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: consolePage)))
+        }
+        router.get("/api/history") { request, _ in
+            _ = try self.account(request)
+            return self.json(self.history.recent, status: .ok)
+        }
+        router.get("/api/cluster") { request, _ in
+            try await self.api(request) { cluster in
+                let route = try await cluster.queryRoute()
+                let members = try await cluster.status()
+                return ClusterView(node: self.server.config.id.name, leader: route.leader, members: members.map(StatusView.init))
+            }
+        }
+        router.get("/api/topics") { request, _ in
+            try await self.api(request) { try await $0.listTopics().map(TopicView.init) }
+        }
+        router.get("/api/topics/{name}") { request, context in
+            let name = try context.parameters.require("name")
+            return try await self.api(request) { TopicView(try await $0.describeTopic(name)) }
+        }
+        router.get("/api/groups") { request, _ in
+            try await self.api(request) { cluster in
+                var out: [GroupSummary] = []
+                for name in try await cluster.listGroups() {
+                    let g = try await cluster.groupProgress(name)
+                    out.append(GroupSummary(group: name, members: g.members.count, lag: g.totalLag))
+                }
+                return out
+            }
+        }
+        router.get("/api/groups/{name}") { request, context in
+            let name = try context.parameters.require("name")
+            return try await self.api(request) { GroupView(try await $0.groupProgress(name)) }
+        }
+        router.get("/api/messages") { request, _ in
+            let q = request.uri.queryParameters
+            return try await self.api(request) { cluster -> [MessageView] in
+                if let text = q["id"].map(String.init) {
+                    guard let id = MessageID(text) else { throw HTTPError(.badRequest, message: "id \(text) is not a message id (20 hexadecimal digits)") }
+                    return [MessageView(try await cluster.message(id: id))]
+                }
+                guard let topic = q["topic"].map(String.init), let key = q["key"].map(String.init), !topic.isEmpty, !key.isEmpty else {
+                    throw HTTPError(.badRequest, message: "give id=ID, or topic=TOPIC and key=KEY")
+                }
+                return try await cluster.messages(topic: topic, key: key).map(MessageView.init)
+            }
+        }
+    }
+
+    /// /health: 200 while the node runs. /ready: 200 once the node is a member that knows a
+    /// leader and can serve reads; 503 otherwise (Kubernetes takes it out of the service).
+    func health(ready: Bool) async throws -> Response {
+        struct Health: Encodable {
+            var node, role, leader: String
+            var term: UInt64
+            var ready: Bool
+        }
+        let h: Health
+        do {
+            h = try await server.inspect { node, _ in
+                let raft = node.replica.raft
+                let isMember = raft.membership.member(node.id) != nil
+                return Health(
+                    node: node.id.name, role: raft.role.rawValue, leader: raft.leader?.name ?? "", term: raft.term,
+                    ready: isMember && raft.leader != nil && node.brokerReadable)
+            }.get()
+        } catch {
+            return json(ErrorView(error: "the node is not running"), status: .serviceUnavailable)
+        }
+        return json(h, status: ready && !h.ready ? .serviceUnavailable : .ok)
+    }
+
+    /// The account the request authenticated as ("" without access control); throws 401.
+    func account(_ request: Request) throws -> Credentials? {
+        guard let secretOf = config.secretOf else { return nil }
+        let challenge: HTTPFields = [.wwwAuthenticate: "Basic realm=\"tern\", charset=\"UTF-8\""]
+        guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
+            let decoded = Data(base64Encoded: String(header.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
+            let colon = decoded.firstIndex(of: ":")
+        else { throw HTTPError(.unauthorized, headers: challenge, message: "access control is on: sign in with an account's access key and secret") }
+        let key = String(decoded[..<colon])
+        let given = Array(decoded[decoded.index(after: colon)...].utf8)
+        // An unknown account is compared with a random secret, in the same time as a known one.
+        let secret = secretOf(key)
+        guard constantTimeEqual(given, secret ?? AccountClusters.nobody), secret != nil else {
+            throw HTTPError(.unauthorized, headers: challenge, message: "wrong access key or secret")
+        }
+        var c = Credentials(accessKey: key, secret: "")
+        c.secret = given
+        return c
+    }
+
+    /// Runs an API call on a client of the group speaking for the caller's account; the answer
+    /// as JSON, or the group's error with a fitting status.
+    func api<T: Encodable & Sendable>(_ request: Request, _ body: @Sendable (TernCluster) async throws -> T) async throws -> Response {
+        let credentials = try account(request)
+        let cluster = try clusters.cluster(for: credentials)
+        do {
+            return json(try await body(cluster), status: .ok)
+        } catch let error as HTTPError {
+            throw error
+        } catch ClientError.broker(let e) {
+            let status: HTTPResponse.Status
+            switch e.code {
+            case .topicNotFound, .messageNotFound, .queueNotFound: status = .notFound
+            case .permissionDenied, .unauthenticated: status = .forbidden
+            case .badRequest, .badBody: status = .badRequest
+            default: status = .serviceUnavailable
+            }
+            return json(ErrorView(error: e.message, code: Int(e.code.rawValue)), status: status)
+        } catch {
+            return json(ErrorView(error: "\(error)"), status: .serviceUnavailable)
+        }
+    }
+
+    func json(_ value: some Encodable, status: HTTPResponse.Status) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        let data = (try? encoder.encode(value)) ?? Data("{\"error\":\"cannot encode the answer\"}".utf8)
+        var headers = HTTPFields()
+        headers[.contentType] = "application/json"
+        headers[.cacheControl] = "no-store"
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+}
+
+/// The metrics registry a node's server records into, made before the server starts.
+public struct OpsMetricsHandle: Sendable {
+    let metrics: OpsMetrics
+    public var factory: any CoreMetrics.MetricsFactory { metrics.factory }
+}
+
+func constantTimeEqual(_ a: [UInt8], _ b: [UInt8]) -> Bool {
+    var diff = UInt8(a.count == b.count ? 0 : 1)
+    for i in 0..<max(a.count, b.count) { diff |= (i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0) }
+    return diff == 0
+}

@@ -1,0 +1,125 @@
+// The JSON shapes of the HTTP admin API (docs/operations.md, "HTTP admin API"), shared with the
+// commands' `--json` output so that both show the same figures.
+import Foundation
+import TernProtocol
+
+public struct GroupView: Encodable, Sendable {
+    public struct Row: Encodable, Sendable {
+        var topic: String
+        var queue: UInt32
+        var committed: UInt64?
+        var minOffset, maxOffset, lag: UInt64
+        var receiveNext: UInt64?
+        var invisible: UInt32
+        var lastConsumedStored: UInt64
+    }
+    public struct Member: Encodable, Sendable {
+        var clientID: String
+        var queues: [String]
+    }
+    var group: String
+    var fifo: Bool
+    var lag: UInt64
+    var members: [Member]
+    var queues: [Row]
+
+    public init(_ g: GroupProgress) {
+        group = g.group
+        fifo = g.fifo
+        lag = g.totalLag
+        members = g.members.map { Member(clientID: $0.clientID, queues: $0.queues.map(\.description)) }
+        queues = g.queues.map {
+            Row(
+                topic: $0.queue.topic, queue: $0.queue.queueID, committed: $0.committed, minOffset: $0.minOffset, maxOffset: $0.maxOffset, lag: $0.lag,
+                receiveNext: $0.receiveNext, invisible: $0.invisible, lastConsumedStored: $0.lastConsumedStored)
+        }
+    }
+}
+
+struct StatusView: Encodable, Sendable {
+    var id: String
+    var role: String
+    var term, commitIndex, appliedIndex, lastIndex, durableIndex, firstIndex, snapshotIndex, trimIndex, diskBytes: UInt64
+    var leader: String
+    var grpcEndpoint: String
+
+    init(_ s: NodeStatus) {
+        id = s.id
+        role = s.role
+        term = s.term
+        commitIndex = s.commitIndex
+        appliedIndex = s.appliedIndex
+        lastIndex = s.lastIndex
+        durableIndex = s.durableIndex
+        firstIndex = s.firstIndex
+        snapshotIndex = s.snapshotIndex
+        trimIndex = s.trimIndex
+        diskBytes = s.diskBytes
+        leader = s.leader
+        grpcEndpoint = s.grpcEndpoint
+    }
+}
+
+struct ClusterView: Encodable, Sendable {
+    var node: String
+    var leader: String
+    var members: [StatusView]
+}
+
+struct TopicView: Encodable, Sendable {
+    struct Queue: Encodable, Sendable {
+        var queue: UInt32
+        var minOffset, maxOffset: UInt64
+    }
+    var name: String
+    var messages: UInt64
+    var queues: [Queue]
+
+    init(_ t: TopicInfo) {
+        name = t.name
+        queues = t.queues.map { Queue(queue: $0.queueID, minOffset: $0.minOffset, maxOffset: $0.maxOffset) }
+        messages = t.queues.reduce(0) { $0 + $1.maxOffset - $1.minOffset }
+    }
+}
+
+struct GroupSummary: Encodable, Sendable {
+    var group: String
+    var members: Int
+    var lag: UInt64
+}
+
+struct MessageView: Encodable, Sendable {
+    var id: String
+    var topic: String
+    var queue: UInt32
+    var queueOffset: UInt64
+    var storeTimestamp: UInt64
+    var producerGroup: String
+    var tag: String
+    var keys: [String]
+    var properties: [String: String]
+    var bornTimestamp: UInt64
+    var bodyBytes: Int
+    /// The body as text when it is UTF-8 and short; nil otherwise.
+    var bodyText: String?
+
+    init(_ m: ReceivedMessage) {
+        id = m.id.description
+        topic = m.topic
+        queue = m.queueID
+        queueOffset = m.queueOffset
+        storeTimestamp = m.storeTimestamp
+        producerGroup = m.producerGroup
+        tag = m.message.tag
+        keys = m.message.keys
+        properties = m.message.properties
+        bornTimestamp = m.message.bornTimestamp
+        bodyBytes = m.message.body.count
+        bodyText = m.message.body.count <= 4096 ? String(validating: m.message.body, as: UTF8.self) : nil
+    }
+}
+
+struct ErrorView: Encodable, Sendable {
+    var error: String
+    var code: Int?
+}
