@@ -23,7 +23,10 @@ bench-compare: setup
 	bench/compare.sh
 
 # Checks the format, builds with warnings as errors (debug), runs every test, then the official
-# RocketMQ 5 Python client against a three-node cluster's gRPC fronts (docs/rocketmq.md), then the simulator's checks
+# RocketMQ 5 Python client against a three-node cluster's gRPC fronts (docs/rocketmq.md), then
+# Prometheus and headless Chromium against a cluster's metrics and console, then the Kubernetes
+# manifest against the API schemas and its processes in network namespaces (docs/operations.md),
+# then the simulator's checks
 # (a 100-seed sweep, determinism across processes, planted bugs caught), then every fuzz target
 # for 10 s from its corpus (docs/security.md), then short chaos runs on real processes (60 s of
 # faults, 30 s with retention stress, and 40 s of member replacements among leader kills and
@@ -32,6 +35,8 @@ test: setup lint
 	swift build --build-tests
 	swift test
 	scripts/rocketmq-interop.sh .build/debug/tern
+	scripts/ops-check.sh .build/debug/tern
+	scripts/deploy-check.sh .build/debug/tern
 	scripts/sim-check.sh
 	FUZZ_SECONDS=10 scripts/fuzz.sh
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci

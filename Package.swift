@@ -219,6 +219,9 @@ let package = Package(
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "SwiftProtobuf", package: "swift-protobuf"),
             ], swiftSettings: strict),
+        .testTarget(
+            name: "TernOpsTests",
+            dependencies: ["TernOps", "TernServer", "TernNode", "TernProtocol"], swiftSettings: strict),
         .testTarget(name: "TernSimulationTests", dependencies: ["TernSimulation", "TernNode", "TernRaft", "TernStorage"], swiftSettings: strict),
     ],
     swiftLanguageModes: [.v6]

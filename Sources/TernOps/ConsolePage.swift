@@ -57,7 +57,7 @@ let consolePage = #"""
   </section>
   <section><h2>Commit latency (this node, as leader; last 3 minutes)</h2>
     <canvas id="latency" width="900" height="280"></canvas>
-    <div class="legend"><span style="color:#c4532c">&#9632;</span> mean ms per interval &nbsp; <span id="latency-now"></span></div>
+    <div class="legend"><span style="color:#c4532c">&#9632;</span> mean ms per 2 s (gaps: no commits) &nbsp; <span id="latency-now"></span></div>
   </section>
   <section><h2>Topics</h2>
     <table id="topics"><thead><tr><th>topic</th><th class="num">queues</th><th class="num">messages</th><th>queue offsets (min&ndash;max)</th></tr></thead><tbody></tbody></table>
@@ -142,7 +142,7 @@ async function charts() {
   try {
     const points = await getJSON("/api/history");
     const sends = points.map((p) => p.sendRequestsPerSecond), delivered = points.map((p) => p.deliveredPerSecond);
-    const latency = points.map((p) => p.commitMillis ?? 0);
+    const latency = points.map((p) => p.commitMillis);
     const lastCommit = points.filter((p) => p.commitMillis != null).pop();
     $("latency-now").textContent = lastCommit ? "latest " + lastCommit.commitMillis.toFixed(2) + " ms" : "no commits in the last three minutes";
     draw($("throughput"), [[sends, "#2f6fdf"], [delivered, "#2e8b57"]]);
@@ -153,7 +153,7 @@ async function charts() {
 function draw(canvas, lines) {
   const g = canvas.getContext("2d"), w = canvas.width, h = canvas.height, pad = 40;
   g.clearRect(0, 0, w, h);
-  const max = Math.max(1, ...lines.flatMap(([s]) => s)) * 1.1;
+  const max = Math.max(1, ...lines.flatMap(([s]) => s.filter((v) => v != null))) * 1.1;
   g.strokeStyle = "#dde1e8"; g.fillStyle = "#6b7385"; g.font = "20px system-ui";
   for (let i = 0; i <= 4; i++) {
     const y = h - pad / 2 - (h - pad) * i / 4;
@@ -162,7 +162,14 @@ function draw(canvas, lines) {
   }
   for (const [s, color] of lines) {
     g.strokeStyle = color; g.lineWidth = 3; g.beginPath();
-    s.forEach((v, i) => { const x = pad + 30 + (w - pad - 30) * i / 89, y = h - pad / 2 - (h - pad) * v / max; i ? g.lineTo(x, y) : g.moveTo(x, y); });
+    // An interval without a value (no commits) leaves a gap.
+    let drawing = false;
+    s.forEach((v, i) => {
+      if (v == null) { drawing = false; return; }
+      const x = pad + 30 + (w - pad - 30) * i / 89, y = h - pad / 2 - (h - pad) * v / max;
+      drawing ? g.lineTo(x, y) : g.moveTo(x, y);
+      drawing = true;
+    });
     g.stroke();
   }
 }

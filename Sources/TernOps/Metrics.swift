@@ -42,6 +42,9 @@ struct NodeReading: Sendable {
     /// Per group, its lag on each queue (empty while the broker state is not readable).
     var lag: [String: [(queue: QueueRef, lag: UInt64)]] = [:]
 
+    /// An empty reading (tests fill it in).
+    init(shell: ShellState) { self.shell = shell }
+
     /// On the loop.
     init(node: Node, shell: ShellState) {
         self.shell = shell

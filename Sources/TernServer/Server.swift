@@ -560,6 +560,13 @@ public struct ShellState: Sendable {
     /// Leader commits timed since start (with metrics on), and their total latency.
     public var commitsTimed: UInt64
     public var commitNanos: UInt64
+    public init(clientConnections: Int, batchesInFlight: Int, ioBackend: String, commitsTimed: UInt64 = 0, commitNanos: UInt64 = 0) {
+        self.clientConnections = clientConnections
+        self.batchesInFlight = batchesInFlight
+        self.ioBackend = ioBackend
+        self.commitsTimed = commitsTimed
+        self.commitNanos = commitNanos
+    }
 }
 
 /// Hands the node and its device to the event loop, which alone uses them from then on.

@@ -69,6 +69,23 @@ struct ServeOptionsTests {
         #expect(throws: (any Error).self) {
             try resolve(["--id", "n1", "--listen", "127.0.0.1:9001", "--peers", "n1=127.0.0.1:9001", "--data", "d", "--log-level", "loud"])
         }
+        // A wildcard --listen on the --peers address's port (a pod binding 0.0.0.0) is taken;
+        // on another port it is not.
+        let (pod, _) = try resolve(["--id", "n1", "--listen", "0.0.0.0:9001", "--peers", "n1=tern-0.tern:9001,n2=tern-1.tern:9001", "--data", "d"])
+        #expect(pod.listen == "0.0.0.0:9001" && pod.peers.values.contains("tern-0.tern:9001"))
+        #expect(throws: (any Error).self) { try resolve(["--id", "n1", "--listen", "0.0.0.0:9002", "--peers", "n1=tern-0.tern:9001", "--data", "d"]) }
+        #expect(throws: (any Error).self) { try resolve(["--id", "n1", "--listen", "10.0.0.9:9001", "--peers", "n1=tern-0.tern:9001", "--data", "d"]) }
+        // --http-listen must be host:port and not the node's other ports.
+        let (http, _) = try resolve([
+            "--id", "n1", "--listen", "127.0.0.1:9001", "--peers", "n1=127.0.0.1:9001", "--data", "d", "--http-listen", "127.0.0.1:8101",
+        ])
+        #expect(http.httpListen == "127.0.0.1:8101")
+        #expect(throws: (any Error).self) {
+            try resolve(["--id", "n1", "--listen", "127.0.0.1:9001", "--peers", "n1=127.0.0.1:9001", "--data", "d", "--http-listen", "127.0.0.1:9001"])
+        }
+        #expect(throws: (any Error).self) {
+            try resolve(["--id", "n1", "--listen", "127.0.0.1:9001", "--peers", "n1=127.0.0.1:9001", "--data", "d", "--http-listen", "8101"])
+        }
     }
 
     @Test("quantiles come from HdrHistogram at three significant digits")

@@ -115,6 +115,25 @@ struct TransactionReceiveNodeTests {
         #expect(r.totalLag == 8, "\(r.queues)")
         #expect(r.queues.map(\.invisible).reduce(0, +) == 2)
         #expect(try GroupList.decode(try d.call(.listGroups, Empty())).names == ["g", "rg"])
+        // The traffic counters the metrics read: two send requests of t, three messages pulled,
+        // two received.
+        _ = try d.call(.pull, PullRequest(topic: "t", queueID: 1, offset: 0))
+        let t = d.node.traffic.byTopic["t"]
+        #expect(t?.sendRequests == 2 && (t?.sendBytes ?? 0) > 0, "\(String(describing: t))")
+        #expect(t?.deliveredMessages == 5 && (t?.deliveredBytes ?? 0) > 0, "\(String(describing: t))")
+    }
+
+    @Test("traffic is counted per topic for at most Traffic.maxTopics topics, the rest under other")
+    func trafficBounded() {
+        var traffic = Traffic()
+        for i in 0..<(Traffic.maxTopics + 5) { traffic.sent("t\(i)", bytes: 10) }
+        traffic.sent("t0", bytes: 10)
+        traffic.delivered("t0", messages: 3, bytes: 99)
+        traffic.delivered("t1", messages: 0, bytes: 99)
+        #expect(traffic.byTopic.count == Traffic.maxTopics)
+        #expect(traffic.other.sendRequests == 5 && traffic.other.sendBytes == 50)
+        #expect(traffic.byTopic["t0"]?.sendRequests == 2 && traffic.byTopic["t0"]?.deliveredMessages == 3)
+        #expect(traffic.byTopic["t1"]?.deliveredBytes == 0, "an empty answer delivers nothing")
     }
 
     @Test("receive, invisible until its time, received again with the attempt counted; ack ends it; long polling")

@@ -18,6 +18,9 @@ struct ElectionTests {
         #expect(net.log("n1").entries.map(\.type) == [RaftEntryType.noop])
         net.tickAll(times: 2)
         #expect(net["n2"].commitIndex == 1 && net["n3"].commitIndex == 1)
+        // What the metrics count: one election started and won, by n1 alone.
+        #expect(net["n1"].electionsStarted == 1 && net["n1"].leadershipsWon == 1)
+        #expect(net["n2"].electionsStarted == 0 && net["n3"].leadershipsWon == 0)
     }
 
     @Test("a member grants one vote per term")
