@@ -149,10 +149,10 @@ public final class TernServer: @unchecked Sendable {
     // Touched only on `loop`, after `start`.
     /// Touched only on `loop` (inbound connections run on it too).
     var node: Node!
-    private var device: (any StorageDevice)!
+    var device: (any StorageDevice)!
     private var pending: [Input] = []
     private var turnScheduled = false
-    private var stopping = false
+    var stopping = false
     private var tickTask: RepeatedTask?
     private var completionChannel: Channel?
     /// The device has no completion descriptor: each step waits for its disk batch.
@@ -167,7 +167,7 @@ public final class TernServer: @unchecked Sendable {
     private let publishedSecrets = NIOLockedValueBox<[String: [UInt8]]>([:])
     /// Which broker (an install or restore replaces it) and which of its account versions.
     private var publishedVersion: (broker: ObjectIdentifier, version: UInt64)?
-    private let meter: LoopMeter?
+    let meter: LoopMeter?
 
     public init(config: ServerConfig, logger: Logger) {
         self.config = config
@@ -478,20 +478,6 @@ public final class TernServer: @unchecked Sendable {
         publishedSecrets.withLockedValue { $0[accessKey] }
     }
 
-    /// Runs `body` on the node's loop with the node and what the shell knows beside it (for the
-    /// metrics and health endpoints); fails when the node is not running.
-    public func inspect<T: Sendable>(_ body: @escaping @Sendable (Node, ShellState) -> T) -> EventLoopFuture<T> {
-        loop.submit { [self] in
-            guard let node, !stopping else { throw ServerError("the node is not running") }
-            let commits = meter?.commits ?? (count: 0, nanos: 0)
-            return body(
-                node,
-                ShellState(
-                    clientConnections: connections.clients, batchesInFlight: device.batchesInFlight, ioBackend: device.backendName, commitsTimed: commits.count,
-                    commitNanos: commits.nanos))
-        }
-    }
-
     /// On the loop: copies the accounts' secrets for `accountSecret`.
     private func publishSecrets() {
         var all: [String: [UInt8]] = [:]
@@ -549,23 +535,6 @@ public final class TernServer: @unchecked Sendable {
             }
             for (id, batch) in byConnection { connections.answered(id, count: batch.count)?.writeAndFlush(batch.buffer, promise: nil) }
         }
-    }
-}
-
-/// What the shell knows about its node beside the node itself.
-public struct ShellState: Sendable {
-    public var clientConnections: Int
-    public var batchesInFlight: Int
-    public var ioBackend: String
-    /// Leader commits timed since start (with metrics on), and their total latency.
-    public var commitsTimed: UInt64
-    public var commitNanos: UInt64
-    public init(clientConnections: Int, batchesInFlight: Int, ioBackend: String, commitsTimed: UInt64 = 0, commitNanos: UInt64 = 0) {
-        self.clientConnections = clientConnections
-        self.batchesInFlight = batchesInFlight
-        self.ioBackend = ioBackend
-        self.commitsTimed = commitsTimed
-        self.commitNanos = commitNanos
     }
 }
 
