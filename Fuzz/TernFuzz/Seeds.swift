@@ -49,6 +49,18 @@ extension Fuzz {
             (43, GroupInfo(name: "billing", created: true, fifo: true).encoded()),
             (44, GroupList(names: ["billing", "shipping"]).encoded()),
             (
+                46,
+                MessageTrace(
+                    id: id, topic: "orders", leader: "n2", term: 3,
+                    events: [
+                        TraceEvent(kind: .delayed, at: 1_700_000_000_000, index: 42, queue: q, detail: 1_700_000_005_000),
+                        TraceEvent(kind: .received, at: 1_700_000_006_000, index: 50, group: "g", queue: q, offset: 7, attempt: 2, detail: 1_700_000_036_000),
+                        TraceEvent(kind: .retried, at: 1_700_000_007_000, index: 51, group: "g", attempt: 1, copy: MessageID(entryIndex: 51, slot: 0)),
+                    ], dropped: 1
+                ).encoded()
+            ),
+            (47, TraceTopicRequest(topic: "orders", on: true).encoded()),
+            (
                 45,
                 GroupProgress(
                     group: "billing", created: false, fifo: false, members: [GroupProgress.Member(clientID: "c1", queues: [q])],

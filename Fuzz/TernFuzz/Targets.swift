@@ -99,6 +99,8 @@ public enum Fuzz {
             if let g = try? GroupProgress.decode($0) { _ = g.totalLag }
             roundTrip(GroupProgress.self, $0)
         },
+        // Message trace (46-47).
+        { roundTrip(MessageTrace.self, $0) }, { roundTrip(TraceTopicRequest.self, $0) },
     ]
 
     /// Raft messages and the handshake bodies: the first byte picks which.

@@ -221,7 +221,7 @@ extension World {
         if options.trace { trace("\(node.id) applies \(e.index) t\(e.term) type \(e.type)") }
         var releasedIDs: [MessageID]?
         if e.type == BrokerEntryType.release { releasedIDs = (try? MessageIDList.decode(e.body))?.ids }
-        if e.type == BrokerEntryType.releaseCopies { releasedIDs = (try? ReleaseCopies.decode(e.body))?.map(\.id) }
+        if e.type == BrokerEntryType.releaseCopies { releasedIDs = (try? ReleaseCopies.decode(e.body))?.items.map(\.id) }
         if let ids = releasedIDs, let n = node.node {
             // Never early: a release applies no sooner than the leader's clock said it was due
             // (every clock here is the virtual one; apply follows the proposal).

@@ -51,6 +51,8 @@ public struct BrokerConfig: Sendable, Equatable {
     /// Invisible (received, unacknowledged) messages per group and queue, at most; a receive
     /// hands out no more new messages of a queue at the limit.
     public var maxInvisiblePerQueue = 10_000
+    /// Traced messages kept, at most (the newest; docs/operations.md, "Tracing a message").
+    public var traceCapacity = 100_000
     /// Deliberate bugs for the simulator's checkers. SPI: never set in production.
     public var plantedBugs: BrokerPlantedBugs = []
     public init() {}
@@ -143,6 +145,11 @@ public final class Broker {
     var decidedHead = 0
     /// Receive/ack groups: group -> queue -> next fresh offset and the invisible deliveries.
     var receiveGroups: [String: [QueueRef: ReceiveQueue]] = [:]
+    /// Message traces and the topics traced (Trace.swift).
+    var traces = TraceStore()
+    /// The time trace steps of the entry being applied are recorded at: the entry's own clock
+    /// when it carries one, else the highest store timestamp applied.
+    var traceClock: UInt64 = 0
     /// Accounts for access control, by access key (docs/security.md).
     public internal(set) var accounts: [String: Account] = [:] { didSet { accountsVersion &+= 1 } }
     /// Counts changes of `accounts` (not state: for the shell to notice a change).

@@ -15,13 +15,14 @@ extension Broker {
     public func apply(index: UInt64, type: UInt8, body: [UInt8]) throws -> ApplyOutcome {
         precondition(index > appliedIndex, "entry \(index) applied after \(appliedIndex)")
         appliedIndex = index
-        appliedBytes += UInt64(body.count)
+        appliedBytes += Broker.countedBytes(type: type, body.count)
+        traceClock = lastStoreTimestamp
         do {
             switch type {
             case BrokerEntryType.admin: return try applyAdmin(try AdminCommand.decode(body), index: index)
             case BrokerEntryType.messages: return try applyMessages(index: index, body: body)
             case BrokerEntryType.release:
-                return try applyRelease(try MessageIDList.decode(body).ids)
+                return try applyRelease(try MessageIDList.decode(body).ids, index: index)
             case BrokerEntryType.recall:
                 let ids = try MessageIDList.decode(body).ids
                 for id in ids where !(try isDelayPending(id)) {
@@ -29,7 +30,10 @@ extension Broker {
                         ErrorBody(
                             code: ErrorCode.messageNotFound, message: "\(id) is not a pending delayed message (delivered already, recalled, or never delayed)"))
                 }
-                for id in ids { try recallDelayed(id) }
+                for id in ids {
+                    try recallDelayed(id)
+                    trace(id, TraceEvent(kind: .recalled, at: traceClock, index: index))
+                }
                 return .done
             case BrokerEntryType.offsetReset:
                 let commit = try OffsetCommit.decode(body)
@@ -40,15 +44,25 @@ extension Broker {
             case BrokerEntryType.transactionEnd: return try applyTransactionEnd(try TransactionEnd.decode(body), index: index)
             case BrokerEntryType.transactionCheck: return try applyTransactionCheck(try TransactionCheck.decode(body))
             case BrokerEntryType.receive: return applyReceive(try ReceiveEntry.decode(body), index: index)
-            case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body))
+            case BrokerEntryType.receipt: return applyReceipt(try ReceiptEntry.decode(body), index: index)
             case BrokerEntryType.trim: return applyTrim(try TrimEntry.decode(body))
-            case BrokerEntryType.releaseCopies: return try applyReleaseCopies(try ReleaseCopies.decode(body), index: index)
+            case BrokerEntryType.releaseCopies:
+                let (items, at) = try ReleaseCopies.decode(body)
+                if let at { traceClock = at }
+                return try applyReleaseCopies(items, index: index)
             case BrokerEntryType.acl: return applyAcl(try AclCommand.decode(body))
             case BrokerEntryType.offsets:
                 let commit = try OffsetCommit.decode(body)
+                if let at = commit.at { traceClock = at }
                 for g in commit.groups.keys.sorted() {
-                    for (q, o) in commit.groups[g]! where topics[q.topic] != nil {
-                        offsets[g, default: [:]][q] = max(offsets[g]?[q] ?? 0, o)
+                    for (q, o) in commit.groups[g]!.sorted(by: { $0.key < $1.key }) where topics[q.topic] != nil {
+                        let before = offsets[g]?[q] ?? 0
+                        offsets[g, default: [:]][q] = max(before, o)
+                        if o > before, traces.active {
+                            for t in tracedIDs(in: q, before..<o) {
+                                trace(t.id, TraceEvent(kind: .consumed, at: traceClock, index: index, group: g, queue: q, offset: t.offset))
+                            }
+                        }
                     }
                 }
                 return .done
@@ -56,6 +70,9 @@ extension Broker {
                 // One that does not decode changes nothing, for Raft either.
                 if Membership.decode(body) != nil { membership = (index, body) }
                 return .done
+            case BrokerEntryType.traceTopic:
+                let request = try TraceTopicRequest.decode(body)
+                return setTracing(request.topic, on: request.on)
             case let t where t < BrokerEntryType.firstBrokerType:
                 return .none  // Raft's own entries (the no-op of each term)
             default:
@@ -69,6 +86,10 @@ extension Broker {
             throw CorruptEntry(index: index, type: type, reason: "\(error)")
         }
     }
+
+    /// What an entry adds to `appliedBytes`: its body, but for Raft's no-op (whose body names its
+    /// leader), so that a restart's election does not move the points where snapshots are taken.
+    public static func countedBytes(type: UInt8, _ count: Int) -> UInt64 { type == RaftEntryType.noop ? 0 : UInt64(count) }
 
     /// Accounts change in log order on every replica; a put without a secret keeps the stored one.
     func applyAcl(_ command: AclCommand) -> ApplyOutcome {
@@ -128,6 +149,7 @@ extension Broker {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             topicTypes[name] = nil
+            traces.topics.remove(name)
             sendBacks[name] = nil  // a topic created again under the name starts a new window
             for q in 0..<n { try removeQueue(QueueRef(topic: name, queueID: q)) }
             for g in receiveGroups.keys.sorted() {
@@ -241,6 +263,9 @@ extension Broker {
         var keys: [[String]] = []
         var deliverAt: UInt64?
         var half = false
+        // A give-back: the message it copies (a traced one's trace gets the copy's steps).
+        var origin: (id: MessageID, attempt: UInt32)?
+        let traced = traces.topics.contains(header.topic)
         var scan = r
         for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
@@ -256,6 +281,9 @@ extension Broker {
                 keys.append(m.keys)
             }
             if m.properties[TransactionProperty.half] == "true" { half = true }
+            if traces.active, header.count == 1, let text = m.properties[RetryProperty.originMessageID], let id = MessageID(text) {
+                origin = (id, UInt32(m.properties[RetryProperty.reconsumeTimes] ?? "") ?? 0)
+            }
             switch Delay.deliverAt(m.properties, storeTimestamp: storeTimestamp, maxDelayMillis: config.maxDelayMillis) {
             case .failure(let e): return .failed(e)
             case .success(let at):
@@ -283,6 +311,10 @@ extension Broker {
                 PendingTimer(
                     deliverAt: storeTimestamp + config.transactionCheckFirstMillis, id: id, queue: ref, position: found[0].position, tagHash: found[0].hash))
             if config.plantedBugs.contains(.deliverHalf) { try indexLate(checkTimers.pending[id]!) }
+            if traced {
+                startTrace(id, topic: header.topic)
+                trace(id, TraceEvent(kind: .halfStored, at: storeTimestamp, index: index, group: header.producerGroup, queue: ref))
+            }
             return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: 1, duplicate: false))
         }
         if let at = deliverAt {
@@ -290,6 +322,11 @@ extension Broker {
             for (slot, f) in found.enumerated() {
                 let id = MessageID(entryIndex: index, slot: UInt16(slot))
                 try scheduleDelayed(PendingTimer(deliverAt: at, id: id, queue: ref, position: f.position, tagHash: f.hash), index: index)
+                if traced {
+                    startTrace(id, topic: header.topic)
+                    trace(id, TraceEvent(kind: .delayed, at: storeTimestamp, index: index, queue: ref, detail: at))
+                }
+                if let origin { traceGiveBack(id, origin: origin, topic: header.topic, at: storeTimestamp, index: index) }
             }
             return .sent(
                 SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: SendResponse.scheduled, count: header.count, duplicate: false))
@@ -298,30 +335,49 @@ extension Broker {
         var order = Array(found.enumerated())
         if config.plantedBugs.contains(.reverseBatch) { order.reverse() }
         for (slot, f) in order { try appendRow(ref, QueueRow(entryIndex: index, position: f.position, slot: UInt16(slot), tagHash: f.hash)) }
+        if traced || origin != nil {
+            for slot in 0..<found.count {
+                let id = MessageID(entryIndex: index, slot: UInt16(slot))
+                if traced {
+                    startTrace(id, topic: header.topic)
+                    trace(id, TraceEvent(kind: .stored, at: storeTimestamp, index: index, queue: ref, offset: first + UInt64(slot)))
+                }
+                if let origin { traceGiveBack(id, origin: origin, topic: header.topic, at: storeTimestamp, index: index) }
+                traceRow(id, queue: ref, offset: first + UInt64(slot))
+            }
+        }
         return .sent(SendResponse(queueID: header.queueID, entryIndex: index, firstQueueOffset: first, count: header.count, duplicate: false))
     }
 
     /// Indexes released messages in their queues. A message no longer pending (released before,
     /// recalled, or its topic deleted) is skipped: a release never delivers twice.
-    func applyRelease(_ ids: [MessageID]) throws(StorageError) -> ApplyOutcome {
+    func applyRelease(_ ids: [MessageID], index: UInt64) throws(StorageError) -> ApplyOutcome {
         for id in ids {
             try loadDelayBucket(holding: id)
             let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[id] ?? timers.released[id]) : timers.pending[id]
             guard let t = pending else { continue }
             timers.release(id)
-            try indexLate(t)
+            try indexLate(t, index: index)
         }
         return .done
     }
 
     /// Indexes a message stored earlier at the end of its queue now (a released delayed message,
     /// a committed half message). Nothing when its topic is gone.
-    func indexLate(_ t: PendingTimer, copy: (index: UInt64, position: UInt32)? = nil) throws(StorageError) {
+    /// `index` is the entry that does it; `step` what the message's trace calls it.
+    func indexLate(
+        _ t: PendingTimer, copy: (index: UInt64, position: UInt32)? = nil, index: UInt64 = 0, step: TraceEvent.Kind = .released
+    ) throws(StorageError) {
         guard queues[t.queue] != nil else { return }
         let row = QueueRow(
             entryIndex: t.id.entryIndex, storedIndex: copy?.index ?? t.storedIndex, position: copy?.position ?? t.position, slot: t.id.slot,
             tagHash: t.tagHash)
+        let offset = queue(t.queue)!.maxOffset
         try appendRow(t.queue, row)
+        if traces.origin(t.id) != nil {
+            traceRow(t.id, queue: t.queue, offset: offset)
+            trace(t.id, TraceEvent(kind: step, at: traceClock, index: index, queue: t.queue, offset: offset))
+        }
         try indexLatePlace(t.id, queue: t.queue, storedIndex: row.storedIndex)
     }
 

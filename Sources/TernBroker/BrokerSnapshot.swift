@@ -19,13 +19,13 @@
 // accounts (version 4; version 3 has none and is still read): count, (`Account` with its secret)
 // in access key order; the last Raft configuration applied (version 5): present u8, index u64,
 // body blob; topic types (version 6): count, (name, type u8) in name order; group settings
-// (version 6): count, (name, fifo u8) in name order. The
+// (version 6): count, (name, fifo u8) in name order; message traces (version 7; Trace.swift). The
 // key index and the delay schedule's rows are in the queues (KeyIndex.swift, DelaySchedule.swift).
 import TernProtocol
 import TernStorage
 
 extension Broker {
-    static let snapshotVersion: UInt8 = 6
+    static let snapshotVersion: UInt8 = 7
 
     /// The state at `appliedIndex`, encoded.
     public func snapshot() -> [UInt8] {
@@ -159,6 +159,7 @@ extension Broker {
             w.string(name)
             w.u8(groupSettings[name]! ? 1 : 0)
         }
+        encodeTraces(into: &w)
         return w.bytes
     }
 
@@ -322,6 +323,7 @@ extension Broker {
                 groupSettings[name] = try r.u8("fifo") == 1
             }
         }
+        if version >= 7 { try restoreTraces(from: &r) }
         try r.finish("broker snapshot")
     }
 }

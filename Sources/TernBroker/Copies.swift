@@ -6,15 +6,20 @@
 // still offers. The message keeps its id (the original entry and slot).
 //
 // Copy item: store timestamp u64, producer group (string), the message as sent (WireMessage).
-// Release entry with copies (type 27): count u32, then per message: id, item (blob).
+// Release entry with copies (type 27): count u32, then per message: id, item (blob); then, when
+// the leader stamped its clock (tracing on), `at` u64.
 import TernProtocol
 import TernStorage
 
 public struct ReleaseCopies: Equatable, Sendable {
     public var items: [(id: MessageID, item: [UInt8])]
-    public init(items: [(id: MessageID, item: [UInt8])]) { self.items = items }
+    public var at: UInt64?
+    public init(items: [(id: MessageID, item: [UInt8])], at: UInt64? = nil) {
+        self.items = items
+        self.at = at
+    }
     public static func == (a: ReleaseCopies, b: ReleaseCopies) -> Bool {
-        a.items.map(\.id) == b.items.map(\.id) && a.items.map(\.item) == b.items.map(\.item)
+        a.items.map(\.id) == b.items.map(\.id) && a.items.map(\.item) == b.items.map(\.item) && a.at == b.at
     }
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -23,10 +28,11 @@ public struct ReleaseCopies: Equatable, Sendable {
             w.messageID(i.id)
             w.blob(i.item)
         }
+        if let at { w.u64(at) }
         return w.bytes
     }
-    /// The ids and where each item starts in `bytes`.
-    public static func decode(_ bytes: [UInt8]) throws(WireError) -> [(id: MessageID, position: UInt32)] {
+    /// The ids and where each item starts in `bytes`, and the leader's clock when stamped.
+    public static func decode(_ bytes: [UInt8]) throws(WireError) -> (items: [(id: MessageID, position: UInt32)], at: UInt64?) {
         var r = WireReader(bytes)
         var out: [(id: MessageID, position: UInt32)] = []
         for _ in 0..<(try r.u32("count")) {
@@ -34,8 +40,9 @@ public struct ReleaseCopies: Equatable, Sendable {
             let (start, _) = try r.skipBlob("copy item")
             out.append((id, UInt32(start)))
         }
+        let at = r.atEnd ? nil : try r.u64("at")
         try r.finish("release with copies")
-        return out
+        return (out, at)
     }
 }
 
@@ -75,7 +82,7 @@ extension Broker {
             let pending = config.plantedBugs.contains(.releaseTwice) ? (timers.pending[item.id] ?? timers.released[item.id]) : timers.pending[item.id]
             guard let t = pending else { continue }
             timers.release(item.id)
-            try indexLate(t, copy: (index, item.position))
+            try indexLate(t, copy: (index, item.position), index: index)
         }
         return .done
     }

@@ -36,10 +36,14 @@ public enum BrokerEntryType {
     public static let releaseCopies: UInt8 = 27
     /// An account created, replaced or deleted: `AclCommand`.
     public static let acl: UInt8 = 28
+    /// Tracing on or off for a topic: `TraceTopicRequest` (Trace.swift).
+    public static let traceTopic: UInt8 = 29
 }
 
 /// Layout: group, decision u8, message id, and for a commit, optionally, a copy item of the half
-/// message (Copies.swift) as a blob, from which its queue delivers it.
+/// message (Copies.swift) as a blob, from which its queue delivers it. With the leader's clock
+/// (written while tracing is on; Trace.swift): decision with bit 0x80 set, the copy blob (empty
+/// for none), then `at` u64.
 public struct TransactionEnd: Equatable, Sendable {
     public var group: String
     public var id: MessageID
@@ -47,32 +51,43 @@ public struct TransactionEnd: Equatable, Sendable {
     public var copy: [UInt8]?
     /// Where the copy item starts in the encoded entry (set by `decode`).
     public var copyPosition: UInt32 = 0
-    public init(group: String, id: MessageID, decision: TransactionDecision, copy: [UInt8]? = nil) {
+    /// The leader's clock, when it stamped one (tracing on).
+    public var at: UInt64?
+    public init(group: String, id: MessageID, decision: TransactionDecision, copy: [UInt8]? = nil, at: UInt64? = nil) {
         self.group = group
         self.id = id
         self.decision = decision
         self.copy = copy
+        self.at = at
     }
     public func encoded() -> [UInt8] {
         var w = WireWriter()
         w.string(group)
-        w.u8(decision.rawValue)
+        w.u8(decision.rawValue | (at == nil ? 0 : 0x80))
         w.messageID(id)
-        if let copy { w.blob(copy) }
+        if let at {
+            w.blob(copy ?? [])
+            w.u64(at)
+        } else if let copy {
+            w.blob(copy)
+        }
         return w.bytes
     }
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> TransactionEnd {
         var r = WireReader(bytes)
         let group = try r.string("group")
         let d = try r.u8("decision")
-        guard let decision = TransactionDecision(rawValue: d) else { throw WireError("transaction decision \(d) is unknown") }
+        guard let decision = TransactionDecision(rawValue: d & 0x7F) else { throw WireError("transaction decision \(d) is unknown") }
         let id = try r.messageID()
         var end = TransactionEnd(group: group, id: id, decision: decision)
-        if !r.atEnd {
+        if d & 0x80 != 0 || !r.atEnd {
             let (start, count) = try r.skipBlob("copy item")
-            end.copy = Array(bytes[start..<(start + count)])
-            end.copyPosition = UInt32(start)
+            if count > 0 || d & 0x80 == 0 {
+                end.copy = Array(bytes[start..<(start + count)])
+                end.copyPosition = UInt32(start)
+            }
         }
+        if d & 0x80 != 0 { end.at = try r.u64("at") }
         try r.finish("transaction end")
         return end
     }
@@ -159,10 +174,13 @@ public struct ReceiptEntry: Equatable, Sendable {
     public var group: String
     public var handle: ReceiptHandle
     public var until: UInt64?
-    public init(group: String, handle: ReceiptHandle, until: UInt64?) {
+    /// The leader's clock, when it stamped one (tracing on; then a trailing u64).
+    public var at: UInt64?
+    public init(group: String, handle: ReceiptHandle, until: UInt64?, at: UInt64? = nil) {
         self.group = group
         self.handle = handle
         self.until = until
+        self.at = at
     }
     public func encoded() -> [UInt8] {
         var w = WireWriter()
@@ -170,6 +188,7 @@ public struct ReceiptEntry: Equatable, Sendable {
         handle.encode(into: &w)
         w.u8(until == nil ? 1 : 2)
         w.u64(until ?? 0)
+        if let at { w.u64(at) }
         return w.bytes
     }
     public static func decode(_ bytes: [UInt8]) throws(WireError) -> ReceiptEntry {
@@ -178,9 +197,10 @@ public struct ReceiptEntry: Equatable, Sendable {
         let handle = try ReceiptHandle(from: &r)
         let op = try r.u8("op")
         let until = try r.u64("until")
+        let at = r.atEnd ? nil : try r.u64("at")
         try r.finish("receipt entry")
         guard op == 1 || op == 2 else { throw WireError("receipt op \(op) is unknown") }
-        return ReceiptEntry(group: group, handle: handle, until: op == 1 ? nil : until)
+        return ReceiptEntry(group: group, handle: handle, until: op == 1 ? nil : until, at: at)
     }
 }
 
@@ -242,7 +262,12 @@ public enum AdminCommand: Equatable, Sendable {
 /// together. Layout: group count u32, then per group: name, count u32, (topic, queue u32, offset u64)...
 public struct OffsetCommit: Equatable, Sendable {
     public var groups: [String: [QueueRef: UInt64]]
-    public init(groups: [String: [QueueRef: UInt64]] = [:]) { self.groups = groups }
+    /// The leader's clock, when it stamped one (tracing on; then a trailing u64).
+    public var at: UInt64?
+    public init(groups: [String: [QueueRef: UInt64]] = [:], at: UInt64? = nil) {
+        self.groups = groups
+        self.at = at
+    }
 
     public mutating func merge(group: String, offsets: [QueueRef: UInt64]) {
         for (q, o) in offsets { groups[group, default: [:]][q] = max(groups[group]?[q] ?? 0, o) }
@@ -261,6 +286,7 @@ public struct OffsetCommit: Equatable, Sendable {
                 w.u64(map[q]!)
             }
         }
+        if let at { w.u64(at) }
         return w.bytes
     }
 
@@ -275,8 +301,9 @@ public struct OffsetCommit: Equatable, Sendable {
             }
             groups[g] = map
         }
+        let at = r.atEnd ? nil : try r.u64("at")
         try r.finish("offset commit")
-        return OffsetCommit(groups: groups)
+        return OffsetCommit(groups: groups, at: at)
     }
 }
 

@@ -137,6 +137,13 @@ extension Broker {
                 }
                 grants.append(
                     ReceivedGrant(handle: ReceiptHandle(queue: ref, offset: o, receiveIndex: index), until: e.until, attempt: state.invisible[o]!.attempt))
+                if traces.active, let t = tracedIDs(in: ref, o..<(o + 1)).first {
+                    trace(
+                        t.id,
+                        TraceEvent(
+                            kind: .received, at: e.now, index: index, group: e.group, queue: ref, offset: o, attempt: state.invisible[o]!.attempt,
+                            detail: e.until))
+                }
             }
             state.next = newNext
             receiveGroups[e.group, default: [:]][ref] = state
@@ -144,8 +151,10 @@ extension Broker {
         return .received(grants)
     }
 
-    func applyReceipt(_ e: ReceiptEntry) -> ApplyOutcome {
+    func applyReceipt(_ e: ReceiptEntry, index: UInt64) -> ApplyOutcome {
         let h = e.handle
+        if let at = e.at { traceClock = at }
+        let traced = traces.active ? tracedIDs(in: h.queue, h.offset..<(h.offset + 1)).first?.id : nil
         guard let state = receiveGroups[e.group]?[h.queue], h.offset < state.next else {
             return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h) names nothing this group received"))
         }
@@ -163,9 +172,16 @@ extension Broker {
         // In place: a copy of `state` written back would copy the group's whole invisible map.
         if let until = e.until {
             receiveGroups[e.group]![h.queue]!.invisible[h.offset]!.until = until
+            if let traced {
+                trace(
+                    traced, TraceEvent(kind: .invisibleChanged, at: traceClock, index: index, group: e.group, queue: h.queue, offset: h.offset, detail: until))
+            }
             return .invisibleUntil(until)
         }
         receiveGroups[e.group]![h.queue]!.invisible[h.offset] = nil
+        if let traced {
+            trace(traced, TraceEvent(kind: .acknowledged, at: traceClock, index: index, group: e.group, queue: h.queue, offset: h.offset, attempt: inv.attempt))
+        }
         return .done
     }
 

@@ -56,6 +56,7 @@ public struct TrimEntry: Equatable, Sendable {
 extension Broker {
     func applyTrim(_ t: TrimEntry) -> ApplyOutcome {
         trimIndex = max(trimIndex, t.index)
+        trimTraces(before: trimIndex)
         for m in t.minimums {
             guard let key = queues[m.queue], key.created == m.created else { continue }
             queueFiles.raiseMinimum(key, to: m.offset)

@@ -25,6 +25,7 @@ extension Broker {
     public func decision(_ id: MessageID) -> TransactionDecision? { decided[id] }
 
     func applyTransactionEnd(_ end: TransactionEnd, index: UInt64) throws(StorageError) -> ApplyOutcome {
+        if let at = end.at { traceClock = at }
         if let half = halfMessages[end.id] {
             guard half.group == end.group else {
                 return .failed(
@@ -38,7 +39,7 @@ extension Broker {
                 return .failed(
                     ErrorBody(code: ErrorCode.busy, message: "the commit of \(end.id) was proposed before its half message was applied; retry"))
             }
-            try decide(end.id, end.decision, copy: end.copy == nil ? nil : (index, end.copyPosition))
+            try decide(end.id, end.decision, copy: end.copy == nil ? nil : (index, end.copyPosition), index: index, by: end.group)
             return .done
         }
         if let earlier = decided[end.id] {
@@ -59,7 +60,8 @@ extension Broker {
             guard var half = halfMessages[id], let timer = checkTimers.pending[id] else { continue }
             half.checks += 1
             if half.checks > config.transactionMaxChecks || check.now >= half.storedAt + config.transactionGiveUpMillis {
-                try decide(id, .rollback)
+                traceClock = check.now
+                try decide(id, .rollback, index: appliedIndex, by: "")
                 continue
             }
             halfMessages[id] = half
@@ -71,12 +73,16 @@ extension Broker {
         return .checks(ask)
     }
 
-    private func decide(_ id: MessageID, _ decision: TransactionDecision, copy: (index: UInt64, position: UInt32)? = nil) throws(StorageError) {
+    /// `by`: the producer group that decided ("" when the broker rolled it back after its checks).
+    private func decide(
+        _ id: MessageID, _ decision: TransactionDecision, copy: (index: UInt64, position: UInt32)? = nil, index: UInt64, by group: String
+    ) throws(StorageError) {
         halfMessages[id] = nil
         if let t = checkTimers.pending[id] {
             checkTimers.recall(id)
-            if decision == .commit { try indexLate(t, copy: copy) }
+            if decision == .commit { try indexLate(t, copy: copy, index: index, step: .committed) }
         }
+        if decision == .rollback { trace(id, TraceEvent(kind: .rolledBack, at: traceClock, index: index, group: group)) }
         decided[id] = decision
         decidedOrder.append(id)
         if decidedOrder.count - decidedHead > config.decidedTransactions {

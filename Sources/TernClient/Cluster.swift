@@ -329,6 +329,16 @@ public final class TernCluster: Sendable {
         return m
     }
 
+    /// What happened to a message of a traced topic (admin right; docs/operations.md).
+    public func trace(id: MessageID) async throws -> MessageTrace {
+        try MessageTrace.decode(try await leaderCall(.traceMessage, MessageIDRequest(ids: [id]).encoded()))
+    }
+
+    /// Tracing of `topic`'s messages on or off (admin right); messages stored from then on are traced.
+    public func setTracing(topic: String, on: Bool) async throws {
+        _ = try await leaderCall(.traceTopic, TraceTopicRequest(topic: topic, on: on).encoded())
+    }
+
     /// The most recent messages of `topic` carrying `key` (at most 64 are indexed per key).
     public func messages(topic: String, key: String, max: UInt32 = 32) async throws -> [ReceivedMessage] {
         try MessageList.decode(try await anyCall(.queryMessage, QueryMessageRequest(topic: topic, key: key, max: max).encoded())).messages

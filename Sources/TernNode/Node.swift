@@ -324,6 +324,7 @@ public final class Node {
             }
         }
         if !offsetWaiters.isEmpty, isLeader {
+            offsetBuffer.at = stamp
             proposals.append((BrokerEntryType.offsets, offsetBuffer.encoded()))
             owners.append(.offsets(offsetWaiters))
             offsetBuffer = OffsetCommit()
@@ -338,7 +339,7 @@ public final class Node {
         .send, .createTopic, .updateTopic, .deleteTopic, .resetOffset, .recall, .lockQueues, .unlockQueues,
         .sendBack, .commitOffset, .heartbeat, .unregister, .transferLeader, .queryOffset,
         .endTransaction, .pollTransactionChecks, .receive, .ack, .changeInvisible, .aclChange, .memberChange,
-        .createGroup, .listGroups, .groupProgress,
+        .createGroup, .listGroups, .groupProgress, .traceTopic,
     ]
 }
 

@@ -120,7 +120,7 @@ extension Node {
             let q = try QueryMessageRequest.decode(body)
             return q.id == nil ? topic(q.topic, .subscribe, "look up messages of") : refuse("look messages up by id (admin right)")
         case .createTopic, .deleteTopic, .updateTopic, .transferLeader, .resetOffset, .recall, .takeSnapshot, .aclChange, .aclList, .memberChange, .memberList,
-            .createGroup, .listGroups, .groupProgress:
+            .createGroup, .listGroups, .groupProgress, .traceMessage, .traceTopic:
             return refuse("\(op) (admin right)")
         case .raft, .peerHello, .peerProof:
             return refuse("send peer frames")

@@ -49,7 +49,7 @@ extension Node {
                         "the leader's disk is \(Int(diskUsedFraction * 100))% full, above its hard limit of \(Int(config.diskHardLimit * 100))%: sends are refused until retention frees space; retry later"
                 ))
         }
-        if op == .pull || op == .queryMessage, !stateReadable {
+        if op == .pull || op == .queryMessage || op == .traceMessage, !stateReadable {
             return fail(
                 ErrorBody(
                     code: ErrorCode.busy,
@@ -195,6 +195,26 @@ extension Node {
             reply(
                 GroupProgress(
                     group: name, created: fifo != nil, fifo: fifo ?? false, members: members, queues: try broker.progress(group: name, alsoTopics: subscribed)))
+        case .traceMessage:
+            let ids = try MessageIDRequest.decode(body).ids
+            guard ids.count == 1 else { return fail(ErrorBody(code: ErrorCode.badRequest, message: "trace one message at a time")) }
+            guard var trace = broker.messageTrace(ids[0]) else {
+                return fail(
+                    ErrorBody(
+                        code: ErrorCode.messageNotFound,
+                        message:
+                            "\(self.id) keeps no trace of \(ids[0]): its topic was not traced when it was stored, it is not applied here yet, or retention or newer traces removed it"
+                    ))
+            }
+            (trace.leader, trace.term) = try storedBy(trace.id.entryIndex)
+            reply(trace)
+        case .traceTopic:
+            let request = try TraceTopicRequest.decode(body)
+            guard broker.topics[request.topic] != nil else {
+                return fail(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(request.topic) does not exist"))
+            }
+            proposals.append((BrokerEntryType.traceTopic, request.encoded()))
+            owners.append(.answer(client, op, []))
         case .describeGroup:
             let name = try NameRequest.decode(body).name
             let fifo = broker.groupSettings[name]
@@ -317,7 +337,7 @@ extension Node {
             reply(Empty())
         case .endTransaction:
             let request = try EndTransactionRequest.decode(body)
-            var end = TransactionEnd(group: request.group, id: request.id, decision: request.decision)
+            var end = TransactionEnd(group: request.group, id: request.id, decision: request.decision, at: stamp)
             if request.decision == .commit && !isReadyLeader {
                 // Its state may lack the half message yet: a commit must carry the copy.
                 return fail(ErrorBody(code: ErrorCode.busy, message: "\(id) took over and has not applied its own term's entry yet; retry"))
@@ -360,18 +380,26 @@ extension Node {
         case .ack, .changeInvisible:
             let request = try ReceiptRequest.decode(body)
             if op == .ack {
-                proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: nil).encoded()))
+                proposals.append((BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: nil, at: stamp).encoded()))
                 owners.append(.answer(client, op, []))
             } else {
                 if let e = invalidInvisibleTime(request.invisibleMillis) { return fail(e) }
                 proposals.append(
-                    (BrokerEntryType.receipt, ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis).encoded()))
+                    (
+                        BrokerEntryType.receipt,
+                        ReceiptEntry(group: request.group, handle: request.handle, until: now + request.invisibleMillis, at: stamp).encoded()
+                    ))
                 owners.append(.changeInvisible(client))
             }
         case .raft, .peerHello, .peerProof:
             preconditionFailure("peer frames do not reach the client router")
         }
     }
+
+    /// The leader's clock for entries that carry none otherwise, while tracing is on (their
+    /// steps are then traced at it); nil otherwise, so that members of an older version, which
+    /// do not read it, can replay the log of a group that never traces.
+    var stamp: UInt64? { broker.tracingActive ? now : nil }
 
     func invalidInvisibleTime(_ millis: UInt64) -> ErrorBody? {
         let range = config.invisibleMillisRange
@@ -413,5 +441,25 @@ extension Node {
         case .changeInvisible(let c): out.replies.append(Reply(to: c, opcode: Opcode.changeInvisible.rawValue, result: .failure(e)))
         case .internalWrite: break
         }
+    }
+}
+
+extension Node {
+    /// Which leader stored entry `index`, in which term, as the log tells: the entry's term, and
+    /// the leader named by the first entry of that term (its no-op); ("", 0) when the log no
+    /// longer holds the entry, and no name when it no longer holds the term's first entry.
+    func storedBy(_ index: UInt64) throws(StorageError) -> (leader: String, term: UInt64) {
+        let log = replica.log
+        guard index >= log.firstIndex, index <= log.lastIndex, let term = try log.term(at: index) else { return ("", 0) }
+        var lo = log.firstIndex
+        var hi = index
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2
+            if let t = try log.term(at: mid), t >= term { hi = mid } else { lo = mid + 1 }
+        }
+        guard let first = try log.read(from: lo, maxBytes: 1 << 10).first, first.term == term, first.type == RaftEntryType.noop,
+            let name = String(validating: first.body, as: UTF8.self)
+        else { return ("", term) }
+        return (name, term)
     }
 }

@@ -105,7 +105,7 @@ extension Node {
     func snapshotIfDue(_ entry: LogEntry, into out: inout NodeOutput) {
         let byEntries = config.snapshotEveryEntries > 0 && entry.index % config.snapshotEveryEntries == 0
         let every = config.snapshotEveryBytes, after = broker.appliedBytes
-        let byBytes = every > 0 && after / every != (after - UInt64(entry.body.count)) / every
+        let byBytes = every > 0 && after / every != (after - Broker.countedBytes(type: entry.type, entry.body.count)) / every
         guard byEntries || byBytes else { return }
         takeSnapshot(entry, into: &out)
     }

@@ -29,7 +29,7 @@ extension Node {
             bytes += item.count
         }
         guard !items.isEmpty else { return }
-        let (result, output) = try replica.propose([(BrokerEntryType.releaseCopies, ReleaseCopies(items: items).encoded())])
+        let (result, output) = try replica.propose([(BrokerEntryType.releaseCopies, ReleaseCopies(items: items, at: stamp).encoded())])
         if case .accepted(let first, _) = result {
             releaseInFlight = first
             pending[first] = .internalWrite

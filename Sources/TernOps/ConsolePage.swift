@@ -134,8 +134,20 @@ $("lookup").onsubmit = async (ev) => {
   ev.preventDefault();
   const id = $("q-id").value.trim(), topic = $("q-topic").value.trim(), key = $("q-key").value.trim();
   const q = id ? "id=" + encodeURIComponent(id) : "topic=" + encodeURIComponent(topic) + "&key=" + encodeURIComponent(key);
-  try { $("lookup-result").textContent = JSON.stringify(await getJSON("/api/messages?" + q), null, 2); }
-  catch (e) { $("lookup-result").textContent = e.message; }
+  try {
+    const found = await getJSON("/api/messages?" + q);
+    let text = JSON.stringify(found, null, 2);
+    // The trace of each message found, when its topic is traced.
+    for (const m of found) {
+      try {
+        const t = await getJSON("/api/messages/" + m.id + "/trace");
+        text += "\n\ntrace of " + m.id + (t.leader ? " (stored by " + t.leader + " in term " + t.term + ")" : "") + ":\n" +
+          t.steps.map((s) => s.time + "  " + s.step + (s.group ? " group " + s.group : "") + (s.queue ? " " + s.queue + "@" + s.offset : "") +
+            (s.attempt ? " attempt " + s.attempt : "") + (s.copy ? " copy " + s.copy : "")).join("\n");
+      } catch (e) { /* not traced */ }
+    }
+    $("lookup-result").textContent = text;
+  } catch (e) { $("lookup-result").textContent = e.message; }
 };
 // Charts from this node's last three minutes (sampled by the node every two seconds).
 async function charts() {

@@ -167,6 +167,11 @@ public final class OpsServer: Sendable {
             let name = try context.parameters.require("name")
             return try await self.api(request) { GroupView(try await $0.groupProgress(name)) }
         }
+        router.get("/api/messages/{id}/trace") { request, context in
+            let text = try context.parameters.require("id")
+            guard let id = MessageID(text.uppercased()) else { throw HTTPError(.badRequest, message: "\(text) is not a message id (20 hexadecimal digits)") }
+            return try await self.api(request) { TraceView(try await $0.trace(id: id)) }
+        }
         router.get("/api/messages") { request, _ in
             let q = request.uri.queryParameters
             return try await self.api(request) { cluster -> [MessageView] in

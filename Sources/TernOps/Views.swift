@@ -123,3 +123,66 @@ struct ErrorView: Encodable, Sendable {
     var error: String
     var code: Int?
 }
+
+/// A message's trace as JSON (`tern admin message trace --json`, /api/messages/ID/trace) and as
+/// the CLI's text.
+public struct TraceView: Encodable, Sendable {
+    struct Step: Encodable, Sendable {
+        var step: String
+        var at: UInt64
+        var time: String
+        var entry: UInt64
+        var group: String?
+        var queue: String?
+        var offset: UInt64?
+        var attempt: UInt32?
+        var until: UInt64?
+        var copy: String?
+    }
+    var id: String
+    var topic: String
+    var leader: String
+    var term: UInt64
+    var steps: [Step]
+    var dropped: UInt32
+
+    public init(_ t: MessageTrace) {
+        id = t.id.description
+        topic = t.topic
+        leader = t.leader
+        term = t.term
+        dropped = t.dropped
+        steps = t.events.map { e in
+            let timed: Set<TraceEvent.Kind> = [.delayed, .received, .invisibleChanged]
+            // Steps at a queue position; the others name at most the queue a message is bound for.
+            let placed: Set<TraceEvent.Kind> = [.stored, .released, .committed, .received, .acknowledged, .invisibleChanged, .consumed]
+            return Step(
+                step: e.kind.description, at: e.at, time: isoTime(e.at), entry: e.index, group: e.group.isEmpty ? nil : e.group,
+                queue: e.queue.map { "\($0.topic):\($0.queueID)" }, offset: e.queue != nil && placed.contains(e.kind) ? e.offset : nil,
+                attempt: e.attempt == 0 ? nil : e.attempt,
+                until: timed.contains(e.kind) ? e.detail : nil, copy: e.copy?.description)
+        }
+    }
+
+    /// One line per step, after a heading.
+    public var text: String {
+        var lines = ["message \(id) of topic \(topic)" + (leader.isEmpty ? "" : ", stored by \(leader) in term \(term)")]
+        for s in steps {
+            var what = s.step.padding(toLength: 18, withPad: " ", startingAt: 0)
+            if let q = s.queue { what += s.offset.map { " \(q)@\($0)" } ?? " \(q)" }
+            if let g = s.group { what += " group \(g)" }
+            if let a = s.attempt { what += " attempt \(a)" }
+            if let u = s.until { what += s.step == "delayed" ? " due \(isoTime(u))" : " invisible until \(isoTime(u))" }
+            if let c = s.copy { what += " copy \(c)" }
+            lines.append("  \(s.time)  \(what)  (entry \(s.entry))")
+        }
+        if dropped > 0 { lines.append("  (\(dropped) steps left out: a trace keeps its first 16 and its newest steps, 64 in all)") }
+        return lines.joined(separator: "\n")
+    }
+}
+
+func isoTime(_ millis: UInt64) -> String {
+    let f = ISO8601DateFormatter()
+    f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+    return f.string(from: Date(timeIntervalSince1970: Double(millis) / 1000))
+}

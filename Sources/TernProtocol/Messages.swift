@@ -64,6 +64,11 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     /// Consumer progress (`Empty` -> `GroupList`; `NameRequest` -> `GroupProgress`).
     case listGroups = 35
     case groupProgress = 36
+    /// Message trace (docs/operations.md): a message's steps (`MessageIDRequest` with one id ->
+    /// `MessageTrace`, any node), and tracing on or off for a topic (`TraceTopicRequest` ->
+    /// `Empty`, admin right, the leader).
+    case traceMessage = 37
+    case traceTopic = 38
     /// A Raft message between members (one way, no response). With peer authentication on, only
     /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100

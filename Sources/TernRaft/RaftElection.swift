@@ -86,7 +86,8 @@ extension Raft {
         heardIncarnations = [:]
         endMarks = (log.lastIndex, log.lastIndex)
         termStartIndex = log.lastIndex + 1
-        try appendToLog([Entry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: [])])
+        // The no-op names its leader (the broker's message trace reads it; Raft ignores it).
+        try appendToLog([Entry(index: termStartIndex, term: term, type: RaftEntryType.noop, body: Array(id.name.utf8))])
         try broadcastAppend()
         try maybeCommit()
     }

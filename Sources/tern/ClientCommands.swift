@@ -69,7 +69,7 @@ struct Admin: ParsableCommand {
     struct Topic: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Create, list, describe and delete topics.",
-            subcommands: [Create.self, List.self, Describe.self, Update.self, Delete.self])
+            subcommands: [Create.self, List.self, Describe.self, Update.self, Delete.self, TraceTopic.self])
 
         struct Create: AsyncParsableCommand {
             @OptionGroup var endpoints: Endpoints
@@ -189,7 +189,7 @@ struct Admin: ParsableCommand {
 extension Admin {
     struct MessageAdmin: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "message", abstract: "Look messages up; recall delayed ones.", subcommands: [Get.self, Recall.self])
+            commandName: "message", abstract: "Look messages up, trace them; recall delayed ones.", subcommands: [Get.self, Trace.self, Recall.self])
 
         struct Recall: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Cancel a delayed message that is still pending.")

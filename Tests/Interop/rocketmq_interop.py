@@ -309,6 +309,39 @@ def invisible(topic, group):
         check(time.time() - changed_at >= 1.9, "not before the changed time")
 
 
+def traced(topic, group):
+    log("trace: a delayed message received, redelivered after a changed invisible time, then acknowledged; "
+        "tern admin message trace shows every step")
+    tern("admin", "topic", "trace", topic, "on")
+    p = Producer(config(), (topic,))
+    p.startup()
+    m = message(topic, "traced", keys="trace-me")
+    m.delivery_timestamp = int(time.time()) + 2
+    r = p.send(m)
+    p.shutdown()
+    c = SimpleConsumer(config(), group, {topic: FilterExpression()}, await_duration=5)
+    c.startup()
+    first = drain(c, 1, 20, invisible=20, ack=False)
+    if first:
+        c.change_invisible_duration(first[0], 1)
+    back = drain(c, 1, 20, invisible=20)
+    c.shutdown()
+    check(len(first) == 1 and len(back) == 1 and back[0].delivery_attempt == 2, "received, changed, received again as attempt 2, acknowledged")
+    # By the client's message id (indexed like a key) and by the key.
+    for ref in (r.message_id, "trace-me"):
+        traces = json.loads(tern("admin", "message", "trace", ref, "--topic", topic, "--json"))
+        steps = [s["step"] for s in traces[0]["steps"]] if len(traces) == 1 else []
+        check(steps == ["delayed", "released", "received", "invisible changed", "received", "acknowledged"],
+              "the trace by %s shows every step: %s" % ("client id" if ref != "trace-me" else "key", steps))
+        if len(traces) == 1:
+            t = traces[0]
+            attempts = [s.get("attempt") for s in t["steps"] if s["step"] == "received"]
+            check(attempts == [1, 2] and t["leader"] != "" and t["term"] > 0 and all(s["group"] == group for s in t["steps"][2:]),
+                  "receives numbered 1 and 2, by group %s; stored by %s in term %d" % (group, t["leader"], t["term"]))
+            times = [s["at"] for s in t["steps"]]
+            check(times == sorted(times), "the steps' times ascend")
+
+
 class Listener(MessageListener):
     def __init__(self, fail_once):
         self.fail_once = fail_once
@@ -464,8 +497,9 @@ def secured(base_port, grpc_base_port):
             "-out", work + "/node.pem", "-days", "30", "-extfile", work + "/ext.cnf")
     data = work + "/data"
     endpoints = ",".join("127.0.0.1:%d" % (base_port + k) for k in range(3))
+    # No HTTP listeners: this cluster runs beside the main one (its default ports would clash).
     up = subprocess.Popen([args.tern, "cluster", "up", "--data", data, "--base-port", str(base_port), "--grpc-base-port", str(grpc_base_port),
-                           "--tls-cert", work + "/node.pem", "--tls-key", work + "/node.key", "--tls-ca", work + "/ca.pem", "--acl"],
+                           "--http-base-port", "0", "--tls-cert", work + "/node.pem", "--tls-key", work + "/node.key", "--tls-ca", work + "/ca.pem", "--acl"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in up.stdout:
@@ -527,7 +561,7 @@ def main():
     args.grpc = "127.0.0.1:%d" % args.grpc_base_port
     subprocess.run(["rm", "-rf", args.data])
     up = subprocess.Popen([args.tern, "cluster", "up", "--data", args.data, "--base-port", str(args.base_port),
-                           "--grpc-base-port", str(args.grpc_base_port),
+                           "--grpc-base-port", str(args.grpc_base_port), "--http-base-port", "0",
                            "--node-arg=--transaction-check-first-ms=1000", "--node-arg=--transaction-check-interval-ms=2000"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
@@ -537,7 +571,7 @@ def main():
                 break
         threading.Thread(target=lambda: [None for _ in up.stdout], daemon=True).start()
         for t, kind in (("normal", "normal"), ("tags", "normal"), ("fifo", "fifo"), ("fifo-push", "fifo"), ("delay", "delay"), ("txn", "transaction"),
-                        ("invisible", "normal"), ("push", "mixed"), ("kill", "normal")):
+                        ("invisible", "normal"), ("push", "mixed"), ("kill", "normal"), ("traced", "mixed")):
             tern("admin", "topic", "create", t, "--queues", "4", "--type", kind)
         tern("admin", "group", "create", "g-fifo", "--fifo")
         tern("admin", "group", "create", "g-fifo-push", "--fifo")
@@ -549,6 +583,7 @@ def main():
             ("delay", lambda: delay("delay", "g-delay")),
             ("transaction", lambda: transaction("txn", "g-txn")),
             ("invisible", lambda: invisible("invisible", "g-invisible")),
+            ("trace", lambda: traced("traced", "g-traced")),
             ("push", lambda: push("push", "g-push")),
             ("kill", lambda: across_kill("kill", "g-kill")),
             ("secured", lambda: secured(args.base_port + 10, args.grpc_base_port + 10)),

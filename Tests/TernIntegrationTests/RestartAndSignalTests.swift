@@ -88,7 +88,7 @@ struct RestartAndSignalTests {
         defer { try? FileManager.default.removeItem(atPath: data) }
         let process = Process()
         process.executableURL = URL(fileURLWithPath: binary)
-        process.arguments = ["cluster", "up", "--data", data, "--base-port", "\(base)", "--grpc-base-port", "\(grpcBase)"]
+        process.arguments = ["cluster", "up", "--data", data, "--base-port", "\(base)", "--grpc-base-port", "\(grpcBase)", "--http-base-port", "0"]
         let out = Pipe()
         process.standardOutput = out
         process.standardError = FileHandle.nullDevice
