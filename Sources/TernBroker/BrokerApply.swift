@@ -149,7 +149,7 @@ extension Broker {
                 return .failed(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist"))
             }
             topicTypes[name] = nil
-            traces.topics.remove(name)
+            forgetTraces(ofTopic: name)
             sendBacks[name] = nil  // a topic created again under the name starts a new window
             for q in 0..<n { try removeQueue(QueueRef(topic: name, queueID: q)) }
             for g in receiveGroups.keys.sorted() {
@@ -263,9 +263,12 @@ extension Broker {
         var keys: [[String]] = []
         var deliverAt: UInt64?
         var half = false
-        // A give-back: the message it copies (a traced one's trace gets the copy's steps).
+        // A give-back (one message, in a retry or dead-letter topic): the message it copies, whose
+        // trace, when it has one, takes the copy's steps. A traced retry topic traces a copy on
+        // its own only when its original is not traced.
+        let giveBack = header.count == 1 && (header.topic.hasPrefix("%RETRY%") || header.topic.hasPrefix("%DLQ%"))
         var origin: (id: MessageID, attempt: UInt32)?
-        let traced = traces.topics.contains(header.topic)
+        var traced = traces.topics.contains(header.topic)
         var scan = r
         for k in 0..<Int(header.count) {
             let start = UInt32(scan.position)
@@ -281,7 +284,7 @@ extension Broker {
                 keys.append(m.keys)
             }
             if m.properties[TransactionProperty.half] == "true" { half = true }
-            if traces.active, header.count == 1, let text = m.properties[RetryProperty.originMessageID], let id = MessageID(text) {
+            if giveBack, traces.active, let text = m.properties[RetryProperty.originMessageID], let id = MessageID(text) {
                 origin = (id, UInt32(m.properties[RetryProperty.reconsumeTimes] ?? "") ?? 0)
             }
             switch Delay.deliverAt(m.properties, storeTimestamp: storeTimestamp, maxDelayMillis: config.maxDelayMillis) {
@@ -295,6 +298,7 @@ extension Broker {
             }
         }
         guard scan.atEnd else { return .failed(ErrorBody(code: ErrorCode.badRequest, message: "\(scan.remaining) bytes after the last message")) }
+        if let o = origin, traces.origin(o.id) != nil { traced = false } else { origin = nil }
         if half {
             if let e = Broker.validateHalf(header, delayed: deliverAt != nil) { return .failed(e) }
         }

@@ -154,10 +154,12 @@ extension Broker {
     func applyReceipt(_ e: ReceiptEntry, index: UInt64) -> ApplyOutcome {
         let h = e.handle
         if let at = e.at { traceClock = at }
-        let traced = traces.active ? tracedIDs(in: h.queue, h.offset..<(h.offset + 1)).first?.id : nil
         guard let state = receiveGroups[e.group]?[h.queue], h.offset < state.next else {
             return .failed(ErrorBody(code: ErrorCode.receiptExpired, message: "receipt handle \(h) names nothing this group received"))
         }
+        // Below `state.next`, so below the queue's end: `offset + 1` cannot overflow (the handle
+        // is the client's; seen with UInt64.max by review, TraceTests.forgedReceipt).
+        let traced = traces.active ? tracedIDs(in: h.queue, h.offset..<(h.offset + 1)).first?.id : nil
         guard let inv = state.invisible[h.offset] else {
             // Consumed already: a repeated acknowledgement (its first answer was lost) succeeds.
             if e.until == nil { return .done }

@@ -24,6 +24,9 @@ struct TraceRecord {
 struct TraceStore {
     static let maxEvents = 64
     static let keptFirst = 16
+    /// Retry and dead-letter copies followed per traced message, at most (16 retries and the
+    /// dead letter, resent a few times).
+    static let maxCopies = 64
     /// Topics with tracing on.
     var topics: Set<String> = []
     var records: [MessageID: TraceRecord] = [:]
@@ -105,9 +108,9 @@ extension Broker {
         traces.rows[queue] = entry
     }
 
-    /// A retry or dead-letter copy of a traced message.
+    /// A retry or dead-letter copy of a traced message (not followed past `maxCopies`).
     func traceCopy(_ copy: MessageID, of original: MessageID) -> Bool {
-        guard let origin = traces.origin(original) else { return false }
+        guard let origin = traces.origin(original), traces.records[origin]!.copies.count < TraceStore.maxCopies else { return false }
         traces.aliases[copy] = origin
         traces.records[origin]!.copies.append(copy)
         return true
@@ -129,6 +132,42 @@ extension Broker {
             i += 1
         }
         return out
+    }
+
+    /// A deleted topic: its messages and their traces go (a topic created again under the name
+    /// starts its queues at offset 0, and must not meet the old rows).
+    func forgetTraces(ofTopic name: String) {
+        traces.topics.remove(name)
+        guard traces.records.values.contains(where: { $0.topic == name || $0.rows.contains { $0.queue.topic == name } }) else { return }
+        let live = traces.order[traces.head...].filter { traces.records[$0] != nil }
+        var kept: [MessageID] = []
+        for id in live {
+            var record = traces.records[id]!
+            if record.topic == name {
+                traces.records[id] = nil
+                for c in record.copies { traces.aliases[c] = nil }
+                continue
+            }
+            record.rows.removeAll { $0.queue.topic == name }
+            traces.records[id] = record
+            kept.append(id)
+        }
+        traces.order = kept
+        traces.head = 0
+        // The per-queue index again from what is left, as a restore builds it.
+        rebuildTraceRows()
+    }
+
+    /// The per-queue index of traced positions, from the records, in offset order.
+    func rebuildTraceRows() {
+        var rows: [(queue: QueueRef, offset: UInt64, id: MessageID, order: Int)] = []
+        for (k, id) in traces.order[traces.head...].enumerated() {
+            guard let record = traces.records[id] else { continue }
+            for row in record.rows { rows.append((row.queue, row.offset, row.id, k)) }
+        }
+        rows.sort { ($0.queue, $0.offset, $0.order) < ($1.queue, $1.offset, $1.order) }
+        traces.rows = [:]
+        for row in rows { traces.rows[row.queue, default: ([], 0)].list.append((row.offset, row.id)) }
     }
 
     /// Retention deleted the entries before `trimIndex`: the traces of messages stored there go.
@@ -191,7 +230,6 @@ extension Broker {
     func restoreTraces(from r: inout WireReader) throws(WireError) {
         traces = TraceStore()
         traces.topics = Set(try r.strings("traced topics"))
-        var rows: [(queue: QueueRef, offset: UInt64, id: MessageID)] = []
         for _ in 0..<(try r.u32("traces")) {
             let id = try r.messageID()
             var record = TraceRecord(topic: try r.string("traced topic"))
@@ -203,12 +241,9 @@ extension Broker {
                 record.copies.append(c)
                 traces.aliases[c] = id
             }
-            rows += record.rows
             traces.records[id] = record
             traces.order.append(id)
         }
-        // Per queue in offset order, as they were appended.
-        rows.sort { ($0.queue, $0.offset) < ($1.queue, $1.offset) }
-        for row in rows { traces.rows[row.queue, default: ([], 0)].list.append((row.offset, row.id)) }
+        rebuildTraceRows()
     }
 }

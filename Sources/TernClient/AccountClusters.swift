@@ -14,6 +14,8 @@ public final class AccountClusters: Sendable {
     let options: TernCluster.Options
     let loops: any EventLoopGroup
     private let clients = NIOLockedValueBox<(base: TernCluster?, byAccount: [String: (secret: [UInt8], cluster: TernCluster)])>((nil, [:]))
+    /// Clients replaced or evicted, shut down a minute later (or at `shutdown`).
+    private let retiring = NIOLockedValueBox<[TernCluster]>([])
 
     public init(endpoints: [String], options: TernCluster.Options, loops: any EventLoopGroup) {
         self.endpoints = endpoints
@@ -53,9 +55,15 @@ public final class AccountClusters: Sendable {
             return made
         }
         for old in retired {
+            retiring.withLockedValue { $0.append(old) }
             Task {
                 try? await Task.sleep(for: .seconds(60))
-                await old.shutdown()
+                let still = self.retiring.withLockedValue { list in
+                    guard let k = list.firstIndex(where: { $0 === old }) else { return false }
+                    list.remove(at: k)
+                    return true
+                }
+                if still { await old.shutdown() }
             }
         }
         return chosen
@@ -66,6 +74,10 @@ public final class AccountClusters: Sendable {
             defer { all = (nil, [:]) }
             return (all.base.map { [$0] } ?? []) + all.byAccount.values.map(\.cluster)
         }
-        for c in all { await c.shutdown() }
+        let retired = retiring.withLockedValue { list in
+            defer { list = [] }
+            return list
+        }
+        for c in all + retired { await c.shutdown() }
     }
 }

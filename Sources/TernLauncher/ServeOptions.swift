@@ -350,6 +350,7 @@ private func startOps(_ cfg: ServerConfig, listen: String, server: TernServer, m
     }
     if cfg.acl {
         oc.secretOf = { [server] in server.accountSecret($0) }
+        oc.isAdmin = { [server] in server.accountIsAdmin($0) }
         if cfg.tlsCertPath == nil {
             logger.warning("HTTP listener with access control but without TLS: passwords cross the wire in the clear (basic authentication)")
         }

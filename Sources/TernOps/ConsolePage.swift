@@ -86,7 +86,8 @@ const bytes = (n) => n >= 1<<30 ? (n/(1<<30)).toFixed(1)+" GiB" : n >= 1<<20 ? (
 async function getJSON(path) {
   const r = await fetch(path, {cache: "no-store"});
   const body = await r.json().catch(() => ({error: r.statusText}));
-  if (!r.ok) throw new Error(body.error || r.statusText);
+  // The API's errors are {"error": "..."}; the server's own (401, 404) {"error": {"message": "..."}}.
+  if (!r.ok) throw new Error((body.error && body.error.message) || body.error || r.statusText);
   return body;
 }
 async function members() {

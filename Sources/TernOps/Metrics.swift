@@ -77,8 +77,14 @@ struct NodeReading: Sendable {
             stored[topic] = total
         }
         guard node.brokerReadable else { return }
-        for group in broker.groupNames() {
-            guard let rows = try? broker.progress(group: group, storeTimes: false) else { continue }
+        // As `tern admin group describe` counts it: the topics the group consumed, and on the
+        // leader (which alone knows the members) the topics its members subscribe to.
+        for group in Set(broker.groupNames()).union(node.groups.groupNames()).sorted() {
+            var subscribed: Set<String> = []
+            for id in node.groups.members(of: group) {
+                for q in node.groups.assignment(group: group, clientID: id, queuesOf: { broker.topics[$0] }) { subscribed.insert(q.topic) }
+            }
+            guard let rows = try? broker.progress(group: group, alsoTopics: subscribed, storeTimes: false) else { continue }
             lag[group] = rows.map { ($0.queue, $0.lag) }
         }
     }
@@ -98,8 +104,11 @@ final class OpsMetrics: Sendable {
         var groups: Set<String> = []
         /// The last cumulative value added to each counter, by its label and dimensions.
         var counted: [String: UInt64] = [:]
-        /// The gauges set by the previous scrape whose series may have gone (a group's queue).
+        /// The gauges set by the previous scrape whose series may have gone (a group, a group's
+        /// queue, a topic).
         var lagSeries: Set<[String]> = []
+        var groupSeries: Set<String> = []
+        var storedSeries: Set<String> = []
     }
 
     init() {
@@ -190,6 +199,10 @@ final class OpsMetrics: Sendable {
             stored[Self.label(topic, in: &labels.topics, limit: Self.maxTopics), default: 0] += n
         }
         for (topic, n) in stored { gauge("tern_topic_stored_messages", n, [("topic", topic)]) }
+        for gone in labels.storedSeries.subtracting(stored.keys) {
+            Gauge(label: "tern_topic_stored_messages", dimensions: [("topic", gone)], factory: factory).destroy()
+        }
+        labels.storedSeries = Set(stored.keys)
     }
 
     private func renderLag(_ r: NodeReading, labels: inout Labels) {
@@ -204,6 +217,10 @@ final class OpsMetrics: Sendable {
             }
         }
         for (g, lag) in perGroup { gauge("tern_consumer_group_lag_messages", lag, [("group", g)]) }
+        for gone in labels.groupSeries.subtracting(perGroup.keys) {
+            Gauge(label: "tern_consumer_group_lag_messages", dimensions: [("group", gone)], factory: factory).destroy()
+        }
+        labels.groupSeries = Set(perGroup.keys)
         for (key, lag) in perQueue { gauge("tern_consumer_lag_messages", lag, [("group", key[0]), ("topic", key[1]), ("queue", key[2])]) }
         // A queue or group gone since the last scrape loses its series.
         for gone in labels.lagSeries.subtracting(perQueue.keys) {

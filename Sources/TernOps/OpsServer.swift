@@ -8,7 +8,10 @@
 // With the node's TLS (`--tls-cert`) the listener serves HTTPS with the same certificate. With
 // access control (`--acl`) every path but /health and /ready needs HTTP basic authentication
 // with an account's access key and secret, and the API's requests then run as that account, so
-// that the nodes check its rights (the admin right) as for any client.
+// that the nodes check its rights (the admin right) as for any client; metrics and the history
+// need an admin account too. Without access control, a request must name this listener's host
+// or an IP address in its Host header (a web page elsewhere cannot reach a loopback listener
+// through a name it rebinds to 127.0.0.1).
 import CoreMetrics
 import Foundation
 import Hummingbird
@@ -35,6 +38,8 @@ public struct OpsConfig: Sendable {
     public var tls: (certPath: String, keyPath: String)?
     /// Access control: the secret of an account (nil: no such account); nil: no authentication.
     public var secretOf: (@Sendable (String) -> [UInt8]?)?
+    /// Access control: whether an account has the admin right.
+    public var isAdmin: @Sendable (String) -> Bool = { _ in false }
 
     public init(listen: String, nodeEndpoints: [String]) {
         self.listen = listen
@@ -51,6 +56,12 @@ public final class OpsServer: Sendable {
     let clusters: AccountClusters
     let history = History()
     private let running = NIOLockedValueBox<[Task<Void, Never>]>([])
+    /// The last reading of the node, reused for a second: scrapes and consoles at any rate cost
+    /// the node's loop at most one reading a second.
+    private let lastReading = NIOLockedValueBox<(at: ContinuousClock.Instant, reading: NodeReading)?>(nil)
+    /// The group summaries per account, reused for a second and a half (every open console asks
+    /// every two seconds).
+    private let lastGroups = NIOLockedValueBox<[String: (at: ContinuousClock.Instant, groups: [GroupSummary])]>([:])
 
     /// The factory the node's server records its latencies into; pass it as
     /// `ServerConfig.metrics` before the server starts.
@@ -95,14 +106,17 @@ public final class OpsServer: Sendable {
         return try await withCheckedThrowingContinuation { continuation in
             bound.withLockedValue { $0 = continuation }
             let task = Task { [logger] in
+                var failure = "it stopped before listening"
                 do {
                     try await app.run()
                 } catch {
                     logger.error("HTTP listener stopped: \(error)")
-                    bound.withLockedValue {
-                        $0?.resume(throwing: ClientError.invalidArgument("cannot listen for HTTP on \(self.config.listen): \(error)"))
-                        $0 = nil
-                    }
+                    failure = "\(error)"
+                }
+                // Stopped before it listened (cancelled, or failed to bind): start() must not wait on.
+                bound.withLockedValue {
+                    $0?.resume(throwing: ClientError.invalidArgument("cannot listen for HTTP on \(self.config.listen): \(failure)"))
+                    $0 = nil
                 }
             }
             let sampling = Task { await self.history.run(server: self.server) }
@@ -110,10 +124,23 @@ public final class OpsServer: Sendable {
         }
     }
 
+    /// Stops serving: the app closes its connections, then the group's clients go, then the
+    /// event loop.
     public func stop() async {
-        running.withLockedValue { $0 }.forEach { $0.cancel() }
+        let tasks = running.withLockedValue { $0 }
+        for t in tasks { t.cancel() }
+        for t in tasks { await t.value }
         await clusters.shutdown()
         try? await loops.shutdownGracefully()
+    }
+
+    /// This node, read on its loop (at most once a second).
+    func reading() async throws -> NodeReading {
+        let now = ContinuousClock.now
+        if let last = lastReading.withLockedValue({ $0 }), now - last.at < .seconds(1) { return last.reading }
+        let r = try await server.inspect { node, shell in NodeReading(node: node, shell: shell) }.get()
+        lastReading.withLockedValue { $0 = (now, r) }
+        return r
     }
 
     // MARK: Routes
@@ -122,8 +149,8 @@ public final class OpsServer: Sendable {
         router.get("/health") { _, _ in try await self.health(ready: false) }
         router.get("/ready") { _, _ in try await self.health(ready: true) }
         router.get("/metrics") { request, _ in
-            _ = try self.account(request)
-            let reading = try await self.server.inspect { node, shell in NodeReading(node: node, shell: shell) }.get()
+            _ = try self.account(request, admin: true)
+            let reading = try await self.reading()
             var headers = HTTPFields()
             headers[.contentType] = "text/plain; version=0.0.4; charset=utf-8"
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: self.metrics.render(reading))))
@@ -136,7 +163,7 @@ public final class OpsServer: Sendable {
             return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(string: consolePage)))
         }
         router.get("/api/history") { request, _ in
-            _ = try self.account(request)
+            _ = try self.account(request, admin: true)
             return self.json(self.history.recent, status: .ok)
         }
         router.get("/api/cluster") { request, _ in
@@ -154,11 +181,18 @@ public final class OpsServer: Sendable {
             return try await self.api(request) { TopicView(try await $0.describeTopic(name)) }
         }
         router.get("/api/groups") { request, _ in
-            try await self.api(request) { cluster in
+            let key = try self.account(request)?.accessKey ?? ""
+            return try await self.api(request) { cluster in
+                let now = ContinuousClock.now
+                if let last = self.lastGroups.withLockedValue({ $0[key] }), now - last.at < .milliseconds(1500) { return last.groups }
                 var out: [GroupSummary] = []
                 for name in try await cluster.listGroups() {
                     let g = try await cluster.groupProgress(name)
                     out.append(GroupSummary(group: name, members: g.members.count, lag: g.totalLag))
+                }
+                self.lastGroups.withLockedValue {
+                    if $0.count > 64 { $0 = [:] }
+                    $0[key] = (now, out)
                 }
                 return out
             }
@@ -210,9 +244,14 @@ public final class OpsServer: Sendable {
         return json(h, status: ready && !h.ready ? .serviceUnavailable : .ok)
     }
 
-    /// The account the request authenticated as ("" without access control); throws 401.
-    func account(_ request: Request) throws -> Credentials? {
-        guard let secretOf = config.secretOf else { return nil }
+    /// The account the request authenticated as (nil without access control); throws 401, or
+    /// 403 when `admin` is asked for and the account lacks the right. Without access control,
+    /// throws 421 for a Host header that names neither this listener nor an address.
+    func account(_ request: Request, admin: Bool = false) throws -> Credentials? {
+        guard let secretOf = config.secretOf else {
+            try checkHost(request)
+            return nil
+        }
         let challenge: HTTPFields = [.wwwAuthenticate: "Basic realm=\"tern\", charset=\"UTF-8\""]
         guard let header = request.headers[.authorization], header.hasPrefix("Basic "),
             let decoded = Data(base64Encoded: String(header.dropFirst(6))).map({ String(decoding: $0, as: UTF8.self) }),
@@ -225,9 +264,28 @@ public final class OpsServer: Sendable {
         guard constantTimeEqual(given, secret ?? AccountClusters.nobody), secret != nil else {
             throw HTTPError(.unauthorized, headers: challenge, message: "wrong access key or secret")
         }
+        if admin && !config.isAdmin(key) { throw HTTPError(.forbidden, message: "account \(key) may not read metrics (admin right)") }
         var c = Credentials(accessKey: key, secret: "")
         c.secret = given
         return c
+    }
+
+    /// A request to a listener without access control must name it by an address, or by the host
+    /// it listens on, or localhost: a name a web page rebinds to 127.0.0.1 is refused.
+    func checkHost(_ request: Request) throws {
+        guard let header = request.head.authority else { return }
+        var host = Substring(header)
+        if host.hasPrefix("[") {
+            host = host.dropFirst().prefix { $0 != "]" }
+        } else if let colon = host.lastIndex(of: ":") {
+            host = host[..<colon]
+        }
+        let name = host.lowercased()
+        let listenHost = (parseEndpoint(config.listen)?.host ?? "").lowercased()
+        let isAddress = name.contains(":") || (!name.isEmpty && name.allSatisfy { $0.isNumber || $0 == "." })
+        guard isAddress || name == "localhost" || name == listenHost else {
+            throw HTTPError(.misdirectedRequest, message: "this listener answers requests for its address, localhost or \(listenHost), not \(name)")
+        }
     }
 
     /// Runs an API call on a client of the group speaking for the caller's account; the answer

@@ -28,6 +28,7 @@ final class LoopMeter {
     private var seenEntries = 0
     private var seenBytes = 0
     private var seenLastIndex: UInt64 = 0
+    /// The last leader known (never reset to none).
     private var seenLeader: String?
     /// Commits timed so far and their total time, for the console's chart.
     private(set) var commits: (count: UInt64, nanos: UInt64) = (0, 0)
@@ -46,9 +47,9 @@ final class LoopMeter {
         let now = DispatchTime.now().uptimeNanoseconds
         let raft = node.replica.raft
         let log = node.replica.log
-        let leader = raft.leader?.name
-        if leader != seenLeader {
-            if leader != nil { leaderChanges.increment() }
+        // A change to a new leader; not losing one (a pre-vote forgets it) and hearing it again.
+        if let leader = raft.leader?.name, leader != seenLeader {
+            leaderChanges.increment()
             seenLeader = leader
         }
         // Batches: each submitted one is timed until the device has no more than the rest in flight.

@@ -165,6 +165,7 @@ public final class TernServer: @unchecked Sendable {
     /// The accounts' secrets as of the last step (and the root account's), for the RocketMQ
     /// front, which checks its clients' signatures off the loop.
     private let publishedSecrets = NIOLockedValueBox<[String: [UInt8]]>([:])
+    private let publishedAdmins = NIOLockedValueBox<Set<String>>([])
     /// Which broker (an install or restore replaces it) and which of its account versions.
     private var publishedVersion: (broker: ObjectIdentifier, version: UInt64)?
     let meter: LoopMeter?
@@ -478,12 +479,26 @@ public final class TernServer: @unchecked Sendable {
         publishedSecrets.withLockedValue { $0[accessKey] }
     }
 
+    /// Whether account `accessKey` has the admin right, as of the node's last step (the HTTP
+    /// listener's metrics need it). Safe from any thread.
+    public func accountIsAdmin(_ accessKey: String) -> Bool {
+        publishedAdmins.withLockedValue { $0.contains(accessKey) }
+    }
+
     /// On the loop: copies the accounts' secrets for `accountSecret`.
     private func publishSecrets() {
         var all: [String: [UInt8]] = [:]
-        for (key, account) in node.broker.accounts { all[key] = account.secret }
-        if let root = rootAccount { all[root.accessKey] = root.secret }
+        var admins: Set<String> = []
+        for (key, account) in node.broker.accounts {
+            all[key] = account.secret
+            if account.admin { admins.insert(key) }
+        }
+        if let root = rootAccount {
+            all[root.accessKey] = root.secret
+            admins.insert(root.accessKey)
+        }
         publishedSecrets.withLockedValue { $0 = all }
+        publishedAdmins.withLockedValue { $0 = admins }
         publishedVersion = (ObjectIdentifier(node.broker), node.broker.accountsVersion)
     }
 

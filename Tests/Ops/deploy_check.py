@@ -154,7 +154,7 @@ try:
     with urllib.request.urlopen(req, context=ctx, timeout=3) as r:
         sys.stdout.write(r.read().decode())
 except urllib.error.HTTPError as e:
-    sys.stdout.write(e.read().decode()); sys.exit(2)
+    sys.stdout.write("HTTP %d %s" % (e.code, e.read().decode())); sys.exit(2)
 """
 
 
@@ -222,9 +222,16 @@ def main():
             roles = sorted(m["role"] for m in cluster["members"])
             if roles != ["follower", "follower", "leader"]:
                 fail(f"the admin API shows roles {roles}")
-            r = subprocess.run(pods.prefix(names[1]) + [sys.executable, "-c", PROBE, api, ca, "admin:wrong"], capture_output=True, text=True)
-            if r.returncode == 0:
-                fail("the admin API answered a wrong secret")
+            # Access control holds on every path but the probes: a wrong secret and no credentials
+            # are both refused with 401.
+            base = f"https://{names[1]}.tern.{NAMESPACE}.svc.cluster.local:8101"
+            for path, auth, want in (("/api/cluster", "admin:wrong", 401), ("/api/cluster", "", 401), ("/metrics", "", 401), ("/", "", 401),
+                                     ("/api/groups", "", 401), ("/metrics", f"admin:{secret}", 200), ("/health", "", 200)):
+                r = subprocess.run(pods.prefix(names[1]) + [sys.executable, "-c", PROBE, base + path, ca, auth], capture_output=True, text=True)
+                got = 200 if r.returncode == 0 else int(r.stdout.split()[1]) if r.stdout.startswith("HTTP ") else None
+                if got != want:
+                    fail(f"GET {path} {'with ' + auth.split(':')[0] + ' credentials' if auth else 'without credentials'} answered {got}, not {want}: {r.stdout[:200]} {r.stderr[-300:]}")
+            print("deploy-check: access control holds on the HTTP listener (401 without credentials or with a wrong secret; the probes open)")
             print(f"deploy-check: passed: 5 messages sent and read back through {endpoints} over TLS as admin; the admin API on {names[1]} shows {roles}")
     finally:
         for name, p, log in procs:

@@ -90,12 +90,20 @@ def main():
             [tern, "cluster", "up", "--data", work + "/data", "--base-port", str(BASE), "--grpc-base-port", "0", "--http-base-port", str(HTTP)],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
         procs.append(up)
+        # `cluster up` prints "leader: ID" once it has one; a reader thread so that silence cannot
+        # hang the check.
+        import queue
+        import threading
+        lines = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(l) for l in up.stdout], daemon=True).start()
         deadline = time.time() + 60
-        for line in up.stdout:
+        while True:
+            try:
+                line = lines.get(timeout=max(0.1, deadline - time.time()))
+            except queue.Empty:
+                fail("the cluster did not elect a leader within 60 s")
             if line.startswith("leader:"):
                 break
-            if time.time() > deadline:
-                fail("the cluster did not elect a leader within 60 s")
         config = work + "/prometheus.yml"
         with open(config, "w") as f:
             f.write("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: tern\n    static_configs:\n"
@@ -141,6 +149,16 @@ def main():
             fail(f"metrics listed in docs/operations.md that no node exposed: {sorted(documented - exposed)}")
         print(f"ops-check: Prometheus scraped 3 nodes: 1 leader, {float(sent[0]['value'][1]):.0f} sends on ops in the last minute, commit p99 "
               f"{float(p99[0]['value'][1]) * 1000:.2f} ms, group slow lag {group['lag']} (as the CLI says); {len(exposed)} metrics, each documented")
+
+        # A name other than the listener's (a web page rebinding its name to 127.0.0.1) is refused.
+        req = urllib.request.Request(f"http://127.0.0.1:{HTTP}/api/messages?topic=ops&key=k", headers={"Host": "rebound.example:%d" % HTTP})
+        try:
+            urllib.request.urlopen(req, timeout=5)
+            fail("a request naming another host was answered")
+        except urllib.error.HTTPError as e:
+            if e.code != 421:
+                fail(f"a request naming another host got {e.code}, not 421")
+        print("ops-check: a request naming another host than the listener's is refused (421)")
 
         # 2. The console.
         status = json.loads(subprocess.run(cli + ["admin", "cluster", "status", "--json"] + ep, check=True, capture_output=True, text=True).stdout)

@@ -126,6 +126,63 @@ struct TraceTests {
         #expect(h.broker.traces.records.count == 2 && h.broker.tracedTopics.isEmpty)
     }
 
+    @Test("found by review: a receipt with a forged offset (UInt64.max) on a traced topic is refused, never traps")
+    func forgedReceipt() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        _ = h.traceTopic("t")
+        h.send("t")
+        _ = try h.receive("g", "t", now: 1_000)
+        let forged = ReceiptHandle(queue: QueueRef(topic: "t", queueID: 0), offset: .max, receiveIndex: 1)
+        guard case .failed(let e) = h.append(BrokerEntryType.receipt, ReceiptEntry(group: "g", handle: forged, until: nil, at: 5).encoded()) else {
+            Issue.record("a forged receipt applied")
+            return
+        }
+        #expect(e.code == ErrorCode.receiptExpired)
+    }
+
+    @Test("found by review: a traced topic deleted and created again: the old traces go, the new messages' steps are theirs, and a restored replica agrees")
+    func deletedAndCreatedAgain() throws {
+        var h = Harness()
+        let q = QueueRef(topic: "t", queueID: 0)
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        _ = h.traceTopic("t")
+        for _ in 0..<3 { h.send("t") }
+        let old = MessageID(entryIndex: 3, slot: 0)
+        #expect(h.broker.messageTrace(old) != nil)
+        h.append(BrokerEntryType.admin, AdminCommand.deleteTopic(name: "t").encoded())
+        #expect(h.broker.messageTrace(old) == nil && !h.broker.tracingActive)
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        _ = h.traceTopic("t")
+        let fresh = MessageID(entryIndex: h.log.next, slot: 0)
+        h.send("t")
+        h.send("t")
+        h.append(BrokerEntryType.offsets, OffsetCommit(groups: ["g": [q: 1]], at: 9).encoded())
+        #expect(h.broker.messageTrace(fresh)?.events.map(\.kind) == [.stored, .consumed])
+        // A replica restored from a snapshot and this one apply the next commit alike.
+        let restored = try h.restoredCopy()
+        #expect(restored.snapshot() == h.broker.snapshot())
+        let body = OffsetCommit(groups: ["g": [q: 2]], at: 10).encoded()
+        let index = h.log.next
+        h.append(BrokerEntryType.offsets, body)
+        _ = try restored.apply(index: index, type: BrokerEntryType.offsets, body: body)
+        #expect(restored.snapshot() == h.broker.snapshot())
+        #expect(h.broker.messageTrace(MessageID(entryIndex: fresh.entryIndex + 1, slot: 0))?.events.map(\.kind) == [.stored, .consumed])
+    }
+
+    @Test("found by review: ORIGIN_MESSAGE_ID on a message of an ordinary topic makes no copy of a traced message")
+    func originOutsideRetryTopics() throws {
+        var h = Harness()
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "t", queues: 1).encoded())
+        h.append(BrokerEntryType.admin, AdminCommand.createTopic(name: "orders-archive", queues: 1).encoded())
+        _ = h.traceTopic("t")
+        let id = MessageID(entryIndex: h.log.next, slot: 0)
+        h.send("t")
+        h.sendKeyed("orders-archive", properties: [RetryProperty.originMessageID: id.description, RetryProperty.reconsumeTimes: "1"])
+        #expect(h.broker.messageTrace(id)?.events.map(\.kind) == [.stored])
+        #expect(h.broker.traces.aliases.isEmpty)
+    }
+
     @Test("stamped entries decode with and without the leader's clock; an old layout still decodes")
     func stamps() throws {
         let handle = ReceiptHandle(queue: QueueRef(topic: "t", queueID: 1), offset: 4, receiveIndex: 9)
