@@ -15,6 +15,9 @@ $SIM --seeds 1-100 --seconds 60
 echo "sim-check: five-member groups, seeds 1-30, 60 virtual seconds each"
 $SIM --seeds 1-30 --seconds 60 --nodes 5
 
+echo "sim-check: message trace on (its state in every snapshot and replay), seeds 1-30, 60 virtual seconds each"
+$SIM --seeds 1-30 --seconds 60 --message-trace
+
 echo "sim-check: seeds that found bugs (docs/simulation.md), 60 virtual seconds each"
 for seed in 17 22 30 38 40 45 54 59 64 181 235 290 1085 1240 1703; do
     out=$($SIM --seed "$seed" --seconds 60)

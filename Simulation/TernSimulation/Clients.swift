@@ -252,6 +252,12 @@ final class SimProducer: SimClient {
     /// The outstanding send's bodies and delay.
     var bodies: [String] = []
     var delay: UInt64?
+    /// Turns tracing of the topic on once it exists (`SimulationOptions.messageTrace`); asked
+    /// again at each timer until a leader confirms.
+    var turnsTracingOn = false
+    var tracingRequest: UInt64?
+    var tracingTarget = 0
+    static let tracingRequestBase: UInt64 = 1 << 40
 
     init(index: Int, producerID: UInt64, topic: String = SimProducer.topic) {
         self.index = index
@@ -262,6 +268,14 @@ final class SimProducer: SimClient {
 
     func timer(_ world: World) {
         world.schedule(.client(index), after: 5_000 + world.below(40_000))
+        if turnsTracingOn && counter > 0 {
+            // The topic exists once a send was made (auto-created): trace it.
+            let id = SimProducer.tracingRequestBase + UInt64(counter)
+            tracingRequest = id
+            world.sendRequest(
+                to: tracingTarget, client: ClientRef(connection: sender.connection, requestID: id),
+                frame: Frame(opcode: Opcode.traceTopic.rawValue, requestID: id, body: TraceTopicRequest(topic: topic, on: true).encoded()))
+        }
         if sender.retryIfDue(world) { return }
         let queue = UInt32(world.below(UInt64(SimProducer.queues)))
         sequences[queue, default: 0] += 1
@@ -282,6 +296,14 @@ final class SimProducer: SimClient {
     }
 
     func reply(_ r: Reply, _ world: World) {
+        if r.to.requestID >= SimProducer.tracingRequestBase {
+            guard r.to.requestID == tracingRequest else { return }
+            switch r.result {
+            case .success: turnsTracingOn = false
+            case .failure(let e): tracingTarget = e.code == ErrorCode.notLeader ? world.leaderHint(e) : world.randomNode()
+            }
+            return
+        }
         guard let response = sender.settle(r, world, who: "producer \(index)") else { return }
         let scheduled = response.firstQueueOffset == SendResponse.scheduled
         if scheduled != (delay != nil) {

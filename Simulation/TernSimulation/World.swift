@@ -29,6 +29,10 @@ public struct SimulationOptions: Sendable {
     public var livenessBoundSeconds = 10.0
     /// Idempotent producers (one consumer runs besides them).
     public var producers = 2
+    /// The first producer turns message tracing of its topic on: the trace's state then rides
+    /// every replica's snapshots, restores and replays, which the checkers compare. Off by
+    /// default, so that a seed's run is what it was before tracing existed.
+    public var messageTrace = false
 
     public init(seed: UInt64) { self.seed = seed }
 }
@@ -61,6 +65,8 @@ public struct SimulationResult: Sendable {
     /// candidates cut off or crashed, and terms a rejoining member skipped to).
     public var terms: UInt64
     public var termsLed: Int
+    /// Messages with a trace on the live member that applied the most (message trace on).
+    public var tracedMessages = 0
     public var ok: Bool { violations.isEmpty }
 }
 
@@ -164,7 +170,11 @@ public final class World {
         mix = FaultMix.draw(&rng, faults: options.faults)
         for k in 0..<options.nodes { nodes.append(SimNode(index: k)) }
         checker.plantedBugs = options.plantedBugs
-        for k in 0..<options.producers { clients.append(SimProducer(index: k, producerID: 1000 + UInt64(k))) }
+        for k in 0..<options.producers {
+            let p = SimProducer(index: k, producerID: 1000 + UInt64(k))
+            p.turnsTracingOn = options.messageTrace && k == 0
+            clients.append(p)
+        }
         clients.append(SimConsumer(index: options.producers, group: "g"))
         clients.append(SimOrderedProducer(index: clients.count, producerID: 2000))
         clients.append(SimOrderlyConsumer(index: clients.count))
@@ -301,7 +311,8 @@ public final class World {
             orderedProcessed: order.processed, deadLettered: messages.deadLettered,
             transactionsCommitted: transactions.endedCommit.count, transactionsRolledBack: transactions.endedRollback.count,
             received: receives.received, redelivered: receives.redelivered,
-            terms: checker.highestTerm, termsLed: checker.leaderOfTerm.count)
+            terms: checker.highestTerm, termsLed: checker.leaderOfTerm.count,
+            tracedMessages: nodes.compactMap(\.node).max { $0.broker.appliedIndex < $1.broker.appliedIndex }?.broker.tracedCount ?? 0)
     }
 
     /// Virtual seconds within which every live member must reach the leader's commit index in

@@ -20,6 +20,7 @@ struct TernSim: ParsableCommand {
     @Flag(help: "List the planted bugs.") var listPlants = false
     @Flag(help: "Print every event.") var trace = false
     @Flag(help: "No faults (a calm world).") var noFaults = false
+    @Flag(help: "The first producer turns message tracing of its topic on (the trace then rides snapshots and replays).") var messageTrace = false
 
     func run() throws {
         if listPlants {
@@ -55,6 +56,7 @@ struct TernSim: ParsableCommand {
             options.plantedBugs = planted
             options.trace = trace
             options.faults = !noFaults
+            options.messageTrace = messageTrace
             let result = Simulation.run(options)
             virtual += result.virtualSeconds
             terms += result.terms
@@ -70,7 +72,7 @@ struct TernSim: ParsableCommand {
             } else if range.count == 1 || trace {
                 let faults = result.faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
                 print(
-                    "seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) sends acknowledged (\(result.messagesAcknowledged) messages and \(result.messagesDelayed) delayed ones, \(result.messagesDelivered) deliveries, \(result.orderedProcessed) processed in order, \(result.deadLettered) dead letters, transactions \(result.transactionsCommitted) committed and \(result.transactionsRolledBack) rolled back, \(result.received) received (\(result.redelivered) again)), committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))"
+                    "seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s, \(result.events) events, \(result.acknowledged) sends acknowledged (\(result.messagesAcknowledged) messages and \(result.messagesDelayed) delayed ones, \(result.messagesDelivered) deliveries, \(result.orderedProcessed) processed in order, \(result.deadLettered) dead letters, transactions \(result.transactionsCommitted) committed and \(result.transactionsRolledBack) rolled back, \(result.received) received (\(result.redelivered) again)\(messageTrace ? ", \(result.tracedMessages) traced" : "")), committed through \(result.committed), \(result.reads) lease reads; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))"
                 )
             }
         }

@@ -51,6 +51,9 @@ extension Broker {
     /// Whether the leader should stamp its clock into entries that carry none.
     public var tracingActive: Bool { traces.active }
 
+    /// Messages with a trace kept.
+    public var tracedCount: Int { traces.records.count }
+
     /// Topics with tracing on, sorted.
     public var tracedTopics: [String] { traces.topics.sorted() }
 
