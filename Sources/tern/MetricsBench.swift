@@ -1,7 +1,7 @@
 // `tern bench metrics`: what metrics cost. Two local three-node groups side by side, one plain
 // and one with its HTTP listeners on (the shell timing every step's latencies) and scraped at
 // /metrics on every node every --scrape-interval seconds; the same producer load, 128 sends in
-// flight, in interleaved rounds (plain, then metered). Reports each group's throughput and the
+// flight, in interleaved rounds (plain then metered, then metered then plain, and so on). Reports each group's throughput and the
 // ratio (the goal: metrics cost at most 3%).
 import ArgumentParser
 import Foundation
@@ -81,8 +81,17 @@ struct BenchMetrics: AsyncParsableCommand {
         _ = try await round("metered", seconds: 1)
         var results: [BenchRound] = []
         for r in 1...rounds {
-            let a = try await round("plain", seconds: duration)
-            let b = try await round("metered", seconds: duration)
+            // ABBA: which group goes first alternates, so that a drift over the run (disk,
+            // caches, the other tenants of the machine) favours neither.
+            let a: BenchRound
+            let b: BenchRound
+            if r % 2 == 1 {
+                a = try await round("plain", seconds: duration)
+                b = try await round("metered", seconds: duration)
+            } else {
+                b = try await round("metered", seconds: duration)
+                a = try await round("plain", seconds: duration)
+            }
             results += [a, b]
             if !json {
                 print(
