@@ -179,7 +179,8 @@ function draw(canvas, lines) {
     let drawing = false;
     s.forEach((v, i) => {
       if (v == null) { drawing = false; return; }
-      const x = pad + 30 + (w - pad - 30) * i / 89, y = h - pad / 2 - (h - pad) * v / max;
+      // The newest point at the right edge: 90 slots of 2 s, older ones to the left.
+      const x = pad + 30 + (w - pad - 30) * (90 - s.length + i) / 89, y = h - pad / 2 - (h - pad) * v / max;
       drawing ? g.lineTo(x, y) : g.moveTo(x, y);
       drawing = true;
     });
