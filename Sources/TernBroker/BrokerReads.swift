@@ -16,7 +16,7 @@ extension Broker {
             queues: (0..<n).map { id in
                 let q = queue(QueueRef(topic: name, queueID: id))!
                 return TopicInfo.Queue(queueID: id, minOffset: q.baseOffset, maxOffset: q.maxOffset)
-            }, type: topicTypes[name] ?? .mixed)
+            }, type: topicTypes[name] ?? .mixed, traced: traces.topics.contains(name))
     }
 
     public func topicList() -> [TopicInfo] { topics.keys.sorted().compactMap(topicInfo) }

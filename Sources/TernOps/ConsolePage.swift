@@ -18,7 +18,7 @@ let consolePage = #"""
   body { margin:0; font:14px/1.45 system-ui, -apple-system, "Segoe UI", sans-serif; color:var(--fg); background:var(--bg); }
   header { display:flex; align-items:baseline; gap:16px; padding:12px 20px; background:#fff; border-bottom:1px solid var(--line); }
   header h1 { font-size:18px; margin:0; }
-  header .muted { color:var(--muted); }
+  .muted { color:var(--muted); }
   main { display:grid; grid-template-columns: repeat(auto-fit, minmax(460px, 1fr)); gap:16px; padding:16px 20px; }
   section { background:#fff; border:1px solid var(--line); border-radius:6px; padding:12px 14px; }
   section h2 { font-size:14px; margin:0 0 8px; text-transform:uppercase; letter-spacing:.04em; color:var(--muted); }
@@ -104,7 +104,7 @@ async function topics() {
   try {
     const ts = await getJSON("/api/topics");
     $("topics").tBodies[0].innerHTML = ts.map((t) =>
-      `<tr data-topic="${esc(t.name)}" data-messages="${t.messages}"><td>${esc(t.name)}</td><td class="num">${t.queues.length}</td><td class="num">${t.messages}</td>` +
+      `<tr data-topic="${esc(t.name)}" data-messages="${t.messages}"><td>${esc(t.name)}${t.traced ? ' <span class="muted" title="message trace on">traced</span>' : ""}</td><td class="num">${t.queues.length}</td><td class="num">${t.messages}</td>` +
       `<td>${t.queues.slice(0, 8).map((q) => q.minOffset + "\u2013" + q.maxOffset).join(" \u00b7 ")}${t.queues.length > 8 ? " \u2026" : ""}</td></tr>`).join("");
     $("topics-error").textContent = "";
   } catch (e) { $("topics-error").textContent = e.message; }

@@ -73,10 +73,12 @@ struct TopicView: Encodable, Sendable {
     }
     var name: String
     var messages: UInt64
+    var traced: Bool
     var queues: [Queue]
 
     init(_ t: TopicInfo) {
         name = t.name
+        traced = t.traced
         queues = t.queues.map { Queue(queue: $0.queueID, minOffset: $0.minOffset, maxOffset: $0.maxOffset) }
         messages = t.queues.reduce(0) { $0 + $1.maxOffset - $1.minOffset }
     }

@@ -124,10 +124,13 @@ public struct TopicInfo: Equatable, Sendable {
     public var name: String
     public var queues: [Queue]
     public var type: TopicType
-    public init(name: String, queues: [Queue], type: TopicType = .mixed) {
+    /// Message tracing is on for the topic (docs/operations.md, "Tracing a message").
+    public var traced: Bool
+    public init(name: String, queues: [Queue], type: TopicType = .mixed, traced: Bool = false) {
         self.name = name
         self.queues = queues
         self.type = type
+        self.traced = traced
     }
 }
 
@@ -145,9 +148,12 @@ public struct TopicList: WireCodable, Equatable {
                 w.u64(q.maxOffset)
             }
         }
-        // Types after the list, only when a topic is typed: readers older than types refuse
-        // trailing bytes, so a group without typed topics answers as before.
-        if topics.contains(where: { $0.type != .mixed }) { for t in topics { w.u8(t.type.rawValue) } }
+        // Types after the list, only when a topic is typed (or traced), then tracing flags, only
+        // when a topic is traced: readers older than these refuse trailing bytes, so a group
+        // without typed or traced topics answers as before.
+        let traced = topics.contains(where: \.traced)
+        if traced || topics.contains(where: { $0.type != .mixed }) { for t in topics { w.u8(t.type.rawValue) } }
+        if traced { for t in topics { w.bool(t.traced) } }
     }
     public init(from r: inout WireReader) throws(WireError) {
         var list: [TopicInfo] = []
@@ -161,6 +167,9 @@ public struct TopicList: WireCodable, Equatable {
         }
         if !r.atEnd {
             for k in list.indices { list[k].type = try TopicType.decode(r.u8("topic type")) }
+        }
+        if !r.atEnd {
+            for k in list.indices { list[k].traced = try r.bool("traced") }
         }
         topics = list
     }

@@ -99,7 +99,7 @@ struct Admin: ParsableCommand {
             @Argument(help: "Topic name.") var name: String
             func run() async throws {
                 let t = try await withCluster(endpoints) { try await $0.describeTopic(name) }
-                print("topic \(t.name): \(t.queues.count) queues, \(t.type) messages")
+                print("topic \(t.name): \(t.queues.count) queues, \(t.type) messages\(t.traced ? ", traced" : "")")
                 print("queue  minOffset  maxOffset")
                 for q in t.queues { print("\(String(q.queueID).padding(5))  \(String(q.minOffset).padding(9))  \(q.maxOffset)") }
             }

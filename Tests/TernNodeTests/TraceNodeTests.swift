@@ -15,6 +15,8 @@ struct TraceNodeTests {
         _ = try d.call(.send, sendRequest(["before"]))
         #expect(!d.node.broker.tracingActive)
         _ = try d.call(.traceTopic, TraceTopicRequest(topic: "t", on: true))
+        let described = try TopicList.decode(try d.call(.describeTopic, NameRequest(name: "t"))).topics
+        #expect(described.first?.traced == true && described.first?.type == .mixed, "a traced topic says so (its type sent alongside)")
         #expect(throws: ErrorBody.self) { try d.call(.traceTopic, TraceTopicRequest(topic: "missing", on: true)) }
         let sent = try SendResponse.decode(try d.call(.send, sendRequest(["traced"])))
         let id = MessageID(entryIndex: sent.entryIndex, slot: 0)
