@@ -48,23 +48,17 @@ public struct FrontAccess: Sendable {
 /// The signed-in cluster clients, one per account (and secret), at most `limit`.
 final class AccountClients: Sendable {
     let access: FrontAccess
-    let endpoints: [String]
-    let options: TernCluster.Options
-    let loops: any EventLoopGroup
-    let producerGroup: String
     static let limit = 4096
     /// A client replaced (a changed secret) or evicted is shut down this much later, so that
     /// calls, receives and renewals that hold it finish first.
     static let retireAfter: Duration = .seconds(600)
-    private let clients = NIOLockedValueBox<[String: (secret: [UInt8], clients: Clients)]>([:])
-    static let nobody: [UInt8] = (0..<32).map { _ in UInt8.random(in: 0...255) }
+    let pool: AccountPool<Clients>
 
     init(access: FrontAccess, endpoints: [String], options: TernCluster.Options, loops: any EventLoopGroup, producerGroup: String) {
         self.access = access
-        self.endpoints = endpoints
-        self.options = options
-        self.loops = loops
-        self.producerGroup = producerGroup
+        pool = AccountPool(
+            endpoints: endpoints, options: options, loops: loops, limit: Self.limit, retireAfter: Self.retireAfter,
+            make: { cluster, key in Clients(cluster: cluster, accessKey: key, producerGroup: producerGroup) }, clusterOf: { $0.cluster })
     }
 
     /// The clients of the account that signed this call; UNAUTHORIZED when none did.
@@ -79,54 +73,18 @@ final class AccountClients: Sendable {
         // An unknown account is checked under a random key, so that it takes as long as a
         // known one's wrong signature and the answers cannot tell accounts apart.
         let secret = access.secretOf(signed.accessKey)
-        let verified = Signature.verify(signed.signature, date: date, secret: secret ?? AccountClients.nobody)
+        let verified = Signature.verify(signed.signature, date: date, secret: secret ?? AccountPool<Clients>.nobody)
         guard verified, let secret else { throw FrontError(.unauthorized, "the signature does not verify") }
-        return try clients(accessKey: signed.accessKey, secret: secret)
-    }
-
-    private func clients(accessKey: String, secret: [UInt8]) throws(FrontError) -> Clients {
-        if let known = clients.withLockedValue({ $0[accessKey] }), known.secret == secret { return known.clients }
-        var options = self.options
-        var credentials = Credentials(accessKey: accessKey, secret: "")
+        var credentials = Credentials(accessKey: signed.accessKey, secret: "")
         credentials.secret = secret
-        options.credentials = credentials
-        let cluster: TernCluster
         do {
-            cluster = try TernCluster(endpoints: endpoints, options: options, eventLoopGroup: loops)
+            return try pool.value(for: credentials)
         } catch {
-            throw FrontError(.internalError, "cannot make a client of the group for \(accessKey): \(error)")
+            throw FrontError(.internalError, "cannot make a client of the group for \(signed.accessKey): \(error)")
         }
-        var retired: [TernCluster] = []
-        let c = clients.withLockedValue { all -> Clients in
-            // Another call of the same account may have made one meanwhile: keep that one.
-            if let known = all[accessKey], known.secret == secret {
-                retired.append(cluster)
-                return known.clients
-            }
-            let made = Clients(cluster: cluster, accessKey: accessKey, producerGroup: producerGroup)
-            if let old = all.removeValue(forKey: accessKey) { retired.append(old.clients.cluster) }
-            if all.count >= Self.limit, let evict = all.keys.min(), let old = all.removeValue(forKey: evict) {
-                retired.append(old.clients.cluster)
-            }
-            all[accessKey] = (secret, made)
-            return made
-        }
-        for old in retired {
-            Task {
-                try? await Task.sleep(for: Self.retireAfter)
-                await old.shutdown()
-            }
-        }
-        return c
     }
 
-    func shutdown() async {
-        let all = clients.withLockedValue { all in
-            defer { all = [:] }
-            return all.values.map(\.clients.cluster)
-        }
-        for c in all { await c.shutdown() }
-    }
+    func shutdown() async { await pool.shutdown() }
 }
 
 /// RocketMQ 5's request signature: HMAC-SHA1 of the x-mq-date-time header under the account's
