@@ -74,6 +74,17 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ], swiftSettings: strict),
         // The Swift SDK: producers, consumers, leader discovery.
+        // Name servers (docs/architecture.md, "Many groups"): the route directory of many groups.
+        .target(
+            name: "TernNameServer",
+            dependencies: [
+                "TernProtocol", "TernProtocolNIO", "TernServer",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ], swiftSettings: strict),
         .target(
             name: "TernClient",
             dependencies: [
@@ -142,7 +153,7 @@ let package = Package(
         .target(
             name: "TernLauncher",
             dependencies: [
-                "TernServer", "TernClient", "TernRaft", "TernStorage", "TernRocketMQ", "TernOps",
+                "TernServer", "TernClient", "TernRaft", "TernStorage", "TernRocketMQ", "TernOps", "TernNameServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),

@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernClient
+import TernProtocol
 import TernOps
 import TernRaft
 import TernRocketMQ
@@ -66,6 +67,10 @@ public struct ServeOptions: ParsableArguments {
     public var aclAdmin: String?
     @Option(help: "Client connections at once; one more is refused with BUSY (default 1000; peers are not counted).") public var maxConnections: Int?
     @Option(help: "Requests of one connection waiting for their answers; more are answered BUSY (default 4096).") public var maxRequestsPerConnection: Int?
+    @Option(help: "This group's name among the broker groups behind the name servers (default g1; docs/architecture.md).")
+    public var brokerGroup: String?
+    @Option(help: "Name servers (host:port, comma separated) the group's leader registers with (tern nameserver; default: none).")
+    public var nameservers: String?
     @Flag(help: "This node's disk was replaced (empty): rejoin without voting until safe (docs/raft.md).") public var lostDisk = false
     @Flag(help: "Open a log that recovery calls corrupt by cutting it at the damage (what is cut must come back from the peers; docs/storage.md).") public
         var repair = false
@@ -195,6 +200,13 @@ public struct ServeOptions: ParsableArguments {
             guard h != listen, h != cfg.grpcListen else { throw ValidationError("--http-listen \(h) is already this node's --listen or --grpc-listen") }
             cfg.httpListen = h
         }
+        if let g = brokerGroup ?? file.string("broker-group") {
+            if let problem = BrokerGroupName.problem(g) { throw ValidationError("--broker-group: \(problem)") }
+            cfg.brokerGroup = g
+        }
+        if let text = nameservers ?? file.string("nameservers") {
+            cfg.nameservers = try parseNameServers(text, flag: "--nameservers")
+        }
         cfg.lostDisk = lostDisk
         cfg.join = joinAt
         cfg.repairCorruption = repair
@@ -218,6 +230,15 @@ public func parseMembers(_ text: String, flag: String) throws -> [NodeID: String
     return members
 }
 
+/// Name server endpoints, separated by commas or semicolons (RocketMQ's NAMESRV_ADDR form).
+public func parseNameServers(_ text: String, flag: String) throws -> [String] {
+    let list = text.split(whereSeparator: { $0 == "," || $0 == ";" }).map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+    guard !list.isEmpty else { throw ValidationError("\(flag) lists no name server") }
+    for e in list where parseEndpoint(e) == nil { throw ValidationError("\(flag): \(e) is not host:port") }
+    guard Set(list).count == list.count else { throw ValidationError("\(flag) names a name server twice") }
+    return list
+}
+
 /// A `name = value` file (one per line, `#` starts a comment). Unknown names, repeated names and
 /// values that do not parse are refused with the file's path and the line number.
 public struct ConfigFile: Sendable {
@@ -225,7 +246,7 @@ public struct ConfigFile: Sendable {
         "id", "listen", "peers", "join", "data", "io", "tick-ms", "auto-create-topics", "max-message-bytes", "segment-mb", "log-level", "snapshot-entries",
         "snapshot-bytes", "retention-hours", "retention-bytes",
         "disk-soft-limit", "disk-hard-limit",
-        "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers",
+        "transaction-check-first-ms", "transaction-check-interval-ms", "transaction-max-checks", "peer-secret", "insecure-peers", "broker-group", "nameservers",
         "tls-cert", "tls-key", "acl", "acl-admin", "max-connections", "max-requests-per-connection", "grpc-listen", "tls-ca",
         "http-listen",
     ]
@@ -333,6 +354,25 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
     }
     defer {
         if let ops { _ = try? blockingAwait { await ops.stop() } }
+    }
+    var registrar: Registrar?
+    if !cfg.nameservers.isEmpty {
+        do {
+            // Registrations are signed with the cluster secret the peers use (unsigned only
+            // with --insecure-peers, whose name servers run with --insecure).
+            let secret = try cfg.peerSecretPath.map { try PeerSecrets.load(path: $0).secrets[0] }
+            let r = try Registrar(server: server, nameservers: cfg.nameservers, secret: secret, logger: logger)
+            r.start()
+            registrar = r
+        } catch {
+            logger.critical("cannot register with the name servers: \(error)")
+            server.stop()
+            try? server.wait()
+            throw ExitCode(2)
+        }
+    }
+    defer {
+        if let registrar { _ = try? blockingAwait { await registrar.stop() } }
     }
     do {
         try server.wait()

@@ -24,6 +24,9 @@ public struct NodeConfig: Sendable {
     /// This node's RocketMQ 5 gRPC front ("host:port"; "" when none), reported in its status so
     /// that every front can list every node's in its route answers.
     public var grpcEndpoint = ""
+    /// The broker group this node's Raft group is (`--broker-group`; docs/architecture.md, "Many
+    /// groups"): reported in route and status answers and registered with the name servers.
+    public var brokerGroup = BrokerGroupName.defaultName
     /// Writes waiting for their entry to commit, at most; more are refused with `busy`.
     public var maxPendingWrites = 100_000
     /// Check every client request against the replicated accounts (docs/security.md).
@@ -250,7 +253,18 @@ public final class Node {
         s.diskBytes = diskBytes
         s.trimIndex = broker.trimIndex
         s.grpcEndpoint = config.grpcEndpoint
+        s.brokerGroup = config.brokerGroup
         return s
+    }
+
+    /// What this node registers with the name servers while it leads with its term's entries
+    /// applied (its topic list is then the group's); nil otherwise.
+    public var registration: GroupRegistration? {
+        guard isReadyLeader else { return nil }
+        let members = replica.raft.membership.ids.map { GroupMember(id: $0.name, endpoint: endpoint(of: $0) ?? "") }
+        let topics = broker.topics.map { RegisteredTopic(name: $0.key, queues: $0.value, type: broker.topicTypes[$0.key] ?? .mixed) }
+        return GroupRegistration(
+            group: config.brokerGroup, leader: id.name, term: replica.raft.term, version: broker.appliedIndex, members: members, topics: topics)
     }
 
     // MARK: Inputs

@@ -78,7 +78,8 @@ extension Node {
             return nil
         }
         switch op {
-        case .queryRoute, .clusterStatus, .listTopics, .describeTopic, .describeGroup, .authHello, .authProof:
+        case .queryRoute, .clusterStatus, .listTopics, .describeTopic, .describeGroup, .authHello, .authProof, .registerGroup, .topicRoute,
+            .listBrokerGroups:
             return nil
         case .send:
             var r = WireReader(body)

@@ -63,6 +63,7 @@ extension Node {
             let nodes = replica.raft.membership.ids.map { (id: $0.name, endpoint: endpoint(of: $0) ?? "") }
             var route = RouteResponse(leader: replica.raft.leader?.name ?? "", term: replica.raft.term, nodes: nodes, topicQueues: broker.topics[topic] ?? 0)
             route.topicType = broker.topicTypes[topic] ?? .mixed
+            route.brokerGroup = config.brokerGroup
             reply(route)
         case .send:
             var r = WireReader(body)
@@ -391,6 +392,9 @@ extension Node {
                     ))
                 owners.append(.changeInvisible(client))
             }
+        case .registerGroup, .topicRoute, .listBrokerGroups:
+            return fail(
+                ErrorBody(code: ErrorCode.badRequest, message: "\(op) is a name server's operation; \(id) is a broker node (tern nameserver serves it)"))
         case .raft, .peerHello, .peerProof:
             preconditionFailure("peer frames do not reach the client router")
         }

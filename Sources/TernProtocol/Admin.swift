@@ -184,6 +184,8 @@ public struct RouteResponse: WireCodable, Equatable {
     public var topicQueues: UInt32
     /// The topic's type (absent from older nodes: mixed).
     public var topicType: TopicType = .mixed
+    /// The answering node's broker group (absent: the default, g1).
+    public var brokerGroup = BrokerGroupName.defaultName
 
     public init(leader: String, term: UInt64, nodes: [(id: String, endpoint: String)], topicQueues: UInt32) {
         self.leader = leader
@@ -192,7 +194,7 @@ public struct RouteResponse: WireCodable, Equatable {
         self.topicQueues = topicQueues
     }
     public static func == (a: RouteResponse, b: RouteResponse) -> Bool {
-        a.leader == b.leader && a.term == b.term && a.topicQueues == b.topicQueues && a.topicType == b.topicType
+        a.leader == b.leader && a.term == b.term && a.topicQueues == b.topicQueues && a.topicType == b.topicType && a.brokerGroup == b.brokerGroup
             && a.nodes.map(\.id) == b.nodes.map(\.id) && a.nodes.map(\.endpoint) == b.nodes.map(\.endpoint)
     }
     public func encode(into w: inout WireWriter) {
@@ -204,8 +206,10 @@ public struct RouteResponse: WireCodable, Equatable {
             w.string(n.endpoint)
         }
         w.u32(topicQueues)
-        // Only when typed: readers older than types refuse trailing bytes.
-        if topicType != .mixed { w.u8(topicType.rawValue) }
+        // Only when needed: readers older than these fields refuse trailing bytes.
+        let named = brokerGroup != BrokerGroupName.defaultName
+        if topicType != .mixed || named { w.u8(topicType.rawValue) }
+        if named { w.string(brokerGroup) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         leader = try r.string("leader")
@@ -215,6 +219,7 @@ public struct RouteResponse: WireCodable, Equatable {
         nodes = list
         topicQueues = try r.u32("topic queues")
         if !r.atEnd { topicType = try TopicType.decode(r.u8("topic type")) }
+        if !r.atEnd { brokerGroup = try r.string("broker group") }
     }
 }
 
@@ -241,6 +246,8 @@ public struct NodeStatus: WireCodable, Equatable {
     public var trimIndex: UInt64 = 0
     /// Where this node's RocketMQ 5 gRPC front listens ("" when it has none; docs/rocketmq.md).
     public var grpcEndpoint = ""
+    /// The node's broker group (absent from older nodes: g1).
+    public var brokerGroup = BrokerGroupName.defaultName
     public init(id: String, role: String, term: UInt64, leader: String, commitIndex: UInt64, lastIndex: UInt64, appliedIndex: UInt64, durableIndex: UInt64) {
         self.id = id
         self.role = role
@@ -266,8 +273,10 @@ public struct NodeStatus: WireCodable, Equatable {
         w.u64(snapshotIndex)
         w.u64(diskBytes)
         w.u64(trimIndex)
-        // Only with a front: readers older than this field refuse trailing bytes.
-        if !grpcEndpoint.isEmpty { w.string(grpcEndpoint) }
+        // Only when needed: readers older than these fields refuse trailing bytes.
+        let named = brokerGroup != BrokerGroupName.defaultName
+        if !grpcEndpoint.isEmpty || named { w.string(grpcEndpoint) }
+        if named { w.string(brokerGroup) }
     }
     public init(from r: inout WireReader) throws(WireError) {
         id = try r.string("id")
@@ -289,6 +298,7 @@ public struct NodeStatus: WireCodable, Equatable {
             trimIndex = try r.u64("trim index")
         }
         if !r.atEnd { grpcEndpoint = try r.string("grpc endpoint") }
+        if !r.atEnd { brokerGroup = try r.string("broker group") }
     }
 }
 

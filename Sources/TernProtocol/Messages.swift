@@ -69,6 +69,12 @@ public enum Opcode: UInt16, Sendable, CaseIterable {
     /// `Empty`, admin right, the leader).
     case traceMessage = 37
     case traceTopic = 38
+    /// Name servers only (docs/architecture.md, "Many groups"): a group leader's
+    /// `GroupRegistration` (answered `Empty`); a topic's route (`NameRequest` -> `TopicRoute`);
+    /// every live group's registration (`Empty` -> `BrokerGroupList`).
+    case registerGroup = 39
+    case topicRoute = 40
+    case listBrokerGroups = 41
     /// A Raft message between members (one way, no response). With peer authentication on, only
     /// on a connection that completed the handshake below, its body sealed by the session's tag.
     case raft = 100

@@ -47,6 +47,9 @@ public struct ServerConfig: Sendable {
     /// `--http-listen`: where this node's HTTP listener (metrics, health, admin API, console)
     /// listens; nil: none. Started beside the server by the launcher (the TernOps target).
     public var httpListen: String?
+    /// `--broker-group` and `--nameservers` (docs/architecture.md, "Many groups"; TernLauncher registers).
+    public var brokerGroup = "g1"
+    public var nameservers: [String] = []
     // Test hooks, reachable only through `@_spi(Testing) import TernServer` (the chaos
     // harness's `tern-chaos serve`); the production `tern serve` cannot set them.
     /// Where this node dials each peer, when not at its endpoint (a chaos test's relays), by the
@@ -221,6 +224,7 @@ public final class TernServer: @unchecked Sendable {
         nodeConfig.broker.autoCreateTopics = config.autoCreateTopics
         nodeConfig.broker.maxMessageBytes = config.maxMessageBytes
         nodeConfig.grpcEndpoint = config.grpcEndpoint ?? ""
+        nodeConfig.brokerGroup = config.brokerGroup
         nodeConfig.broker.transactionCheckFirstMillis = config.transactionCheckFirstMillis
         nodeConfig.broker.transactionCheckIntervalMillis = config.transactionCheckIntervalMillis
         nodeConfig.broker.transactionMaxChecks = config.transactionMaxChecks

@@ -7,7 +7,7 @@ struct Tern: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tern",
         abstract: "Tern: a Raft-replicated message broker.",
-        subcommands: [Serve.self, Cluster.self, Admin.self, Send.self, Consume.self, Receive.self, Ack.self, Bench.self, Chaos.self])
+        subcommands: [Serve.self, NameServerCommand.self, Cluster.self, Admin.self, Send.self, Consume.self, Receive.self, Ack.self, Bench.self, Chaos.self])
 }
 
 struct Bench: ParsableCommand {

@@ -1,0 +1,56 @@
+// `tern nameserver`: runs one name server until SIGTERM or SIGINT (docs/operations.md).
+import ArgumentParser
+import Foundation
+import Logging
+import TernNameServer
+import TernServer
+
+public struct NameServerOptions: ParsableArguments {
+    @Option(help: "host:port to listen on (RocketMQ's name servers use 9876).") public var listen = "127.0.0.1:9876"
+    @Option(help: "The cluster secret file of the broker groups (their --peer-secret): registrations must be signed with it.")
+    public var peerSecret: String?
+    @Flag(help: "Take unsigned registrations (groups run with --insecure-peers; never on a network others can reach).") public var insecure = false
+    @Option(help: "A group is dropped when no registration came for this many seconds (default 40; leaders register every 10).")
+    public var expirySeconds: UInt64 = 40
+    @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") public var logLevel = "info"
+    public init() {}
+
+    public func resolve() throws -> (NameServerConfig, Logger.Level) {
+        guard parseEndpoint(listen) != nil else { throw ValidationError("--listen \(listen) is not host:port") }
+        guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level \(logLevel) is not a log level") }
+        switch (peerSecret, insecure) {
+        case (nil, false): throw ValidationError("--peer-secret FILE (the groups' cluster secret) is required, or --insecure to take unsigned registrations")
+        case (.some, true): throw ValidationError("--peer-secret and --insecure exclude each other")
+        default: break
+        }
+        guard expirySeconds >= 15 && expirySeconds <= 3600 else {
+            throw ValidationError("--expiry-seconds must be 15 to 3600 (got \(expirySeconds)); leaders register every 10 s")
+        }
+        var cfg = NameServerConfig(listen: listen, secrets: try peerSecret.map { try PeerSecrets.load(path: $0) })
+        cfg.expiryMillis = expirySeconds * 1000
+        return (cfg, level)
+    }
+}
+
+/// Runs a name server until SIGTERM or SIGINT. Exit status 2 when it cannot start.
+public func runNameServer(_ cfg: NameServerConfig, level: Logger.Level) throws {
+    LoggingSystem.bootstrap { label in LineLogHandler(label: label, logLevel: level) }
+    let logger = Logger(label: "tern.nameserver")
+    signal(SIGPIPE, SIG_IGN)
+    let server = NameServer(config: cfg, logger: logger)
+    let port: Int
+    do {
+        port = try server.start()
+    } catch {
+        logger.critical("cannot start: \(error)")
+        throw ExitCode(2)
+    }
+    let how = cfg.secrets == nil ? " (taking unsigned registrations: --insecure)" : "; registrations signed with the cluster secret"
+    logger.notice("name server listening on \(parseEndpoint(cfg.listen)!.host):\(port)\(how)")
+    let signals = StopSignals([SIGTERM, SIGINT]) { sig in
+        logger.notice("signal \(sig): stopping")
+        server.stop()
+    }
+    defer { signals.cancel() }
+    try? server.wait()
+}

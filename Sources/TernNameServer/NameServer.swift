@@ -1,0 +1,180 @@
+// `tern nameserver`: a stateless route directory (docs/architecture.md, "Many groups"). Every
+// broker group's leader registers its members and topics here every few seconds; clients ask it
+// which groups hold a topic's queues. Instances never talk to each other and keep nothing on
+// disk: a client asks any of them, and keeps using the routes it has while none answers.
+import Crypto
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import TernProtocol
+import TernProtocolNIO
+import TernServer
+
+public struct NameServerConfig: Sendable {
+    /// host:port to listen on (RocketMQ's name servers use port 9876).
+    public var listen: String
+    /// The cluster secrets registrations must be signed with (the groups' peer-secret file);
+    /// nil: unsigned registrations are taken (`--insecure`, never on a network others reach).
+    public var secrets: PeerSecrets?
+    /// A group is dropped when no registration came for this long.
+    public var expiryMillis: UInt64 = 40_000
+    /// How often expired groups are looked for.
+    public var scanMillis: Int64 = 1_000
+    public init(listen: String, secrets: PeerSecrets?) {
+        self.listen = listen
+        self.secrets = secrets
+    }
+}
+
+extension GroupRegistration {
+    /// Signs the registration with the cluster secret.
+    public mutating func sign(secret: [UInt8]) {
+        mac = Array(HMAC<SHA256>.authenticationCode(for: signedBytes, using: SymmetricKey(data: secret)))
+    }
+
+    /// Whether the mac is right under one of `secrets` (compared in constant time).
+    public func isSigned(by secrets: PeerSecrets) -> Bool {
+        let bytes = signedBytes
+        return secrets.secrets.contains { HMAC<SHA256>.isValidAuthenticationCode(mac, authenticating: bytes, using: SymmetricKey(data: $0)) }
+    }
+}
+
+/// A running name server.
+public final class NameServer: Sendable {
+    public let config: NameServerConfig
+    let logger: Logger
+    let group: MultiThreadedEventLoopGroup
+    let registry: NIOLockedValueBox<NameRegistry>
+    private let channel = NIOLockedValueBox<Channel?>(nil)
+    private let scan = NIOLockedValueBox<RepeatedTask?>(nil)
+
+    public init(config: NameServerConfig, logger: Logger) {
+        self.config = config
+        self.logger = logger
+        group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        registry = NIOLockedValueBox(NameRegistry(expiryMillis: config.expiryMillis))
+    }
+
+    static var nowMillis: UInt64 { NIODeadline.now().uptimeNanoseconds / 1_000_000 }
+
+    /// Binds and starts answering; returns the port bound.
+    public func start() throws -> Int {
+        guard let (host, port) = parseEndpoint(config.listen) else { throw ServerError("--listen \(config.listen) is not host:port") }
+        let server = self
+        let bootstrap = ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: FrameCodec(maxBodyBytes: 16 << 20))))
+                    try channel.pipeline.syncOperations.addHandler(NameServerHandler(server: server))
+                }
+            }
+        let ch: Channel
+        do {
+            ch = try bootstrap.bind(host: host, port: port).wait()
+        } catch {
+            throw ServerError("cannot listen on \(config.listen): \(error)")
+        }
+        channel.withLockedValue { $0 = ch }
+        let task = group.next().scheduleRepeatedTask(initialDelay: .milliseconds(config.scanMillis), delay: .milliseconds(config.scanMillis)) { _ in
+            let gone = server.registry.withLockedValue { $0.expire(now: Self.nowMillis) }
+            for g in gone { server.logger.notice("broker group \(g) expired: no registration for \(server.config.expiryMillis / 1000) s") }
+        }
+        scan.withLockedValue { $0 = task }
+        return ch.localAddress?.port ?? port
+    }
+
+    /// Closes the listener and waits for the event loop to finish.
+    public func stop() {
+        scan.withLockedValue { $0?.cancel() }
+        if let ch = channel.withLockedValue({ $0 }) { try? ch.close().wait() }
+        try? group.syncShutdownGracefully()
+    }
+
+    /// Blocks until the listener closes.
+    public func wait() throws {
+        try channel.withLockedValue { $0 }?.closeFuture.wait()
+    }
+
+    /// Answers one request (the handler's work, on the event loop).
+    func answer(_ op: Opcode?, _ body: [UInt8], from peer: String) -> Result<[UInt8], ErrorBody> {
+        do {
+            switch op {
+            case .registerGroup:
+                let r = try GroupRegistration.decode(body)
+                if let problem = BrokerGroupName.problem(r.group) { return .failure(ErrorBody(code: ErrorCode.badRequest, message: problem)) }
+                if let secrets = config.secrets, !r.isSigned(by: secrets) {
+                    logger.warning("refused a registration of group \(r.group) from \(peer): not signed with the cluster secret")
+                    return .failure(
+                        ErrorBody(code: ErrorCode.unauthenticated, message: "registration of \(r.group) is not signed with this name server's cluster secret"))
+                }
+                let (outcome, known) = registry.withLockedValue { reg -> (NameRegistry.Outcome, Bool) in
+                    let known = reg.entries[r.group] != nil
+                    return (reg.register(r, now: Self.nowMillis), known)
+                }
+                if outcome == .accepted && !known {
+                    logger.notice("broker group \(r.group) registered: leader \(r.leader) term \(r.term), \(r.members.count) members, \(r.topics.count) topics")
+                }
+                return .success(Empty().encoded())
+            case .topicRoute:
+                let name = try NameRequest.decode(body).name
+                let route = registry.withLockedValue { $0.route(name, now: Self.nowMillis) }
+                if !name.isEmpty && route.groups.isEmpty {
+                    return .failure(ErrorBody(code: ErrorCode.topicNotFound, message: "no live broker group holds topic \(name)"))
+                }
+                return .success(route.encoded())
+            case .listBrokerGroups:
+                _ = try Empty.decode(body)
+                let now = Self.nowMillis
+                let live = registry.withLockedValue { $0.live(now: now) }
+                return .success(BrokerGroupList(groups: live.map(\.registration), ageMillis: live.map { now &- $0.receivedAt }).encoded())
+            case .some(let other):
+                return .failure(
+                    ErrorBody(
+                        code: ErrorCode.badRequest,
+                        message: "\(other) goes to a broker node; this is a name server (ask it for a topic's route, then the groups' nodes)"))
+            case nil:
+                return .failure(ErrorBody(code: ErrorCode.unknownOpcode, message: "unknown opcode"))
+            }
+        } catch {
+            return .failure(ErrorBody(code: ErrorCode.badBody, message: error.description))
+        }
+    }
+}
+
+/// One connection: each request frame answered in order.
+final class NameServerHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = Frame
+    typealias OutboundOut = ByteBuffer
+    let server: NameServer
+
+    init(server: NameServer) { self.server = server }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        if frame.flags.contains(.response) { return }
+        let peer = context.remoteAddress?.description ?? "?"
+        let reply: Frame
+        switch server.answer(Opcode(rawValue: frame.opcode), frame.body, from: peer) {
+        case .success(let body): reply = Frame(opcode: frame.opcode, flags: .response, requestID: frame.requestID, body: body)
+        case .failure(let e): reply = Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: e.encode())
+        }
+        var buffer = context.channel.allocator.buffer(capacity: FrameCodec.headerBytes + reply.body.count)
+        buffer.writeFrame(reply)
+        context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let e = error as? FrameError {
+            var buffer = context.channel.allocator.buffer(capacity: 64)
+            buffer.writeFrame(ErrorBody.badFrameResponse(e))
+            let channel = context.channel
+            context.writeAndFlush(wrapOutboundOut(buffer)).whenComplete { _ in channel.close(promise: nil) }
+            return
+        }
+        context.close(promise: nil)
+    }
+}
