@@ -51,6 +51,11 @@ public final class TernCluster: Sendable {
     private let ownsGroup: Bool
     private let state: NIOLockedValueBox<State>
     private let tls: TLSContext?
+    /// The broker group this client reaches, when it is one group of many (made by a router):
+    /// a node of another group is not used (a stale route), so nothing is stored in the wrong one.
+    public let brokerGroup: String?
+    /// Set when built from name servers: topics are routed across the broker groups.
+    let router: Router?
 
     public convenience init(endpoints: [String], options: Options = Options()) throws {
         try self.init(endpoints: endpoints, options: options, group: nil)
@@ -72,10 +77,61 @@ public final class TernCluster: Sendable {
         group = given ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         ownsGroup = given == nil
         state = NIOLockedValueBox(State(endpoints: list))
+        brokerGroup = nil
+        router = nil
+    }
+
+    /// A client of every broker group behind `nameservers` (docs/architecture.md, "Many groups"):
+    /// producers spread over the queues of every group holding a topic, consumers take queues
+    /// in each of them, and a group's failover stays within it.
+    ///
+    /// ```swift
+    /// let cluster = try TernCluster(nameservers: ["127.0.0.1:9876", "127.0.0.1:9877"])
+    /// try await cluster.createTopic("orders", queues: 16)   // 8 on each of two groups
+    /// ```
+    public init(nameservers: [String], options: Options = Options()) throws {
+        self.options = options
+        tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
+        let g = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        group = g
+        ownsGroup = true
+        state = NIOLockedValueBox(State(endpoints: []))
+        brokerGroup = nil
+        do {
+            router = Router(nameServers: try NameServers(endpoints: nameservers, timeoutMillis: min(options.requestTimeoutMillis, 2000), group: g), options: options, group: g)
+        } catch {
+            try? g.syncShutdownGracefully()
+            throw error
+        }
+    }
+
+    /// One group of many, made by a router (on its event loops).
+    init(group name: String, endpoints: [String], leader: String?, options: Options, eventLoopGroup: any EventLoopGroup) {
+        self.options = options
+        tls = try? options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
+        group = eventLoopGroup
+        ownsGroup = false
+        var s = State(endpoints: endpoints)
+        s.leader = leader
+        state = NIOLockedValueBox(s)
+        brokerGroup = name
+        router = nil
+    }
+
+    /// Whether this client routes across broker groups (built from name servers).
+    public var isRouted: Bool { router != nil }
+
+    /// Adds endpoints (and a leader hint) learned from a name server's route.
+    func learn(endpoints: [String], leader: String?) {
+        state.withLockedValue { s in
+            for e in endpoints where !s.endpoints.contains(e) { s.endpoints.append(e) }
+            if s.leader == nil, let leader { s.leader = leader }
+        }
     }
 
     /// Closes every connection.
     public func shutdown() async {
+        await router?.shutdown()
         let conns = state.withLockedValue { s -> [Connection] in
             let all = Array(s.connections.values)
             s.connections = [:]
@@ -101,6 +157,22 @@ public final class TernCluster: Sendable {
                 throw error
             }
         }
+        if let expected = brokerGroup {
+            // A route can be stale: the address may now be a node of another group.
+            let found: String
+            do {
+                found = try RouteResponse.decode(try await c.call(.queryRoute, NameRequest(name: "").encoded(), timeoutMillis: options.requestTimeoutMillis))
+                    .brokerGroup
+            } catch {
+                c.close()
+                throw error
+            }
+            guard found == expected else {
+                c.close()
+                forget(endpoint: endpoint)
+                throw ClientError.connectionFailed(endpoint: endpoint, reason: "it is a node of broker group \(found), not of \(expected) (a stale route)")
+            }
+        }
         let old = state.withLockedValue { s -> Connection? in
             let old = s.connections[endpoint]
             s.connections[endpoint] = c
@@ -108,6 +180,14 @@ public final class TernCluster: Sendable {
         }
         if let old, old !== c { old.close() }
         return c
+    }
+
+    /// Drops an endpoint found to belong to another group.
+    private func forget(endpoint: String) {
+        state.withLockedValue { s in
+            if s.endpoints.count > 1 { s.endpoints.removeAll { $0 == endpoint } }
+            if s.leader == endpoint { s.leader = nil }
+        }
     }
 
     private func nextEndpoint(after failed: String?) -> String {
@@ -139,6 +219,9 @@ public final class TernCluster: Sendable {
     }
 
     private func retrying(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64, anyNode: Bool, findLeader: Bool = true) async throws -> [UInt8] {
+        if router != nil {
+            throw ClientError.invalidArgument("\(op) goes to one broker group: this client routes through name servers (docs/architecture.md, \"Many groups\")")
+        }
         if findLeader && knownLeader == nil { _ = try? await queryRoute() }
         let clock = ContinuousClock()
         let deadline = clock.now.advanced(by: .milliseconds(timeoutMillis))
@@ -245,18 +328,28 @@ public final class TernCluster: Sendable {
     }
 
     public func createTopic(_ name: String, queues: UInt32, type: TopicType = .mixed) async throws {
+        if router != nil {
+            try await createTopic(name, queues: queues, type: type, brokerGroups: nil)
+            return
+        }
         _ = try await leaderCall(.createTopic, TopicRequest(name: name, queues: queues, type: type).encoded())
     }
 
     /// Creates a consumer group with its settings (a FIFO group, docs/rocketmq.md); other groups
     /// need no creation. Repeating it with the same settings succeeds.
     public func createGroup(_ name: String, fifo: Bool) async throws {
+        if let router { return try await onEveryGroup(router) { try await $0.createGroup(name, fifo: fifo) } }
         _ = try await leaderCall(.createGroup, GroupRequest(name: name, fifo: fifo).encoded())
     }
 
     /// Every consumer group the leader knows of.
     public func listGroups() async throws -> [String] {
-        try GroupList.decode(try await leaderCall(.listGroups, Empty().encoded())).names
+        if let router {
+            var all = Set<String>()
+            for g in try await router.liveGroups() { all.formUnion(try await router.cluster(g).listGroups()) }
+            return all.sorted()
+        }
+        return try GroupList.decode(try await leaderCall(.listGroups, Empty().encoded())).names
     }
 
     /// A group's members, their queues, and per queue its committed offset, the queue's bounds
@@ -272,20 +365,39 @@ public final class TernCluster: Sendable {
 
     /// Adds queues to a topic (a topic's queues are never removed).
     public func updateTopic(_ name: String, queues: UInt32) async throws {
+        if router != nil {
+            try await updateTopic(name, queues: queues, brokerGroups: nil)
+            return
+        }
         _ = try await leaderCall(.updateTopic, TopicRequest(name: name, queues: queues).encoded())
         forgetRoute(name)
     }
 
     public func deleteTopic(_ name: String) async throws {
+        if let router { return try await onEveryGroup(of: name, router) { try await $0.deleteTopic(name) } }
         _ = try await leaderCall(.deleteTopic, TopicRequest(name: name).encoded())
         forgetRoute(name)
     }
 
+    /// Through name servers: each topic once, its queues numbered across its groups in group
+    /// name order (as `Producer.send(batch:queue:)` numbers them).
     public func listTopics() async throws -> [TopicInfo] {
-        try TopicList.decode(try await anyCall(.listTopics, [])).topics
+        if router != nil {
+            var merged: [String: TopicInfo] = [:]
+            for (_, topics) in try await listTopicsByGroup() {
+                for t in topics { merged[t.name] = merged[t.name].map { Self.join($0, t) } ?? t }
+            }
+            return merged.keys.sorted().map { merged[$0]! }
+        }
+        return try TopicList.decode(try await anyCall(.listTopics, [])).topics
     }
 
     public func describeTopic(_ name: String) async throws -> TopicInfo {
+        if router != nil {
+            let parts = try await describeTopicByGroup(name).map(\.info)
+            guard let first = parts.first else { throw ClientError.broker(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(name) does not exist")) }
+            return parts.dropFirst().reduce(first, Self.join)
+        }
         guard let t = try TopicList.decode(try await anyCall(.describeTopic, NameRequest(name: name).encoded())).topics.first else {
             throw ClientError.badResponse("empty topic description")
         }
@@ -307,15 +419,19 @@ public final class TernCluster: Sendable {
     }
 
     /// Status of every member: asks each known endpoint (learned from a route query first).
-    /// A node that does not answer appears with role "unreachable".
+    /// A node that does not answer appears with role "unreachable". Through name servers:
+    /// every live group's members, in group name order.
     public func status() async throws -> [NodeStatus] {
+        if router != nil { return try await statusByGroup().flatMap(\.nodes) }
         let route = try await queryRoute()
         var out: [NodeStatus] = []
         for n in route.nodes {
             do {
                 out.append(try NodeStatus.decode(try await connection(n.endpoint).call(.clusterStatus, [], timeoutMillis: 1000)))
             } catch {
-                out.append(NodeStatus(id: n.id, role: "unreachable", term: 0, leader: "", commitIndex: 0, lastIndex: 0, appliedIndex: 0, durableIndex: 0))
+                var s = NodeStatus(id: n.id, role: "unreachable", term: 0, leader: "", commitIndex: 0, lastIndex: 0, appliedIndex: 0, durableIndex: 0)
+                s.brokerGroup = route.brokerGroup
+                out.append(s)
             }
         }
         return out
@@ -323,6 +439,7 @@ public final class TernCluster: Sendable {
 
     /// The message with this id (any node that has applied it answers).
     public func message(id: MessageID) async throws -> ReceivedMessage {
+        if router != nil { return try await message(id: GroupMessageID(group: nil, id: id)) }
         guard let m = try MessageList.decode(try await anyCall(.queryMessage, QueryMessageRequest(id: id).encoded())).messages.first else {
             throw ClientError.badResponse("an empty answer to a lookup by id")
         }
@@ -336,12 +453,14 @@ public final class TernCluster: Sendable {
 
     /// Tracing of `topic`'s messages on or off (admin right); messages stored from then on are traced.
     public func setTracing(topic: String, on: Bool) async throws {
+        if let router { return try await onEveryGroup(of: topic, router) { try await $0.setTracing(topic: topic, on: on) } }
         _ = try await leaderCall(.traceTopic, TraceTopicRequest(topic: topic, on: on).encoded())
     }
 
     /// The most recent messages of `topic` carrying `key` (at most 64 are indexed per key).
     public func messages(topic: String, key: String, max: UInt32 = 32) async throws -> [ReceivedMessage] {
-        try MessageList.decode(try await anyCall(.queryMessage, QueryMessageRequest(topic: topic, key: key, max: max).encoded())).messages
+        if let router { return try await routedMessages(router, topic: topic, key: key, max: max) }
+        return try MessageList.decode(try await anyCall(.queryMessage, QueryMessageRequest(topic: topic, key: key, max: max).encoded())).messages
     }
 
     /// Moves `group`'s offsets (in `topic`, or in every topic it has offsets in when nil) to the
@@ -380,6 +499,17 @@ public final class TernCluster: Sendable {
     public func transferLeader(to node: String) async throws {
         _ = try await leaderCall(.transferLeader, NameRequest(name: node).encoded())
         state.withLockedValue { $0.leader = nil }
+    }
+}
+
+extension TernCluster {
+    /// One topic's descriptions from two groups as one: the second's queues numbered after the first's.
+    static func join(_ a: TopicInfo, _ b: TopicInfo) -> TopicInfo {
+        var out = a
+        let base = UInt32(a.queues.count)
+        out.queues += b.queues.map { TopicInfo.Queue(queueID: base + $0.queueID, minOffset: $0.minOffset, maxOffset: $0.maxOffset) }
+        out.traced = a.traced || b.traced
+        return out
     }
 }
 

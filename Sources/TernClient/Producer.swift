@@ -59,7 +59,14 @@ public struct SendReceipt: Sendable, Equatable, CustomStringConvertible {
     public var duplicate: Bool
     /// A delayed message: it gets its queue offset (`queueOffset` is 0 here) when released.
     public var scheduled: Bool
-    public var description: String { scheduled ? "\(messageID) \(queue) scheduled" : "\(messageID) \(queue) @\(queueOffset)" }
+    /// The broker group that stored it, when the client routes through name servers ("" otherwise).
+    public var brokerGroup = ""
+    /// The id with its group (`g2/...`) when the group is known, else the bare id.
+    public var groupMessageID: GroupMessageID { GroupMessageID(group: brokerGroup.isEmpty ? nil : brokerGroup, id: messageID) }
+    public var description: String {
+        let where_ = brokerGroup.isEmpty ? "\(queue)" : "\(brokerGroup):\(queue)"
+        return scheduled ? "\(groupMessageID) \(where_) scheduled" : "\(groupMessageID) \(where_) @\(queueOffset)"
+    }
 }
 
 /// Sends messages to a topic's queues, round robin, through the leader.
@@ -82,6 +89,9 @@ public final class Producer: Sendable {
     public let sendTimeoutMillis: Int64
     private let state = NIOLockedValueBox<(rotation: UInt32, sequences: [QueueRef: UInt64])>((0, [:]))
     private let gate = QueueGate()
+    /// Through name servers: sequences per group and queue, and groups whose last send failed
+    /// without an answer, skipped by new sends until then.
+    private let routed = NIOLockedValueBox<(sequences: [String: [QueueRef: UInt64]], avoid: [String: ContinuousClock.Instant])>(([:], [:]))
 
     public init(cluster: TernCluster, group: String = "DEFAULT_PRODUCER", idempotent: Bool = true, sendTimeoutMillis: Int64 = 5000) {
         self.cluster = cluster
@@ -101,6 +111,7 @@ public final class Producer: Sendable {
     public func send(batch messages: [Message]) async throws -> [SendReceipt] {
         guard let topic = messages.first?.topic else { throw ClientError.invalidArgument("an empty batch") }
         guard messages.allSatisfy({ $0.topic == topic }) else { throw ClientError.invalidArgument("a batch goes to one topic") }
+        if let router = cluster.router { return try await sendRouted(messages, topic: topic, globalQueue: nil, router: router) }
         let queues = try await cluster.queues(of: topic)
         if let key = messages[0].shardingKey {
             guard messages.allSatisfy({ $0.shardingKey == key }) else {
@@ -127,9 +138,11 @@ public final class Producer: Sendable {
         return try await send(messages, topic: topic, queue: queue, sequence: sequence)
     }
 
-    /// Sends to a chosen queue.
+    /// Sends to a chosen queue. Through name servers, queues are numbered across the groups
+    /// holding the topic, in group name order (g1's 0..<8, then g2's as 8..<16).
     public func send(batch messages: [Message], queue: UInt32) async throws -> [SendReceipt] {
         guard let topic = messages.first?.topic else { throw ClientError.invalidArgument("an empty batch") }
+        if let router = cluster.router { return try await sendRouted(messages, topic: topic, globalQueue: queue, router: router) }
         let sequence = state.withLockedValue { s -> UInt64 in
             let ref = QueueRef(topic: topic, queueID: queue)
             s.sequences[ref, default: 0] += 1
@@ -138,16 +151,80 @@ public final class Producer: Sendable {
         return try await send(messages, topic: topic, queue: queue, sequence: sequence)
     }
 
-    private func send(_ messages: [Message], topic: String, queue: UInt32, sequence: UInt64) async throws -> [SendReceipt] {
+    /// Through name servers: the queue (one numbered across the groups, or the next in turn, or
+    /// the sharding key's), sent to its group, whose client fails over within the group.
+    private func sendRouted(_ messages: [Message], topic: String, globalQueue: UInt32?, router: Router) async throws -> [SendReceipt] {
+        let route = try await router.route(topic)
+        let total = route.totalQueues
+        guard total > 0 else { throw ClientError.broker(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(topic) has no queues in any group")) }
+        if let q = globalQueue, q >= total {
+            throw ClientError.broker(ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(topic) has \(total) queues over its groups; queue \(q) does not exist"))
+        }
+        let key = messages[0].shardingKey
+        if let key, !messages.allSatisfy({ $0.shardingKey == key }) {
+            throw ClientError.invalidArgument("a batch with a sharding key carries that key on every message")
+        }
+        let clock = ContinuousClock()
+        let global: UInt32
+        if let q = globalQueue {
+            global = q
+        } else if let key {
+            global = queueForShardingKey(key, queues: total)
+        } else {
+            let avoid = routed.withLockedValue { r in r.avoid.filter { $0.value > clock.now }.map(\.key) }
+            global = state.withLockedValue { s -> UInt32 in
+                for _ in 0..<total {
+                    s.rotation &+= 1
+                    let q = s.rotation % total
+                    if !avoid.contains(Self.locate(q, in: route).0.group) { return q }
+                }
+                return s.rotation % total  // every group is avoided: try anyway
+            }
+        }
+        let (target, local) = Self.locate(global, in: route)
+        let child = router.cluster(target)
+        let ref = QueueRef(topic: topic, queueID: local)
+        let attempt = { @Sendable () async throws -> [SendReceipt] in
+            let sequence = self.routed.withLockedValue { r -> UInt64 in
+                r.sequences[target.group, default: [:]][ref, default: 0] += 1
+                return self.producerID == 0 ? 0 : r.sequences[target.group]![ref]!
+            }
+            do {
+                var receipts = try await self.send(messages, topic: topic, queue: local, sequence: sequence, via: child)
+                for k in receipts.indices { receipts[k].brokerGroup = target.group }
+                return receipts
+            } catch ClientError.broker(let e) where e.code == ErrorCode.topicNotFound || e.code == ErrorCode.queueNotFound {
+                router.forget(topic)
+                throw ClientError.broker(e)
+            } catch let e as ClientError {
+                if case .broker = e {} else { self.routed.withLockedValue { $0.avoid[target.group] = clock.now + .seconds(10) } }
+                throw e
+            }
+        }
+        return key == nil ? try await attempt() : try await gate.serially(QueueRef(topic: "\(target.group)/\(topic)", queueID: local), attempt)
+    }
+
+    /// The group and its local queue id of queue `global` numbered across `route`'s groups.
+    static func locate(_ global: UInt32, in route: TopicRoute) -> (GroupRoute, UInt32) {
+        var q = global
+        for g in route.groups {
+            if q < g.queues { return (g, q) }
+            q -= g.queues
+        }
+        preconditionFailure("queue \(global) beyond the route's \(route.totalQueues) queues")
+    }
+
+    private func send(_ messages: [Message], topic: String, queue: UInt32, sequence: UInt64, via: TernCluster? = nil) async throws -> [SendReceipt] {
         let now = UInt64(Int64(Duration.nowSinceEpochMillis))
         let request = SendRequest(
             topic: topic, queueID: queue, producerGroup: group, producerID: producerID, sequence: sequence,
             messages: messages.map { WireMessage(tag: $0.tag, keys: $0.keys, properties: $0.properties, bornTimestamp: now, body: $0.body) })
         let body: [UInt8]
+        let target = via ?? cluster
         do {
-            body = try await cluster.leaderCall(.send, request.encoded(), timeoutMillis: sendTimeoutMillis)
+            body = try await target.leaderCall(.send, request.encoded(), timeoutMillis: sendTimeoutMillis)
         } catch ClientError.broker(let e) where e.code == ErrorCode.topicNotFound || e.code == ErrorCode.queueNotFound {
-            cluster.forgetRoute(topic)
+            target.forgetRoute(topic)
             throw ClientError.broker(e)
         }
         let r = try SendResponse.decode(body)

@@ -80,16 +80,8 @@ public final class LocalCluster: @unchecked Sendable {
 
     /// Writes a new random secret (mode 0600) unless the file exists.
     public func ensurePeerSecret() throws {
-        guard !peerArgs.isEmpty, !FileManager.default.fileExists(atPath: peerSecretPath) else { return }
-        try FileManager.default.createDirectory(atPath: dataRoot, withIntermediateDirectories: true)
-        let text = "# Tern cluster secret (docs/security.md): every member holds the same file, mode 0600.\n\(PeerSecrets.generate())\n"
-        let fd = open(peerSecretPath, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-        guard fd >= 0 else { throw ValidationError("cannot create the peer secret file \(peerSecretPath): \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        let bytes = Array(text.utf8)
-        guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
-            throw ValidationError("cannot write the peer secret file \(peerSecretPath): \(String(cString: strerror(errno)))")
-        }
+        guard !peerArgs.isEmpty else { return }
+        try writePeerSecret(path: peerSecretPath)
     }
 
     public func start(_ id: String) throws {
@@ -152,6 +144,20 @@ public final class LocalCluster: @unchecked Sendable {
         for p in processes.values { p.terminate() }
         for p in processes.values { p.waitUntilExit() }
         processes = [:]
+    }
+}
+
+/// Writes a new random cluster secret (mode 0600) to `path` unless the file exists.
+public func writePeerSecret(path: String) throws {
+    guard !FileManager.default.fileExists(atPath: path) else { return }
+    try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path, withIntermediateDirectories: true)
+    let text = "# Tern cluster secret (docs/security.md): every member holds the same file, mode 0600.\n\(PeerSecrets.generate())\n"
+    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    guard fd >= 0 else { throw ValidationError("cannot create the peer secret file \(path): \(String(cString: strerror(errno)))") }
+    defer { close(fd) }
+    let bytes = Array(text.utf8)
+    guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
+        throw ValidationError("cannot write the peer secret file \(path): \(String(cString: strerror(errno)))")
     }
 }
 

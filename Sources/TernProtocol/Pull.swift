@@ -61,6 +61,8 @@ public struct ReceivedMessage: Equatable, Sendable {
     public var storeTimestamp: UInt64
     public var producerGroup: String
     public var message: WireMessage
+    /// The broker group it came from, set by a client that routes through name servers ("" otherwise; not on the wire).
+    public var brokerGroup = ""
 
     public init(id: MessageID, topic: String, queueID: UInt32, queueOffset: UInt64, storeTimestamp: UInt64, producerGroup: String, message: WireMessage) {
         self.id = id

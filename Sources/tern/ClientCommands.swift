@@ -6,58 +6,6 @@ import TernClient
 import TernLauncher
 import TernProtocol
 
-struct Endpoints: ParsableArguments {
-    @Option(help: "Any of the cluster's nodes, host:port, comma separated, in any order.")
-    var endpoints = "127.0.0.1:9001,127.0.0.1:9002,127.0.0.1:9003"
-    @Flag(help: "Connect over TLS (to nodes started with --tls-cert), trusting the system's CAs unless --tls-ca is given.")
-    var tls = false
-    @Option(help: "PEM file of the CA that signed the nodes' certificates (implies --tls).")
-    var tlsCa: String?
-    @Option(help: "Credentials file of the account to speak for (nodes started with --acl); default: $TERN_CREDENTIALS.")
-    var credentials: String?
-
-    /// The client options these flags ask for.
-    func options() throws -> TernCluster.Options {
-        var o = TernCluster.Options()
-        if tls || tlsCa != nil { o.tls = ClientTLS(caFile: tlsCa) }
-        if let path = credentials ?? ProcessInfo.processInfo.environment["TERN_CREDENTIALS"].flatMap({ $0.isEmpty ? nil : $0 }) {
-            do {
-                o.credentials = try Credentials(file: path)
-            } catch {
-                throw ValidationError("\(error)")
-            }
-        }
-        return o
-    }
-
-    func cluster() throws -> TernCluster {
-        let o = try options()
-        do {
-            return try TernCluster(endpoints: [endpoints], options: o)
-        } catch let e as ClientError {
-            if case .invalidArgument(let why) = e, why.hasPrefix("--tls") { throw ValidationError(why) }
-            throw ValidationError("--endpoints: \(e)")
-        }
-    }
-}
-
-/// Runs `body` against the cluster and turns client errors into a message and exit status 1.
-func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) async throws -> T {
-    let cluster = try e.cluster()
-    do {
-        let v = try await body(cluster)
-        await cluster.shutdown()
-        return v
-    } catch let error as ClientError {
-        await cluster.shutdown()
-        FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
-        throw ExitCode(1)
-    } catch {
-        await cluster.shutdown()
-        throw error
-    }
-}
-
 struct Admin: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Topics, cluster status, leadership.",
@@ -74,23 +22,39 @@ struct Admin: ParsableCommand {
         struct Create: AsyncParsableCommand {
             @OptionGroup var endpoints: Endpoints
             @Argument(help: "Topic name.") var name: String
-            @Option(help: "Queues.") var queues: UInt32 = 4
+            @Option(help: "Queues (through name servers: in all, spread over the broker groups).") var queues: UInt32 = 4
             @Option(help: "The messages it takes: normal, fifo, delay, transaction, or mixed (all; the default). Others are refused.")
             var type: String = "mixed"
+            @Option(help: "Through name servers: the broker groups to hold it, comma separated (default: every live group).")
+            var brokerGroups: String?
             func run() async throws {
                 guard let t = TopicType(name: type) else {
                     throw ValidationError("--type \(type) is not one of \(TopicType.allCases.map(\.description).joined(separator: ", "))")
                 }
-                try await withCluster(endpoints) { try await $0.createTopic(name, queues: queues, type: t) }
-                print("created \(name) with \(queues) queues" + (t == .mixed ? "" : ", for \(t) messages"))
+                let groups = brokerGroups.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+                let plan = try await withCluster(endpoints) { try await $0.createTopic(name, queues: queues, type: t, brokerGroups: groups) }
+                let spread = plan.count > 1 || endpoints.nameservers != nil ? " (\(plan.map(\.description).joined(separator: " ")))" : ""
+                print("created \(name) with \(queues) queues\(spread)" + (t == .mixed ? "" : ", for \(t) messages"))
             }
         }
 
         struct List: AsyncParsableCommand {
             @OptionGroup var endpoints: Endpoints
             func run() async throws {
-                let topics = try await withCluster(endpoints) { try await $0.listTopics() }
-                for t in topics { print("\(t.name)\t\(t.queues.count) queues\t\(t.queues.reduce(0) { $0 + $1.maxOffset - $1.minOffset }) messages") }
+                let byGroup = try await withCluster(endpoints) { try await $0.listTopicsByGroup() }
+                let names = Set(byGroup.flatMap { $0.topics.map(\.name) }).sorted()
+                for name in names {
+                    let parts = byGroup.compactMap { g in g.topics.first { $0.name == name }.map { (g.group, $0) } }
+                    let queues = parts.reduce(0) { $0 + $1.1.queues.count }
+                    let messages = parts.reduce(UInt64(0)) { sum, p in sum + p.1.queues.reduce(0) { $0 + $1.maxOffset - $1.minOffset } }
+                    var line = "\(name)\t\(queues) queues\t\(messages) messages"
+                    if byGroup.count > 1 {
+                        line += "\t" + parts.map { "\($0.0):\($0.1.queues.count)" }.joined(separator: " ")
+                        let missing = byGroup.map(\.group).filter { g in !parts.contains { $0.0 == g } }
+                        if !missing.isEmpty { line += "\t(not on \(missing.joined(separator: ", ")))" }
+                    }
+                    print(line)
+                }
             }
         }
 
@@ -109,10 +73,16 @@ struct Admin: ParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Add queues to a topic.")
             @OptionGroup var endpoints: Endpoints
             @Argument(help: "Topic name.") var name: String
-            @Option(help: "The new queue count (at least the current one).") var queues: UInt32
+            @Option(help: "The new queue count (at least the current one; through name servers, in all).") var queues: UInt32
+            @Option(
+                help:
+                    "Through name servers: the broker groups that take the new queues, comma separated (default: the live groups without the topic, else all)."
+            )
+            var brokerGroups: String?
             func run() async throws {
-                try await withCluster(endpoints) { try await $0.updateTopic(name, queues: queues) }
-                print("\(name) now has \(queues) queues")
+                let groups = brokerGroups.map { $0.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+                let plan = try await withCluster(endpoints) { try await $0.updateTopic(name, queues: queues, brokerGroups: groups) }
+                print("\(name) now has \(queues) queues" + (plan.count > 1 ? " (\(plan.map(\.description).joined(separator: " ")))" : ""))
             }
         }
 
@@ -133,10 +103,12 @@ struct Admin: ParsableCommand {
             @OptionGroup var endpoints: Endpoints
             @Flag(help: "One JSON object with a `nodes` array.") var json = false
             func run() async throws {
-                let nodes = try await withCluster(endpoints) { try await $0.status() }
+                let groups = try await withCluster(endpoints) { try await $0.statusByGroup() }
+                let nodes = groups.flatMap(\.nodes)
+                let many = groups.count > 1 || endpoints.brokerGroup != nil || endpoints.endpoints == nil && (try? endpoints.nameServerList()) != nil
                 if json {
                     struct Node: Encodable {
-                        var id, role, leader: String
+                        var brokerGroup, id, role, leader: String
                         var term, commitIndex, lastIndex, appliedIndex, durableIndex, firstIndex, snapshotIndex, diskBytes: UInt64
                     }
                     struct Report: Encodable { var nodes: [Node] }
@@ -144,14 +116,14 @@ struct Admin: ParsableCommand {
                         Report(
                             nodes: nodes.map {
                                 Node(
-                                    id: $0.id, role: $0.role, leader: $0.leader, term: $0.term, commitIndex: $0.commitIndex,
+                                    brokerGroup: $0.brokerGroup, id: $0.id, role: $0.role, leader: $0.leader, term: $0.term, commitIndex: $0.commitIndex,
                                     lastIndex: $0.lastIndex, appliedIndex: $0.appliedIndex, durableIndex: $0.durableIndex, firstIndex: $0.firstIndex,
                                     snapshotIndex: $0.snapshotIndex, diskBytes: $0.diskBytes)
                             }))
                 } else {
-                    print("node  role         term  commitIndex  firstIndex  lastIndex  snapshotIndex  disk MiB  leader")
+                    print((many ? "group     " : "") + "node  role         term  commitIndex  firstIndex  lastIndex  snapshotIndex  disk MiB  leader")
                     for n in nodes {
-                        let cells = [
+                        let cells = (many ? [n.brokerGroup.padding(8)] : []) + [
                             n.id.padding(4), n.role.padding(11), String(n.term).padding(4), String(n.commitIndex).padding(11),
                             String(n.firstIndex).padding(10), String(n.lastIndex).padding(9), String(n.snapshotIndex).padding(13),
                             String(n.diskBytes >> 20).padding(8), n.leader,

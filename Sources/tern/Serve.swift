@@ -38,6 +38,9 @@ struct ClusterUp: AsyncParsableCommand {
         discussion: "Nodes n1, n2, ... listen on 127.0.0.1 from --base-port up; each logs to DATA/logs/ID.log.")
 
     @Option(help: "Nodes in the group.") var nodes = 3
+    @Option(help: "Broker groups (g1, g2, ...) behind two name servers (docs/architecture.md, \"Many groups\"); group k's ports are 10(k-1) above g1's.")
+    var groups = 1
+    @Option(help: "With --groups above 1: the first name server's port; the second's follows.") var nameserverBasePort = 9876
     @Option(help: "Data directory (one subdirectory per node).") var data = "./tern-data"
     @Option(help: "Port of n1; the others follow.") var basePort = 9001
     @Option(help: "Port of n1's RocketMQ 5 gRPC front (docs/rocketmq.md); the others follow. 0: no front.") var grpcBasePort = 8081
@@ -55,24 +58,9 @@ struct ClusterUp: AsyncParsableCommand {
     func run() async throws {
         tern_stdout_line_buffered()  // progress lines appear as they happen, also in a pipe
         guard nodes >= 1 && nodes <= 9 else { throw ValidationError("--nodes must be 1 to 9") }
-        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
-        if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca is for a cluster started with --tls-cert") }
-        let absolute = { (path: String) in path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path }
-        let tlsArgs = (tlsCert.map { ["--tls-cert", absolute($0), "--tls-key", absolute(tlsKey!)] } ?? []) + (tlsCa.map { ["--tls-ca", absolute($0)] } ?? [])
-        var clientOptions = TernCluster.Options()
-        if tlsCert != nil { clientOptions.tls = ClientTLS(caFile: tlsCa) }
-        var aclArgs: [String] = []
-        if acl {
-            let path = absolute(data) + "/admin.credentials"
-            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
-            if !FileManager.default.fileExists(atPath: path) {
-                var rng = SystemRandomNumberGenerator()
-                let secret = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
-                try writeCredentials(path: path, accessKey: "admin", secret: secret)
-            }
-            clientOptions.credentials = try Credentials(file: path)
-            aclArgs = ["--acl", "--acl-admin", path]
-        }
+        guard groups >= 1 && groups <= 9 else { throw ValidationError("--groups must be 1 to 9") }
+        let (securityArgs, clientOptions) = try security()
+        if groups > 1 { return try await runGroups(securityArgs: securityArgs, clientOptions: clientOptions) }
         guard grpcBasePort == 0 || (grpcBasePort > 0 && grpcBasePort + nodes <= 65536) else { throw ValidationError("--grpc-base-port must be 0 or a port") }
         let grpcPorts = grpcBasePort == 0 ? [] : (0..<nodes).map { grpcBasePort + $0 }
         let ids = (1...nodes).map { "n\($0)" }
@@ -80,7 +68,7 @@ struct ClusterUp: AsyncParsableCommand {
         guard httpBasePort == 0 || (httpBasePort > 0 && httpBasePort + nodes <= 65536) else { throw ValidationError("--http-base-port must be 0 or a port") }
         let httpListen = Dictionary(uniqueKeysWithValues: zip(ids, (httpBasePort == 0 ? [] : (0..<nodes).map { httpBasePort + $0 }).map { "127.0.0.1:\($0)" }))
         let cluster = LocalCluster(
-            nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + tlsArgs + aclArgs + nodeArg,
+            nodes: nodes, basePort: basePort, dataRoot: data, extraArgs: ["--io", "\(io)"] + securityArgs + nodeArg,
             nodeArgs: { id in (grpcListen[id].map { ["--grpc-listen", $0] } ?? []) + (httpListen[id].map { ["--http-listen", $0] } ?? []) })
         // Held from before the first node starts: a SIGINT or SIGTERM at any moment after this
         // stops the nodes too, never leaves them running without this process.
@@ -147,6 +135,31 @@ struct ClusterUp: AsyncParsableCommand {
         print("\nstopping")
         cluster.stopAll()
         print("cluster stopped")
+    }
+}
+
+extension ClusterUp {
+    /// The nodes' TLS and access-control flags, and this command's own client options.
+    func security() throws -> ([String], TernCluster.Options) {
+        guard (tlsCert == nil) == (tlsKey == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        if tlsCa != nil && tlsCert == nil { throw ValidationError("--tls-ca is for a cluster started with --tls-cert") }
+        let absolute = { (path: String) in path.hasPrefix("/") ? path : FileManager.default.currentDirectoryPath + "/" + path }
+        let tlsArgs = (tlsCert.map { ["--tls-cert", absolute($0), "--tls-key", absolute(tlsKey!)] } ?? []) + (tlsCa.map { ["--tls-ca", absolute($0)] } ?? [])
+        var clientOptions = TernCluster.Options()
+        if tlsCert != nil { clientOptions.tls = ClientTLS(caFile: tlsCa) }
+        var aclArgs: [String] = []
+        if acl {
+            let path = absolute(data) + "/admin.credentials"
+            try FileManager.default.createDirectory(atPath: data, withIntermediateDirectories: true)
+            if !FileManager.default.fileExists(atPath: path) {
+                var rng = SystemRandomNumberGenerator()
+                let secret = (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &rng)) }.joined()
+                try writeCredentials(path: path, accessKey: "admin", secret: secret)
+            }
+            clientOptions.credentials = try Credentials(file: path)
+            aclArgs = ["--acl", "--acl-admin", path]
+        }
+        return (tlsArgs + aclArgs, clientOptions)
     }
 }
 

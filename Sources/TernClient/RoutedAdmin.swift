@@ -1,0 +1,192 @@
+// Admin calls through name servers (docs/architecture.md, "Many groups"): a topic's queues are
+// spread over broker groups, so creating, growing, listing and looking up go to each group that
+// holds (or is to hold) the topic. Nothing is atomic across groups; every step is idempotent, so
+// a create or update that failed part way is completed by running it again.
+import TernProtocol
+
+/// How a topic's queues lie over the broker groups.
+public struct TopicPlacement: Sendable, Equatable, CustomStringConvertible {
+    public var group: String
+    public var queues: UInt32
+    public init(group: String, queues: UInt32) {
+        self.group = group
+        self.queues = queues
+    }
+    public var description: String { "\(group):\(queues)" }
+}
+
+/// `queues` over `groups` (sorted by name): each gets queues / n, and the first queues % n one more.
+public func spreadQueues(_ queues: UInt32, over groups: [String]) -> [TopicPlacement] {
+    let sorted = groups.sorted()
+    let n = UInt32(sorted.count)
+    guard n > 0 else { return [] }
+    return sorted.enumerated().map { k, g in TopicPlacement(group: g, queues: queues / n + (UInt32(k) < queues % n ? 1 : 0)) }
+}
+
+extension TernCluster {
+    /// Through name servers: the client of one broker group (for what concerns one group: its
+    /// members, leadership, snapshots). Shut down with this client.
+    public func brokerGroup(_ name: String) async throws -> TernCluster {
+        guard let router else { throw ClientError.invalidArgument("a broker group is picked among the groups behind name servers") }
+        return try await router.cluster(named: name)
+    }
+
+    /// The groups named, checked against the live ones; nil or empty: every live group.
+    func chosenGroups(_ router: Router, _ names: [String]?) async throws -> [String] {
+        let live = try await router.liveGroups().map(\.group)
+        guard !live.isEmpty else { throw ClientError.invalidArgument("no broker group is registered with the name servers (is any group running with --nameservers?)") }
+        guard let names, !names.isEmpty else { return live }
+        for n in names where !live.contains(n) {
+            throw ClientError.invalidArgument("no live broker group is named \(n) (live: \(live.joined(separator: ", ")))")
+        }
+        guard Set(names).count == names.count else { throw ClientError.invalidArgument("a broker group is named twice") }
+        return names.sorted()
+    }
+
+    /// Creates `name` with `queues` spread over `brokerGroups` (nil: every live group), and
+    /// returns the placement. Repeating it with the same arguments completes a partial create.
+    @discardableResult
+    public func createTopic(_ name: String, queues: UInt32, type: TopicType = .mixed, brokerGroups: [String]?) async throws -> [TopicPlacement] {
+        guard let router else {
+            guard brokerGroups == nil else { throw ClientError.invalidArgument("--broker-groups needs a client of the name servers (--nameservers)") }
+            try await createTopic(name, queues: queues, type: type)
+            return [TopicPlacement(group: brokerGroup ?? BrokerGroupName.defaultName, queues: queues)]
+        }
+        let groups = try await chosenGroups(router, brokerGroups)
+        guard queues >= UInt32(groups.count) else {
+            throw ClientError.invalidArgument("\(queues) queues cannot be spread over \(groups.count) broker groups: give at least one queue per group")
+        }
+        let plan = spreadQueues(queues, over: groups)
+        try await apply(plan, topic: name, type: type, router: router)
+        router.forget(name)
+        return plan
+    }
+
+    /// Creates or grows the topic in each group of `plan`, in order; the first failure is
+    /// reported with the groups done before it.
+    private func apply(_ plan: [TopicPlacement], topic: String, type: TopicType, router: Router) async throws {
+        var done: [String] = []
+        for p in plan {
+            let c = try await router.cluster(named: p.group)
+            do {
+                let current = try? await c.describeTopic(topic)
+                if let current, UInt32(current.queues.count) < p.queues {
+                    try await c.updateTopic(topic, queues: p.queues)
+                } else {
+                    try await c.createTopic(topic, queues: p.queues, type: type)
+                }
+            } catch {
+                let partial = done.isEmpty ? "" : " (done on \(done.joined(separator: ", ")); run it again to finish)"
+                throw ClientError.invalidArgument("topic \(topic) on broker group \(p.group): \(error)\(partial)")
+            }
+            done.append(p.group)
+        }
+    }
+
+    /// Through name servers: grows `name` to `queues` in all, the new queues spread over
+    /// `brokerGroups` (nil: the live groups that hold none of it yet, else every live group).
+    @discardableResult
+    public func updateTopic(_ name: String, queues: UInt32, brokerGroups: [String]?) async throws -> [TopicPlacement] {
+        guard let router else {
+            guard brokerGroups == nil else { throw ClientError.invalidArgument("--broker-groups needs a client of the name servers (--nameservers)") }
+            try await updateTopic(name, queues: queues)
+            return [TopicPlacement(group: brokerGroup ?? BrokerGroupName.defaultName, queues: queues)]
+        }
+        let route = try await router.route(name, fresh: true)
+        let total = route.totalQueues
+        guard queues >= total else { throw ClientError.invalidArgument("topic \(name) has \(total) queues over its groups; it may grow, never shrink") }
+        guard queues > total else { return route.groups.map { TopicPlacement(group: $0.group, queues: $0.queues) } }
+        let holding = route.groups.map(\.group)
+        var targets = try await chosenGroups(router, brokerGroups)
+        if brokerGroups == nil {
+            let empty = targets.filter { !holding.contains($0) }
+            if !empty.isEmpty { targets = empty }
+        }
+        let type = route.groups.first?.type ?? .mixed
+        let plan = spreadQueues(queues - total, over: targets).map { add in
+            TopicPlacement(group: add.group, queues: add.queues + (route.groups.first { $0.group == add.group }?.queues ?? 0))
+        }
+        try await apply(plan.filter { $0.queues > 0 }, topic: name, type: type, router: router)
+        router.forget(name)
+        var result = Dictionary(uniqueKeysWithValues: route.groups.map { ($0.group, $0.queues) })
+        for p in plan { result[p.group] = p.queues }
+        return result.keys.sorted().map { TopicPlacement(group: $0, queues: result[$0]!) }
+    }
+
+    /// Each group's view of the topic, in group name order (through name servers), or this
+    /// group's alone.
+    public func describeTopicByGroup(_ name: String) async throws -> [(group: String, info: TopicInfo)] {
+        guard let router else { return [(brokerGroup ?? BrokerGroupName.defaultName, try await describeTopic(name))] }
+        var out: [(group: String, info: TopicInfo)] = []
+        for g in try await router.route(name, fresh: true).groups {
+            out.append((g.group, try await router.cluster(g).describeTopic(name)))
+        }
+        return out
+    }
+
+    /// Every group's topics (through name servers: each live group's, in group name order).
+    public func listTopicsByGroup() async throws -> [(group: String, topics: [TopicInfo])] {
+        guard let router else { return [(brokerGroup ?? BrokerGroupName.defaultName, try await listTopics())] }
+        var out: [(group: String, topics: [TopicInfo])] = []
+        for g in try await router.liveGroups() {
+            out.append((g.group, try await router.cluster(g).listTopics()))
+        }
+        return out
+    }
+
+    /// Every live group's members and their status, in group name order.
+    public func statusByGroup() async throws -> [(group: String, nodes: [NodeStatus])] {
+        guard let router else {
+            let nodes = try await status()
+            return [(nodes.first?.brokerGroup ?? BrokerGroupName.defaultName, nodes)]
+        }
+        var out: [(group: String, nodes: [NodeStatus])] = []
+        for g in try await router.liveGroups() {
+            out.append((g.group, try await router.cluster(g).status()))
+        }
+        return out
+    }
+
+    /// Through name servers: the message with this id from its group, or, for a bare id, from
+    /// the first group in name order that holds it.
+    public func message(id: GroupMessageID) async throws -> ReceivedMessage {
+        guard let router else { return try await message(id: id.id) }
+        let groups: [String]
+        if let g = id.group { groups = [g] } else { groups = try await router.liveGroups().map(\.group) }
+        var lastError: Error = ClientError.broker(ErrorBody(code: ErrorCode.messageNotFound, message: "no broker group holds message \(id)"))
+        for g in groups {
+            do {
+                var m = try await router.cluster(named: g).message(id: id.id)
+                m.brokerGroup = g
+                return m
+            } catch ClientError.broker(let e) where e.code == ErrorCode.messageNotFound {
+                lastError = ClientError.broker(e)
+            }
+        }
+        throw lastError
+    }
+
+    /// Through name servers: the messages of `topic` carrying `key`, from every group holding it.
+    func routedMessages(_ router: Router, topic: String, key: String, max: UInt32) async throws -> [ReceivedMessage] {
+        var out: [ReceivedMessage] = []
+        for g in try await router.route(topic, fresh: true).groups {
+            for var m in try await router.cluster(g).messages(topic: topic, key: key, max: max) {
+                m.brokerGroup = g.group
+                out.append(m)
+            }
+        }
+        return out.sorted { ($0.storeTimestamp, $0.brokerGroup, $0.id) < ($1.storeTimestamp, $1.brokerGroup, $1.id) }
+    }
+
+    /// Through name servers: `body` on every group holding `topic` (delete, tracing).
+    func onEveryGroup(of topic: String, _ router: Router, _ body: (TernCluster) async throws -> Void) async throws {
+        let route = try await router.route(topic, fresh: true)
+        for g in route.groups { try await body(router.cluster(g)) }
+        router.forget(topic)
+    }
+
+    /// Through name servers: `body` on every live group (consumer group settings).
+    func onEveryGroup(_ router: Router, _ body: (TernCluster) async throws -> Void) async throws {
+        for g in try await router.liveGroups() { try await body(router.cluster(g)) }
+    }
+}

@@ -1,0 +1,142 @@
+// Many broker groups behind name servers (docs/architecture.md, "Many groups"): the client's
+// route table. A topic's route (which groups hold how many of its queues, and their members)
+// comes from any name server and is kept: it is refreshed in the background once it is older
+// than `refreshAfter`, and at once when a group answers that it has no such topic. Each group is
+// reached through a `TernCluster` of its own, which finds that group's leader and fails over
+// within it. With every name server down, the routes already known keep working.
+import NIOConcurrencyHelpers
+import NIOCore
+import TernProtocol
+
+/// A message id that names its broker group: `g2/0000000000000A2B0000`. A bare 20-hex id (from a
+/// single-group client, or issued before groups had names) has no group and is looked up on
+/// every group in name order.
+public struct GroupMessageID: Hashable, Sendable, CustomStringConvertible {
+    public var group: String?
+    public var id: MessageID
+    public init(group: String?, id: MessageID) {
+        self.group = group
+        self.id = id
+    }
+    public init?(_ text: String) {
+        if let slash = text.firstIndex(of: "/") {
+            let g = String(text[..<slash])
+            guard BrokerGroupName.problem(g) == nil, let id = MessageID(String(text[text.index(after: slash)...])) else { return nil }
+            self.init(group: g, id: id)
+        } else {
+            guard let id = MessageID(text) else { return nil }
+            self.init(group: nil, id: id)
+        }
+    }
+    public var description: String { group.map { "\($0)/\(id)" } ?? id.description }
+}
+
+final class Router: Sendable {
+    static let refreshAfter: Duration = .seconds(30)
+    let nameServers: NameServers
+    let options: TernCluster.Options
+    let group: EventLoopGroup
+
+    struct Cached {
+        var route: TopicRoute
+        var at: ContinuousClock.Instant
+        var refreshing = false
+    }
+    struct State {
+        var routes: [String: Cached] = [:]
+        var clusters: [String: TernCluster] = [:]
+        var closed = false
+    }
+    private let state = NIOLockedValueBox(State())
+
+    init(nameServers: NameServers, options: TernCluster.Options, group: EventLoopGroup) {
+        self.nameServers = nameServers
+        self.options = options
+        self.group = group
+    }
+
+    func shutdown() async {
+        let all = state.withLockedValue { s -> [TernCluster] in
+            s.closed = true
+            defer { s.clusters = [:] }
+            return Array(s.clusters.values)
+        }
+        for c in all { await c.shutdown() }
+        await nameServers.shutdown()
+    }
+
+    /// `topic`'s route: the one held (refreshed in the background when old), or one asked for
+    /// now. `fresh` asks now, and falls back to the one held when no name server answers.
+    func route(_ topic: String, fresh: Bool = false) async throws -> TopicRoute {
+        let clock = ContinuousClock()
+        let held = state.withLockedValue { s -> (TopicRoute, Bool)? in
+            guard let c = s.routes[topic] else { return nil }
+            let old = clock.now - c.at >= Self.refreshAfter
+            if old && !c.refreshing && !fresh { s.routes[topic]?.refreshing = true }
+            return (c.route, old && !c.refreshing)
+        }
+        if let (route, refresh) = held, !fresh {
+            if refresh { Task { _ = try? await self.fetch(topic) } }
+            return route
+        }
+        do {
+            return try await fetch(topic)
+        } catch let e as ClientError where e.code == ErrorCode.topicNotFound {
+            throw e
+        } catch {
+            if let (route, _) = held { return route }  // every name server down: keep what is known
+            throw error
+        }
+    }
+
+    private func fetch(_ topic: String) async throws -> TopicRoute {
+        do {
+            let route = try await nameServers.route(topic: topic)
+            state.withLockedValue { $0.routes[topic] = Cached(route: route, at: ContinuousClock().now) }
+            for g in route.groups { _ = cluster(g) }
+            return route
+        } catch {
+            state.withLockedValue { s in
+                s.routes[topic]?.refreshing = false
+                // A failed refresh is tried again after a pause, not on every call.
+                s.routes[topic]?.at = ContinuousClock().now - Self.refreshAfter + .seconds(5)
+                if let e = error as? ClientError, e.code == ErrorCode.topicNotFound { s.routes[topic] = nil }
+            }
+            throw error
+        }
+    }
+
+    func forget(_ topic: String) {
+        _ = state.withLockedValue { $0.routes.removeValue(forKey: topic) }
+    }
+
+    /// The client of `route`'s group, made on first use; it learns the listed members.
+    func cluster(_ route: GroupRoute) -> TernCluster {
+        let endpoints = route.members.map(\.endpoint).filter { !$0.isEmpty }
+        return state.withLockedValue { s -> TernCluster in
+            if let c = s.clusters[route.group] {
+                c.learn(endpoints: endpoints, leader: route.leaderEndpoint)
+                return c
+            }
+            let c = TernCluster(group: route.group, endpoints: endpoints, leader: route.leaderEndpoint, options: options, eventLoopGroup: group)
+            s.clusters[route.group] = c
+            return c
+        }
+    }
+
+    /// Every live group (from the name servers), in name order.
+    func liveGroups() async throws -> [GroupRoute] {
+        let route = try TopicRoute.decode(try await nameServers.ask(.topicRoute, NameRequest(name: "").encoded()))
+        for g in route.groups { _ = cluster(g) }
+        return route.groups
+    }
+
+    /// The client of the group named `name` (known from a route, else asked of the name servers).
+    func cluster(named name: String) async throws -> TernCluster {
+        if let c = state.withLockedValue({ $0.clusters[name] }) { return c }
+        guard let g = try await liveGroups().first(where: { $0.group == name }) else {
+            throw ClientError.invalidArgument("no live broker group is named \(name) (tern admin cluster status lists them)")
+        }
+        return cluster(g)
+    }
+}
