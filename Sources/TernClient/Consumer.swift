@@ -59,6 +59,11 @@ public final class PullConsumer: Sendable {
         var retentionSkips: [RetentionSkip] = []
     }
     private let state = NIOLockedValueBox(State())
+    /// Through name servers: one consumer per broker group holding the topic (RoutedPull.swift).
+    let routed: RoutedPull?
+    /// Set on a routed consumer's parts: a pull moves the position only, and the offset to
+    /// commit moves when the routed consumer hands the messages out (`settle`).
+    let holdConsumed: Bool
 
     /// A queue position that fell below the queue's minimum: those messages were deleted by
     /// retention before this consumer read them, and it resumed at the minimum.
@@ -76,9 +81,18 @@ public final class PullConsumer: Sendable {
         }
     }
 
-    public init(
+    public convenience init(
         cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", mode: ConsumeMode = .clustering,
         clientID: String? = nil, consumeFrom: ConsumeFrom = .firstOffset
+    ) {
+        self.init(
+            cluster: cluster, group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, mode: mode, clientID: clientID, consumeFrom: consumeFrom,
+            holdConsumed: false)
+    }
+
+    init(
+        cluster: TernCluster, group: String, topic: String, tagFilter: String, sqlFilter: String, mode: ConsumeMode, clientID: String?,
+        consumeFrom: ConsumeFrom, holdConsumed: Bool
     ) {
         self.cluster = cluster
         self.group = group
@@ -86,8 +100,15 @@ public final class PullConsumer: Sendable {
         self.tagFilter = tagFilter
         self.sqlFilter = sqlFilter
         self.mode = mode
-        self.clientID = clientID ?? PullConsumer.defaultClientID()
+        let id = clientID ?? PullConsumer.defaultClientID()
+        self.clientID = id
         self.consumeFrom = consumeFrom
+        self.holdConsumed = holdConsumed
+        routed =
+            cluster.router.map {
+                RoutedPull(
+                    router: $0, group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, mode: mode, clientID: id, consumeFrom: consumeFrom)
+            }
     }
 
     static func defaultClientID() -> String {
@@ -102,17 +123,22 @@ public final class PullConsumer: Sendable {
 
     /// Joins the group.
     public func start() async throws {
+        if let routed { return try await routed.start() }
         _ = try await cluster.queues(of: topic)
         state.withLockedValue { $0.started = true }
         try await heartbeat()
     }
 
-    /// Queues this member owns now.
-    public var assignment: [QueueRef] { state.withLockedValue { $0.assigned } }
+    /// Queues this member owns now (through name servers: in every group, see `groupAssignment`).
+    public var assignment: [QueueRef] { routed?.assignment.flatMap(\.queues).sorted() ?? state.withLockedValue { $0.assigned } }
+
+    /// Queues this member owns now, per broker group (one entry, group "", without name servers).
+    public var groupAssignment: [(group: String, queues: [QueueRef])] { routed?.assignment ?? [("", assignment)] }
 
     /// Heartbeats the leader and applies a changed assignment: queues lost are committed and
     /// dropped, queues gained start at the group's committed offset.
     public func heartbeat() async throws {
+        if let routed { return try await routed.heartbeat() }
         let request = HeartbeatRequest(group: group, clientID: clientID, mode: mode, topics: [topic], sqlFilter: sqlFilter)
         let response = try HeartbeatResponse.decode(try await cluster.leaderCall(.heartbeat, request.encoded()))
         let (lost, gained) = state.withLockedValue { s -> ([QueueRef], [QueueRef]) in
@@ -151,42 +177,62 @@ public final class PullConsumer: Sendable {
     /// Messages from the owned queues: first a quick pass over every queue, then, when all are
     /// empty, one long poll of up to `waitMillis` on the next queue in turn.
     public func poll(maxMessages: Int = 32, waitMillis: UInt32 = 1000) async throws -> [ReceivedMessage] {
+        if let routed { return try await routed.poll(maxMessages: maxMessages, waitMillis: waitMillis) }
+        return try await pollBatch(maxMessages: maxMessages, waitMillis: waitMillis).messages
+    }
+
+    /// A poll, and the offsets it moved past (queue, from, to) for `settle`.
+    func pollBatch(maxMessages: Int, waitMillis: UInt32) async throws -> (messages: [ReceivedMessage], moved: [(QueueRef, UInt64, UInt64)]) {
         let due = state.withLockedValue { s in s.lastHeartbeat.map { ContinuousClock().now - $0 > .seconds(1) } ?? true }
         if due { try await heartbeat() }
         let queues = state.withLockedValue { $0.assigned }
         if queues.isEmpty {
             try await Task.sleep(for: .milliseconds(Int64(min(waitMillis, 200))))
-            return []
+            return ([], [])
         }
+        var moved: [(QueueRef, UInt64, UInt64)] = []
         for q in queues {
             let got = try await pull(q, max: maxMessages, wait: 0)
-            if !got.isEmpty { return got }
+            if let m = got.moved { moved.append(m) }
+            if !got.messages.isEmpty { return (got.messages, moved) }
         }
         let q = state.withLockedValue { s -> QueueRef in
             s.rotation += 1
             return queues[s.rotation % queues.count]
         }
-        return try await pull(q, max: maxMessages, wait: waitMillis)
+        let got = try await pull(q, max: maxMessages, wait: waitMillis)
+        if let m = got.moved { moved.append(m) }
+        return (got.messages, moved)
     }
 
-    private func pull(_ q: QueueRef, max: Int, wait: UInt32) async throws -> [ReceivedMessage] {
-        guard let offset = state.withLockedValue({ $0.positions[q] }) else { return [] }
+    /// A routed consumer handed out what a pull of `q` from `from` to `to` returned: commit up to there.
+    func settle(_ q: QueueRef, from: UInt64, to: UInt64) {
+        state.withLockedValue { s in
+            if s.positions[q] != nil, s.consumed[q] == from { s.consumed[q] = to }
+        }
+    }
+
+    private func pull(_ q: QueueRef, max: Int, wait: UInt32) async throws -> (messages: [ReceivedMessage], moved: (QueueRef, UInt64, UInt64)?) {
+        guard let offset = state.withLockedValue({ $0.positions[q] }) else { return ([], nil) }
         let request = PullRequest(
             topic: q.topic, queueID: q.queueID, offset: offset, maxMessages: UInt32(max), maxWaitMillis: wait, tagFilter: tagFilter, sqlFilter: sqlFilter)
         let r = try PullResponse.decode(try await cluster.anyCall(.pull, request.encoded(), timeoutMillis: Int64(wait) + cluster.options.requestTimeoutMillis))
-        state.withLockedValue { s in
+        let moved = state.withLockedValue { s -> (QueueRef, UInt64, UInt64)? in
             // Only if the queue is still ours and nobody moved the position meanwhile.
-            if s.positions[q] == offset {
-                s.positions[q] = r.nextOffset
-                s.consumed[q] = r.nextOffset
-                if offset < r.minOffset { s.retentionSkips.append(RetentionSkip(queue: q, from: offset, resumedAt: r.minOffset)) }
-            }
+            guard s.positions[q] == offset else { return nil }
+            s.positions[q] = r.nextOffset
+            if offset < r.minOffset { s.retentionSkips.append(RetentionSkip(queue: q, from: offset, resumedAt: r.minOffset)) }
+            if holdConsumed { return (q, offset, r.nextOffset) }
+            s.consumed[q] = r.nextOffset
+            return nil
         }
-        return r.messages
+        return (r.messages, moved)
     }
 
-    /// Moves a queue's position back (to redeliver from `offset`).
-    public func seek(_ q: QueueRef, to offset: UInt64) {
+    /// Moves a queue's position back (to redeliver from `offset`); through name servers, in
+    /// the group named (a message's `brokerGroup`).
+    public func seek(_ q: QueueRef, to offset: UInt64, brokerGroup: String = "") {
+        if let routed { return routed.seek(q, to: offset, brokerGroup: brokerGroup) }
         state.withLockedValue { s in
             if s.positions[q] != nil {
                 s.positions[q] = offset
@@ -197,6 +243,7 @@ public final class PullConsumer: Sendable {
 
     /// Commits, for every owned queue, the offset after the last message poll returned.
     public func commit() async throws {
+        if let routed { return try await routed.commit() }
         let offsets = state.withLockedValue { s in s.consumed.filter { s.committed[$0.key] != $0.value } }
         guard !offsets.isEmpty else { return }
         _ = try await cluster.leaderCall(.commitOffset, CommitOffsetRequest(group: offsetGroup, offsets: offsets).encoded())
@@ -205,6 +252,7 @@ public final class PullConsumer: Sendable {
 
     /// Commits and leaves the group, so its queues move to the other members at once.
     public func shutdown() async {
+        if let routed { return await routed.shutdown() }
         try? await commit()
         _ = try? await cluster.leaderCall(.unregister, UnregisterRequest(group: group, clientID: clientID).encoded(), timeoutMillis: 1000)
     }
@@ -291,8 +339,9 @@ public final class PushConsumer: Sendable {
                     for rest in batch[k...] {
                         let consumer = rest.topic == pull.topic ? pull : retry
                         let q = QueueRef(topic: rest.topic, queueID: rest.queueID)
-                        if let c = consumer, let at = batch[k...].filter({ $0.topic == rest.topic && $0.queueID == rest.queueID }).map(\.queueOffset).min() {
-                            c.seek(q, to: at)
+                        let same = batch[k...].filter { $0.topic == rest.topic && $0.queueID == rest.queueID && $0.brokerGroup == rest.brokerGroup }
+                        if let c = consumer, let at = same.map(\.queueOffset).min() {
+                            c.seek(q, to: at, brokerGroup: rest.brokerGroup)
                         }
                     }
                     return
@@ -326,7 +375,7 @@ public final class PushConsumer: Sendable {
             let times = Int(m.message.properties[RetryProperty.reconsumeTimes] ?? "0") ?? 0
             let delay = retryDelaysMillis[min(times, retryDelaysMillis.count - 1)]
             let request = SendBackRequest(group: pull.group, id: m.id, delayMillis: delay, maxReconsumeTimes: UInt32(maxReconsumeTimes))
-            if (try? await pull.cluster.leaderCall(.sendBack, request.encoded())) != nil { return true }
+            if (try? await pull.cluster.groupCall(m.brokerGroup, .sendBack, request.encoded())) != nil { return true }
             try? await Task.sleep(for: .seconds(1))  // not given back: keep it, try again
         }
         return false

@@ -75,10 +75,56 @@ public final class NameServers: Sendable {
         throw notFound ?? lastError
     }
 
-    /// Which groups hold `topic`'s queues, and their members (throws topicNotFound).
+    /// Which groups hold `topic`'s queues, and their members (throws topicNotFound). Every name
+    /// server is asked at once and their answers joined: one restarted a moment ago has not
+    /// heard from every group yet.
     public func route(topic: String) async throws -> TopicRoute {
         guard !topic.isEmpty else { throw ClientError.invalidArgument("a route names a topic") }
-        return try TopicRoute.decode(try await ask(.topicRoute, NameRequest(name: topic).encoded()))
+        return try await joinedRoute(topic)
+    }
+
+    /// Every live group with its members (an empty topic's route), joined over the name servers.
+    public func liveGroups() async throws -> TopicRoute { try await joinedRoute("") }
+
+    private func joinedRoute(_ topic: String) async throws -> TopicRoute {
+        let body = NameRequest(name: topic).encoded()
+        let answers = await withTaskGroup(of: Result<TopicRoute, Error>.self) { tasks in
+            for e in endpoints {
+                tasks.addTask {
+                    do {
+                        return .success(try TopicRoute.decode(try await self.call(e, .topicRoute, body)))
+                    } catch let error as ClientError {
+                        if case .broker = error { return .failure(error) }
+                        return .failure(ClientError.connectionFailed(endpoint: e, reason: "name server: \(error)"))
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var out: [Result<TopicRoute, Error>] = []
+            for await r in tasks { out.append(r) }
+            return out
+        }
+        var best: [String: GroupRoute] = [:]
+        var answered = false
+        var notFound: Error?
+        var lastError: Error?
+        for a in answers {
+            switch a {
+            case .success(let route):
+                answered = true
+                for g in route.groups where best[g.group].map({ g.term > $0.term || (g.term == $0.term && g.queues > $0.queues) }) ?? true {
+                    best[g.group] = g
+                }
+            case .failure(let e as ClientError) where e.code == ErrorCode.topicNotFound: notFound = e
+            case .failure(let e): lastError = e
+            }
+        }
+        if best.isEmpty {
+            if let notFound { throw notFound }
+            if !answered { throw lastError ?? ClientError.timedOut("no name server answered") }
+        }
+        return TopicRoute(groups: Array(best.values))
     }
 
     /// Every live broker group (from the first name server that answers).

@@ -31,6 +31,12 @@ extension TernCluster {
         return try await router.cluster(named: name)
     }
 
+    /// A request to the leader of `group` (through name servers), or of this group (without).
+    func groupCall(_ group: String, _ op: Opcode, _ body: [UInt8]) async throws -> [UInt8] {
+        guard let router, !group.isEmpty else { return try await leaderCall(op, body) }
+        return try await router.cluster(named: group).leaderCall(op, body)
+    }
+
     /// The groups named, checked against the live ones; nil or empty: every live group.
     func chosenGroups(_ router: Router, _ names: [String]?) async throws -> [String] {
         let live = try await router.liveGroups().map(\.group)
@@ -58,8 +64,25 @@ extension TernCluster {
         }
         let plan = spreadQueues(queues, over: groups)
         try await apply(plan, topic: name, type: type, router: router)
-        router.forget(name)
+        try await awaitRoute(name, showing: plan, router: router)
         return plan
+    }
+
+    /// Waits until a name server's route shows `plan` (the groups' leaders register a change
+    /// within a second), so that a send right after a create finds the topic.
+    private func awaitRoute(_ topic: String, showing plan: [TopicPlacement], router: Router) async throws {
+        router.forget(topic)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(15)
+        while clock.now < deadline {
+            if let route = try? await router.route(topic, fresh: true),
+                plan.allSatisfy({ p in route.groups.contains { $0.group == p.group && $0.queues >= p.queues } })
+            {
+                return
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw ClientError.timedOut("topic \(topic) is in place on \(plan.map(\.group).joined(separator: ", ")), but the name servers do not route it yet (after 15 s)")
     }
 
     /// Creates or grows the topic in each group of `plan`, in order; the first failure is
@@ -107,7 +130,7 @@ extension TernCluster {
             TopicPlacement(group: add.group, queues: add.queues + (route.groups.first { $0.group == add.group }?.queues ?? 0))
         }
         try await apply(plan.filter { $0.queues > 0 }, topic: name, type: type, router: router)
-        router.forget(name)
+        try await awaitRoute(name, showing: plan.filter { $0.queues > 0 }, router: router)
         var result = Dictionary(uniqueKeysWithValues: route.groups.map { ($0.group, $0.queues) })
         for p in plan { result[p.group] = p.queues }
         return result.keys.sorted().map { TopicPlacement(group: $0, queues: result[$0]!) }

@@ -31,6 +31,11 @@ public struct GroupMessageID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { group.map { "\($0)/\(id)" } ?? id.description }
 }
 
+extension ReceivedMessage {
+    /// The id with its group (`g2/...`) when it came through name servers, else the bare id.
+    public var groupMessageID: GroupMessageID { GroupMessageID(group: brokerGroup.isEmpty ? nil : brokerGroup, id: id) }
+}
+
 final class Router: Sendable {
     static let refreshAfter: Duration = .seconds(30)
     let nameServers: NameServers
@@ -126,7 +131,7 @@ final class Router: Sendable {
 
     /// Every live group (from the name servers), in name order.
     func liveGroups() async throws -> [GroupRoute] {
-        let route = try TopicRoute.decode(try await nameServers.ask(.topicRoute, NameRequest(name: "").encoded()))
+        let route = try await nameServers.liveGroups()
         for g in route.groups { _ = cluster(g) }
         return route.groups
     }

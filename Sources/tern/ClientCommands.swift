@@ -177,12 +177,13 @@ extension Admin {
         struct Get: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Show a message by id, or the most recent ones with a key.")
             @OptionGroup var endpoints: Endpoints
-            @Option(help: "Message id: Tern's (20 hex digits, as send prints it), or with --topic a RocketMQ client's (its UNIQ_KEY).") var id: String?
+            @Option(help: "Message id: Tern's (as send prints it: 20 hex digits, g2/ before them through name servers), or with --topic a RocketMQ client's (its UNIQ_KEY).")
+            var id: String?
             @Option(help: "Message key.") var key: String?
             @Option(help: "Topic (with --key, or with a client's message id).") var topic: String?
             func run() async throws {
                 let found: [ReceivedMessage]
-                if let id, let topic, MessageID(id.uppercased()) == nil {
+                if let id, let topic, GroupMessageID(id) == nil {
                     // A RocketMQ client's id is indexed like a key of its message.
                     found = try await withCluster(endpoints) { try await $0.messages(topic: topic, key: id) }.filter {
                         $0.message.properties[DedupeProperty.clientMessageID] == id
@@ -192,8 +193,8 @@ extension Admin {
                         throw ExitCode(1)
                     }
                 } else if let id {
-                    guard let mid = MessageID(id.uppercased()) else {
-                        throw ValidationError("--id \(id) is not a Tern message id (20 hex digits); a RocketMQ client's id needs --topic")
+                    guard let mid = GroupMessageID(id) else {
+                        throw ValidationError("--id \(id) is not a Tern message id (20 hex digits, after GROUP/ through name servers); a RocketMQ client's id needs --topic")
                     }
                     found = [try await withCluster(endpoints) { try await $0.message(id: mid) }]
                 } else if let key {
@@ -307,7 +308,7 @@ func printMessage(_ m: ReceivedMessage) {
     let props = m.message.properties.keys.sorted().map { "\($0)=\(m.message.properties[$0]!)" }.joined(separator: ",")
     let text = String(decoding: m.message.body.prefix(200), as: UTF8.self).replacingOccurrences(of: "\n", with: "\\n")
     print(
-        "\(m.id)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\tstored=\(m.storeTimestamp)\t\(m.message.body.count) B\t\(text)"
+        "\(m.groupMessageID)\t\(m.topic)#\(m.queueID)@\(m.queueOffset)\ttag=\(m.message.tag)\tkeys=\(m.message.keys.joined(separator: ","))\tprops=\(props)\tstored=\(m.storeTimestamp)\t\(m.message.body.count) B\t\(text)"
     )
 }
 

@@ -59,7 +59,7 @@ struct Send: AsyncParsableCommand {
             do {
                 let r = try await producer.send(message(k, properties))
                 acknowledged += 1
-                if !quiet { print(r.scheduled ? "\(r.messageID)\tscheduled" : "\(r.messageID)") }
+                if !quiet { print(r.scheduled ? "\(r.groupMessageID)\tscheduled" : "\(r.groupMessageID)") }
             } catch {
                 failed += 1
                 FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))

@@ -1,0 +1,199 @@
+// A consumer across broker groups (docs/architecture.md, "Many groups"): one `PullConsumer` per
+// group that holds the topic, each a member of the consumer group in that group, where that
+// group's leader assigns its own queues among the members heartbeating to it. Polls run on every
+// part at once; what a part returns waits here until a poll hands it out, and only then does that
+// part's offset to commit move past it, so a message is committed only once it was handed out.
+import NIOConcurrencyHelpers
+import TernProtocol
+
+final class RoutedPull: Sendable {
+    let router: Router
+    let group: String
+    let topic: String
+    let tagFilter: String
+    let sqlFilter: String
+    let mode: ConsumeMode
+    let clientID: String
+    let consumeFrom: ConsumeFrom
+
+    struct Pending {
+        var group: String
+        var messages: [ReceivedMessage]
+        var moved: [(QueueRef, UInt64, UInt64)]
+    }
+    struct State {
+        var parts: [String: PullConsumer] = [:]
+        var inflight: Set<String> = []
+        var pending: [Pending] = []
+        var failures: [String: Error] = [:]
+        var waiter: CheckedContinuation<Void, Never>?
+        var signaled = false
+        var lastRouteCheck: ContinuousClock.Instant?
+        var closed = false
+    }
+    private let state = NIOLockedValueBox(State())
+    static let routeCheck: Duration = .seconds(10)
+
+    init(
+        router: Router, group: String, topic: String, tagFilter: String, sqlFilter: String, mode: ConsumeMode, clientID: String, consumeFrom: ConsumeFrom
+    ) {
+        self.router = router
+        self.group = group
+        self.topic = topic
+        self.tagFilter = tagFilter
+        self.sqlFilter = sqlFilter
+        self.mode = mode
+        self.clientID = clientID
+        self.consumeFrom = consumeFrom
+    }
+
+    var assignment: [(group: String, queues: [QueueRef])] {
+        let parts = state.withLockedValue { $0.parts }
+        return parts.keys.sorted().map { ($0, parts[$0]!.assignment) }
+    }
+
+    func start() async throws {
+        let route = try await router.route(topic, fresh: true)
+        try await join(route)
+        state.withLockedValue { $0.lastRouteCheck = ContinuousClock().now }
+    }
+
+    /// Starts a part in every group of `route` that has none yet.
+    private func join(_ route: TopicRoute) async throws {
+        for g in route.groups where state.withLockedValue({ $0.parts[g.group] == nil }) {
+            let part = PullConsumer(
+                cluster: router.cluster(g), group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, mode: mode, clientID: clientID,
+                consumeFrom: consumeFrom, holdConsumed: true)
+            try await part.start()
+            state.withLockedValue { $0.parts[g.group] = part }
+        }
+    }
+
+    /// Every `routeCheck`: joins groups the topic has spread onto since.
+    private func followRoute() async {
+        let clock = ContinuousClock()
+        let due = state.withLockedValue { s -> Bool in
+            guard s.lastRouteCheck.map({ clock.now - $0 >= Self.routeCheck }) ?? true else { return false }
+            s.lastRouteCheck = clock.now
+            return true
+        }
+        if due, let route = try? await router.route(topic) { try? await join(route) }
+    }
+
+    func heartbeat() async throws {
+        await followRoute()
+        for part in state.withLockedValue({ Array($0.parts.values) }) { try await part.heartbeat() }
+    }
+
+    func poll(maxMessages: Int, waitMillis: UInt32) async throws -> [ReceivedMessage] {
+        await followRoute()
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(Int64(waitMillis))
+        var failedNow: Set<String> = []
+        var first = true
+        while true {
+            if let batch = takePending() { return batch }
+            let parts = state.withLockedValue { $0.parts }
+            let past = clock.now >= deadline
+            // After the deadline nothing new starts; the polls in flight are waited for.
+            let launch = !first && past ? [] : state.withLockedValue { s -> [String] in
+                let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) }.sorted()
+                s.inflight.formUnion(idle)
+                return idle
+            }
+            first = false
+            let left = max(0, Int64((deadline - clock.now).components.seconds * 1000 + (deadline - clock.now).components.attoseconds / 1_000_000_000_000_000))
+            for name in launch {
+                let part = parts[name]!
+                Task { await self.run(part, name: name, max: maxMessages, wait: UInt32(left)) }
+            }
+            let (errors, busy) = state.withLockedValue { s in (s.failures, !s.inflight.isEmpty) }
+            failedNow.formUnion(errors.keys)
+            if !busy {
+                if failedNow.count == parts.count, let first = errors.keys.sorted().first.flatMap({ errors[$0] }) {
+                    state.withLockedValue { $0.failures = [:] }
+                    throw first
+                }
+                if past { return [] }
+            }
+            await waitForPart()
+        }
+    }
+
+    private func run(_ part: PullConsumer, name: String, max: Int, wait: UInt32) async {
+        let result: Result<(messages: [ReceivedMessage], moved: [(QueueRef, UInt64, UInt64)]), Error>
+        do {
+            result = .success(try await part.pollBatch(maxMessages: max, waitMillis: wait))
+        } catch {
+            result = .failure(error)
+        }
+        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+            s.inflight.remove(name)
+            switch result {
+            case .success(let got):
+                s.failures[name] = nil
+                var messages = got.messages
+                for k in messages.indices { messages[k].brokerGroup = name }
+                s.pending.append(Pending(group: name, messages: messages, moved: got.moved))
+            case .failure(let e):
+                s.failures[name] = e
+            }
+            defer { s.waiter = nil }
+            if s.waiter == nil { s.signaled = true }
+            return s.waiter
+        }
+        waiter?.resume()
+    }
+
+    private func waitForPart() async {
+        await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+            let now = state.withLockedValue { s -> Bool in
+                if s.signaled || s.inflight.isEmpty {
+                    s.signaled = false
+                    return true
+                }
+                s.waiter = c
+                return false
+            }
+            if now { c.resume() }
+        }
+    }
+
+    /// Hands out everything the parts returned (empty pulls settle their offsets only); nil
+    /// when there is no message among it.
+    private func takePending() -> [ReceivedMessage]? {
+        let (taken, parts) = state.withLockedValue { s -> ([Pending], [String: PullConsumer]) in
+            defer { s.pending = [] }
+            return (s.pending, s.parts)
+        }
+        for p in taken {
+            for (q, from, to) in p.moved { parts[p.group]?.settle(q, from: from, to: to) }
+        }
+        let messages = taken.flatMap(\.messages)
+        return messages.isEmpty ? nil : messages
+    }
+
+    func seek(_ q: QueueRef, to offset: UInt64, brokerGroup: String) {
+        state.withLockedValue { $0.parts[brokerGroup] }?.seek(q, to: offset)
+    }
+
+    func commit() async throws {
+        var firstError: Error?
+        for part in state.withLockedValue({ Array($0.parts.values) }) {
+            do { try await part.commit() } catch { firstError = firstError ?? error }
+        }
+        if let firstError { throw firstError }
+    }
+
+    /// Waits for the polls in flight (what they got is not handed out, so not committed), then
+    /// commits and leaves the group in every broker group.
+    func shutdown() async {
+        state.withLockedValue { $0.closed = true }
+        while state.withLockedValue({ !$0.inflight.isEmpty }) { await waitForPart() }
+        let parts = state.withLockedValue { s -> [PullConsumer] in
+            s.pending = []
+            return Array(s.parts.values)
+        }
+        for part in parts { await part.shutdown() }
+    }
+}
