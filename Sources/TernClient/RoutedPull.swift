@@ -97,7 +97,10 @@ final class RoutedPull: Sendable {
             let past = clock.now >= deadline
             // After the deadline nothing new starts; the polls in flight are waited for.
             let launch = !first && past ? [] : state.withLockedValue { s -> [String] in
-                let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) }.sorted()
+                // Not a part whose last answer is still unhanded: its next poll may heartbeat and
+                // commit on a rebalance, and must find that answer settled.
+                let unhanded = Set(s.pending.map(\.group))
+                let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) && !unhanded.contains($0) }.sorted()
                 s.inflight.formUnion(idle)
                 return idle
             }
