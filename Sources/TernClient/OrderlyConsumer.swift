@@ -45,6 +45,9 @@ public final class OrderlyConsumer: Sendable {
         var deadLettered = 0
     }
     private let state = NIOLockedValueBox(State())
+    /// Through name servers: one orderly consumer per broker group holding the topic (a queue
+    /// and its order live in one group), and the task that joins groups the topic spreads onto.
+    private let parts = NIOLockedValueBox<(byGroup: [String: OrderlyConsumer], follow: Task<Void, Never>?)>(([:], nil))
 
     public init(
         cluster: TernCluster, group: String, topic: String, tagFilter: String = "*", sqlFilter: String = "", clientID: String? = nil,
@@ -62,17 +65,46 @@ public final class OrderlyConsumer: Sendable {
     }
 
     /// Messages this member sent to the dead-letter queue.
-    public var deadLettered: Int { state.withLockedValue { $0.deadLettered } }
+    public var deadLettered: Int {
+        state.withLockedValue { $0.deadLettered } + parts.withLockedValue { $0.byGroup.values.reduce(0) { $0 + $1.deadLettered } }
+    }
 
     public func start() async throws {
+        if let router = cluster.router {
+            try await join(router.route(topic, fresh: true), router)
+            let t = Task {
+                while !Task.isCancelled {
+                    try? await Task.sleep(for: .seconds(10))
+                    if let route = try? await router.route(self.topic) { try? await self.join(route, router) }
+                }
+            }
+            parts.withLockedValue { $0.follow = t }
+            return
+        }
         _ = try await cluster.queues(of: topic)
         try await refresh()
         let t = Task { await self.run() }
         state.withLockedValue { $0.task = t }
     }
 
+    private func join(_ route: TopicRoute, _ router: Router) async throws {
+        for g in route.groups where parts.withLockedValue({ $0.byGroup[g.group] == nil }) {
+            let part = OrderlyConsumer(
+                cluster: router.cluster(g), group: group, topic: topic, tagFilter: tagFilter, sqlFilter: sqlFilter, clientID: clientID,
+                maxReconsumeTimes: maxReconsumeTimes, retryIntervalMillis: retryIntervalMillis, listener: listener)
+            try await part.start()
+            parts.withLockedValue { $0.byGroup[g.group] = part }
+        }
+    }
+
     /// Stops after the message in hand, commits, unlocks and leaves the group.
     public func shutdown() async {
+        if cluster.isRouted {
+            let (all, follow) = parts.withLockedValue { ($0.byGroup.values, $0.follow) }
+            follow?.cancel()
+            for p in all { await p.shutdown() }
+            return
+        }
         let t = state.withLockedValue { $0.task }
         t?.cancel()
         await t?.value
@@ -175,6 +207,8 @@ public final class OrderlyConsumer: Sendable {
         var attempt = 0
         while true {
             guard holds(q) != nil, !Task.isCancelled else { return false }
+            var m = m
+            m.brokerGroup = cluster.brokerGroup ?? ""
             let result = (try? await listener(m)) ?? .retryLater
             if case .success = result { return true }
             attempt += 1

@@ -89,26 +89,51 @@ public final class TransactionProducer: Sendable {
         }
         var ended = false
         if state != .unknown {
-            ended = (try? await end(receipt.messageID, state == .commit ? .commit : .rollback, fromCheck: false)) != nil
+            ended = (try? await end(receipt.groupMessageID, state == .commit ? .commit : .rollback, fromCheck: false)) != nil
         }
         return TransactionReceipt(receipt: receipt, state: state, ended: ended)
     }
 
     /// Commits or rolls back a half message of this group (also usable after a restart, by id).
     public func end(_ id: MessageID, _ decision: TransactionDecision, fromCheck: Bool = false) async throws {
-        _ = try await producer.cluster.leaderCall(
-            .endTransaction, EndTransactionRequest(group: group, id: id, decision: decision, fromCheck: fromCheck).encoded())
+        try await end(GroupMessageID(group: nil, id: id), decision, fromCheck: fromCheck)
+    }
+
+    /// Through name servers the id names the group that holds the half message (`g2/...`).
+    public func end(_ id: GroupMessageID, _ decision: TransactionDecision, fromCheck: Bool = false) async throws {
+        let cluster = producer.cluster
+        if cluster.isRouted && id.group == nil {
+            throw ClientError.invalidArgument("transaction \(id) names no broker group (g2/...) and this client routes over many")
+        }
+        _ = try await cluster.groupCall(
+            id.group ?? "", .endTransaction, EndTransactionRequest(group: group, id: id.id, decision: decision, fromCheck: fromCheck).encoded())
     }
 
     private func pollChecks() async {
+        guard let router = producer.cluster.router else { return await pollChecks(in: producer.cluster, name: "") }
+        // Every broker group's leader checks its own half messages: one poll per group, and
+        // groups that register later are joined within 10 s.
+        var loops: [String: Task<Void, Never>] = [:]
+        while !Task.isCancelled {
+            for g in (try? await router.liveGroups()) ?? [] where loops[g.group] == nil {
+                let target = router.cluster(g)
+                loops[g.group] = Task { await self.pollChecks(in: target, name: g.group) }
+            }
+            try? await Task.sleep(for: .seconds(10))
+        }
+        for t in loops.values { t.cancel() }
+    }
+
+    private func pollChecks(in target: TernCluster, name: String) async {
         let poll = TransactionCheckPoll(group: group, clientID: clientID, maxWaitMillis: 20_000).encoded()
         while !Task.isCancelled {
             do {
-                let body = try await producer.cluster.leaderCall(.pollTransactionChecks, poll, timeoutMillis: 25_000)
-                for half in try MessageList.decode(body).messages {
+                let body = try await target.leaderCall(.pollTransactionChecks, poll, timeoutMillis: 25_000)
+                for var half in try MessageList.decode(body).messages {
+                    half.brokerGroup = name
                     let state = await checker(half)
                     guard state != .unknown else { continue }
-                    try? await end(half.id, state == .commit ? .commit : .rollback, fromCheck: true)
+                    try? await end(half.groupMessageID, state == .commit ? .commit : .rollback, fromCheck: true)
                 }
             } catch {
                 try? await Task.sleep(for: .milliseconds(200))

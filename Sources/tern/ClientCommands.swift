@@ -347,10 +347,10 @@ struct Receive: AsyncParsableCommand {
                 continue
             }
             for d in batch {
-                print("\(d.handle)\tattempt \(d.attempt)\tinvisible until \(d.invisibleUntil)\t", terminator: "")
+                print("\(d.groupHandle)\tattempt \(d.attempt)\tinvisible until \(d.invisibleUntil)\t", terminator: "")
                 printMessage(d.message)
                 if ack {
-                    do { try await consumer.ack(d) } catch { FileHandle.standardError.write(Data("tern: ack of \(d.handle) failed: \(error)\n".utf8)) }
+                    do { try await consumer.ack(d) } catch { FileHandle.standardError.write(Data("tern: ack of \(d.groupHandle) failed: \(error)\n".utf8)) }
                 }
                 got += 1
                 lastMessage = clock.now
@@ -366,14 +366,14 @@ struct Ack: AsyncParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Acknowledge a received message by its receipt handle, or change its invisible time.")
     @OptionGroup var endpoints: Endpoints
     @Option(help: "Consumer group.") var group: String
-    @Option(help: "Receipt handle, as receive prints it (topic:queue:offset:index).") var handle: String
+    @Option(help: "Receipt handle, as receive prints it (topic:queue:offset:index; g2/ before it through name servers).") var handle: String
     @Option(help: "Instead of acknowledging, keep it invisible this long from now (e.g. 30s).") var invisible: String?
 
     func run() async throws {
-        guard let h = ReceiptHandle(handle) else { throw ValidationError("--handle \(handle) is not topic:queue:offset:index") }
+        guard let h = GroupReceiptHandle(handle) else { throw ValidationError("--handle \(handle) is not [group/]topic:queue:offset:index") }
         let cluster = try endpoints.cluster()
         defer { Task { await cluster.shutdown() } }
-        let consumer = SimpleConsumer(cluster: cluster, group: group, topic: h.queue.topic)
+        let consumer = SimpleConsumer(cluster: cluster, group: group, topic: h.handle.queue.topic)
         do {
             if let invisible {
                 guard let ms = parseDuration(invisible) else { throw ValidationError("--invisible \(invisible) is not a duration") }
