@@ -484,6 +484,7 @@ public final class TernCluster: Sendable {
     /// Sends a dead letter of `group` back to it: a copy into `%RETRY%<group>` with its retry
     /// count reset, delivered at once.
     public func resendDeadLetter(_ dead: ReceivedMessage, group: String) async throws -> SendReceipt {
+        if let router { return try await routedResend(dead, group: group, router) }
         let retry = "%RETRY%\(group)"
         do {
             try await createTopic(retry, queues: 1)

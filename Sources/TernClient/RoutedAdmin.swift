@@ -213,3 +213,84 @@ extension TernCluster {
         for g in try await router.liveGroups() { try await body(router.cluster(g)) }
     }
 }
+
+extension TernCluster {
+    /// A consumer group's progress in each broker group (one entry without name servers).
+    public func groupProgressByGroup(_ name: String) async throws -> [(group: String, progress: GroupProgress)] {
+        guard let router else { return [(brokerGroup ?? "", try await groupProgress(name))] }
+        var out: [(group: String, progress: GroupProgress)] = []
+        for g in try await router.liveGroups() { out.append((g.group, try await router.cluster(g).groupProgress(name))) }
+        return out
+    }
+
+    /// `resetOffsets` in each broker group (one entry without name servers).
+    public func resetOffsetsByGroup(group: String, topic: String? = nil, toTimestamp timestamp: UInt64) async throws -> [(
+        group: String, offsets: [QueueRef: UInt64]
+    )] {
+        guard let router else { return [(brokerGroup ?? "", try await resetOffsets(group: group, topic: topic, toTimestamp: timestamp))] }
+        var out: [(group: String, offsets: [QueueRef: UInt64])] = []
+        for g in try await router.liveGroups() {
+            out.append((g.group, try await router.cluster(g).resetOffsets(group: group, topic: topic, toTimestamp: timestamp)))
+        }
+        return out
+    }
+
+    /// Cancels delayed messages, each in the group its id names (through name servers).
+    public func recall(_ ids: [GroupMessageID]) async throws {
+        guard let router else { return try await recall(ids.map(\.id)) }
+        for (group, list) in Dictionary(grouping: ids, by: { $0.group ?? "" }).sorted(by: { $0.key < $1.key }) {
+            guard !group.isEmpty else { throw ClientError.invalidArgument("message ids \(list.map(\.description).joined(separator: ", ")) name no broker group (g2/...)") }
+            try await router.cluster(named: group).recall(list.map(\.id))
+        }
+    }
+
+    /// A traced message's steps, from the group its id names (a bare id: the first group in
+    /// name order that traced it).
+    public func trace(id: GroupMessageID) async throws -> MessageTrace {
+        guard let router else { return try await trace(id: id.id) }
+        var groups = id.group.map { [$0] } ?? []
+        if groups.isEmpty { groups = try await router.liveGroups().map(\.group) }
+        var lastError: Error = ClientError.broker(ErrorBody(code: ErrorCode.messageNotFound, message: "no broker group traced \(id)"))
+        for g in groups {
+            do {
+                return try await router.cluster(named: g).trace(id: id.id)
+            } catch ClientError.broker(let e) where e.code == ErrorCode.messageNotFound {
+                lastError = ClientError.broker(e)
+            }
+        }
+        throw lastError
+    }
+
+    /// Through name servers: the dead letter goes back to its own group's retry topic.
+    func routedResend(_ dead: ReceivedMessage, group: String, _ router: Router) async throws -> SendReceipt {
+        guard !dead.brokerGroup.isEmpty else { throw ClientError.invalidArgument("dead letter \(dead.id) names no broker group") }
+        var r = try await router.cluster(named: dead.brokerGroup).resendDeadLetter(dead, group: group)
+        r.brokerGroup = dead.brokerGroup
+        return r
+    }
+
+    /// Through name servers: the messages of one queue of `topic` in each group holding it.
+    public func pullEveryGroup(topic: String, queue: UInt32, max: Int) async throws -> [ReceivedMessage] {
+        let targets: [(String, TernCluster)]
+        if let router {
+            targets = try await router.route(topic, fresh: true).groups.map { ($0.group, router.cluster($0)) }
+        } else {
+            targets = [("", self)]
+        }
+        var out: [ReceivedMessage] = []
+        for (name, c) in targets {
+            var offset: UInt64 = 0
+            while out.count < max {
+                let r = try await c.pull(topic: topic, queue: queue, offset: offset, maxMessages: UInt32(Swift.min(256, max - out.count)))
+                out += r.messages.map {
+                    var m = $0
+                    m.brokerGroup = name
+                    return m
+                }
+                if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
+                offset = r.nextOffset
+            }
+        }
+        return out
+    }
+}

@@ -169,7 +169,7 @@ extension Admin {
             @Option(help: "Message id (repeatable).") var id: [String]
             func run() async throws {
                 let ids = try parseMessageIDs(id)
-                try await withCluster(endpoints) { try await $0.recall(ids) }
+                try await withCluster(endpoints) { try await $0.recall(ids) as Void }
                 print("recalled \(ids.count)")
             }
         }
@@ -223,19 +223,21 @@ extension Admin {
             @Option(help: "Time: milliseconds since 1970, or ISO 8601 such as 2026-11-23T22:00:00Z.") var toTime: String
             func run() async throws {
                 let ms = try parseTime(toTime, flag: "--to-time")
-                let offsets = try await withCluster(endpoints) { try await $0.resetOffsets(group: group, topic: topic, toTimestamp: ms) }
-                if offsets.isEmpty { print("group \(group) has no offsets to reset") }
-                for q in offsets.keys.sorted() { print("\(q)\t\(offsets[q]!)") }
+                let byGroup = try await withCluster(endpoints) { try await $0.resetOffsetsByGroup(group: group, topic: topic, toTimestamp: ms) }
+                if byGroup.allSatisfy({ $0.offsets.isEmpty }) { print("group \(group) has no offsets to reset") }
+                for (broker, offsets) in byGroup {
+                    for q in offsets.keys.sorted() { print("\(broker.isEmpty ? "" : "\(broker):")\(q)\t\(offsets[q]!)") }
+                }
             }
         }
     }
 }
 
-/// `--id` values as message ids; at least one.
-func parseMessageIDs(_ texts: [String]) throws -> [MessageID] {
+/// `--id` values as message ids (g2/ before the 20 hex digits through name servers); at least one.
+func parseMessageIDs(_ texts: [String]) throws -> [GroupMessageID] {
     guard !texts.isEmpty else { throw ValidationError("give --id") }
     return try texts.map { text in
-        guard let m = MessageID(text.uppercased()) else { throw ValidationError("--id \(text) is not a message id (20 hex digits)") }
+        guard let m = GroupMessageID(text) else { throw ValidationError("--id \(text) is not a message id (20 hex digits, after GROUP/ through name servers)") }
         return m
     }
 }
@@ -268,17 +270,7 @@ extension Admin {
             @Option(help: "At most this many.") var max = 100
             func run() async throws {
                 let topic = "%DLQ%\(group)"
-                let list = try await withCluster(endpoints) { c -> [ReceivedMessage] in
-                    var out: [ReceivedMessage] = []
-                    var offset: UInt64 = 0
-                    while out.count < max {
-                        let r = try await c.pull(topic: topic, queue: 0, offset: offset, maxMessages: UInt32(min(256, max - out.count)))
-                        out += r.messages
-                        if r.messages.isEmpty || r.nextOffset >= r.maxOffset { break }
-                        offset = r.nextOffset
-                    }
-                    return out
-                }
+                let list = try await withCluster(endpoints) { try await $0.pullEveryGroup(topic: topic, queue: 0, max: max) }
                 if list.isEmpty { print("no dead letters for group \(group)") }
                 for m in list { printMessage(m) }
             }
@@ -294,9 +286,10 @@ extension Admin {
                 try await withCluster(endpoints) { c in
                     for mid in ids {
                         let dead = try await c.message(id: mid)
-                        guard dead.topic == "%DLQ%\(group)" else { throw ValidationError("\(mid) is in \(dead.topic), not in %DLQ%\(group)") }
+                        let shown = dead.groupMessageID
+                        guard dead.topic == "%DLQ%\(group)" else { throw ValidationError("\(shown) is in \(dead.topic), not in %DLQ%\(group)") }
                         let r = try await c.resendDeadLetter(dead, group: group)
-                        print("\(mid) -> \(r.messageID) in \(r.queue.topic)")
+                        print("\(shown) -> \(r.groupMessageID) in \(r.queue.topic)")
                     }
                 }
             }

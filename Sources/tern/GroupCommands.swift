@@ -16,14 +16,19 @@ struct GroupAdmin: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every consumer group the group's leader knows, with its total lag.")
         @OptionGroup var endpoints: Endpoints
         func run() async throws {
-            let rows = try await withCluster(endpoints) { cluster -> [GroupProgress] in
-                var out: [GroupProgress] = []
-                for name in try await cluster.listGroups() { out.append(try await cluster.groupProgress(name)) }
+            let rows = try await withCluster(endpoints) { cluster -> [[GroupProgress]] in
+                var out: [[GroupProgress]] = []
+                for name in try await cluster.listGroups() { out.append(try await cluster.groupProgressByGroup(name).map(\.progress)) }
                 return out
             }
+            // Through name servers a consumer group's members and queues are counted over the
+            // broker groups (a member counts once per broker group it consumes in).
             print("group                 members  queues  lag")
-            for g in rows {
-                print("\(g.group.padding(20))  \(String(g.members.count).padding(7))  \(String(g.queues.count).padding(6))  \(g.totalLag)")
+            for parts in rows {
+                guard let g = parts.first else { continue }
+                let members = Set(parts.flatMap { $0.members.map(\.clientID) }).count
+                let queues = parts.reduce(0) { $0 + $1.queues.count }
+                print("\(g.group.padding(20))  \(String(members).padding(7))  \(String(queues).padding(6))  \(parts.reduce(0) { $0 + $1.totalLag })")
             }
         }
     }
@@ -42,12 +47,23 @@ struct GroupAdmin: ParsableCommand {
         @Argument(help: "Group name.") var name: String
         @Flag(help: "One JSON object.") var json = false
         func run() async throws {
-            let g = try await withCluster(endpoints) { try await $0.groupProgress(name) }
+            let parts = try await withCluster(endpoints) { try await $0.groupProgressByGroup(name) }
             if json {
-                try printJSON(GroupView(g))
-                return
+                if parts.count == 1 && parts[0].group.isEmpty { return try printJSON(GroupView(parts[0].progress)) }
+                struct ByGroup: Encodable {
+                    var brokerGroup: String
+                    var progress: GroupView
+                }
+                return try printJSON(parts.map { ByGroup(brokerGroup: $0.group, progress: GroupView($0.progress)) })
             }
-            print("group \(g.group): \(g.members.count) live members, lag \(g.totalLag)\(g.fifo ? " (fifo)" : "")")
+            for (k, (broker, g)) in parts.enumerated() {
+                if k > 0 { print("") }
+                describe(g, in: broker)
+            }
+        }
+
+        func describe(_ g: GroupProgress, in broker: String) {
+            print("group \(g.group)\(broker.isEmpty ? "" : " in broker group \(broker)"): \(g.members.count) live members, lag \(g.totalLag)\(g.fifo ? " (fifo)" : "")")
             for m in g.members { print("  member \(m.clientID): \(m.queues.map(\.description).joined(separator: ", "))") }
             print("queue                 committed  min        max        lag        last consumed (stored)")
             for q in g.queues {

@@ -24,12 +24,12 @@ extension Admin.MessageAdmin {
 
         func run() async throws {
             let traces: [MessageTrace] = try await withCluster(endpoints) { cluster in
-                if let mid = MessageID(id.uppercased()) { return [try await cluster.trace(id: mid)] }
+                if let mid = GroupMessageID(id) { return [try await cluster.trace(id: mid)] }
                 guard let topic else { throw ValidationError("\(id) is not a Tern message id (20 hex digits); a key or a client's id needs --topic") }
                 let found = try await cluster.messages(topic: topic, key: id)
                 if found.isEmpty { throw ValidationError("no message with key or client id \(id) in \(topic)") }
                 var out: [MessageTrace] = []
-                for m in found { out.append(try await cluster.trace(id: m.id)) }
+                for m in found { out.append(try await cluster.trace(id: m.groupMessageID)) }
                 return out
             }
             if json { return try printJSON(traces.map(TraceView.init)) }
