@@ -98,7 +98,9 @@ public final class TernCluster: Sendable {
         state = NIOLockedValueBox(State(endpoints: []))
         brokerGroup = nil
         do {
-            router = Router(nameServers: try NameServers(endpoints: nameservers, timeoutMillis: min(options.requestTimeoutMillis, 2000), group: g), options: options, group: g)
+            router = Router(
+                nameServers: try NameServers(endpoints: nameservers, timeoutMillis: min(options.requestTimeoutMillis, 2000), group: g), options: options,
+                group: g)
         } catch {
             try? g.syncShutdownGracefully()
             throw error

@@ -158,7 +158,8 @@ public final class Producer: Sendable {
         let total = route.totalQueues
         guard total > 0 else { throw ClientError.broker(ErrorBody(code: ErrorCode.topicNotFound, message: "topic \(topic) has no queues in any group")) }
         if let q = globalQueue, q >= total {
-            throw ClientError.broker(ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(topic) has \(total) queues over its groups; queue \(q) does not exist"))
+            throw ClientError.broker(
+                ErrorBody(code: ErrorCode.queueNotFound, message: "topic \(topic) has \(total) queues over its groups; queue \(q) does not exist"))
         }
         let key = messages[0].shardingKey
         if let key, !messages.allSatisfy({ $0.shardingKey == key }) {

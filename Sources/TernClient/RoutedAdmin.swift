@@ -40,7 +40,9 @@ extension TernCluster {
     /// The groups named, checked against the live ones; nil or empty: every live group.
     func chosenGroups(_ router: Router, _ names: [String]?) async throws -> [String] {
         let live = try await router.liveGroups().map(\.group)
-        guard !live.isEmpty else { throw ClientError.invalidArgument("no broker group is registered with the name servers (is any group running with --nameservers?)") }
+        guard !live.isEmpty else {
+            throw ClientError.invalidArgument("no broker group is registered with the name servers (is any group running with --nameservers?)")
+        }
         guard let names, !names.isEmpty else { return live }
         for n in names where !live.contains(n) {
             throw ClientError.invalidArgument("no live broker group is named \(n) (live: \(live.joined(separator: ", ")))")
@@ -82,7 +84,8 @@ extension TernCluster {
             }
             try await Task.sleep(for: .milliseconds(100))
         }
-        throw ClientError.timedOut("topic \(topic) is in place on \(plan.map(\.group).joined(separator: ", ")), but the name servers do not route it yet (after 15 s)")
+        throw ClientError.timedOut(
+            "topic \(topic) is in place on \(plan.map(\.group).joined(separator: ", ")), but the name servers do not route it yet (after 15 s)")
     }
 
     /// Creates or grows the topic in each group of `plan`, in order; the first failure is
@@ -224,7 +227,9 @@ extension TernCluster {
     }
 
     /// `resetOffsets` in each broker group (one entry without name servers).
-    public func resetOffsetsByGroup(group: String, topic: String? = nil, toTimestamp timestamp: UInt64) async throws -> [(
+    public func resetOffsetsByGroup(
+        group: String, topic: String? = nil, toTimestamp timestamp: UInt64
+    ) async throws -> [(
         group: String, offsets: [QueueRef: UInt64]
     )] {
         guard let router else { return [(brokerGroup ?? "", try await resetOffsets(group: group, topic: topic, toTimestamp: timestamp))] }
@@ -239,7 +244,9 @@ extension TernCluster {
     public func recall(_ ids: [GroupMessageID]) async throws {
         guard let router else { return try await recall(ids.map(\.id)) }
         for (group, list) in Dictionary(grouping: ids, by: { $0.group ?? "" }).sorted(by: { $0.key < $1.key }) {
-            guard !group.isEmpty else { throw ClientError.invalidArgument("message ids \(list.map(\.description).joined(separator: ", ")) name no broker group (g2/...)") }
+            guard !group.isEmpty else {
+                throw ClientError.invalidArgument("message ids \(list.map(\.description).joined(separator: ", ")) name no broker group (g2/...)")
+            }
             try await router.cluster(named: group).recall(list.map(\.id))
         }
     }

@@ -96,14 +96,17 @@ final class RoutedPull: Sendable {
             let parts = state.withLockedValue { $0.parts }
             let past = clock.now >= deadline
             // After the deadline nothing new starts; the polls in flight are waited for.
-            let launch = !first && past ? [] : state.withLockedValue { s -> [String] in
-                // Not a part whose last answer is still unhanded: its next poll may heartbeat and
-                // commit on a rebalance, and must find that answer settled.
-                let unhanded = Set(s.pending.map(\.group))
-                let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) && !unhanded.contains($0) }.sorted()
-                s.inflight.formUnion(idle)
-                return idle
-            }
+            let launch =
+                !first && past
+                ? []
+                : state.withLockedValue { s -> [String] in
+                    // Not a part whose last answer is still unhanded: its next poll may heartbeat and
+                    // commit on a rebalance, and must find that answer settled.
+                    let unhanded = Set(s.pending.map(\.group))
+                    let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) && !unhanded.contains($0) }.sorted()
+                    s.inflight.formUnion(idle)
+                    return idle
+                }
             first = false
             let left = max(0, Int64((deadline - clock.now).components.seconds * 1000 + (deadline - clock.now).components.attoseconds / 1_000_000_000_000_000))
             for name in launch {

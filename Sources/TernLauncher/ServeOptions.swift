@@ -6,8 +6,8 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernClient
-import TernProtocol
 import TernOps
+import TernProtocol
 import TernRaft
 import TernRocketMQ
 import TernServer

@@ -123,11 +123,12 @@ struct Admin: ParsableCommand {
                 } else {
                     print((many ? "group     " : "") + "node  role         term  commitIndex  firstIndex  lastIndex  snapshotIndex  disk MiB  leader")
                     for n in nodes {
-                        let cells = (many ? [n.brokerGroup.padding(8)] : []) + [
-                            n.id.padding(4), n.role.padding(11), String(n.term).padding(4), String(n.commitIndex).padding(11),
-                            String(n.firstIndex).padding(10), String(n.lastIndex).padding(9), String(n.snapshotIndex).padding(13),
-                            String(n.diskBytes >> 20).padding(8), n.leader,
-                        ]
+                        let cells =
+                            (many ? [n.brokerGroup.padding(8)] : []) + [
+                                n.id.padding(4), n.role.padding(11), String(n.term).padding(4), String(n.commitIndex).padding(11),
+                                String(n.firstIndex).padding(10), String(n.lastIndex).padding(9), String(n.snapshotIndex).padding(13),
+                                String(n.diskBytes >> 20).padding(8), n.leader,
+                            ]
                         print(cells.joined(separator: "  "))
                     }
                 }
@@ -177,7 +178,10 @@ extension Admin {
         struct Get: AsyncParsableCommand {
             static let configuration = CommandConfiguration(abstract: "Show a message by id, or the most recent ones with a key.")
             @OptionGroup var endpoints: Endpoints
-            @Option(help: "Message id: Tern's (as send prints it: 20 hex digits, g2/ before them through name servers), or with --topic a RocketMQ client's (its UNIQ_KEY).")
+            @Option(
+                help:
+                    "Message id: Tern's (as send prints it: 20 hex digits, g2/ before them through name servers), or with --topic a RocketMQ client's (its UNIQ_KEY)."
+            )
             var id: String?
             @Option(help: "Message key.") var key: String?
             @Option(help: "Topic (with --key, or with a client's message id).") var topic: String?
@@ -194,7 +198,8 @@ extension Admin {
                     }
                 } else if let id {
                     guard let mid = GroupMessageID(id) else {
-                        throw ValidationError("--id \(id) is not a Tern message id (20 hex digits, after GROUP/ through name servers); a RocketMQ client's id needs --topic")
+                        throw ValidationError(
+                            "--id \(id) is not a Tern message id (20 hex digits, after GROUP/ through name servers); a RocketMQ client's id needs --topic")
                     }
                     found = [try await withCluster(endpoints) { try await $0.message(id: mid) }]
                 } else if let key {

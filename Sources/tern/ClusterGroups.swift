@@ -11,7 +11,9 @@ extension ClusterUp {
         let stride = 10
         guard basePort > 0, basePort + stride * groups <= 65536 else { throw ValidationError("--base-port must leave room for \(groups) groups") }
         let nsPorts = [nameserverBasePort, nameserverBasePort + 1]
-        var ranges: [(String, Range<Int>)] = [("--base-port", basePort..<(basePort + stride * (groups - 1) + nodes)), ("--nameserver-base-port", nsPorts[0]..<(nsPorts[1] + 1))]
+        var ranges: [(String, Range<Int>)] = [
+            ("--base-port", basePort..<(basePort + stride * (groups - 1) + nodes)), ("--nameserver-base-port", nsPorts[0]..<(nsPorts[1] + 1)),
+        ]
         if grpcBasePort > 0 { ranges.append(("--grpc-base-port", grpcBasePort..<(grpcBasePort + stride * (groups - 1) + nodes))) }
         if httpBasePort > 0 { ranges.append(("--http-base-port", httpBasePort..<(httpBasePort + stride * (groups - 1) + nodes))) }
         for (k, a) in ranges.enumerated() {
@@ -26,7 +28,8 @@ extension ClusterUp {
             nodeArgs: { group, id in
                 let k = Int(group.dropFirst())! - 1
                 let n = ids.firstIndex(of: id) ?? 0
-                return (grpc == 0 ? [] : ["--grpc-listen", "127.0.0.1:\(grpc + stride * k + n)"]) + (http == 0 ? [] : ["--http-listen", "127.0.0.1:\(http + stride * k + n)"])
+                return (grpc == 0 ? [] : ["--grpc-listen", "127.0.0.1:\(grpc + stride * k + n)"])
+                    + (http == 0 ? [] : ["--http-listen", "127.0.0.1:\(http + stride * k + n)"])
             })
         let (stopRequests, requested) = AsyncStream<Int32>.makeStream()
         let signals = demo ? nil : StopSignals([SIGINT, SIGTERM]) { requested.yield($0) }
@@ -44,7 +47,11 @@ extension ClusterUp {
         for (k, (name, g)) in zip(local.names, local.groups).enumerated() {
             print("group \(name): endpoints \(g.endpoints.joined(separator: ","))")
             if grpc > 0 { print("  RocketMQ 5 gRPC: \((0..<nodes).map { "127.0.0.1:\(grpc + stride * k + $0)" }.joined(separator: ";"))") }
-            if http > 0 { print("  web console and metrics: \((0..<nodes).map { "http\(tlsCert == nil ? "" : "s")://127.0.0.1:\(http + stride * k + $0)/" }.joined(separator: " "))") }
+            if http > 0 {
+                print(
+                    "  web console and metrics: \((0..<nodes).map { "http\(tlsCert == nil ? "" : "s")://127.0.0.1:\(http + stride * k + $0)/" }.joined(separator: " "))"
+                )
+            }
         }
         print("peers and registrations are signed with the cluster secret in \(local.secretPath) (docs/security.md)")
         let client: TernCluster
@@ -52,7 +59,9 @@ extension ClusterUp {
             let leaders = try await local.waitUntilRegistered(options: clientOptions)
             client = try TernCluster(nameservers: local.nameServerEndpoints, options: clientOptions)
             let took = String(format: "%.1f", (clock.now - started).seconds)
-            print("ready in \(took) s: \(local.names.map { "\($0) led by \(leaders[$0] ?? "?")" }.joined(separator: ", ")), behind \(local.nameServerEndpoints.joined(separator: ","))")
+            print(
+                "ready in \(took) s: \(local.names.map { "\($0) led by \(leaders[$0] ?? "?")" }.joined(separator: ", ")), behind \(local.nameServerEndpoints.joined(separator: ","))"
+            )
         } catch {
             local.stopAll()
             throw error
@@ -72,7 +81,9 @@ extension ClusterUp {
             return
         }
         let defaultNS = nsPorts == [9876, 9877]
-        let flags = (defaultNS ? "" : " --nameservers \(local.nameServerEndpoints.joined(separator: ","))") + (tlsCert == nil ? "" : tlsCa.map { " --tls-ca \($0)" } ?? " --tls")
+        let flags =
+            (defaultNS ? "" : " --nameservers \(local.nameServerEndpoints.joined(separator: ","))")
+            + (tlsCert == nil ? "" : tlsCa.map { " --tls-ca \($0)" } ?? " --tls")
             + (acl ? " --credentials \(data)/admin.credentials" : "")
         print("Client commands reach every group through the name servers\(defaultNS ? " (found on 127.0.0.1:9876 by default)" : "").")
         print("Try:  tern admin topic create demo --queues 8\(flags)")

@@ -63,7 +63,9 @@ struct GroupAdmin: ParsableCommand {
         }
 
         func describe(_ g: GroupProgress, in broker: String) {
-            print("group \(g.group)\(broker.isEmpty ? "" : " in broker group \(broker)"): \(g.members.count) live members, lag \(g.totalLag)\(g.fifo ? " (fifo)" : "")")
+            print(
+                "group \(g.group)\(broker.isEmpty ? "" : " in broker group \(broker)"): \(g.members.count) live members, lag \(g.totalLag)\(g.fifo ? " (fifo)" : "")"
+            )
             for m in g.members { print("  member \(m.clientID): \(m.queues.map(\.description).joined(separator: ", "))") }
             print("queue                 committed  min        max        lag        last consumed (stored)")
             for q in g.queues {

@@ -110,7 +110,9 @@ extension Send {
                 acknowledged += 1
                 if !r.ended { undecided += 1 }
                 if !quiet {
-                    print("\(r.receipt.messageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")")
+                    print(
+                        "\(r.receipt.groupMessageID)\thalf, \(transaction)\(r.ended || state == .unknown ? "" : " (not delivered: the broker will check back)")"
+                    )
                 }
             } catch {
                 FileHandle.standardError.write(Data("tern: send \(k) failed: \(error)\n".utf8))

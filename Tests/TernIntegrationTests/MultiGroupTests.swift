@@ -123,7 +123,9 @@ struct MultiGroupTests {
         try local.groups[0].start(g1Leader)
         let stale = TernCluster(group: "g2", endpoints: local.groups[0].endpoints, leader: nil, options: TernCluster.Options(), eventLoopGroup: client.group)
         do {
-            _ = try await stale.leaderCall(.send, SendRequest(topic: "mg", queueID: 0, producerGroup: "p", producerID: 0, sequence: 0, messages: [WireMessage(body: [1])]).encoded(), timeoutMillis: 1500)
+            _ = try await stale.leaderCall(
+                .send, SendRequest(topic: "mg", queueID: 0, producerGroup: "p", producerID: 0, sequence: 0, messages: [WireMessage(body: [1])]).encoded(),
+                timeoutMillis: 1500)
             Issue.record("a node of g1 took a send meant for g2")
         } catch let e as ClientError {
             #expect("\(e)".contains("broker group g1, not of g2"), "\(e)")

@@ -6,7 +6,8 @@ import Testing
 struct NameRegistryTests {
     func registration(_ group: String, term: UInt64, version: UInt64 = 1, topics: [RegisteredTopic] = []) -> GroupRegistration {
         GroupRegistration(
-            group: group, leader: "n1", term: term, version: version, members: [GroupMember(id: "n1", endpoint: "h:\(term)"), GroupMember(id: "n2", endpoint: "h:9")],
+            group: group, leader: "n1", term: term, version: version,
+            members: [GroupMember(id: "n1", endpoint: "h:\(term)"), GroupMember(id: "n2", endpoint: "h:9")],
             topics: topics)
     }
 
