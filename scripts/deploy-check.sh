@@ -11,3 +11,4 @@ if [ ! -x "$venv/bin/kubernetes-validate" ]; then
     "$venv/bin/pip" install -q kubernetes-validate==1.37.0 pyyaml
 fi
 "$venv/bin/python" Tests/Ops/deploy_check.py "$tern" "$venv/bin"
+"$venv/bin/python" Tests/Ops/deploy_groups_check.py "$tern" "$venv/bin"

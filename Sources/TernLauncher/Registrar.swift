@@ -1,6 +1,9 @@
 // A node's registration with the name servers (docs/architecture.md, "Many groups"): while the
 // node leads its group, it tells every name server its group's members and topics every
 // `periodMillis`, and at once when they change (a topic created, a member added, a new term).
+// A name given for the name servers that resolves to several addresses (a Kubernetes headless
+// service in front of a Deployment of name servers) is registered with at every address, looked
+// up again every period.
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
@@ -12,16 +15,63 @@ import TernServer
 final class Registrar: Sendable {
     static let periodMillis: Int64 = 10_000
     let server: TernServer
-    let nameServers: NameServers
+    let configured: [String]
     let secret: [UInt8]?
     let logger: Logger
     private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
+    private let client = NIOLockedValueBox<NameServers?>(nil)
 
     init(server: TernServer, nameservers: [String], secret: [UInt8]?, logger: Logger) throws {
         self.server = server
-        nameServers = try NameServers(endpoints: nameservers)
+        configured = nameservers
+        _ = try NameServers(endpoints: nameservers)  // refuses a malformed list now
         self.secret = secret
         self.logger = logger
+    }
+
+    /// Every address the configured names stand for (a name that does not resolve stays as given).
+    static func expand(_ endpoints: [String]) -> [String] {
+        var out: [String] = []
+        for e in endpoints {
+            guard let (host, port) = parseEndpoint(e) else { continue }
+            var hints = addrinfo()
+            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+            var list: UnsafeMutablePointer<addrinfo>?
+            guard getaddrinfo(host, String(port), &hints, &list) == 0, let first = list else {
+                out.append(e)
+                continue
+            }
+            defer { freeaddrinfo(list) }
+            var found: [String] = []
+            var cursor: UnsafeMutablePointer<addrinfo>? = first
+            while let ai = cursor {
+                var name = [CChar](repeating: 0, count: Int(NI_MAXHOST))
+                if getnameinfo(ai.pointee.ai_addr, ai.pointee.ai_addrlen, &name, socklen_t(name.count), nil, 0, NI_NUMERICHOST) == 0 {
+                    let ip = String(decoding: name.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+                    let text = ip.contains(":") ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+                    if !found.contains(text) { found.append(text) }
+                }
+                cursor = ai.pointee.ai_next
+            }
+            out += found.isEmpty ? [e] : found
+        }
+        return out
+    }
+
+    /// The client for the name servers' current addresses (made anew when they change).
+    private func nameServers() async -> NameServers? {
+        let addresses = Self.expand(configured)
+        let (current, old) = client.withLockedValue { c -> (NameServers?, NameServers?) in
+            if let c, c.endpoints == addresses { return (c, nil) }
+            let made = try? NameServers(endpoints: addresses)
+            defer { c = made }
+            return (made, c)
+        }
+        if let old {
+            await old.shutdown()
+            if old.endpoints != addresses { logger.notice("name servers now at \(addresses.joined(separator: ", "))") }
+        }
+        return current
     }
 
     func start() {
@@ -31,7 +81,7 @@ final class Registrar: Sendable {
 
     func stop() async {
         task.withLockedValue { $0 }?.cancel()
-        await nameServers.shutdown()
+        await client.withLockedValue { $0 }?.shutdown()
     }
 
     /// What the registration says apart from its version (which moves with every entry applied).
@@ -50,7 +100,7 @@ final class Registrar: Sendable {
             let current: GroupRegistration?? = try? await server.inspect { node, _ in node.registration }.get()
             if let reg = current.flatMap({ $0 }) {
                 let due = lastSent.map { Self.content($0) != Self.content(reg) } ?? true
-                if due || clock.now - lastAt >= .milliseconds(Self.periodMillis) {
+                if due || clock.now - lastAt >= .milliseconds(Self.periodMillis), let nameServers = await nameServers() {
                     var signed = reg
                     if let secret { signed.sign(secret: secret) }
                     for (endpoint, error) in await nameServers.register(signed) {

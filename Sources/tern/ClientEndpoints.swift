@@ -61,7 +61,15 @@ struct Endpoints: ParsableArguments {
         return nil
     }
 
+    /// The client for a command about topics and messages (every group behind the name servers).
     func cluster() throws -> TernCluster {
+        if brokerGroup != nil {
+            throw ValidationError("--broker-group is for commands about one group (cluster status, member, transfer-leader, snapshot); messages go to every group")
+        }
+        return try makeCluster()
+    }
+
+    func makeCluster() throws -> TernCluster {
         let o = try options()
         do {
             if let ns = try nameServerList() { return try TernCluster(nameservers: ns, options: o) }
@@ -91,7 +99,7 @@ struct Endpoints: ParsableArguments {
 /// Runs `body` against the cluster (or, with --broker-group, that group of it) and turns client
 /// errors into a message and exit status 1.
 func withCluster<T>(_ e: Endpoints, _ body: (TernCluster) async throws -> T) async throws -> T {
-    let cluster = try e.cluster()
+    let cluster = try e.makeCluster()
     do {
         var target = cluster
         if let name = e.brokerGroup { target = try await cluster.brokerGroup(name) }

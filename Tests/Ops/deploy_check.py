@@ -134,6 +134,9 @@ class Pods:
         return self
 
     def __exit__(self, *exc):
+        # The veths go explicitly: a namespace's end may outlive `ip netns del` for a while.
+        for i in range(len(self.made)):
+            subprocess.run(["ip", "link", "del", f"vtdc{i}"], capture_output=True)
         for ns in self.made:
             subprocess.run(["ip", "netns", "del", ns], capture_output=True)
             shutil.rmtree(f"/etc/netns/{ns}", ignore_errors=True)
