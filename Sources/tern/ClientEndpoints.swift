@@ -64,7 +64,8 @@ struct Endpoints: ParsableArguments {
     /// The client for a command about topics and messages (every group behind the name servers).
     func cluster() throws -> TernCluster {
         if brokerGroup != nil {
-            throw ValidationError("--broker-group is for commands about one group (cluster status, member, transfer-leader, snapshot); messages go to every group")
+            throw ValidationError(
+                "--broker-group is for commands about one group (cluster status, member, transfer-leader, snapshot); messages go to every group")
         }
         return try makeCluster()
     }
