@@ -34,6 +34,8 @@ public final class TernCluster: Sendable {
         public var tls: ClientTLS?
         /// The account every connection speaks for (nodes started with `--acl`); nil: none.
         public var credentials: Credentials?
+        /// Through name servers: a topic's route is refreshed in the background once this old.
+        public var routeRefreshMillis: Int64 = 30_000
         public init() {}
     }
 

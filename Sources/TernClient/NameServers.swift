@@ -17,6 +17,10 @@ public final class NameServers: Sendable {
     let group: EventLoopGroup
     private let ownsGroup: Bool
     private let state = NIOLockedValueBox<(connections: [String: Connection], rotation: Int, closed: Bool)>(([:], 0, false))
+    private let sent = NIOLockedValueBox(0)
+
+    /// Requests sent to name servers so far (benchmarks show that sends make none).
+    public var requestsSent: Int { sent.withLockedValue { $0 } }
 
     public convenience init(endpoints: [String], timeoutMillis: Int64 = 2000) throws {
         try self.init(endpoints: endpoints, timeoutMillis: timeoutMillis, group: nil)
@@ -45,6 +49,7 @@ public final class NameServers: Sendable {
     }
 
     func call(_ endpoint: String, _ op: Opcode, _ body: [UInt8]) async throws -> [UInt8] {
+        sent.withLockedValue { $0 += 1 }
         let existing = state.withLockedValue { s -> Connection? in s.closed ? nil : s.connections[endpoint] }
         if let c = existing, c.isActive { return try await c.call(op, body, timeoutMillis: timeoutMillis) }
         if state.withLockedValue({ $0.closed }) { throw ClientError.invalidArgument("the name server client was shut down") }
@@ -107,12 +112,14 @@ public final class NameServers: Sendable {
         }
         var best: [String: GroupRoute] = [:]
         var answered = false
+        var complete = false
         var notFound: Error?
         var lastError: Error?
         for a in answers {
             switch a {
             case .success(let route):
                 answered = true
+                complete = complete || route.complete
                 for g in route.groups where best[g.group].map({ g.term > $0.term || (g.term == $0.term && g.queues > $0.queues) }) ?? true {
                     best[g.group] = g
                 }
@@ -124,7 +131,8 @@ public final class NameServers: Sendable {
             if let notFound { throw notFound }
             if !answered { throw lastError ?? ClientError.timedOut("no name server answered") }
         }
-        return TopicRoute(groups: Array(best.values))
+        // A name server's "no such topic" is the last word even beside starting ones' silence.
+        return TopicRoute(groups: Array(best.values), complete: complete || notFound != nil)
     }
 
     /// Every live broker group (from the first name server that answers).

@@ -31,13 +31,18 @@ public struct GroupMessageID: Hashable, Sendable, CustomStringConvertible {
     public var description: String { group.map { "\($0)/\(id)" } ?? id.description }
 }
 
+extension TernCluster {
+    /// Requests this client sent to name servers (nil: it uses none).
+    public var nameServerRequests: Int? { router?.nameServers.requestsSent }
+}
+
 extension ReceivedMessage {
     /// The id with its group (`g2/...`) when it came through name servers, else the bare id.
     public var groupMessageID: GroupMessageID { GroupMessageID(group: brokerGroup.isEmpty ? nil : brokerGroup, id: id) }
 }
 
 final class Router: Sendable {
-    static let refreshAfter: Duration = .seconds(30)
+    let refreshAfter: Duration
     let nameServers: NameServers
     let options: TernCluster.Options
     let group: EventLoopGroup
@@ -58,6 +63,7 @@ final class Router: Sendable {
         self.nameServers = nameServers
         self.options = options
         self.group = group
+        refreshAfter = .milliseconds(options.routeRefreshMillis)
     }
 
     func shutdown() async {
@@ -76,7 +82,7 @@ final class Router: Sendable {
         let clock = ContinuousClock()
         let held = state.withLockedValue { s -> (TopicRoute, Bool)? in
             guard let c = s.routes[topic] else { return nil }
-            let old = clock.now - c.at >= Self.refreshAfter
+            let old = clock.now - c.at >= refreshAfter
             if old && !c.refreshing && !fresh { s.routes[topic]?.refreshing = true }
             return (c.route, old && !c.refreshing)
         }
@@ -96,7 +102,17 @@ final class Router: Sendable {
 
     private func fetch(_ topic: String) async throws -> TopicRoute {
         do {
-            let route = try await nameServers.route(topic: topic)
+            var route = try await nameServers.route(topic: topic)
+            if !route.complete {
+                // Only name servers that started moments ago answered: they may not know every
+                // group yet. Keep the groups already known that they do not list.
+                let held = state.withLockedValue { $0.routes[topic]?.route.groups } ?? []
+                route = TopicRoute(groups: route.groups + held.filter { h in !route.groups.contains { $0.group == h.group } }, complete: false)
+                guard !route.groups.isEmpty else {
+                    throw ClientError.broker(
+                        ErrorBody(code: ErrorCode.busy, message: "the name servers started moments ago and know no group holding topic \(topic) yet; retry"))
+                }
+            }
             state.withLockedValue { $0.routes[topic] = Cached(route: route, at: ContinuousClock().now) }
             for g in route.groups { _ = cluster(g) }
             return route
@@ -104,7 +120,7 @@ final class Router: Sendable {
             state.withLockedValue { s in
                 s.routes[topic]?.refreshing = false
                 // A failed refresh is tried again after a pause, not on every call.
-                s.routes[topic]?.at = ContinuousClock().now - Self.refreshAfter + .seconds(5)
+                s.routes[topic]?.at = ContinuousClock().now - refreshAfter + min(.seconds(5), refreshAfter)
                 if let e = error as? ClientError, e.code == ErrorCode.topicNotFound { s.routes[topic] = nil }
             }
             throw error

@@ -12,6 +12,8 @@ public struct NameServerOptions: ParsableArguments {
     @Flag(help: "Take unsigned registrations (groups run with --insecure-peers; never on a network others can reach).") public var insecure = false
     @Option(help: "A group is dropped when no registration came for this many seconds (default 40; leaders register every 10).")
     public var expirySeconds: UInt64 = 40
+    @Option(help: "Seconds after start during which routes are marked incomplete, so clients keep groups they know (default 15).")
+    public var warmupSeconds: UInt64 = 15
     @Option(help: "Log level: trace, debug, info, notice, warning, error, critical.") public var logLevel = "info"
     public init() {}
 
@@ -28,6 +30,8 @@ public struct NameServerOptions: ParsableArguments {
         }
         var cfg = NameServerConfig(listen: listen, secrets: try peerSecret.map { try PeerSecrets.load(path: $0) })
         cfg.expiryMillis = expirySeconds * 1000
+        guard warmupSeconds <= expirySeconds else { throw ValidationError("--warmup-seconds must not exceed --expiry-seconds") }
+        cfg.warmupMillis = warmupSeconds * 1000
         return (cfg, level)
     }
 }

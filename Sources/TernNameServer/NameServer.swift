@@ -21,6 +21,9 @@ public struct NameServerConfig: Sendable {
     public var expiryMillis: UInt64 = 40_000
     /// How often expired groups are looked for.
     public var scanMillis: Int64 = 1_000
+    /// For this long after it starts, the name server's routes are marked incomplete: a group
+    /// registers every 10 s, so one restarted a moment ago may not know every group yet.
+    public var warmupMillis: UInt64 = 15_000
     public init(listen: String, secrets: PeerSecrets?) {
         self.listen = listen
         self.secrets = secrets
@@ -46,6 +49,7 @@ public final class NameServer: Sendable {
     let logger: Logger
     let group: MultiThreadedEventLoopGroup
     let registry: NIOLockedValueBox<NameRegistry>
+    let startedAt = NameServer.nowMillis
     private let channel = NIOLockedValueBox<Channel?>(nil)
     private let scan = NIOLockedValueBox<RepeatedTask?>(nil)
 
@@ -121,8 +125,11 @@ public final class NameServer: Sendable {
                 return .success(Empty().encoded())
             case .topicRoute:
                 let name = try NameRequest.decode(body).name
-                let route = registry.withLockedValue { $0.route(name, now: Self.nowMillis) }
-                if !name.isEmpty && route.groups.isEmpty {
+                let now = Self.nowMillis
+                var route = registry.withLockedValue { $0.route(name, now: now) }
+                route.complete = now &- startedAt >= config.warmupMillis
+                // Starting up, "none" is not an answer: an empty, incomplete route says so.
+                if !name.isEmpty && route.groups.isEmpty && route.complete {
                     return .failure(ErrorBody(code: ErrorCode.topicNotFound, message: "no live broker group holds topic \(name)"))
                 }
                 return .success(route.encoded())

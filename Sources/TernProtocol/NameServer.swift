@@ -140,7 +140,13 @@ public struct GroupRoute: Equatable, Sendable {
 /// `topicNotFound`.
 public struct TopicRoute: WireCodable, Equatable {
     public var groups: [GroupRoute]
-    public init(groups: [GroupRoute]) { self.groups = groups.sorted { $0.group < $1.group } }
+    /// False from a name server started less than one registration period ago: it may not have
+    /// heard from every group yet, so a group missing from it (or "no such topic") proves nothing.
+    public var complete = true
+    public init(groups: [GroupRoute], complete: Bool = true) {
+        self.groups = groups.sorted { $0.group < $1.group }
+        self.complete = complete
+    }
 
     /// Queues over all groups.
     public var totalQueues: UInt32 { groups.reduce(0) { $0 + $1.queues } }
@@ -159,6 +165,7 @@ public struct TopicRoute: WireCodable, Equatable {
                 w.string(m.endpoint)
             }
         }
+        if !complete { w.bool(false) }
     }
 
     public init(from r: inout WireReader) throws(WireError) {
@@ -174,6 +181,7 @@ public struct TopicRoute: WireCodable, Equatable {
             groups.append(GroupRoute(group: name, queues: queues, type: type, leader: leader, term: term, members: members))
         }
         self.groups = groups
+        if !r.atEnd { complete = try r.bool("complete") }
     }
 }
 

@@ -15,6 +15,6 @@ struct Bench: ParsableCommand {
         abstract: "Benchmarks that print figures next to a baseline measured in the same run.",
         subcommands: [
             StorageBench.self, BenchProduce.self, BenchConsume.self, BenchFailover.self, BenchRestart.self, BenchReplace.self, BenchGRPC.self,
-            BenchMetrics.self,
+            BenchMetrics.self, BenchGroups.self,
         ])
 }

@@ -36,7 +36,9 @@ struct MultiGroupTests {
             try? FileManager.default.removeItem(atPath: root)
         }
         _ = try await local.waitUntilRegistered()
-        let client = try TernCluster(nameservers: local.nameServerEndpoints)
+        var options = TernCluster.Options()
+        options.routeRefreshMillis = 300  // refreshes while the name servers restart, below
+        let client = try TernCluster(nameservers: local.nameServerEndpoints, options: options)
         defer { Task { await client.shutdown() } }
 
         // A topic spread over both groups; a send right after the create finds it.
@@ -132,9 +134,18 @@ struct MultiGroupTests {
         }
         await stale.shutdown()
 
-        // The name servers come back empty and learn every group from its next registration.
+        // The name servers come back empty and learn every group from its next registration;
+        // meanwhile their routes are marked incomplete and the client keeps the groups it knows
+        // (a refresh every 300 ms here): sends go on to both groups throughout.
         try local.startNameServer(0)
         try local.startNameServer(1)
+        var during: [String: Int] = [:]
+        let restartEnd = clock.now + .seconds(3)
+        while clock.now < restartEnd {
+            let r = try await producer.send(Message(topic: "mg", body: Array("restart".utf8)))
+            during[r.brokerGroup, default: 0] += 1
+        }
+        #expect(Set(during.keys) == ["g1", "g2"], "sends while the name servers restarted: \(during)")
         _ = try await local.waitUntilRegistered(timeoutSeconds: 20)
     }
 }

@@ -22,6 +22,9 @@ struct NameRegistryTests {
             GroupRoute(group: "g1", queues: 4, type: .mixed, leader: "", term: 1, members: []),
         ])
         #expect(try TopicRoute.decode(route.encoded()) == route)
+        let starting = TopicRoute(groups: route.groups, complete: false)
+        #expect(try TopicRoute.decode(starting.encoded()).complete == false)
+        #expect(starting.encoded().count == route.encoded().count + 1, "complete routes encode as before")
         #expect(route.groups.map(\.group) == ["g1", "g2"] && route.totalQueues == 8)
         let list = BrokerGroupList(groups: [r], ageMillis: [5])
         let decoded = try BrokerGroupList.decode(list.encoded())
