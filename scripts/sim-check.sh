@@ -18,6 +18,9 @@ $SIM --seeds 1-30 --seconds 60 --nodes 5
 echo "sim-check: message trace on (its state in every snapshot and replay), seeds 1-30, 60 virtual seconds each"
 $SIM --seeds 1-30 --seconds 60 --message-trace
 
+echo "sim-check: two broker groups behind two name servers with a routed producer, seeds 1-20, 60 virtual seconds each"
+$SIM --seeds 1-20 --seconds 60 --groups 2
+
 echo "sim-check: seeds that found bugs (docs/simulation.md), 60 virtual seconds each"
 for seed in 17 22 30 38 40 45 54 59 64 181 235 290 1085 1240 1703; do
     out=$($SIM --seed "$seed" --seconds 60)
@@ -32,13 +35,20 @@ if [ "$a" != "$b" ] || [ -z "$a" ]; then
     exit 1
 fi
 echo "sim-check: seed 7 -> $a twice"
+a=$($SIM --seed 7 --seconds 20 --groups 2 | grep -o 'digest [0-9a-f]*')
+b=$($SIM --seed 7 --seconds 20 --groups 2 | grep -o 'digest [0-9a-f]*')
+if [ "$a" != "$b" ] || [ -z "$a" ]; then
+    echo "sim-check: seed 7 with two groups gave '$a' then '$b'" >&2
+    exit 1
+fi
+echo "sim-check: seed 7 with two groups -> $a twice"
 
 # Budgets: seeds x virtual seconds per planted bug, above the measured seeds-to-detection
 # (docs/simulation.md lists those).
 caught=0
 failed=0
-while read -r plant seeds seconds; do
-    if out=$($SIM --plant "$plant" --seeds "$seeds" --seconds "$seconds" 2>&1); then
+while read -r plant seeds seconds groups; do
+    if out=$($SIM --plant "$plant" --seeds "$seeds" --seconds "$seconds" --groups "${groups:-1}" 2>&1); then
         echo "sim-check: $(echo "$out" | grep 'caught by')"
         caught=$((caught + 1))
     else
@@ -74,6 +84,9 @@ change-before-term-commit 1-10 30
 two-changes-pending 1-10 30
 learner-in-quorum 1-60 30
 removed-leader-keeps-leading 1-20 30
+skip-group-check 1-10 60 2
+sticky-routing 1-10 60 2
+retry-other-group 1-10 60 2
 BUDGETS
 echo "sim-check: $caught passed, $failed failed"
 [ "$failed" -eq 0 ]

@@ -213,7 +213,7 @@ final class SimOperator: SimClient {
         guard let step = plan.first else { return }
         let request: MemberChangeRequest
         switch step {
-        case .add(let k): request = MemberChangeRequest(kind: .addLearner, id: world.nodes[k].id.name, endpoint: "sim:\(k)")
+        case .add(let k): request = MemberChangeRequest(kind: .addLearner, id: world.nodes[k].id.name, endpoint: world.address(of: k))
         case .promote(let k): request = MemberChangeRequest(kind: .promote, id: world.nodes[k].id.name)
         case .remove(let k): request = MemberChangeRequest(kind: .remove, id: world.nodes[k].id.name)
         }

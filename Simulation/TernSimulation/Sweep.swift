@@ -4,9 +4,12 @@ import TernRaft
 public enum Simulation {
     public static func run(_ options: SimulationOptions) -> SimulationResult { World(options).run() }
 
+    /// Many broker groups behind name servers (Groups.swift).
+    public static func run(_ options: GroupsOptions) -> GroupsResult { GroupsWorld(options).run() }
+
     /// Replay command for a seed.
-    public static func replayCommand(seed: UInt64, seconds: Double, plant: String?) -> String {
-        "swift run -c release tern-sim --seed \(seed) --seconds \(seconds)\(plant.map { " --plant \($0)" } ?? "") --trace"
+    public static func replayCommand(seed: UInt64, seconds: Double, plant: String?, groups: Int = 1) -> String {
+        "swift run -c release tern-sim --seed \(seed) --seconds \(seconds)\(groups > 1 ? " --groups \(groups)" : "")\(plant.map { " --plant \($0)" } ?? "") --trace"
     }
 
     /// Runs seeds with a planted bug until a checker catches it; the first catching seed, or nil.

@@ -33,6 +33,10 @@ public struct SimulationOptions: Sendable {
     /// every replica's snapshots, restores and replays, which the checkers compare. Off by
     /// default, so that a seed's run is what it was before tracing existed.
     public var messageTrace = false
+    /// With many groups (Groups.swift): this world's broker group, and the prefix of its nodes'
+    /// addresses ("sim:" alone, the single world's, keeps every seed's run as it was).
+    public var brokerGroup = "g1"
+    var addressPrefix = "sim:"
 
     public init(seed: UInt64) { self.seed = seed }
 }
@@ -163,6 +167,12 @@ public final class World {
     var op: SimOperator!
     /// The idle phase: clients are silent (see `idlePhase`).
     var idle = false
+    /// Many groups: replies to clients outside this world (connections from `externalBase` up).
+    var external: ((Reply) -> Void)?
+    static let externalBase: UInt64 = 1 << 32
+    /// The end of the run (`prepare`), and when the liveness phase was met and settled.
+    var deadline: UInt64 = 0
+    var done = false
 
     public init(_ options: SimulationOptions) {
         self.options = options
@@ -213,6 +223,15 @@ public final class World {
         queue.insert(Scheduled(time: now + micros, sequence: sequence, event: e))
     }
 
+    /// At an absolute time, no earlier than the world's now (many groups: from outside).
+    func schedule(_ e: Event, at time: UInt64) {
+        sequence += 1
+        queue.insert(Scheduled(time: Swift.max(time, now), sequence: sequence, event: e))
+    }
+
+    /// When the next event is due (nil: none).
+    var nextEventTime: UInt64? { queue.min?.time }
+
     func popEvent() -> (UInt64, Event)? {
         queue.popMin().map { ($0.time, $0.event) }
     }
@@ -239,6 +258,13 @@ public final class World {
     // MARK: Running
 
     public func run() -> SimulationResult {
+        prepare()
+        while step() && !done {}
+        return finish()
+    }
+
+    /// Starts the nodes and schedules the first events.
+    func prepare() {
         for node in nodes { start(node) }
         for node in nodes { schedule(.tick(node.index), after: 1 + below(World.tickMicros)) }
         for c in clients { schedule(.client(c.index), after: 1000 + below(10_000)) }
@@ -251,28 +277,36 @@ public final class World {
         if mix.pauseEverySeconds > 0 { schedule(.pause(randomNode()), after: exponentialMicros(meanSeconds: mix.pauseEverySeconds)) }
         let faultEnd = UInt64(options.seconds * 1e6)
         schedule(.endFaults, after: faultEnd)
-        let deadline = faultEnd + UInt64(options.livenessBoundSeconds * 1e6)
+        deadline = faultEnd + UInt64(options.livenessBoundSeconds * 1e6)
         trace("seed \(options.seed): \(mix)")
+    }
 
-        while checker.violations.isEmpty, let (time, event) = popEvent() {
-            if time > deadline { break }
-            now = time
-            events += 1
-            if events > World.maxEvents(at: now) {
-                // A storm of messages at one moment (seed 59 found one in Raft's probing): the
-                // run would never end. It is a liveness failure.
-                checker.violations.append("runaway: \(events) events by \(Double(now) / 1e6) virtual seconds (a message storm)")
-                break
-            }
-            handle(event)
-            if !faultsOn && livenessMet() {
-                // Run on one virtual second, calm, so that delayed messages due by now are
-                // released, and until transactions are decided and the receive group drained;
-                // then check.
-                if livenessMetAt == nil { livenessMetAt = now }
-                if now >= livenessMetAt! + 1_000_000 && settled() { break }
-            }
+    /// Runs the next event; false when the run cannot go on (a violation, no event, the
+    /// deadline, a runaway). Sets `done` once the liveness phase is met and settled.
+    func step() -> Bool {
+        guard checker.violations.isEmpty, let (time, event) = popEvent() else { return false }
+        if time > deadline { return false }
+        now = time
+        events += 1
+        if events > World.maxEvents(at: now) {
+            // A storm of messages at one moment (seed 59 found one in Raft's probing): the
+            // run would never end. It is a liveness failure.
+            checker.violations.append("runaway: \(events) events by \(Double(now) / 1e6) virtual seconds (a message storm)")
+            return false
         }
+        handle(event)
+        if !done && !faultsOn && livenessMet() {
+            // Run on one virtual second, calm, so that delayed messages due by now are
+            // released, and until transactions are decided and the receive group drained;
+            // then check.
+            if livenessMetAt == nil { livenessMetAt = now }
+            if now >= livenessMetAt! + 1_000_000 && settled() { done = true }
+        }
+        return true
+    }
+
+    /// The checks after the run, and the result.
+    func finish() -> SimulationResult {
         let live = livenessMetAt != nil
         if checker.violations.isEmpty && live { finalCheck() }
         checker.violations += messages.violations

@@ -254,6 +254,10 @@ extension World {
             run(node) { () throws(StorageError) in try n.handle([(client, frame)], now: millis) }
         case .reply(let r):
             mixDigest(11, now, r.to.connection, r.to.requestID)
+            if r.to.connection >= World.externalBase {
+                external?(r)
+                return
+            }
             clients[Int(r.to.connection) - 1].reply(r, self)
         case .read:
             schedule(.read, after: 5_000 + below(50_000))

@@ -42,7 +42,8 @@ extension World {
         node.device.noSpaceInjected = 0
         node.appliedIndex = 0
         node.chain = 0xCBF2_9CE4_8422_2325
-        var nodeConfig = NodeConfig(raft: config(for: node), endpoints: Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, "sim:\($0.index)") }))
+        var nodeConfig = NodeConfig(raft: config(for: node), endpoints: Dictionary(uniqueKeysWithValues: nodes.map { ($0.id, address(of: $0.index)) }))
+        nodeConfig.brokerGroup = options.brokerGroup
         nodeConfig.broker.autoCreateTopics = true
         nodeConfig.broker.defaultQueues = SimProducer.queues
         nodeConfig.broker.maxMessageBytes = 1024
@@ -103,6 +104,9 @@ extension World {
     }
 
     func index(of id: NodeID) -> Int { Int(id.name.dropFirst())! - 1 }
+
+    /// A node's client address (its endpoint in route answers).
+    func address(of index: Int) -> String { "\(options.addressPrefix)\(index)" }
 
     func kindCode(_ k: Message.Kind) -> UInt64 {
         switch k {

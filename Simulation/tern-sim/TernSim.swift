@@ -21,6 +21,8 @@ struct TernSim: ParsableCommand {
     @Flag(help: "Print every event.") var trace = false
     @Flag(help: "No faults (a calm world).") var noFaults = false
     @Flag(help: "The first producer turns message tracing of its topic on (the trace then rides snapshots and replays).") var messageTrace = false
+    @Option(help: "Broker groups behind two simulated name servers, with a routed producer across them (docs/simulation.md, \"Many groups\").")
+    var groups = 1
 
     func run() throws {
         if listPlants {
@@ -44,6 +46,8 @@ struct TernSim: ParsableCommand {
         } else {
             throw ValidationError("give --seed N or --seeds A-B")
         }
+        guard groups >= 1 && groups <= 4 else { throw ValidationError("--groups must be 1 to 4") }
+        if groups > 1 { return try runGroups(range, planted: planted) }
         let started = Date()
         var virtual = 0.0
         var terms: UInt64 = 0
@@ -79,6 +83,51 @@ struct TernSim: ParsableCommand {
         let wall = Date().timeIntervalSince(started)
         print(
             "\(range.count) seeds, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall (\(String(format: "%.0f", virtual / max(wall, 1e-9)))x); \(termsLed) of \(terms) terms had a leader"
+        )
+        if let plant {
+            print("planted bug \(plant) escaped every checker over seeds \(range.lowerBound)-\(range.upperBound)")
+            throw ExitCode.failure
+        }
+        if failures > 0 { throw ExitCode.failure }
+    }
+}
+
+extension TernSim {
+    /// Seeds of a world of many groups: each group's own result, and the routed checks.
+    func runGroups(_ range: ClosedRange<UInt64>, planted: PlantedBugs) throws {
+        let started = Date()
+        var virtual = 0.0
+        var failures = 0
+        var refused = 0
+        for s in range {
+            var options = GroupsOptions(seed: s)
+            options.seconds = seconds
+            options.groups = groups
+            options.plantedBugs = planted
+            options.trace = trace
+            options.faults = !noFaults
+            let result = Simulation.run(options)
+            virtual += result.virtualSeconds
+            refused += result.staleRoutesRefused
+            if !result.ok {
+                failures += 1
+                print("seed \(s) FAILED: \(result.violations.prefix(5).joined(separator: "; "))")
+                print("  replay: \(Simulation.replayCommand(seed: s, seconds: seconds, plant: plant, groups: groups))")
+                if plant != nil {
+                    print("planted bug \(plant!) caught by seed \(s)")
+                    throw ExitCode.success
+                }
+            } else if range.count == 1 || trace {
+                let faults = result.faults.sorted { $0.key < $1.key }.map { "\($0.key) \($0.value)" }.joined(separator: ", ")
+                let each = result.groups.enumerated().map { k, r in "g\(k + 1): \(r.acknowledged) sends acknowledged, committed through \(r.committed)" }
+                print(
+                    "seed \(s) ok: \(String(format: "%.1f", result.virtualSeconds)) virtual s; \(each.joined(separator: "; ")); \(result.routedAcknowledged) routed sends acknowledged, \(result.staleRoutesRefused) stale routes refused; faults: \(faults.isEmpty ? "none" : faults); digest \(String(result.digest, radix: 16))"
+                )
+            }
+        }
+        let wall = Date().timeIntervalSince(started)
+        print(
+            "\(range.count) seeds of \(groups) groups, \(failures) failed; \(String(format: "%.0f", virtual)) virtual seconds in \(String(format: "%.1f", wall)) s wall; \(refused) stale routes refused"
         )
         if let plant {
             print("planted bug \(plant) escaped every checker over seeds \(range.lowerBound)-\(range.upperBound)")

@@ -252,6 +252,15 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
     public static let learnerInQuorum = PlantedBugs(rawValue: 1 << 26)
     /// A leader whose removal committed keeps leading.
     public static let removedLeaderKeepsLeading = PlantedBugs(rawValue: 1 << 27)
+    /// A client of many broker groups uses a node without checking that it belongs to the group
+    /// its route names (the simulator's routed client; `TernCluster` checks every connection).
+    public static let skipGroupCheck = PlantedBugs(rawValue: 1 << 28)
+    /// A client of many broker groups sends one message at a time over all of them, so a group
+    /// it cannot reach holds up sends to the others (the simulator's routed producer).
+    public static let stickyRouting = PlantedBugs(rawValue: 1 << 29)
+    /// A client of many broker groups retries a send that timed out in another group (where the
+    /// first group's dedupe cannot see it: stored twice when the first attempt landed).
+    public static let retryOtherGroup = PlantedBugs(rawValue: 1 << 30)
 
     public static let all: [(String, PlantedBugs)] = [
         ("commit-earlier-term", .commitEarlierTerm), ("ack-before-fsync", .ackBeforeFsync),
@@ -267,6 +276,7 @@ public struct PlantedBugs: OptionSet, Sendable, Hashable {
         ("trim-ignores-pins", .trimIgnoresPins), ("install-before-durable", .installBeforeDurable),
         ("change-before-term-commit", .changeBeforeTermCommit), ("two-changes-pending", .twoChangesPending),
         ("learner-in-quorum", .learnerInQuorum), ("removed-leader-keeps-leading", .removedLeaderKeepsLeading),
+        ("skip-group-check", .skipGroupCheck), ("sticky-routing", .stickyRouting), ("retry-other-group", .retryOtherGroup),
     ]
 }
 
