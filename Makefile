@@ -42,6 +42,7 @@ test: setup lint
 	.build/debug/tern chaos --duration 60 --every 5 --seed 1 --out .build/chaos-ci
 	.build/debug/tern chaos --duration 30 --every 5 --seed 2 --retention-stress --out .build/chaos-ci-retention
 	.build/debug/tern chaos --duration 40 --every 5 --seed 3 --kinds replace-node,kill-leader,isolate-leader --out .build/chaos-ci-replace
+	.build/debug/tern chaos --groups 2 --duration 40 --every 4 --seed 5 --out .build/chaos-ci-groups
 
 # Every fuzz target under libFuzzer and AddressSanitizer, 60 s each from the checked-in corpus
 # (about 6 minutes with the build; docs/security.md). FUZZ_SECONDS=N changes the time per target.

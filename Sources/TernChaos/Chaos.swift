@@ -8,7 +8,7 @@ import ArgumentParser
 import CTernIO
 import Foundation
 import NIOPosix
-import TernClient
+@_spi(Testing) import TernClient
 import TernLauncher
 import TernProtocol
 import TernStorage
@@ -35,6 +35,9 @@ public struct ChaosRun: AsyncParsableCommand {
         help:
             "Retention stress: 256 KiB segments, the log kept to 2 MiB, snapshots every 1 MiB or 500 entries, so that snapshots, deletions and installs happen during the faults; messages retention deleted are counted, not lost."
     ) var retentionStress = false
+    @Option(help: "Broker groups of three, behind two name servers: faults in every group and in the name servers, workloads across all (docs/chaos.md).")
+    var groups = 1
+    @Option(help: "With --groups: a client-side planted bug (retry-other-group), to see the checker catch it.") var plantClient: String?
 
     /// What `--retention-stress` gives every node.
     static let retentionStressArgs = ["--segment-kb", "256", "--retention-bytes", "2MiB", "--snapshot-entries", "500", "--snapshot-bytes", "1MiB"]
@@ -45,9 +48,13 @@ public struct ChaosRun: AsyncParsableCommand {
         tern_stdout_line_buffered()
         guard duration >= 10 && duration <= 86_400 else { throw ValidationError("--duration must be 10 to 86400 seconds") }
         guard every >= 1 else { throw ValidationError("--every must be at least 1 second") }
-        let chosen = kinds.map { $0.split(separator: ",").map(String.init) } ?? ChaosNemesis.kinds
-        for k in chosen where !ChaosNemesis.kinds.contains(k) {
-            throw ValidationError("--kinds: \(k) is not a fault kind (\(ChaosNemesis.kinds.joined(separator: ", ")))")
+        guard groups >= 1 && groups <= 3 else { throw ValidationError("--groups must be 1 to 3") }
+        if groups > 1 && retentionStress { throw ValidationError("--retention-stress runs one group") }
+        if groups == 1 && plantClient != nil { throw ValidationError("--plant-client is for runs with --groups") }
+        let allKinds = ChaosNemesis.kinds + (groups > 1 ? ChaosNemesis.nameServerKinds : [])
+        let chosen = kinds.map { $0.split(separator: ",").map(String.init) } ?? allKinds
+        for k in chosen where !allKinds.contains(k) {
+            throw ValidationError("--kinds: \(k) is not a fault kind (\(allKinds.joined(separator: ", ")))")
         }
         guard siblingExecutable("tern") != nil else {
             throw ValidationError("the tern executable must be next to tern-chaos (its killed-client workload runs `tern send`); build both")
@@ -59,53 +66,126 @@ public struct ChaosRun: AsyncParsableCommand {
         print("tern chaos: seed \(seed), \(duration) s of faults (one every ~\(fmt(every)) s), output in \(folder)")
 
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
-        let cluster = try ChaosCluster(
-            folder: folder, io: io, group: group, extraArgs: plant.flatMap { ["--plant", $0] } + (retentionStress ? ChaosRun.retentionStressArgs : []),
-            segmentMb: 64)
+        let planted = plant.flatMap { ["--plant", $0] } + (retentionStress ? ChaosRun.retentionStressArgs : [])
+        let names = (1...groups).map { "g\($0)" }
+        var clusters: [ChaosCluster] = []
+        var nameServers: LocalNameServers?
+        if groups == 1 {
+            clusters = [try ChaosCluster(folder: folder, io: io, group: group, extraArgs: planted, segmentMb: 64)]
+        } else {
+            // Every group and both name servers hold one cluster secret; each group's nodes,
+            // relays, fault files, data and logs live under FOLDER/gK.
+            let secret = folder + "/peer-secret"
+            try writePeerSecret(path: secret)
+            var ports: Set<Int> = []
+            while ports.count < 2 { ports.insert(freeLoopbackPort()) }
+            let ns = LocalNameServers(
+                endpoints: ports.sorted().map { "127.0.0.1:\($0)" }, secretPath: secret, logDirectory: folder + "/logs", executable: siblingExecutable("tern")!)
+            nameServers = ns
+            for name in names {
+                try FileManager.default.createDirectory(atPath: folder + "/\(name)/faults", withIntermediateDirectories: true)
+                let args = planted + ["--broker-group", name, "--nameservers", ns.endpoints.joined(separator: ","), "--peer-secret", secret]
+                clusters.append(try ChaosCluster(folder: folder + "/\(name)", io: io, group: group, extraArgs: args, segmentMb: 64))
+            }
+        }
         if retentionStress { print("retention stress: \(ChaosRun.retentionStressArgs.joined(separator: " "))") }
         if !plant.isEmpty { print("planted bugs on every node: \(plant.joined(separator: ", ")) (the run should fail)") }
         let history = ChaosHistory(path: folder + "/history.jsonl")
-        defer { cluster.stopAll() }
-        try cluster.startAll()
-        let client = try TernCluster(endpoints: cluster.endpoints)
-        _ = try await waitForLeader(client)
-        for (topic, queues) in ChaosTopic.all { try await client.createTopic(topic, queues: queues) }
-        print("cluster up: \(zip(cluster.ids, cluster.endpoints).map { "\($0)=\($1)" }.joined(separator: " ")); topics created")
+        defer {
+            for c in clusters { c.stopAll() }
+            nameServers?.stopAll()
+        }
+        try nameServers?.startAll()
+        for c in clusters { try c.startAll() }
+        // Each group's own client (the nemesis, settling and the checker); the workloads' client
+        // goes through the name servers when there are several groups.
+        let direct = try clusters.map { try TernCluster(endpoints: $0.endpoints) }
+        for d in direct { _ = try await waitForLeader(d) }
+        let client: TernCluster
+        var placements: [String: [TopicPlacement]] = [:]
+        if let ns = nameServers {
+            _ = try await waitForRegistrations(nameServers: ns.endpoints, groups: names, timeoutSeconds: 60)
+            var options = TernCluster.Options()
+            if let p = plantClient {
+                guard p == "retry-other-group" else { throw ValidationError("--plant-client \(p) is unknown (retry-other-group)") }
+                options.plantRetryOtherGroup = true
+                print("planted client bug: \(p) (the run should fail)")
+            }
+            client = try TernCluster(nameservers: ns.endpoints, options: options)
+            for (topic, queues) in ChaosTopic.all(groups: groups) { placements[topic] = try await client.createTopic(topic, queues: queues, brokerGroups: nil) }
+            print("name servers: \(ns.endpoints.joined(separator: " "))")
+        } else {
+            client = direct[0]
+            for (topic, queues) in ChaosTopic.all { try await client.createTopic(topic, queues: queues) }
+        }
+        for (k, c) in clusters.enumerated() {
+            print("\(groups > 1 ? "group \(names[k])" : "cluster") up: \(zip(c.ids, c.endpoints).map { "\($0)=\($1)" }.joined(separator: " ")); topics created")
+        }
 
         let workloads = ChaosWorkloads(client: client, history: history, seed: seed)
         let stopConsumers = try await workloads.consumers()
         let producers = workloads.producers()
         let transactions = Task { await workloads.transactions() }
         let until = Double(duration)
-        let cliKills = Task { await ChaosNemesis.killClients(cluster: cluster, history: history, seed: seed, until: until) }
-
-        var nemesis = ChaosNemesis(cluster: cluster, client: client, history: history, seed: seed, every: every, kinds: chosen)
-        await nemesis.run(seconds: Double(duration))
+        let target =
+            nameServers.map { ["--nameservers", $0.endpoints.joined(separator: ",")] } ?? ["--endpoints", clusters[0].endpoints.joined(separator: ",")]
+        let cliKills = Task { await ChaosNemesis.killClients(folder: folder, target: target, history: history, seed: seed, until: until) }
+        let every = self.every
+        let nsFaults = nameServers.map { ns in
+            Task { await ChaosNemesis.nameServerFaults(servers: ns, history: history, seed: seed ^ 0x5E, every: every * 2, until: until, kinds: chosen) }
+        }
+        // One nemesis per group, at once: group 1 draws the seed's schedule, as a run of one group does.
+        let nemeses = clusters.enumerated().map { k, c in
+            ChaosNemesis(
+                cluster: c, client: direct[k], history: history, seed: k == 0 ? seed : seed &+ UInt64(k) &* 0x9E37_79B9_7F4A_7C15, every: every,
+                kinds: chosen.filter { ChaosNemesis.kinds.contains($0) }, label: groups > 1 ? names[k] : nil)
+        }
+        await withTaskGroup(of: Void.self) { tasks in
+            for nemesis in nemeses {
+                tasks.addTask {
+                    var n = nemesis
+                    await n.run(seconds: until)
+                }
+            }
+        }
+        await nsFaults?.value
         let cliAcked = await cliKills.value
 
         print("faults stopped at \(fmt(history.now)) s; healing")
-        try await cluster.healAll()
-        _ = try await waitForLeader(client, timeoutSeconds: 60)
+        for c in clusters { try await c.healAll() }
+        if let ns = nameServers {
+            for k in ns.endpoints.indices {
+                ns.resume(k)
+                if !ns.running.contains(k) { try ns.start(k) }
+            }
+        }
+        for d in direct { _ = try await waitForLeader(d, timeoutSeconds: 60) }
         // Let the workloads run on healthy for a while (recovery must be complete), then stop them.
         try await Task.sleep(for: .seconds(5))
         workloads.stop()
         for t in producers { await t.value }
         print("workloads stopped at \(fmt(history.now)) s; settling")
-        try await settle(client: client, cluster: cluster, workloads: workloads, history: history)
+        for (k, c) in clusters.enumerated() { try await settle(client: direct[k], cluster: c, workloads: workloads, history: history) }
         workloads.finishTransactions()
         await transactions.value
         for s in stopConsumers { await s() }
 
         let trim = retentionStress ? ((try? await client.status())?.map(\.trimIndex).max() ?? 0) : 0
-        let report = try await ChaosChecker(
-            client: client, history: history, workloads: workloads, cliAcked: cliAcked, seed: seed, duration: duration, trimIndex: trim
-        ).check()
+        var checker = ChaosChecker(
+            client: client, history: history, workloads: workloads, cliAcked: cliAcked, seed: seed, duration: duration, trimIndex: trim)
+        if groups > 1 {
+            checker.readers = zip(names, direct).map { ($0, $1) }
+            checker.placements = placements
+        }
+        let report = try await checker.check()
         try report.text.write(toFile: folder + "/report.txt", atomically: true, encoding: .utf8)
         try report.recoveryCSV.write(toFile: folder + "/recovery.csv", atomically: true, encoding: .utf8)
         history.close()
         print(report.text)
         await client.shutdown()
-        cluster.stopAll()
+        for d in direct where d !== client { await d.shutdown() }
+        for c in clusters { c.stopAll() }
+        nameServers?.stopAll()
         if report.failed {
             print("tern chaos: FAILED (seed \(seed)); history, report, data and logs in \(folder)")
             throw ExitCode(1)
@@ -288,8 +368,16 @@ struct ChaosNemesis {
     let every: Double
     let kinds: [String]
     var rng: SplitMix
+    /// The broker group this nemesis hits (runs with `--groups`): named in faults and prints.
+    let label: String?
+    /// Name server faults (runs with `--groups`).
+    static let nameServerKinds = ["kill-nameserver", "pause-nameserver", "kill-nameservers"]
 
-    init(cluster: ChaosCluster, client: TernCluster, history: ChaosHistory, seed: UInt64, every: Double, kinds: [String] = ChaosNemesis.kinds) {
+    init(
+        cluster: ChaosCluster, client: TernCluster, history: ChaosHistory, seed: UInt64, every: Double, kinds: [String] = ChaosNemesis.kinds,
+        label: String? = nil
+    ) {
+        self.label = label
         self.kinds = kinds
         self.cluster = cluster
         self.client = client
@@ -314,7 +402,7 @@ struct ChaosNemesis {
         while history.now < seconds {
             let wait = rng.between(0.5, 1.5) * every
             try? await Task.sleep(for: .milliseconds(Int64(min(wait, max(0, seconds - history.now)) * 1000)))
-            guard history.now < seconds else { break }
+            guard history.now < seconds, !kinds.isEmpty else { break }
             let kind = kinds[rng.below(kinds.count)]
             let hold = rng.between(1.5, 5.0)
             let pickA = rng.below(3), pickB = rng.below(2)
@@ -382,29 +470,66 @@ struct ChaosNemesis {
             // Permanent: the member's machine is gone; a new member takes its place while the
             // workloads go on. The leader half of the time.
             let old = pickB == 0 ? (leader ?? random) : follower
-            print("[\(fmt(started)) s] fault \(number): replace-node \(old) (its data wiped)")
+            print("[\(fmt(started)) s] fault \(number): replace-node \(prefix)\(old) (its data wiped)")
             do {
                 let (new, out) = try cluster.replace(old)
                 target = "\(old) by \(new)"
                 for line in out.split(separator: "\n") { print("    \(line)") }
             } catch {
                 target = old
-                history.problem("replace-node \(old) failed: \(error)")
+                history.problem("replace-node \(prefix)\(old) failed: \(error)")
             }
-            history.fault(.init(kind: kind, target: target, started: started, healed: history.now))
+            history.fault(.init(kind: kind, target: prefix + target, started: started, healed: history.now, group: label))
             return
         default:
             return
         }
-        print("[\(fmt(started)) s] fault \(number): \(kind) \(target) for \(fmt(hold)) s")
+        print("[\(fmt(started)) s] fault \(number): \(kind) \(prefix)\(target) for \(fmt(hold)) s")
         try? await Task.sleep(for: .milliseconds(Int64(hold * 1000)))
-        do { try await heal() } catch { history.note("healing \(kind) \(target) failed: \(error)") }
-        history.fault(.init(kind: kind, target: target, started: started, healed: history.now))
+        do { try await heal() } catch { history.note("healing \(kind) \(prefix)\(target) failed: \(error)") }
+        history.fault(.init(kind: kind, target: prefix + target, started: started, healed: history.now, group: label))
+    }
+
+    var prefix: String { label.map { "\($0)/" } ?? "" }
+
+    /// Runs with `--groups`: every 0.5-1.5 x `every` s, a name server killed, paused, or every
+    /// one killed, for 1.5-5 s, then brought back (empty: it learns the groups again from their
+    /// next registrations).
+    static func nameServerFaults(servers: LocalNameServers, history: ChaosHistory, seed: UInt64, every: Double, until: Double, kinds: [String]) async {
+        let mine = kinds.filter { nameServerKinds.contains($0) }
+        guard !mine.isEmpty else { return }
+        var rng = SplitMix(seed: seed)
+        while history.now < until {
+            let wait = rng.between(0.5, 1.5) * every
+            try? await Task.sleep(for: .milliseconds(Int64(min(wait, max(0, until - history.now)) * 1000)))
+            guard history.now < until else { break }
+            let kind = mine[rng.below(mine.count)]
+            let hold = rng.between(1.5, 5.0)
+            let k = rng.below(servers.endpoints.count)
+            let started = history.now
+            var target = "nameserver\(k + 1)"
+            switch kind {
+            case "kill-nameserver": servers.kill(k)
+            case "pause-nameserver": servers.pause(k)
+            default:
+                target = "every nameserver"
+                for j in servers.endpoints.indices { servers.kill(j) }
+            }
+            print("[\(fmt(started)) s] fault: \(kind) \(target) for \(fmt(hold)) s")
+            try? await Task.sleep(for: .milliseconds(Int64(hold * 1000)))
+            for j in servers.endpoints.indices {
+                servers.resume(j)
+                if !servers.running.contains(j) {
+                    do { try servers.start(j) } catch { history.problem("restarting nameserver\(j + 1) failed: \(error)") }
+                }
+            }
+            history.fault(.init(kind: kind, target: target, started: started, healed: history.now))
+        }
     }
 
     /// Every 20-40 s, a `tern send` process sending as fast as it can is SIGKILLed 1-4 s in;
     /// returns the message ids it printed (acknowledged) before it died.
-    static func killClients(cluster: ChaosCluster, history: ChaosHistory, seed: UInt64, until: Double) async -> [String: String] {
+    static func killClients(folder: String, target: [String], history: ChaosHistory, seed: UInt64, until: Double) async -> [String: String] {
         var rng = SplitMix(seed: seed ^ 0xC11)
         var acked: [String: String] = [:]
         var k = 0
@@ -413,7 +538,8 @@ struct ChaosNemesis {
             try? await Task.sleep(for: .milliseconds(Int64(min(pause, max(0, until - history.now)) * 1000)))
             guard history.now < until else { break }
             k += 1
-            let outPath = "\(cluster.folder)/logs/cli-\(k).out"
+            try? FileManager.default.createDirectory(atPath: "\(folder)/logs", withIntermediateDirectories: true)
+            let outPath = "\(folder)/logs/cli-\(k).out"
             _ = FileManager.default.createFile(atPath: outPath, contents: nil)
             guard let outFile = FileHandle(forWritingAtPath: outPath) else { continue }
             let p = Process()
@@ -422,9 +548,7 @@ struct ChaosNemesis {
                 return acked
             }
             p.executableURL = URL(fileURLWithPath: tern)
-            p.arguments = [
-                "send", "--endpoints", cluster.endpoints.joined(separator: ","), "--topic", ChaosTopic.cli, "--count", "1000000", "--body", "cli-\(k)",
-            ]
+            p.arguments = ["send"] + target + ["--topic", ChaosTopic.cli, "--count", "1000000", "--body", "cli-\(k)"]
             p.standardOutput = outFile
             p.standardError = FileHandle.nullDevice
             do { try p.run() } catch { continue }

@@ -25,6 +25,10 @@ struct ChaosChecker {
     /// The group's trim index (retention stress; 0 otherwise): an acknowledged message stored
     /// before it may be gone by retention, and is counted apart, not as lost.
     var trimIndex: UInt64 = 0
+    /// Runs with `--groups`: each group's own client, read group by group (empty: `client`), and
+    /// how each topic's queues lie over the groups.
+    var readers: [(group: String, client: TernCluster)] = []
+    var placements: [String: [TopicPlacement]] = [:]
 
     func retained(_ id: MessageID?) -> Bool { id.map { $0.entryIndex < trimIndex } ?? false }
 
@@ -63,9 +67,37 @@ struct ChaosChecker {
         let sends = history.allSends
         let faults = history.allFaults
         var stored: [String: [ReceivedMessage]] = [:]
-        for (topic, queues) in ChaosTopic.all {
-            for m in try await ChaosChecker.read(client, topic: topic, queues: queues) {
-                stored[String(decoding: m.message.body, as: UTF8.self), default: []].append(m)
+        if readers.isEmpty {
+            for (topic, queues) in ChaosTopic.all {
+                for m in try await ChaosChecker.read(client, topic: topic, queues: queues) {
+                    stored[String(decoding: m.message.body, as: UTF8.self), default: []].append(m)
+                }
+            }
+        } else {
+            for (group, reader) in readers {
+                for (topic, _) in ChaosTopic.all {
+                    let queues = placements[topic]?.first { $0.group == group }?.queues ?? 0
+                    for var m in try await ChaosChecker.read(reader, topic: topic, queues: queues) {
+                        m.brokerGroup = group
+                        stored[String(decoding: m.message.body, as: UTF8.self), default: []].append(m)
+                    }
+                }
+            }
+        }
+        // Many groups: an acknowledged message is stored in the group that acknowledged it, and
+        // no message is stored in two groups (a send never moves to another group).
+        var misplaced = 0
+        if !readers.isEmpty {
+            for s in sends where s.acked {
+                guard let g = s.group, let list = stored[s.body], !list.isEmpty, !list.contains(where: { $0.brokerGroup == g }) else { continue }
+                misplaced += 1
+                fail(
+                    "misplaced: \(s.workload) message \(s.body) was acknowledged by \(g) (\(s.idText ?? "")) and is stored in \(Set(list.map(\.brokerGroup)).sorted())"
+                )
+            }
+            for (body, list) in stored.sorted(by: { $0.key < $1.key }) where Set(list.map(\.brokerGroup)).count > 1 {
+                misplaced += 1
+                fail("two groups: \(body) is stored in \(Set(list.map(\.brokerGroup)).sorted().joined(separator: " and "))")
             }
         }
         let attempted = Set(sends.map(\.body))
@@ -116,13 +148,28 @@ struct ChaosChecker {
         var outOfOrder = 0
         var last: [String: (n: Int, offset: UInt64, queue: UInt32)] = [:]
         let orderedStored = stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.ordered }.sorted {
-            ($0.queueID, $0.queueOffset) < ($1.queueID, $1.queueOffset)
+            ($0.brokerGroup, $0.queueID, $0.queueOffset) < ($1.brokerGroup, $1.queueID, $1.queueOffset)
         }
+        let orderedPlacement = placements[ChaosTopic.ordered] ?? []
         for m in orderedStored {
             let parts = String(decoding: m.message.body, as: UTF8.self).split(separator: "|")
             guard parts.count == 3, let n = Int(parts[2]) else { continue }
             let key = String(parts[1])
-            if m.queueID != queueForShardingKey(key, queues: 4) { fail("order: \(key)'s message \(n) is in queue \(m.queueID), not its key's") }
+            // The key's queue: its hash over every queue, numbered across the groups in name order.
+            var (group, queue) = ("", queueForShardingKey(key, queues: 4))
+            if !orderedPlacement.isEmpty {
+                var q = queueForShardingKey(key, queues: orderedPlacement.reduce(0) { $0 + $1.queues })
+                for p in orderedPlacement {
+                    if q < p.queues {
+                        (group, queue) = (p.group, q)
+                        break
+                    }
+                    q -= p.queues
+                }
+            }
+            if m.queueID != queue || m.brokerGroup != group {
+                fail("order: \(key)'s message \(n) is in \(m.brokerGroup)#\(m.queueID), not its key's \(group)#\(queue)")
+            }
             if let l = last[key], n < l.n {
                 outOfOrder += 1
                 fail("out of order: key \(key): \(n) at \(m.queueID)@\(m.queueOffset) after \(l.n) at @\(l.offset)")
@@ -165,11 +212,11 @@ struct ChaosChecker {
         // Killed CLI clients: every id they printed is stored, with their body.
         var cliLost = 0
         let byID = Dictionary(
-            stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.cli }.map { ($0.id.description, $0) }, uniquingKeysWith: { a, _ in a })
+            stored.values.flatMap { $0 }.filter { $0.topic == ChaosTopic.cli }.map { ($0.groupMessageID.description, $0) }, uniquingKeysWith: { a, _ in a })
         for (id, label) in cliAcked.sorted(by: { $0.key < $1.key }) {
             let prefix = label.split(separator: " ").first.map(String.init) ?? label
             guard let m = byID[id], String(decoding: m.message.body, as: UTF8.self).hasPrefix(prefix + " ") else {
-                if retained(MessageID(id)) {
+                if retained(GroupMessageID(id)?.id) {
                     retainedAway += 1
                     continue
                 }
@@ -187,7 +234,10 @@ struct ChaosChecker {
         let acks = sends.filter { $0.acked && ["plain", "idempotent", "ordered"].contains($0.workload) }.sorted { $0.ended < $1.ended }
         var recovery: [String: [Double]] = [:]
         for f in faults {
-            if let first = acks.first(where: { $0.started >= f.started }) { recovery[f.kind, default: []].append(first.ended - f.started) }
+            // A fault in one group: the first acknowledgement by that group (the others never stopped).
+            if let first = acks.first(where: { $0.started >= f.started && (f.group == nil || $0.group == f.group) }) {
+                recovery[f.kind, default: []].append(first.ended - f.started)
+            }
         }
 
         // The report.
@@ -201,7 +251,12 @@ struct ChaosChecker {
                 + Dictionary(grouping: faults, by: \.kind).sorted { $0.key < $1.key }.map { "\($0.key) \($0.value.count)" }.joined(separator: ", ") + ")")
         lines.append(
             "sent \(totalSent), acknowledged \(totalAcked), lost \(counts.values.map(\.lost).reduce(0, +) + cliLost), unexpected \(unexpected), out of order \(outOfOrder), torn \(torn), early \(early)"
+                + (readers.isEmpty ? "" : ", misplaced \(misplaced)")
         )
+        if !readers.isEmpty {
+            let perGroup = Dictionary(grouping: sends.filter(\.acked), by: { $0.group ?? "?" }).mapValues(\.count)
+            lines.append("acknowledged per group: " + perGroup.keys.sorted().map { "\($0) \(perGroup[$0]!)" }.joined(separator: ", "))
+        }
         if trimIndex > 0 {
             lines.append(
                 "retention stress: trim index \(trimIndex); \(retainedAway) acknowledged messages before it were deleted by retention (not counted as lost)")

@@ -20,12 +20,18 @@ final class ChaosHistory: @unchecked Sendable {
         var id: MessageID?
         /// Attempts of this body (an ordered or transactional retry sends it again).
         var attempt: Int
+        /// The broker group that acknowledged it (runs with `--groups`; nil otherwise).
+        var group: String? = nil
+        /// The id as printed: with its group when it has one.
+        var idText: String? { id.map { i in group.map { "\($0)/\(i)" } ?? "\(i)" } }
     }
     struct Fault {
         var kind: String
         var target: String
         var started: Double
         var healed: Double
+        /// The broker group it hit (runs with `--groups`; nil: the only group, a name server or a client).
+        var group: String? = nil
     }
     private let lock = NIOLock()
     private var sends: [Send] = []
@@ -77,7 +83,7 @@ final class ChaosHistory: @unchecked Sendable {
     func send(_ s: Send) {
         lock.withLock {
             sends.append(s)
-            write(Line(t: Self.ms(s.started), op: "send", end: Self.ms(s.ended), workload: s.workload, body: s.body, ok: s.acked, id: s.id.map { "\($0)" }))
+            write(Line(t: Self.ms(s.started), op: "send", end: Self.ms(s.ended), workload: s.workload, body: s.body, ok: s.acked, id: s.idText))
         }
     }
 
@@ -146,6 +152,9 @@ enum ChaosTopic {
     static let delayed = "chaos-delay"
     static let cli = "chaos-cli"
     static let all: [(String, UInt32)] = [(plain, 4), (idempotent, 4), (ordered, 4), (transactional, 2), (delayed, 2), (cli, 2)]
+    /// With many groups each topic has its queues on every group (so each group's share is a
+    /// single run's).
+    static func all(groups: Int) -> [(String, UInt32)] { all.map { ($0.0, $0.1 * UInt32(groups)) } }
 }
 
 /// The workloads of one run. `running` turns false when the faults stop and the run settles.
@@ -176,7 +185,7 @@ final class ChaosWorkloads: @unchecked Sendable {
             history.send(
                 .init(
                     workload: workload, body: String(decoding: message.body, as: UTF8.self), started: started, ended: history.now, acked: true, id: r.messageID,
-                    attempt: attempt))
+                    attempt: attempt, group: r.brokerGroup.isEmpty ? nil : r.brokerGroup))
             return r
         } catch {
             history.send(
@@ -274,7 +283,9 @@ final class ChaosWorkloads: @unchecked Sendable {
                     }
                 }
                 history.send(
-                    .init(workload: "transactional", body: body, started: started, ended: history.now, acked: true, id: r.receipt.messageID, attempt: 1))
+                    .init(
+                        workload: "transactional", body: body, started: started, ended: history.now, acked: true, id: r.receipt.messageID, attempt: 1,
+                        group: r.receipt.brokerGroup.isEmpty ? nil : r.receipt.brokerGroup))
             } catch {
                 history.send(.init(workload: "transactional", body: body, started: started, ended: history.now, acked: false, id: nil, attempt: 1))
             }

@@ -36,6 +36,10 @@ public final class TernCluster: Sendable {
         public var credentials: Credentials?
         /// Through name servers: a topic's route is refreshed in the background once this old.
         public var routeRefreshMillis: Int64 = 30_000
+        /// A planted bug for the chaos harness (never set otherwise): a routed send that failed
+        /// without an answer is sent again to another group, where its first group's dedupe
+        /// cannot see it.
+        @_spi(Testing) public var plantRetryOtherGroup = false
         public init() {}
     }
 

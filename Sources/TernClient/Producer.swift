@@ -191,7 +191,9 @@ public final class Producer: Sendable {
                 return self.producerID == 0 ? 0 : r.sequences[target.group]![ref]!
             }
             do {
-                var receipts = try await self.send(messages, topic: topic, queue: local, sequence: sequence, via: child)
+                // (Planted: a send waits 1 s in its group before going elsewhere.)
+                let wait = self.cluster.options.plantRetryOtherGroup ? 1000 : self.sendTimeoutMillis
+                var receipts = try await self.send(messages, topic: topic, queue: local, sequence: sequence, via: child, timeoutMillis: wait)
                 for k in receipts.indices { receipts[k].brokerGroup = target.group }
                 return receipts
             } catch ClientError.broker(let e) where e.code == ErrorCode.topicNotFound || e.code == ErrorCode.queueNotFound {
@@ -199,6 +201,13 @@ public final class Producer: Sendable {
                 throw ClientError.broker(e)
             } catch let e as ClientError {
                 if case .broker = e {} else { self.routed.withLockedValue { $0.avoid[target.group] = clock.now + .seconds(10) } }
+                if case .broker = e {
+                } else if self.cluster.options.plantRetryOtherGroup, let other = route.groups.first(where: { $0.group != target.group }) {
+                    // Planted: the same message again, in another group (stored twice when the first landed).
+                    var receipts = try await self.send(messages, topic: topic, queue: 0, sequence: 0, via: router.cluster(other))
+                    for k in receipts.indices { receipts[k].brokerGroup = other.group }
+                    return receipts
+                }
                 throw e
             }
         }
@@ -215,7 +224,11 @@ public final class Producer: Sendable {
         preconditionFailure("queue \(global) beyond the route's \(route.totalQueues) queues")
     }
 
-    private func send(_ messages: [Message], topic: String, queue: UInt32, sequence: UInt64, via: TernCluster? = nil) async throws -> [SendReceipt] {
+    private func send(
+        _ messages: [Message], topic: String, queue: UInt32, sequence: UInt64, via: TernCluster? = nil, timeoutMillis: Int64? = nil
+    ) async throws
+        -> [SendReceipt]
+    {
         let now = UInt64(Int64(Duration.nowSinceEpochMillis))
         let request = SendRequest(
             topic: topic, queueID: queue, producerGroup: group, producerID: producerID, sequence: sequence,
@@ -223,7 +236,7 @@ public final class Producer: Sendable {
         let body: [UInt8]
         let target = via ?? cluster
         do {
-            body = try await target.leaderCall(.send, request.encoded(), timeoutMillis: sendTimeoutMillis)
+            body = try await target.leaderCall(.send, request.encoded(), timeoutMillis: timeoutMillis ?? sendTimeoutMillis)
         } catch ClientError.broker(let e) where e.code == ErrorCode.topicNotFound || e.code == ErrorCode.queueNotFound {
             target.forgetRoute(topic)
             throw ClientError.broker(e)

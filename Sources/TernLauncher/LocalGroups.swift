@@ -12,7 +12,6 @@ public final class LocalGroups: @unchecked Sendable {
     public let dataRoot: String
     public let secretPath: String
     public let executable: String
-    public private(set) var nameServerProcesses: [Int: Process] = [:]
 
     /// `ports(k)`: group k's node ports (nil: from `basePort + 10 * k`). `extraArgs` go to every
     /// node; `nodeArgs(group, id)` to one.
@@ -38,28 +37,10 @@ public final class LocalGroups: @unchecked Sendable {
 
     public var logDirectory: String { dataRoot + "/logs" }
 
-    public func startNameServer(_ k: Int) throws {
-        try writePeerSecret(path: secretPath)
-        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["nameserver", "--listen", nameServerEndpoints[k], "--peer-secret", secretPath]
-        let logPath = "\(logDirectory)/nameserver\(k + 1).log"
-        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
-        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
-        log.seekToEndOfFile()
-        p.standardOutput = log
-        p.standardError = log
-        try p.run()
-        nameServerProcesses[k] = p
-    }
-
-    public func killNameServer(_ k: Int, signal sig: Int32 = SIGKILL) {
-        guard let p = nameServerProcesses[k] else { return }
-        Foundation.kill(p.processIdentifier, sig)
-        p.waitUntilExit()
-        nameServerProcesses[k] = nil
-    }
+    private lazy var servers = LocalNameServers(endpoints: nameServerEndpoints, secretPath: secretPath, logDirectory: logDirectory, executable: executable)
+    public var nameServerProcesses: [Int: Process] { servers.processes }
+    public func startNameServer(_ k: Int) throws { try servers.start(k) }
+    public func killNameServer(_ k: Int, signal sig: Int32 = SIGKILL) { servers.kill(k, signal: sig) }
 
     public func startAll() throws {
         try writePeerSecret(path: secretPath)
@@ -69,28 +50,94 @@ public final class LocalGroups: @unchecked Sendable {
 
     public func stopAll() {
         for g in groups { g.stopAll() }
-        for p in nameServerProcesses.values { p.terminate() }
-        for p in nameServerProcesses.values { p.waitUntilExit() }
-        nameServerProcesses = [:]
+        servers.stopAll()
     }
 
     /// Waits until every name server lists every group with a leader; returns each group's leader.
     public func waitUntilRegistered(options: TernCluster.Options = TernCluster.Options(), timeoutSeconds: Double = 30) async throws -> [String: String] {
-        let ns = try NameServers(endpoints: nameServerEndpoints)
-        defer { Task { await ns.shutdown() } }
-        let clock = ContinuousClock()
-        let deadline = clock.now + .seconds(timeoutSeconds)
-        var seen: [String: String] = [:]
-        while clock.now < deadline {
-            var all = true
-            for e in nameServerEndpoints {
-                let list = try? await ns.brokerGroups(at: e)
-                let live = Dictionary((list?.groups ?? []).map { ($0.group, $0.leader) }, uniquingKeysWith: { a, _ in a })
-                if Set(live.keys) != Set(names) { all = false } else { seen = live }
-            }
-            if all { return seen }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        throw ValidationError("not every group registered with every name server within \(Int(timeoutSeconds)) s; see the logs under \(dataRoot)")
+        try await waitForRegistrations(nameServers: nameServerEndpoints, groups: names, timeoutSeconds: timeoutSeconds)
     }
+}
+
+/// Name servers as child processes (`tern nameserver`), logging to LOGS/nameserverK.log.
+public final class LocalNameServers: @unchecked Sendable {
+    public let endpoints: [String]
+    public let secretPath: String
+    public let logDirectory: String
+    public let executable: String
+    public private(set) var processes: [Int: Process] = [:]
+    private var paused: Set<Int> = []
+
+    public init(endpoints: [String], secretPath: String, logDirectory: String, executable: String = ternExecutable()) {
+        self.endpoints = endpoints
+        self.secretPath = secretPath
+        self.logDirectory = logDirectory
+        self.executable = executable
+    }
+
+    public func start(_ k: Int) throws {
+        try writePeerSecret(path: secretPath)
+        try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: executable)
+        p.arguments = ["nameserver", "--listen", endpoints[k], "--peer-secret", secretPath]
+        let logPath = "\(logDirectory)/nameserver\(k + 1).log"
+        if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
+        let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))
+        log.seekToEndOfFile()
+        p.standardOutput = log
+        p.standardError = log
+        try p.run()
+        processes[k] = p
+    }
+
+    public func startAll() throws { for k in endpoints.indices { try start(k) } }
+
+    public func kill(_ k: Int, signal sig: Int32 = SIGKILL) {
+        guard let p = processes[k] else { return }
+        if paused.remove(k) != nil { Foundation.kill(p.processIdentifier, SIGCONT) }
+        Foundation.kill(p.processIdentifier, sig)
+        p.waitUntilExit()
+        processes[k] = nil
+    }
+
+    public func pause(_ k: Int) {
+        guard let p = processes[k] else { return }
+        Foundation.kill(p.processIdentifier, SIGSTOP)
+        paused.insert(k)
+    }
+
+    public func resume(_ k: Int) {
+        guard paused.remove(k) != nil, let p = processes[k] else { return }
+        Foundation.kill(p.processIdentifier, SIGCONT)
+    }
+
+    public var running: [Int] { endpoints.indices.filter { processes[$0]?.isRunning ?? false } }
+
+    public func stopAll() {
+        for k in Array(paused) { resume(k) }
+        for p in processes.values { p.terminate() }
+        for p in processes.values { p.waitUntilExit() }
+        processes = [:]
+    }
+}
+
+/// Waits until every name server lists every group with a leader; returns each group's leader.
+public func waitForRegistrations(nameServers: [String], groups: [String], timeoutSeconds: Double = 30) async throws -> [String: String] {
+    let ns = try NameServers(endpoints: nameServers)
+    defer { Task { await ns.shutdown() } }
+    let clock = ContinuousClock()
+    let deadline = clock.now + .seconds(timeoutSeconds)
+    var seen: [String: String] = [:]
+    while clock.now < deadline {
+        var all = true
+        for e in nameServers {
+            let list = try? await ns.brokerGroups(at: e)
+            let live = Dictionary((list?.groups ?? []).map { ($0.group, $0.leader) }, uniquingKeysWith: { a, _ in a })
+            if Set(live.keys) != Set(groups) { all = false } else { seen = live }
+        }
+        if all { return seen }
+        try await Task.sleep(for: .milliseconds(100))
+    }
+    throw ValidationError("not every group registered with every name server within \(Int(timeoutSeconds)) s")
 }
