@@ -41,12 +41,17 @@ for folder in sys.argv[1:]:
         if e["op"] == "fault":
             faults.append(e)
         elif e["op"] == "send" and e["ok"] and e["workload"] in ("plain", "idempotent", "ordered"):
-            acks.append((e["t"], e["end"]))
+            # Runs with --groups: the id names the acknowledging group ("g2/...").
+            acks.append((e["t"], e["end"], e.get("id", "").split("/")[0] if "/" in e.get("id", "") else None))
     acks.sort(key=lambda a: a[1])
     for f in faults:
-        if any(g is not f and g["healed"] <= f["t"] and f["t"] - g["healed"] < SETTLE and (g["kind"].startswith("kill-") or g["kind"] == "disk-full") for g in faults):
+        # A fault in one group (runs with --groups) is judged in that group: its earlier faults,
+        # its acknowledgements.
+        group = f.get("group")
+        if any(g is not f and g.get("group") == group and g["healed"] <= f["t"] and f["t"] - g["healed"] < SETTLE
+               and (g["kind"].startswith("kill-") or g["kind"] == "disk-full") for g in faults):
             continue
-        first = next((a for a in acks if a[0] >= f["t"]), None)
+        first = next((a for a in acks if a[0] >= f["t"] and (group is None or a[2] == group)), None)
         if first:
             settled.setdefault(f["kind"], []).append(first[1] - f["t"])
 

@@ -191,7 +191,10 @@ public struct ChaosRun: AsyncParsableCommand {
             throw ExitCode(1)
         }
         try? await group.shutdownGracefully()
-        if !keepData { try? FileManager.default.removeItem(atPath: folder + "/data") }
+        if !keepData {
+            try? FileManager.default.removeItem(atPath: folder + "/data")
+            for name in names where groups > 1 { try? FileManager.default.removeItem(atPath: folder + "/\(name)/data") }
+        }
         print("tern chaos: passed (seed \(seed)); report in \(folder)/report.txt")
     }
 

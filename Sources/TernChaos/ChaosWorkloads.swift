@@ -62,6 +62,7 @@ final class ChaosHistory: @unchecked Sendable {
         var id: String?
         var kind: String?
         var target: String?
+        var group: String?
         var text: String?
     }
 
@@ -90,7 +91,7 @@ final class ChaosHistory: @unchecked Sendable {
     func fault(_ f: Fault) {
         lock.withLock {
             faults.append(f)
-            write(Line(t: Self.ms(f.started), op: "fault", healed: Self.ms(f.healed), kind: f.kind, target: f.target))
+            write(Line(t: Self.ms(f.started), op: "fault", healed: Self.ms(f.healed), kind: f.kind, target: f.target, group: f.group))
         }
     }
 
