@@ -55,7 +55,8 @@ enum GroupsEvent {
     case nameRequest(ns: Int, request: UInt64, topic: String)
     case nameReply(ns: Int, request: UInt64, route: TopicRoute?, notFound: Bool)
     case nsRestart(Int)
-    case nsHeal(Int)
+    case nsHealGroup(ns: Int, group: Int)
+    case nsHealClients(Int)
     case healGroup(Int)
     case unswap
     case fault
@@ -89,6 +90,9 @@ public final class GroupsWorld {
     var isolatedSince: UInt64 = 0
     var partnerAcksDuringIsolation = 0
     var partnerOwnAcksAtIsolation = 0
+    /// Routed-timer ticks during the isolation at which the routed producer could send to the
+    /// partner (its topic created everywhere, the partner in its route).
+    var partnerRoutableTicks = 0
     /// A group's address taken over by a node of another group: address -> (world, node).
     var swapped: [String: (Int, Int)] = [:]
     /// Bumped whenever an address changes hands: the client's verified connection to it breaks.
@@ -227,6 +231,11 @@ public final class GroupsWorld {
             }
         case .routedTimer:
             schedule(.routedTimer, after: 20_000)
+            if let g = isolated, routed.created.count == worlds.count,
+                routed.route?.groups.contains(where: { $0.group == names[(g + 1) % worlds.count] }) ?? false
+            {
+                partnerRoutableTicks += 1
+            }
             routed.timer()
         case .nameRequest(let k, let request, let topic):
             let ns = nameServers[k]
@@ -239,11 +248,13 @@ public final class GroupsWorld {
         case .nameReply(let k, let request, let route, let notFound):
             routed.nameReply(ns: k, request: request, route: route, notFound: notFound)
         case .nsRestart(let k):
+            guard !nameServers[k].up else { return }  // brought back already (the end of the faults)
             nameServers[k] = SimNameServer()
             nameServers[k].startedAt = now
             trace("name server \(k + 1) restarts, knowing no group")
-        case .nsHeal(let k):
-            nameServers[k].cutFromGroup = []
+        case .nsHealGroup(let k, let g):
+            nameServers[k].cutFromGroup.remove(g)
+        case .nsHealClients(let k):
             nameServers[k].cutFromClients = false
         case .healGroup(let g):
             guard isolated == g else { return }
@@ -252,7 +263,7 @@ public final class GroupsWorld {
             let ownAcks = worlds[partner].checker.acknowledged - partnerOwnAcksAtIsolation
             trace("\(names[g]) reachable again; \(names[partner]) acknowledged \(partnerAcksDuringIsolation) routed sends meanwhile")
             // The other group served its own clients meanwhile: it must have served routed sends too.
-            if partnerAcksDuringIsolation == 0 && ownAcks >= 20 && now - isolatedSince >= 2_000_000 {
+            if partnerAcksDuringIsolation == 0 && ownAcks >= 20 && now - isolatedSince >= 2_000_000 && partnerRoutableTicks >= 75 {
                 violations.append(
                     "t=\(Double(now) / 1e6)s: while \(names[g]) was cut off for \(Double(now - isolatedSince) / 1e6) s, \(names[partner]) acknowledged \(ownAcks) sends of its own clients but none of the routed producer's"
                 )
@@ -267,7 +278,10 @@ public final class GroupsWorld {
         case .endFaults:
             faultsOn = false
             for k in nameServers.indices where !nameServers[k].up { handle(.nsRestart(k)) }
-            for k in nameServers.indices { handle(.nsHeal(k)) }
+            for k in nameServers.indices {
+                nameServers[k].cutFromGroup = []
+                nameServers[k].cutFromClients = false
+            }
             if let g = isolated { handle(.healGroup(g)) }
             handle(.unswap)
         }
@@ -287,17 +301,18 @@ public final class GroupsWorld {
             nameServers[k].cutFromGroup.insert(g)
             count("name server cut from a group")
             trace("name server \(k + 1) hears nothing from \(names[g])")
-            schedule(.nsHeal(k), after: 1_000_000 + below(3_000_000))
+            schedule(.nsHealGroup(ns: k, group: g), after: 1_000_000 + below(3_000_000))
         case 2:
             nameServers[k].cutFromClients = true
             count("name server cut from clients")
-            schedule(.nsHeal(k), after: 500_000 + below(1_500_000))
+            schedule(.nsHealClients(k), after: 500_000 + below(1_500_000))
         case 3:
             guard isolated == nil else { return }
             let g = Int(below(UInt64(worlds.count)))
             isolated = g
             isolatedSince = now
             partnerAcksDuringIsolation = 0
+            partnerRoutableTicks = 0
             partnerOwnAcksAtIsolation = worlds[(g + 1) % worlds.count].checker.acknowledged
             count("group cut off")
             trace("\(names[g]) cut off from clients and name servers")

@@ -106,7 +106,7 @@ public final class TernCluster: Sendable {
         do {
             router = Router(
                 nameServers: try NameServers(endpoints: nameservers, timeoutMillis: min(options.requestTimeoutMillis, 2000), group: g), options: options,
-                group: g)
+                group: g, tls: tls)
         } catch {
             try? g.syncShutdownGracefully()
             throw error
@@ -114,9 +114,9 @@ public final class TernCluster: Sendable {
     }
 
     /// One group of many, made by a router (on its event loops).
-    init(group name: String, endpoints: [String], leader: String?, options: Options, eventLoopGroup: any EventLoopGroup) {
+    init(group name: String, endpoints: [String], leader: String?, options: Options, eventLoopGroup: any EventLoopGroup, tls: TLSContext?) {
         self.options = options
-        tls = try? options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
+        self.tls = tls
         group = eventLoopGroup
         ownsGroup = false
         var s = State(endpoints: endpoints)

@@ -150,6 +150,10 @@ final class Connection: Sendable {
 
     /// Sends a request; returns the response body, or throws the broker's error.
     func call(_ op: Opcode, _ body: [UInt8], timeoutMillis: Int64) async throws -> [UInt8] {
+        let limit = Int(FrameCodec().maxBodyBytes)
+        guard body.count <= limit else {
+            throw ClientError.invalidArgument("a \(op) request of \(body.count) bytes exceeds the frame limit of \(limit)")
+        }
         let promise = channel.eventLoop.makePromise(of: Frame.self)
         let waiting = Waiting(promise: promise, deadline: .now() + .milliseconds(timeoutMillis), op: op, timeoutMillis: timeoutMillis)
         let schedule = state.withLockedValue { s -> Bool in

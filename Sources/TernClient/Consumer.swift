@@ -191,18 +191,25 @@ public final class PullConsumer: Sendable {
             return ([], [])
         }
         var moved: [(QueueRef, UInt64, UInt64)] = []
-        for q in queues {
-            let got = try await pull(q, max: maxMessages, wait: 0)
+        do {
+            for q in queues {
+                let got = try await pull(q, max: maxMessages, wait: 0)
+                if let m = got.moved { moved.append(m) }
+                if !got.messages.isEmpty { return (got.messages, moved) }
+            }
+            let q = state.withLockedValue { s -> QueueRef in
+                s.rotation += 1
+                return queues[s.rotation % queues.count]
+            }
+            let got = try await pull(q, max: maxMessages, wait: waitMillis)
             if let m = got.moved { moved.append(m) }
-            if !got.messages.isEmpty { return (got.messages, moved) }
+            return (got.messages, moved)
+        } catch {
+            // The pulls before the failing one returned no message (filtered, or past a
+            // retention gap): nothing to hand out, so their offsets may be committed now.
+            for (q, from, to) in moved { settle(q, from: from, to: to) }
+            throw error
         }
-        let q = state.withLockedValue { s -> QueueRef in
-            s.rotation += 1
-            return queues[s.rotation % queues.count]
-        }
-        let got = try await pull(q, max: maxMessages, wait: waitMillis)
-        if let m = got.moved { moved.append(m) }
-        return (got.messages, moved)
     }
 
     /// A routed consumer handed out what a pull of `q` from `from` to `to` returned: commit up to there.
@@ -321,10 +328,14 @@ public final class PushConsumer: Sendable {
         let clock = ContinuousClock()
         var lastCommit = clock.now
         var lastRetryCheck = clock.now - .seconds(10)
+        let started = clock.now
         while !Task.isCancelled {
             do {
                 var retry = state.withLockedValue { $0.retry }
-                if retry == nil, pull.mode == .clustering, clock.now - lastRetryCheck > .seconds(1) {
+                // The retry topic appears with the first give-back: looked for every second at
+                // first, then (through name servers, each look a route request) every ten.
+                let retryEvery: Duration = pull.cluster.isRouted && clock.now - started > .seconds(10) ? .seconds(10) : .seconds(1)
+                if retry == nil, pull.mode == .clustering, clock.now - lastRetryCheck > retryEvery {
                     lastRetryCheck = clock.now
                     let candidate = PullConsumer(cluster: pull.cluster, group: pull.group, topic: "%RETRY%\(pull.group)", clientID: pull.clientID)
                     if (try? await candidate.start()) != nil {

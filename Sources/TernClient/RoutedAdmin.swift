@@ -39,7 +39,7 @@ extension TernCluster {
 
     /// The groups named, checked against the live ones; nil or empty: every live group.
     func chosenGroups(_ router: Router, _ names: [String]?) async throws -> [String] {
-        let live = try await router.liveGroups().map(\.group)
+        let live = try await router.liveGroups(complete: true).map(\.group)
         guard !live.isEmpty else {
             throw ClientError.invalidArgument("no broker group is registered with the name servers (is any group running with --nameservers?)")
         }
@@ -206,14 +206,21 @@ extension TernCluster {
 
     /// Through name servers: `body` on every group holding `topic` (delete, tracing).
     func onEveryGroup(of topic: String, _ router: Router, _ body: (TernCluster) async throws -> Void) async throws {
-        let route = try await router.route(topic, fresh: true)
+        var route = try await router.nameServers.route(topic: topic)
+        let clock = ContinuousClock()
+        let deadline = clock.now + .seconds(20)
+        while !route.complete {
+            guard clock.now < deadline else { throw Router.starting }
+            try await Task.sleep(for: .milliseconds(500))
+            route = try await router.nameServers.route(topic: topic)
+        }
         for g in route.groups { try await body(router.cluster(g)) }
         router.forget(topic)
     }
 
     /// Through name servers: `body` on every live group (consumer group settings).
     func onEveryGroup(_ router: Router, _ body: (TernCluster) async throws -> Void) async throws {
-        for g in try await router.liveGroups() { try await body(router.cluster(g)) }
+        for g in try await router.liveGroups(complete: true) { try await body(router.cluster(g)) }
     }
 }
 
@@ -234,7 +241,7 @@ extension TernCluster {
     )] {
         guard let router else { return [(brokerGroup ?? "", try await resetOffsets(group: group, topic: topic, toTimestamp: timestamp))] }
         var out: [(group: String, offsets: [QueueRef: UInt64])] = []
-        for g in try await router.liveGroups() {
+        for g in try await router.liveGroups(complete: true) {
             out.append((g.group, try await router.cluster(g).resetOffsets(group: group, topic: topic, toTimestamp: timestamp)))
         }
         return out

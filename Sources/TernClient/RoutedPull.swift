@@ -26,7 +26,8 @@ final class RoutedPull: Sendable {
         var inflight: Set<String> = []
         var pending: [Pending] = []
         var failures: [String: Error] = [:]
-        var waiter: CheckedContinuation<Void, Never>?
+        /// Every caller waiting for a part's answer (a poll, a shutdown): all are woken.
+        var waiters: [CheckedContinuation<Void, Never>] = []
         var signaled = false
         var lastRouteCheck: ContinuousClock.Instant?
         var closed = false
@@ -86,43 +87,40 @@ final class RoutedPull: Sendable {
     }
 
     func poll(maxMessages: Int, waitMillis: UInt32) async throws -> [ReceivedMessage] {
+        if state.withLockedValue({ $0.closed }) { return [] }
         await followRoute()
         let clock = ContinuousClock()
         let deadline = clock.now + .milliseconds(Int64(waitMillis))
         var failedNow: Set<String> = []
         var first = true
         while true {
-            if let batch = takePending() { return batch }
+            if let batch = takePending(max: maxMessages) { return batch }
             let parts = state.withLockedValue { $0.parts }
-            let past = clock.now >= deadline
-            // After the deadline nothing new starts; the polls in flight are waited for.
-            let launch =
-                !first && past
-                ? []
-                : state.withLockedValue { s -> [String] in
-                    // Not a part whose last answer is still unhanded: its next poll may heartbeat and
-                    // commit on a rebalance, and must find that answer settled.
-                    let unhanded = Set(s.pending.map(\.group))
-                    let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) && !unhanded.contains($0) }.sorted()
-                    s.inflight.formUnion(idle)
-                    return idle
-                }
+            // After the deadline nothing new starts, and the polls still in flight (a group that
+            // does not answer) are not waited for: what they return waits for the next poll.
+            if clock.now >= deadline && !first { return [] }
+            let launch = state.withLockedValue { s -> [String] in
+                // Not a part whose last answer is still unhanded: its next poll may heartbeat and
+                // commit on a rebalance, and must find that answer settled.
+                let unhanded = Set(s.pending.map(\.group))
+                let idle = parts.keys.filter { !s.inflight.contains($0) && !failedNow.contains($0) && !unhanded.contains($0) }.sorted()
+                s.inflight.formUnion(idle)
+                return idle
+            }
             first = false
-            let left = max(0, Int64((deadline - clock.now).components.seconds * 1000 + (deadline - clock.now).components.attoseconds / 1_000_000_000_000_000))
+            let d = deadline - clock.now
+            let left = max(0, d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000)
             for name in launch {
                 let part = parts[name]!
                 Task { await self.run(part, name: name, max: maxMessages, wait: UInt32(left)) }
             }
             let (errors, busy) = state.withLockedValue { s in (s.failures, !s.inflight.isEmpty) }
             failedNow.formUnion(errors.keys)
-            if !busy {
-                if failedNow.count == parts.count, let first = errors.keys.sorted().first.flatMap({ errors[$0] }) {
-                    state.withLockedValue { $0.failures = [:] }
-                    throw first
-                }
-                if past { return [] }
+            if !busy && failedNow.count == parts.count, let firstError = errors.keys.sorted().first.flatMap({ errors[$0] }) {
+                state.withLockedValue { $0.failures = [:] }
+                throw firstError
             }
-            await waitForPart()
+            await waitForPart(until: deadline)
         }
     }
 
@@ -133,7 +131,7 @@ final class RoutedPull: Sendable {
         } catch {
             result = .failure(error)
         }
-        let waiter = state.withLockedValue { s -> CheckedContinuation<Void, Never>? in
+        wake { s in
             s.inflight.remove(name)
             switch result {
             case .success(let got):
@@ -144,33 +142,52 @@ final class RoutedPull: Sendable {
             case .failure(let e):
                 s.failures[name] = e
             }
-            defer { s.waiter = nil }
-            if s.waiter == nil { s.signaled = true }
-            return s.waiter
         }
-        waiter?.resume()
     }
 
-    private func waitForPart() async {
+    /// Changes the state and wakes every waiter (or leaves a signal for the next one).
+    private func wake(_ change: (inout State) -> Void) {
+        let waiters = state.withLockedValue { s -> [CheckedContinuation<Void, Never>] in
+            change(&s)
+            defer { s.waiters = [] }
+            if s.waiters.isEmpty { s.signaled = true }
+            return s.waiters
+        }
+        for w in waiters { w.resume() }
+    }
+
+    /// Until a part answers, or `until` passes (then the caller looks again).
+    private func waitForPart(until: ContinuousClock.Instant) async {
+        let timer = Task {
+            try? await Task.sleep(until: until, clock: ContinuousClock())
+            self.wake { _ in }
+        }
+        defer { timer.cancel() }
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { s -> Bool in
-                if s.signaled || s.inflight.isEmpty {
+                if s.signaled || s.inflight.isEmpty || ContinuousClock().now >= until {
                     s.signaled = false
                     return true
                 }
-                s.waiter = c
+                s.waiters.append(c)
                 return false
             }
             if now { c.resume() }
         }
     }
 
-    /// Hands out everything the parts returned (empty pulls settle their offsets only); nil
-    /// when there is no message among it.
-    private func takePending() -> [ReceivedMessage]? {
+    /// Hands out what the parts returned, whole answers up to `max` messages (empty pulls
+    /// settle their offsets only); nil when there is no message among it.
+    private func takePending(max: Int) -> [ReceivedMessage]? {
         let (taken, parts) = state.withLockedValue { s -> ([Pending], [String: PullConsumer]) in
-            defer { s.pending = [] }
-            return (s.pending, s.parts)
+            var count = 0
+            var k = 0
+            while k < s.pending.count && (count == 0 || count + s.pending[k].messages.count <= max) {
+                count += s.pending[k].messages.count
+                k += 1
+            }
+            defer { s.pending.removeFirst(k) }
+            return (Array(s.pending[..<k]), s.parts)
         }
         for p in taken {
             for (q, from, to) in p.moved { parts[p.group]?.settle(q, from: from, to: to) }
@@ -179,8 +196,17 @@ final class RoutedPull: Sendable {
         return messages.isEmpty ? nil : messages
     }
 
+    /// Moves a queue of one group back; answers waiting to be handed out from that queue go
+    /// (they come again from the new position).
     func seek(_ q: QueueRef, to offset: UInt64, brokerGroup: String) {
-        state.withLockedValue { $0.parts[brokerGroup] }?.seek(q, to: offset)
+        let part = state.withLockedValue { s -> PullConsumer? in
+            for k in s.pending.indices where s.pending[k].group == brokerGroup {
+                s.pending[k].messages.removeAll { $0.topic == q.topic && $0.queueID == q.queueID }
+                s.pending[k].moved.removeAll { $0.0 == q }
+            }
+            return s.parts[brokerGroup]
+        }
+        part?.seek(q, to: offset)
     }
 
     func commit() async throws {
@@ -195,7 +221,7 @@ final class RoutedPull: Sendable {
     /// commits and leaves the group in every broker group.
     func shutdown() async {
         state.withLockedValue { $0.closed = true }
-        while state.withLockedValue({ !$0.inflight.isEmpty }) { await waitForPart() }
+        while state.withLockedValue({ !$0.inflight.isEmpty }) { await waitForPart(until: ContinuousClock().now + .milliseconds(200)) }
         let parts = state.withLockedValue { s -> [PullConsumer] in
             s.pending = []
             return Array(s.parts.values)

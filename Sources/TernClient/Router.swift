@@ -46,6 +46,8 @@ final class Router: Sendable {
     let nameServers: NameServers
     let options: TernCluster.Options
     let group: EventLoopGroup
+    /// The parent client's TLS, shared by every group's client (never built again, so never lost).
+    let tls: TLSContext?
 
     struct Cached {
         var route: TopicRoute
@@ -59,7 +61,8 @@ final class Router: Sendable {
     }
     private let state = NIOLockedValueBox(State())
 
-    init(nameServers: NameServers, options: TernCluster.Options, group: EventLoopGroup) {
+    init(nameServers: NameServers, options: TernCluster.Options, group: EventLoopGroup, tls: TLSContext?) {
+        self.tls = tls
         self.nameServers = nameServers
         self.options = options
         self.group = group
@@ -105,10 +108,11 @@ final class Router: Sendable {
             var route = try await nameServers.route(topic: topic)
             if !route.complete {
                 // Only name servers that started moments ago answered: they may not know every
-                // group yet. Keep the groups already known that they do not list.
+                // group yet. Keep the groups already known that they do not list; with none
+                // known, wait (a partial route would number the queues differently).
                 let held = state.withLockedValue { $0.routes[topic]?.route.groups } ?? []
                 route = TopicRoute(groups: route.groups + held.filter { h in !route.groups.contains { $0.group == h.group } }, complete: false)
-                guard !route.groups.isEmpty else {
+                guard !held.isEmpty else {
                     throw ClientError.broker(
                         ErrorBody(code: ErrorCode.busy, message: "the name servers started moments ago and know no group holding topic \(topic) yet; retry"))
                 }
@@ -139,18 +143,32 @@ final class Router: Sendable {
                 c.learn(endpoints: endpoints, leader: route.leaderEndpoint)
                 return c
             }
-            let c = TernCluster(group: route.group, endpoints: endpoints, leader: route.leaderEndpoint, options: options, eventLoopGroup: group)
+            let c = TernCluster(group: route.group, endpoints: endpoints, leader: route.leaderEndpoint, options: options, eventLoopGroup: group, tls: tls)
             s.clusters[route.group] = c
             return c
         }
     }
 
-    /// Every live group (from the name servers), in name order.
-    func liveGroups() async throws -> [GroupRoute] {
-        let route = try await nameServers.liveGroups()
+    /// Every live group (from the name servers), in name order. `complete`: for what must reach
+    /// every group, an answer only starting name servers gave (it may lack groups) is not taken:
+    /// asked again until one is complete (at most 20 s, a name server's warm-up and more).
+    func liveGroups(complete: Bool = false) async throws -> [GroupRoute] {
+        var route = try await nameServers.liveGroups()
+        if complete {
+            let clock = ContinuousClock()
+            let deadline = clock.now + .seconds(20)
+            while !route.complete {
+                guard clock.now < deadline else { throw Router.starting }
+                try await Task.sleep(for: .milliseconds(500))
+                route = try await nameServers.liveGroups()
+            }
+        }
         for g in route.groups { _ = cluster(g) }
         return route.groups
     }
+
+    static let starting = ClientError.broker(
+        ErrorBody(code: ErrorCode.busy, message: "the name servers started moments ago and may not know every broker group yet; retry in 15 s"))
 
     /// The client of the group named `name` (known from a route, else asked of the name servers).
     func cluster(named name: String) async throws -> TernCluster {

@@ -59,8 +59,13 @@ public final class SimpleConsumer: Sendable {
     public let tagFilter: String
     /// Through name servers: receives on every group holding the topic at once; what a group
     /// answers after another group's answer was returned waits here for the next receive.
-    private let fanIn = NIOLockedValueBox<(inflight: Set<String>, stash: [Delivery], waiter: CheckedContinuation<Void, Never>?, signaled: Bool)>(
-        ([], [], nil, false))
+    struct FanIn {
+        var inflight: Set<String> = []
+        var stash: [Delivery] = []
+        var waiters: [CheckedContinuation<Void, Never>] = []
+        var signaled = false
+    }
+    private let fanIn = NIOLockedValueBox(FanIn())
 
     public init(cluster: TernCluster, group: String, topic: String, tagFilter: String = "*") {
         self.cluster = cluster
@@ -92,62 +97,81 @@ public final class SimpleConsumer: Sendable {
         let clock = ContinuousClock()
         let deadline = clock.now + .milliseconds(Int64(waitMillis))
         var first = true
+        // A group that failed in this call is not asked again in it (no tight loop on a group
+        // that refuses at once); the call fails only when every group failed.
         let errors = NIOLockedValueBox<[String: Error]>([:])
         while true {
+            let nowMillis = UInt64(Duration.nowSinceEpochMillis)
             let stashed = fanIn.withLockedValue { f -> [Delivery] in
-                defer { f.stash = [] }
-                return f.stash
+                // Deliveries whose invisible time ran out while they waited are dropped: they
+                // are another receive's now.
+                f.stash.removeAll { $0.invisibleUntil <= nowMillis }
+                let n = Swift.min(Int(max), f.stash.count)
+                defer { f.stash.removeFirst(n) }
+                return Array(f.stash.prefix(n))
             }
             if !stashed.isEmpty { return stashed }
-            let past = clock.now >= deadline
-            if first || !past {
-                let d = deadline - clock.now
-                let left = UInt32(Swift.max(0, d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000))
-                let launch = fanIn.withLockedValue { f -> [GroupRoute] in
-                    let idle = route.groups.filter { !f.inflight.contains($0.group) }
-                    f.inflight.formUnion(idle.map(\.group))
-                    return idle
-                }
-                for g in launch {
-                    let target = router.cluster(g)
-                    Task {
-                        let got: [Delivery]
-                        do {
-                            got = try await self.receive(from: target, max: max, invisibleMillis: invisibleMillis, waitMillis: left)
-                        } catch {
-                            got = []
-                            errors.withLockedValue { $0[g.group] = error }
-                        }
-                        let waiter = self.fanIn.withLockedValue { f -> CheckedContinuation<Void, Never>? in
-                            f.inflight.remove(g.group)
-                            f.stash += got
-                            defer { f.waiter = nil }
-                            if f.waiter == nil { f.signaled = true }
-                            return f.waiter
-                        }
-                        waiter?.resume()
-                    }
-                }
-            }
-            first = false
-            if past && fanIn.withLockedValue({ $0.inflight.isEmpty && $0.stash.isEmpty }) {
-                // A group that fails is the caller's business only when every group failed.
+            // After the deadline nothing new starts and a group still answering is not waited for.
+            if clock.now >= deadline && !first {
                 let failed = errors.withLockedValue { $0 }
                 if failed.count == route.groups.count, let e = failed.values.first { throw e }
                 return []
             }
+            let d = deadline - clock.now
+            let left = UInt32(Swift.max(0, d.components.seconds * 1000 + d.components.attoseconds / 1_000_000_000_000_000))
+            let failedNow = errors.withLockedValue { Set($0.keys) }
+            let launch = fanIn.withLockedValue { f -> [GroupRoute] in
+                let idle = route.groups.filter { !f.inflight.contains($0.group) && !failedNow.contains($0.group) }
+                f.inflight.formUnion(idle.map(\.group))
+                return idle
+            }
+            first = false
+            for g in launch {
+                let target = router.cluster(g)
+                Task {
+                    let got: [Delivery]
+                    do {
+                        got = try await self.receive(from: target, max: max, invisibleMillis: invisibleMillis, waitMillis: left)
+                    } catch {
+                        got = []
+                        errors.withLockedValue { $0[g.group] = error }
+                        if let e = error as? ClientError, e.code == ErrorCode.topicNotFound { router.forget(self.topic) }
+                    }
+                    self.wakeFanIn { f in
+                        f.inflight.remove(g.group)
+                        f.stash += got
+                    }
+                }
+            }
+            let allFailed = errors.withLockedValue { $0.count } == route.groups.count && fanIn.withLockedValue { $0.inflight.isEmpty }
+            if allFailed, let e = errors.withLockedValue({ $0.values.first }) { throw e }
+            let timer = Task {
+                try? await Task.sleep(until: deadline, clock: clock)
+                self.wakeFanIn { _ in }
+            }
             await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
                 let now = fanIn.withLockedValue { f -> Bool in
-                    if f.signaled || f.inflight.isEmpty {
+                    if f.signaled || f.inflight.isEmpty || clock.now >= deadline {
                         f.signaled = false
                         return true
                     }
-                    f.waiter = c
+                    f.waiters.append(c)
                     return false
                 }
                 if now { c.resume() }
             }
+            timer.cancel()
         }
+    }
+
+    private func wakeFanIn(_ change: (inout FanIn) -> Void) {
+        let waiters = fanIn.withLockedValue { f -> [CheckedContinuation<Void, Never>] in
+            change(&f)
+            defer { f.waiters = [] }
+            if f.waiters.isEmpty { f.signaled = true }
+            return f.waiters
+        }
+        for w in waiters { w.resume() }
     }
 
     /// The message is consumed: it is not delivered to the group again.

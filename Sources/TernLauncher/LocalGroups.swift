@@ -12,14 +12,16 @@ public final class LocalGroups: @unchecked Sendable {
     public let dataRoot: String
     public let secretPath: String
     public let executable: String
+    let warmup: Int?
 
     /// `ports(k)`: group k's node ports (nil: from `basePort + 10 * k`). `extraArgs` go to every
     /// node; `nodeArgs(group, id)` to one.
     public init(
         groups count: Int, nodes: Int, basePort: Int, nameServerPorts: [Int], dataRoot: String, extraArgs: [String] = [],
-        ports: ((Int) -> [Int])? = nil, executable: String = ternExecutable(),
+        ports: ((Int) -> [Int])? = nil, executable: String = ternExecutable(), nameServerWarmupSeconds: Int? = nil,
         nodeArgs: @escaping @Sendable (String, String) -> [String] = { _, _ in [] }
     ) {
+        warmup = nameServerWarmupSeconds
         names = (1...count).map { "g\($0)" }
         nameServerEndpoints = nameServerPorts.map { "127.0.0.1:\($0)" }
         self.dataRoot = dataRoot
@@ -37,7 +39,8 @@ public final class LocalGroups: @unchecked Sendable {
 
     public var logDirectory: String { dataRoot + "/logs" }
 
-    private lazy var servers = LocalNameServers(endpoints: nameServerEndpoints, secretPath: secretPath, logDirectory: logDirectory, executable: executable)
+    private lazy var servers = LocalNameServers(
+        endpoints: nameServerEndpoints, secretPath: secretPath, logDirectory: logDirectory, executable: executable, warmupSeconds: warmup)
     public var nameServerProcesses: [Int: Process] { servers.processes }
     public func startNameServer(_ k: Int) throws { try servers.start(k) }
     public func killNameServer(_ k: Int, signal sig: Int32 = SIGKILL) { servers.kill(k, signal: sig) }
@@ -68,7 +71,11 @@ public final class LocalNameServers: @unchecked Sendable {
     public private(set) var processes: [Int: Process] = [:]
     private var paused: Set<Int> = []
 
-    public init(endpoints: [String], secretPath: String, logDirectory: String, executable: String = ternExecutable()) {
+    /// `--warmup-seconds` of every name server (nil: the default).
+    public let warmupSeconds: Int?
+
+    public init(endpoints: [String], secretPath: String, logDirectory: String, executable: String = ternExecutable(), warmupSeconds: Int? = nil) {
+        self.warmupSeconds = warmupSeconds
         self.endpoints = endpoints
         self.secretPath = secretPath
         self.logDirectory = logDirectory
@@ -80,7 +87,7 @@ public final class LocalNameServers: @unchecked Sendable {
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["nameserver", "--listen", endpoints[k], "--peer-secret", secretPath]
+        p.arguments = ["nameserver", "--listen", endpoints[k], "--peer-secret", secretPath] + (warmupSeconds.map { ["--warmup-seconds", "\($0)"] } ?? [])
         let logPath = "\(logDirectory)/nameserver\(k + 1).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -88,6 +88,7 @@ final class Registrar: Sendable {
     private static func content(_ r: GroupRegistration) -> GroupRegistration {
         var c = r
         c.version = 0
+        c.sentAt = 0
         return c
     }
 
@@ -96,19 +97,44 @@ final class Registrar: Sendable {
         var lastSent: GroupRegistration?
         var lastAt = clock.now
         var failing: Set<String> = []
+        var truncatedWarned = false
         while !Task.isCancelled {
             let current: GroupRegistration?? = try? await server.inspect { node, _ in node.registration }.get()
             if let reg = current.flatMap({ $0 }) {
                 let due = lastSent.map { Self.content($0) != Self.content(reg) } ?? true
                 if due || clock.now - lastAt >= .milliseconds(Self.periodMillis), let nameServers = await nameServers() {
                     var signed = reg
+                    // A frame holds 8 MiB: with more topics than fit (tens of thousands), the
+                    // registration carries those that fit, in name order, and says so in the log.
+                    let limit = Int(FrameCodec().maxBodyBytes) - 4096
+                    if signed.encoded().count > limit {
+                        var size = 64 + signed.members.reduce(0) { $0 + 4 + $1.id.utf8.count + $1.endpoint.utf8.count }
+                        let fitting = signed.topics.prefix { t in
+                            size += 7 + t.name.utf8.count
+                            return size <= limit
+                        }
+                        if !truncatedWarned {
+                            logger.error(
+                                "the group has \(signed.topics.count) topics, more than a registration holds: \(fitting.count) registered, the rest cannot be routed"
+                            )
+                            truncatedWarned = true
+                        }
+                        signed.topics = Array(fitting)
+                    }
                     if let secret { signed.sign(secret: secret) }
+                    var anyTook = false
                     for (endpoint, error) in await nameServers.register(signed) {
                         if let error {
                             if failing.insert(endpoint).inserted { logger.warning("cannot register with name server \(endpoint): \(error)") }
-                        } else if failing.remove(endpoint) != nil {
-                            logger.notice("registered with name server \(endpoint) again")
+                        } else {
+                            anyTook = true
+                            if failing.remove(endpoint) != nil { logger.notice("registered with name server \(endpoint) again") }
                         }
+                    }
+                    // None took it: try again in half a second, not in a period.
+                    guard anyTook else {
+                        try? await Task.sleep(for: .milliseconds(500))
+                        continue
                     }
                     if lastSent == nil || lastSent?.term != reg.term {
                         logger.notice("registering broker group \(reg.group) (term \(reg.term)) with \(nameServers.endpoints.joined(separator: ", "))")

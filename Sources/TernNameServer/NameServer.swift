@@ -24,6 +24,10 @@ public struct NameServerConfig: Sendable {
     /// For this long after it starts, the name server's routes are marked incomplete: a group
     /// registers every 10 s, so one restarted a moment ago may not know every group yet.
     public var warmupMillis: UInt64 = 15_000
+    /// Connections at once; one more is closed at once. A connection that sends nothing for
+    /// `idleSeconds` (a stalled frame included) is closed.
+    public var maxConnections = 1024
+    public var idleSeconds: Int64 = 60
     public init(listen: String, secrets: PeerSecrets?) {
         self.listen = listen
         self.secrets = secrets
@@ -50,6 +54,7 @@ public final class NameServer: Sendable {
     let group: MultiThreadedEventLoopGroup
     let registry: NIOLockedValueBox<NameRegistry>
     let startedAt = NameServer.nowMillis
+    let connections = NIOLockedValueBox(0)
     private let channel = NIOLockedValueBox<Channel?>(nil)
     private let scan = NIOLockedValueBox<RepeatedTask?>(nil)
 
@@ -72,7 +77,8 @@ public final class NameServer: Sendable {
             .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
-                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder(codec: FrameCodec(maxBodyBytes: 16 << 20))))
+                    try channel.pipeline.syncOperations.addHandler(IdleStateHandler(readTimeout: .seconds(server.config.idleSeconds)))
+                    try channel.pipeline.syncOperations.addHandler(ByteToMessageHandler(FrameDecoder()))
                     try channel.pipeline.syncOperations.addHandler(NameServerHandler(server: server))
                 }
             }
@@ -103,6 +109,13 @@ public final class NameServer: Sendable {
         try channel.withLockedValue { $0 }?.closeFuture.wait()
     }
 
+    /// Milliseconds since 1970 by this machine's clock (registrations' `sentAt` are checked against it).
+    static var wallMillis: UInt64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return UInt64(ts.tv_sec) * 1000 + UInt64(ts.tv_nsec) / 1_000_000
+    }
+
     /// Answers one request (the handler's work, on the event loop).
     func answer(_ op: Opcode?, _ body: [UInt8], from peer: String) -> Result<[UInt8], ErrorBody> {
         do {
@@ -115,9 +128,25 @@ public final class NameServer: Sendable {
                     return .failure(
                         ErrorBody(code: ErrorCode.unauthenticated, message: "registration of \(r.group) is not signed with this name server's cluster secret"))
                 }
+                // Sent within the expiry by this clock: a registration recorded and replayed later is
+                // refused (the clocks of groups and name servers must agree within the expiry).
+                let wall = Self.wallMillis
+                guard r.sentAt + config.expiryMillis >= wall && r.sentAt <= wall + config.expiryMillis else {
+                    logger.warning("refused a registration of group \(r.group) from \(peer): sent at \(r.sentAt), this clock reads \(wall)")
+                    return .failure(
+                        ErrorBody(
+                            code: ErrorCode.badRequest,
+                            message:
+                                "registration of \(r.group) was sent at \(r.sentAt) ms, more than \(config.expiryMillis / 1000) s from this name server's clock (\(wall) ms)"
+                        ))
+                }
                 let (outcome, known) = registry.withLockedValue { reg -> (NameRegistry.Outcome, Bool) in
                     let known = reg.entries[r.group] != nil
                     return (reg.register(r, now: Self.nowMillis), known)
+                }
+                if outcome == .full {
+                    return .failure(
+                        ErrorBody(code: ErrorCode.busy, message: "this name server holds \(registry.withLockedValue { $0.maxGroups }) groups already"))
                 }
                 if outcome == .accepted && !known {
                     logger.notice("broker group \(r.group) registered: leader \(r.leader) term \(r.term), \(r.members.count) members, \(r.topics.count) topics")
@@ -152,26 +181,71 @@ public final class NameServer: Sendable {
     }
 }
 
-/// One connection: each request frame answered in order.
+/// One connection: each request frame answered in order. Reading stops while the connection's
+/// answers are not being taken (it cannot pile them up here); an idle one is closed.
 final class NameServerHandler: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = Frame
     typealias OutboundOut = ByteBuffer
     let server: NameServer
+    private var counted = false
 
     init(server: NameServer) { self.server = server }
+
+    func channelActive(context: ChannelHandlerContext) {
+        let limit = server.config.maxConnections
+        let admitted = server.connections.withLockedValue { n -> Bool in
+            guard n < limit else { return false }
+            n += 1
+            return true
+        }
+        counted = admitted
+        if !admitted {
+            server.logger.warning("closing a connection from \(context.remoteAddress?.description ?? "?"): \(limit) connections already")
+            context.close(promise: nil)
+            return
+        }
+        context.fireChannelActive()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        if counted {
+            counted = false
+            server.connections.withLockedValue { $0 -= 1 }
+        }
+        context.fireChannelInactive()
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let frame = unwrapInboundIn(data)
         if frame.flags.contains(.response) { return }
         let peer = context.remoteAddress?.description ?? "?"
+        var result = server.answer(Opcode(rawValue: frame.opcode), frame.body, from: peer)
+        if case .success(let body) = result, body.count > Int(FrameCodec().maxBodyBytes) {
+            result = .failure(
+                ErrorBody(code: ErrorCode.badRequest, message: "the answer of \(body.count) bytes exceeds a frame; ask for one topic's route instead"))
+        }
         let reply: Frame
-        switch server.answer(Opcode(rawValue: frame.opcode), frame.body, from: peer) {
+        switch result {
         case .success(let body): reply = Frame(opcode: frame.opcode, flags: .response, requestID: frame.requestID, body: body)
         case .failure(let e): reply = Frame(opcode: frame.opcode, flags: [.response, .error], requestID: frame.requestID, body: e.encode())
         }
         var buffer = context.channel.allocator.buffer(capacity: FrameCodec.headerBytes + reply.body.count)
         buffer.writeFrame(reply)
         context.writeAndFlush(wrapOutboundOut(buffer), promise: nil)
+        if !context.channel.isWritable { context.channel.setOption(.autoRead, value: false).whenFailure { _ in } }
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { context.channel.setOption(.autoRead, value: true).whenFailure { _ in } }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {

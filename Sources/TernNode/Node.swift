@@ -263,8 +263,10 @@ public final class Node {
         guard isReadyLeader else { return nil }
         let members = replica.raft.membership.ids.map { GroupMember(id: $0.name, endpoint: endpoint(of: $0) ?? "") }
         let topics = broker.topics.map { RegisteredTopic(name: $0.key, queues: $0.value, type: broker.topicTypes[$0.key] ?? .mixed) }
-        return GroupRegistration(
+        var r = GroupRegistration(
             group: config.brokerGroup, leader: id.name, term: replica.raft.term, version: broker.appliedIndex, members: members, topics: topics)
+        r.sentAt = now
+        return r
     }
 
     // MARK: Inputs

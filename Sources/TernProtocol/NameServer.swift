@@ -48,6 +48,10 @@ public struct GroupRegistration: WireCodable, Equatable {
     public var term: UInt64
     /// The leader's applied index when it built this registration: within a term, a lower one is stale.
     public var version: UInt64
+    /// The leader's clock (ms since 1970) when it built this registration. Signed with the rest:
+    /// a name server takes only a registration newer than the one it holds (so a recorded one
+    /// replayed is refused) and sent within its expiry of its own clock.
+    public var sentAt: UInt64 = 0
     public var members: [GroupMember]
     /// Sorted by name.
     public var topics: [RegisteredTopic]
@@ -77,6 +81,7 @@ public struct GroupRegistration: WireCodable, Equatable {
         w.string(leader)
         w.u64(term)
         w.u64(version)
+        w.u64(sentAt)
         w.u16(UInt16(members.count))
         for m in members {
             w.string(m.id)
@@ -100,6 +105,7 @@ public struct GroupRegistration: WireCodable, Equatable {
         leader = try r.string("leader")
         term = try r.u64("term")
         version = try r.u64("version")
+        sentAt = try r.u64("sent at")
         var members: [GroupMember] = []
         for _ in 0..<(try r.u16("members")) { members.append(GroupMember(id: try r.string("member id"), endpoint: try r.string("member endpoint"))) }
         self.members = members
@@ -223,22 +229,29 @@ public struct NameRegistry: Sendable {
     }
 
     public var expiryMillis: UInt64
+    /// Groups held at most; a registration of another group past it is refused (`full`).
+    public var maxGroups = 1024
     public private(set) var entries: [String: Entry] = [:]
 
     public init(expiryMillis: UInt64 = 40_000) { self.expiryMillis = expiryMillis }
 
     public enum Outcome: Equatable, Sendable {
         case accepted
-        /// A lower term, or a lower version in the same term, than the registration held: a
-        /// deposed leader still registering, or a delayed packet. Ignored (not an error to it).
+        /// Not newer than the registration held (a lower term; in the same term a lower
+        /// version; in the same term and version, not sent later): a deposed leader still
+        /// registering, a delayed packet, a replay. Ignored (not an error to it).
         case stale
+        /// A new group while `maxGroups` are held.
+        case full
     }
 
-    /// Takes `r` unless what is held is newer.
+    /// Takes `r` if it is newer than what is held.
     public mutating func register(_ r: GroupRegistration, now: UInt64) -> Outcome {
         if let held = entries[r.group], now &- held.receivedAt < expiryMillis || now < held.receivedAt {
             let h = held.registration
-            if r.term < h.term || (r.term == h.term && r.version < h.version) { return .stale }
+            if (r.term, r.version, r.sentAt) <= (h.term, h.version, h.sentAt) { return .stale }
+        } else if entries[r.group] == nil && entries.count >= maxGroups {
+            return .full
         }
         entries[r.group] = Entry(registration: r, receivedAt: now)
         return .accepted

@@ -462,12 +462,20 @@ struct Consume: AsyncParsableCommand {
                         "tern: \(skip.queue): offsets \(skip.from)..<\(skip.resumedAt) were deleted by retention before they were read; resumed at \(skip.resumedAt)\n"
                             .utf8))
             }
-            for m in batch {
+            for (k, m) in batch.enumerated() {
                 printMessage(m)
                 got += 1
                 lastMessage = clock.now
                 if let count, got >= count {
-                    consumer.seek(QueueRef(topic: m.topic, queueID: m.queueID), to: m.queueOffset + 1)
+                    // What was polled and not printed goes back, in every queue it came from
+                    // (through name servers a poll spans queues of several groups).
+                    var back: [String: [QueueRef: UInt64]] = [:]
+                    back[m.brokerGroup, default: [:]][QueueRef(topic: m.topic, queueID: m.queueID)] = m.queueOffset + 1
+                    for r in batch[(k + 1)...] {
+                        let q = QueueRef(topic: r.topic, queueID: r.queueID)
+                        back[r.brokerGroup, default: [:]][q] = min(back[r.brokerGroup]?[q] ?? r.queueOffset, r.queueOffset)
+                    }
+                    for (group, queues) in back { for (q, offset) in queues { consumer.seek(q, to: offset, brokerGroup: group) } }
                     break loop
                 }
             }

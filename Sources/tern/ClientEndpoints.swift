@@ -56,7 +56,7 @@ struct Endpoints: ParsableArguments {
         if let text = nameservers ?? ProcessInfo.processInfo.environment["TERN_NAMESERVERS"].flatMap({ $0.isEmpty ? nil : $0 }) {
             return try parseNameServers(text, flag: "--nameservers")
         }
-        if Self.answers(Self.localNameServers[0]) { return Self.localNameServers }
+        if Self.isNameServer(Self.localNameServers[0]) { return Self.localNameServers }
         guard brokerGroup == nil else { throw ValidationError("--broker-group needs name servers (--nameservers or $TERN_NAMESERVERS)") }
         return nil
     }
@@ -81,8 +81,10 @@ struct Endpoints: ParsableArguments {
         }
     }
 
-    /// Whether something listens at a loopback `endpoint` (a refused connect returns at once).
-    static func answers(_ endpoint: String) -> Bool {
+    /// Whether a Tern name server answers at a loopback `endpoint`: it takes a group-list request
+    /// and answers with a group list within half a second (a refused connect returns at once;
+    /// something else on the port, RocketMQ's own name server say, does not pass).
+    static func isNameServer(_ endpoint: String) -> Bool {
         guard let colon = endpoint.lastIndex(of: ":"), let port = UInt16(endpoint[endpoint.index(after: colon)...]) else { return false }
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { return false }
@@ -91,9 +93,30 @@ struct Endpoints: ParsableArguments {
         addr.sin_family = sa_family_t(AF_INET)
         addr.sin_port = port.bigEndian
         addr.sin_addr.s_addr = inet_addr(String(endpoint[..<colon]))
-        return withUnsafePointer(to: &addr) { p in
+        let connected = withUnsafePointer(to: &addr) { p in
             p.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) == 0 }
         }
+        guard connected else { return false }
+        var timeout = timeval(tv_sec: 0, tv_usec: 500_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let codec = FrameCodec()
+        let request = codec.encode(Frame(opcode: Opcode.listBrokerGroups.rawValue, requestID: 1, body: Empty().encoded()))
+        guard request.withUnsafeBytes({ write(fd, $0.baseAddress, $0.count) }) == request.count else { return false }
+        var received: [UInt8] = []
+        var buffer = [UInt8](repeating: 0, count: 65536)
+        while received.count < 1 << 20 {
+            let n = buffer.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+            guard n > 0 else { return false }
+            received += buffer[0..<n]
+            switch received.withUnsafeBytes({ codec.decode($0) }) {
+            case .failure: return false
+            case .success(.needMore): continue
+            case .success(.frame(let frame, _)):
+                return frame.flags == .response && frame.requestID == 1 && (try? BrokerGroupList.decode(frame.body)) != nil
+            }
+        }
+        return false
     }
 }
 

@@ -23,8 +23,11 @@ extension ClusterUp {
         }
         let ids = (1...nodes).map { "n\($0)" }
         let grpc = grpcBasePort, http = httpBasePort
+        // The name servers start with the groups: no warm-up (a topic created right after the
+        // "ready" line must reach every group); one restarted later is covered by the other's answers.
         let local = LocalGroups(
             groups: groups, nodes: nodes, basePort: basePort, nameServerPorts: nsPorts, dataRoot: data, extraArgs: ["--io", "\(io)"] + securityArgs + nodeArg,
+            nameServerWarmupSeconds: 0,
             nodeArgs: { group, id in
                 let k = Int(group.dropFirst())! - 1
                 let n = ids.firstIndex(of: id) ?? 0

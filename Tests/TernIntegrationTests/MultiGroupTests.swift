@@ -123,7 +123,8 @@ struct MultiGroupTests {
 
         // A stale route (g2's name on g1's addresses) is refused before anything is sent.
         try local.groups[0].start(g1Leader)
-        let stale = TernCluster(group: "g2", endpoints: local.groups[0].endpoints, leader: nil, options: TernCluster.Options(), eventLoopGroup: client.group)
+        let stale = TernCluster(
+            group: "g2", endpoints: local.groups[0].endpoints, leader: nil, options: TernCluster.Options(), eventLoopGroup: client.group, tls: nil)
         do {
             _ = try await stale.leaderCall(
                 .send, SendRequest(topic: "mg", queueID: 0, producerGroup: "p", producerID: 0, sequence: 0, messages: [WireMessage(body: [1])]).encoded(),

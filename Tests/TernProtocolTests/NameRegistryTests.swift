@@ -4,11 +4,13 @@ import Testing
 
 @Suite("Protocol: name server registry and bodies")
 struct NameRegistryTests {
-    func registration(_ group: String, term: UInt64, version: UInt64 = 1, topics: [RegisteredTopic] = []) -> GroupRegistration {
-        GroupRegistration(
+    func registration(_ group: String, term: UInt64, version: UInt64 = 1, sentAt: UInt64 = 0, topics: [RegisteredTopic] = []) -> GroupRegistration {
+        var r = GroupRegistration(
             group: group, leader: "n1", term: term, version: version,
             members: [GroupMember(id: "n1", endpoint: "h:\(term)"), GroupMember(id: "n2", endpoint: "h:9")],
             topics: topics)
+        r.sentAt = sentAt
+        return r
     }
 
     @Test("bodies decode to themselves; a group's name travels in route and status answers only when not the default")
@@ -49,17 +51,22 @@ struct NameRegistryTests {
         for bad in ["", "G1", "-g", "g/1", "g 1", String(repeating: "a", count: 33), "grüppe"] { #expect(BrokerGroupName.problem(bad) != nil, "\(bad)") }
     }
 
-    @Test("a lower term, or a lower version in the same term, is stale; an expired entry takes anything")
+    @Test("a lower term, a lower version in the same term, or the same registration again is stale; an expired entry takes anything; groups are capped")
     func staleness() {
         var reg = NameRegistry(expiryMillis: 1000)
-        #expect(reg.register(registration("g1", term: 5, version: 10), now: 0) == .accepted)
-        #expect(reg.register(registration("g1", term: 4, version: 99), now: 10) == .stale)
-        #expect(reg.register(registration("g1", term: 5, version: 9), now: 20) == .stale)
-        #expect(reg.register(registration("g1", term: 5, version: 10), now: 30) == .accepted)
-        #expect(reg.register(registration("g1", term: 6, version: 1), now: 40) == .accepted)
+        #expect(reg.register(registration("g1", term: 5, version: 10, sentAt: 100), now: 0) == .accepted)
+        #expect(reg.register(registration("g1", term: 4, version: 99, sentAt: 200), now: 10) == .stale)
+        #expect(reg.register(registration("g1", term: 5, version: 9, sentAt: 200), now: 20) == .stale)
+        #expect(reg.register(registration("g1", term: 5, version: 10, sentAt: 100), now: 25) == .stale, "a replay of the one held")
+        #expect(reg.register(registration("g1", term: 5, version: 10, sentAt: 110), now: 30) == .accepted, "an idle group's next period")
+        #expect(reg.register(registration("g1", term: 6, version: 1, sentAt: 120), now: 40) == .accepted)
         #expect(reg.entries["g1"]?.registration.term == 6)
         // After expiry a group that restarted from scratch (term 1) registers again.
         #expect(reg.register(registration("g1", term: 1), now: 1040) == .accepted)
+        reg.maxGroups = 2
+        #expect(reg.register(registration("g2", term: 1), now: 1040) == .accepted)
+        #expect(reg.register(registration("g3", term: 1), now: 1040) == .full)
+        #expect(reg.register(registration("g2", term: 1, sentAt: 1), now: 1041) == .accepted, "a group held is not refused")
     }
 
     @Test("groups expire when their registrations stop; routes list the live groups holding the topic")
