@@ -37,9 +37,8 @@ public struct ServerConfig: Sendable {
     public var heartbeatTicks = 2
     public var autoCreateTopics = false
     public var maxMessageBytes = 4 << 20
-    /// `--grpc-listen`: where this node's RocketMQ 5 gRPC front listens (nil: no front), and
-    /// where clients are told to reach it. The front itself runs beside the server (the
-    /// TernRocketMQ target, started by the launcher); the server only reports it in its status.
+    /// `--grpc-listen`: where this node's RocketMQ 5 gRPC front (run beside the server by the
+    /// launcher) listens and is reached (nil: none); the server only reports it in its status.
     public var grpcListen: String?
     /// The CA the front trusts to reach the group over TLS (nil: the system's CAs).
     public var grpcTLSCAPath: String?
@@ -93,8 +92,7 @@ public struct ServerConfig: Sendable {
     public var tlsKeyPath: String?
     /// Check every client request against the replicated accounts (docs/security.md).
     public var acl = false
-    /// A credentials file whose account has every right on this node (the first accounts are
-    /// made with it).
+    /// A credentials file whose account has every right on this node (makes the first accounts).
     public var aclAdminPath: String?
     /// Connections, outstanding requests per connection, slow senders (docs/operations.md).
     public var limits = ConnectionLimits()
