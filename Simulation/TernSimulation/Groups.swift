@@ -134,16 +134,7 @@ public final class GroupsWorld {
     func trace(_ line: @autoclosure () -> String) {
         if options.trace { print("\(Double(now) / 1e6)s groups: \(line())") }
     }
-    func mixDigest(_ values: UInt64...) {
-        for v in values {
-            var x = v
-            for _ in 0..<8 {
-                digest ^= x & 0xFF
-                digest = digest &* 0x0000_0100_0000_01B3
-                x >>= 8
-            }
-        }
-    }
+    func mixDigest(_ values: UInt64...) { fnv1a(&digest, values) }
 
     // MARK: Addresses
 

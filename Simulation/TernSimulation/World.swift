@@ -15,6 +15,18 @@ import TernProtocol
 import TernRaft
 import TernStorage
 
+/// FNV-1a over each value's eight bytes, low first: the trace digest of a run.
+func fnv1a(_ digest: inout UInt64, _ values: [UInt64]) {
+    for v in values {
+        var x = v
+        for _ in 0..<8 {
+            digest ^= x & 0xFF
+            digest = digest &* 0x0000_0100_0000_01B3
+            x >>= 8
+        }
+    }
+}
+
 public struct SimulationOptions: Sendable {
     public var seed: UInt64
     public var nodes = 3
@@ -238,16 +250,7 @@ public final class World {
 
     // MARK: Trace digest
 
-    func mixDigest(_ values: UInt64...) {
-        for v in values {
-            var x = v
-            for _ in 0..<8 {
-                digest ^= x & 0xFF
-                digest = digest &* 0x0000_0100_0000_01B3
-                x >>= 8
-            }
-        }
-    }
+    func mixDigest(_ values: UInt64...) { fnv1a(&digest, values) }
 
     func trace(_ line: @autoclosure () -> String) {
         if options.trace { print("\(Double(now) / 1e6)s \(line())") }

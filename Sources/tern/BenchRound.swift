@@ -15,6 +15,19 @@ struct BenchRound: Codable {
     var failed: Int
 }
 
+extension BenchRound {
+    /// A round's figures from the CPU samples around it and its counts.
+    init(_ path: String, before: ProcessSample, after: ProcessSample, counts c: (ok: Int, failed: Int)) {
+        let wall = (after.at - before.at).seconds
+        let servers = zip(after.servers, before.servers).map { $0 - $1 }.reduce(0, +)
+        let cpu = servers + (after.me - before.me)
+        let per = { (seconds: Double) in c.ok > 0 ? seconds / Double(c.ok) * 1e6 : 0 }
+        self.init(
+            path: path, messages: c.ok, seconds: wall, perSecond: Double(c.ok) / wall, cpuMicrosPerMessage: per(cpu), serverMicrosPerMessage: per(servers),
+            failed: c.failed)
+    }
+}
+
 /// Runs `send` from `inflight` tasks for `seconds`; counts acknowledgements and CPU.
 func measureRound(inflight: Int, _ path: String, seconds: Double, pids: [Int32], _ send: @escaping @Sendable () async throws -> Void) async throws -> BenchRound
 {
@@ -36,13 +49,5 @@ func measureRound(inflight: Int, _ path: String, seconds: Double, pids: [Int32],
             }
         }
     }
-    let after = ProcessSample(pids)
-    let wall = (after.at - before.at).seconds
-    let servers = zip(after.servers, before.servers).map { $0 - $1 }.reduce(0, +)
-    let cpu = servers + (after.me - before.me)
-    let c = counts.withLockedValue { $0 }
-    let per = { (seconds: Double) in c.ok > 0 ? seconds / Double(c.ok) * 1e6 : 0 }
-    return BenchRound(
-        path: path, messages: c.ok, seconds: wall, perSecond: Double(c.ok) / wall, cpuMicrosPerMessage: per(cpu), serverMicrosPerMessage: per(servers),
-        failed: c.failed)
+    return BenchRound(path, before: before, after: ProcessSample(pids), counts: counts.withLockedValue { $0 })
 }

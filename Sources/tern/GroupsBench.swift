@@ -159,13 +159,5 @@ func measurePacedRound(
             }
         }
     }
-    let after = ProcessSample(pids)
-    let wall = (after.at - before.at).seconds
-    let servers = zip(after.servers, before.servers).map { $0 - $1 }.reduce(0, +)
-    let cpu = servers + (after.me - before.me)
-    let c = counts.withLockedValue { $0 }
-    let per = { (seconds: Double) in c.ok > 0 ? seconds / Double(c.ok) * 1e6 : 0 }
-    return BenchRound(
-        path: path, messages: c.ok, seconds: wall, perSecond: Double(c.ok) / wall, cpuMicrosPerMessage: per(cpu), serverMicrosPerMessage: per(servers),
-        failed: c.failed)
+    return BenchRound(path, before: before, after: ProcessSample(pids), counts: counts.withLockedValue { $0 })
 }
