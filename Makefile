@@ -23,7 +23,8 @@ bench-compare: setup
 	bench/compare.sh
 
 # Checks the format, builds with warnings as errors (debug), runs every test, then the official
-# RocketMQ 5 Python client against a three-node cluster's gRPC fronts (docs/rocketmq.md), then
+# RocketMQ 5 Python client against a three-node cluster's gRPC fronts and against two groups
+# behind name servers (docs/rocketmq.md), then
 # Prometheus and headless Chromium against a cluster's metrics and console, then the Kubernetes
 # manifest against the API schemas and its processes in network namespaces (docs/operations.md),
 # then the simulator's checks
@@ -35,6 +36,7 @@ test: setup lint
 	swift build --build-tests
 	swift test
 	scripts/rocketmq-interop.sh .build/debug/tern
+	scripts/rocketmq-interop.sh .build/debug/tern --groups 2 --base-port 9511 --grpc-base-port 8511
 	scripts/ops-check.sh .build/debug/tern
 	scripts/deploy-check.sh .build/debug/tern
 	scripts/sim-check.sh

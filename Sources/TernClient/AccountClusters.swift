@@ -13,6 +13,8 @@ public final class AccountPool<Value: Sendable>: Sendable {
     /// known account's wrong secret.
     public static var nobody: [UInt8] { accountPoolNobody }
     let endpoints: [String]
+    /// Name servers: when given, each client routes across the broker groups behind them.
+    let nameservers: [String]
     let options: TernCluster.Options
     let loops: any EventLoopGroup
     let limit: Int
@@ -24,12 +26,15 @@ public final class AccountPool<Value: Sendable>: Sendable {
     private let retiring = NIOLockedValueBox<[TernCluster]>([])
 
     /// `make` builds the value around a new client for an access key ("" for the options' own
-    /// credentials); `clusterOf` finds the client in a value again.
+    /// credentials); `clusterOf` finds the client in a value again. With `nameservers`, the
+    /// clients reach every broker group behind them (`endpoints` is then unused).
     public init(
-        endpoints: [String], options: TernCluster.Options, loops: any EventLoopGroup, limit: Int = 64, retireAfter: Duration = .seconds(60),
-        make: @escaping @Sendable (TernCluster, String) -> Value, clusterOf: @escaping @Sendable (Value) -> TernCluster
+        endpoints: [String], nameservers: [String] = [], options: TernCluster.Options, loops: any EventLoopGroup, limit: Int = 64,
+        retireAfter: Duration = .seconds(60), make: @escaping @Sendable (TernCluster, String) -> Value,
+        clusterOf: @escaping @Sendable (Value) -> TernCluster
     ) {
         self.endpoints = endpoints
+        self.nameservers = nameservers
         self.options = options
         self.loops = loops
         self.limit = limit
@@ -48,7 +53,11 @@ public final class AccountPool<Value: Sendable>: Sendable {
         if let known { return known }
         var options = self.options
         if let credentials { options.credentials = credentials }
-        let made = make(try TernCluster(endpoints: endpoints, options: options, eventLoopGroup: loops), credentials?.accessKey ?? "")
+        let client =
+            nameservers.isEmpty
+            ? try TernCluster(endpoints: endpoints, options: options, eventLoopGroup: loops)
+            : try TernCluster(nameservers: nameservers, options: options, eventLoopGroup: loops)
+        let made = make(client, credentials?.accessKey ?? "")
         var retired: [TernCluster] = []
         let chosen = values.withLockedValue { all -> Value in
             // Another call of the same account may have made one meanwhile: keep that one.

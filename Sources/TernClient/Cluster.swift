@@ -95,20 +95,30 @@ public final class TernCluster: Sendable {
     /// let cluster = try TernCluster(nameservers: ["127.0.0.1:9876", "127.0.0.1:9877"])
     /// try await cluster.createTopic("orders", queues: 16)   // 8 on each of two groups
     /// ```
-    public init(nameservers: [String], options: Options = Options()) throws {
+    public convenience init(nameservers: [String], options: Options = Options()) throws {
+        try self.init(nameservers: nameservers, options: options, group: nil)
+    }
+
+    /// Through name servers, on the caller's event loops (not shut down with it).
+    public convenience init(nameservers: [String], options: Options = Options(), eventLoopGroup: any EventLoopGroup) throws {
+        try self.init(nameservers: nameservers, options: options, group: eventLoopGroup)
+    }
+
+    private init(nameservers: [String], options: Options, group given: (any EventLoopGroup)?) throws {
         self.options = options
-        tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
-        let g = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let g = given ?? MultiThreadedEventLoopGroup(numberOfThreads: 1)
         group = g
-        ownsGroup = true
+        ownsGroup = given == nil
         state = NIOLockedValueBox(State(endpoints: []))
         brokerGroup = nil
         do {
+            let tls = try options.tls.map { TLSContext(context: try $0.makeContext(), customCA: $0.caFile != nil) }
+            self.tls = tls
             router = Router(
                 nameServers: try NameServers(endpoints: nameservers, timeoutMillis: min(options.requestTimeoutMillis, 2000), group: g), options: options,
                 group: g, tls: tls)
         } catch {
-            try? g.syncShutdownGracefully()
+            if given == nil { try? g.syncShutdownGracefully() }
             throw error
         }
     }

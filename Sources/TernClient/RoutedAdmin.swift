@@ -31,6 +31,13 @@ extension TernCluster {
         return try await router.cluster(named: name)
     }
 
+    /// Through name servers: the broker groups holding `topic` and their queue counts (the route
+    /// this client holds, refreshed in the background as for its sends).
+    public func topicRoute(_ topic: String) async throws -> TopicRoute {
+        guard let router else { throw ClientError.invalidArgument("a topic's route across broker groups comes from name servers") }
+        return try await router.route(topic)
+    }
+
     /// A request to the leader of `group` (through name servers), or of this group (without).
     func groupCall(_ group: String, _ op: Opcode, _ body: [UInt8]) async throws -> [UInt8] {
         guard let router, !group.isEmpty else { return try await leaderCall(op, body) }

@@ -311,6 +311,9 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
         do {
             var fc = FrontConfig(listen: listen, advertise: advertise, nodeEndpoints: groupEndpoints(cfg))
             fc.settings.maxBodyBytes = cfg.maxMessageBytes
+            // With name servers the front serves every broker group behind them.
+            fc.nameservers = cfg.nameservers
+            fc.brokerGroup = cfg.brokerGroup
             // The node's TLS and access control hold for the front too: it serves gRPC over TLS
             // with the node's certificate, reaches the group over TLS, and (with --acl) checks
             // each call's signature against the replicated accounts.

@@ -54,10 +54,10 @@ final class AccountClients: Sendable {
     static let retireAfter: Duration = .seconds(600)
     let pool: AccountPool<Clients>
 
-    init(access: FrontAccess, endpoints: [String], options: TernCluster.Options, loops: any EventLoopGroup, producerGroup: String) {
+    init(access: FrontAccess, endpoints: [String], nameservers: [String], options: TernCluster.Options, loops: any EventLoopGroup, producerGroup: String) {
         self.access = access
         pool = AccountPool(
-            endpoints: endpoints, options: options, loops: loops, limit: Self.limit, retireAfter: Self.retireAfter,
+            endpoints: endpoints, nameservers: nameservers, options: options, loops: loops, limit: Self.limit, retireAfter: Self.retireAfter,
             make: { cluster, key in Clients(cluster: cluster, accessKey: key, producerGroup: producerGroup) }, clusterOf: { $0.cluster })
     }
 

@@ -203,13 +203,23 @@ private let crc32Table: [UInt32] = (0..<256).map { i -> UInt32 in
 }
 
 /// Receipt handles as RocketMQ clients carry them: Tern's handle ("topic:queue:offset:index")
-/// behind a version prefix, so that a later format can be told apart.
+/// behind a version prefix, so that a later format can be told apart. `t1:` names no broker
+/// group (a front of one group, or the front's own group); `t2:g2/...` names the group that
+/// handed the message out (a front routing through name servers).
 enum Receipt {
-    static func encode(_ h: ReceiptHandle) -> String { "t1:" + h.description }
-    static func decode(_ text: String) throws(FrontError) -> ReceiptHandle {
-        guard text.hasPrefix("t1:"), text.utf8.count <= 600, let h = ReceiptHandle(String(text.dropFirst(3))) else {
-            throw FrontError(.invalidReceiptHandle, "receipt handle \"\(text.prefix(80))\" is not one Tern issued")
-        }
-        return h
+    static func encode(_ h: ReceiptHandle, group: String? = nil) -> String {
+        guard let group else { return "t1:" + h.description }
+        return "t2:" + group + "/" + h.description
+    }
+
+    static func decode(_ text: String) throws(FrontError) -> (group: String?, handle: ReceiptHandle) {
+        let refused = FrontError(.invalidReceiptHandle, "receipt handle \"\(text.prefix(80))\" is not one Tern issued")
+        guard text.utf8.count <= 600 else { throw refused }
+        if text.hasPrefix("t1:"), let h = ReceiptHandle(String(text.dropFirst(3))) { return (nil, h) }
+        let rest = text.dropFirst(3)
+        guard text.hasPrefix("t2:"), let slash = rest.firstIndex(of: "/") else { throw refused }
+        let group = String(rest[..<slash])
+        guard BrokerGroupName.problem(group) == nil, let h = ReceiptHandle(String(rest[rest.index(after: slash)...])) else { throw refused }
+        return (group, h)
     }
 }

@@ -1,5 +1,6 @@
 // The RocketMQ 5 gRPC front of one node (`tern serve --grpc-listen HOST:PORT`): a gRPC server on
-// its own event loop thread, and a native cluster client of the node's group. gRPC traffic never
+// its own event loop thread, and a native cluster client of the node's group (with
+// `--nameservers`, of every broker group behind them). gRPC traffic never
 // runs on the node's event loop; it reaches the node as client requests, like any client's.
 import Foundation
 import GRPCCore
@@ -8,6 +9,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOPosix
 import TernClient
+import TernProtocol
 
 /// What a front needs: where to listen, the group's native endpoints and how to reach them.
 public struct FrontConfig: Sendable {
@@ -18,6 +20,12 @@ public struct FrontConfig: Sendable {
     public var advertise: String
     /// Native endpoints of the group, this node's first.
     public var nodeEndpoints: [String]
+    /// Name servers (the node's `--nameservers`): when given, the front serves every broker
+    /// group behind them, each listed as a broker of its own in route answers.
+    public var nameservers: [String] = []
+    /// The node's broker group: with name servers, handles and ids that name no group (issued
+    /// before the front routed) are this group's.
+    public var brokerGroup = BrokerGroupName.defaultName
     /// How the front reaches the group: TLS when the nodes serve it, and the account its own
     /// background work speaks for under access control (`--acl-admin`'s; none: only this node's
     /// front is listed in routes).
@@ -56,15 +64,21 @@ public final class RocketMQFront: Sendable {
         // One thread for the gRPC connections and the front's connections to the group.
         let loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         self.loops = loops
-        cluster = try TernCluster(endpoints: config.nodeEndpoints, options: options, eventLoopGroup: loops)
+        let routed = !config.nameservers.isEmpty
+        cluster =
+            routed
+            ? try TernCluster(nameservers: config.nameservers, options: options, eventLoopGroup: loops)
+            : try TernCluster(endpoints: config.nodeEndpoints, options: options, eventLoopGroup: loops)
         var signedOut = options
         signedOut.credentials = nil
         accounts = config.access.map {
-            AccountClients(access: $0, endpoints: config.nodeEndpoints, options: signedOut, loops: loops, producerGroup: config.settings.producerGroup)
+            AccountClients(
+                access: $0, endpoints: config.nodeEndpoints, nameservers: config.nameservers, options: signedOut, loops: loops,
+                producerGroup: config.settings.producerGroup)
         }
         service = MessagingFront(
             base: Clients(cluster: cluster, accessKey: "", producerGroup: config.settings.producerGroup), accounts: accounts, settings: config.settings,
-            advertise: config.advertise, logger: logger)
+            advertise: config.advertise, ownGroup: routed ? config.brokerGroup : nil, logger: logger)
         let security: HTTP2ServerTransport.Posix.TransportSecurity =
             config.tls.map { .tls(certificateChain: [.file(path: $0.certPath, format: .pem)], privateKey: .file(path: $0.keyPath, format: .pem)) }
             ?? .plaintext

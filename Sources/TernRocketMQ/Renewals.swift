@@ -17,6 +17,7 @@ final class Renewals: Sendable {
         /// The cluster client of the account that received it.
         var cluster: TernCluster
         var accessKey: String
+        var brokerGroup: String?
         var handle: ReceiptHandle
         var invisibleUntil: Int64
         var givenUp: Int64
@@ -33,20 +34,20 @@ final class Renewals: Sendable {
 
     var count: Int { entries.withLockedValue { $0.count } }
 
-    func add(group: String, client: String, handle: ReceiptHandle, clients: Clients, invisibleUntil: Int64, now: Int64) {
+    func add(group: String, client: String, handle: ReceiptHandle, from: MessagingFront.Source, invisibleUntil: Int64, now: Int64) {
         entries.withLockedValue {
-            $0[Receipt.encode(handle)] = Entry(
-                group: group, client: client, cluster: clients.cluster, accessKey: clients.accessKey, handle: handle, invisibleUntil: invisibleUntil,
-                givenUp: now + Self.maxMillis)
+            $0[Receipt.encode(handle, group: from.brokerGroup)] = Entry(
+                group: group, client: client, cluster: from.cluster, accessKey: from.accessKey, brokerGroup: from.brokerGroup, handle: handle,
+                invisibleUntil: invisibleUntil, givenUp: now + Self.maxMillis)
         }
     }
 
     func remove(_ handle: String) { entries.withLockedValue { _ = $0.removeValue(forKey: handle) } }
 
     /// Stops renewing `handles` and makes them visible again (their consumer never got them).
-    func release(group: String, handles: [ReceiptHandle], cluster: TernCluster) async {
-        for h in handles { remove(Receipt.encode(h)) }
-        await visibleAgain(handles.map { (group, $0, cluster) })
+    func release(group: String, handles: [ReceiptHandle], from: MessagingFront.Source) async {
+        for h in handles { remove(Receipt.encode(h, group: from.brokerGroup)) }
+        await visibleAgain(handles.map { (group, $0, from.cluster) })
     }
 
     /// A client that is going away: its deliveries are made visible again (only by the account

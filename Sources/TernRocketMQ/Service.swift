@@ -47,9 +47,13 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     let routeEndpoints: NIOLockedValueBox<[String]>
     let host: String
     let renewals = Renewals()
+    /// Routing through name servers: the node's own broker group (for handles and ids that
+    /// name none). nil: the front serves its node's group only.
+    let ownGroup: String?
 
-    init(base: Clients, accounts: AccountClients?, settings: FrontSettings, advertise: String, logger: Logger) {
+    init(base: Clients, accounts: AccountClients?, settings: FrontSettings, advertise: String, ownGroup: String?, logger: Logger) {
         self.base = base
+        self.ownGroup = ownGroup
         self.accounts = accounts
         self.settings = settings
         self.logger = logger
@@ -87,12 +91,33 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return e
     }
 
-    func queue(_ topic: String, _ id: Int32, type: TopicType) -> RMQMessageQueue {
+    /// The client of the broker group a handle, id or queue names: with name servers, that
+    /// group's (none, or the broker name of a front of one group: this node's group); without,
+    /// the node's group.
+    func target(_ c: Clients, _ group: String?) async throws -> TernCluster {
+        guard let ownGroup else { return c.cluster }
+        let name = group.flatMap { $0.isEmpty || $0 == settings.brokerName ? nil : $0 } ?? ownGroup
+        return try await c.cluster.brokerGroup(name)
+    }
+
+    /// The group to name in handles and ids that `target(c, group)` reached (nil without name
+    /// servers).
+    func groupName(_ group: String?) -> String? {
+        guard let ownGroup else { return nil }
+        return group.flatMap { $0.isEmpty || $0 == settings.brokerName ? nil : $0 } ?? ownGroup
+    }
+
+    /// An id as clients carry it: with name servers, `g2/<id>`.
+    func groupID(_ id: MessageID, group: String?) -> String {
+        GroupMessageID(group: groupName(group), id: id).description
+    }
+
+    func queue(_ topic: String, _ id: Int32, type: TopicType, broker: String) -> RMQMessageQueue {
         var q = RMQMessageQueue()
         q.topic.name = topic
         q.id = id
         q.permission = .readWrite
-        q.broker.name = settings.brokerName
+        q.broker.name = broker
         q.broker.id = 0
         q.broker.endpoints = endpoints()
         q.acceptMessageTypes =
@@ -111,7 +136,26 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     /// at most a refused send.
     private let routes = NIOLockedValueBox<[String: (queues: UInt32, type: TopicType, at: UInt64)]>([:])
 
-    /// The topic's queue count and type (the topic must exist).
+    /// One broker of a topic's route: a broker group (with name servers) or the node's group.
+    struct Part {
+        var broker: String
+        var queues: UInt32
+        var type: TopicType
+    }
+
+    /// The brokers holding the topic (it must exist): each broker group behind the name
+    /// servers (the route the cluster client holds), or the node's group.
+    func topicParts(_ topic: String, _ c: Clients) async throws -> [Part] {
+        guard ownGroup != nil else {
+            let (n, type) = try await topicRoute(topic, c)
+            return [Part(broker: settings.brokerName, queues: n, type: type)]
+        }
+        let parts = try await c.cluster.topicRoute(topic).groups.filter { $0.queues > 0 }.map { Part(broker: $0.group, queues: $0.queues, type: $0.type) }
+        guard !parts.isEmpty else { throw FrontError(.topicNotFound, "topic \(topic) does not exist (tern admin topic create \(topic))") }
+        return parts
+    }
+
+    /// The topic's queue count and type in the node's group (the topic must exist).
     func topicRoute(_ topic: String, _ c: Clients) async throws -> (queues: UInt32, type: TopicType) {
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         if let r = routes.withLockedValue({ $0[topic] }), now < r.at + 1000 { return (r.queues, r.type) }
@@ -134,8 +178,9 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         do {
             let c = try clients(request.metadata)
             let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
-            let (n, type) = try await topicRoute(topic, c)
-            out.messageQueues = (0..<Int32(n)).map { queue(topic, $0, type: type) }
+            out.messageQueues = try await topicParts(topic, c).flatMap { p in
+                (0..<Int32(p.queues)).map { queue(topic, $0, type: p.type, broker: p.broker) }
+            }
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -222,17 +267,36 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
 
     /// Holds the native check poll of a topic's half messages for one producer, and hands each
     /// half message the leader asks about to the producer as RecoverOrphanedTransactionCommand;
-    /// the producer's answer comes back as EndTransaction (source SERVER_CHECK).
+    /// the producer's answer comes back as EndTransaction (source SERVER_CHECK). With name
+    /// servers, one poll per broker group holding the topic (the route is read again every 30 s
+    /// for groups the topic has spread to).
     func forwardChecks(topic: String, clientID: String, _ c: Clients, post: AsyncStream<RMQTelemetryCommand>.Continuation) async {
+        guard ownGroup != nil else { return await pollChecks(topic: topic, clientID: clientID, c.cluster, group: nil, post: post) }
+        await withTaskGroup(of: Void.self) { polls in
+            var polled: Set<String> = []
+            while !Task.isCancelled {
+                for g in (try? await c.cluster.topicRoute(topic).groups) ?? [] where !polled.contains(g.group) {
+                    guard let child = try? await c.cluster.brokerGroup(g.group) else { continue }
+                    polled.insert(g.group)
+                    polls.addTask { await self.pollChecks(topic: topic, clientID: clientID, child, group: g.group, post: post) }
+                }
+                try? await Task.sleep(for: .seconds(polled.isEmpty ? 1 : 30))
+            }
+            polls.cancelAll()
+        }
+    }
+
+    private func pollChecks(topic: String, clientID: String, _ cluster: TernCluster, group: String?, post: AsyncStream<RMQTelemetryCommand>.Continuation) async
+    {
         let poll = TransactionCheckPoll(group: topic, clientID: clientID, maxWaitMillis: 20_000).encoded()
         while !Task.isCancelled {
             do {
-                let body = try await c.cluster.leaderRequest(.pollTransactionChecks, poll, timeoutMillis: 25_000)
+                let body = try await cluster.leaderRequest(.pollTransactionChecks, poll, timeoutMillis: 25_000)
                 for half in try MessageList.decode(body).messages {
                     var command = RMQTelemetryCommand()
                     var recover = RMQRecoverOrphanedTransactionCommand()
                     recover.message = rocketMessage(half, handle: nil, attempt: nil, invisibleMillis: nil, host: host)
-                    recover.transactionID = half.id.description
+                    recover.transactionID = GroupMessageID(group: group, id: half.id).description
                     command.recoverOrphanedTransactionCommand = recover
                     post.yield(command)
                 }
@@ -265,7 +329,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         case .subscription(var sub):
             // FIFO when the group was created so (tern admin group create NAME --fifo).
             let group = sub.hasGroup ? (try? name(of: sub.group, what: "group", code: .illegalConsumerGroup)) : nil
-            sub.fifo = await group.asyncMap { try? await c.cluster.describeGroup($0).fifo } ?? false
+            sub.fifo = await group.asyncMap { g in try? await self.target(c, nil).describeGroup(g).fifo } ?? false
             sub.receiveBatchSize = settings.maxReceiveBatch
             sub.longPollingTimeout = duration(millis: settings.longPollingMillis)
             // A consumer's attempts: 17 (the first and 16 retries), each failure backing off by
@@ -322,7 +386,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         let topic = try name(of: m.topic, what: "topic", code: .illegalTopic)
         let now = UInt64(Date().timeIntervalSince1970 * 1000)
         let (message, id) = try ternMessage(m, topic: topic, maxBodyBytes: settings.maxBodyBytes, now: now)
-        _ = try await topicRoute(topic, c)
+        _ = try await topicParts(topic, c)
         let sp = m.systemProperties
         // The front picks the queue, as RocketMQ's proxy does (clients pick only an endpoint): a
         // message group always maps to the same queue, sent one at a time; others rotate.
@@ -332,8 +396,10 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         entry.status = status(.ok)
         entry.messageID = id.isEmpty ? receipt.messageID.description : id
         entry.offset = Int64(receipt.queueOffset)
-        if sp.messageType == .transaction { entry.transactionID = receipt.messageID.description }
-        if receipt.scheduled { entry.recallHandle = receipt.messageID.description }
+        // Through name servers the routed producer picked a group: ids name it (`g2/<id>`).
+        let handle = groupID(receipt.messageID, group: receipt.brokerGroup)
+        if sp.messageType == .transaction { entry.transactionID = handle }
+        if receipt.scheduled { entry.recallHandle = handle }
         return entry
     }
 
@@ -342,7 +408,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         let r = request.message
         do {
             let c = try clients(request.metadata)
-            guard let id = MessageID(r.transactionID) else {
+            guard let id = GroupMessageID(r.transactionID) else {
                 throw FrontError(.invalidTransactionID, "transaction id \"\(r.transactionID.prefix(40))\" is not one Tern issued")
             }
             let decision: TransactionDecision
@@ -352,8 +418,8 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             default: throw FrontError(.badRequest, "the resolution is neither COMMIT nor ROLLBACK")
             }
             let topic = try name(of: r.topic, what: "topic", code: .illegalTopic)
-            let body = EndTransactionRequest(group: topic, id: id, decision: decision, fromCheck: r.source == .sourceServerCheck)
-            _ = try await c.cluster.leaderRequest(.endTransaction, body.encoded())
+            let body = EndTransactionRequest(group: topic, id: id.id, decision: decision, fromCheck: r.source == .sourceServerCheck)
+            _ = try await target(c, id.group).leaderRequest(.endTransaction, body.encoded())
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -366,11 +432,11 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         do {
             let c = try clients(request.metadata)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
-            guard let id = MessageID(request.message.recallHandle) else {
+            guard let id = GroupMessageID(request.message.recallHandle) else {
                 throw FrontError(.badRequest, "recall handle \"\(request.message.recallHandle.prefix(40))\" is not one Tern issued")
             }
-            try await c.cluster.recall([id])
-            out.messageID = id.description
+            try await target(c, id.group).recall([id.id])
+            out.messageID = groupID(id.id, group: id.group)
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)

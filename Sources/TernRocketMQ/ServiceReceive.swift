@@ -17,16 +17,19 @@ extension MessagingFront {
             let c = try clients(request.metadata)
             let topic = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
-            let (n, type) = try await topicRoute(topic, c)
-            // Receives take from every queue of the topic, so one assignment covers it: queue -1
-            // ("any queue of this broker"), as RocketMQ's proxy answers for receive/ack groups.
-            // A FIFO group gets one per queue, as there (its consumer runs a receive per queue;
-            // each still takes from any queue that is not blocked).
-            let fifo = try await c.cluster.describeGroup(group).fifo
-            out.assignments = (fifo ? Array(0..<Int32(n)) : [-1]).map {
-                var a = RMQAssignment()
-                a.messageQueue = queue(topic, $0, type: type)
-                return a
+            let parts = try await topicParts(topic, c)
+            // Receives take from every queue of the topic in a broker, so one assignment covers
+            // it: queue -1 ("any queue of this broker"), as RocketMQ's proxy answers for
+            // receive/ack groups; with name servers, one per broker group. A FIFO group gets one
+            // per queue, as there (its consumer runs a receive per queue; each still takes from
+            // any queue of its broker that is not blocked).
+            let fifo = try await target(c, nil).describeGroup(group).fifo
+            out.assignments = parts.flatMap { p in
+                (fifo ? Array(0..<Int32(p.queues)) : [-1]).map {
+                    var a = RMQAssignment()
+                    a.messageQueue = queue(topic, $0, type: p.type, broker: p.broker)
+                    return a
+                }
             }
             out.status = status(.ok)
         } catch {
@@ -44,24 +47,25 @@ extension MessagingFront {
         do { signedIn = .success(try clients(request.metadata)) } catch { signedIn = .failure(error) }
         return StreamingServerResponse { writer in
             var statusReply = RMQReceiveMessageResponse()
-            var received: (group: String, handles: [ReceiptHandle], clients: Clients)?
+            var received: (group: String, handles: [ReceiptHandle], from: Source)?
             do {
                 let c = try signedIn.get()
                 // As RocketMQ's proxy: the status, the messages, then when they were delivered.
-                let (group, deliveries) = try await self.receive(r, c)
-                received = (group, deliveries.map(\.handle), c)
+                let (group, deliveries, from) = try await self.receive(r, c)
+                received = (group, deliveries.map(\.handle), from)
                 statusReply.status = deliveries.isEmpty ? status(.messageNotFound, "no new message") : status(.ok)
                 try await writer.write(statusReply)
                 for d in deliveries {
                     var one = RMQReceiveMessageResponse()
                     one.message = rocketMessage(
-                        d.message, handle: Receipt.encode(d.handle), attempt: d.attempt, invisibleMillis: d.invisibleMillis, host: self.host)
+                        d.message, handle: Receipt.encode(d.handle, group: from.brokerGroup), attempt: d.attempt, invisibleMillis: d.invisibleMillis,
+                        host: self.host)
                     try await writer.write(one)
                 }
             } catch let e as RPCError {
                 // The stream failed (the client went away): what it did not get is visible again.
                 if let received, !received.handles.isEmpty {
-                    await self.renewals.release(group: received.group, handles: received.handles, cluster: received.clients.cluster)
+                    await self.renewals.release(group: received.group, handles: received.handles, from: received.from)
                 }
                 throw e
             } catch {
@@ -72,7 +76,7 @@ extension MessagingFront {
                 let now = Int64(Date().timeIntervalSince1970 * 1000)
                 for h in received.handles {
                     self.renewals.add(
-                        group: received.group, client: client, handle: h, clients: received.clients,
+                        group: received.group, client: client, handle: h, from: received.from,
                         invisibleUntil: now + self.settings.autoRenewMillis, now: now)
                 }
             }
@@ -91,7 +95,15 @@ extension MessagingFront {
         var invisibleMillis: Int64
     }
 
-    private func receive(_ r: RMQReceiveMessageRequest, _ c: Clients) async throws -> (group: String, deliveries: [Handed]) {
+    /// Where deliveries came from: the client of the broker group (with name servers, named in
+    /// their handles) and the account that received them.
+    struct Source {
+        var cluster: TernCluster
+        var brokerGroup: String?
+        var accessKey: String
+    }
+
+    private func receive(_ r: RMQReceiveMessageRequest, _ c: Clients) async throws -> (group: String, deliveries: [Handed], from: Source) {
         let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
         let topic = try name(of: r.messageQueue.topic, what: "topic", code: .illegalTopic)
         var filter = "*"
@@ -122,7 +134,11 @@ extension MessagingFront {
             group: group, topic: topic, tagFilter: filter, maxMessages: UInt32(batch), invisibleMillis: UInt64(invisible),
             maxWaitMillis: UInt32(wait))
         native.sqlFilter = sql
-        let body = try await c.cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
+        // The broker the client picked (a route's or an assignment's queue): with name servers,
+        // a broker group; the front receives from that group only.
+        let broker = r.messageQueue.broker.name
+        let from = Source(cluster: try await target(c, broker), brokerGroup: groupName(broker), accessKey: c.accessKey)
+        let body = try await from.cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
         var deliveries = try ReceiveResponse.decode(body).deliveries
         // A message received more often than the group's attempts allow goes to the group's
         // dead-letter queue instead of to the consumer (RocketMQ's broker does the same).
@@ -131,13 +147,13 @@ extension MessagingFront {
             deliveries.removeAll { $0.attempt > UInt32(settings.maxDeliveryAttempts) }
             for d in spent {
                 do {
-                    try await deadLetter(group: group, handle: d.handle, c.cluster)
+                    try await deadLetter(group: group, handle: d.handle, from.cluster)
                 } catch {
                     logger.warning("moving \(d.handle) to %DLQ%\(group) failed (it comes back when its invisible time ends): \(error)")
                 }
             }
         }
-        return (group, deliveries.map { Handed(message: $0.message, handle: $0.handle, attempt: $0.attempt, invisibleMillis: invisible) })
+        return (group, deliveries.map { Handed(message: $0.message, handle: $0.handle, attempt: $0.attempt, invisibleMillis: invisible) }, from)
     }
 
     func ackMessage(request: ServerRequest<RMQAckMessageRequest>, context: ServerContext) async throws -> ServerResponse<RMQAckMessageResponse> {
@@ -152,8 +168,8 @@ extension MessagingFront {
                 result.messageID = e.messageID
                 result.receiptHandle = e.receiptHandle
                 do {
-                    let handle = try Receipt.decode(e.receiptHandle)
-                    _ = try await c.cluster.leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
+                    let (broker, handle) = try Receipt.decode(e.receiptHandle)
+                    _ = try await target(c, broker).leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
                     renewals.remove(e.receiptHandle)
                     result.status = status(.ok)
                 } catch {
@@ -178,7 +194,7 @@ extension MessagingFront {
             let c = try clients(request.metadata)
             let group = try name(of: r.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: r.topic, what: "topic", code: .illegalTopic)
-            let handle = try Receipt.decode(r.receiptHandle)
+            let (broker, handle) = try Receipt.decode(r.receiptHandle)
             let ms = millis(r.invisibleDuration)
             guard ms >= 0 && ms <= settings.invisibleMillisRange.upperBound else {
                 throw FrontError(.illegalInvisibleTime, "invisible duration \(ms) ms is outside 0...\(settings.invisibleMillisRange.upperBound) ms")
@@ -186,7 +202,7 @@ extension MessagingFront {
             // Renewals stop first, so that none lands after the client's own time. Tern's shortest
             // invisible time is 100 ms: "visible now" becomes that.
             renewals.remove(r.receiptHandle)
-            _ = try await c.cluster.leaderRequest(
+            _ = try await target(c, broker).leaderRequest(
                 .changeInvisible, ReceiptRequest(group: group, handle: handle, invisibleMillis: UInt64(max(ms, 100))).encoded())
             out.receiptHandle = r.receiptHandle
             out.status = status(.ok)
@@ -204,8 +220,8 @@ extension MessagingFront {
             let c = try clients(request.metadata)
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
-            let handle = try Receipt.decode(request.message.receiptHandle)
-            try await deadLetter(group: group, handle: handle, c.cluster)
+            let (broker, handle) = try Receipt.decode(request.message.receiptHandle)
+            try await deadLetter(group: group, handle: handle, target(c, broker))
             renewals.remove(request.message.receiptHandle)
             out.status = status(.ok)
         } catch {

@@ -85,8 +85,17 @@ import Testing
 
     @Test func receiptHandlesRoundTripAndGarbageIsRefused() throws {
         let h = ReceiptHandle(queue: QueueRef(topic: "a:b", queueID: 3), offset: 17, receiveIndex: 99)
-        #expect(try Receipt.decode(Receipt.encode(h)) == h)
-        for bad in ["", "t1:", "t1:x:y:z:w", "a:1:2:3", "t1::1:2:3", "t1:t:1:2:-3", String(repeating: "t1:", count: 300)] {
+        let plain = try Receipt.decode(Receipt.encode(h))
+        #expect(plain.group == nil && plain.handle == h)
+        // Through name servers the handle names its broker group; a topic may hold a slash.
+        let t = ReceiptHandle(queue: QueueRef(topic: "a/b:c", queueID: 1), offset: 2, receiveIndex: 3)
+        #expect(Receipt.encode(t, group: "g2") == "t2:g2/a/b:c:1:2:3")
+        let routed = try Receipt.decode(Receipt.encode(t, group: "g2"))
+        #expect(routed.group == "g2" && routed.handle == t)
+        for bad in [
+            "", "t1:", "t1:x:y:z:w", "a:1:2:3", "t1::1:2:3", "t1:t:1:2:-3", String(repeating: "t1:", count: 300), "t2:", "t2:g2", "t2:g2/",
+            "t2:/t:1:2:3", "t2:bad group/t:1:2:3", "t2:g2/t:1:2", "t3:g2/t:1:2:3",
+        ] {
             #expect(throws: FrontError.self) { try Receipt.decode(bad) }
         }
     }
