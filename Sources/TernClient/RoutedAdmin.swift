@@ -38,6 +38,20 @@ extension TernCluster {
         return try await router.route(topic)
     }
 
+    /// Through name servers: the names of the live broker groups, in name order.
+    public func brokerGroupNames() async throws -> [String] {
+        guard let router else { throw ClientError.invalidArgument("broker groups are listed by name servers") }
+        return try await router.liveGroups().map(\.group)
+    }
+
+    /// Through name servers: makes the client of group `name` from `endpoints` now, unless one
+    /// is held (a node's own group, reached without waiting for a name server's answer).
+    public func knowBrokerGroup(_ name: String, endpoints: [String]) {
+        guard let router else { return }
+        _ = router.cluster(
+            GroupRoute(group: name, queues: 0, type: .mixed, leader: "", term: 0, members: endpoints.map { GroupMember(id: "", endpoint: $0) }))
+    }
+
     /// A request to the leader of `group` (through name servers), or of this group (without).
     func groupCall(_ group: String, _ op: Opcode, _ body: [UInt8]) async throws -> [UInt8] {
         guard let router, !group.isEmpty else { return try await leaderCall(op, body) }

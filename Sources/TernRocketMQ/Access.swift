@@ -21,9 +21,11 @@ final class Clients: Sendable {
     /// the same), so that checks go to producers publishing that topic.
     private let transactionProducers = NIOLockedValueBox<[String: Producer]>([:])
 
-    init(cluster: TernCluster, accessKey: String, producerGroup: String) {
+    /// `ownGroup`: through name servers, the node's own group, reached from its endpoints at once.
+    init(cluster: TernCluster, accessKey: String, producerGroup: String, ownGroup: (name: String, endpoints: [String])? = nil) {
         self.cluster = cluster
         self.accessKey = accessKey
+        if let ownGroup { cluster.knowBrokerGroup(ownGroup.name, endpoints: ownGroup.endpoints) }
         producer = Producer(cluster: cluster, group: producerGroup, idempotent: true, sendTimeoutMillis: 10_000)
     }
 
@@ -54,11 +56,14 @@ final class AccountClients: Sendable {
     static let retireAfter: Duration = .seconds(600)
     let pool: AccountPool<Clients>
 
-    init(access: FrontAccess, endpoints: [String], nameservers: [String], options: TernCluster.Options, loops: any EventLoopGroup, producerGroup: String) {
+    init(
+        access: FrontAccess, endpoints: [String], nameservers: [String], ownGroup: (name: String, endpoints: [String])?, options: TernCluster.Options,
+        loops: any EventLoopGroup, producerGroup: String
+    ) {
         self.access = access
         pool = AccountPool(
             endpoints: endpoints, nameservers: nameservers, options: options, loops: loops, limit: Self.limit, retireAfter: Self.retireAfter,
-            make: { cluster, key in Clients(cluster: cluster, accessKey: key, producerGroup: producerGroup) }, clusterOf: { $0.cluster })
+            make: { cluster, key in Clients(cluster: cluster, accessKey: key, producerGroup: producerGroup, ownGroup: ownGroup) }, clusterOf: { $0.cluster })
     }
 
     /// The clients of the account that signed this call; UNAUTHORIZED when none did.

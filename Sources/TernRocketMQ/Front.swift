@@ -71,14 +71,17 @@ public final class RocketMQFront: Sendable {
             : try TernCluster(endpoints: config.nodeEndpoints, options: options, eventLoopGroup: loops)
         var signedOut = options
         signedOut.credentials = nil
+        // Through name servers the node's own group is reached from its endpoints at once: the
+        // front serves it while no name server answers.
+        let own = routed ? (name: config.brokerGroup, endpoints: config.nodeEndpoints) : nil
         accounts = config.access.map {
             AccountClients(
-                access: $0, endpoints: config.nodeEndpoints, nameservers: config.nameservers, options: signedOut, loops: loops,
+                access: $0, endpoints: config.nodeEndpoints, nameservers: config.nameservers, ownGroup: own, options: signedOut, loops: loops,
                 producerGroup: config.settings.producerGroup)
         }
         service = MessagingFront(
-            base: Clients(cluster: cluster, accessKey: "", producerGroup: config.settings.producerGroup), accounts: accounts, settings: config.settings,
-            advertise: config.advertise, ownGroup: routed ? config.brokerGroup : nil, logger: logger)
+            base: Clients(cluster: cluster, accessKey: "", producerGroup: config.settings.producerGroup, ownGroup: own), accounts: accounts,
+            settings: config.settings, advertise: config.advertise, nodeGroup: config.brokerGroup, routed: routed, logger: logger)
         let security: HTTP2ServerTransport.Posix.TransportSecurity =
             config.tls.map { .tls(certificateChain: [.file(path: $0.certPath, format: .pem)], privateKey: .file(path: $0.keyPath, format: .pem)) }
             ?? .plaintext

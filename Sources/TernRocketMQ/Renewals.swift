@@ -17,7 +17,6 @@ final class Renewals: Sendable {
         /// The cluster client of the account that received it.
         var cluster: TernCluster
         var accessKey: String
-        var brokerGroup: String?
         var handle: ReceiptHandle
         var invisibleUntil: Int64
         var givenUp: Int64
@@ -37,7 +36,7 @@ final class Renewals: Sendable {
     func add(group: String, client: String, handle: ReceiptHandle, from: MessagingFront.Source, invisibleUntil: Int64, now: Int64) {
         entries.withLockedValue {
             $0[Receipt.encode(handle, group: from.brokerGroup)] = Entry(
-                group: group, client: client, cluster: from.cluster, accessKey: from.accessKey, brokerGroup: from.brokerGroup, handle: handle,
+                group: group, client: client, cluster: from.cluster, accessKey: from.accessKey, handle: handle,
                 invisibleUntil: invisibleUntil, givenUp: now + Self.maxMillis)
         }
     }

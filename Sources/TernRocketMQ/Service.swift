@@ -47,13 +47,16 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     let routeEndpoints: NIOLockedValueBox<[String]>
     let host: String
     let renewals = Renewals()
-    /// Routing through name servers: the node's own broker group (for handles and ids that
-    /// name none). nil: the front serves its node's group only.
-    let ownGroup: String?
+    /// The node's broker group: through name servers, the one for handles and ids that name
+    /// none; without, the only one this front serves.
+    let nodeGroup: String
+    /// Whether the front serves every broker group behind name servers.
+    let routed: Bool
 
-    init(base: Clients, accounts: AccountClients?, settings: FrontSettings, advertise: String, ownGroup: String?, logger: Logger) {
+    init(base: Clients, accounts: AccountClients?, settings: FrontSettings, advertise: String, nodeGroup: String, routed: Bool, logger: Logger) {
         self.base = base
-        self.ownGroup = ownGroup
+        self.nodeGroup = nodeGroup
+        self.routed = routed
         self.accounts = accounts
         self.settings = settings
         self.logger = logger
@@ -67,9 +70,21 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
         return try accounts.clients(for: metadata)
     }
 
-    /// Learns the other nodes' gRPC addresses from their status answers.
+    /// Learns the other nodes' gRPC addresses from their status answers (through name servers,
+    /// of every group that answers).
     func refreshRouteEndpoints() async {
-        guard let nodes = try? await base.cluster.status() else { return }
+        var nodes: [NodeStatus] = []
+        if routed {
+            // No name server answering: the node's own group, reached from its endpoints.
+            for g in (try? await base.cluster.brokerGroupNames()) ?? [nodeGroup] {
+                guard let group = try? await base.cluster.brokerGroup(g), let more = try? await group.status() else { continue }
+                nodes += more
+            }
+        } else {
+            guard let all = try? await base.cluster.status() else { return }
+            nodes = all
+        }
+        guard !nodes.isEmpty else { return }
         let own = routeEndpoints.withLockedValue { $0[0] }
         let others = nodes.map(\.grpcEndpoint).filter { !$0.isEmpty && $0 != own }.sorted()
         routeEndpoints.withLockedValue { $0 = [own] + others }
@@ -92,19 +107,29 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     }
 
     /// The client of the broker group a handle, id or queue names: with name servers, that
-    /// group's (none, or the broker name of a front of one group: this node's group); without,
-    /// the node's group.
-    func target(_ c: Clients, _ group: String?) async throws -> TernCluster {
-        guard let ownGroup else { return c.cluster }
-        let name = group.flatMap { $0.isEmpty || $0 == settings.brokerName ? nil : $0 } ?? ownGroup
-        return try await c.cluster.brokerGroup(name)
+    /// group's (none: this node's group); without, the node's group, which a handle or id
+    /// naming another group cannot reach (`unknown`: the code to refuse it with).
+    func target(_ c: Clients, _ group: String?, unknown: RMQCode = .badRequest) async throws -> TernCluster {
+        guard routed else {
+            if let group, !group.isEmpty, group != nodeGroup, group != settings.brokerName {
+                throw FrontError(unknown, "broker group \(group) is not served here: this front serves \(nodeGroup) only (the node runs without --nameservers)")
+            }
+            return c.cluster
+        }
+        let name = groupName(group) ?? nodeGroup
+        do {
+            return try await c.cluster.brokerGroup(name)
+        } catch let e as ClientError {
+            guard case .invalidArgument(let why) = e else { throw e }
+            throw FrontError(unknown, why)
+        }
     }
 
     /// The group to name in handles and ids that `target(c, group)` reached (nil without name
     /// servers).
     func groupName(_ group: String?) -> String? {
-        guard let ownGroup else { return nil }
-        return group.flatMap { $0.isEmpty || $0 == settings.brokerName ? nil : $0 } ?? ownGroup
+        guard routed else { return nil }
+        return group.flatMap { $0.isEmpty ? nil : $0 } ?? nodeGroup
     }
 
     /// An id as clients carry it: with name servers, `g2/<id>`.
@@ -146,7 +171,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     /// The brokers holding the topic (it must exist): each broker group behind the name
     /// servers (the route the cluster client holds), or the node's group.
     func topicParts(_ topic: String, _ c: Clients) async throws -> [Part] {
-        guard ownGroup != nil else {
+        guard routed else {
             let (n, type) = try await topicRoute(topic, c)
             return [Part(broker: settings.brokerName, queues: n, type: type)]
         }
@@ -271,16 +296,19 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
     /// servers, one poll per broker group holding the topic (the route is read again every 30 s
     /// for groups the topic has spread to).
     func forwardChecks(topic: String, clientID: String, _ c: Clients, post: AsyncStream<RMQTelemetryCommand>.Continuation) async {
-        guard ownGroup != nil else { return await pollChecks(topic: topic, clientID: clientID, c.cluster, group: nil, post: post) }
+        guard routed else { return await pollChecks(topic: topic, clientID: clientID, c.cluster, group: nil, post: post) }
         await withTaskGroup(of: Void.self) { polls in
             var polled: Set<String> = []
+            // No group holds the topic yet: asked again after 1 s, doubling up to 30 s.
+            var pause = 1
             while !Task.isCancelled {
                 for g in (try? await c.cluster.topicRoute(topic).groups) ?? [] where !polled.contains(g.group) {
                     guard let child = try? await c.cluster.brokerGroup(g.group) else { continue }
                     polled.insert(g.group)
                     polls.addTask { await self.pollChecks(topic: topic, clientID: clientID, child, group: g.group, post: post) }
                 }
-                try? await Task.sleep(for: .seconds(polled.isEmpty ? 1 : 30))
+                pause = polled.isEmpty ? min(pause * 2, 30) : 30
+                try? await Task.sleep(for: .seconds(pause))
             }
             polls.cancelAll()
         }
@@ -419,7 +447,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
             }
             let topic = try name(of: r.topic, what: "topic", code: .illegalTopic)
             let body = EndTransactionRequest(group: topic, id: id.id, decision: decision, fromCheck: r.source == .sourceServerCheck)
-            _ = try await target(c, id.group).leaderRequest(.endTransaction, body.encoded())
+            _ = try await target(c, id.group, unknown: .invalidTransactionID).leaderRequest(.endTransaction, body.encoded())
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)
@@ -436,7 +464,7 @@ final class MessagingFront: RMQMessagingService.ServiceProtocol {
                 throw FrontError(.badRequest, "recall handle \"\(request.message.recallHandle.prefix(40))\" is not one Tern issued")
             }
             try await target(c, id.group).recall([id.id])
-            out.messageID = groupID(id.id, group: id.group)
+            out.messageID = id.description
             out.status = status(.ok)
         } catch {
             out.status = status(for: error)

@@ -169,7 +169,7 @@ extension MessagingFront {
                 result.receiptHandle = e.receiptHandle
                 do {
                     let (broker, handle) = try Receipt.decode(e.receiptHandle)
-                    _ = try await target(c, broker).leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
+                    _ = try await target(c, broker, unknown: .invalidReceiptHandle).leaderRequest(.ack, ReceiptRequest(group: group, handle: handle).encoded())
                     renewals.remove(e.receiptHandle)
                     result.status = status(.ok)
                 } catch {
@@ -202,7 +202,7 @@ extension MessagingFront {
             // Renewals stop first, so that none lands after the client's own time. Tern's shortest
             // invisible time is 100 ms: "visible now" becomes that.
             renewals.remove(r.receiptHandle)
-            _ = try await target(c, broker).leaderRequest(
+            _ = try await target(c, broker, unknown: .invalidReceiptHandle).leaderRequest(
                 .changeInvisible, ReceiptRequest(group: group, handle: handle, invisibleMillis: UInt64(max(ms, 100))).encoded())
             out.receiptHandle = r.receiptHandle
             out.status = status(.ok)
@@ -221,7 +221,7 @@ extension MessagingFront {
             let group = try name(of: request.message.group, what: "group", code: .illegalConsumerGroup)
             _ = try name(of: request.message.topic, what: "topic", code: .illegalTopic)
             let (broker, handle) = try Receipt.decode(request.message.receiptHandle)
-            try await deadLetter(group: group, handle: handle, target(c, broker))
+            try await deadLetter(group: group, handle: handle, target(c, broker, unknown: .invalidReceiptHandle))
             renewals.remove(request.message.receiptHandle)
             out.status = status(.ok)
         } catch {
