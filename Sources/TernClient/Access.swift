@@ -51,17 +51,32 @@ extension Connection {
 
 extension TernCluster {
     /// Creates or replaces an account (admin right); an empty secret keeps the stored one.
-    /// Every node enforces it once it applied the change.
+    /// Every node enforces it once it applied the change. Through name servers, on every live
+    /// broker group in name order (each group keeps its own accounts): repeating a put that
+    /// failed part way completes it.
     public func putAccount(_ account: Account) async throws {
+        if let router { return try await onEveryGroup(router) { try await $0.putAccount(account) } }
         _ = try await leaderCall(.aclChange, AclCommand.put(account).encoded())
     }
 
     public func deleteAccount(_ accessKey: String) async throws {
+        if let router { return try await onEveryGroup(router) { try await $0.deleteAccount(accessKey) } }
         _ = try await leaderCall(.aclChange, AclCommand.delete(accessKey: accessKey).encoded())
     }
 
-    /// Every account, without secrets (admin right).
+    /// Every account, without secrets (admin right). Through name servers, those of every live
+    /// broker group (an account one group lacks is listed by `accountsByGroup`).
     public func accounts() async throws -> [Account] {
-        try AccountList.decode(try await leaderCall(.aclList, [])).accounts
+        guard router != nil else { return try AccountList.decode(try await leaderCall(.aclList, [])).accounts }
+        var seen: Set<String> = []
+        return try await accountsByGroup().flatMap(\.accounts).filter { seen.insert($0.accessKey).inserted }.sorted { $0.accessKey < $1.accessKey }
+    }
+
+    /// Each broker group's accounts (one entry without name servers).
+    public func accountsByGroup() async throws -> [(group: String, accounts: [Account])] {
+        guard let router else { return [(brokerGroup ?? "", try await accounts())] }
+        var out: [(group: String, accounts: [Account])] = []
+        for g in try await router.liveGroups(complete: true) { out.append((g.group, try await router.cluster(g).accounts())) }
+        return out
     }
 }

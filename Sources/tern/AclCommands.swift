@@ -97,7 +97,17 @@ struct Acl: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Every account and its rights (secrets are never shown).")
         @OptionGroup var endpoints: Endpoints
         func run() async throws {
-            let accounts = try await withCluster(endpoints) { try await $0.accounts() }
+            // Through name servers each broker group keeps its own accounts: listed together,
+            // with any a group lacks (a put or delete that failed part way) named below.
+            let byGroup = try await withCluster(endpoints) { try await $0.accountsByGroup() }
+            var seen: Set<String> = []
+            let accounts = byGroup.flatMap(\.accounts).filter { seen.insert($0.accessKey).inserted }.sorted { $0.accessKey < $1.accessKey }
+            defer {
+                for a in accounts {
+                    let lacking = byGroup.filter { g in !g.accounts.contains { $0.accessKey == a.accessKey } }.map(\.group)
+                    if !lacking.isEmpty { print("account \(a.accessKey) is missing on \(lacking.joined(separator: ", ")): put or delete it again") }
+                }
+            }
             print("access key            admin  default topic  default group  topics; groups")
             for a in accounts {
                 let named = { (m: [String: Rights]) in m.keys.sorted().map { "\($0)=\(m[$0]!)" }.joined(separator: ",") }

@@ -490,7 +490,7 @@ print("CODE %d" % response.status.code)
 """
 
 
-def secured(base_port, grpc_base_port):
+def secured(base_port, grpc_base_port, nameserver_base_port):
     log("TLS and access control: a second cluster with --tls-cert and --acl; signed clients over TLS")
     work = tempfile.mkdtemp(prefix="tern-interop-tls-")
     def openssl(*argv):
@@ -504,26 +504,33 @@ def secured(base_port, grpc_base_port):
             "-out", work + "/node.pem", "-days", "30", "-extfile", work + "/ext.cnf")
     data = work + "/data"
     endpoints = ",".join("127.0.0.1:%d" % (base_port + k) for k in range(3))
+    nameservers = ",".join("127.0.0.1:%d" % (nameserver_base_port + k) for k in range(2))
+    groups = ["--groups", str(args.groups), "--nameserver-base-port", str(nameserver_base_port)] if args.groups > 1 else []
     # No HTTP listeners: this cluster runs beside the main one (its default ports would clash).
     up = subprocess.Popen([args.tern, "cluster", "up", "--data", data, "--base-port", str(base_port), "--grpc-base-port", str(grpc_base_port),
-                           "--http-base-port", "0", "--tls-cert", work + "/node.pem", "--tls-key", work + "/node.key", "--tls-ca", work + "/ca.pem", "--acl"],
+                           "--http-base-port", "0", "--tls-cert", work + "/node.pem", "--tls-key", work + "/node.key", "--tls-ca", work + "/ca.pem", "--acl",
+                           *groups],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         for line in up.stdout:
             if "Ctrl-C stops" in line:
                 break
         threading.Thread(target=lambda: [None for _ in up.stdout], daemon=True).start()
-        admin = ["--endpoints", endpoints, "--tls-ca", work + "/ca.pem", "--credentials", data + "/admin.credentials"]
+        reach = ["--nameservers", nameservers] if args.groups > 1 else ["--endpoints", endpoints]
+        admin = [*reach, "--tls-ca", work + "/ca.pem", "--credentials", data + "/admin.credentials"]
         def tern_admin(*argv):
             out = subprocess.run([args.tern, *argv, *admin], capture_output=True, text=True, timeout=60)
             if out.returncode != 0:
                 raise RuntimeError("tern %s: %s %s" % (" ".join(argv), out.stdout, out.stderr))
+            return out.stdout
         tern_admin("admin", "topic", "create", "secure", "--queues", "2")
         tern_admin("admin", "topic", "create", "closed", "--queues", "2")
         with open(work + "/app.credentials", "w") as f:
             f.write("access-key = app\nsecret-key = app-secret-0123456789\n")
         os.chmod(work + "/app.credentials", 0o600)
         tern_admin("admin", "acl", "put", "app", "--secret-from", work + "/app.credentials", "--topic", "secure=pub|sub", "--default-group", "sub")
+        listed = tern_admin("admin", "acl", "list")
+        check(re.search(r"^app ", listed, re.M) is not None and "missing" not in listed, "the account is listed (on every group): %r" % listed[-300:])
         env = dict(os.environ, GRPC_DEFAULT_SSL_ROOTS_FILE_PATH=work + "/ca.pem")
         def client(ak, sk, topic):
             out = subprocess.run([sys.executable, "-c", SECURED_CLIENT, "127.0.0.1:%d" % grpc_base_port, ak, sk, topic], capture_output=True,
@@ -597,13 +604,15 @@ def main():
             ("trace", lambda: traced("traced", "g-traced")),
             ("push", lambda: push("push", "g-push")),
             ("kill", lambda: across_kill("kill", "g-kill")),
-            ("secured", lambda: secured(args.base_port + 10, args.grpc_base_port + 10)),
+            # Beside the main cluster: with groups, past its second group's ports.
+            ("secured", lambda: secured(args.base_port + 10 * args.groups, args.grpc_base_port + 10 * args.groups,
+                                        args.nameserver_base_port + 10)),
         ]
         for name, s in scenarios:
             if args.only and args.only not in name:
                 continue
-            if args.groups > 1 and name in ("kill", "secured"):
-                continue  # one group's leader killed, TLS and accounts: run with one group
+            if args.groups > 1 and name == "kill":
+                continue  # one group's leader killed: run with one group
             try:
                 s()
             except Exception as e:  # noqa: BLE001
