@@ -177,7 +177,7 @@ let package = Package(
         .executableTarget(
             name: "tern",
             dependencies: [
-                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher", "TernRocketMQProto", "TernOps",
+                "CTernIO", "TernStorage", "TernServer", "TernClient", "TernProtocol", "TernLauncher", "TernRocketMQProto", "TernOps", "TernNameServer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "GRPCCore", package: "grpc-swift-2"),
                 .product(name: "GRPCNIOTransportHTTP2Posix", package: "grpc-swift-nio-transport"),
@@ -221,7 +221,7 @@ let package = Package(
         .testTarget(
             name: "TernLauncherTests",
             dependencies: [
-                "TernLauncher", "TernServer", .product(name: "Logging", package: "swift-log"),
+                "TernLauncher", "TernServer", "TernNameServer", "TernProtocol", .product(name: "Logging", package: "swift-log"),
             ], swiftSettings: strict),
         .testTarget(
             name: "TernRocketMQTests",

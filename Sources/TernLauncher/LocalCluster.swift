@@ -149,15 +149,21 @@ public final class LocalCluster: @unchecked Sendable {
 
 /// Writes a new random cluster secret (mode 0600) to `path` unless the file exists.
 public func writePeerSecret(path: String) throws {
+    try writeKeyFile(
+        path: path, text: "# Tern cluster secret (docs/security.md): every member holds the same file, mode 0600.\n\(PeerSecrets.generate())\n",
+        what: "peer secret file")
+}
+
+/// Writes `text` to a new owner-only file at `path` (kept when it exists).
+func writeKeyFile(path: String, text: String, what: String) throws {
     guard !FileManager.default.fileExists(atPath: path) else { return }
     try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path, withIntermediateDirectories: true)
-    let text = "# Tern cluster secret (docs/security.md): every member holds the same file, mode 0600.\n\(PeerSecrets.generate())\n"
     let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-    guard fd >= 0 else { throw ValidationError("cannot create the peer secret file \(path): \(String(cString: strerror(errno)))") }
+    guard fd >= 0 else { throw ValidationError("cannot create the \(what) \(path): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     let bytes = Array(text.utf8)
     guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
-        throw ValidationError("cannot write the peer secret file \(path): \(String(cString: strerror(errno)))")
+        throw ValidationError("cannot write the \(what) \(path): \(String(cString: strerror(errno)))")
     }
 }
 

@@ -4,6 +4,8 @@
 import ArgumentParser
 import Foundation
 import TernClient
+import TernNameServer
+import TernServer
 
 public final class LocalGroups: @unchecked Sendable {
     public let names: [String]
@@ -84,10 +86,13 @@ public final class LocalNameServers: @unchecked Sendable {
 
     public func start(_ k: Int) throws {
         try writePeerSecret(path: secretPath)
+        // Name servers get the registration key derived from the secret, never the secret.
+        let keyPath = URL(fileURLWithPath: secretPath).deletingLastPathComponent().appendingPathComponent("registration-key").path
+        try writeKeyFile(path: keyPath, text: RegistrationKey.file(for: try PeerSecrets.load(path: secretPath)), what: "registration key file")
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
-        p.arguments = ["nameserver", "--listen", endpoints[k], "--peer-secret", secretPath] + (warmupSeconds.map { ["--warmup-seconds", "\($0)"] } ?? [])
+        p.arguments = ["nameserver", "--listen", endpoints[k], "--registration-key", keyPath] + (warmupSeconds.map { ["--warmup-seconds", "\($0)"] } ?? [])
         let logPath = "\(logDirectory)/nameserver\(k + 1).log"
         if !FileManager.default.fileExists(atPath: logPath) { _ = FileManager.default.createFile(atPath: logPath, contents: nil) }
         let log = try FileHandle(forWritingTo: URL(fileURLWithPath: logPath))

@@ -7,7 +7,11 @@ import TernServer
 
 public struct NameServerOptions: ParsableArguments {
     @Option(help: "host:port to listen on (RocketMQ's name servers use 9876).") public var listen = "127.0.0.1:9876"
-    @Option(help: "The cluster secret file of the broker groups (their --peer-secret): registrations must be signed with it.")
+    @Option(help: "The registration key file (tern nameserver key writes it): registrations must be signed with it.")
+    public var registrationKey: String?
+    @Option(
+        help: "Derive the registration key from the groups' cluster secret file (their --peer-secret); --registration-key keeps the secret off name servers."
+    )
     public var peerSecret: String?
     @Flag(help: "Take unsigned registrations (groups run with --insecure-peers; never on a network others can reach).") public var insecure = false
     @Option(help: "A group is dropped when no registration came for this many seconds (default 40; leaders register every 10).")
@@ -20,15 +24,20 @@ public struct NameServerOptions: ParsableArguments {
     public func resolve() throws -> (NameServerConfig, Logger.Level) {
         guard parseEndpoint(listen) != nil else { throw ValidationError("--listen \(listen) is not host:port") }
         guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("--log-level \(logLevel) is not a log level") }
-        switch (peerSecret, insecure) {
-        case (nil, false): throw ValidationError("--peer-secret FILE (the groups' cluster secret) is required, or --insecure to take unsigned registrations")
-        case (.some, true): throw ValidationError("--peer-secret and --insecure exclude each other")
-        default: break
+        let given = [registrationKey != nil, peerSecret != nil, insecure].filter { $0 }.count
+        guard given == 1 else {
+            throw ValidationError(
+                given == 0
+                    ? "--registration-key FILE (tern nameserver key --peer-secret FILE writes it) is required, or --peer-secret FILE, or --insecure to take unsigned registrations"
+                    : "--registration-key, --peer-secret and --insecure exclude each other")
         }
         guard expirySeconds >= 15 && expirySeconds <= 3600 else {
             throw ValidationError("--expiry-seconds must be 15 to 3600 (got \(expirySeconds)); leaders register every 10 s")
         }
-        var cfg = NameServerConfig(listen: listen, secrets: try peerSecret.map { try PeerSecrets.load(path: $0) })
+        let keys =
+            try registrationKey.map { try PeerSecrets.load(path: $0, what: "registration key file") }
+            ?? peerSecret.map { RegistrationKey.derive(from: try PeerSecrets.load(path: $0)) }
+        var cfg = NameServerConfig(listen: listen, secrets: keys)
         cfg.expiryMillis = expirySeconds * 1000
         guard warmupSeconds <= expirySeconds else { throw ValidationError("--warmup-seconds must not exceed --expiry-seconds") }
         cfg.warmupMillis = warmupSeconds * 1000
@@ -49,7 +58,7 @@ public func runNameServer(_ cfg: NameServerConfig, level: Logger.Level) throws {
         logger.critical("cannot start: \(error)")
         throw ExitCode(2)
     }
-    let how = cfg.secrets == nil ? " (taking unsigned registrations: --insecure)" : "; registrations signed with the cluster secret"
+    let how = cfg.secrets == nil ? " (taking unsigned registrations: --insecure)" : "; registrations signed with the registration key"
     logger.notice("name server listening on \(parseEndpoint(cfg.listen)!.host):\(port)\(how)")
     let signals = StopSignals([SIGTERM, SIGINT]) { sig in
         logger.notice("signal \(sig): stopping")

@@ -6,6 +6,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import TernClient
+import TernNameServer
 import TernOps
 import TernProtocol
 import TernRaft
@@ -361,9 +362,10 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
     var registrar: Registrar?
     if !cfg.nameservers.isEmpty {
         do {
-            // Registrations are signed with the cluster secret the peers use (unsigned only
-            // with --insecure-peers, whose name servers run with --insecure).
-            let secret = try cfg.peerSecretPath.map { try PeerSecrets.load(path: $0).secrets[0] }
+            // Registrations are signed with the registration key derived from the cluster secret
+            // the peers use (unsigned only with --insecure-peers, whose name servers run with
+            // --insecure): name servers hold that key, not the secret.
+            let secret = try cfg.peerSecretPath.map { Array(RegistrationKey.derive(from: try PeerSecrets.load(path: $0).secrets[0]).utf8) }
             let r = try Registrar(server: server, nameservers: cfg.nameservers, secret: secret, logger: logger)
             r.start()
             registrar = r

@@ -14,8 +14,9 @@ import TernServer
 public struct NameServerConfig: Sendable {
     /// host:port to listen on (RocketMQ's name servers use port 9876).
     public var listen: String
-    /// The cluster secrets registrations must be signed with (the groups' peer-secret file);
-    /// nil: unsigned registrations are taken (`--insecure`, never on a network others reach).
+    /// The registration keys registrations must be signed with (`--registration-key`, or derived
+    /// from the groups' peer-secret file); nil: unsigned registrations are taken (`--insecure`,
+    /// never on a network others reach).
     public var secrets: PeerSecrets?
     /// A group is dropped when no registration came for this long.
     public var expiryMillis: UInt64 = 40_000
@@ -34,8 +35,37 @@ public struct NameServerConfig: Sendable {
     }
 }
 
+/// Registration keys (docs/security.md, "Name servers"): leaders sign registrations with a key
+/// derived from the cluster secret, so a name server holds that key only, never the secret peers
+/// authenticate with: one taken over can forge routes, not a member's Raft traffic.
+public enum RegistrationKey {
+    static let info = Array("tern-registration-key-v1".utf8)
+
+    /// The registration key of one cluster secret: HKDF-SHA256 of it, as 64 hex digits (the
+    /// digits' bytes are the HMAC key, as a peer secret's are).
+    public static func derive(from secret: [UInt8]) -> String {
+        let key = HKDF<SHA256>.deriveKey(inputKeyMaterial: SymmetricKey(data: secret), info: info, outputByteCount: 32)
+        return key.withUnsafeBytes { Array($0) }.map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The keys of every secret of a peer-secret file, in its order (during a rotation a name
+    /// server takes registrations signed under either).
+    public static func derive(from secrets: PeerSecrets) -> PeerSecrets {
+        guard let keys = try? PeerSecrets(secrets: secrets.secrets.map { Array(derive(from: $0).utf8) }) else {
+            preconditionFailure("64 hex digits a key always pass the length check")
+        }
+        return keys
+    }
+
+    /// A registration key file, as `tern nameserver key` writes it: a comment, then one key a line.
+    public static func file(for secrets: PeerSecrets) -> String {
+        "# tern name server registration key (tern nameserver key); derived from the cluster secret, which it does not reveal\n"
+            + derive(from: secrets).secrets.map { String(decoding: $0, as: UTF8.self) + "\n" }.joined()
+    }
+}
+
 extension GroupRegistration {
-    /// Signs the registration with the cluster secret.
+    /// Signs the registration with the registration key (`RegistrationKey.derive`).
     public mutating func sign(secret: [UInt8]) {
         mac = Array(HMAC<SHA256>.authenticationCode(for: signedBytes, using: SymmetricKey(data: secret)))
     }
@@ -124,9 +154,11 @@ public final class NameServer: Sendable {
                 let r = try GroupRegistration.decode(body)
                 if let problem = BrokerGroupName.problem(r.group) { return .failure(ErrorBody(code: ErrorCode.badRequest, message: problem)) }
                 if let secrets = config.secrets, !r.isSigned(by: secrets) {
-                    logger.warning("refused a registration of group \(r.group) from \(peer): not signed with the cluster secret")
+                    logger.warning("refused a registration of group \(r.group) from \(peer): not signed with the registration key")
                     return .failure(
-                        ErrorBody(code: ErrorCode.unauthenticated, message: "registration of \(r.group) is not signed with this name server's cluster secret"))
+                        ErrorBody(
+                            code: ErrorCode.unauthenticated,
+                            message: "registration of \(r.group) is not signed with this name server's registration key (derived from the cluster secret)"))
                 }
                 // Sent within the expiry by this clock: a registration recorded and replayed later is
                 // refused (the clocks of groups and name servers must agree within the expiry).

@@ -55,8 +55,8 @@ public struct GroupRegistration: WireCodable, Equatable {
     public var members: [GroupMember]
     /// Sorted by name.
     public var topics: [RegisteredTopic]
-    /// HMAC-SHA256 of the fields above under the cluster secret (empty: unsigned; a name server
-    /// started with a secret refuses it). `signedBytes` is what is signed.
+    /// HMAC-SHA256 of the fields above under the registration key derived from the cluster
+    /// secret (empty: unsigned; a name server started with a key refuses it). `signedBytes` is what is signed.
     public var mac: [UInt8] = []
 
     public init(group: String, leader: String, term: UInt64, version: UInt64, members: [GroupMember], topics: [RegisteredTopic]) {

@@ -37,16 +37,20 @@ public struct PeerSecrets: Sendable, Equatable {
     }
 
     /// Reads a peer-secret file; refused when others than its owner may read it (as ssh refuses a
-    /// private key), or when it holds no usable secret.
-    public static func load(path: String) throws(ServerError) -> PeerSecrets {
+    /// private key), or when it holds no usable secret. `what` names the file in errors (a name
+    /// server's registration key file has the same form).
+    public static func load(path: String, what: String = "peer secret file") throws(ServerError) -> PeerSecrets {
         var st = stat()
-        guard stat(path, &st) == 0 else { throw ServerError("cannot read the peer secret file \(path): \(String(cString: strerror(errno)))") }
+        guard stat(path, &st) == 0 else { throw ServerError("cannot read the \(what) \(path): \(String(cString: strerror(errno)))") }
         guard st.st_mode & 0o077 == 0 else {
-            throw ServerError(
-                "the peer secret file \(path) may be read by others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 \(path)")
+            throw ServerError("the \(what) \(path) may be read by others (mode \(String(st.st_mode & 0o777, radix: 8))): chmod 600 \(path)")
         }
-        guard let data = FileManager.default.contents(atPath: path) else { throw ServerError("cannot read the peer secret file \(path)") }
-        return try PeerSecrets(text: String(decoding: data, as: UTF8.self))
+        guard let data = FileManager.default.contents(atPath: path) else { throw ServerError("cannot read the \(what) \(path)") }
+        do {
+            return try PeerSecrets(text: String(decoding: data, as: UTF8.self))
+        } catch {
+            throw what == "peer secret file" ? error : ServerError("\(what) \(path): \(error.description)")
+        }
     }
 
     /// 64 random hex digits, for a new group's secret file.

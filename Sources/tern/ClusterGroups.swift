@@ -56,7 +56,9 @@ extension ClusterUp {
                 )
             }
         }
-        print("peers and registrations are signed with the cluster secret in \(local.secretPath) (docs/security.md)")
+        print(
+            "peers authenticate with the cluster secret in \(local.secretPath); registrations are signed with the key derived from it, the name servers' --registration-key (docs/security.md)"
+        )
         let client: TernCluster
         do {
             let leaders = try await local.waitUntilRegistered(options: clientOptions)

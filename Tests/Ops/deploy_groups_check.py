@@ -46,6 +46,11 @@ def check_static(venv_bin):
         fail(f"name servers must be a Deployment behind a headless service tern-nameserver (found {kinds})")
     if deployment["spec"]["replicas"] < 2:
         fail("run at least two name servers")
+    # Name servers hold the registration key only: one taken over must not get the cluster secret.
+    mounted = [i["key"] for v in deployment["spec"]["template"]["spec"]["volumes"] if "secret" in v for i in v["secret"].get("items", [])]
+    ns_args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    if mounted != ["registration-key"] or not any(a.startswith("--registration-key=") for a in ns_args) or any("peer-secret" in a for a in ns_args):
+        fail(f"name servers must get the registration key and not the peer secret (mounted {mounted}, args {ns_args})")
     groups = {}
     for d in docs:
         if d["kind"] != "StatefulSet":
@@ -118,6 +123,9 @@ def main():
     procs = []
     try:
         make_secrets(work + "/etc/tern/secret-source", work + "/etc/tern/tls", [f"*.tern-{g}.{NAMESPACE}.svc.cluster.local" for g in pods])
+        source = work + "/etc/tern/secret-source"
+        os.chmod(source + "/peer-secret", 0o600)
+        run([tern, "nameserver", "key", "--peer-secret", source + "/peer-secret", "--out", source + "/registration-key"])
         os.makedirs(work + "/etc/tern/secrets")
         init = next(c for c in deployment["spec"]["template"]["spec"]["initContainers"] if c["name"] == "secrets")
         run([moved(a, work) for a in init["command"]])

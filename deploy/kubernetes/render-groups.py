@@ -16,8 +16,10 @@ HEADER = """\
 # edit the script, not this file.
 #
 # Before applying, create the two secrets it reads (never commit them):
-#   tern-secrets: peer-secret (64 hex digits; every group and name server holds it: peers
-#                 authenticate with it and leaders sign their registrations) and admin.credentials
+#   tern-secrets: peer-secret (64 hex digits; every group member holds it: peers authenticate
+#                 with it), registration-key (`tern nameserver key --peer-secret FILE`: leaders sign
+#                 their registrations with it; name servers get only this key, never the secret)
+#                 and admin.credentials
 #   tern-tls:     tls.crt and tls.key (naming {sans}) and ca.crt
 #
 # Name servers: a Deployment behind the headless service tern-nameserver, whose DNS name lists
@@ -94,7 +96,7 @@ spec:
           args:
             - nameserver
             - --listen=0.0.0.0:9876
-            - --peer-secret=/etc/tern/secrets/peer-secret
+            - --registration-key=/etc/tern/secrets/registration-key
           ports:
             - name: nameserver
               containerPort: 9876
@@ -127,8 +129,8 @@ spec:
           secret:
             secretName: tern-secrets
             items:
-              - key: peer-secret
-                path: peer-secret
+              - key: registration-key
+                path: registration-key
         - name: secrets
           emptyDir:
             medium: Memory
