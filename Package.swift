@@ -157,6 +157,7 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
+                .product(name: "NIOPosix", package: "swift-nio"),
             ], swiftSettings: strict),
         // Test tooling, out of the product binary: the chaos harness, its relays and checker, and
         // the node with test hooks (`tern-chaos serve`). `tern chaos` runs the `tern-chaos` binary.

@@ -7,6 +7,7 @@
 import Foundation
 import Logging
 import NIOConcurrencyHelpers
+import NIOPosix
 import TernClient
 import TernNameServer
 import TernProtocol
@@ -60,7 +61,10 @@ final class Registrar: Sendable {
 
     /// The client for the name servers' current addresses (made anew when they change).
     private func nameServers() async -> NameServers? {
-        let addresses = Self.expand(configured)
+        // getaddrinfo blocks (for seconds when a DNS server does not answer): it runs on NIO's
+        // threads for blocking work, never on the concurrency pool the gRPC front shares.
+        let configured = self.configured
+        let addresses = (try? await NIOThreadPool.singleton.runIfActive { Self.expand(configured) }) ?? configured
         let (current, old) = client.withLockedValue { c -> (NameServers?, NameServers?) in
             if let c, c.endpoints == addresses { return (c, nil) }
             let made = try? NameServers(endpoints: addresses)
