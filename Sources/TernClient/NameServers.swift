@@ -26,6 +26,11 @@ public final class NameServers: Sendable {
         try self.init(endpoints: endpoints, timeoutMillis: timeoutMillis, group: nil)
     }
 
+    /// On the caller's event loops (not shut down with it).
+    public convenience init(endpoints: [String], timeoutMillis: Int64 = 2000, eventLoopGroup: any EventLoopGroup) throws {
+        try self.init(endpoints: endpoints, timeoutMillis: timeoutMillis, group: eventLoopGroup)
+    }
+
     init(endpoints: [String], timeoutMillis: Int64, group given: EventLoopGroup?) throws {
         let list = endpoints.flatMap { $0.split(whereSeparator: { $0 == "," || $0 == ";" }).map { String($0).trimmingCharacters() } }.filter { !$0.isEmpty }
         guard !list.isEmpty else { throw ClientError.invalidArgument("no name servers given") }

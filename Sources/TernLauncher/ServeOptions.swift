@@ -389,6 +389,7 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
 /// The HTTP listener beside the node: the node's TLS and access control hold for it too.
 private func startOps(_ cfg: ServerConfig, listen: String, server: TernServer, metrics: OpsMetricsHandle, logger: Logger) throws -> OpsServer {
     var oc = OpsConfig(listen: listen, nodeEndpoints: groupEndpoints(cfg))
+    oc.nameservers = cfg.nameservers
     if let cert = cfg.tlsCertPath, let key = cfg.tlsKeyPath {
         oc.tls = (cert, key)
         oc.cluster.tls = ClientTLS(caFile: cfg.grpcTLSCAPath)

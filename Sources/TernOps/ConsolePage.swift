@@ -51,6 +51,10 @@ let consolePage = #"""
     <table id="members"><thead><tr><th>node</th><th>role</th><th class="num">term</th><th class="num">commit</th><th class="num">applied</th><th class="num">first</th><th class="num">disk</th></tr></thead><tbody></tbody></table>
     <div id="members-error" class="error"></div>
   </section>
+  <section id="broker-groups-section" hidden><h2>Broker groups (from the name servers)</h2>
+    <table id="broker-groups"><thead><tr><th>group</th><th>leader</th><th class="num">term</th><th class="num">members</th><th class="num">topics</th><th class="num">registered</th></tr></thead><tbody></tbody></table>
+    <div id="broker-groups-error" class="error"></div>
+  </section>
   <section><h2>Throughput (this node; last 3 minutes)</h2>
     <canvas id="throughput" width="900" height="280"></canvas>
     <div class="legend"><span style="color:#2f6fdf">&#9632;</span> send requests/s &nbsp; <span style="color:#2e8b57">&#9632;</span> messages delivered/s</div>
@@ -99,6 +103,17 @@ async function members() {
       `<td class="num">${m.term}</td><td class="num">${m.commitIndex}</td><td class="num">${m.appliedIndex}</td><td class="num">${m.firstIndex}</td><td class="num">${bytes(m.diskBytes)}</td></tr>`).join("");
     $("members-error").textContent = "";
   } catch (e) { $("members-error").textContent = e.message; }
+}
+// Shown only when the node runs with name servers (many broker groups).
+async function brokerGroups() {
+  try {
+    const b = await getJSON("/api/broker-groups");
+    $("broker-groups-section").hidden = b.nameservers.length == 0;
+    $("broker-groups").tBodies[0].innerHTML = b.groups.map((g) =>
+      `<tr data-broker-group="${esc(g.group)}"><td>${esc(g.group)}</td><td>${esc(g.leader)}</td><td class="num">${g.term}</td>` +
+      `<td class="num">${g.members.length}</td><td class="num">${g.topics}</td><td class="num">${(g.ageMillis / 1000).toFixed(1)} s ago</td></tr>`).join("");
+    $("broker-groups-error").textContent = "";
+  } catch (e) { $("broker-groups-section").hidden = false; $("broker-groups-error").textContent = e.message; }
 }
 async function topics() {
   try {
@@ -188,7 +203,7 @@ function draw(canvas, lines) {
   }
 }
 async function refresh() {
-  await Promise.all([members(), topics(), groups(), charts()]);
+  await Promise.all([members(), brokerGroups(), topics(), groups(), charts()]);
   $("updated").textContent = "updated " + new Date().toLocaleTimeString();
   document.body.dataset.loaded = "1";
 }

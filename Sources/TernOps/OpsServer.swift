@@ -40,6 +40,8 @@ public struct OpsConfig: Sendable {
     public var secretOf: (@Sendable (String) -> [UInt8]?)?
     /// Access control: whether an account has the admin right.
     public var isAdmin: @Sendable (String) -> Bool = { _ in false }
+    /// The node's name servers (`--nameservers`): the console lists every broker group they know.
+    public var nameservers: [String] = []
 
     public init(listen: String, nodeEndpoints: [String]) {
         self.listen = listen
@@ -54,6 +56,8 @@ public final class OpsServer: Sendable {
     let logger: Logger
     let loops: MultiThreadedEventLoopGroup
     let clusters: AccountClusters
+    /// The node's name servers, when it has any (`/api/broker-groups`).
+    let nameServers: NameServers?
     let history = History()
     private let running = NIOLockedValueBox<[Task<Void, Never>]>([])
     /// The last reading of the node, reused for a second: scrapes and consoles at any rate cost
@@ -77,6 +81,7 @@ public final class OpsServer: Sendable {
         options.requestTimeoutMillis = 5_000
         loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         clusters = AccountClusters(endpoints: config.nodeEndpoints, options: options, loops: loops)
+        nameServers = config.nameservers.isEmpty ? nil : try NameServers(endpoints: config.nameservers, eventLoopGroup: loops)
     }
 
     /// Serves until `stop()`; returns the port once listening, or throws when it cannot bind.
@@ -131,6 +136,7 @@ public final class OpsServer: Sendable {
         for t in tasks { t.cancel() }
         for t in tasks { await t.value }
         await clusters.shutdown()
+        await nameServers?.shutdown()
         try? await loops.shutdownGracefully()
     }
 
@@ -171,6 +177,21 @@ public final class OpsServer: Sendable {
                 let route = try await cluster.queryRoute()
                 let members = try await cluster.status()
                 return ClusterView(node: self.server.config.id.name, leader: route.leader, members: members.map(StatusView.init))
+            }
+        }
+        router.get("/api/broker-groups") { request, _ in
+            // What the name servers know (one that answers): open to any signed-in account, as
+            // the name servers' own answers are.
+            _ = try self.account(request)
+            guard let nameServers = self.nameServers else { return self.json(BrokerGroupsView(nameservers: [], groups: []), status: .ok) }
+            do {
+                let list = try await nameServers.brokerGroups()
+                return self.json(
+                    BrokerGroupsView(nameservers: nameServers.endpoints, groups: zip(list.groups, list.ageMillis).map(BrokerGroupsView.Group.init)), status: .ok
+                )
+            } catch {
+                return self.json(
+                    ErrorView(error: "no name server answered (\(nameServers.endpoints.joined(separator: ", "))): \(error)"), status: .serviceUnavailable)
             }
         }
         router.get("/api/topics") { request, _ in

@@ -66,6 +66,31 @@ struct ClusterView: Encodable, Sendable {
     var members: [StatusView]
 }
 
+/// The broker groups behind the node's name servers (none: the node has no name servers).
+struct BrokerGroupsView: Encodable, Sendable {
+    struct Member: Encodable, Sendable {
+        var id, endpoint: String
+    }
+    struct Group: Encodable, Sendable {
+        var group, leader: String
+        var term: UInt64
+        var members: [Member]
+        var topics: Int
+        /// Since the name server heard from the group.
+        var ageMillis: UInt64
+        init(_ r: GroupRegistration, ageMillis: UInt64) {
+            group = r.group
+            leader = r.leader
+            term = r.term
+            members = r.members.map { Member(id: $0.id, endpoint: $0.endpoint) }
+            topics = r.topics.count
+            self.ageMillis = ageMillis
+        }
+    }
+    var nameservers: [String]
+    var groups: [Group]
+}
+
 struct TopicView: Encodable, Sendable {
     struct Queue: Encodable, Sendable {
         var queue: UInt32

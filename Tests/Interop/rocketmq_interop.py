@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
 
 from rocketmq import (ClientConfiguration, ConsumeResult, Credentials, FilterExpression, Message,
                       MessageListener, Producer, PushConsumer, SimpleConsumer, TransactionChecker,
@@ -382,6 +383,17 @@ def push(topic, group, count=20):
     check(listener.seen.get(ids[3], [])[:2] == [1, 2], "the failed one again, as attempt 2")
 
 
+def broker_groups():
+    log("console across groups: g1's node lists every broker group the name servers know")
+    with urllib.request.urlopen("http://127.0.0.1:%d/api/broker-groups" % args.http_base_port, timeout=10) as r:
+        b = json.loads(r.read())
+    groups = {g["group"]: g for g in b["groups"]}
+    check(b["nameservers"] == args.nameservers.split(","), "the node's name servers: %s" % b["nameservers"])
+    check(sorted(groups) == ["g%d" % (k + 1) for k in range(args.groups)], "every broker group listed: %s" % sorted(groups))
+    check(all(len(g["members"]) == 3 and g["leader"] in {m["id"] for m in g["members"]} and g["term"] > 0 for g in groups.values()),
+          "each with its three members and a leader among them")
+
+
 def across_kill(topic, group, count=300):
     log("leader SIGKILL while producing and consuming: nothing acknowledged is lost")
     p = Producer(config(), (topic,))
@@ -574,13 +586,14 @@ def main():
     ap.add_argument("--only", help="run the scenarios whose names contain this")
     ap.add_argument("--groups", type=int, default=1, help="broker groups behind name servers (tern cluster up --groups)")
     ap.add_argument("--nameserver-base-port", type=int, default=9590)
+    ap.add_argument("--http-base-port", type=int, default=8611, help="with --groups: the nodes' HTTP listeners (the console across groups)")
     args = ap.parse_args()
     args.endpoints = ",".join("127.0.0.1:%d" % (args.base_port + k) for k in range(3))
     args.nameservers = ",".join("127.0.0.1:%d" % (args.nameserver_base_port + k) for k in range(2))
     args.grpc = "127.0.0.1:%d" % args.grpc_base_port
     subprocess.run(["rm", "-rf", args.data])
     up = subprocess.Popen([args.tern, "cluster", "up", "--data", args.data, "--base-port", str(args.base_port),
-                           "--grpc-base-port", str(args.grpc_base_port), "--http-base-port", "0",
+                           "--grpc-base-port", str(args.grpc_base_port), "--http-base-port", str(args.http_base_port if args.groups > 1 else 0),
                            *(["--groups", str(args.groups), "--nameserver-base-port", str(args.nameserver_base_port)] if args.groups > 1 else []),
                            "--node-arg=--transaction-check-first-ms=1000", "--node-arg=--transaction-check-interval-ms=2000"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -605,6 +618,7 @@ def main():
             ("invisible", lambda: invisible("invisible", "g-invisible")),
             ("trace", lambda: traced("traced", "g-traced")),
             ("push", lambda: push("push", "g-push")),
+            ("console", broker_groups),
             ("kill", lambda: across_kill("kill", "g-kill")),
             # Beside the main cluster: with groups, past its second group's ports.
             ("secured", lambda: secured(args.base_port + 10 * args.groups, args.grpc_base_port + 10 * args.groups,
@@ -613,6 +627,8 @@ def main():
         for name, s in scenarios:
             if args.only and args.only not in name:
                 continue
+            if name == "console" and args.groups == 1:
+                continue  # the single-group console is checked by scripts/ops-check.sh
             try:
                 s()
             except Exception as e:  # noqa: BLE001
