@@ -166,13 +166,20 @@ public final class Producer: Sendable {
             throw ClientError.invalidArgument("a batch with a sharding key carries that key on every message")
         }
         let clock = ContinuousClock()
+        let avoid = routed.withLockedValue { r in r.avoid.filter { $0.value > clock.now }.map(\.key) }
+        // A send its client may retry with the same id (a RocketMQ client's UNIQ_KEY, through the
+        // gRPC front) goes to the id's queue, so that a retry reaches the group whose window
+        // stores it once; it goes elsewhere only while that group is avoided (it did not answer).
+        let id = messages.count == 1 ? messages[0].properties[DedupeProperty.clientMessageID] ?? "" : ""
+        let pinned = id.isEmpty ? nil : queueForShardingKey(id, queues: total)
         let global: UInt32
         if let q = globalQueue {
             global = q
         } else if let key {
             global = queueForShardingKey(key, queues: total)
+        } else if let q = pinned, !avoid.contains(Self.locate(q, in: route).0.group) {
+            global = q
         } else {
-            let avoid = routed.withLockedValue { r in r.avoid.filter { $0.value > clock.now }.map(\.key) }
             global = state.withLockedValue { s -> UInt32 in
                 for _ in 0..<total {
                     s.rotation &+= 1

@@ -57,6 +57,20 @@ struct MultiGroupTests {
         let perGroup = Dictionary(grouping: receipts.values, by: \.brokerGroup).mapValues(\.count)
         #expect(perGroup == ["g1": 100, "g2": 100], "round robin over all eight queues: \(perGroup)")
 
+        // A send carrying a client's message id (a RocketMQ client's UNIQ_KEY, retried with the
+        // same id) goes to that id's queue every time, so its group stores it once.
+        _ = try await client.createTopic("mg-uniq", queues: 8, brokerGroups: nil)
+        var retried: [SendReceipt] = []
+        for k in 0..<6 {
+            var m = Message(topic: "mg-uniq", body: Array("uniq\(k)".utf8))
+            m.properties[DedupeProperty.clientMessageID] = "client-id-\(k)"
+            let first = try await producer.send(m)
+            let again = try await producer.send(m)
+            #expect(again.duplicate && again.brokerGroup == first.brokerGroup && again.queue == first.queue && again.queueOffset == first.queueOffset)
+            retried.append(first)
+        }
+        #expect(Set(retried.map(\.brokerGroup)).count == 2, "ids spread over both groups: \(retried.map(\.description))")
+
         // Lookups by id name the group; the same index in the other group is another message.
         let sample = receipts["m7"]!
         #expect(text(try await client.message(id: sample.groupMessageID)) == "m7")
