@@ -154,16 +154,22 @@ public func writePeerSecret(path: String) throws {
         what: "peer secret file")
 }
 
-/// Writes `text` to a new owner-only file at `path` (kept when it exists).
-func writeKeyFile(path: String, text: String, what: String) throws {
-    guard !FileManager.default.fileExists(atPath: path) else { return }
+/// Writes `text` to a new owner-only file at `path`: kept when it exists, unless `replace`
+/// (then written beside it and renamed over it, so that a reader sees the old file or the new).
+func writeKeyFile(path: String, text: String, what: String, replace: Bool = false) throws {
+    guard replace || !FileManager.default.fileExists(atPath: path) else { return }
     try FileManager.default.createDirectory(atPath: URL(fileURLWithPath: path).deletingLastPathComponent().path, withIntermediateDirectories: true)
-    let fd = open(path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
-    guard fd >= 0 else { throw ValidationError("cannot create the \(what) \(path): \(String(cString: strerror(errno)))") }
+    let target = replace ? path + ".new" : path
+    if replace { unlink(target) }
+    let fd = open(target, O_WRONLY | O_CREAT | O_EXCL, 0o600)
+    guard fd >= 0 else { throw ValidationError("cannot create the \(what) \(target): \(String(cString: strerror(errno)))") }
     defer { close(fd) }
     let bytes = Array(text.utf8)
     guard write(fd, bytes, bytes.count) == bytes.count, fsync(fd) == 0 else {
-        throw ValidationError("cannot write the \(what) \(path): \(String(cString: strerror(errno)))")
+        throw ValidationError("cannot write the \(what) \(target): \(String(cString: strerror(errno)))")
+    }
+    if replace, rename(target, path) != 0 {
+        throw ValidationError("cannot replace the \(what) \(path): \(String(cString: strerror(errno)))")
     }
 }
 

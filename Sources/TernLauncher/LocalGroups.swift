@@ -86,9 +86,11 @@ public final class LocalNameServers: @unchecked Sendable {
 
     public func start(_ k: Int) throws {
         try writePeerSecret(path: secretPath)
-        // Name servers get the registration key derived from the secret, never the secret.
+        // Name servers get the registration key derived from the secret, never the secret; derived
+        // again at every start, so that it follows a secret file that changed.
         let keyPath = URL(fileURLWithPath: secretPath).deletingLastPathComponent().appendingPathComponent("registration-key").path
-        try writeKeyFile(path: keyPath, text: RegistrationKey.file(for: try PeerSecrets.load(path: secretPath)), what: "registration key file")
+        try writeKeyFile(
+            path: keyPath, text: RegistrationKey.file(for: try PeerSecrets.load(path: secretPath)), what: "registration key file", replace: true)
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)

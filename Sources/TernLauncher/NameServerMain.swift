@@ -34,10 +34,11 @@ public struct NameServerOptions: ParsableArguments {
         guard expirySeconds >= 15 && expirySeconds <= 3600 else {
             throw ValidationError("--expiry-seconds must be 15 to 3600 (got \(expirySeconds)); leaders register every 10 s")
         }
-        let keys =
-            try registrationKey.map { try PeerSecrets.load(path: $0, what: "registration key file") }
-            ?? peerSecret.map { RegistrationKey.derive(from: try PeerSecrets.load(path: $0)) }
-        var cfg = NameServerConfig(listen: listen, secrets: keys)
+        // Read once now, so that a file that cannot be used stops the start with its reason.
+        if let path = registrationKey { _ = try PeerSecrets.load(path: path, what: "registration key file") }
+        if let path = peerSecret { _ = try PeerSecrets.load(path: path) }
+        let check: RegistrationCheck = registrationKey.map { .keyFile($0) } ?? peerSecret.map { .peerSecret($0) } ?? .unsigned
+        var cfg = NameServerConfig(listen: listen, check: check)
         cfg.expiryMillis = expirySeconds * 1000
         guard warmupSeconds <= expirySeconds else { throw ValidationError("--warmup-seconds must not exceed --expiry-seconds") }
         cfg.warmupMillis = warmupSeconds * 1000
@@ -58,7 +59,7 @@ public func runNameServer(_ cfg: NameServerConfig, level: Logger.Level) throws {
         logger.critical("cannot start: \(error)")
         throw ExitCode(2)
     }
-    let how = cfg.secrets == nil ? " (taking unsigned registrations: --insecure)" : "; registrations signed with the registration key"
+    let how = cfg.check == .unsigned ? " (taking unsigned registrations: --insecure)" : "; registrations signed with the registration key"
     logger.notice("name server listening on \(parseEndpoint(cfg.listen)!.host):\(port)\(how)")
     let signals = StopSignals([SIGTERM, SIGINT]) { sig in
         logger.notice("signal \(sig): stopping")

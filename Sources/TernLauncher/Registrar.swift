@@ -17,16 +17,17 @@ final class Registrar: Sendable {
     static let periodMillis: Int64 = 10_000
     let server: TernServer
     let configured: [String]
-    let secret: [UInt8]?
+    /// The registration key to sign with, as of each registration (nil: unsigned).
+    let key: (@Sendable () -> [UInt8])?
     let logger: Logger
     private let task = NIOLockedValueBox<Task<Void, Never>?>(nil)
     private let client = NIOLockedValueBox<NameServers?>(nil)
 
-    init(server: TernServer, nameservers: [String], secret: [UInt8]?, logger: Logger) throws {
+    init(server: TernServer, nameservers: [String], key: (@Sendable () -> [UInt8])?, logger: Logger) throws {
         self.server = server
         configured = nameservers
         _ = try NameServers(endpoints: nameservers)  // refuses a malformed list now
-        self.secret = secret
+        self.key = key
         self.logger = logger
     }
 
@@ -125,7 +126,7 @@ final class Registrar: Sendable {
                         }
                         signed.topics = Array(fitting)
                     }
-                    if let secret { signed.sign(secret: secret) }
+                    if let key { signed.sign(secret: key()) }
                     var anyTook = false
                     for (endpoint, error) in await nameServers.register(signed) {
                         if let error {

@@ -364,9 +364,12 @@ public func runServer(_ cfg: ServerConfig, level: Logger.Level) throws {
         do {
             // Registrations are signed with the registration key derived from the cluster secret
             // the peers use (unsigned only with --insecure-peers, whose name servers run with
-            // --insecure): name servers hold that key, not the secret.
-            let secret = try cfg.peerSecretPath.map { Array(RegistrationKey.derive(from: try PeerSecrets.load(path: $0).secrets[0]).utf8) }
-            let r = try Registrar(server: server, nameservers: cfg.nameservers, secret: secret, logger: logger)
+            // --insecure): name servers hold that key, not the secret. The file is read again when
+            // it changes (a rotation), and the first secret's key signs, as the first secret is
+            // the one peers prove.
+            let file = try cfg.peerSecretPath.map { try PeerSecretSource(path: $0, logger: logger) }
+            let key = file.map { f in { @Sendable in Array(RegistrationKey.derive(from: f.current.secrets[0]).utf8) } }
+            let r = try Registrar(server: server, nameservers: cfg.nameservers, key: key, logger: logger)
             r.start()
             registrar = r
         } catch {

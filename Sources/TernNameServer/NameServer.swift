@@ -14,10 +14,8 @@ import TernServer
 public struct NameServerConfig: Sendable {
     /// host:port to listen on (RocketMQ's name servers use port 9876).
     public var listen: String
-    /// The registration keys registrations must be signed with (`--registration-key`, or derived
-    /// from the groups' peer-secret file); nil: unsigned registrations are taken (`--insecure`,
-    /// never on a network others reach).
-    public var secrets: PeerSecrets?
+    /// How registrations are checked.
+    public var check: RegistrationCheck
     /// A group is dropped when no registration came for this long.
     public var expiryMillis: UInt64 = 40_000
     /// How often expired groups are looked for.
@@ -29,9 +27,36 @@ public struct NameServerConfig: Sendable {
     /// `idleSeconds` (a stalled frame included) is closed.
     public var maxConnections = 1024
     public var idleSeconds: Int64 = 60
-    public init(listen: String, secrets: PeerSecrets?) {
+    public init(listen: String, check: RegistrationCheck) {
         self.listen = listen
-        self.secrets = secrets
+        self.check = check
+    }
+}
+
+/// What a registration must be signed with.
+public enum RegistrationCheck: Sendable, Equatable {
+    /// Nothing: unsigned registrations are taken (`--insecure`, never on a network others reach).
+    case unsigned
+    /// The keys of a registration key file (`--registration-key`), read again when it changes.
+    case keyFile(String)
+    /// The keys derived from the groups' peer-secret file (`--peer-secret`), read again when it
+    /// changes.
+    case peerSecret(String)
+    /// These keys.
+    case keys(PeerSecrets)
+
+    /// The keys as of each call (nil: unsigned taken); throws when a file cannot be used.
+    public func source(logger: Logger) throws -> (@Sendable () -> PeerSecrets)? {
+        switch self {
+        case .unsigned: return nil
+        case .keys(let k): return { k }
+        case .keyFile(let path):
+            let file = try PeerSecretSource(path: path, what: "registration key file", logger: logger)
+            return { file.current }
+        case .peerSecret(let path):
+            let file = try PeerSecretSource(path: path, logger: logger)
+            return { RegistrationKey.derive(from: file.current) }
+        }
     }
 }
 
@@ -87,6 +112,8 @@ public final class NameServer: Sendable {
     let connections = NIOLockedValueBox(0)
     private let channel = NIOLockedValueBox<Channel?>(nil)
     private let scan = NIOLockedValueBox<RepeatedTask?>(nil)
+    /// The keys registrations are checked with now (set by `start`; nil: unsigned taken).
+    private let keys = NIOLockedValueBox<(@Sendable () -> PeerSecrets)?>(nil)
 
     public init(config: NameServerConfig, logger: Logger) {
         self.config = config
@@ -100,6 +127,8 @@ public final class NameServer: Sendable {
     /// Binds and starts answering; returns the port bound.
     public func start() throws -> Int {
         guard let (host, port) = parseEndpoint(config.listen) else { throw ServerError("--listen \(config.listen) is not host:port") }
+        let source = try config.check.source(logger: logger)
+        keys.withLockedValue { $0 = source }
         let server = self
         let bootstrap = ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
@@ -153,7 +182,10 @@ public final class NameServer: Sendable {
             case .registerGroup:
                 let r = try GroupRegistration.decode(body)
                 if let problem = BrokerGroupName.problem(r.group) { return .failure(ErrorBody(code: ErrorCode.badRequest, message: problem)) }
-                if let secrets = config.secrets, !r.isSigned(by: secrets) {
+                // Checked under the keys as of now (a key file is read again when it changes);
+                // before `start` set them, nothing passes.
+                let current = keys.withLockedValue { $0 }?()
+                if config.check != .unsigned, !(current.map { r.isSigned(by: $0) } ?? false) {
                     logger.warning("refused a registration of group \(r.group) from \(peer): not signed with the registration key")
                     return .failure(
                         ErrorBody(

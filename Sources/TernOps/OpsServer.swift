@@ -81,7 +81,12 @@ public final class OpsServer: Sendable {
         options.requestTimeoutMillis = 5_000
         loops = MultiThreadedEventLoopGroup(numberOfThreads: 1)
         clusters = AccountClusters(endpoints: config.nodeEndpoints, options: options, loops: loops)
-        nameServers = config.nameservers.isEmpty ? nil : try NameServers(endpoints: config.nameservers, eventLoopGroup: loops)
+        do {
+            nameServers = config.nameservers.isEmpty ? nil : try NameServers(endpoints: config.nameservers, eventLoopGroup: loops)
+        } catch {
+            try? loops.syncShutdownGracefully()
+            throw error
+        }
     }
 
     /// Serves until `stop()`; returns the port once listening, or throws when it cannot bind.

@@ -10,17 +10,20 @@ import TernRaft
 
 /// The cluster secret, read again from its file at every handshake, so that a rotated file takes
 /// effect for the next connection without a restart. A file that became unreadable or invalid
-/// keeps the last good secrets (and says so in the log).
-final class PeerSecretSource: Sendable {
+/// keeps the last good secrets (and says so in the log). Name servers read their registration
+/// key file the same way (`what` names the file in the log).
+public final class PeerSecretSource: Sendable {
     let path: String
+    let what: String
     let logger: Logger
     private let state: NIOLockedValueBox<(secrets: PeerSecrets, modified: Date?)>
 
-    init(path: String, logger: Logger) throws(ServerError) {
+    public init(path: String, what: String = "peer secret file", logger: Logger) throws(ServerError) {
         self.path = path
+        self.what = what
         self.logger = logger
         let modified = PeerSecretSource.modified(path)  // before reading: a change meanwhile is read next time
-        let secrets = try PeerSecrets.load(path: path)
+        let secrets = try PeerSecrets.load(path: path, what: what)
         state = NIOLockedValueBox((secrets, modified))
     }
 
@@ -28,15 +31,16 @@ final class PeerSecretSource: Sendable {
         (try? FileManager.default.attributesOfItem(atPath: path))?[.modificationDate] as? Date
     }
 
-    var current: PeerSecrets {
+    /// The file's secrets now (read again when its modification time changed).
+    public var current: PeerSecrets {
         let m = PeerSecretSource.modified(path)
         return state.withLockedValue { s in
             guard m != s.modified else { return s.secrets }
             do {
-                s.secrets = try PeerSecrets.load(path: path)
-                logger.notice("peer secret file \(path) changed: \(s.secrets.secrets.count) secret(s) in use for new connections")
+                s.secrets = try PeerSecrets.load(path: path, what: what)
+                logger.notice("\(what) \(path) changed: \(s.secrets.secrets.count) secret(s) in use from now on")
             } catch {
-                logger.error("peer secret file \(path) changed but cannot be used, keeping the previous secrets: \(error)")
+                logger.error("\(what) \(path) changed but cannot be used, keeping the previous secrets: \(error)")
             }
             s.modified = m
             return s.secrets
