@@ -30,8 +30,8 @@ bench-compare: setup
 # then the simulator's checks
 # (a 100-seed sweep, determinism across processes, planted bugs caught), then every fuzz target
 # for 10 s from its corpus (docs/security.md), then short chaos runs on real processes (60 s of
-# faults, 30 s with retention stress, and 40 s of member replacements among leader kills and
-# isolations; docs/chaos.md).
+# faults, 30 s with retention stress, 40 s of member replacements among leader kills and
+# isolations, and 40 s across two groups with name server faults; docs/chaos.md).
 test: setup lint
 	swift build --build-tests
 	swift test
