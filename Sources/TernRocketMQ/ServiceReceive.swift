@@ -135,11 +135,36 @@ extension MessagingFront {
             maxWaitMillis: UInt32(wait))
         native.sqlFilter = sql
         // The broker the client picked (a route's or an assignment's queue): with name servers,
-        // a broker group; the front receives from that group only.
+        // a broker group.
         let broker = r.messageQueue.broker.name
-        let from = Source(cluster: try await target(c, broker), brokerGroup: groupName(broker), accessKey: c.accessKey)
-        let body = try await from.cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
-        var deliveries = try ReceiveResponse.decode(body).deliveries
+        var from = Source(cluster: try await target(c, broker), brokerGroup: groupName(broker), accessKey: c.accessKey)
+        var deliveries: [ReceivedDelivery] = []
+        if routed {
+            // The official clients pick a queue at random for each receive (the Python client
+            // does), so a receive can name a group with nothing while another holds messages,
+            // and would wait out its long poll there. Each group holding the topic is asked
+            // without waiting first, the named one first; only when none has anything does the
+            // receive wait, on the named group. A delivery's handle names the group it came from.
+            var now = native
+            now.maxWaitMillis = 0
+            let named = try ReceiveResponse.decode(try await from.cluster.leaderRequest(.receive, now.encoded())).deliveries
+            deliveries = named
+            if named.isEmpty {
+                let others = ((try? await c.cluster.topicRoute(topic).groups.map(\.group)) ?? []).filter { $0 != from.brokerGroup }
+                for g in others {
+                    guard let cluster = try? await c.cluster.brokerGroup(g),
+                        let found = try? ReceiveResponse.decode(try await cluster.leaderRequest(.receive, now.encoded())).deliveries, !found.isEmpty
+                    else { continue }
+                    from = Source(cluster: cluster, brokerGroup: g, accessKey: c.accessKey)
+                    deliveries = found
+                    break
+                }
+            }
+        }
+        if deliveries.isEmpty {
+            let body = try await from.cluster.leaderRequest(.receive, native.encoded(), timeoutMillis: wait + 5_000)
+            deliveries = try ReceiveResponse.decode(body).deliveries
+        }
         // A message received more often than the group's attempts allow goes to the group's
         // dead-letter queue instead of to the consumer (RocketMQ's broker does the same).
         let spent = deliveries.filter { $0.attempt > UInt32(settings.maxDeliveryAttempts) }

@@ -79,6 +79,16 @@ def drain(consumer, want, seconds, invisible=15, ack=True, on_message=None):
     return got
 
 
+def diagnose(topic, group, client_id):
+    """Where a message that did not arrive is, and how far the group got, for the log."""
+    for argv in (("admin", "message", "get", "--topic", topic, "--id", client_id), ("admin", "group", "describe", group),
+                 ("admin", "topic", "describe", topic)):
+        try:
+            log("  %s:\n%s" % (" ".join(argv), tern(*argv)))
+        except Exception as e:  # noqa: BLE001
+            log("  %s: %s" % (" ".join(argv), e))
+
+
 def leader():
     """The leader of the group the clients' front is in (with groups: g1)."""
     group = ["--broker-group", "g1"] if args.groups > 1 else []
@@ -236,6 +246,8 @@ def delay(topic, group, seconds=4):
     got = drain(c, 1, seconds + 20, on_message=lambda m: arrived.setdefault(m.message_id, time.time()))
     c.shutdown()
     check(len(got) == 1 and got[0].message_id == r.message_id, "the delayed message is delivered")
+    if len(got) != 1:
+        diagnose(topic, group, r.message_id)
     if got:
         check(arrived[r.message_id] >= due - 0.05, "not before its time (%.2f s after it)" % (arrived[r.message_id] - due))
 
