@@ -145,15 +145,18 @@ extension MessagingFront {
             // and would wait out its long poll there. Each group holding the topic is asked
             // without waiting first, the named one first; only when none has anything does the
             // receive wait, on the named group. A delivery's handle names the group it came from.
+            // Each ask has 1 s: a group in an election or down is passed over, not waited for
+            // (the long poll below retries the named group properly and reports its errors).
             var now = native
             now.maxWaitMillis = 0
-            let named = try ReceiveResponse.decode(try await from.cluster.leaderRequest(.receive, now.encoded())).deliveries
-            deliveries = named
-            if named.isEmpty {
+            let named = try? ReceiveResponse.decode(try await from.cluster.leaderRequest(.receive, now.encoded(), timeoutMillis: 1_000)).deliveries
+            deliveries = named ?? []
+            if deliveries.isEmpty {
                 let others = ((try? await c.cluster.topicRoute(topic).groups.map(\.group)) ?? []).filter { $0 != from.brokerGroup }
                 for g in others {
                     guard let cluster = try? await c.cluster.brokerGroup(g),
-                        let found = try? ReceiveResponse.decode(try await cluster.leaderRequest(.receive, now.encoded())).deliveries, !found.isEmpty
+                        let found = try? ReceiveResponse.decode(try await cluster.leaderRequest(.receive, now.encoded(), timeoutMillis: 1_000)).deliveries,
+                        !found.isEmpty
                     else { continue }
                     from = Source(cluster: cluster, brokerGroup: g, accessKey: c.accessKey)
                     deliveries = found
