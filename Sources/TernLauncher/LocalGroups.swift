@@ -84,13 +84,21 @@ public final class LocalNameServers: @unchecked Sendable {
         self.executable = executable
     }
 
+    /// The name servers' registration key file, beside the secret.
+    var keyPath: String { URL(fileURLWithPath: secretPath).deletingLastPathComponent().appendingPathComponent("registration-key").path }
+
+    /// Name servers get the registration key derived from the secret, never the secret: derived
+    /// again by `startAll`, so that it follows a secret file that changed; written by `start`
+    /// only when missing (a restart in a chaos run spawns the process and nothing more).
+    private func writeKey(replace: Bool) throws {
+        guard replace || !FileManager.default.fileExists(atPath: keyPath) else { return }
+        try writeKeyFile(
+            path: keyPath, text: RegistrationKey.file(for: try PeerSecrets.load(path: secretPath)), what: "registration key file", replace: replace)
+    }
+
     public func start(_ k: Int) throws {
         try writePeerSecret(path: secretPath)
-        // Name servers get the registration key derived from the secret, never the secret; derived
-        // again at every start, so that it follows a secret file that changed.
-        let keyPath = URL(fileURLWithPath: secretPath).deletingLastPathComponent().appendingPathComponent("registration-key").path
-        try writeKeyFile(
-            path: keyPath, text: RegistrationKey.file(for: try PeerSecrets.load(path: secretPath)), what: "registration key file", replace: true)
+        try writeKey(replace: false)
         try FileManager.default.createDirectory(atPath: logDirectory, withIntermediateDirectories: true)
         let p = Process()
         p.executableURL = URL(fileURLWithPath: executable)
@@ -105,7 +113,11 @@ public final class LocalNameServers: @unchecked Sendable {
         processes[k] = p
     }
 
-    public func startAll() throws { for k in endpoints.indices { try start(k) } }
+    public func startAll() throws {
+        try writePeerSecret(path: secretPath)
+        try writeKey(replace: true)
+        for k in endpoints.indices { try start(k) }
+    }
 
     public func kill(_ k: Int, signal sig: Int32 = SIGKILL) {
         guard let p = processes[k] else { return }
